@@ -1,0 +1,1 @@
+"""The steps of the transfer-learning recipe and the machinery they need (no Prefect flows here)."""

@@ -1,0 +1,156 @@
+"""Load labeled examples into one table with stable content-hash ids, and fingerprint it.
+
+The table has one row per example: `example_id` (sha256 of the file bytes or the text),
+`input` (image path or text), `label`, `given_split` (train / val / test when the data comes
+pre-split, else empty) and `source` (where a person finds the example).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.errors import DataError
+from tasks.spec import DataSpec
+
+# torchvision's ImageFolder extensions: a file with another extension is skipped and reported.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+COLUMNS = ["example_id", "input", "label", "given_split", "source"]
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """The example table plus what a person should know about how it was read."""
+
+    table: pd.DataFrame
+    declared_classes: tuple[str, ...] | None
+    skipped_files: tuple[str, ...] = field(default=())
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(ids: pd.Series | list[str], labels: pd.Series | list[str]) -> str:
+    """Hash of the sorted distinct (id, label) pairs: it names this exact labeled dataset."""
+    pairs = sorted(set(zip(map(str, ids), map(str, labels))))
+    return sha256_text("\n".join(f"{i}\t{label}" for i, label in pairs))
+
+
+def load_examples(data: DataSpec) -> LoadedData:
+    """Read the data the spec points at (materializing the packaged demo data on first run)."""
+    if data.materialize_from:
+        from tasks.demo_data import materialize
+
+        materialize(data.materialize_from, data.path)
+    loaded = _load_image_folder(data) if data.kind == "image_folder" else _load_csv_text(data)
+    if loaded.table.empty:
+        raise DataError(f"{data.path}: no examples found. Fix: check data.path and data.select_classes.")
+    return loaded
+
+
+def _load_image_folder(data: DataSpec) -> LoadedData:
+    root = data.path
+    split_dirs = {SPLIT_NAMES[d.name]: d for d in _subdirs(root) if d.name in SPLIT_NAMES}
+    label_roots = split_dirs.items() if split_dirs else [("", root)]
+    rows, skipped, classes = [], [], set()
+    for split_name, label_root in label_roots:
+        for label_dir in _subdirs(label_root):
+            if data.select_classes and label_dir.name not in data.select_classes:
+                continue
+            classes.add(label_dir.name)
+            for file in sorted(p for p in label_dir.rglob("*") if p.is_file()):
+                relative = str(file.relative_to(root))
+                if file.suffix.lower() not in IMAGE_EXTENSIONS:
+                    skipped.append(relative)
+                    continue
+                rows.append((sha256_file(file), str(file), label_dir.name, split_name, relative))
+    if not classes:
+        raise DataError(
+            f"{root}: no class folders found. Fix: lay images out as {root}/<label>/<image> "
+            f"or {root}/<train|val|test>/<label>/<image>."
+        )
+    declared = sorted(data.classes or classes)
+    return LoadedData(pd.DataFrame(rows, columns=COLUMNS), tuple(declared), tuple(skipped))
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _load_csv_text(data: DataSpec) -> LoadedData:
+    frame = _read_csv(data.path)
+    wanted = [c for c in (data.text_column, data.label_column, data.split_column) if c]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        field_names = {data.text_column: "text_column", data.label_column: "label_column"}
+        fields = ", ".join(f"data.{field_names.get(c, 'split_column')}='{c}'" for c in missing)
+        raise DataError(
+            f"{data.path}: column(s) {missing} not found ({fields}). "
+            f"Columns in the file: {list(frame.columns)}. Fix: set the field to one of them."
+        )
+    if data.select_classes:
+        frame = frame[frame[data.label_column].isin(data.select_classes)]
+    texts = frame[data.text_column]
+    table = pd.DataFrame(
+        {
+            "example_id": [
+                sha256_text(t) if isinstance(t, str) else sha256_text(f"<missing text, row {i + 2}>")
+                for i, t in zip(frame.index, texts)
+            ],
+            "input": texts.to_numpy(),
+            "label": frame[data.label_column].to_numpy(),
+            "given_split": _given_splits(frame, data),
+            "source": [f"{data.path.name}:row {i + 2}" for i in frame.index],
+        }
+    )
+    return LoadedData(table.reset_index(drop=True), tuple(data.classes) if data.classes else None)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        # Only empty cells are missing: a text that reads "NA" or "null" stays a text.
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}). Fix: re-save the CSV as UTF-8."
+        ) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc}). Fix the file's quoting or delimiter.") from None
+
+
+def _given_splits(frame: pd.DataFrame, data: DataSpec) -> list[str]:
+    if not data.split_column:
+        return [""] * len(frame)
+    values = frame[data.split_column].fillna("").str.strip().str.lower()
+    unknown = sorted(set(values) - set(SPLIT_NAMES))
+    if unknown:
+        raise DataError(
+            f"{data.path}: column data.split_column='{data.split_column}' has values {unknown}; "
+            f"allowed: {sorted(SPLIT_NAMES)}."
+        )
+    return [SPLIT_NAMES[v] for v in values]
+
+
+def save_table(table: pd.DataFrame, workdir: Path, dataset_fingerprint: str) -> Path:
+    """Write the table where later steps read it; the fingerprint names the file."""
+    path = workdir / "datasets" / f"{dataset_fingerprint[:16]}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path, index=False)
+    return path
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)

@@ -1,0 +1,86 @@
+"""Frozen-backbone embeddings, computed once and cached on disk.
+
+The cache is content-addressed: a folder per backbone key (model + weights hash + preprocessing)
+and, inside it, shards of embeddings named by the hash of the example ids they hold. Shards are
+read memory-mapped, so a second run on the same data reads instead of recomputing, and any
+example already embedded by an earlier run (another split, another config) is reused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tasks.backbones import Backbone, backbone_cache_key
+from tasks.data import sha256_text
+
+
+class EmbeddingCache:
+    """Embeddings of one backbone, keyed by example id."""
+
+    def __init__(self, root: Path, backbone_key: str) -> None:
+        self.folder = root / backbone_key
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._index: dict[str, tuple[Path, int]] = {}
+        for ids_file in sorted(self.folder.glob("*.ids.json")):
+            shard = ids_file.with_name(ids_file.name.removesuffix(".ids.json") + ".npy")
+            if shard.exists():
+                for row, example_id in enumerate(json.loads(ids_file.read_text())):
+                    self._index[example_id] = (shard, row)
+
+    def missing(self, ids: list[str]) -> list[str]:
+        return [i for i in dict.fromkeys(ids) if i not in self._index]
+
+    def get(self, ids: list[str]) -> np.ndarray:
+        """Embeddings in the order of `ids` (all must be cached)."""
+        shards: dict[Path, np.ndarray] = {}
+        rows = []
+        for example_id in ids:
+            shard, row = self._index[example_id]
+            if shard not in shards:
+                shards[shard] = np.load(shard, mmap_mode="r")
+            rows.append(shards[shard][row])
+        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
+
+    def put(self, ids: list[str], embeddings: np.ndarray) -> None:
+        name = sha256_text("\n".join(ids))[:24]
+        shard = self.folder / f"{name}.npy"
+        # Write the array before its id list: an id list only ever points at a complete shard.
+        np.save(self.folder / f"{name}.partial.npy", embeddings.astype(np.float32))
+        (self.folder / f"{name}.partial.npy").rename(shard)
+        (self.folder / f"{name}.ids.json").write_text(json.dumps(ids))
+        for row, example_id in enumerate(ids):
+            self._index[example_id] = (shard, row)
+
+
+def open_cache(workdir: Path, backbone: Backbone) -> EmbeddingCache:
+    return EmbeddingCache(workdir / "embeddings", backbone_cache_key(backbone))
+
+
+def embed_inputs(backbone: Backbone, inputs: list[str], batch_size: int,
+                 description: str = "embedding") -> np.ndarray:
+    """Run the frozen backbone over raw inputs in batches, with a progress bar."""
+    outputs = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(inputs), batch_size), desc=description, unit="batch"):
+            batch = backbone.preprocess(inputs[start:start + batch_size])
+            outputs.append(backbone.embed(batch).float().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, backbone.dim), np.float32)
+
+
+def cached_embeddings(cache: EmbeddingCache, backbone: Backbone, ids: list[str], inputs: list[str],
+                      batch_size: int, on_computed: Callable[[int], None] | None = None) -> np.ndarray:
+    """Embeddings for `ids`, computing (and caching) only the ones not cached yet."""
+    input_of = dict(zip(ids, inputs))
+    missing = cache.missing(ids)
+    if missing:
+        computed = embed_inputs(backbone, [input_of[i] for i in missing], batch_size)
+        cache.put(missing, computed)
+    if on_computed:
+        on_computed(len(missing))
+    return cache.get(ids)

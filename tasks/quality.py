@@ -1,0 +1,168 @@
+"""Label-quality audit: a real Great Expectations suite over three views of the data.
+
+- examples: every row (labels present and declared, inputs readable, ids unique);
+- labels per example: no example (same content) carries two different labels;
+- class counts: every declared class has enough examples, the metric's class exists,
+  and the imbalance ratio is reported (a warning, never a stop).
+Errors stop the flow before any training; warnings are reported and the flow goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+
+from tasks.data import LoadedData
+from tasks.spec import DataSpec, MetricSpec
+
+Severity = Literal["error", "warning"]
+SHOWN_OFFENDERS = 5
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation's outcome, in words a person can act on."""
+
+    name: str
+    severity: Severity
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    checks: tuple[Check, ...]
+    class_counts: dict[str, int]
+    n_examples: int
+    skipped_files: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks if c.severity == "error")
+
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if c.severity == "warning" and not c.passed]
+
+    def markdown(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED: training will not start"
+        lines = [f"# Label-quality report: {verdict}", "",
+                 f"{self.n_examples} examples, {len(self.class_counts)} classes.", "",
+                 "| check | severity | result | detail |", "| --- | --- | --- | --- |"]
+        for check in self.checks:
+            result = "ok" if check.passed else ("FAIL" if check.severity == "error" else "warn")
+            lines.append(f"| {check.name} | {check.severity} | {result} | {check.detail or ''} |")
+        lines += ["", "| class | examples |", "| --- | ---: |"]
+        lines += [f"| {label} | {count} |" for label, count in self.class_counts.items()]
+        if self.skipped_files:
+            shown = ", ".join(self.skipped_files[:SHOWN_OFFENDERS])
+            lines += ["", f"Skipped {len(self.skipped_files)} file(s) that are not images: {shown}"]
+        return "\n".join(lines)
+
+    def failure_summary(self) -> str:
+        failed = [c for c in self.checks if c.severity == "error" and not c.passed]
+        return "\n".join(f"  - {c.name}: {c.detail}" for c in failed)
+
+
+def audit_labels(loaded: LoadedData, data: DataSpec, metric: MetricSpec) -> QualityReport:
+    """Run the suite on the loaded table and turn GX results into a report."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    table = loaded.table.assign(readable=_readable(loaded.table, data.kind))
+    labels_per_example = table.groupby("example_id", as_index=False).agg(
+        distinct_labels=("label", "nunique"), source=("source", "first"))
+    classes = list(loaded.declared_classes or sorted(table["label"].dropna().unique()))
+    counts = table["label"].value_counts().reindex(classes, fill_value=0)
+    class_counts = pd.DataFrame({"label": counts.index, "count": counts.to_numpy()})
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("labeled_data")
+    checks: list[Check] = []
+    for frame_name, frame, expectations in [
+        ("examples", table, _example_expectations(gx, data, loaded.declared_classes)),
+        ("labels_per_example", labels_per_example, [
+            ("no example has two different labels", "error",
+             gx.expectations.ExpectColumnValuesToBeBetween(column="distinct_labels", max_value=1)),
+        ]),
+        ("class_counts", class_counts, _count_expectations(gx, data, metric, int(counts.max()))),
+    ]:
+        batch = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe("all") \
+            .get_batch(batch_parameters={"dataframe": frame})
+        suite = gx.ExpectationSuite(name=f"transferflow_{frame_name}")
+        for _, _, expectation in expectations:
+            suite.add_expectation(expectation)
+        index_column = "label" if frame_name == "class_counts" else "source"
+        result = batch.validate(suite, result_format={
+            "result_format": "COMPLETE", "unexpected_index_column_names": [index_column]})
+        checks += [_to_check(name, severity, res.success, res.result, index_column)
+                   for (name, severity, _), res in zip(expectations, result.results)]
+    return QualityReport(tuple(checks), {str(k): int(v) for k, v in counts.items()},
+                         len(table), loaded.skipped_files)
+
+
+def _example_expectations(gx: Any, data: DataSpec, declared: tuple[str, ...] | None) -> list:
+    duplicate_severity: Severity = "error" if data.duplicates == "fail" else "warning"
+    readable = "image files decode" if data.kind == "image_folder" else "texts are non-empty"
+    expectations = [
+        ("labels are present", "error", gx.expectations.ExpectColumnValuesToNotBeNull(column="label")),
+        (readable, "error", gx.expectations.ExpectColumnValuesToBeInSet(column="readable", value_set=[True])),
+        (f"no exact duplicates (policy: {data.duplicates})", duplicate_severity,
+         gx.expectations.ExpectColumnValuesToBeUnique(column="example_id")),
+    ]
+    if declared:
+        expectations.insert(1, ("labels are in the declared set", "error",
+                                gx.expectations.ExpectColumnValuesToBeInSet(column="label", value_set=list(declared))))
+    return expectations
+
+
+def _count_expectations(gx: Any, data: DataSpec, metric: MetricSpec, largest: int) -> list:
+    expectations = [
+        ("at least two classes", "error", gx.expectations.ExpectTableRowCountToBeBetween(min_value=2)),
+        (f"every class has >= {data.min_examples_per_class} examples", "error",
+         gx.expectations.ExpectColumnValuesToBeBetween(column="count", min_value=data.min_examples_per_class)),
+        (f"imbalance ratio <= {data.max_imbalance_ratio:g}", "warning",
+         gx.expectations.ExpectColumnValuesToBeBetween(column="count", min_value=largest / data.max_imbalance_ratio)),
+    ]
+    if metric.class_name:
+        expectations.append((f"metric class '{metric.class_name}' is a label", "error",
+                             gx.expectations.ExpectColumnDistinctValuesToContainSet(
+                                 column="label", value_set=[metric.class_name])))
+    return expectations
+
+
+def _to_check(name: str, severity: Severity, success: bool, result: dict, index_column: str) -> Check:
+    if success:
+        return Check(name, severity, True, "")
+    offenders = result.get("unexpected_index_list") or []
+    if offenders:
+        shown = ", ".join(_describe(o, index_column) for o in offenders[:SHOWN_OFFENDERS])
+        more = f" (+{len(offenders) - SHOWN_OFFENDERS} more)" if len(offenders) > SHOWN_OFFENDERS else ""
+        return Check(name, severity, False, f"{len(offenders)} offending: {shown}{more}")
+    return Check(name, severity, False, f"observed {result.get('observed_value')}")
+
+
+def _describe(offender: dict, index_column: str) -> str:
+    if index_column == "label":
+        return f"'{offender.get('label')}' ({offender.get('count')})"
+    return str(offender.get("source"))
+
+
+def _readable(table: pd.DataFrame, kind: str) -> list[bool]:
+    if kind == "csv_text":
+        return [isinstance(t, str) and bool(t.strip()) for t in table["input"]]
+    return [_decodes(path) for path in table["input"]]
+
+
+def _decodes(path: str) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False

