@@ -91,7 +91,7 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _load_csv_text(data: DataSpec) -> LoadedData:
-    frame = _read_csv(data.path)
+    frame = read_csv(data.path)
     wanted = [c for c in (data.text_column, data.label_column, data.split_column) if c]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
@@ -119,7 +119,7 @@ def _load_csv_text(data: DataSpec) -> LoadedData:
     return LoadedData(table.reset_index(drop=True), tuple(data.classes) if data.classes else None)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_csv(path: Path) -> pd.DataFrame:
     try:
         # Only empty cells are missing: a text that reads "NA" or "null" stays a text.
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")

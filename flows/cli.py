@@ -1,0 +1,115 @@
+"""The `transferflow` command. Heavy libraries are imported inside commands, so `--help` and
+`schema` answer at once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.runtime import apply_defaults, hide_user_error_tracebacks, reexec_with_tuned_allocator
+from tasks.errors import TransferflowError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Declarative transfer learning: one YAML config, one metric, a gated Prefect flow.")
+console = Console()
+errors = Console(stderr=True)
+
+DataOption = typer.Option(None, "--data", help="Override data.path (resolved against the current folder).")
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="YAML config"), data: Optional[Path] = DataOption) -> None:
+    """Run the whole recipe: checks, split, baseline, fine-tuning, one test evaluation, gate."""
+    with _user_errors():
+        from flows.transfer_learning import transfer_learning
+
+        summary = transfer_learning(str(config), str(data) if data else None)
+    _print_summary(summary)
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="YAML config"), data: Optional[Path] = DataOption) -> None:
+    """Steps 1-4 only: config, data, label-quality checks, split, base model. No training."""
+    with _user_errors():
+        from flows.transfer_learning import validate_only
+
+        spec, quality, split = validate_only(str(config), str(data) if data else None)
+    console.print(f"[green]Ready to run.[/green] {spec.task}  |  contract: {spec.metric.describe()}")
+    console.print("Split: " + ", ".join(f"{k} {v}" for k, v in split.sizes.items()))
+    for warning in quality.warnings:
+        console.print(f"[yellow]warning[/yellow] {warning}")
+
+
+@app.command()
+def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champion"),
+            inputs: list[Path] = typer.Argument(..., help="Image files, or CSV files of texts"),
+            column: str = typer.Option("text", help="Text column when an input is a CSV"),
+            workdir: Path = typer.Option(Path(".transferflow"), help="Where the default MLflow store is")) -> None:
+    """Predict with a registered model: label and probability per input."""
+    with _user_errors():
+        from tasks.predict import load_model, read_inputs
+
+        model = load_model(model_uri, workdir)
+        raw = read_inputs(inputs, column)
+        result = model.predict(raw)
+    table = Table("input", "label", "probability")
+    for text, label, probability in zip(raw, result["label"], result["probability"]):
+        table.add_row(str(text)[:80], str(label), f"{probability:.3f}")
+    console.print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the config's JSON schema (fields, defaults, allowed values)."""
+    from tasks.spec import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
+class _user_errors:
+    """Print a TransferflowError as its message and exit 2; other errors keep their traceback."""
+
+    def __enter__(self) -> None:
+        apply_defaults()
+        hide_user_error_tracebacks()
+
+    def __exit__(self, kind, error, _traceback) -> bool:
+        if isinstance(error, TransferflowError):
+            errors.print(f"[bold red]error:[/bold red] {error}", highlight=False, markup=True)
+            raise typer.Exit(code=2)
+        return False
+
+
+def _print_summary(summary) -> None:
+    spec, outcome = summary.spec, summary.outcome
+    table = Table(title=spec.task, show_header=False)
+    table.add_row("data checks", "passed" + (f" ({len(summary.quality.warnings)} warning(s))"
+                                             if summary.quality.warnings else ""))
+    table.add_row("split", ", ".join(f"{k} {v}" for k, v in summary.split.sizes.items()))
+    for stage in summary.stages:
+        table.add_row(f"{stage.name} (validation)", f"{spec.metric.key} {stage.val_value:.4f}")
+    table.add_row("selected", summary.selected.name)
+    table.add_row("test", f"{spec.metric.key} {summary.test.value:.4f} vs target {spec.metric.target:g}")
+    colour = "green" if outcome.decision.passed else "red"
+    promoted = (f"promoted: {spec.registry.model_name}@{spec.registry.alias} -> version "
+                f"{outcome.registration.version}" if outcome.decision.passed
+                else f"not promoted (version {outcome.registration.version} registered, alias unchanged)")
+    table.add_row("decision", f"[{colour}]{promoted}[/{colour}]")
+    table.add_row("why", outcome.decision.reason)
+    table.add_row("mlflow run", summary.run_id)
+    console.print(table)
+
+
+def main() -> None:
+    reexec_with_tuned_allocator()
+    app()
+
+
+if __name__ == "__main__":
+    main()

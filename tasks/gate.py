@@ -1,0 +1,61 @@
+"""The gate: one test evaluation, a ledger of every evaluation of a test set, and the decision.
+
+A test set that has been evaluated many times has guided choices and is no longer untouched:
+the ledger (an MLflow experiment keyed by the test fingerprint) makes that count visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from tasks.metrics import meets_target
+from tasks.spec import MetricSpec
+from tasks.tracking import experiment_id, log_scores, start_run, end_run
+
+LEDGER_EXPERIMENT = "transferflow-test-ledger"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    metric: str
+    test_value: float
+    target: float
+    prior_evaluations: int
+
+    @property
+    def verdict(self) -> str:
+        return "promoted" if self.passed else "rejected"
+
+    @property
+    def reason(self) -> str:
+        relation = ">=" if self.passed else "<"
+        text = f"test {self.metric} = {self.test_value:.4f} {relation} target {self.target:g}"
+        if self.prior_evaluations:
+            text += (f"; WARNING: this test set was evaluated {self.prior_evaluations} time(s) before, so it "
+                     "has informed earlier choices: treat it as a validation set and collect fresh test data")
+        else:
+            text += "; first evaluation of this test set"
+        return text
+
+
+def record_test_evaluation(client: MlflowClient, workdir: Path, test_fingerprint: str, data_fingerprint: str,
+                           model_name: str, source_run_id: str, metric_key: str, value: float) -> int:
+    """Add this evaluation to the ledger; returns how many evaluations of this test set came before."""
+    ledger = experiment_id(client, LEDGER_EXPERIMENT, workdir)
+    prior = len(client.search_runs([ledger], filter_string=f"tags.test_fingerprint = '{test_fingerprint}'",
+                                   max_results=10_000))
+    run_id = start_run(client, ledger, f"{model_name}-test-{test_fingerprint[:8]}", tags={
+        "test_fingerprint": test_fingerprint, "data_fingerprint": data_fingerprint,
+        "registered_model": model_name, "source_run_id": source_run_id, "metric": metric_key,
+    })
+    log_scores(client, run_id, {metric_key: value})
+    end_run(client, run_id, succeeded=True)
+    return prior
+
+
+def decide(test_value: float, metric: MetricSpec, prior_evaluations: int) -> GateDecision:
+    return GateDecision(meets_target(test_value, metric), metric.key, test_value, metric.target, prior_evaluations)

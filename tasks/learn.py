@@ -1,0 +1,142 @@
+"""Recipe steps 5-6 as Prefect tasks: the frozen-backbone baseline on cached embeddings, a
+fine-tuning stage when the baseline falls short, and model selection on validation only.
+
+Every stage saves the full classifier (backbone + head) as a checkpoint, so selection, the test
+evaluation and registration treat all stages alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from tasks.prepare import DatasetRef, TrackingRef
+from tasks.spec import Spec
+from tasks.split import SplitRef
+from tasks.step import step
+from tasks.train import EpochRecord
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    run_id: str
+    val_value: float
+    val_scores: dict[str, float]
+    checkpoint: Path
+    checkpoint_sha256: str
+    history: list[EpochRecord]
+    notes: str
+    keep: bool
+    meets_target: bool
+
+
+@step("5 feature-extraction baseline")
+def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef) -> StageResult:
+    """Frozen backbone, embeddings computed once (cached), a new linear head trained on them."""
+    from tasks.backbones import load_backbone
+    from tasks.features import cached_embeddings, open_cache
+    from tasks.train import Batches, Classifier, fit, new_head
+
+    backbone = load_backbone(spec.model)
+    examples, classes = _train_val_examples(dataset, split)
+    cache = open_cache(spec.workdir, backbone)
+    computed: list[int] = []
+    features = {name: torch.from_numpy(cached_embeddings(
+        cache, backbone, list(frame.index), list(frame["input"]), spec.train.batch_size, computed.append))
+        for name, frame in examples.items()}
+    reused = sum(len(f) for f in examples.values()) - sum(computed)
+    print(f"Embeddings: {sum(computed)} computed, {reused} reused from the cache")
+    head = new_head(backbone.dim, len(classes), spec.train.seed)
+    result = fit(head, [head], Batches(features["train"], _targets(examples["train"], classes), spec.train.batch_size),
+                 Batches(features["val"], _targets(examples["val"], classes), 1024),
+                 lr=spec.train.head_learning_rate, weight_decay=spec.train.weight_decay,
+                 epochs=spec.train.head_epochs, patience=max(spec.train.patience, 10),
+                 metric=spec.metric, classes=classes, seed=spec.train.seed, description="baseline head")
+    from tasks.metrics import meets_target
+
+    meets = meets_target(result.best_val_metric, spec.metric)
+    notes = (f"frozen {spec.model.name}, linear head; {sum(computed)} embeddings computed, {reused} reused; "
+             + ("meets the target on validation: fine-tuning skipped" if meets else "below target on validation"))
+    return _record_stage(spec, tracking, "baseline", Classifier(backbone, head), result, notes, True, {
+        "embeddings_computed": sum(computed), "embeddings_reused": reused, "lr": spec.train.head_learning_rate})
+
+
+@step("6 fine-tune last layer group")
+def fine_tune(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageResult,
+              tracking: TrackingRef) -> StageResult:
+    """Unfreeze the last layer group, start from the baseline head, lr 10x lower, keep the best epoch."""
+    from tasks.backbones import load_backbone
+    from tasks.diagnose import diagnose_stage
+    from tasks.train import Batches, Classifier, fit, new_head
+
+    backbone = load_backbone(spec.model)
+    examples, classes = _train_val_examples(dataset, split)
+    classifier = Classifier(backbone, new_head(backbone.dim, len(classes), spec.train.seed))
+    classifier.load_state_dict(torch.load(baseline.checkpoint, weights_only=True))
+    unfrozen = backbone.layer_groups()[-1:]
+    lr = spec.train.head_learning_rate / spec.train.finetune_lr_divisor  # ~10x lower: adapt, don't forget
+    result = fit(classifier, [*unfrozen, classifier.head],
+                 *(Batches(list(examples[name]["input"]), _targets(examples[name], classes), spec.train.batch_size,
+                           backbone.preprocess) for name in ("train", "val")),
+                 lr=lr, weight_decay=spec.train.weight_decay, epochs=spec.train.finetune_epochs,
+                 patience=spec.train.patience, metric=spec.metric, classes=classes, seed=spec.train.seed,
+                 description="fine-tune", show_batches=True)
+    diagnosis = diagnose_stage(result, baseline.val_value, spec.metric, classes)
+    print("Diagnosis: " + diagnosis.text())
+    return _record_stage(spec, tracking, "finetune-1", classifier, result, diagnosis.text(), diagnosis.keep_stage,
+                         {"unfrozen_groups": 1, "lr": lr, "layer_groups_total": len(backbone.layer_groups())})
+
+
+@step("select on validation")
+def select_on_validation(spec: Spec, stages: list[StageResult]) -> StageResult:
+    """The best kept stage by the declared metric on validation; ties keep the earlier, simpler one."""
+    from tasks.metrics import is_improvement
+
+    selected = stages[0]
+    for stage in stages[1:]:
+        if stage.keep and is_improvement(stage.val_value, selected.val_value, spec.metric):
+            selected = stage
+    print(f"Selected {selected.name} (validation {spec.metric.key} {selected.val_value:.4f})")
+    return selected
+
+
+def _train_val_examples(dataset: DatasetRef, split: SplitRef) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    from tasks.data import read_table
+    from tasks.split import train_val_ids
+
+    table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")
+    train_ids, val_ids = train_val_ids(split.manifest_path)
+    return {"train": table.loc[train_ids], "val": table.loc[val_ids]}, list(dataset.classes)
+
+
+def _targets(frame: pd.DataFrame, classes: list[str]) -> torch.Tensor:
+    index = {name: i for i, name in enumerate(classes)}
+    return torch.tensor([index[label] for label in frame["label"]], dtype=torch.long)
+
+
+def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torch.nn.Module, result,
+                  notes: str, keep: bool, params: dict[str, object]) -> StageResult:
+    """Checkpoint the stage and log it as a nested MLflow run under the flow's parent run."""
+    from tasks.data import sha256_file
+    from tasks.metrics import meets_target, metric_key
+    from tasks.tracking import client_for, end_run, log_history, log_params, log_scores, log_text, start_run
+
+    checkpoint = spec.workdir / "checkpoints" / tracking.run_id / f"{name}.pt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(classifier.state_dict(), checkpoint)
+    best_scores = result.history[result.best_epoch - 1].val_scores
+    client = client_for(spec.workdir)
+    run_id = start_run(client, tracking.experiment_id, name, parent_run_id=tracking.run_id, tags={"stage": name})
+    log_params(client, run_id, {**params, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                                "stopped_early": result.stopped_early, "batch_size": spec.train.batch_size})
+    log_history(client, run_id, result.history, metric_key(spec.metric))
+    log_scores(client, run_id, best_scores, prefix="best_val_")
+    log_text(client, run_id, notes, "notes.txt")
+    end_run(client, run_id, succeeded=True)
+    print(f"{name}: validation {spec.metric.key} {result.best_val_metric:.4f} (epoch {result.best_epoch})")
+    return StageResult(name, run_id, result.best_val_metric, best_scores, checkpoint, sha256_file(checkpoint),
+                       result.history, notes, keep, meets_target(result.best_val_metric, spec.metric))

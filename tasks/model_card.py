@@ -1,0 +1,62 @@
+"""The model card: what a reviewer needs to trust (or reject) a registered model, in one page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    task: str
+    metric: str
+    base_model: str
+    base_model_source: str
+    settings: dict[str, object]
+    data_path: str
+    data_fingerprint: str
+    test_fingerprint: str
+    manifest_sha256: str
+    split_sizes: dict[str, int]
+    class_counts: dict[str, int]
+    quality_warnings: list[str]
+    stages: list[tuple[str, float, str]]  # (stage, validation metric, notes)
+    selected_stage: str
+    test_value: float
+    target: float
+    decision: str
+    decision_reason: str
+    registered_version: str
+    mlflow_run_id: str
+
+
+def render_model_card(facts: CardFacts) -> str:
+    lines = [
+        f"# Model card: {facts.task}", "",
+        f"**Decision: {facts.decision.upper()}** — {facts.decision_reason}", "",
+        "## Contract",
+        f"- Success metric: {facts.metric}",
+        f"- Test result: {facts.test_value:.4f} (target {facts.target:g})", "",
+        "## Base model",
+        f"- {facts.base_model}",
+        f"- Source: {facts.base_model_source}", "",
+        "## Data",
+        f"- Path: `{facts.data_path}`",
+        f"- Dataset fingerprint: `{facts.data_fingerprint}`",
+        f"- Test-set fingerprint: `{facts.test_fingerprint}`",
+        f"- Split manifest sha256: `{facts.manifest_sha256}`",
+        "- Split sizes: " + ", ".join(f"{k} {v}" for k, v in facts.split_sizes.items()),
+        "- Class counts: " + ", ".join(f"{k} {v}" for k, v in facts.class_counts.items()),
+    ]
+    if facts.quality_warnings:
+        lines.append("- Quality warnings: " + "; ".join(facts.quality_warnings))
+    lines += ["", "## Stages (chosen on validation only)", "", "| stage | validation metric | notes |",
+              "| --- | ---: | --- |"]
+    for stage, value, notes in facts.stages:
+        marker = " (selected)" if stage == facts.selected_stage else ""
+        lines.append(f"| {stage}{marker} | {value:.4f} | {notes} |")
+    lines += ["", "## Settings", ""]
+    lines += [f"- `{key}`: {value}" for key, value in facts.settings.items()]
+    lines += ["", "## Provenance",
+              f"- Registered version: {facts.registered_version}",
+              f"- MLflow run: `{facts.mlflow_run_id}`"]
+    return "\n".join(lines) + "\n"

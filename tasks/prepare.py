@@ -1,0 +1,136 @@
+"""Recipe steps 1-4 as Prefect tasks: validate the config, load and audit the data, split it
+before any training, and load the base model. Each returns plain values (paths and hashes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.spec import Spec, load_spec
+from tasks.step import publish_markdown, publish_table, step
+
+
+@dataclass(frozen=True)
+class TrackingRef:
+    """The flow run's MLflow parent run (None when a command runs without tracking)."""
+
+    run_id: str
+    experiment_id: str
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    table_path: Path
+    fingerprint: str
+    classes: tuple[str, ...]
+    declared_classes: tuple[str, ...] | None
+    skipped_files: tuple[str, ...]
+    n_rows: int
+
+
+@dataclass(frozen=True)
+class BaseModelRef:
+    source: str
+    dim: int
+    layer_groups: int
+    cache_key: str
+
+
+@dataclass(frozen=True)
+class QualitySummary:
+    class_counts: dict[str, int]
+    warnings: tuple[str, ...]
+
+
+@step("1 validate config")
+def validate_config(config_path: str, data_path: str | None = None) -> Spec:
+    spec = load_spec(config_path, data_path)
+    print(f"Task: {spec.task}  |  contract: {spec.metric.describe()}")
+    return spec
+
+
+@step("start tracking")
+def start_tracking(spec: Spec, config_path: str) -> TrackingRef:
+    from prefect.runtime import flow_run
+
+    from tasks.tracking import client_for, experiment_id, log_file, log_params, start_run
+
+    client = client_for(spec.workdir)
+    experiment = experiment_id(client, spec.registry.model_name, spec.workdir)
+    run_id = start_run(client, experiment, f"transfer-learning-{flow_run.name or 'local'}", tags={
+        "task": spec.task, "contract": spec.metric.describe(), "prefect_flow_run_id": str(flow_run.id or ""),
+    })
+    log_params(client, run_id, spec.model_dump(mode="json", by_alias=True))
+    log_file(client, run_id, Path(config_path), "config")
+    return TrackingRef(run_id, experiment)
+
+
+@step("2a load data")
+def load_data(spec: Spec) -> DatasetRef:
+    from tasks.data import fingerprint, load_examples, save_table
+
+    loaded = load_examples(spec.data)
+    table = loaded.table
+    dataset_fingerprint = fingerprint(table["example_id"], table["label"].fillna(""))
+    classes = loaded.declared_classes or tuple(sorted(table["label"].dropna().unique()))
+    path = save_table(table, spec.workdir, dataset_fingerprint)
+    print(f"Loaded {len(table)} examples in {len(classes)} classes from {spec.data.path}")
+    return DatasetRef(path, dataset_fingerprint, tuple(classes), loaded.declared_classes,
+                      loaded.skipped_files, len(table))
+
+
+@step("2b check label quality")
+def check_label_quality(spec: Spec, dataset: DatasetRef, tracking: TrackingRef | None) -> QualitySummary:
+    """Run the GX suite; stop the flow with the report when an error-level check fails."""
+    from tasks.data import LoadedData, read_table
+    from tasks.errors import DataQualityError
+    from tasks.quality import audit_labels
+
+    loaded = LoadedData(read_table(dataset.table_path), dataset.declared_classes, dataset.skipped_files)
+    report = audit_labels(loaded, spec.data, spec.metric)
+    markdown = report.markdown()
+    publish_markdown("label-quality", markdown, f"Label-quality report for {spec.data.path}")
+    if tracking:
+        from tasks.tracking import client_for, log_text
+
+        log_text(client_for(spec.workdir), tracking.run_id, markdown, "quality/label_quality.md")
+    warnings = tuple(f"{w.name}: {w.detail}" for w in report.warnings)
+    for warning in warnings:
+        print(f"WARNING {warning}")
+    if not report.passed:
+        raise DataQualityError(f"{spec.data.path}: the label-quality check failed; nothing was trained.\n"
+                               f"{report.failure_summary()}")
+    print(f"Label-quality checks passed ({len(report.checks)} checks, {len(report.warnings)} warning(s))")
+    return QualitySummary(report.class_counts, warnings)
+
+
+@step("3 split before training")
+def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef | None):
+    from tasks.data import read_table
+    from tasks.split import split_examples
+
+    split = split_examples(read_table(dataset.table_path), spec.split, dataset.fingerprint, spec.workdir)
+    publish_table("split-sizes", [{"split": k, "examples": v} for k, v in split.sizes.items()],
+                  "Examples per split (test quarantined until the final evaluation)")
+    if tracking:
+        from tasks.tracking import client_for, log_file, log_params
+
+        client = client_for(spec.workdir)
+        log_file(client, tracking.run_id, split.manifest_path, "split")
+        log_params(client, tracking.run_id, {"data_fingerprint": dataset.fingerprint,
+                                             "test_fingerprint": split.test_fingerprint,
+                                             "split_manifest_sha256": split.manifest_sha256,
+                                             **{f"n_{k}": v for k, v in split.sizes.items()}})
+    notes = f" ({'; '.join(split.notes)})" if split.notes else ""
+    print("Split: " + ", ".join(f"{k} {v}" for k, v in split.sizes.items()) + notes)
+    return split
+
+
+@step("4 load base model")
+def load_base_model(spec: Spec) -> BaseModelRef:
+    from tasks.backbones import backbone_cache_key, load_backbone
+
+    backbone = load_backbone(spec.model)
+    print(f"Base model {backbone.source}: {backbone.dim}-d embeddings, {len(backbone.layer_groups())} layer groups")
+    return BaseModelRef(backbone.source, backbone.dim, len(backbone.layer_groups()), backbone_cache_key(backbone))
+

@@ -1,0 +1,123 @@
+"""Recipe step 7 as Prefect tasks: one evaluation on the quarantined test split, the gate, the
+registry (alias only on pass) and the model card."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tasks.gate import GateDecision
+from tasks.learn import StageResult
+from tasks.prepare import BaseModelRef, DatasetRef, QualitySummary, TrackingRef
+from tasks.serving import Registration
+from tasks.spec import Spec
+from tasks.split import SplitRef
+from tasks.step import publish_markdown, step
+
+
+@dataclass(frozen=True)
+class TestResult:
+    scores: dict[str, float]
+    value: float
+    n_examples: int
+    prior_evaluations: int
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    decision: GateDecision
+    registration: Registration
+
+
+@step("7a evaluate once on the test set")
+def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
+                          stages: list[StageResult], tracking: TrackingRef) -> TestResult:
+    """The only reader of the test ids. Records the evaluation in the test ledger."""
+    from tasks.backbones import load_backbone
+    from tasks.data import read_table
+    from tasks.gate import record_test_evaluation
+    from tasks.metrics import classification_metrics, contract_value, metric_key
+    from tasks.plots import confusion_matrix_figure, learning_curves_figure
+    from tasks.split import quarantined_test_ids
+    from tasks.tracking import client_for, log_figure, log_scores
+    from tasks.train import Batches, Classifier, new_head, predict_proba
+
+    classes = list(dataset.classes)
+    test_ids = quarantined_test_ids(split.manifest_path, reader=f"evaluate_once_on_test run {tracking.run_id}")
+    table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id").loc[test_ids]
+    backbone = load_backbone(spec.model)
+    classifier = Classifier(backbone, new_head(backbone.dim, len(classes), spec.train.seed))
+    classifier.load_state_dict(torch.load(selected.checkpoint, weights_only=True))
+    index = {name: i for i, name in enumerate(classes)}
+    y_true = torch.tensor([index[label] for label in table["label"]])
+    probabilities = predict_proba(classifier, Batches(list(table["input"]), y_true, spec.train.batch_size,
+                                                      backbone.preprocess))
+    y_pred = probabilities.argmax(axis=1)
+    scores = classification_metrics(y_true.numpy(), y_pred, classes)
+    value = contract_value(scores, spec.metric)
+    client = client_for(spec.workdir)
+    log_scores(client, tracking.run_id, scores, prefix="test_")
+    log_figure(client, tracking.run_id, confusion_matrix_figure(
+        y_true.numpy(), y_pred, classes, f"test confusion matrix ({selected.name})"), "plots/test_confusion_matrix.png")
+    baseline_value = stages[0].val_value
+    log_figure(client, tracking.run_id, learning_curves_figure(
+        {s.name: s.history for s in stages}, metric_key(spec.metric), baseline_value), "plots/learning_curves.png")
+    prior = record_test_evaluation(client, spec.workdir, split.test_fingerprint, dataset.fingerprint,
+                                   spec.registry.model_name, tracking.run_id, metric_key(spec.metric), value)
+    print(f"Test {spec.metric.key}: {value:.4f} on {len(test_ids)} examples "
+          f"(this test set was evaluated {prior} time(s) before)")
+    return TestResult(scores, value, len(test_ids), prior)
+
+
+@step("7b gate and register")
+def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
+                      test: TestResult, tracking: TrackingRef) -> GateOutcome:
+    from tasks.gate import decide
+    from tasks.serving import log_and_register
+    from tasks.tracking import client_for
+
+    decision = decide(test.value, spec.metric, test.prior_evaluations)
+    client = client_for(spec.workdir)
+    evidence = {
+        "metric": spec.metric.key, "test_metric": f"{test.value:.6f}", "target": f"{spec.metric.target:g}",
+        "data_fingerprint": dataset.fingerprint, "test_fingerprint": split.test_fingerprint,
+        "split_manifest_sha256": split.manifest_sha256, "decision": decision.verdict,
+        "decision_reason": decision.reason, "prior_test_evaluations": str(test.prior_evaluations),
+        "selected_stage": selected.name, "checkpoint_sha256": selected.checkpoint_sha256,
+        "run_id": tracking.run_id,
+    }
+    registration = log_and_register(client, tracking.run_id, selected.checkpoint, spec.model, list(dataset.classes),
+                                    spec.train.batch_size, spec.registry.model_name, spec.registry.alias,
+                                    evidence, promote=decision.passed)
+    client.set_tag(tracking.run_id, "decision", decision.verdict)
+    alias_note = (f"alias `{spec.registry.alias}` now points at version {registration.version}" if decision.passed
+                  else f"alias `{spec.registry.alias}` unchanged")
+    publish_markdown("gate-decision", f"# Gate: {decision.verdict.upper()}\n\n{decision.reason}\n\n"
+                     f"Registered `{registration.model_name}` version {registration.version}; {alias_note}.",
+                     "Test metric vs target, and what happened in the registry")
+    print(f"Gate {decision.verdict.upper()}: {decision.reason}; {alias_note}")
+    return GateOutcome(decision, registration)
+
+
+@step("7c write model card")
+def write_model_card(spec: Spec, dataset: DatasetRef, quality: QualitySummary, split: SplitRef,
+                     base_model: BaseModelRef, stages: list[StageResult], selected: StageResult,
+                     test: TestResult, outcome: GateOutcome, tracking: TrackingRef) -> str:
+    from tasks.model_card import CardFacts, render_model_card
+    from tasks.tracking import client_for, log_text
+
+    card = render_model_card(CardFacts(
+        task=spec.task, metric=spec.metric.describe(), base_model=f"{spec.model.family} {spec.model.name}",
+        base_model_source=base_model.source,
+        settings={"image_size" if spec.model.family != "hf_text" else "max_tokens":
+                  spec.model.image_size if spec.model.family != "hf_text" else spec.model.max_tokens,
+                  **spec.train.model_dump(), **{f"split.{k}": v for k, v in spec.split.model_dump().items()}},
+        data_path=str(spec.data.path), data_fingerprint=dataset.fingerprint, test_fingerprint=split.test_fingerprint,
+        manifest_sha256=split.manifest_sha256, split_sizes=split.sizes, class_counts=quality.class_counts,
+        quality_warnings=list(quality.warnings), stages=[(s.name, s.val_value, s.notes) for s in stages], selected_stage=selected.name,
+        test_value=test.value, target=spec.metric.target, decision=outcome.decision.verdict,
+        decision_reason=outcome.decision.reason, registered_version=outcome.registration.version,
+        mlflow_run_id=tracking.run_id))
+    log_text(client_for(spec.workdir), tracking.run_id, card, "model_card.md")
+    return card

@@ -1,0 +1,113 @@
+"""MLflow tracking: one parent run per flow run, nested runs for the baseline and each stage.
+
+Tasks receive run ids (plain strings) and log through an MlflowClient, so logging does not
+depend on which thread Prefect runs a task in. The store defaults to SQLite in the workdir with
+artifacts beside it; MLFLOW_TRACKING_URI overrides both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+
+from tasks.train import EpochRecord
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def tracking_uri(workdir: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
+
+
+def client_for(workdir: Path) -> MlflowClient:
+    import mlflow
+
+    uri = tracking_uri(workdir)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(client: MlflowClient, name: str, workdir: Path) -> str:
+    """The experiment's id, creating it with artifacts under the workdir (not the current dir)."""
+    existing = client.get_experiment_by_name(name)
+    if existing:
+        return existing.experiment_id
+    artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else (workdir / "mlartifacts" / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifacts)
+
+
+def start_run(client: MlflowClient, experiment: str, name: str, parent_run_id: str | None = None,
+              tags: dict[str, str] | None = None) -> str:
+    all_tags = dict(tags or {})
+    if parent_run_id:
+        all_tags[PARENT_TAG] = parent_run_id
+    return client.create_run(experiment, run_name=name, tags=all_tags).info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    flat = flatten(params)
+    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
+
+
+def log_scores(client: MlflowClient, run_id: str, scores: dict[str, float], prefix: str = "",
+               step: int = 0) -> None:
+    import time
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(f"{prefix}{k}", float(v), now, step) for k, v in scores.items()])
+
+
+def log_history(client: MlflowClient, run_id: str, history: list[EpochRecord], metric_key: str) -> None:
+    """Per-epoch curves: train loss, validation loss and the declared metric on validation."""
+    for record in history:
+        log_scores(client, run_id, {
+            "train_loss": record.train_loss, "val_loss": record.val_loss, f"val_{metric_key}": record.val_metric,
+        }, step=record.epoch)
+
+
+def log_text(client: MlflowClient, run_id: str, text: str, artifact_file: str) -> None:
+    client.log_text(run_id, text, artifact_file)
+
+
+def log_json(client: MlflowClient, run_id: str, payload: Any, artifact_file: str) -> None:
+    client.log_text(run_id, json.dumps(payload, indent=1, default=str), artifact_file)
+
+
+def log_file(client: MlflowClient, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
+    client.log_artifact(run_id, str(path), artifact_dir)
+
+
+def log_figure(client: MlflowClient, run_id: str, figure: Any, artifact_file: str) -> None:
+    import matplotlib.pyplot as plt
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / Path(artifact_file).name
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        client.log_artifact(run_id, str(path), str(Path(artifact_file).parent) if "/" in artifact_file else None)
+    plt.close(figure)
+
+
+def end_run(client: MlflowClient, run_id: str, succeeded: bool) -> None:
+    client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
+
+
+def child_runs(client: MlflowClient, experiment: str, parent_run_id: str) -> list:
+    return client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
