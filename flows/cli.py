@@ -57,7 +57,9 @@ def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champ
 
         model = load_model(model_uri, workdir)
         raw = read_inputs(inputs, column)
-        result = model.predict(raw)
+        import pandas as pd
+
+        result = model.predict(pd.DataFrame({"input": raw}))
     table = Table("input", "label", "probability")
     for text, label, probability in zip(raw, result["label"], result["probability"]):
         table.add_row(str(text)[:80], str(label), f"{probability:.3f}")

@@ -90,7 +90,7 @@ def log_and_register(client: MlflowClient, run_id: str, weights_path: Path, mode
                                            "batch_size": batch_size}))
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=TransferflowModel(),
+                name="model", python_model=str(TASKS_PACKAGE / "pyfunc_model.py"),
                 artifacts={"weights": str(weights_path), "config": str(config_path)},
                 code_paths=[str(TASKS_PACKAGE)], pip_requirements=PIP_REQUIREMENTS, signature=signature,
             )

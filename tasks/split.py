@@ -87,7 +87,7 @@ def access_log_path(manifest_path: Path) -> Path:
     return manifest_path.with_suffix(".test-reads.jsonl")
 
 
-def test_reads(manifest_path: Path) -> list[dict[str, str]]:
+def recorded_test_reads(manifest_path: Path) -> list[dict[str, str]]:
     """Every recorded read of the test ids (who and when)."""
     log = access_log_path(manifest_path)
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -99,16 +99,17 @@ def _assign(table: pd.DataFrame, spec: SplitSpec) -> tuple[dict[str, list[str]],
     given = {name: examples[examples["given_split"] == name] for name in SPLITS}
     unassigned = examples[examples["given_split"] == ""]
     if not unassigned.empty:
-        rest, given["test"] = _carve(pd.concat([given["train"], unassigned]), spec.test_fraction, spec.seed)
-        val_share = spec.validation_fraction / (1 - spec.test_fraction)
-        given["train"], given["val"] = _carve(rest, val_share, spec.seed)
+        pool = pd.concat([given["train"], unassigned])
+        rest, given["test"] = _carve(pool, round(len(pool) * spec.test_fraction), spec.seed)
+        given["train"], given["val"] = _carve(rest, round(len(pool) * spec.validation_fraction), spec.seed)
     if given["val"].empty:
-        given["train"], given["val"] = _carve(given["train"], spec.validation_fraction, spec.seed)
+        given["train"], given["val"] = _carve(given["train"], round(len(given["train"]) * spec.validation_fraction),
+                                              spec.seed)
         notes.append("validation carved from the given train split (stratified)")
     if given["test"].empty:
         # A given validation split is held-out data curated like a test set: split it in two.
         test_share = spec.test_fraction / (spec.validation_fraction + spec.test_fraction)
-        given["val"], given["test"] = _carve(given["val"], test_share, spec.seed)
+        given["val"], given["test"] = _carve(given["val"], round(len(given["val"]) * test_share), spec.seed)
         notes.append(f"test carved from the given validation split ({test_share:.0%}, stratified)")
     return {name: sorted(given[name]["example_id"]) for name in SPLITS}, notes
 
@@ -123,6 +124,6 @@ def _distinct_examples(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return distinct, notes
 
 
-def _carve(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified split of `frame` into (rest, carved) with `fraction` carved."""
-    return train_test_split(frame, test_size=fraction, random_state=seed, stratify=frame["label"])
+def _carve(frame: pd.DataFrame, count: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified split of `frame` into (rest, carved) with `count` examples carved."""
+    return train_test_split(frame, test_size=count, random_state=seed, stratify=frame["label"])

@@ -1,0 +1,8 @@
+"""MLflow "models from code" entry point: the registered model is defined by this file (and the
+`tasks` package logged beside it), not by a pickled object."""
+
+from mlflow.models import set_model
+
+from tasks.serving import TransferflowModel
+
+set_model(TransferflowModel())

@@ -1,0 +1,47 @@
+"""Integration fixtures: a real Prefect API (the test harness starts a temporary server), and
+small slices of the real shared datasets written into a temporary folder."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def default_mlflow_store(monkeypatch):
+    """Each test's MLflow store is the SQLite file in its own workdir."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def hymenoptera_slice(source: Path, destination: Path, per_class: int) -> Path:
+    """The first `per_class` JPEGs of each class in train/ and val/, linked (not copied)."""
+    for split in ("train", "val"):
+        for label_dir in sorted((source / split).iterdir()):
+            target = destination / split / label_dir.name
+            target.mkdir(parents=True)
+            for image in sorted(label_dir.glob("*.jpg"))[:per_class]:
+                (target / image.name).symlink_to(image)
+    return destination
+
+
+def csv_slice(source: Path, destination: Path, per_label: dict[str, int], duplicate_rows: int = 0) -> Path:
+    """The first rows of each label, plus a few exact duplicates (which the flow must drop)."""
+    with source.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    picked = [row for label, n in per_label.items() for row in [r for r in rows if r["label"] == label][:n]]
+    picked += picked[:duplicate_rows]
+    with destination.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows({"text": r["text"], "label": r["label"]} for r in picked)
+    return destination

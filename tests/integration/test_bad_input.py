@@ -1,0 +1,104 @@
+"""Bad input through the real command: one clear message naming the problem, exit code 2,
+no traceback, and nothing registered."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from flows.runtime import ALLOCATOR_SETTINGS
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.integration
+
+IMAGE_CONFIG = """
+task: Tell ants from bees.
+metric: {{name: accuracy, target: 0.9}}
+data: {{kind: image_folder, path: {data}, min_examples_per_class: 3}}
+model: {{family: torchvision, name: mobilenet_v2, image_size: 32}}
+registry: {{model_name: ants}}
+workdir: {workdir}
+{extra}
+"""
+
+
+def image_folder(root: Path, counts: dict[str, int]) -> Path:
+    for label, n in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (16, 16), (i * 9, sum(map(ord, label)) % 256, 3)).save(root / label / f"{i}.png")
+    return root
+
+
+def run_cli(tmp_path: Path, config: Path) -> tuple[int, str]:
+    """`transferflow run CONFIG` as a user runs it, against the test harness's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, **ALLOCATOR_SETTINGS, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    return result.returncode, result.stdout + result.stderr
+
+
+def assert_nothing_registered(workdir: Path) -> None:
+    database = workdir / "mlflow.db"
+    if database.exists():
+        from mlflow import MlflowClient
+
+        assert MlflowClient(f"sqlite:///{database}").search_registered_models() == []
+
+
+def image_config(tmp_path: Path, counts: dict[str, int], extra: str = "") -> Path:
+    data = image_folder(tmp_path / "data", counts)
+    return write_config(tmp_path, IMAGE_CONFIG.format(data=data, workdir=tmp_path / "work", extra=extra))
+
+
+def test_unknown_config_field(tmp_path):
+    code, output = run_cli(tmp_path, image_config(tmp_path, {"ants": 4, "bees": 4}, "shuffle: true"))
+    assert code == 2 and "shuffle: unknown field" in output and "Traceback" not in output
+    assert_nothing_registered(tmp_path / "work")
+
+
+def test_missing_data_path(tmp_path):
+    config = write_config(tmp_path, IMAGE_CONFIG.format(data=tmp_path / "absent", workdir=tmp_path / "work",
+                                                        extra=""))
+    code, output = run_cli(tmp_path, config)
+    assert code == 2 and "data.path" in output and "does not exist" in output and "Traceback" not in output
+    assert_nothing_registered(tmp_path / "work")
+
+
+def test_corrupt_image(tmp_path):
+    config = image_config(tmp_path, {"ants": 4, "bees": 4})
+    (tmp_path / "data" / "ants" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    code, output = run_cli(tmp_path, config)
+    assert code == 2 and "label-quality check failed" in output and "ants/broken.jpg" in output
+    assert "Traceback" not in output
+    assert_nothing_registered(tmp_path / "work")
+
+
+def test_empty_class(tmp_path):
+    config = image_config(tmp_path, {"ants": 4, "bees": 4})
+    (tmp_path / "data" / "wasps").mkdir()
+    code, output = run_cli(tmp_path, config)
+    assert code == 2 and "'wasps' (0)" in output and "Traceback" not in output
+    assert_nothing_registered(tmp_path / "work")
+
+
+def test_csv_without_the_label_column(tmp_path):
+    data = tmp_path / "texts.csv"
+    data.write_text("message,category\nhello,ham\n")
+    config = write_config(tmp_path, f"""
+task: Flag spam.
+metric: {{name: recall, class: spam, target: 0.9}}
+data: {{kind: csv_text, path: {data}}}
+model: {{family: hf_text, name: all-MiniLM-L6-v2}}
+registry: {{model_name: spam}}
+workdir: {tmp_path / 'work'}
+""")
+    code, output = run_cli(tmp_path, config)
+    assert code == 2 and "data.text_column='text'" in output and "data.label_column='label'" in output
+    assert "['message', 'category']" in output and "Traceback" not in output
+    assert_nothing_registered(tmp_path / "work")

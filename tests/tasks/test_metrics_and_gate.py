@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from tasks.gate import decide, record_test_evaluation
+from tasks.metrics import classification_metrics, contract_value, is_improvement, meets_target, metric_key
+from tasks.spec import MetricSpec
+from tasks.tracking import client_for
+
+CLASSES = ["ham", "spam"]
+
+
+def test_metrics_on_a_known_confusion():
+    y_true = np.array([0, 0, 0, 0, 1, 1])
+    y_pred = np.array([0, 0, 0, 1, 1, 0])
+    scores = classification_metrics(y_true, y_pred, CLASSES)
+    assert scores["accuracy"] == pytest.approx(4 / 6)
+    assert scores["recall_spam"] == pytest.approx(0.5)
+    assert scores["precision_spam"] == pytest.approx(0.5)
+    assert scores["recall_ham"] == pytest.approx(0.75)
+    assert scores["balanced_accuracy"] == pytest.approx((0.5 + 0.75) / 2)
+    assert scores["macro_f1"] == pytest.approx((0.75 + 0.5) / 2)
+
+
+def test_contract_value_uses_the_declared_metric_and_class():
+    scores = {"recall_spam": 0.8, "accuracy": 0.95}
+    assert contract_value(scores, MetricSpec(name="recall", **{"class": "spam"}, target=0.9)) == 0.8
+    assert contract_value(scores, MetricSpec(name="accuracy", target=0.9)) == 0.95
+
+
+def test_labels_that_mlflow_cannot_name_are_made_safe():
+    metric = MetricSpec(name="f1", **{"class": "reverted_card_payment?"}, target=0.5)
+    scores = classification_metrics(np.array([0, 1]), np.array([0, 1]), ["other", "reverted_card_payment?"])
+    assert metric_key(metric) == "f1_reverted_card_payment_" and contract_value(scores, metric) == 1.0
+
+
+def test_target_boundary_and_improvement():
+    metric = MetricSpec(name="macro_f1", target=0.9)
+    assert meets_target(0.9, metric) and not meets_target(0.8999, metric)
+    assert is_improvement(0.5, None, metric)
+    assert is_improvement(0.91, 0.9, metric) and not is_improvement(0.9, 0.9, metric)
+
+
+def test_gate_decision_states_the_evidence():
+    metric = MetricSpec(name="recall", **{"class": "spam"}, target=0.9)
+    passed = decide(0.93, metric, prior_evaluations=0)
+    assert passed.passed and passed.verdict == "promoted"
+    assert "0.9300 >= target 0.9" in passed.reason and "first evaluation" in passed.reason
+    failed = decide(0.85, metric, prior_evaluations=3)
+    assert not failed.passed and failed.verdict == "rejected"
+    assert "evaluated 3 time(s) before" in failed.reason and "validation set" in failed.reason
+
+
+def test_ledger_counts_evaluations_per_test_fingerprint_in_a_real_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = client_for(tmp_path)
+    args = dict(data_fingerprint="d", model_name="m", source_run_id="r", metric_key="accuracy", value=0.9)
+    assert record_test_evaluation(client, tmp_path, "test-A", **args) == 0
+    assert record_test_evaluation(client, tmp_path, "test-A", **args) == 1
+    assert record_test_evaluation(client, tmp_path, "test-B", **args) == 0
+    assert record_test_evaluation(client, tmp_path, "test-A", **args) == 2
+    assert (tmp_path / "mlflow.db").exists()

@@ -1,0 +1,101 @@
+"""The label-quality audit runs the real Great Expectations suite on small, hand-made data."""
+
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from tasks.data import load_examples
+from tasks.quality import audit_labels
+from tasks.spec import DataSpec, MetricSpec
+
+ACCURACY = MetricSpec(name="accuracy", target=0.9)
+
+
+def images(root: Path, counts: dict[str, int]) -> None:
+    for label, n in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i, sum(map(ord, label)) % 256, 7)).save(root / label / f"{i}.png")
+
+
+def failed(report) -> dict[str, str]:
+    return {c.name: c.detail for c in report.checks if not c.passed}
+
+
+def audit_folder(root: Path, metric: MetricSpec = ACCURACY, **data):
+    spec = DataSpec(kind="image_folder", path=root, min_examples_per_class=3, **data)
+    return audit_labels(load_examples(spec), spec, metric)
+
+
+def audit_csv(tmp_path: Path, rows: list[tuple], metric: MetricSpec = ACCURACY, **data):
+    path = tmp_path / "data.csv"
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
+    spec = DataSpec(kind="csv_text", path=path, min_examples_per_class=2, **data)
+    return audit_labels(load_examples(spec), spec, metric)
+
+
+def test_clean_folder_passes(tmp_path):
+    images(tmp_path, {"ants": 4, "bees": 4})
+    report = audit_folder(tmp_path)
+    assert report.passed and not failed(report) and report.class_counts == {"ants": 4, "bees": 4}
+
+
+def test_corrupt_image_fails_and_names_the_file(tmp_path):
+    images(tmp_path, {"ants": 4, "bees": 4})
+    (tmp_path / "bees" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    report = audit_folder(tmp_path)
+    assert not report.passed
+    assert "bees/broken.jpg" in failed(report)["image files decode"]
+
+
+def test_empty_class_folder_fails_the_minimum_count(tmp_path):
+    images(tmp_path, {"ants": 4, "bees": 4})
+    (tmp_path / "wasps").mkdir()
+    report = audit_folder(tmp_path)
+    assert not report.passed
+    assert "'wasps' (0)" in failed(report)["every class has >= 3 examples"]
+    assert "| wasps | 0 |" in report.markdown()
+
+
+def test_conflicting_labels_fail(tmp_path):
+    rows = [("free prize now", "spam"), ("free prize now", "ham"), ("see you", "ham"), ("hi", "ham"),
+            ("win cash", "spam"), ("call me", "ham")]
+    report = audit_csv(tmp_path, rows)
+    assert not report.passed and "no example has two different labels" in failed(report)
+
+
+def test_duplicates_warn_when_dropped_and_fail_when_forbidden(tmp_path):
+    rows = [("hi", "ham"), ("hi", "ham"), ("see you", "ham"), ("win cash", "spam"), ("prize", "spam")]
+    dropped = audit_csv(tmp_path, rows)
+    assert dropped.passed and [w.name for w in dropped.warnings] == ["no exact duplicates (policy: drop)"]
+    forbidden = audit_csv(tmp_path, rows, duplicates="fail")
+    assert not forbidden.passed and "data.csv:row 2" in failed(forbidden)["no exact duplicates (policy: fail)"]
+
+
+def test_missing_labels_undeclared_labels_and_empty_texts(tmp_path):
+    rows = [("hi", None), ("see you", "ham"), ("ok", "ham"), ("  ", "spam"), ("win", "spam"), ("x", "spma")]
+    report = audit_csv(tmp_path, rows, classes=["ham", "spam"])
+    problems = failed(report)
+    assert "data.csv:row 2" in problems["labels are present"]
+    assert "data.csv:row 7" in problems["labels are in the declared set"]
+    assert "data.csv:row 5" in problems["texts are non-empty"]
+
+
+def test_metric_class_must_be_a_label(tmp_path):
+    rows = [("hi", "ham"), ("see you", "ham"), ("win", "spam"), ("prize", "spam")]
+    report = audit_csv(tmp_path, rows, MetricSpec(name="recall", **{"class": "Spam"}, target=0.9))
+    assert not report.passed and "metric class 'Spam' is a label" in failed(report)
+
+
+def test_imbalance_is_a_warning_not_a_stop(tmp_path):
+    images(tmp_path, {"ants": 40, "bees": 3})
+    report = audit_folder(tmp_path)
+    assert report.passed and [w.name for w in report.warnings] == ["imbalance ratio <= 10"]
+
+
+def test_real_sms_spam_duplicates_are_reported(sms_spam):
+    spec = DataSpec(kind="csv_text", path=sms_spam)
+    report = audit_labels(load_examples(spec), spec, ACCURACY)
+    assert report.passed and report.class_counts == {"ham": 4827, "spam": 747}
+    assert report.warnings[0].detail.startswith("684 offending")

@@ -1,0 +1,118 @@
+from pathlib import Path
+
+import pytest
+
+from tasks.errors import SpecError
+from tasks.spec import Spec, json_schema, load_spec
+from tests.conftest import write_config
+
+VALID = """
+task: Tell ants from bees.
+metric: {{name: {metric}, target: 0.9{extra_metric}}}
+data: {{kind: {kind}, path: {path}}}
+model: {{family: {family}, name: {model}}}
+registry: {{model_name: ants}}
+"""
+
+
+def config(tmp_path: Path, metric="accuracy", extra_metric="", kind="image_folder", path="data",
+           family="torchvision", model="mobilenet_v2", tail="") -> Path:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    return write_config(tmp_path, VALID.format(metric=metric, extra_metric=extra_metric, kind=kind, path=path,
+                                               family=family, model=model) + tail)
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    return str(caught.value)
+
+
+def test_valid_config_gets_defaults_and_resolves_paths_against_the_config_folder(tmp_path):
+    spec = load_spec(config(tmp_path))
+    assert spec.data.path == (tmp_path / "data").resolve()
+    assert spec.split.validation_fraction == 0.15 and spec.split.test_fraction == 0.15
+    assert spec.train.finetune_lr_divisor == 10.0
+    assert spec.registry.alias == "champion"
+
+
+def test_spec_is_frozen(tmp_path):
+    spec = load_spec(config(tmp_path))
+    with pytest.raises(Exception):
+        spec.task = "something else"
+
+
+def test_unknown_field_names_the_field_and_the_allowed_ones(tmp_path):
+    message = error_of(config(tmp_path, tail="train: {epochz: 3}\n"))
+    assert "train.epochz: unknown field" in message
+    assert "finetune_epochs" in message and str(tmp_path / "config.yaml") in message
+
+
+def test_unknown_metric_lists_allowed_names(tmp_path):
+    message = error_of(config(tmp_path, metric="auc"))
+    assert "metric.name" in message and "macro_f1" in message and "balanced_accuracy" in message
+
+
+def test_per_class_metric_requires_a_class(tmp_path):
+    assert "add `class: <label>`" in error_of(config(tmp_path, metric="recall"))
+    spec = load_spec(config(tmp_path, metric="recall", extra_metric=", class: bees"))
+    assert spec.metric.class_name == "bees" and spec.metric.describe() == "recall of class 'bees' >= 0.9"
+
+
+def test_aggregate_metric_rejects_a_class(tmp_path):
+    assert "remove `class`" in error_of(config(tmp_path, metric="accuracy", extra_metric=", class: bees"))
+
+
+def test_model_must_match_the_data_modality(tmp_path):
+    message = error_of(config(tmp_path, family="hf_text", model="all-MiniLM-L6-v2"))
+    assert "model.family 'hf_text' reads texts" in message and "torchvision, timm" in message
+
+
+def test_model_without_offline_weights_is_refused_with_the_alternatives(tmp_path):
+    message = error_of(config(tmp_path, model="resnet50"))
+    assert "resnet50" in message and "allowed: mobilenet_v2" in message
+
+
+def test_missing_data_path_names_the_field_and_the_fix(tmp_path):
+    message = error_of(config(tmp_path, path="nowhere"))
+    assert "data.path" in message and "does not exist" in message and "--data" in message
+
+
+def test_data_path_override_from_the_command_line(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    assert load_spec(config(tmp_path, path="nowhere"), data_path=other).data.path == other.resolve()
+
+
+def test_csv_kind_needs_a_file(tmp_path):
+    message = error_of(config(tmp_path, kind="csv_text", family="hf_text", model="all-MiniLM-L6-v2"))
+    assert "is not a CSV file" in message
+
+
+def test_missing_required_fields_and_bad_yaml(tmp_path):
+    path = write_config(tmp_path, "task: x y z\n")
+    message = error_of(path)
+    assert "metric: required field is missing" in message and "registry: required field is missing" in message
+    broken = write_config(tmp_path, "task: [unclosed\n")
+    assert "not valid UTF-8 YAML" in error_of(broken)
+    assert "config file not found" in error_of(tmp_path / "absent.yaml")
+
+
+def test_out_of_range_target(tmp_path):
+    path = config(tmp_path)
+    path.write_text(path.read_text().replace("target: 0.9", "target: 1.5"))
+    assert "metric.target" in error_of(path)
+
+
+def test_schema_documents_defaults_and_aliases():
+    schema = json_schema()
+    assert set(schema["required"]) == {"task", "metric", "data", "model", "registry"}
+    metric = schema["$defs"]["MetricSpec"]["properties"]
+    assert "class" in metric and "class_name" not in metric
+    assert schema["$defs"]["TrainSpec"]["properties"]["finetune_lr_divisor"]["default"] == 10.0
+
+
+def test_shipped_configs_are_valid():
+    for path in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")):
+        spec = Spec.model_validate(__import__("yaml").safe_load(path.read_text()))
+        assert spec.task, path
