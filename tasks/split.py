@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from tasks.data import fingerprint, sha256_file
+from tasks.errors import DataError
 from tasks.spec import SplitSpec
 
 SPLITS = ("train", "val", "test")
@@ -125,5 +126,10 @@ def _distinct_examples(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def _carve(frame: pd.DataFrame, count: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified split of `frame` into (rest, carved) with `count` examples carved."""
-    return train_test_split(frame, test_size=count, random_state=seed, stratify=frame["label"])
+    """Stratified split of `frame` into (rest, carved): `count` examples, at least one per class."""
+    count = max(count, frame["label"].nunique())
+    try:
+        return train_test_split(frame, test_size=count, random_state=seed, stratify=frame["label"])
+    except ValueError as exc:
+        raise DataError(f"cannot make a stratified split of {len(frame)} examples ({exc}). Fix: add examples "
+                        "to the smallest classes or raise data.min_examples_per_class.") from None

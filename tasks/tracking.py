@@ -26,11 +26,18 @@ def tracking_uri(workdir: Path) -> str:
 
 
 def client_for(workdir: Path) -> MlflowClient:
+    """A client for this workdir's store, also set as MLflow's global store for its fluent API."""
     import mlflow
 
     uri = tracking_uri(workdir)
+    user_set = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # set_*_uri also exports them as environment variables; keep the environment meaning
+    # "what the user chose", so a later flow with another workdir gets its own store.
+    for name, value in user_set.items():
+        if value is None:
+            os.environ.pop(name, None)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -4,6 +4,9 @@ small slices of the real shared datasets written into a temporary folder."""
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,15 @@ def csv_slice(source: Path, destination: Path, per_label: dict[str, int], duplic
         writer.writeheader()
         writer.writerows({"text": r["text"], "label": r["label"]} for r in picked)
     return destination
+
+
+def run_transferflow(args: list[str], cwd: Path) -> tuple[int, str]:
+    """The `transferflow` command as a user runs it, against the test harness's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.runtime import ALLOCATOR_SETTINGS
+
+    env = {**os.environ, **ALLOCATOR_SETTINGS, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600)
+    return result.returncode, result.stdout + result.stderr

@@ -1,16 +1,13 @@
 """Bad input through the real command: one clear message naming the problem, exit code 2,
 no traceback, and nothing registered."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from flows.runtime import ALLOCATOR_SETTINGS
 from tests.conftest import write_config
+from tests.integration.conftest import run_transferflow
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +31,7 @@ def image_folder(root: Path, counts: dict[str, int]) -> Path:
 
 
 def run_cli(tmp_path: Path, config: Path) -> tuple[int, str]:
-    """`transferflow run CONFIG` as a user runs it, against the test harness's Prefect server."""
-    from prefect.settings import PREFECT_API_URL
-
-    env = {**os.environ, **ALLOCATOR_SETTINGS, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(config)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
-    return result.returncode, result.stdout + result.stderr
+    return run_transferflow(["run", str(config)], cwd=tmp_path)
 
 
 def assert_nothing_registered(workdir: Path) -> None:
@@ -102,3 +93,10 @@ workdir: {tmp_path / 'work'}
     assert code == 2 and "data.text_column='text'" in output and "data.label_column='label'" in output
     assert "['message', 'category']" in output and "Traceback" not in output
     assert_nothing_registered(tmp_path / "work")
+
+
+def test_validate_checks_a_good_config_without_training_or_tracking(tmp_path):
+    config = image_config(tmp_path, {"ants": 10, "bees": 10})
+    code, output = run_transferflow(["validate", str(config)], cwd=tmp_path)
+    assert code == 0 and "Ready to run." in output and "train 14, val 3, test 3" in output
+    assert not (tmp_path / "work" / "mlflow.db").exists() and not (tmp_path / "work" / "checkpoints").exists()

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from flows.transfer_learning import transfer_learning
 from tasks.split import recorded_test_reads
 from tests.conftest import write_config
-from tests.integration.conftest import hymenoptera_slice
+from tests.integration.conftest import hymenoptera_slice, run_transferflow
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +86,7 @@ def test_runs_nested_runs_metrics_and_artifacts(two_runs):
     assert client.get_metric_history(children["baseline"].info.run_id, "train_loss")
     parent = client.get_run(first.run_id)
     assert parent.info.status == "FINISHED"
+    assert parent.info.artifact_uri.startswith((first.spec.workdir / "mlartifacts").as_uri())
     assert parent.data.metrics["test_accuracy"] == pytest.approx(first.test.value)
     artifacts = {a.path for a in client.list_artifacts(first.run_id)} | {
         a.path for folder in ("plots", "quality", "split") for a in client.list_artifacts(first.run_id, folder)}
@@ -118,3 +119,13 @@ def test_champion_predicts_raw_images(two_runs, hymenoptera):
     predictions = model.predict(pd.DataFrame({"input": images}))
     assert set(predictions["label"]) <= {"ants", "bees"}
     assert (predictions[["p_ants", "p_bees"]].sum(axis=1) - 1).abs().max() < 1e-5
+
+
+def test_predict_command_prints_label_and_probability(two_runs, hymenoptera, tmp_path):
+    first, _, _ = two_runs
+    image = next((hymenoptera / "val" / "bees").glob("*.jpg"))
+    code, output = run_transferflow(["predict", "models:/ants-vs-bees@champion", str(image),
+                                     "--workdir", str(first.spec.workdir)], cwd=tmp_path)
+    assert code == 0, output
+    row = next(line for line in output.splitlines() if image.name[:20] in line)
+    assert ("ants" in row or "bees" in row) and "0." in row

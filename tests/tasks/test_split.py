@@ -82,3 +82,15 @@ def test_test_ids_only_through_the_quarantine_function_which_logs_each_read(tmp_
     assert [r["reader"] for r in recorded_test_reads(ref.manifest_path)] == ["unit test"]
     # The SplitRef that travels between tasks carries sizes and a fingerprint, never test ids.
     assert not any(isinstance(v, list) for v in vars(ref).values())
+
+
+def test_tiny_classes_get_a_clear_error_not_a_crash(tmp_path):
+    from tasks.errors import DataError
+
+    with pytest.raises(DataError, match="cannot make a stratified split"):
+        split_examples(table({"a": 20, "b": 1}), SplitSpec(), "fp", tmp_path)
+
+
+def test_every_class_reaches_each_split_even_when_fractions_round_low(tmp_path):
+    ref = split_examples(table({"a": 3, "b": 3, "c": 3}), SplitSpec(), "fp", tmp_path)
+    assert ref.sizes == {"train": 3, "val": 3, "test": 3}
