@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import json
-import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -74,18 +74,16 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
-class _user_errors:
+@contextmanager
+def _user_errors() -> Iterator[None]:
     """Print a TransferflowError as its message and exit 2; other errors keep their traceback."""
-
-    def __enter__(self) -> None:
-        apply_defaults()
-        hide_user_error_tracebacks()
-
-    def __exit__(self, kind, error, _traceback) -> bool:
-        if isinstance(error, TransferflowError):
-            errors.print(f"[bold red]error:[/bold red] {error}", highlight=False, markup=True)
-            raise typer.Exit(code=2)
-        return False
+    apply_defaults()
+    hide_user_error_tracebacks()
+    try:
+        yield
+    except TransferflowError as error:
+        errors.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        raise typer.Exit(code=2) from None
 
 
 def _print_summary(summary) -> None:

@@ -26,9 +26,8 @@ ALLOCATOR_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRES
 
 
 def apply_defaults() -> None:
-    # MLflow nags about predict() type hints and input examples at import and logging time; our
-    # model has an explicit signature, and an input example would run a prediction while logging.
-    warnings.filterwarnings("ignore", message=".*(type hint|input example|input_example)", category=UserWarning)
+    # Our model has an explicit signature; an input example would run a prediction while logging.
+    warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
     for name, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(name, value)
     home = Path(os.environ.setdefault("PREFECT_HOME", str(Path(".transferflow/prefect").resolve())))

@@ -54,7 +54,7 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     result = fit(head, [head], Batches(features["train"], _targets(examples["train"], classes), spec.train.batch_size),
                  Batches(features["val"], _targets(examples["val"], classes), 1024),
                  lr=spec.train.head_learning_rate, weight_decay=spec.train.weight_decay,
-                 epochs=spec.train.head_epochs, patience=max(spec.train.patience, 10),
+                 epochs=spec.train.head_epochs, patience=spec.train.head_patience,
                  metric=spec.metric, classes=classes, seed=spec.train.seed, description="baseline head")
     from tasks.metrics import meets_target
 

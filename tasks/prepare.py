@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.spec import Spec, load_spec
+from tasks.split import SplitRef
 from tasks.step import publish_markdown, publish_table, step
 
 
@@ -105,7 +106,7 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, tracking: TrackingRef |
 
 
 @step("3 split before training")
-def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef | None):
+def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef | None) -> SplitRef:
     from tasks.data import read_table
     from tasks.split import split_examples
 

@@ -132,12 +132,13 @@ class TrainSpec(_Frozen):
     batch_size: int = Field(32, ge=1)
     head_epochs: int = Field(60, ge=1, description="Cheap: the head trains on cached embeddings.")
     head_learning_rate: float = Field(3e-3, gt=0.0)
+    head_patience: int = Field(10, ge=1, description="Head epochs without validation gain before stopping.")
     weight_decay: float = Field(1e-4, ge=0.0)
     finetune_epochs: int = Field(3, ge=0, description="0 disables fine-tuning.")
     finetune_lr_divisor: float = Field(
         10.0, ge=1.0, description="Fine-tuning lr = head lr / this: ~10x lower avoids forgetting."
     )
-    patience: int = Field(2, ge=1, description="Epochs without validation gain before stopping.")
+    patience: int = Field(2, ge=1, description="Fine-tuning epochs without validation gain before stopping.")
     seed: int = 0
 
 
