@@ -56,13 +56,13 @@ def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champ
         from tasks.predict import load_model, read_inputs
 
         model = load_model(model_uri, workdir)
-        raw = read_inputs(inputs, column)
+        shown_and_read = read_inputs(inputs, column)
         import pandas as pd
 
-        result = model.predict(pd.DataFrame({"input": raw}))
+        result = model.predict(pd.DataFrame({"input": [read for _, read in shown_and_read]}))
     table = Table("input", "label", "probability")
-    for text, label, probability in zip(raw, result["label"], result["probability"]):
-        table.add_row(str(text)[:80], str(label), f"{probability:.3f}")
+    for (shown, _), label, probability in zip(shown_and_read, result["label"], result["probability"]):
+        table.add_row(shown, str(label), f"{probability:.3f}")
     console.print(table)
 
 

@@ -25,11 +25,12 @@ def load_model(model_uri: str, workdir: Path) -> Any:
         ) from None
 
 
-def read_inputs(paths: list[Path], text_column: str) -> list[str]:
-    """Image paths stay paths; a CSV contributes the texts of its `text_column`."""
+def read_inputs(paths: list[Path], text_column: str) -> list[tuple[str, str]]:
+    """(what to show, what the model reads) per input: an image file is read by its absolute
+    path and shown by its name; a CSV contributes the texts of its `text_column`."""
     from tasks.data import read_csv
 
-    inputs: list[str] = []
+    inputs: list[tuple[str, str]] = []
     for path in paths:
         if not path.exists():
             raise TransferflowError(f"{path}: input not found.")
@@ -38,7 +39,7 @@ def read_inputs(paths: list[Path], text_column: str) -> list[str]:
             if text_column not in frame.columns:
                 raise TransferflowError(f"{path}: no column '{text_column}' (columns: {list(frame.columns)}). "
                                         "Fix: pass --column NAME.")
-            inputs += frame[text_column].fillna("").tolist()
+            inputs += [(text[:60], text) for text in frame[text_column].fillna("")]
         else:
-            inputs.append(str(path.resolve()))
+            inputs.append((path.name, str(path.resolve())))
     return inputs

@@ -127,5 +127,6 @@ def test_predict_command_prints_label_and_probability(two_runs, hymenoptera, tmp
     code, output = run_transferflow(["predict", "models:/ants-vs-bees@champion", str(image),
                                      "--workdir", str(first.spec.workdir)], cwd=tmp_path)
     assert code == 0, output
-    row = next(line for line in output.splitlines() if image.name[:20] in line)
-    assert ("ants" in row or "bees" in row) and "0." in row
+    row = next(line for line in output.splitlines() if image.name in line)
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells[1] in {"ants", "bees"} and 0.5 <= float(cells[2]) <= 1.0
