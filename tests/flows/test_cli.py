@@ -1,0 +1,26 @@
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+
+def test_schema_prints_the_json_schema():
+    result = CliRunner().invoke(app, ["schema"])
+    assert result.exit_code == 0
+    schema = json.loads(result.output)
+    assert schema["title"] == "Spec" and "metric" in schema["properties"]
+
+
+def test_cli_start_up_imports_no_heavy_library():
+    code = "import sys, flows.cli; print(sorted(m for m in ('torch', 'prefect', 'mlflow', 'great_expectations') if m in sys.modules))"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
+
+
+def test_help_lists_the_commands():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert all(command in result.output for command in ("run", "validate", "predict", "schema"))
