@@ -130,3 +130,22 @@ def test_predict_command_prints_label_and_probability(two_runs, hymenoptera, tmp
     row = next(line for line in output.splitlines() if image.name in line)
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
     assert cells[1] in {"ants", "bees"} and 0.5 <= float(cells[2]) <= 1.0
+
+
+def test_prefect_ui_artifacts_for_quality_split_and_gate(two_runs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    first, second, client = two_runs
+    flow_run_ids = {client.get_run(s.run_id).data.tags["prefect_flow_run_id"] for s in (first, second)}
+    with get_client(sync_client=True) as prefect:
+        artifacts = [a for a in prefect.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["label-quality", "split-sizes", "gate-decision"])))
+            if str(a.flow_run_id) in flow_run_ids]
+    by_key = {}
+    for artifact in artifacts:
+        by_key.setdefault(artifact.key, []).append(str(artifact.data))
+    assert {key: len(items) for key, items in by_key.items()} == {
+        "label-quality": 2, "split-sizes": 2, "gate-decision": 2}
+    assert sorted("PROMOTED" in text for text in by_key["gate-decision"]) == [False, True]
+    assert all("Label-quality report: PASSED" in text for text in by_key["label-quality"])
