@@ -107,12 +107,13 @@ def write_model_card(spec: Spec, dataset: DatasetRef, quality: QualitySummary, s
     from tasks.model_card import CardFacts, render_model_card
     from tasks.tracking import client_for, log_text
 
+    input_size = (("max_tokens", spec.model.max_tokens) if spec.model.family == "hf_text"
+                  else ("image_size", spec.model.image_size))
     card = render_model_card(CardFacts(
         task=spec.task, metric=spec.metric.describe(), base_model=f"{spec.model.family} {spec.model.name}",
         base_model_source=base_model.source,
-        settings={"image_size" if spec.model.family != "hf_text" else "max_tokens":
-                  spec.model.image_size if spec.model.family != "hf_text" else spec.model.max_tokens,
-                  **spec.train.model_dump(), **{f"split.{k}": v for k, v in spec.split.model_dump().items()}},
+        settings={input_size[0]: input_size[1], **spec.train.model_dump(),
+                  **{f"split.{k}": v for k, v in spec.split.model_dump().items()}},
         data_path=str(spec.data.path), data_fingerprint=dataset.fingerprint, test_fingerprint=split.test_fingerprint,
         manifest_sha256=split.manifest_sha256, split_sizes=split.sizes, class_counts=quality.class_counts,
         quality_warnings=list(quality.warnings), stages=[(s.name, s.val_value, s.notes) for s in stages], selected_stage=selected.name,
