@@ -40,7 +40,7 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     from tasks.backbones import load_backbone
     from tasks.features import cached_embeddings, open_cache
     from tasks.metrics import meets_target
-    from tasks.train import Batches, Classifier, fit, new_head
+    from tasks.train import Batches, Classifier, class_indices, fit, new_head
 
     backbone = load_backbone(spec.model)
     examples, classes = _train_val_examples(dataset, split)
@@ -52,8 +52,8 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     reused = sum(len(f) for f in examples.values()) - sum(computed)
     print(f"Embeddings: {sum(computed)} computed, {reused} reused from the cache")
     head = new_head(backbone.dim, len(classes), spec.train.seed)
-    result = fit(head, [head], Batches(features["train"], _targets(examples["train"], classes), spec.train.batch_size),
-                 Batches(features["val"], _targets(examples["val"], classes), 1024),
+    result = fit(head, [head], Batches(features["train"], class_indices(examples["train"]["label"], classes), spec.train.batch_size),
+                 Batches(features["val"], class_indices(examples["val"]["label"], classes), 1024),
                  lr=spec.train.head_learning_rate, weight_decay=spec.train.weight_decay,
                  epochs=spec.train.head_epochs, patience=spec.train.head_patience,
                  metric=spec.metric, classes=classes, seed=spec.train.seed, description="baseline head")
@@ -68,18 +68,16 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
 def fine_tune(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageResult,
               tracking: TrackingRef) -> StageResult:
     """Unfreeze the last layer group, start from the baseline head, lr 10x lower, keep the best epoch."""
-    from tasks.backbones import load_backbone
     from tasks.diagnose import diagnose_stage
-    from tasks.train import Batches, Classifier, fit, new_head
+    from tasks.train import Batches, class_indices, fit, restore_classifier
 
-    backbone = load_backbone(spec.model)
     examples, classes = _train_val_examples(dataset, split)
-    classifier = Classifier(backbone, new_head(backbone.dim, len(classes), spec.train.seed))
-    classifier.load_state_dict(torch.load(baseline.checkpoint, weights_only=True))
+    classifier = restore_classifier(spec.model, len(classes), baseline.checkpoint)
+    backbone = classifier.backbone
     unfrozen = backbone.layer_groups()[-1:]
     lr = spec.train.head_learning_rate / spec.train.finetune_lr_divisor  # ~10x lower: adapt, don't forget
     result = fit(classifier, [*unfrozen, classifier.head],
-                 *(Batches(list(examples[name]["input"]), _targets(examples[name], classes), spec.train.batch_size,
+                 *(Batches(list(examples[name]["input"]), class_indices(examples[name]["label"], classes), spec.train.batch_size,
                            backbone.preprocess) for name in ("train", "val")),
                  lr=lr, weight_decay=spec.train.weight_decay, epochs=spec.train.finetune_epochs,
                  patience=spec.train.patience, metric=spec.metric, classes=classes, seed=spec.train.seed,
@@ -110,11 +108,6 @@ def _train_val_examples(dataset: DatasetRef, split: SplitRef) -> tuple[dict[str,
     table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")
     train_ids, val_ids = train_val_ids(split.manifest_path)
     return {"train": table.loc[train_ids], "val": table.loc[val_ids]}, list(dataset.classes)
-
-
-def _targets(frame: pd.DataFrame, classes: list[str]) -> torch.Tensor:
-    index = {name: i for i, name in enumerate(classes)}
-    return torch.tensor([index[label] for label in frame["label"]], dtype=torch.long)
 
 
 def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torch.nn.Module, result,

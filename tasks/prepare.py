@@ -13,7 +13,7 @@ from tasks.step import publish_markdown, publish_table, step
 
 @dataclass(frozen=True)
 class TrackingRef:
-    """The flow run's MLflow parent run (None when a command runs without tracking)."""
+    """The flow run's MLflow parent run; steps that also serve `validate` accept None (no tracking)."""
 
     run_id: str
     experiment_id: str
@@ -26,15 +26,15 @@ class DatasetRef:
     classes: tuple[str, ...]
     declared_classes: tuple[str, ...] | None
     skipped_files: tuple[str, ...]
-    n_rows: int
 
 
 @dataclass(frozen=True)
 class BaseModelRef:
+    """What the model card says about the base model (the model itself stays inside tasks)."""
+
     source: str
     dim: int
     layer_groups: int
-    cache_key: str
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,7 @@ def load_data(spec: Spec) -> DatasetRef:
     classes = loaded.declared_classes or tuple(sorted(table["label"].dropna().unique()))
     path = save_table(table, spec.workdir, dataset_fingerprint)
     print(f"Loaded {len(table)} examples in {len(classes)} classes from {spec.data.path}")
-    return DatasetRef(path, dataset_fingerprint, tuple(classes), loaded.declared_classes,
-                      loaded.skipped_files, len(table))
+    return DatasetRef(path, dataset_fingerprint, tuple(classes), loaded.declared_classes, loaded.skipped_files)
 
 
 @step("2b check label quality")
@@ -129,9 +128,9 @@ def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef
 
 @step("4 load base model")
 def load_base_model(spec: Spec) -> BaseModelRef:
-    from tasks.backbones import backbone_cache_key, load_backbone
+    from tasks.backbones import load_backbone
 
     backbone = load_backbone(spec.model)
     print(f"Base model {backbone.source}: {backbone.dim}-d embeddings, {len(backbone.layer_groups())} layer groups")
-    return BaseModelRef(backbone.source, backbone.dim, len(backbone.layer_groups()), backbone_cache_key(backbone))
+    return BaseModelRef(backbone.source, backbone.dim, len(backbone.layer_groups()))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 
 from tasks.gate import GateDecision
 from tasks.learn import StageResult
@@ -34,25 +33,21 @@ class GateOutcome:
 def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                           stages: list[StageResult], tracking: TrackingRef) -> TestResult:
     """The only reader of the test ids. Records the evaluation in the test ledger."""
-    from tasks.backbones import load_backbone
     from tasks.data import read_table
     from tasks.gate import record_test_evaluation
     from tasks.metrics import classification_metrics, contract_value, metric_key
     from tasks.plots import confusion_matrix_figure, learning_curves_figure
     from tasks.split import quarantined_test_ids
     from tasks.tracking import client_for, log_figure, log_scores
-    from tasks.train import Batches, Classifier, new_head, predict_proba
+    from tasks.train import Batches, class_indices, predict_proba, restore_classifier
 
     classes = list(dataset.classes)
     test_ids = quarantined_test_ids(split.manifest_path, reader=f"evaluate_once_on_test run {tracking.run_id}")
     table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id").loc[test_ids]
-    backbone = load_backbone(spec.model)
-    classifier = Classifier(backbone, new_head(backbone.dim, len(classes), spec.train.seed))
-    classifier.load_state_dict(torch.load(selected.checkpoint, weights_only=True))
-    index = {name: i for i, name in enumerate(classes)}
-    y_true = torch.tensor([index[label] for label in table["label"]])
+    classifier = restore_classifier(spec.model, len(classes), selected.checkpoint)
+    y_true = class_indices(table["label"], classes)
     probabilities = predict_proba(classifier, Batches(list(table["input"]), y_true, spec.train.batch_size,
-                                                      backbone.preprocess))
+                                                      classifier.backbone.preprocess))
     y_pred = probabilities.argmax(axis=1)
     scores = classification_metrics(y_true.numpy(), y_pred, classes)
     value = contract_value(scores, spec.metric)

@@ -37,19 +37,13 @@ class TransferflowModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
-        import torch
-
-        from tasks.backbones import load_backbone
-        from tasks.train import Classifier, new_head
+        from tasks.train import restore_classifier
 
         config = json.loads(Path(context.artifacts["config"]).read_text())
         self.classes: list[str] = config["classes"]
         self.batch_size: int = config["batch_size"]
-        backbone = load_backbone(ModelSpec.model_validate(config["model"]))
-        self.classifier = Classifier(backbone, new_head(backbone.dim, len(self.classes), seed=0))
-        state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
-        self.classifier.load_state_dict(state)
-        self.classifier.eval()
+        self.classifier = restore_classifier(ModelSpec.model_validate(config["model"]), len(self.classes),
+                                             Path(context.artifacts["weights"]))
 
     def predict(self, context, model_input, params=None):
         import torch

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from tasks.backbones import Backbone
 from tasks.metrics import classification_metrics, contract_value, is_improvement
-from tasks.spec import MetricSpec
+from tasks.spec import MetricSpec, ModelSpec
 
 
 class Classifier(nn.Module):
@@ -155,3 +156,21 @@ def _validate(model: nn.Module, val: Batches, loss_fn: nn.Module, metric: Metric
 def new_head(dim: int, n_classes: int, seed: int) -> nn.Linear:
     torch.manual_seed(seed)
     return nn.Linear(dim, n_classes)
+
+
+def class_indices(labels: Sequence[str], classes: list[str]) -> torch.Tensor:
+    """Labels -> their positions in `classes` (the order of the model's outputs)."""
+    index = {name: i for i, name in enumerate(classes)}
+    return torch.tensor([index[label] for label in labels], dtype=torch.long)
+
+
+def restore_classifier(model: ModelSpec, n_classes: int, checkpoint: Path) -> Classifier:
+    """A saved stage (backbone + head state dict) on top of a freshly loaded backbone, frozen."""
+    from tasks.backbones import load_backbone
+
+    backbone = load_backbone(model)
+    classifier = Classifier(backbone, nn.Linear(backbone.dim, n_classes))
+    classifier.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    classifier.head.requires_grad_(False)
+    classifier.eval()
+    return classifier
