@@ -27,6 +27,7 @@ DataOption = typer.Option(None, "--data", help="Override data.path (resolved aga
 def run(config: Path = typer.Argument(..., help="YAML config"), data: Optional[Path] = DataOption) -> None:
     """Run the whole recipe: checks, split, baseline, fine-tuning, one test evaluation, gate."""
     with _user_errors():
+        _check_config(config, data)
         from flows.transfer_learning import transfer_learning
 
         summary = transfer_learning(str(config), str(data) if data else None)
@@ -37,6 +38,7 @@ def run(config: Path = typer.Argument(..., help="YAML config"), data: Optional[P
 def validate(config: Path = typer.Argument(..., help="YAML config"), data: Optional[Path] = DataOption) -> None:
     """Steps 1-4 only: config, data, label-quality checks, split, base model. No training."""
     with _user_errors():
+        _check_config(config, data)
         from flows.transfer_learning import validate_only
 
         spec, quality, split = validate_only(str(config), str(data) if data else None)
@@ -74,6 +76,14 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
+def _check_config(config: Path, data: Optional[Path]) -> None:
+    """Fail in a second on a config error, before the heavy imports and the Prefect engine start;
+    the flow validates again as its first task (deployments run it without this command)."""
+    from tasks.spec import load_spec
+
+    load_spec(config, data)
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Print a TransferflowError as its message and exit 2; other errors keep their traceback."""
@@ -82,7 +92,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except TransferflowError as error:
-        errors.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        errors.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
 
 

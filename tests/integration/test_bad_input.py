@@ -100,3 +100,14 @@ def test_validate_checks_a_good_config_without_training_or_tracking(tmp_path):
     code, output = run_transferflow(["validate", str(config)], cwd=tmp_path)
     assert code == 0 and "Ready to run." in output and "train 14, val 3, test 3" in output
     assert not (tmp_path / "work" / "mlflow.db").exists() and not (tmp_path / "work" / "checkpoints").exists()
+
+
+def test_the_flow_itself_rejects_a_bad_config_in_its_first_task(tmp_path):
+    """Deployments call the flow without the CLI's quick pre-check: step 1 still stops it."""
+    from flows.transfer_learning import transfer_learning
+    from tasks.errors import SpecError
+
+    config = image_config(tmp_path, {"ants": 4, "bees": 4}, "shuffle: true")
+    with pytest.raises(SpecError, match="shuffle: unknown field"):
+        transfer_learning(str(config))
+    assert_nothing_registered(tmp_path / "work")
