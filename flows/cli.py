@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.table import Table
 
 from flows.runtime import apply_defaults, hide_user_error_tracebacks, reexec_with_tuned_allocator
 from tasks.errors import TransferflowError
+
+if TYPE_CHECKING:
+    from flows.transfer_learning import RunSummary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Declarative transfer learning: one YAML config, one metric, a gated Prefect flow.")
@@ -96,7 +99,7 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(code=2) from None
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary: RunSummary) -> None:
     spec, outcome = summary.spec, summary.outcome
     table = Table(title=spec.task, show_header=False)
     table.add_row("data checks", "passed" + (f" ({len(summary.quality.warnings)} warning(s))"
