@@ -73,7 +73,7 @@ def bare_compute(config: Path, workdir: Path) -> float:
     backbone = load_backbone(spec.model)
     cache = open_cache(workdir, backbone)
     batch = spec.train.batch_size
-    x = {name: torch.from_numpy(cached_embeddings(cache, backbone, i, list(table.loc[i, "input"]), batch))
+    x = {name: torch.from_numpy(cached_embeddings(cache, backbone, i, list(table.loc[i, "input"]), batch)[0])
          for name, i in ids.items()}
     y = {name: torch.tensor([classes.index(label) for label in table.loc[i, "label"]]) for name, i in ids.items()}
     head = new_head(backbone.dim, len(classes), spec.train.seed)

@@ -108,7 +108,8 @@ def _print_summary(summary: RunSummary) -> None:
     for stage in summary.stages:
         table.add_row(f"{stage.name} (validation)", f"{spec.metric.key} {stage.val_value:.4f}")
     table.add_row("selected", summary.selected.name)
-    table.add_row("test", f"{spec.metric.key} {summary.test.value:.4f} vs target {spec.metric.target:g}")
+    table.add_row("test", f"{spec.metric.key} {summary.test.value:.4f} vs target {spec.metric.target:g} "
+                          f"({summary.test.n_examples} examples)")
     colour = "green" if outcome.decision.passed else "red"
     promoted = (f"promoted: {spec.registry.model_name}@{spec.registry.alias} -> version "
                 f"{outcome.registration.version}" if outcome.decision.passed

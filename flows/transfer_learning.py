@@ -43,8 +43,8 @@ def transfer_learning(config_path: str, data_path: str | None = None) -> RunSumm
         stages = [train_baseline(spec, dataset, split, tracking)]          # 5. frozen baseline, cached
         if not stages[0].meets_target and spec.train.finetune_epochs > 0:
             stages.append(fine_tune(spec, dataset, split, stages[0], tracking))  # 6. unfreeze the last group
-        selected = select_on_validation(spec, stages)
-        test = evaluate_once_on_test(spec, dataset, split, selected, stages, tracking)  # 7. test once, gate
+        selected = select_on_validation(spec, stages, tracking)
+        test = evaluate_once_on_test(spec, dataset, split, selected, tracking)  # 7. test once, gate
         outcome = gate_and_register(spec, dataset, split, selected, test, tracking)
         write_model_card(spec, dataset, quality, split, base_model, stages, selected, test, outcome, tracking)
     except BaseException:

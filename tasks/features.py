@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -62,25 +60,21 @@ def open_cache(workdir: Path, backbone: Backbone) -> EmbeddingCache:
     return EmbeddingCache(workdir / "embeddings", backbone_cache_key(backbone))
 
 
-def embed_inputs(backbone: Backbone, inputs: list[str], batch_size: int,
-                 description: str = "embedding") -> np.ndarray:
+def embed_inputs(backbone: Backbone, inputs: list[str], batch_size: int) -> np.ndarray:
     """Run the frozen backbone over raw inputs in batches, with a progress bar."""
     outputs = []
     with torch.inference_mode():
-        for start in tqdm(range(0, len(inputs), batch_size), desc=description, unit="batch"):
+        for start in tqdm(range(0, len(inputs), batch_size), desc="embedding", unit="batch"):
             batch = backbone.preprocess(inputs[start:start + batch_size])
             outputs.append(backbone.embed(batch).float().numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, backbone.dim), np.float32)
 
 
 def cached_embeddings(cache: EmbeddingCache, backbone: Backbone, ids: list[str], inputs: list[str],
-                      batch_size: int, on_computed: Callable[[int], None] | None = None) -> np.ndarray:
-    """Embeddings for `ids`, computing (and caching) only the ones not cached yet."""
+                      batch_size: int) -> tuple[np.ndarray, int]:
+    """Embeddings for `ids` and how many had to be computed (the rest came from the cache)."""
     input_of = dict(zip(ids, inputs))
     missing = cache.missing(ids)
     if missing:
-        computed = embed_inputs(backbone, [input_of[i] for i in missing], batch_size)
-        cache.put(missing, computed)
-    if on_computed:
-        on_computed(len(missing))
-    return cache.get(ids)
+        cache.put(missing, embed_inputs(backbone, [input_of[i] for i in missing], batch_size))
+    return cache.get(ids), len(missing)

@@ -45,23 +45,25 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     backbone = load_backbone(spec.model)
     examples, classes = _train_val_examples(dataset, split)
     cache = open_cache(spec.workdir, backbone)
-    computed: list[int] = []
-    features = {name: torch.from_numpy(cached_embeddings(
-        cache, backbone, list(frame.index), list(frame["input"]), spec.train.batch_size, computed.append))
-        for name, frame in examples.items()}
-    reused = sum(len(f) for f in examples.values()) - sum(computed)
-    print(f"Embeddings: {sum(computed)} computed, {reused} reused from the cache")
+    features, computed = {}, 0
+    for name, frame in examples.items():
+        embeddings, newly = cached_embeddings(cache, backbone, list(frame.index), list(frame["input"]),
+                                              spec.train.batch_size)
+        features[name], computed = torch.from_numpy(embeddings), computed + newly
+    reused = sum(len(f) for f in examples.values()) - computed
+    print(f"Embeddings: {computed} computed, {reused} reused from the cache")
     head = new_head(backbone.dim, len(classes), spec.train.seed)
-    result = fit(head, [head], Batches(features["train"], class_indices(examples["train"]["label"], classes), spec.train.batch_size),
-                 Batches(features["val"], class_indices(examples["val"]["label"], classes), 1024),
+    targets = {name: class_indices(frame["label"], classes) for name, frame in examples.items()}
+    result = fit(head, [head], Batches(features["train"], targets["train"], spec.train.batch_size),
+                 Batches(features["val"], targets["val"], 1024),
                  lr=spec.train.head_learning_rate, weight_decay=spec.train.weight_decay,
                  epochs=spec.train.head_epochs, patience=spec.train.head_patience,
                  metric=spec.metric, classes=classes, seed=spec.train.seed, description="baseline head")
     meets = meets_target(result.best_val_metric, spec.metric)
-    notes = (f"frozen {spec.model.name}, linear head; {sum(computed)} embeddings computed, {reused} reused; "
+    notes = (f"frozen {spec.model.name}, linear head; {computed} embeddings computed, {reused} reused; "
              + ("meets the target on validation: fine-tuning skipped" if meets else "below target on validation"))
     return _record_stage(spec, tracking, "baseline", Classifier(backbone, head), result, notes, True, {
-        "embeddings_computed": sum(computed), "embeddings_reused": reused, "lr": spec.train.head_learning_rate})
+        "embeddings_computed": computed, "embeddings_reused": reused, "lr": spec.train.head_learning_rate})
 
 
 @step("6 fine-tune last layer group")
@@ -77,8 +79,8 @@ def fine_tune(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageR
     unfrozen = backbone.layer_groups()[-1:]
     lr = spec.train.head_learning_rate / spec.train.finetune_lr_divisor  # ~10x lower: adapt, don't forget
     result = fit(classifier, [*unfrozen, classifier.head],
-                 *(Batches(list(examples[name]["input"]), class_indices(examples[name]["label"], classes), spec.train.batch_size,
-                           backbone.preprocess) for name in ("train", "val")),
+                 *(Batches(list(frame["input"]), class_indices(frame["label"], classes), spec.train.batch_size,
+                           backbone.preprocess) for frame in (examples["train"], examples["val"])),
                  lr=lr, weight_decay=spec.train.weight_decay, epochs=spec.train.finetune_epochs,
                  patience=spec.train.patience, metric=spec.metric, classes=classes, seed=spec.train.seed,
                  description="fine-tune", show_batches=True)
@@ -89,14 +91,19 @@ def fine_tune(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageR
 
 
 @step("select on validation")
-def select_on_validation(spec: Spec, stages: list[StageResult]) -> StageResult:
-    """The best kept stage by the declared metric on validation; ties keep the earlier, simpler one."""
-    from tasks.metrics import is_improvement
+def select_on_validation(spec: Spec, stages: list[StageResult], tracking: TrackingRef) -> StageResult:
+    """The best kept stage by the declared metric on validation; ties keep the earlier, simpler one.
+    The learning curves the choice rests on are logged with it."""
+    from tasks.metrics import is_improvement, metric_key
+    from tasks.plots import learning_curves_figure
+    from tasks.tracking import client_for, log_figure
 
     selected = stages[0]
     for stage in stages[1:]:
         if stage.keep and is_improvement(stage.val_value, selected.val_value, spec.metric):
             selected = stage
+    figure = learning_curves_figure({s.name: s.history for s in stages}, metric_key(spec.metric), stages[0].val_value)
+    log_figure(client_for(spec.workdir), tracking.run_id, figure, "plots/learning_curves.png")
     print(f"Selected {selected.name} (validation {spec.metric.key} {selected.val_value:.4f})")
     return selected
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from tasks.gate import GateDecision
 from tasks.learn import StageResult
 from tasks.prepare import BaseModelRef, DatasetRef, QualitySummary, TrackingRef
@@ -31,12 +30,12 @@ class GateOutcome:
 
 @step("7a evaluate once on the test set")
 def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
-                          stages: list[StageResult], tracking: TrackingRef) -> TestResult:
+                          tracking: TrackingRef) -> TestResult:
     """The only reader of the test ids. Records the evaluation in the test ledger."""
     from tasks.data import read_table
     from tasks.gate import record_test_evaluation
     from tasks.metrics import classification_metrics, contract_value, metric_key
-    from tasks.plots import confusion_matrix_figure, learning_curves_figure
+    from tasks.plots import confusion_matrix_figure
     from tasks.split import quarantined_test_ids
     from tasks.tracking import client_for, log_figure, log_scores
     from tasks.train import Batches, class_indices, predict_proba, restore_classifier
@@ -55,9 +54,6 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     log_scores(client, tracking.run_id, scores, prefix="test_")
     log_figure(client, tracking.run_id, confusion_matrix_figure(
         y_true.numpy(), y_pred, classes, f"test confusion matrix ({selected.name})"), "plots/test_confusion_matrix.png")
-    baseline_value = stages[0].val_value
-    log_figure(client, tracking.run_id, learning_curves_figure(
-        {s.name: s.history for s in stages}, metric_key(spec.metric), baseline_value), "plots/learning_curves.png")
     prior = record_test_evaluation(client, spec.workdir, split.test_fingerprint, dataset.fingerprint,
                                    spec.registry.model_name, tracking.run_id, metric_key(spec.metric), value)
     print(f"Test {spec.metric.key}: {value:.4f} on {len(test_ids)} examples "
@@ -105,13 +101,16 @@ def write_model_card(spec: Spec, dataset: DatasetRef, quality: QualitySummary, s
     input_size = (("max_tokens", spec.model.max_tokens) if spec.model.family == "hf_text"
                   else ("image_size", spec.model.image_size))
     card = render_model_card(CardFacts(
-        task=spec.task, metric=spec.metric.describe(), base_model=f"{spec.model.family} {spec.model.name}",
+        task=spec.task, metric=spec.metric.describe(),
+        base_model=f"{spec.model.family} {spec.model.name}: {base_model.dim}-d embeddings, "
+                   f"{base_model.layer_groups} layer groups",
         base_model_source=base_model.source,
         settings={input_size[0]: input_size[1], **spec.train.model_dump(),
                   **{f"split.{k}": v for k, v in spec.split.model_dump().items()}},
         data_path=str(spec.data.path), data_fingerprint=dataset.fingerprint, test_fingerprint=split.test_fingerprint,
         manifest_sha256=split.manifest_sha256, split_sizes=split.sizes, class_counts=quality.class_counts,
-        quality_warnings=list(quality.warnings), stages=[(s.name, s.val_value, s.notes) for s in stages], selected_stage=selected.name,
+        quality_warnings=list(quality.warnings), stages=[(s.name, s.val_value, s.notes) for s in stages],
+        selected_stage=selected.name,
         test_value=test.value, target=spec.metric.target, decision=outcome.decision.verdict,
         decision_reason=outcome.decision.reason, registered_version=outcome.registration.version,
         mlflow_run_id=tracking.run_id))

@@ -66,7 +66,6 @@ class TransferflowModel(mlflow.pyfunc.PythonModel):
 class Registration:
     model_name: str
     version: str
-    alias_set: bool
     model_uri: str
 
 
@@ -99,14 +98,5 @@ def log_and_register(client: MlflowClient, run_id: str, weights_path: Path, mode
     except Exception:
         client.delete_model_version(model_name, version.version)
         raise
-    return Registration(model_name, str(version.version), promote, f"models:/{model_name}/{version.version}")
+    return Registration(model_name, str(version.version), f"models:/{model_name}/{version.version}")
 
-
-def current_alias_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
-    """The version the alias points at now, or None."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        return None

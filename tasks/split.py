@@ -95,24 +95,24 @@ def recorded_test_reads(manifest_path: Path) -> list[dict[str, str]]:
 
 
 def _assign(table: pd.DataFrame, spec: SplitSpec) -> tuple[dict[str, list[str]], list[str]]:
-    """Respect given splits; carve the missing ones stratified; drop cross-split duplicates."""
+    """Keep the given splits, carve only the missing ones (stratified); unassigned rows are train."""
     examples, notes = _distinct_examples(table)
-    given = {name: examples[examples["given_split"] == name] for name in SPLITS}
-    unassigned = examples[examples["given_split"] == ""]
-    if not unassigned.empty:
-        pool = pd.concat([given["train"], unassigned])
-        rest, given["test"] = _carve(pool, round(len(pool) * spec.test_fraction), spec.seed)
-        given["train"], given["val"] = _carve(rest, round(len(pool) * spec.validation_fraction), spec.seed)
-    if given["val"].empty:
-        given["train"], given["val"] = _carve(given["train"], round(len(given["train"]) * spec.validation_fraction),
-                                              spec.seed)
+    train = examples[examples["given_split"].isin(["train", ""])]
+    val, test = (examples[examples["given_split"] == name] for name in ("val", "test"))
+    pool = len(train)
+    if val.empty and test.empty:
+        rest, test = _carve(train, round(pool * spec.test_fraction), spec.seed)
+        train, val = _carve(rest, round(pool * spec.validation_fraction), spec.seed)
+    elif val.empty:
+        train, val = _carve(train, round(pool * spec.validation_fraction), spec.seed)
         notes.append("validation carved from the given train split (stratified)")
-    if given["test"].empty:
+    elif test.empty:
         # A given validation split is held-out data curated like a test set: split it in two.
         test_share = spec.test_fraction / (spec.validation_fraction + spec.test_fraction)
-        given["val"], given["test"] = _carve(given["val"], round(len(given["val"]) * test_share), spec.seed)
+        val, test = _carve(val, round(len(val) * test_share), spec.seed)
         notes.append(f"test carved from the given validation split ({test_share:.0%}, stratified)")
-    return {name: sorted(given[name]["example_id"]) for name in SPLITS}, notes
+    splits = {"train": train, "val": val, "test": test}
+    return {name: sorted(splits[name]["example_id"]) for name in SPLITS}, notes
 
 
 def _distinct_examples(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -7,16 +7,16 @@ artifacts beside it; MLFLOW_TRACKING_URI overrides both.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from tasks.train import EpochRecord
+if TYPE_CHECKING:
+    from tasks.train import EpochRecord
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -83,10 +83,6 @@ def log_text(client: MlflowClient, run_id: str, text: str, artifact_file: str) -
     client.log_text(run_id, text, artifact_file)
 
 
-def log_json(client: MlflowClient, run_id: str, payload: Any, artifact_file: str) -> None:
-    client.log_text(run_id, json.dumps(payload, indent=1, default=str), artifact_file)
-
-
 def log_file(client: MlflowClient, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
     client.log_artifact(run_id, str(path), artifact_dir)
 
@@ -103,10 +99,6 @@ def log_figure(client: MlflowClient, run_id: str, figure: Any, artifact_file: st
 
 def end_run(client: MlflowClient, run_id: str, succeeded: bool) -> None:
     client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
-
-
-def child_runs(client: MlflowClient, experiment: str, parent_run_id: str) -> list:
-    return client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'")
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -42,12 +42,11 @@ def test_cache_key_changes_with_weights_preprocessing_and_model():
 def test_embeddings_are_computed_once_and_reused_across_cache_instances(tmp_path):
     backbone = FakeBackbone(MOBILENET)
     ids, texts = ["a", "b", "c"], ["x", "yy", "zzz"]
-    computed = []
-    first = cached_embeddings(EmbeddingCache(tmp_path, "key"), backbone, ids, texts, 2, computed.append)
-    assert computed == [3] and backbone.embedded == 3
+    first, computed = cached_embeddings(EmbeddingCache(tmp_path, "key"), backbone, ids, texts, 2)
+    assert computed == 3 and backbone.embedded == 3
     reopened = EmbeddingCache(tmp_path, "key")
-    second = cached_embeddings(reopened, backbone, ["c", "a", "d"], ["zzz", "x", "wwww"], 2, computed.append)
-    assert computed == [3, 1] and backbone.embedded == 4
+    second, computed = cached_embeddings(reopened, backbone, ["c", "a", "d"], ["zzz", "x", "wwww"], 2)
+    assert computed == 1 and backbone.embedded == 4
     np.testing.assert_array_equal(second[0], first[2])
     np.testing.assert_array_equal(second[2], [4.0, 1.0, 2.0])
     assert reopened.missing(["a", "b", "c", "d", "e"]) == ["e"]

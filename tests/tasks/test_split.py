@@ -94,3 +94,12 @@ def test_tiny_classes_get_a_clear_error_not_a_crash(tmp_path):
 def test_every_class_reaches_each_split_even_when_fractions_round_low(tmp_path):
     ref = split_examples(table({"a": 3, "b": 3, "c": 3}), SplitSpec(), "fp", tmp_path)
     assert ref.sizes == {"train": 3, "val": 3, "test": 3}
+
+
+def test_only_missing_splits_are_carved(tmp_path):
+    given_test = table({"a": 10, "b": 10}, "test").assign(example_id=lambda f: "t" + f.example_id)
+    examples = pd.concat([table({"a": 40, "b": 40}, "train"), given_test])
+    ref = split_examples(examples, SplitSpec(), "fp", tmp_path)
+    assert ref.sizes == {"train": 68, "val": 12, "test": 20}
+    assert all(i.startswith("t") for i in all_ids(ref.manifest_path)["test"])
+    assert ref.notes == ("validation carved from the given train split (stratified)",)
