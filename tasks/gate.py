@@ -6,10 +6,14 @@ the ledger (an MLflow experiment keyed by the test fingerprint) makes that count
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from tasks.metrics import meets_target
 from tasks.spec import MetricSpec
@@ -44,17 +48,45 @@ class GateDecision:
 
 def record_test_evaluation(client: MlflowClient, workdir: Path, test_fingerprint: str, data_fingerprint: str,
                            model_name: str, source_run_id: str, metric_key: str, value: float) -> int:
-    """Add this evaluation to the ledger; returns how many evaluations of this test set came before."""
+    """Add this evaluation to the ledger; returns how many evaluations of this test set came before.
+
+    Counting and recording happen under one exclusive file lock in the workdir, so concurrent
+    runs on this machine cannot both count the same prior evaluations. (Run ids and client-side
+    start times give no commit order, so record-then-count alone is not exact.)"""
     ledger = experiment_id(client, LEDGER_EXPERIMENT, workdir)
-    prior = len(client.search_runs([ledger], filter_string=f"tags.test_fingerprint = '{test_fingerprint}'",
-                                   max_results=10_000))
-    run_id = start_run(client, ledger, f"{model_name}-test-{test_fingerprint[:8]}", tags={
-        "test_fingerprint": test_fingerprint, "data_fingerprint": data_fingerprint,
-        "registered_model": model_name, "source_run_id": source_run_id, "metric": metric_key,
-    })
+    with _exclusive(workdir / "locks" / "test-ledger.lock"):
+        prior = len(_all_runs(client, ledger, f"tags.test_fingerprint = '{test_fingerprint}'"))
+        run_id = start_run(client, ledger, f"{model_name}-test-{test_fingerprint[:8]}", tags={
+            "test_fingerprint": test_fingerprint, "data_fingerprint": data_fingerprint,
+            "registered_model": model_name, "source_run_id": source_run_id, "metric": metric_key,
+        })
     log_scores(client, run_id, {metric_key: value})
     end_run(client, run_id, succeeded=True)
     return prior
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An advisory lock held across processes (released by the kernel if the holder dies)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _all_runs(client: MlflowClient, experiment: str, filter_string: str) -> list[Run]:
+    runs: list[Run] = []
+    page_token = None
+    while True:
+        page = client.search_runs([experiment], filter_string=filter_string, max_results=1000,
+                                  page_token=page_token)
+        runs += page
+        page_token = page.token
+        if not page_token:
+            return runs
 
 
 def decide(test_value: float, metric: MetricSpec, prior_evaluations: int) -> GateDecision:

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from tasks.prepare import DatasetRef, TrackingRef
-from tasks.spec import Spec
+from tasks.spec import MetricSpec, Spec
 from tasks.split import SplitRef
 from tasks.step import step
 from tasks.train import EpochRecord
@@ -94,17 +94,26 @@ def fine_tune(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageR
 def select_on_validation(spec: Spec, stages: list[StageResult], tracking: TrackingRef) -> StageResult:
     """The best kept stage by the declared metric on validation; ties keep the earlier, simpler one.
     The learning curves the choice rests on are logged with it."""
-    from tasks.metrics import is_improvement, metric_key
+    from tasks.metrics import metric_key
     from tasks.plots import learning_curves_figure
     from tasks.tracking import client_for, log_figure
 
-    selected = stages[0]
-    for stage in stages[1:]:
-        if stage.keep and is_improvement(stage.val_value, selected.val_value, spec.metric):
-            selected = stage
+    selected = choose_stage(stages, spec.metric)
     figure = learning_curves_figure({s.name: s.history for s in stages}, metric_key(spec.metric), stages[0].val_value)
     log_figure(client_for(spec.workdir), tracking.run_id, figure, "plots/learning_curves.png")
     print(f"Selected {selected.name} (validation {spec.metric.key} {selected.val_value:.4f})")
+    return selected
+
+
+def choose_stage(stages: list[StageResult], metric: MetricSpec) -> StageResult:
+    """The baseline unless a kept stage beats the best so far on validation (ties keep the
+    earlier, simpler model)."""
+    from tasks.metrics import is_improvement
+
+    selected = stages[0]
+    for stage in stages[1:]:
+        if stage.keep and is_improvement(stage.val_value, selected.val_value, metric):
+            selected = stage
     return selected
 
 
@@ -124,9 +133,10 @@ def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torc
     from tasks.metrics import meets_target, metric_key
     from tasks.tracking import client_for, end_run, log_history, log_params, log_scores, log_text, start_run
 
-    checkpoint = spec.workdir / "checkpoints" / tracking.run_id / f"{name}.pt"
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(classifier.state_dict(), checkpoint)
+    from tasks.atomic import write_atomic
+
+    checkpoint = write_atomic(spec.workdir / "checkpoints" / tracking.run_id / f"{name}.pt",
+                              lambda handle: torch.save(classifier.state_dict(), handle))
     best_scores = result.history[result.best_epoch - 1].val_scores
     client = client_for(spec.workdir)
     run_id = start_run(client, tracking.experiment_id, name, parent_run_id=tracking.run_id, tags={"stage": name})

@@ -3,8 +3,10 @@ before any training, and load the base model. Each returns plain values (paths a
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from tasks.spec import Spec, load_spec
 from tasks.split import SplitRef
@@ -43,11 +45,45 @@ class QualitySummary:
     warnings: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What steps 2-4 hand to training: the data, its audit, the split and the base model."""
+
+    dataset: DatasetRef
+    quality: QualitySummary
+    split: SplitRef
+    base_model: BaseModelRef
+
+
+def prepare(spec: Spec, tracking: TrackingRef | None) -> Prepared:
+    """Steps 2-4, shared by the training flow and `validate` (which tracks nothing)."""
+    dataset = load_data(spec)                                   # 2. data + label quality
+    quality = check_label_quality(spec, dataset, tracking)
+    split = split_before_training(spec, dataset, tracking)      # 3. test quarantined from here
+    base_model = load_base_model(spec)                          # 4. pretrained, offline
+    return Prepared(dataset, quality, split, base_model)
+
+
 @step("1 validate config")
 def validate_config(config_path: str, data_path: str | None = None) -> Spec:
     spec = load_spec(config_path, data_path)
     print(f"Task: {spec.task}  |  contract: {spec.metric.describe()}")
     return spec
+
+
+@contextmanager
+def tracked_flow_run(spec: Spec, config_path: str) -> Iterator[TrackingRef]:
+    """The flow's MLflow parent run: RUNNING while the steps run, then FINISHED, or FAILED when
+    any step (or an interrupt) stops the flow."""
+    from tasks.tracking import client_for, end_run
+
+    tracking = start_tracking(spec, config_path)
+    try:
+        yield tracking
+    except BaseException:
+        end_run(client_for(spec.workdir), tracking.run_id, succeeded=False)
+        raise
+    end_run(client_for(spec.workdir), tracking.run_id, succeeded=True)
 
 
 @step("start tracking")

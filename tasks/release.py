@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tasks.gate import GateDecision
 from tasks.learn import StageResult
-from tasks.prepare import BaseModelRef, DatasetRef, QualitySummary, TrackingRef
+from tasks.prepare import DatasetRef, Prepared, TrackingRef
 from tasks.serving import Registration
 from tasks.spec import Spec
 from tasks.split import SplitRef
@@ -92,12 +92,12 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
 
 
 @step("7c write model card")
-def write_model_card(spec: Spec, dataset: DatasetRef, quality: QualitySummary, split: SplitRef,
-                     base_model: BaseModelRef, stages: list[StageResult], selected: StageResult,
+def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], selected: StageResult,
                      test: TestResult, outcome: GateOutcome, tracking: TrackingRef) -> str:
     from tasks.model_card import CardFacts, render_model_card
     from tasks.tracking import client_for, log_text
 
+    dataset, quality, split, base_model = prepared.dataset, prepared.quality, prepared.split, prepared.base_model
     input_size = (("max_tokens", spec.model.max_tokens) if spec.model.family == "hf_text"
                   else ("image_size", spec.model.image_size))
     card = render_model_card(CardFacts(

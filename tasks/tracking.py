@@ -7,6 +7,7 @@ artifacts beside it; MLFLOW_TRACKING_URI overrides both.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -26,18 +27,14 @@ def tracking_uri(workdir: Path) -> str:
 
 
 def client_for(workdir: Path) -> MlflowClient:
-    """A client for this workdir's store, also set as MLflow's global store for its fluent API."""
-    import mlflow
+    """An explicit client for this workdir's store (never MLflow's process-wide URIs, so flows
+    with different workdirs in one process never write to each other's store)."""
+    return _client(tracking_uri(workdir))
 
-    uri = tracking_uri(workdir)
-    user_set = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    # set_*_uri also exports them as environment variables; keep the environment meaning
-    # "what the user chose", so a later flow with another workdir gets its own store.
-    for name, value in user_set.items():
-        if value is None:
-            os.environ.pop(name, None)
+
+@functools.lru_cache(maxsize=None)
+def _client(uri: str) -> MlflowClient:
+    """One client per store and process: opening a SQLite store checks its schema (slow)."""
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -34,12 +34,23 @@ def run_cli(tmp_path: Path, config: Path) -> tuple[int, str]:
     return run_transferflow(["run", str(config)], cwd=tmp_path)
 
 
-def assert_nothing_registered(workdir: Path) -> None:
-    database = workdir / "mlflow.db"
-    if database.exists():
-        from mlflow import MlflowClient
+def assert_nothing_registered(test_folder: Path, store_created: bool) -> None:
+    """Look in the store the run would have used (the workdir's `mlflow.db`) and in any other
+    MLflow store under the test's folder (its working directory too): no registered model, no
+    version. `store_created` says whether the run got as far as opening its store, so a test
+    that looks in the wrong place fails instead of passing on an absent file."""
+    from mlflow import MlflowClient
 
-        assert MlflowClient(f"sqlite:///{database}").search_registered_models() == []
+    expected = test_folder / "work" / "mlflow.db"
+    assert expected.exists() == store_created, f"{expected} exists: {expected.exists()}"
+    assert not list(test_folder.rglob("mlruns")), "an MLflow store appeared outside the workdir"
+    for database in test_folder.rglob("mlflow.db"):
+        client = MlflowClient(f"sqlite:///{database}")
+        assert client.search_registered_models() == [] and client.search_model_versions() == []
+    if store_created:
+        runs = MlflowClient(f"sqlite:///{expected}").search_runs(
+            [e.experiment_id for e in MlflowClient(f"sqlite:///{expected}").search_experiments()])
+        assert runs and {run.info.status for run in runs} == {"FAILED"}
 
 
 def image_config(tmp_path: Path, counts: dict[str, int], extra: str = "") -> Path:
@@ -50,7 +61,7 @@ def image_config(tmp_path: Path, counts: dict[str, int], extra: str = "") -> Pat
 def test_unknown_config_field(tmp_path):
     code, output = run_cli(tmp_path, image_config(tmp_path, {"ants": 4, "bees": 4}, "shuffle: true"))
     assert code == 2 and "shuffle: unknown field" in output and "Traceback" not in output
-    assert_nothing_registered(tmp_path / "work")
+    assert_nothing_registered(tmp_path, store_created=False)
 
 
 def test_missing_data_path(tmp_path):
@@ -58,7 +69,7 @@ def test_missing_data_path(tmp_path):
                                                         extra=""))
     code, output = run_cli(tmp_path, config)
     assert code == 2 and "data.path" in output and "does not exist" in output and "Traceback" not in output
-    assert_nothing_registered(tmp_path / "work")
+    assert_nothing_registered(tmp_path, store_created=False)
 
 
 def test_corrupt_image(tmp_path):
@@ -67,7 +78,7 @@ def test_corrupt_image(tmp_path):
     code, output = run_cli(tmp_path, config)
     assert code == 2 and "label-quality check failed" in output and "ants/broken.jpg" in output
     assert "Traceback" not in output
-    assert_nothing_registered(tmp_path / "work")
+    assert_nothing_registered(tmp_path, store_created=True)
 
 
 def test_empty_class(tmp_path):
@@ -75,7 +86,7 @@ def test_empty_class(tmp_path):
     (tmp_path / "data" / "wasps").mkdir()
     code, output = run_cli(tmp_path, config)
     assert code == 2 and "'wasps' (0)" in output and "Traceback" not in output
-    assert_nothing_registered(tmp_path / "work")
+    assert_nothing_registered(tmp_path, store_created=True)
 
 
 def test_csv_without_the_label_column(tmp_path):
@@ -92,7 +103,7 @@ workdir: {tmp_path / 'work'}
     code, output = run_cli(tmp_path, config)
     assert code == 2 and "data.text_column='text'" in output and "data.label_column='label'" in output
     assert "['message', 'category']" in output and "Traceback" not in output
-    assert_nothing_registered(tmp_path / "work")
+    assert_nothing_registered(tmp_path, store_created=True)
 
 
 def test_validate_checks_a_good_config_without_training_or_tracking(tmp_path):
@@ -110,4 +121,26 @@ def test_the_flow_itself_rejects_a_bad_config_in_its_first_task(tmp_path):
     config = image_config(tmp_path, {"ants": 4, "bees": 4}, "shuffle: true")
     with pytest.raises(SpecError, match="shuffle: unknown field"):
         transfer_learning(str(config))
-    assert_nothing_registered(tmp_path / "work")
+    assert_nothing_registered(tmp_path, store_created=False)
+
+
+def test_duplicates_fail_policy_stops_the_flow_naming_the_copies(tmp_path):
+    config = image_config(tmp_path, {"ants": 4, "bees": 4}, "")
+    config.write_text(config.read_text().replace("min_examples_per_class: 3", "min_examples_per_class: 3, "
+                                                 "duplicates: fail"))
+    (tmp_path / "data" / "bees" / "copy.png").write_bytes((tmp_path / "data" / "bees" / "1.png").read_bytes())
+    code, output = run_cli(tmp_path, config)
+    assert code == 2 and "no exact duplicates (policy: fail)" in output and "bees/copy.png" in output
+    assert "Traceback" not in output
+    assert_nothing_registered(tmp_path, store_created=True)
+
+
+def test_validate_refuses_a_given_validation_split_that_lacks_a_class(tmp_path):
+    """Confirmed by a reviewer: this used to answer "Ready to run." with exit 0."""
+    image_folder(tmp_path / "data" / "train", {"ants": 6, "bees": 6})
+    image_folder(tmp_path / "data" / "val", {"ants": 6})
+    config = write_config(tmp_path, IMAGE_CONFIG.format(data=tmp_path / "data", workdir=tmp_path / "work",
+                                                        extra=""))
+    code, output = run_transferflow(["validate", str(config)], cwd=tmp_path)
+    assert code == 2 and "bees" in output and "Traceback" not in output, output
+    assert "Ready to run." not in output

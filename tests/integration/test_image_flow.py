@@ -1,18 +1,23 @@
 """The whole flow on a slice of the ants-vs-bees photos: real Prefect, MLflow (SQLite) and GX.
 
-Two runs on the same data: the first passes the gate (alias set), the second is deliberately
-undertrained with a high target, so fine-tuning runs and the gate rejects (alias unchanged).
+Three runs on the same data (given train/ and val/ folders):
+1. MobileNetV2 trained properly with a modest target: the baseline meets it, the gate promotes;
+2. the same model deliberately undertrained with a high target and fine-tuning off: rejected,
+   alias unchanged, every embedding reused from the cache;
+3. timm EfficientNet-Lite0 undertrained with a high target, so fine-tuning runs end to end.
+Claims are checked against an independent recomputation from the raw files and the registry.
 """
 
 import mlflow
-import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from sklearn.metrics import accuracy_score
 
 from flows.transfer_learning import transfer_learning
 from tasks.split import recorded_test_reads
 from tests.conftest import write_config
 from tests.integration.conftest import hymenoptera_slice, run_transferflow
+from tests.integration.evidence import image_labels, image_payload, manifest_splits, predict_registered
 
 pytestmark = pytest.mark.integration
 
@@ -20,30 +25,33 @@ CONFIG = """
 task: Tell whether a photo shows ants or bees.
 metric: {{name: accuracy, target: {target}}}
 data: {{kind: image_folder, path: {data}}}
-model: {{family: torchvision, name: mobilenet_v2, image_size: 64}}
-train: {{batch_size: 16, head_epochs: {head_epochs}, head_learning_rate: {lr}, finetune_epochs: 1}}
+model: {{family: {family}, name: {name}, image_size: 64}}
+train: {{batch_size: 16, head_epochs: {head_epochs}, head_learning_rate: {lr}, finetune_epochs: {finetune}}}
 registry: {{model_name: ants-vs-bees}}
 workdir: {workdir}
 """
+MOBILENET = {"family": "torchvision", "name": "mobilenet_v2"}
+EFFICIENTNET = {"family": "timm", "name": "tf_efficientnet_lite0"}
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def runs(tmp_path_factory):
     from tests.conftest import shared_dataset
 
     folder = tmp_path_factory.mktemp("image-flow")
     data = hymenoptera_slice(shared_dataset("hymenoptera"), folder / "data", per_class=20)
     workdir = folder / "work"
-    (folder / "pass").mkdir()
-    (folder / "fail").mkdir()
-    passing = write_config(folder / "pass", CONFIG.format(target=0.6, data=data, head_epochs=60, lr=0.003,
-                                                          workdir=workdir))
-    failing = write_config(folder / "fail", CONFIG.format(target=0.95, data=data, head_epochs=1, lr=1e-6,
-                                                          workdir=workdir))
-    first = transfer_learning(str(passing))
-    second = transfer_learning(str(failing))
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    return first, second, client
+    settings = {
+        "pass": dict(MOBILENET, target=0.6, head_epochs=60, lr=0.003, finetune=0),
+        "reject": dict(MOBILENET, target=0.95, head_epochs=1, lr=1e-6, finetune=0),
+        "finetune": dict(EFFICIENTNET, target=0.99, head_epochs=1, lr=1e-6, finetune=2),
+    }
+    summaries = {}
+    for name, values in settings.items():
+        (folder / name).mkdir()
+        config = write_config(folder / name, CONFIG.format(data=data, workdir=workdir, **values))
+        summaries[name] = transfer_learning(str(config))
+    return summaries, MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}"), data
 
 
 def child_runs(client, summary):
@@ -52,38 +60,65 @@ def child_runs(client, summary):
     return {run.info.run_name: run for run in runs}
 
 
-def test_passing_run_promotes_with_evidence(two_runs):
-    first, _, client = two_runs
-    assert first.outcome.decision.passed
-    assert [s.name for s in first.stages] == ["baseline"] and first.stages[0].meets_target
-    version = client.get_model_version("ants-vs-bees", first.outcome.registration.version)
-    assert version.tags["decision"] == "promoted"
-    assert float(version.tags["test_metric"]) == pytest.approx(first.test.value, abs=1e-6)
-    assert version.tags["target"] == "0.6" and version.tags["metric"] == "accuracy"
-    assert version.tags["test_fingerprint"] == first.split.test_fingerprint
-    assert version.tags["prior_test_evaluations"] == "0"
-    assert len(version.tags["data_fingerprint"]) == 64
+def test_given_train_and_val_folders_are_respected_and_test_is_carved_from_val(runs):
+    summaries, _, data = runs
+    truth = image_labels(data)
+    splits = manifest_splits(summaries["pass"].split.manifest_path)
+    folder_of = {example_id: path.relative_to(data).parts[0] for example_id, (path, _) in truth.items()}
+    assert {folder_of[i] for i in splits["train"]} == {"train"}
+    assert {folder_of[i] for i in splits["val"] + splits["test"]} == {"val"}
+    assert len(splits["train"]) == 40 and len(splits["val"]) + len(splits["test"]) == 40
+    assert any("carved from the given validation split" in note for note in summaries["pass"].split.notes)
 
 
-def test_failing_run_registers_but_does_not_move_the_alias(two_runs):
-    first, second, client = two_runs
-    assert not second.outcome.decision.passed
-    assert second.test.value < 0.95
-    version = client.get_model_version("ants-vs-bees", second.outcome.registration.version)
-    assert version.tags["decision"] == "rejected" and version.tags["prior_test_evaluations"] == "1"
-    champion = client.get_model_version_by_alias("ants-vs-bees", "champion")
-    assert str(champion.version) == first.outcome.registration.version
-    assert "evaluated 1 time(s) before" in second.outcome.decision.reason
+def test_registered_models_reproduce_the_logged_test_metric(runs):
+    """Predict the test examples' raw bytes with each registered version, recompute accuracy with
+    sklearn against the folder labels, and compare with the version's evidence tag."""
+    summaries, client, data = runs
+    truth = image_labels(data)
+    test_ids = manifest_splits(summaries["pass"].split.manifest_path)["test"]
+    for summary in summaries.values():
+        version = client.get_model_version("ants-vs-bees", summary.outcome.registration.version)
+        predicted = predict_registered(client, "ants-vs-bees", version.version,
+                                       [image_payload(truth[i][0]) for i in test_ids])
+        recomputed = accuracy_score([truth[i][1] for i in test_ids], predicted["label"])
+        assert float(version.tags["test_metric"]) == pytest.approx(recomputed, abs=1e-6)
+        assert (predicted[["p_ants", "p_bees"]].sum(axis=1) - 1).abs().max() < 1e-5
 
 
-def test_runs_nested_runs_metrics_and_artifacts(two_runs):
-    first, second, client = two_runs
-    assert set(child_runs(client, first)) == {"baseline"}
-    children = child_runs(client, second)
+def test_gate_moves_the_alias_only_on_a_pass(runs):
+    summaries, client, _ = runs
+    passed = client.get_model_version("ants-vs-bees", summaries["pass"].outcome.registration.version)
+    assert passed.tags["decision"] == "promoted" and float(passed.tags["test_metric"]) >= 0.6
+    assert passed.tags["target"] == "0.6" and passed.tags["metric"] == "accuracy"
+    assert passed.tags["prior_test_evaluations"] == "0"
+    assert passed.tags["test_fingerprint"] == summaries["pass"].split.test_fingerprint
+    for name in ("reject", "finetune"):
+        rejected = client.get_model_version("ants-vs-bees", summaries[name].outcome.registration.version)
+        assert rejected.tags["decision"] == "rejected" and float(rejected.tags["test_metric"]) < float(
+            rejected.tags["target"])
+    assert client.get_model_version_by_alias("ants-vs-bees", "champion").version == passed.version
+    assert "evaluated 2 time(s) before" in summaries["finetune"].outcome.decision.reason
+
+
+def test_timm_fine_tuning_runs_end_to_end_with_per_epoch_curves(runs):
+    summaries, client, _ = runs
+    summary = summaries["finetune"]
+    assert [s.name for s in summary.stages] == ["baseline", "finetune-1"]
+    children = child_runs(client, summary)
     assert set(children) == {"baseline", "finetune-1"}
     history = client.get_metric_history(children["finetune-1"].info.run_id, "val_accuracy")
-    assert [m.step for m in history] == [1]
-    assert client.get_metric_history(children["baseline"].info.run_id, "train_loss")
+    assert [m.step for m in history] == list(range(1, len(history) + 1)) and 1 <= len(history) <= 2
+    tuned = summary.stages[1]
+    assert summary.selected.name == ("finetune-1" if tuned.keep and tuned.val_value > summary.stages[0].val_value
+                                     else "baseline")
+
+
+def test_parent_runs_nested_runs_metrics_and_artifacts(runs):
+    summaries, client, _ = runs
+    first = summaries["pass"]
+    assert set(child_runs(client, first)) == {"baseline"}
+    assert client.get_metric_history(child_runs(client, first)["baseline"].info.run_id, "train_loss")
     parent = client.get_run(first.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.info.artifact_uri.startswith((first.spec.workdir / "mlartifacts").as_uri())
@@ -97,55 +132,53 @@ def test_runs_nested_runs_metrics_and_artifacts(two_runs):
     assert "PROMOTED" in card and first.split.test_fingerprint in card
 
 
-def test_second_run_reuses_the_embedding_cache(two_runs):
-    _, second, client = two_runs
+def test_second_run_of_the_same_model_reuses_the_embedding_cache(runs):
+    summaries, client, _ = runs
+    second = summaries["reject"]
     baseline = child_runs(client, second)["baseline"]
     assert baseline.data.params["embeddings_computed"] == "0"
     assert int(baseline.data.params["embeddings_reused"]) == second.split.sizes["train"] + second.split.sizes["val"]
+    other_model = child_runs(client, summaries["finetune"])["baseline"]
+    assert other_model.data.params["embeddings_reused"] == "0"
 
 
-def test_test_split_read_exactly_once_per_run(two_runs):
-    first, second, _ = two_runs
-    readers = [r["reader"] for r in recorded_test_reads(first.split.manifest_path)]
-    assert len(readers) == 2
-    assert sum(first.run_id in r for r in readers) == 1 and sum(second.run_id in r for r in readers) == 1
+def test_test_split_read_exactly_once_per_run(runs):
+    summaries, _, _ = runs
+    readers = [r["reader"] for r in recorded_test_reads(summaries["pass"].split.manifest_path)]
+    assert len(readers) == 3
+    assert all(sum(s.run_id in r for r in readers) == 1 for s in summaries.values())
 
 
-def test_champion_predicts_raw_images(two_runs, hymenoptera):
-    _, _, client = two_runs
-    mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
-    model = mlflow.pyfunc.load_model("models:/ants-vs-bees@champion")
-    images = [str(next((hymenoptera / "val" / label).glob("*.jpg"))) for label in ("ants", "bees")]
-    predictions = model.predict(pd.DataFrame({"input": images}))
-    assert set(predictions["label"]) <= {"ants", "bees"}
-    assert (predictions[["p_ants", "p_bees"]].sum(axis=1) - 1).abs().max() < 1e-5
-
-
-def test_predict_command_prints_label_and_probability(two_runs, hymenoptera, tmp_path):
-    first, _, _ = two_runs
-    image = next((hymenoptera / "val" / "bees").glob("*.jpg"))
-    code, output = run_transferflow(["predict", "models:/ants-vs-bees@champion", str(image),
-                                     "--workdir", str(first.spec.workdir)], cwd=tmp_path)
+def test_predict_command_answers_like_the_registered_champion(runs, tmp_path):
+    summaries, client, data = runs
+    truth = image_labels(data)
+    test_ids = manifest_splits(summaries["pass"].split.manifest_path)["test"][:4]
+    images = [truth[i][0] for i in test_ids]
+    champion = client.get_model_version_by_alias("ants-vs-bees", "champion").version
+    expected = predict_registered(client, "ants-vs-bees", champion, [image_payload(p) for p in images])
+    code, output = run_transferflow(["predict", "models:/ants-vs-bees@champion", *map(str, images),
+                                     "--workdir", str(summaries["pass"].spec.workdir)], cwd=tmp_path)
     assert code == 0, output
-    row = next(line for line in output.splitlines() if image.name in line)
-    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
-    assert cells[1] in {"ants", "bees"} and 0.5 <= float(cells[2]) <= 1.0
+    for image, label, probability in zip(images, expected["label"], expected["probability"]):
+        row = next(line for line in output.splitlines() if image.name in line)
+        cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+        assert cells[1] == label and float(cells[2]) == pytest.approx(probability, abs=1e-3)
 
 
-def test_prefect_ui_artifacts_for_quality_split_and_gate(two_runs):
+def test_prefect_ui_artifacts_for_quality_split_and_gate(runs):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    first, second, client = two_runs
-    flow_run_ids = {client.get_run(s.run_id).data.tags["prefect_flow_run_id"] for s in (first, second)}
+    summaries, client, _ = runs
+    flow_run_ids = {client.get_run(s.run_id).data.tags["prefect_flow_run_id"] for s in summaries.values()}
     with get_client(sync_client=True) as prefect:
         artifacts = [a for a in prefect.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=["label-quality", "split-sizes", "gate-decision"])))
             if str(a.flow_run_id) in flow_run_ids]
-    by_key = {}
+    by_key: dict[str, list[str]] = {}
     for artifact in artifacts:
         by_key.setdefault(artifact.key, []).append(str(artifact.data))
     assert {key: len(items) for key, items in by_key.items()} == {
-        "label-quality": 2, "split-sizes": 2, "gate-decision": 2}
-    assert sorted("PROMOTED" in text for text in by_key["gate-decision"]) == [False, True]
+        "label-quality": 3, "split-sizes": 3, "gate-decision": 3}
+    assert sorted("PROMOTED" in text for text in by_key["gate-decision"]) == [False, False, True]
     assert all("Label-quality report: PASSED" in text for text in by_key["label-quality"])

@@ -1,0 +1,46 @@
+"""Atomic writes for every file the tool writes and later trusts (manifests, cache indexes,
+checkpoints): a reader sees the old file or the whole new one, never a truncated one.
+
+The temporary file has a unique name in the target's folder (so concurrent writers never share
+it, and the final rename stays on one filesystem), is fsynced, then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+
+@contextlib.contextmanager
+def atomic_output(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on a clean exit it is fsynced and renamed onto
+    `target`, on an error it is removed (the target is untouched)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with temporary.open("rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_atomic(target: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Write `target` through `write(binary_handle)` atomically."""
+    with atomic_output(target) as temporary, temporary.open("wb") as handle:
+        write(handle)
+    return target
+
+
+def write_bytes_atomic(target: Path, data: bytes) -> Path:
+    return write_atomic(target, lambda handle: handle.write(data))
+
+
+def write_text_atomic(target: Path, text: str) -> Path:
+    return write_bytes_atomic(target, text.encode("utf-8"))

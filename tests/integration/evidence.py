@@ -1,0 +1,47 @@
+"""Independent recomputation of what a run claims: labels come from the raw data (folder names,
+CSV cells), test ids from the manifest file itself, predictions from the registered model."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+
+
+def image_labels(root: Path) -> dict[str, tuple[Path, str]]:
+    """Example id (sha256 of the bytes) -> (file, label from its folder name), for every image."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+            found[hashlib.sha256(path.read_bytes()).hexdigest()] = (path, path.parent.name)
+    return found
+
+
+def text_labels(csv_path: Path) -> dict[str, tuple[str, str]]:
+    """Example id (sha256 of the text) -> (text, label), for every row."""
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        return {hashlib.sha256(row["text"].encode()).hexdigest(): (row["text"], row["label"])
+                for row in csv.DictReader(handle)}
+
+
+def manifest_splits(manifest_path: Path) -> dict[str, list[str]]:
+    """Read straight from the file: `quarantined_test_ids` would log a read of the test set."""
+    return json.loads(manifest_path.read_text())["splits"]
+
+
+def image_payload(path: Path) -> str:
+    """What a client sends for an image: its bytes, base64-encoded."""
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def predict_registered(client: MlflowClient, model_name: str, version: str, inputs: list[str]) -> pd.DataFrame:
+    """Predict through the registered pyfunc, loaded from the version's own artifacts."""
+    import mlflow
+
+    source = client.get_model_version_download_uri(model_name, version)
+    return mlflow.pyfunc.load_model(source).predict(pd.DataFrame({"input": inputs}))
