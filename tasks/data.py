@@ -2,7 +2,8 @@
 
 The table has one row per example: `example_id` (sha256 of the file bytes or the text),
 `input` (image path or text), `label`, `given_split` (train / val / test when the data comes
-pre-split, else empty) and `source` (where a person finds the example).
+pre-split, else empty) and `source` (where a person finds the example). Files that are not read
+as examples are listed in `LoadedData.skipped_files`, never dropped silently.
 """
 
 from __future__ import annotations
@@ -10,16 +11,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
+from tasks.atomic import write_atomic
 from tasks.errors import DataError
+from tasks.metrics import check_class_keys
 from tasks.spec import DataSpec
 
 # torchvision's ImageFolder extensions: a file with another extension is skipped and reported.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 COLUMNS = ["example_id", "input", "label", "given_split", "source"]
+SHOWN_SKIPPED = 5
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,17 @@ class LoadedData:
 
     table: pd.DataFrame
     declared_classes: tuple[str, ...] | None
+    # Relative to data.path: files that are not images, or lie outside a class folder.
     skipped_files: tuple[str, ...] = field(default=())
+
+
+def skipped_summary(skipped_files: Sequence[str]) -> str:
+    """One line for the report and the CLI: how many files were not read, and the first few."""
+    if not skipped_files:
+        return ""
+    more = f" (+{len(skipped_files) - SHOWN_SKIPPED} more)" if len(skipped_files) > SHOWN_SKIPPED else ""
+    return (f"Skipped {len(skipped_files)} file(s) that are not images or not inside a class folder: "
+            f"{', '.join(skipped_files[:SHOWN_SKIPPED])}{more}")
 
 
 def sha256_text(text: str) -> str:
@@ -58,14 +73,18 @@ def load_examples(data: DataSpec) -> LoadedData:
     loaded = _load_image_folder(data) if data.kind == "image_folder" else _load_csv_text(data)
     if loaded.table.empty:
         raise DataError(f"{data.path}: no examples found. Fix: check data.path and data.select_classes.")
+    labels = loaded.table["label"].dropna()
+    check_class_keys(loaded.declared_classes or sorted(labels.unique()), data.path)
     return loaded
 
 
 def _load_image_folder(data: DataSpec) -> LoadedData:
     root = data.path
-    split_dirs = {SPLIT_NAMES[d.name]: d for d in _subdirs(root) if d.name in SPLIT_NAMES}
-    label_roots = split_dirs.items() if split_dirs else [("", root)]
-    rows, skipped, classes = [], [], set()
+    label_roots = _label_roots(data)
+    # Files beside the split or class folders are no examples: report them, never drop them silently.
+    outside = dict.fromkeys([root, *(folder for _, folder in label_roots)])
+    skipped = [str(f.relative_to(root)) for folder in outside for f in _files(folder)]
+    rows, classes = [], set()
     for split_name, label_root in label_roots:
         for label_dir in _subdirs(label_root):
             if data.select_classes and label_dir.name not in data.select_classes:
@@ -79,15 +98,44 @@ def _load_image_folder(data: DataSpec) -> LoadedData:
                 rows.append((sha256_file(file), str(file), label_dir.name, split_name, relative))
     if not classes:
         raise DataError(
-            f"{root}: no class folders found. Fix: lay images out as {root}/<label>/<image> "
-            f"or {root}/<train|val|test>/<label>/<image>."
+            f"{root}: no class folders found (data.layout: {data.layout}). Fix: lay images out as "
+            f"{root}/<label>/<image> or {root}/<train|val|test>/<label>/<image>; if your classes are "
+            "named like splits, set data.layout: flat."
         )
     declared = sorted(data.classes or classes)
     return LoadedData(pd.DataFrame(rows, columns=COLUMNS), tuple(declared), tuple(skipped))
 
 
+def _label_roots(data: DataSpec) -> list[tuple[str, Path]]:
+    """(given split, folder of class folders) pairs, as `data.layout` says the root is laid out."""
+    folders = _subdirs(data.path)
+    split_folders = [f.name for f in folders if f.name in SPLIT_NAMES]
+    other_folders = [f.name for f in folders if f.name not in SPLIT_NAMES]
+    layout = data.layout
+    if layout == "auto" and split_folders and other_folders:
+        raise DataError(
+            f"{data.path}: ambiguous layout: split folder(s) {split_folders} beside class folder(s) "
+            f"{other_folders}. Fix: set data.layout: flat if {split_folders} are classes, or "
+            f"data.layout: split after moving {other_folders} into the split folders."
+        )
+    if layout == "split" and other_folders:
+        raise DataError(
+            f"{data.path}: data.layout is split but the root also holds {other_folders}, which would be "
+            f"ignored. Fix: move them into a split folder ({', '.join(sorted(SPLIT_NAMES))}) "
+            "or out of the root."
+        )
+    if layout == "flat" or (layout == "auto" and not split_folders):
+        return [("", data.path)]
+    return [(SPLIT_NAMES[name], data.path / name) for name in split_folders]
+
+
 def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files(folder: Path) -> list[Path]:
+    """Visible files directly in `folder`."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def _load_csv_text(data: DataSpec) -> LoadedData:
@@ -147,9 +195,7 @@ def _given_splits(frame: pd.DataFrame, data: DataSpec) -> list[str]:
 def save_table(table: pd.DataFrame, workdir: Path, dataset_fingerprint: str) -> Path:
     """Write the table where later steps read it; the fingerprint names the file."""
     path = workdir / "datasets" / f"{dataset_fingerprint[:16]}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(path, index=False)
-    return path
+    return write_atomic(path, lambda handle: table.to_parquet(handle, index=False))
 
 
 def read_table(path: Path) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.metrics import is_improvement
+from tasks.metrics import class_metric_key, is_improvement
 from tasks.spec import MetricSpec
 from tasks.train import FitResult
 
@@ -40,7 +40,7 @@ def diagnose_stage(stage: FitResult, baseline_value: float, metric: MetricSpec, 
         findings.append("no gain over the frozen baseline: the base model may be unfit for this data "
                         "or need deeper unfreezing; the baseline is kept")
     best = history[stage.best_epoch - 1].val_scores
-    recalls = {c: best.get(f"recall_{c}", 0.0) for c in classes}
+    recalls = {c: best[class_metric_key("recall", c)] for c in classes}
     mean_recall = sum(recalls.values()) / len(recalls)
     lagging = [f"{c} ({r:.2f})" for c, r in recalls.items() if r < mean_recall - LAGGING_CLASS_GAP]
     if lagging:

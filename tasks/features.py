@@ -4,16 +4,20 @@ The cache is content-addressed: a folder per backbone key (model + weights hash 
 and, inside it, shards of embeddings named by the hash of the example ids they hold. Shards are
 read memory-mapped, so a second run on the same data reads instead of recomputing, and any
 example already embedded by an earlier run (another split, another config) is reused.
+Both files of a shard are written atomically, the array first: an id list only ever points at a
+complete shard, and an id list that cannot be read (left by an older version) is a cache miss.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tasks.atomic import write_atomic, write_text_atomic
 from tasks.backbones import Backbone, backbone_cache_key
 from tasks.data import sha256_text
 
@@ -27,8 +31,9 @@ class EmbeddingCache:
         self._index: dict[str, tuple[Path, int]] = {}
         for ids_file in sorted(self.folder.glob("*.ids.json")):
             shard = ids_file.with_name(ids_file.name.removesuffix(".ids.json") + ".npy")
-            if shard.exists():
-                for row, example_id in enumerate(json.loads(ids_file.read_text())):
+            ids = _read_ids(ids_file)
+            if shard.exists() and ids is not None:
+                for row, example_id in enumerate(ids):
                     self._index[example_id] = (shard, row)
 
     def missing(self, ids: list[str]) -> list[str]:
@@ -47,13 +52,20 @@ class EmbeddingCache:
 
     def put(self, ids: list[str], embeddings: np.ndarray) -> None:
         name = sha256_text("\n".join(ids))[:24]
-        shard = self.folder / f"{name}.npy"
-        # Write the array before its id list: an id list only ever points at a complete shard.
-        np.save(self.folder / f"{name}.partial.npy", embeddings.astype(np.float32))
-        (self.folder / f"{name}.partial.npy").rename(shard)
-        (self.folder / f"{name}.ids.json").write_text(json.dumps(ids))
+        array = embeddings.astype(np.float32)
+        shard = write_atomic(self.folder / f"{name}.npy", lambda handle: np.save(handle, array))
+        write_text_atomic(self.folder / f"{name}.ids.json", json.dumps(ids))
         for row, example_id in enumerate(ids):
             self._index[example_id] = (shard, row)
+
+
+def _read_ids(ids_file: Path) -> list[str] | None:
+    """A shard's example ids, or None when the file is truncated or unreadable."""
+    try:
+        ids = json.loads(ids_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return ids if isinstance(ids, list) and all(isinstance(i, str) for i in ids) else None
 
 
 def open_cache(workdir: Path, backbone: Backbone) -> EmbeddingCache:

@@ -2,8 +2,9 @@
 
 - examples: every row (labels present and declared, inputs readable, ids unique);
 - labels per example: no example (same content) carries two different labels;
-- class counts: every declared class has enough examples, the metric's class exists,
-  and the imbalance ratio is reported (a warning, never a stop).
+- class counts: every declared class has enough distinct examples (exact duplicates are one
+  example, as the split sees them), the metric's class exists, and the imbalance ratio is
+  reported (a warning, never a stop).
 Errors stop the flow before any training; warnings are reported and the flow goes on.
 """
 
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from tasks.data import LoadedData
+from tasks.data import LoadedData, skipped_summary
 from tasks.spec import DataSpec, MetricSpec
 
 Severity = Literal["error", "warning"]
@@ -54,11 +55,10 @@ class QualityReport:
         for check in self.checks:
             result = "ok" if check.passed else ("FAIL" if check.severity == "error" else "warn")
             lines.append(f"| {check.name} | {check.severity} | {result} | {check.detail or ''} |")
-        lines += ["", "| class | examples |", "| --- | ---: |"]
+        lines += ["", "| class | distinct examples |", "| --- | ---: |"]
         lines += [f"| {label} | {count} |" for label, count in self.class_counts.items()]
         if self.skipped_files:
-            shown = ", ".join(self.skipped_files[:SHOWN_OFFENDERS])
-            lines += ["", f"Skipped {len(self.skipped_files)} file(s) that are not images: {shown}"]
+            lines += ["", skipped_summary(self.skipped_files)]
         return "\n".join(lines)
 
     def failure_summary(self) -> str:
@@ -75,7 +75,8 @@ def audit_labels(loaded: LoadedData, data: DataSpec, metric: MetricSpec) -> Qual
     labels_per_example = table.groupby("example_id", as_index=False).agg(
         distinct_labels=("label", "nunique"), source=("source", "first"))
     classes = list(loaded.declared_classes or sorted(table["label"].dropna().unique()))
-    counts = table["label"].value_counts().reindex(classes, fill_value=0)
+    # Count what the split will split: exact duplicates are dropped (or fail) before it.
+    counts = table.drop_duplicates("example_id")["label"].value_counts().reindex(classes, fill_value=0)
     class_counts = pd.DataFrame({"label": counts.index, "count": counts.to_numpy()})
 
     context = gx.get_context(mode="ephemeral")
@@ -122,7 +123,7 @@ def _example_expectations(gx: Any, data: DataSpec, declared: tuple[str, ...] | N
 def _count_expectations(gx: Any, data: DataSpec, metric: MetricSpec, largest: int) -> list:
     expectations = [
         ("at least two classes", "error", gx.expectations.ExpectTableRowCountToBeBetween(min_value=2)),
-        (f"every class has >= {data.min_examples_per_class} examples", "error",
+        (f"every class has >= {data.min_examples_per_class} distinct examples", "error",
          gx.expectations.ExpectColumnValuesToBeBetween(column="count", min_value=data.min_examples_per_class)),
         (f"imbalance ratio <= {data.max_imbalance_ratio:g}", "warning",
          gx.expectations.ExpectColumnValuesToBeBetween(column="count", min_value=largest / data.max_imbalance_ratio)),

@@ -56,8 +56,11 @@ class MetricSpec(_Frozen):
 
     @property
     def key(self) -> str:
-        """The name this metric is logged under, e.g. `recall_spam` or `macro_f1`."""
-        return f"{self.name}_{self.class_name}" if self.class_name else self.name
+        """The name this metric is logged under, e.g. `recall_spam` or `macro_f1`: the one
+        label -> key mapping lives in `tasks.metrics`, which imports this module."""
+        from tasks.metrics import metric_key
+
+        return metric_key(self)
 
     def describe(self) -> str:
         what = f"{self.name} of class '{self.class_name}'" if self.class_name else self.name
@@ -69,6 +72,12 @@ class DataSpec(_Frozen):
 
     kind: Literal["image_folder", "csv_text"]
     path: Path = Field(description="image_folder: root/<label>/* or root/<split>/<label>/*; csv_text: a CSV file.")
+    layout: Literal["auto", "flat", "split"] = Field(
+        "auto",
+        description="image_folder only. flat: root/<label>/*; split: root/<train|val|test>/<label>/* "
+        "(the root holds split folders only); auto: split if every folder in the root is a split name, "
+        "flat if none is (set it when a class is called train, val, valid, validation or test).",
+    )
     text_column: str = "text"
     label_column: str = "label"
     split_column: str | None = Field(
@@ -93,9 +102,11 @@ class DataSpec(_Frozen):
     )
 
     @model_validator(mode="after")
-    def _csv_only_fields(self) -> DataSpec:
+    def _kind_specific_fields(self) -> DataSpec:
         if self.kind == "image_folder" and self.split_column:
             raise ValueError("split_column applies to csv_text only; image_folder reads splits from folders")
+        if self.kind == "csv_text" and self.layout != "auto":
+            raise ValueError("layout applies to image_folder only; csv_text reads splits from split_column")
         return self
 
 
@@ -180,12 +191,12 @@ def json_schema() -> dict[str, Any]:
 
 def load_spec(config_path: str | Path, data_path: str | Path | None = None) -> Spec:
     """Read and validate a config; every problem becomes one SpecError naming file and field."""
-    config_path = Path(config_path)
+    config_path = Path(config_path).expanduser()
     raw = _read_yaml(config_path)
     if data_path is not None:
         raw.setdefault("data", {})
         if isinstance(raw["data"], dict):
-            raw["data"]["path"] = str(Path(data_path).resolve())
+            raw["data"]["path"] = str(Path(data_path).expanduser().resolve())
     _resolve_paths(raw, config_path.resolve().parent)
     try:
         spec = Spec.model_validate(raw)
@@ -208,12 +219,16 @@ def _read_yaml(config_path: Path) -> dict[str, Any]:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    """Make data.path and workdir absolute, relative to the config's folder."""
+    """Make data.path and workdir absolute (`~` is the home folder), relative to the config's folder."""
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str):
-        data["path"] = str((base / data["path"]).resolve())
+        data["path"] = _absolute(data["path"], base)
     if isinstance(raw.get("workdir"), str):
-        raw["workdir"] = str((base / raw["workdir"]).resolve())
+        raw["workdir"] = _absolute(raw["workdir"], base)
+
+
+def _absolute(path: str, base: Path) -> str:
+    return str((base / Path(path).expanduser()).resolve())
 
 
 def _check_data_path(config_path: Path, spec: Spec) -> None:

@@ -1,6 +1,8 @@
+import json
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from tasks.backbones import backbone_cache_key
 from tasks.features import EmbeddingCache, cached_embeddings
@@ -51,3 +53,32 @@ def test_embeddings_are_computed_once_and_reused_across_cache_instances(tmp_path
     np.testing.assert_array_equal(second[2], [4.0, 1.0, 2.0])
     assert reopened.missing(["a", "b", "c", "d", "e"]) == ["e"]
     assert EmbeddingCache(tmp_path, "other-key").missing(["a"]) == ["a"]
+
+
+def test_an_unreadable_id_list_from_an_older_version_is_a_cache_miss(tmp_path):
+    backbone = FakeBackbone(MOBILENET)
+    first, _ = cached_embeddings(EmbeddingCache(tmp_path, "key"), backbone, ["a", "b"], ["x", "yy"], 2)
+    (ids_file,) = (tmp_path / "key").glob("*.ids.json")
+    ids_file.write_text('["a", "b')  # truncated by a crash mid-write
+    (tmp_path / "key" / "other.ids.json").write_bytes(b"\xff\xfe")  # not even UTF-8
+    (tmp_path / "key" / "other.npy").write_bytes(b"")
+    cache = EmbeddingCache(tmp_path, "key")
+    assert cache.missing(["a", "b"]) == ["a", "b"]
+    again, computed = cached_embeddings(cache, backbone, ["a", "b"], ["x", "yy"], 2)
+    assert computed == 2 and json.loads(ids_file.read_text()) == ["a", "b"]  # rewritten whole
+    np.testing.assert_array_equal(again, first)
+    assert EmbeddingCache(tmp_path, "key").missing(["a", "b"]) == []
+
+
+def test_a_shard_whose_array_write_fails_leaves_nothing_behind(tmp_path, monkeypatch):
+    cache = EmbeddingCache(tmp_path, "key")
+
+    def crash(handle, array):
+        handle.write(b"\x93NUMPY half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("tasks.features.np.save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        cache.put(["a"], np.ones((1, 3)))
+    assert list((tmp_path / "key").iterdir()) == []
+    assert EmbeddingCache(tmp_path, "key").missing(["a"]) == ["a"]

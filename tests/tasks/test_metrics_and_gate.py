@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
+from tasks.errors import DataError
 from tasks.gate import decide, record_test_evaluation
-from tasks.metrics import classification_metrics, contract_value, is_improvement, meets_target, metric_key
+from tasks.metrics import (check_class_keys, class_metric_key, classification_metrics, contract_value,
+                           is_improvement, meets_target, metric_key)
 from tasks.spec import MetricSpec
 from tasks.tracking import client_for
 
@@ -21,6 +23,19 @@ def test_metrics_on_a_known_confusion():
     assert scores["macro_f1"] == pytest.approx((0.75 + 0.5) / 2)
 
 
+def test_a_declared_class_absent_from_the_truth_counts_in_every_average():
+    # Class c is declared but absent from y_true (and predicted once, wrongly). By hand:
+    # recall a = 2/3, b = 1/2, c = 0 (nothing to find); precision a = 2/3, b = 1/1, c = 0/1;
+    # f1 a = 2/3, b = 2*(1 * 1/2)/(1 + 1/2) = 2/3, c = 0.
+    y_true = np.array([0, 0, 0, 1, 1])
+    y_pred = np.array([0, 0, 2, 1, 0])
+    scores = classification_metrics(y_true, y_pred, ["a", "b", "c"])
+    assert scores["recall_c"] == 0.0 and scores["precision_c"] == 0.0 and scores["f1_c"] == 0.0
+    assert scores["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)  # sklearn's ignores c: 7/12
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    assert scores["accuracy"] == pytest.approx(3 / 5)
+
+
 def test_contract_value_uses_the_declared_metric_and_class():
     scores = {"recall_spam": 0.8, "accuracy": 0.95}
     assert contract_value(scores, MetricSpec(name="recall", **{"class": "spam"}, target=0.9)) == 0.8
@@ -31,6 +46,26 @@ def test_labels_that_mlflow_cannot_name_are_made_safe():
     metric = MetricSpec(name="f1", **{"class": "reverted_card_payment?"}, target=0.5)
     scores = classification_metrics(np.array([0, 1]), np.array([0, 1]), ["other", "reverted_card_payment?"])
     assert metric_key(metric) == "f1_reverted_card_payment_" and contract_value(scores, metric) == 1.0
+
+
+def test_one_key_per_class_label_everywhere():
+    classes = ["top-up failed!", "café", "card/arrived 2.0"]
+    scores = classification_metrics(np.array([0, 1, 2]), np.array([0, 1, 1]), classes)
+    assert class_metric_key("recall", "top-up failed!") == "recall_top-up failed_"
+    assert class_metric_key("recall", "café") == "recall_caf_"
+    assert class_metric_key("recall", "card/arrived 2.0") == "recall_card/arrived 2.0"  # already MLflow-safe
+    assert [scores[class_metric_key("recall", c)] for c in classes] == [1.0, 1.0, 0.0]
+    metric = MetricSpec(name="recall", **{"class": "café"}, target=0.5)
+    assert metric.key == metric_key(metric) == "recall_caf_" and contract_value(scores, metric) == 1.0
+
+
+def test_labels_that_share_a_metric_key_are_refused_naming_both():
+    check_class_keys(["a b", "a-b", "a_b", "café"], "data.csv")  # distinct keys pass
+    with pytest.raises(DataError) as caught:
+        check_class_keys(["ok", "a b!", "a b?"], "data.csv")
+    message = str(caught.value)
+    assert message.startswith("data.csv: ") and "'a b!' and 'a b?' -> 'a b_'" in message
+    assert "rename one label" in message and "data.select_classes" in message
 
 
 def test_target_boundary_and_improvement():

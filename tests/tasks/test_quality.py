@@ -31,7 +31,7 @@ def audit_folder(root: Path, metric: MetricSpec = ACCURACY, **data):
 def audit_csv(tmp_path: Path, rows: list[tuple], metric: MetricSpec = ACCURACY, **data):
     path = tmp_path / "data.csv"
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
-    spec = DataSpec(kind="csv_text", path=path, min_examples_per_class=2, **data)
+    spec = DataSpec(kind="csv_text", path=path, **{"min_examples_per_class": 2, **data})
     return audit_labels(load_examples(spec), spec, metric)
 
 
@@ -54,8 +54,23 @@ def test_empty_class_folder_fails_the_minimum_count(tmp_path):
     (tmp_path / "wasps").mkdir()
     report = audit_folder(tmp_path)
     assert not report.passed
-    assert "'wasps' (0)" in failed(report)["every class has >= 3 examples"]
+    assert "'wasps' (0)" in failed(report)["every class has >= 3 distinct examples"]
     assert "| wasps | 0 |" in report.markdown()
+
+
+def test_minimum_count_is_of_distinct_examples_as_the_split_sees_them(tmp_path):
+    # Class a: 12 rows but only 4 distinct texts (each 3 times); the split keeps 4 examples of a.
+    rows = [(f"a text {i % 4}", "a") for i in range(12)] + [(f"b text {i}", "b") for i in range(10)]
+    report = audit_csv(tmp_path, rows, min_examples_per_class=10)
+    assert report.class_counts == {"a": 4, "b": 10} and report.n_examples == 22
+    assert failed(report)["every class has >= 10 distinct examples"] == "1 offending: 'a' (4)"
+
+
+def test_skipped_files_are_summarised_in_the_report(tmp_path):
+    images(tmp_path, {"ants": 4, "bees": 4})
+    (tmp_path / "ants" / "notes.txt").write_text("not an image")
+    markdown = audit_folder(tmp_path).markdown()
+    assert "Skipped 1 file(s) that are not images or not inside a class folder: ants/notes.txt" in markdown
 
 
 def test_conflicting_labels_fail(tmp_path):
@@ -97,5 +112,6 @@ def test_imbalance_is_a_warning_not_a_stop(tmp_path):
 def test_real_sms_spam_duplicates_are_reported(sms_spam):
     spec = DataSpec(kind="csv_text", path=sms_spam)
     report = audit_labels(load_examples(spec), spec, ACCURACY)
-    assert report.passed and report.class_counts == {"ham": 4827, "spam": 747}
+    # Distinct texts per label (4827 ham and 747 spam rows), counted independently with csv + a set.
+    assert report.passed and report.class_counts == {"ham": 4518, "spam": 653}
     assert report.warnings[0].detail.startswith("684 offending")

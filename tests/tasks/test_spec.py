@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from tasks.errors import SpecError
 from tasks.spec import Spec, json_schema, load_spec
@@ -38,7 +39,7 @@ def test_valid_config_gets_defaults_and_resolves_paths_against_the_config_folder
 
 def test_spec_is_frozen(tmp_path):
     spec = load_spec(config(tmp_path))
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         spec.task = "something else"
 
 
@@ -82,6 +83,37 @@ def test_data_path_override_from_the_command_line(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     assert load_spec(config(tmp_path, path="nowhere"), data_path=other).data.path == other.resolve()
+
+
+def test_workdir_resolves_against_the_config_folder_and_data_override_against_the_current_one(
+        tmp_path, monkeypatch):
+    project = tmp_path.resolve() / "project"
+    project.mkdir()
+    (tmp_path / "elsewhere" / "images").mkdir(parents=True)
+    path = config(project, tail="workdir: runs/cache\n")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    spec = load_spec(path, data_path="images")
+    assert spec.workdir == project / "runs" / "cache"
+    assert spec.data.path == tmp_path.resolve() / "elsewhere" / "images"
+    assert load_spec(path).data.path == project / "data"
+
+
+def test_home_folder_is_expanded_in_config_paths_and_the_data_override(tmp_path, monkeypatch):
+    home = tmp_path.resolve() / "home"
+    (home / "photos").mkdir(parents=True)
+    (tmp_path / "configs").mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    path = config(tmp_path / "configs", path="~/photos", tail="workdir: ~/.transferflow\n")
+    spec = load_spec(path)
+    assert spec.data.path == home / "photos" and spec.workdir == home / ".transferflow"
+    assert load_spec(path, data_path="~/photos").data.path == home / "photos"
+
+
+def test_layout_is_for_image_folders_only(tmp_path):
+    assert load_spec(config(tmp_path)).data.layout == "auto"
+    path = config(tmp_path, kind="csv_text", family="hf_text", model="all-MiniLM-L6-v2")
+    path.write_text(path.read_text().replace("path: data}", "path: data, layout: split}"))
+    assert "data: layout applies to image_folder only" in error_of(path)
 
 
 def test_csv_kind_needs_a_file(tmp_path):
