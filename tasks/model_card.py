@@ -48,7 +48,7 @@ def render_model_card(facts: CardFacts) -> str:
         "- Class counts: " + ", ".join(f"{k} {v}" for k, v in facts.class_counts.items()),
     ]
     if facts.quality_warnings:
-        lines.append("- Quality warnings: " + "; ".join(facts.quality_warnings))
+        lines.append("- Data warnings (label audit and split): " + "; ".join(facts.quality_warnings))
     lines += ["", "## Stages (chosen on validation only)", "", "| stage | validation metric | notes |",
               "| --- | ---: | --- |"]
     for stage, value, notes in facts.stages:

@@ -145,7 +145,14 @@ def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef
     from tasks.data import read_table
     from tasks.split import split_examples
 
-    split = split_examples(read_table(dataset.table_path), spec.split, dataset.fingerprint, spec.workdir)
+    from tasks.errors import DataError
+
+    try:
+        split = split_examples(read_table(dataset.table_path), spec.split, dataset.fingerprint, spec.workdir)
+    except DataError as error:
+        raise DataError(f"{spec.data.path}: {error}") from None
+    for warning in split.warnings:
+        print(f"WARNING {warning}")
     publish_table("split-sizes", [{"split": k, "examples": v} for k, v in split.sizes.items()],
                   "Examples per split (test quarantined until the final evaluation)")
     if tracking:

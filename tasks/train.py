@@ -8,9 +8,10 @@ Frozen modules stay in eval mode, and BatchNorm layers keep their pretrained sta
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch

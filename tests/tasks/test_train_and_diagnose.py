@@ -1,5 +1,7 @@
 """The one training loop and the curve diagnosis, on small synthetic problems."""
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 from torch import nn
@@ -18,27 +20,58 @@ def separable(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return features, labels
 
 
-def test_fit_learns_restores_the_best_epoch_and_refreezes():
-    x_train, y_train = separable(200, 0)
-    x_val, y_val = separable(100, 1)
+@dataclass
+class FlippedAfterFirstEpoch(Batches):
+    """Training data whose labels invert after the first epoch: later epochs unlearn the task,
+    so the first epoch is strictly the best one on validation, at an ordinary learning rate."""
+
+    epochs_served: int = 0
+
+    def iterate(self, generator=None):
+        self.epochs_served += 1
+        for inputs, targets in super().iterate(generator):
+            yield inputs, (1 - targets if self.epochs_served > 1 else targets)
+
+
+def fit_head(head: nn.Module, train: Batches, val: Batches, *, epochs: int, patience: int) -> FitResult:
+    return fit(head, [head], train, val, lr=0.05, weight_decay=0.0, epochs=epochs, patience=patience,
+               metric=ACCURACY, classes=["a", "b"], seed=0, description="test")
+
+
+def accuracy(model: nn.Module, batches: Batches) -> float:
+    predicted = torch.from_numpy(predict_proba(model, batches).argmax(1))
+    return (predicted == batches.targets).double().mean().item()
+
+
+def test_fit_learns_and_refreezes():
     head = new_head(4, 2, seed=0)
-    result = fit(head, [head], Batches(x_train, y_train, 16), Batches(x_val, y_val, 64), lr=0.05,
-                 weight_decay=0.0, epochs=6, patience=6, metric=ACCURACY, classes=["a", "b"], seed=0,
-                 description="test")
-    assert result.best_val_metric >= 0.9 and len(result.history) == 6
-    assert result.best_val_metric == max(r.val_metric for r in result.history)
-    restored = predict_proba(head, Batches(x_val, y_val, 64)).argmax(1)
-    assert (torch.from_numpy(restored) == y_val).double().mean().item() == pytest.approx(result.best_val_metric)
-    assert torch.equal(head.weight, result.best_state["weight"])
+    result = fit_head(head, Batches(*separable(200, 0), 16), Batches(*separable(100, 1), 64), epochs=6, patience=6)
+    assert result.best_val_metric >= 0.9 and len(result.history) == 6 and not result.stopped_early
     assert not any(p.requires_grad for p in head.parameters())
 
 
-def test_fit_stops_after_patience_without_gain():
-    x, y = separable(64, 0)
-    random_labels = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(3))
+def test_fit_restores_the_best_epoch_not_the_last():
     head = new_head(4, 2, seed=0)
-    result = fit(head, [head], Batches(x, random_labels, 16), Batches(x, y, 64), lr=1e-9, weight_decay=0.0,
-                 epochs=20, patience=2, metric=ACCURACY, classes=["a", "b"], seed=0, description="test")
+    epoch_weights: list[dict[str, torch.Tensor]] = []
+
+    def record_weights(inputs):  # validation prepares one batch per epoch, with that epoch's weights
+        epoch_weights.append({key: value.clone() for key, value in head.state_dict().items()})
+        return inputs
+
+    val = Batches(*separable(100, 1), 100, record_weights)
+    result = fit_head(head, FlippedAfterFirstEpoch(*separable(200, 0), 16), val, epochs=5, patience=5)
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4, 5] and len(epoch_weights) == 5
+    assert result.best_epoch == 1 and result.history[0].val_metric > 0.8 and result.history[-1].val_metric < 0.5
+    best, last = epoch_weights[0], epoch_weights[-1]
+    assert all(torch.equal(head.state_dict()[key], best[key]) for key in best)
+    assert not torch.equal(head.weight, last["weight"])
+    assert accuracy(head, val) == pytest.approx(result.best_val_metric) == pytest.approx(result.history[0].val_metric)
+
+
+def test_fit_stops_after_patience_without_gain():
+    head = new_head(4, 2, seed=0)
+    result = fit_head(head, FlippedAfterFirstEpoch(*separable(200, 0), 16), Batches(*separable(100, 1), 100),
+                      epochs=20, patience=2)
     assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
 
 
@@ -47,6 +80,36 @@ def test_batchnorm_keeps_pretrained_statistics_while_its_block_trains():
     model = nn.Sequential(nn.Linear(4, 4), block)
     _train_mode(model, [block])
     assert block[0].training and not block[1].training and not model[0].training
+
+
+def with_pretrained_statistics(norm: nn.BatchNorm1d, seed: int) -> nn.BatchNorm1d:
+    """Running statistics unlike both the defaults and the data, so any update would show."""
+    generator = torch.Generator().manual_seed(seed)
+    norm.running_mean.copy_(torch.randn(norm.num_features, generator=generator))
+    norm.running_var.copy_(torch.rand(norm.num_features, generator=generator) + 0.5)
+    norm.num_batches_tracked.fill_(1000)
+    return norm
+
+
+def test_fit_trains_only_the_trainable_block_and_no_batchnorm_statistics_move():
+    torch.manual_seed(0)
+    frozen = nn.Sequential(nn.Linear(4, 8), with_pretrained_statistics(nn.BatchNorm1d(8), 1), nn.ReLU())
+    block = nn.Sequential(nn.Linear(8, 8), with_pretrained_statistics(nn.BatchNorm1d(8), 2), nn.ReLU())
+    head = nn.Linear(8, 2)
+    model = nn.Sequential(frozen, block, head)
+    frozen.requires_grad_(False)  # as Backbone.freeze leaves the groups that are not unfrozen
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    result = fit(model, [block, head], Batches(*separable(200, 0), 16), Batches(*separable(100, 1), 100),
+                 lr=0.05, weight_decay=1e-4, epochs=3, patience=3, metric=ACCURACY, classes=["a", "b"], seed=0,
+                 description="test")
+    after = model.state_dict()
+    assert result.best_val_metric >= 0.9
+    assert all(torch.equal(after[f"0.{key}"], before[f"0.{key}"]) for key in frozen.state_dict())
+    for norm in ("0.1", "1.1"):  # the frozen part's BatchNorm and the trainable block's
+        for key in ("running_mean", "running_var", "num_batches_tracked"):
+            assert torch.equal(after[f"{norm}.{key}"], before[f"{norm}.{key}"]), f"{norm}.{key} moved"
+    for key in ("1.0.weight", "1.0.bias", "1.1.weight", "1.1.bias"):
+        assert not torch.equal(after[key], before[key]), f"{key} did not learn"
 
 
 def record(epoch: int, train_loss: float, val_loss: float, val_metric: float) -> EpochRecord:
