@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export MALLOC_MMAP_THRESHOLD_ := 4294967296
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: install demo test
+.PHONY: install demo test lint
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -23,5 +23,10 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/transferflow run configs/digits-demo.yaml
 
-test: install
+# The linter and the type checker run first, so pytest's summary stays the last line.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest

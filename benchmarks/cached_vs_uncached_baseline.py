@@ -64,8 +64,9 @@ def main() -> None:
     def cached(workdir: Path, label: str) -> tuple[float, FitResult]:
         start = time.perf_counter()
         cache = open_cache(workdir, backbone)  # reads the shard index from disk, as a new run would
-        features = {name: torch.from_numpy(cached_embeddings(cache, backbone, ids[name], paths[name], args.batch_size)[0])
-                    for name in ("train", "val")}
+        features = {
+            name: torch.from_numpy(cached_embeddings(cache, backbone, ids[name], paths[name], args.batch_size)[0])
+            for name in ("train", "val")}
         head = new_head(backbone.dim, len(classes), seed=0)
         result = fit(head, [head], Batches(features["train"], targets["train"], args.batch_size),
                      Batches(features["val"], targets["val"], 1024), description=label, **settings)

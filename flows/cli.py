@@ -4,19 +4,28 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.runtime import apply_defaults, hide_user_error_tracebacks, reexec_with_tuned_allocator
+from flows.runtime import (
+    apply_defaults,
+    create_prefect_home,
+    hide_user_error_tracebacks,
+    import_flow_libraries,
+    reexec_with_tuned_allocator,
+    start_local_engine_early,
+)
 from tasks.errors import TransferflowError
 
 if TYPE_CHECKING:
     from flows.transfer_learning import RunSummary
+    from tasks.prepare import Prepared
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Declarative transfer learning: one YAML config, one metric, a gated Prefect flow.")
@@ -27,47 +36,53 @@ DataOption = typer.Option(None, "--data", help="Override data.path (resolved aga
 
 
 @app.command()
-def run(config: Path = typer.Argument(..., help="YAML config"), data: Optional[Path] = DataOption) -> None:
+def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | None = DataOption) -> None:
     """Run the whole recipe: checks, split, baseline, fine-tuning, one test evaluation, gate."""
     with _user_errors():
         _check_config(config, data)
+        create_prefect_home()
+        wait_for_engine = start_local_engine_early()
         from flows.transfer_learning import transfer_learning
 
+        import_flow_libraries()
+        wait_for_engine()
         summary = transfer_learning(str(config), str(data) if data else None)
     _print_summary(summary)
 
 
 @app.command()
-def validate(config: Path = typer.Argument(..., help="YAML config"), data: Optional[Path] = DataOption) -> None:
+def validate(config: Path = typer.Argument(..., help="YAML config"), data: Path | None = DataOption) -> None:
     """Steps 1-4 only: config, data, label-quality checks, split, base model. No training."""
     with _user_errors():
         _check_config(config, data)
+        create_prefect_home()
         from flows.transfer_learning import validate_only
 
-        spec, quality, split = validate_only(str(config), str(data) if data else None)
+        spec, prepared = validate_only(str(config), str(data) if data else None)
     console.print(f"[green]Ready to run.[/green] {spec.task}  |  contract: {spec.metric.describe()}")
-    console.print("Split: " + ", ".join(f"{k} {v}" for k, v in split.sizes.items()))
-    for warning in quality.warnings:
-        console.print(f"[yellow]warning[/yellow] {warning}")
+    console.print("Split: " + ", ".join(f"{k} {v}" for k, v in prepared.split.sizes.items()))
+    _print_notes(prepared)
 
 
 @app.command()
 def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champion"),
-            inputs: list[Path] = typer.Argument(..., help="Image files, or CSV files of texts"),
+            inputs: list[Path] | None = typer.Argument(None, help="Image files, or CSV files of texts"),
             column: str = typer.Option("text", help="Text column when an input is a CSV"),
             workdir: Path = typer.Option(Path(".transferflow"), help="Where the default MLflow store is")) -> None:
-    """Predict with a registered model: label and probability per input."""
+    """Predict with a registered model: label and probability per input. Files are read here and
+    sent as a served model gets them (image bytes, texts), never as paths."""
     with _user_errors():
-        from tasks.predict import load_model, read_inputs
+        from tasks.predict import check_modality, load_model, read_inputs
 
-        model = load_model(model_uri, workdir)
-        shown_and_read = read_inputs(inputs, column)
+        model_inputs = read_inputs(inputs or [], column)
+        model = load_model(model_uri, workdir.expanduser())
+        check_modality(model_inputs, model, model_uri)
         import pandas as pd
 
-        result = model.predict(pd.DataFrame({"input": [read for _, read in shown_and_read]}))
+        result = model.predict(pd.DataFrame({"input": [item.value for item in model_inputs]}))
     table = Table("input", "label", "probability")
-    for (shown, _), label, probability in zip(shown_and_read, result["label"], result["probability"]):
-        table.add_row(shown, str(label), f"{probability:.3f}")
+    for item, label, probability in zip(model_inputs, result["label"], result["probability"], strict=True):
+        table.add_row(item.shown, str(label), f"{probability:.3f}")
     console.print(table)
 
 
@@ -79,7 +94,7 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
-def _check_config(config: Path, data: Optional[Path]) -> None:
+def _check_config(config: Path, data: Path | None) -> None:
     """Fail in a second on a config error, before the heavy imports and the Prefect engine start;
     the flow validates again as its first task (deployments run it without this command)."""
     from tasks.spec import load_spec
@@ -118,11 +133,21 @@ def _print_summary(summary: RunSummary) -> None:
     table.add_row("why", outcome.decision.reason)
     table.add_row("mlflow run", summary.run_id)
     console.print(table)
+    _print_notes(summary.prepared)
+
+
+def _print_notes(prepared: Prepared) -> None:
+    """What a person should not miss: files the loader left out, audit and split warnings."""
+    from tasks.data import skipped_summary
+
+    skipped = skipped_summary(prepared.dataset.skipped_files)
+    for warning in ([skipped] if skipped else []) + [*prepared.quality.warnings, *prepared.split.warnings]:
+        console.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
     reexec_with_tuned_allocator()
-    app()
+    app(prog_name="transferflow")  # the restarted process would call itself `python -m flows.cli`
 
 
 if __name__ == "__main__":

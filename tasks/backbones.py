@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -206,7 +206,7 @@ class MobileNetV2(ImageBackbone):
 
     @classmethod
     def encoder_of(cls, classifier: nn.Module) -> nn.Module:
-        return nn.Sequential(classifier.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        return nn.Sequential(classifier.get_submodule("features"), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
     @property
     def dim(self) -> int:
@@ -225,7 +225,7 @@ class MobileNetV2(ImageBackbone):
         return settings, transform
 
     def layer_groups(self) -> list[nn.Module]:
-        features = self.module[0]
+        features = cast(nn.Sequential, self.module.get_submodule("0"))
         # Groups follow the resolution stages. The last one holds the 160- and 320-channel stages
         # with the 1280-d projection: unfreezing the projection alone barely moved validation
         # macro-F1 on the digits demo (0.947 -> 0.93-0.95), the last two stages did (-> 0.96).
@@ -277,12 +277,12 @@ class EfficientNetLite0(ImageBackbone):
 
     @classmethod
     def encoder_of(cls, classifier: nn.Module) -> nn.Module:
-        classifier.reset_classifier(0)
+        cast(Any, classifier).reset_classifier(0)
         return classifier
 
     @property
     def dim(self) -> int:
-        return self.module.num_features
+        return int(cast(Any, self.module).num_features)
 
     def image_preprocessing(self, size: int) -> tuple[dict[str, Any], Callable[[Any], torch.Tensor]]:
         from timm.data import create_transform, resolve_data_config
@@ -293,9 +293,10 @@ class EfficientNetLite0(ImageBackbone):
         return settings, create_transform(**settings)
 
     def layer_groups(self) -> list[nn.Module]:
-        stem = nn.ModuleList([self.module.conv_stem, self.module.bn1])
-        head = nn.ModuleList([self.module.conv_head, self.module.bn2])
-        return [stem, *self.module.blocks, head]
+        part = self.module.get_submodule
+        stem = nn.ModuleList([part("conv_stem"), part("bn1")])
+        head = nn.ModuleList([part("conv_head"), part("bn2")])
+        return [stem, *part("blocks").children(), head]
 
 
 class MiniLMText(Backbone):
@@ -320,7 +321,7 @@ class MiniLMText(Backbone):
 
     @property
     def dim(self) -> int:
-        return self.module.config.hidden_size
+        return int(cast(Any, self.module).config.hidden_size)
 
     @property
     def preprocessing_id(self) -> str:
@@ -336,7 +337,7 @@ class MiniLMText(Backbone):
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
     def layer_groups(self) -> list[nn.Module]:
-        return [self.module.embeddings, *self.module.encoder.layer]
+        return [self.module.get_submodule("embeddings"), *self.module.get_submodule("encoder.layer").children()]
 
 
 BACKBONES: dict[tuple[str, str], type[Backbone]] = {

@@ -9,9 +9,9 @@ as examples are listed in `LoadedData.skipped_files`, never dropped silently.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -60,7 +60,7 @@ def sha256_file(path: Path) -> str:
 
 def fingerprint(ids: pd.Series | list[str], labels: pd.Series | list[str]) -> str:
     """Hash of the sorted distinct (id, label) pairs: it names this exact labeled dataset."""
-    pairs = sorted(set(zip(map(str, ids), map(str, labels))))
+    pairs = sorted(set(zip(map(str, ids), map(str, labels), strict=True)))
     return sha256_text("\n".join(f"{i}\t{label}" for i, label in pairs))
 
 
@@ -156,7 +156,7 @@ def _load_csv_text(data: DataSpec) -> LoadedData:
         {
             "example_id": [
                 sha256_text(t) if isinstance(t, str) else sha256_text(f"<missing text, row {i + 2}>")
-                for i, t in zip(frame.index, texts)
+                for i, t in zip(frame.index, texts, strict=True)
             ],
             "input": texts.to_numpy(),
             "label": frame[data.label_column].to_numpy(),

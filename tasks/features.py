@@ -85,7 +85,7 @@ def embed_inputs(backbone: Backbone, inputs: list[str], batch_size: int) -> np.n
 def cached_embeddings(cache: EmbeddingCache, backbone: Backbone, ids: list[str], inputs: list[str],
                       batch_size: int) -> tuple[np.ndarray, int]:
     """Embeddings for `ids` and how many had to be computed (the rest came from the cache)."""
-    input_of = dict(zip(ids, inputs))
+    input_of = dict(zip(ids, inputs, strict=True))
     missing = cache.missing(ids)
     if missing:
         cache.put(missing, embed_inputs(backbone, [input_of[i] for i in missing], batch_size))

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from tasks.metrics import meets_target
 from tasks.spec import MetricSpec
-from tasks.tracking import experiment_id, log_scores, start_run, end_run
+from tasks.tracking import end_run, experiment_id, log_scores, start_run
 
 LEDGER_EXPERIMENT = "transferflow-test-ledger"
 

@@ -129,11 +129,10 @@ def _train_val_examples(dataset: DatasetRef, split: SplitRef) -> tuple[dict[str,
 def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torch.nn.Module, result,
                   notes: str, keep: bool, params: dict[str, object]) -> StageResult:
     """Checkpoint the stage and log it as a nested MLflow run under the flow's parent run."""
+    from tasks.atomic import write_atomic
     from tasks.data import sha256_file
     from tasks.metrics import meets_target, metric_key
     from tasks.tracking import client_for, end_run, log_history, log_params, log_scores, log_text, start_run
-
-    from tasks.atomic import write_atomic
 
     checkpoint = write_atomic(spec.workdir / "checkpoints" / tracking.run_id / f"{name}.pt",
                               lambda handle: torch.save(classifier.state_dict(), handle))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
@@ -64,7 +64,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
         "balanced_accuracy": float(np.mean(recall)),
     }
     for index, label in enumerate(classes):
-        for name, values in zip(PER_CLASS_METRICS, (precision, recall, f1)):
+        for name, values in zip(PER_CLASS_METRICS, (precision, recall, f1), strict=True):
             scores[class_metric_key(name, label)] = float(values[index])
     return scores
 

@@ -3,10 +3,10 @@ before any training, and load the base model. Each returns plain values (paths a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from tasks.spec import Spec, load_spec
 from tasks.split import SplitRef
@@ -143,9 +143,8 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, tracking: TrackingRef |
 @step("3 split before training")
 def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef | None) -> SplitRef:
     from tasks.data import read_table
-    from tasks.split import split_examples
-
     from tasks.errors import DataError
+    from tasks.split import split_examples
 
     try:
         split = split_examples(read_table(dataset.table_path), spec.split, dataset.fingerprint, spec.workdir)

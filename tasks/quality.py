@@ -99,8 +99,8 @@ def audit_labels(loaded: LoadedData, data: DataSpec, metric: MetricSpec) -> Qual
         index_column = "label" if frame_name == "class_counts" else "source"
         result = batch.validate(suite, result_format={
             "result_format": "COMPLETE", "unexpected_index_column_names": [index_column]})
-        checks += [_to_check(name, severity, res.success, res.result, index_column)
-                   for (name, severity, _), res in zip(expectations, result.results)]
+        checks += [_to_check(name, severity, bool(res.success), res.result, index_column)
+                   for (name, severity, _), res in zip(expectations, result.results, strict=True)]
     return QualityReport(tuple(checks), {str(k): int(v) for k, v in counts.items()},
                          len(table), loaded.skipped_files)
 

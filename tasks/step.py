@@ -3,7 +3,8 @@ Prefect (our caches are content-addressed on disk), and its prints go to the run
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE

@@ -32,7 +32,7 @@ def client_for(workdir: Path) -> MlflowClient:
     return _client(tracking_uri(workdir))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _client(uri: str) -> MlflowClient:
     """One client per store and process: opening a SQLite store checks its schema (slow)."""
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -52,10 +52,8 @@ class Batches:
         order = torch.randperm(len(self.targets), generator=generator) if generator else torch.arange(len(self.targets))
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
-            if isinstance(self.inputs, torch.Tensor):
-                chunk = self.inputs[index]
-            else:
-                chunk = [self.inputs[i] for i in index.tolist()]
+            chunk: Any = (self.inputs[index] if isinstance(self.inputs, torch.Tensor)
+                          else [self.inputs[i] for i in index.tolist()])
             yield self.prepare(chunk), self.targets[index]
 
 
@@ -119,7 +117,8 @@ def fit(model: nn.Module, trainable: list[nn.Module], train: Batches, val: Batch
     model.eval()
     for parameter in parameters:
         parameter.requires_grad_(False)
-    return FitResult(history, best_epoch, float(best_value), len(history) < epochs, best_state)
+    assert best_value is not None, "fit ran no epoch"  # epochs >= 1 is checked by the spec
+    return FitResult(history, best_epoch, best_value, len(history) < epochs, best_state)
 
 
 def _train_mode(model: nn.Module, trainable: list[nn.Module]) -> None:

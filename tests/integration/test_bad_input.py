@@ -108,8 +108,10 @@ workdir: {tmp_path / 'work'}
 
 def test_validate_checks_a_good_config_without_training_or_tracking(tmp_path):
     config = image_config(tmp_path, {"ants": 10, "bees": 10})
+    (tmp_path / "data" / "ants" / "notes.txt").write_text("not an image")
     code, output = run_transferflow(["validate", str(config)], cwd=tmp_path)
     assert code == 0 and "Ready to run." in output and "train 14, val 3, test 3" in output
+    assert "Skipped 1 file(s)" in output and "ants/notes.txt" in output
     assert not (tmp_path / "work" / "mlflow.db").exists() and not (tmp_path / "work" / "checkpoints").exists()
 
 

@@ -159,7 +159,7 @@ def test_predict_command_answers_like_the_registered_champion(runs, tmp_path):
     code, output = run_transferflow(["predict", "models:/ants-vs-bees@champion", *map(str, images),
                                      "--workdir", str(summaries["pass"].spec.workdir)], cwd=tmp_path)
     assert code == 0, output
-    for image, label, probability in zip(images, expected["label"], expected["probability"]):
+    for image, label, probability in zip(images, expected["label"], expected["probability"], strict=True):
         row = next(line for line in output.splitlines() if image.name in line)
         cells = [cell.strip() for cell in row.strip("│ ").split("│")]
         assert cells[1] == label and float(cells[2]) == pytest.approx(probability, abs=1e-3)

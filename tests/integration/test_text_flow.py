@@ -92,7 +92,7 @@ def test_text_model_fine_tunes_end_to_end(runs):
 
 
 def test_champion_answers_raw_texts(runs):
-    summaries, client, _, _ = runs
+    _, client, _, _ = runs
     champion = client.get_model_version_by_alias("sms-spam", "champion").version
     texts = ["WINNER!! Claim your free prize now, call 09061701461", "Ok, see you at home later"]
     predictions = predict_registered(client, "sms-spam", champion, texts)

@@ -62,7 +62,8 @@ def test_auto_layout_refuses_split_folders_beside_class_folders(tmp_path):
 def test_flat_layout_reads_a_class_named_like_a_split(tmp_path):
     flat_with_split_named_class(tmp_path)
     loaded = load_examples(DataSpec(kind="image_folder", path=tmp_path, layout="flat"))
-    assert dict(zip(loaded.table["source"], loaded.table["label"])) == {"cat/x.png": "cat", "test/y.png": "test"}
+    labels = dict(zip(loaded.table["source"], loaded.table["label"], strict=True))
+    assert labels == {"cat/x.png": "cat", "test/y.png": "test"}
     assert set(loaded.table["given_split"]) == {""} and loaded.declared_classes == ("cat", "test")
 
 
@@ -76,7 +77,7 @@ def test_split_layout_refuses_other_folders_in_the_root(tmp_path):
 def test_split_named_classes_in_auto_layout_point_at_data_layout(tmp_path):
     image(tmp_path / "train" / "x.png", 1)  # classes "train" and "test", images directly inside
     image(tmp_path / "test" / "y.png", 2)
-    with pytest.raises(DataError, match="no class folders found .*set data.layout: flat"):
+    with pytest.raises(DataError, match=r"no class folders found .*set data.layout: flat"):
         load_examples(DataSpec(kind="image_folder", path=tmp_path))
 
 
@@ -114,7 +115,7 @@ def test_csv_without_the_label_column_names_the_field_and_the_columns(tmp_path):
 def test_csv_not_utf8_is_a_clear_error(tmp_path):
     path = tmp_path / "t.csv"
     path.write_bytes("text,label\ncaf\xe9,x\n".encode("latin-1"))
-    with pytest.raises(DataError, match="not UTF-8 .*re-save the CSV as UTF-8"):
+    with pytest.raises(DataError, match=r"not UTF-8 .*re-save the CSV as UTF-8"):
         load_examples(DataSpec(kind="csv_text", path=path))
 
 

@@ -3,8 +3,15 @@ import pytest
 
 from tasks.errors import DataError
 from tasks.gate import decide, record_test_evaluation
-from tasks.metrics import (check_class_keys, class_metric_key, classification_metrics, contract_value,
-                           is_improvement, meets_target, metric_key)
+from tasks.metrics import (
+    check_class_keys,
+    class_metric_key,
+    classification_metrics,
+    contract_value,
+    is_improvement,
+    meets_target,
+    metric_key,
+)
 from tasks.spec import MetricSpec
 from tasks.tracking import client_for
 

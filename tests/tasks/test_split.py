@@ -23,7 +23,7 @@ def all_ids(manifest_path):
 
 
 def classes_per_split(examples: pd.DataFrame, manifest_path) -> dict[str, set[str]]:
-    label_of = dict(zip(examples["example_id"], examples["label"]))
+    label_of = dict(zip(examples["example_id"], examples["label"], strict=True))
     return {name: {label_of[i] for i in ids} for name, ids in all_ids(manifest_path).items()}
 
 
@@ -55,7 +55,7 @@ def test_test_fingerprint_covers_test_ids_and_labels(tmp_path):
     examples = table({"a": 50, "b": 50})
     ref = split_examples(examples, SplitSpec(), "fp", tmp_path)
     test_ids = all_ids(ref.manifest_path)["test"]
-    labels = dict(zip(examples["example_id"], examples["label"]))
+    labels = dict(zip(examples["example_id"], examples["label"], strict=True))
     assert ref.test_fingerprint == fingerprint(test_ids, [labels[i] for i in test_ids])
 
 

@@ -1,0 +1,111 @@
+"""The registered pyfunc answers image bytes and never opens a path; registration goes through an
+explicit client, leaves the flow's run open, and is all-or-nothing. Real MLflow, SQLite store."""
+
+import base64
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from tasks.serving import decode_image
+from tests.registered_models import SMALL_IMAGE_MODEL, open_store, png_base64, register, save_checkpoint
+
+CLASSES = ["ants", "bees"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("checkpoint"), SMALL_IMAGE_MODEL, len(CLASSES))
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory, checkpoint):
+    store = open_store(tmp_path_factory.mktemp("store"))
+    return store, register(store, checkpoint, SMALL_IMAGE_MODEL, CLASSES, "insects")
+
+
+@pytest.fixture(scope="module")
+def users_store(registered):
+    """The store a user names with MLFLOW_TRACKING_URI for `mlflow models serve -m models:/...`."""
+    store, _ = registered
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("MLFLOW_TRACKING_URI", store.uri)
+        environment.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def champion(users_store):
+    return mlflow.pyfunc.load_model("models:/insects@champion")
+
+
+@pytest.fixture
+def image_on_disk(tmp_path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(base64.b64decode(png_base64()))
+    return path
+
+
+def test_image_bytes_are_answered_with_a_label_and_probabilities(champion):
+    predictions = champion.predict(pd.DataFrame({"input": [png_base64(), png_base64((10, 10, 240))]}))
+    assert set(predictions["label"]) <= set(CLASSES)
+    assert (predictions[["p_ants", "p_bees"]].sum(axis=1) - 1).abs().max() < 1e-5
+    assert (predictions["probability"] == predictions[["p_ants", "p_bees"]].max(axis=1)).all()
+
+
+@pytest.mark.parametrize("sent", ["path", "base64 of the path", "/etc/passwd"])
+def test_a_path_is_refused_and_never_opened(champion, image_on_disk, sent):
+    value = {"path": str(image_on_disk), "/etc/passwd": "/etc/passwd",
+             "base64 of the path": base64.b64encode(str(image_on_disk).encode()).decode()}[sent]
+    with pytest.raises(MlflowException, match="send base64-encoded image bytes, not a path") as raised:
+        champion.predict(pd.DataFrame({"input": [png_base64(), value]}))
+    assert raised.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "input row 1" in raised.value.message
+
+
+def test_decoded_image_is_read_in_memory():
+    from PIL import Image
+
+    with Image.open(decode_image(png_base64(), row=0)) as image:
+        assert image.size == (40, 30)
+
+
+@pytest.mark.parametrize("value", ["", "aGVsbG8=", None, b"\x89PNG\r\n"])
+def test_decode_refuses_what_is_not_base64_of_an_image(value):
+    with pytest.raises(MlflowException, match="input row 3: not base64-encoded image bytes"):
+        decode_image(value, row=3)
+
+
+def test_registration_leaves_the_flow_run_open(registered):
+    store, _ = registered
+    assert store.client.get_run(store.run_id).info.status == "RUNNING"
+
+
+def test_version_has_evidence_alias_and_says_what_to_send(registered):
+    store, registration = registered
+    version = store.client.get_model_version_by_alias("insects", "champion")
+    assert str(version.version) == registration.version and version.run_id == store.run_id
+    assert version.tags["test_metric"] == "0.91"
+    assert "base64-encoded" in version.description
+    assert version.source == f"{store.client.get_run(store.run_id).info.artifact_uri}/model"
+
+
+def test_a_version_registered_by_number_loads_with_mlflow_pyfunc(registered, users_store):
+    _, registration = registered
+    model = mlflow.pyfunc.load_model(registration.model_uri)
+    assert model.metadata.metadata["input_modality"] == "image"
+    assert model.predict(pd.DataFrame({"input": [png_base64()]}))["label"].iloc[0] in CLASSES
+
+
+def test_registering_into_an_existing_registered_model_adds_a_version(tmp_path, checkpoint):
+    store = open_store(tmp_path)
+    store.client.create_registered_model("insects")
+    assert register(store, checkpoint, SMALL_IMAGE_MODEL, CLASSES, "insects").version == "1"
+
+
+def test_a_failed_alias_deletes_the_new_version(tmp_path, checkpoint):
+    store = open_store(tmp_path)
+    with pytest.raises(MlflowException, match="reserved"):
+        register(store, checkpoint, SMALL_IMAGE_MODEL, CLASSES, "insects", alias="latest")
+    assert store.client.search_model_versions("name='insects'") == []
