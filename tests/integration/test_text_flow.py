@@ -77,7 +77,7 @@ def test_alias_moves_on_the_pass_and_stays_on_the_rejection(runs):
     passed, rejected = (summaries[name].outcome.registration.version for name in ("pass", "finetune"))
     assert client.get_model_version("sms-spam", passed).tags["decision"] == "promoted"
     assert client.get_model_version("sms-spam", rejected).tags["decision"] == "rejected"
-    assert client.get_model_version_by_alias("sms-spam", "champion").version == passed
+    assert str(client.get_model_version_by_alias("sms-spam", "champion").version) == passed
 
 
 def test_text_model_fine_tunes_end_to_end(runs):
