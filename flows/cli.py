@@ -86,6 +86,30 @@ def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champ
     console.print(table)
 
 
+split_app = typer.Typer(no_args_is_help=True, help="The split history that keeps each example in one split.")
+app.add_typer(split_app, name="split")
+
+
+@split_app.command("reset")
+def split_reset(model: str = typer.Argument(..., help="Registry model name (registry.model_name)"),
+                workdir: Path = typer.Option(Path(".transferflow"), help="The work directory of its runs"),
+                yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation")) -> None:
+    """Start a new split history for MODEL: the next run assigns every example afresh."""
+    with _user_errors():
+        from tasks.split import HISTORY_FILE, reset_split_history, split_history_folder
+
+        folder = split_history_folder(workdir.expanduser().resolve(), model)
+        if not (folder / HISTORY_FILE).exists():
+            raise TransferflowError(f"{folder}: no split history for model '{model}'. Fix: pass the model's "
+                                    "registry.model_name and the --workdir its runs use.")
+        if not yes:
+            typer.confirm(f"Start a new split history for '{model}'? Examples may move between train, "
+                          "validation and test, and the test ledger's exposure counts start again", abort=True)
+        retired = reset_split_history(folder)
+    console.print(f"New split history for '{model}': the next run assigns every example afresh; the test "
+                  f"ledger's exposure counts start again. The old assignments are kept in {retired}.")
+
+
 @app.command()
 def schema() -> None:
     """Print the config's JSON schema (fields, defaults, allowed values)."""

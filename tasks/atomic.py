@@ -8,6 +8,7 @@ it, and the final rename stays on one filesystem), is fsynced, then renamed over
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -45,3 +46,16 @@ def write_bytes_atomic(target: Path, data: bytes) -> Path:
 
 def write_text_atomic(target: Path, text: str) -> Path:
     return write_bytes_atomic(target, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """An advisory lock across processes on this machine (the kernel frees it if the holder dies),
+    for read-modify-write steps such as the split history and the test ledger."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -6,15 +6,13 @@ the ledger (an MLflow experiment keyed by the test fingerprint) makes that count
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from tasks.atomic import exclusive_lock
 from tasks.metrics import meets_target
 from tasks.spec import MetricSpec
 from tasks.tracking import end_run, experiment_id, log_scores, start_run
@@ -54,7 +52,7 @@ def record_test_evaluation(client: MlflowClient, workdir: Path, test_fingerprint
     runs on this machine cannot both count the same prior evaluations. (Run ids and client-side
     start times give no commit order, so record-then-count alone is not exact.)"""
     ledger = experiment_id(client, LEDGER_EXPERIMENT, workdir)
-    with _exclusive(workdir / "locks" / "test-ledger.lock"):
+    with exclusive_lock(workdir / "locks" / "test-ledger.lock"):
         prior = len(_all_runs(client, ledger, f"tags.test_fingerprint = '{test_fingerprint}'"))
         run_id = start_run(client, ledger, f"{model_name}-test-{test_fingerprint[:8]}", tags={
             "test_fingerprint": test_fingerprint, "data_fingerprint": data_fingerprint,
@@ -63,18 +61,6 @@ def record_test_evaluation(client: MlflowClient, workdir: Path, test_fingerprint
     log_scores(client, run_id, {metric_key: value})
     end_run(client, run_id, succeeded=True)
     return prior
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An advisory lock held across processes (released by the kernel if the holder dies)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _all_runs(client: MlflowClient, experiment: str, filter_string: str) -> list[Run]:

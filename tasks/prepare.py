@@ -144,10 +144,11 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, tracking: TrackingRef |
 def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef | None) -> SplitRef:
     from tasks.data import read_table
     from tasks.errors import DataError
-    from tasks.split import split_examples
+    from tasks.split import split_examples, split_history_folder
 
     try:
-        split = split_examples(read_table(dataset.table_path), spec.split, dataset.fingerprint, spec.workdir)
+        split = split_examples(read_table(dataset.table_path), spec.split, dataset.fingerprint,
+                               split_history_folder(spec.workdir, spec.registry.model_name))
     except DataError as error:
         raise DataError(f"{spec.data.path}: {error}") from None
     for warning in split.warnings:

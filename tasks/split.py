@@ -1,9 +1,14 @@
-"""Split before any training: stratified, seeded train / validation / test, written once.
+"""Split before any training: stratified, seeded train / validation / test, and sticky.
 
-The manifest (ids per split) is the only record of the split. Train and validation ids are read
-with `train_val_ids`; the test ids only through `quarantined_test_ids`, which appends every read to
-an access log beside the manifest, so "nothing looked at the test set before the final
-evaluation" is a fact one can check rather than a promise.
+Every example ever assigned keeps its split for that registry model forever: the assignments live
+in a history table (`<workdir>/splits/<model>/assignments.json`, written atomically under a lock),
+and each run assigns only the examples it has not seen, stratified among themselves. So a model
+retrained on grown data is never scored on examples it or its predecessor trained on. Each run's
+manifest (ids per split for the data of this run, plus how many were kept and how many are new) is
+the record the flow uses. Train and validation ids are read with `train_val_ids`; the test ids only
+through `quarantined_test_ids`, which appends every read to an access log beside the manifest, so
+"nothing looked at the test set before the final evaluation" is a fact one can check rather than
+a promise.
 """
 
 from __future__ import annotations
@@ -11,20 +16,26 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tasks.atomic import write_text_atomic
-from tasks.data import fingerprint, sha256_file
+from tasks.atomic import exclusive_lock, write_text_atomic
+from tasks.data import fingerprint, sha256_file, sha256_text
 from tasks.errors import DataError
 from tasks.spec import SplitSpec
 
 SPLITS = ("train", "val", "test")
 SHOWN_EXAMPLES = 5
+HISTORY_FILE = "assignments.json"
+# (frame, how many to carve, seed, the split carved) -> (rest, carved)
+Carve = Callable[[pd.DataFrame, float, int, str], tuple[pd.DataFrame, pd.DataFrame]]
 
 
 @dataclass(frozen=True)
@@ -39,26 +50,57 @@ class SplitRef:
     warnings: tuple[str, ...] = ()  # e.g. given splits that a reused manifest contradicts
 
 
-def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: str, workdir: Path) -> SplitRef:
-    """Assign every distinct example to one split and write the manifest (once per data + settings)."""
-    path = workdir / "splits" / (
-        f"{dataset_fingerprint[:16]}-seed{spec.seed}-val{spec.validation_fraction:g}-test{spec.test_fraction:g}.json"
-    )
+def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: str, folder: Path) -> SplitRef:
+    """Split this data along the history in `folder` (one per registry model): recorded examples
+    keep their split, new ones are assigned (stratified) and recorded, and the run's manifest is
+    written once per history and data."""
     examples, notes = _distinct_examples(table)
-    reused = path.exists()
-    manifest = (json.loads(path.read_text()) if reused
-                else _new_manifest(examples, notes, spec, dataset_fingerprint))
-    _check_every_class_in_every_split(manifest["splits"], examples)
-    if not reused:
-        write_text_atomic(path, json.dumps(manifest, indent=1))
+    with exclusive_lock(folder / ".lock"):
+        history = _read_history(folder)
+        recorded: dict[str, str] = history["splits"]
+        new = examples[~examples["example_id"].isin(recorded.keys())]
+        carve = _carve if not recorded else _carve_in_proportion  # the first run guarantees coverage
+        given_in_data = set(examples["given_split"])
+        assigned = (_assign(new, spec, notes, carve, given_in_data) if not new.empty
+                    else {name: [] for name in SPLITS})
+        assignment = {**recorded, **{i: name for name in SPLITS for i in assigned[name]}}
+        splits = {name: sorted(i for i in examples["example_id"] if assignment[i] == name) for name in SPLITS}
+        _check_every_class_in_every_split(splits, examples)
+        path = folder / f"{history['history'][:8]}-{dataset_fingerprint[:16]}.json"
+        if not path.exists():
+            notes += _history_notes(examples, recorded, assigned)
+            manifest = _manifest(examples, splits, assigned, notes, spec, dataset_fingerprint, history["history"])
+            write_text_atomic(path, json.dumps(manifest, indent=1))
+        if assigned != {name: [] for name in SPLITS}:
+            history["splits"] = assignment
+            write_text_atomic(folder / HISTORY_FILE, json.dumps(history))
+    manifest = json.loads(path.read_text())
     return SplitRef(
         manifest_path=path,
         manifest_sha256=sha256_file(path),
         sizes={name: len(manifest["splits"][name]) for name in SPLITS},
         test_fingerprint=manifest["test_fingerprint"],
         notes=tuple(manifest["notes"]),
-        warnings=_given_split_disagreements(examples, manifest["splits"], path) if reused else (),
+        warnings=_given_split_disagreements(examples, recorded, folder / HISTORY_FILE),
     )
+
+
+def split_history_folder(workdir: Path, model_name: str) -> Path:
+    """Assignments are sticky per registry model: its versions are compared on one test set."""
+    return workdir / "splits" / model_name
+
+
+def reset_split_history(folder: Path) -> Path | None:
+    """Start a new split history: the current table is kept, renamed as retired (nothing is
+    deleted), and the next run assigns every example afresh. Returns the retired file."""
+    with exclusive_lock(folder / ".lock"):
+        current = folder / HISTORY_FILE
+        if not current.exists():
+            return None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        retired = folder / f"assignments-retired-{stamp}.json"
+        os.replace(current, retired)
+        return retired
 
 
 def train_val_ids(manifest_path: Path) -> tuple[list[str], list[str]]:
@@ -99,37 +141,59 @@ def _current_user() -> str:
         return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
-def _new_manifest(examples: pd.DataFrame, notes: list[str], spec: SplitSpec, dataset_fingerprint: str) -> dict:
-    assignment = _assign(examples, spec, notes)
+def _read_history(folder: Path) -> dict:
+    path = folder / HISTORY_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"history": uuid.uuid4().hex, "started": datetime.now(UTC).isoformat(), "splits": {}}
+
+
+def _history_notes(examples: pd.DataFrame, recorded: dict[str, str], assigned: dict[str, list[str]]) -> list[str]:
+    if not recorded:
+        return []
+    kept = int(examples["example_id"].isin(recorded.keys()).sum())
+    new = ", ".join(f"{name} {len(assigned[name])}" for name in SPLITS)
+    notes = [f"{kept} example(s) kept their recorded split; {sum(map(len, assigned.values()))} new "
+             f"example(s) assigned, stratified among themselves ({new})"]
+    gone = len(recorded.keys() - set(examples["example_id"]))
+    return notes + ([f"{gone} recorded example(s) are no longer in the data"] if gone else [])
+
+
+def _manifest(examples: pd.DataFrame, splits: dict[str, list[str]], assigned: dict[str, list[str]],
+              notes: list[str], spec: SplitSpec, dataset_fingerprint: str, history_id: str) -> dict:
     labels = dict(zip(examples["example_id"], examples["label"], strict=True))
-    test_ids = assignment["test"]
+    test_ids = splits["test"]
     return {
+        "split_history": history_id,
         "dataset_fingerprint": dataset_fingerprint,
         "seed": spec.seed,
         "validation_fraction": spec.validation_fraction,
         "test_fraction": spec.test_fraction,
         "test_fingerprint": fingerprint(test_ids, [labels[i] for i in test_ids]),
         "notes": notes,
-        "splits": assignment,
+        "new_in_this_manifest": {name: len(assigned[name]) for name in SPLITS},
+        "splits": splits,
     }
 
 
-def _assign(examples: pd.DataFrame, spec: SplitSpec, notes: list[str]) -> dict[str, list[str]]:
-    """Keep the given splits, carve only the missing ones (stratified); unassigned rows are train.
-    `_allowed_splits` states the same rules per example."""
+def _assign(examples: pd.DataFrame, spec: SplitSpec, notes: list[str], carve: Carve,
+            given_in_data: set[str]) -> dict[str, list[str]]:
+    """Keep the given splits, carve only the splits the data does not give (stratified);
+    unassigned rows are train. `given_in_data` is every given split of the whole data, so new
+    examples follow the same rules as the first ones; `_allowed_splits` states them per example."""
     train = examples[examples["given_split"].isin(["train", ""])]
     val, test = (examples[examples["given_split"] == name] for name in ("val", "test"))
     pool = len(train)
-    if val.empty and test.empty:
-        rest, test = _carve(train, round(pool * spec.test_fraction), spec.seed)
-        train, val = _carve(rest, round(pool * spec.validation_fraction), spec.seed)
-    elif val.empty:
-        train, val = _carve(train, round(pool * spec.validation_fraction), spec.seed)
+    if not {"val", "test"} & given_in_data:
+        rest, test = carve(train, pool * spec.test_fraction, spec.seed, "test")
+        train, val = carve(rest, pool * spec.validation_fraction, spec.seed, "val")
+    elif "val" not in given_in_data:
+        train, val = carve(train, pool * spec.validation_fraction, spec.seed, "val")
         notes.append("validation carved from the given train split (stratified)")
-    elif test.empty:
+    elif "test" not in given_in_data:
         # A given validation split is held-out data curated like a test set: split it in two.
         test_share = spec.test_fraction / (spec.validation_fraction + spec.test_fraction)
-        val, test = _carve(val, round(len(val) * test_share), spec.seed)
+        val, test = carve(val, len(val) * test_share, spec.seed, "test")
         notes.append(f"test carved from the given validation split ({test_share:.0%}, stratified)")
     splits = {"train": train, "val": val, "test": test}
     return {name: sorted(splits[name]["example_id"]) for name in SPLITS}
@@ -155,14 +219,35 @@ def _distinct_examples(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return distinct, notes
 
 
-def _carve(frame: pd.DataFrame, count: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified split of `frame` into (rest, carved): `count` examples, at least one per class."""
-    count = max(count, frame["label"].nunique())
+def _carve(frame: pd.DataFrame, count: float, seed: int, _: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified split of `frame` into (rest, carved): `count` examples, at least one per class
+    (the first assignment of a history, which must cover every class)."""
+    size = max(round(count), frame["label"].nunique())
     try:
-        return train_test_split(frame, test_size=count, random_state=seed, stratify=frame["label"])
+        return train_test_split(frame, test_size=size, random_state=seed, stratify=frame["label"])
     except ValueError as exc:
         raise DataError(f"cannot make a stratified split of {len(frame)} examples ({exc}). Fix: add examples "
                         "to the smallest classes or raise data.min_examples_per_class.") from None
+
+
+def _carve_in_proportion(frame: pd.DataFrame, count: float, seed: int,
+                         carved_split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """New examples joining a history: each class gives `count / len(frame)` of its examples, the
+    fractional part drawn at random, so increments of any size (even one example) are stratified
+    in expectation and no class is forced into a split. The draw is seeded by the split seed, the
+    examples and the split carved: reproducible, yet not the same draw for every increment."""
+    if frame.empty:
+        return frame, frame
+    examples_hash = int(sha256_text("\n".join(sorted(frame["example_id"])))[:15], 16)
+    rng = np.random.default_rng([seed, examples_hash, SPLITS.index(carved_split)])
+    share = count / len(frame)
+    carved: list[str] = []
+    for _, members in frame.groupby("label", sort=True):
+        exact = len(members) * share
+        take = int(exact) + int(rng.random() < exact - int(exact))
+        carved += list(rng.choice(members["example_id"].to_numpy(), size=take, replace=False))
+    chosen = frame["example_id"].isin(carved)
+    return frame[~chosen], frame[chosen]
 
 
 def _check_every_class_in_every_split(splits: dict[str, list[str]], examples: pd.DataFrame) -> None:
@@ -182,21 +267,19 @@ def _check_every_class_in_every_split(splits: dict[str, list[str]], examples: pd
         )
 
 
-def _given_split_disagreements(examples: pd.DataFrame, splits: dict[str, list[str]],
-                               path: Path) -> tuple[str, ...]:
-    """Examples whose given split the reused manifest contradicts. The manifest is keyed by ids,
-    labels and split settings, so moving files between split folders or changing
-    data.split_column reuses it; this makes the mismatch visible instead of silent."""
-    recorded = {example_id: name for name in SPLITS for example_id in splits[name]}
+def _given_split_disagreements(examples: pd.DataFrame, recorded: dict[str, str], history: Path) -> tuple[str, ...]:
+    """Recorded examples whose given split now says otherwise (files moved between split folders,
+    a changed data.split_column). The recorded split wins, so the test set never moves; this
+    makes the disagreement visible instead of silent."""
     allowed = _allowed_splits(set(examples["given_split"]))
-    given = examples[examples["given_split"] != ""]
+    given = examples[(examples["given_split"] != "") & examples["example_id"].isin(recorded.keys())]
     rows = zip(given["example_id"], given["given_split"], given["source"], strict=True)
     contradicted = [f"{source} (given {split}, recorded {recorded[example_id]})"
                     for example_id, split, source in rows if recorded[example_id] not in allowed[split]]
     if not contradicted:
         return ()
     more = f" (+{len(contradicted) - SHOWN_EXAMPLES} more)" if len(contradicted) > SHOWN_EXAMPLES else ""
-    return (f"the reused split manifest {path.name} contradicts the given split of {len(contradicted)} "
-            f"example(s): {', '.join(contradicted[:SHOWN_EXAMPLES])}{more}. It is keyed by the examples, "
-            "their labels and the split settings, not by given splits. Fix: put the files back, or delete "
-            f"{path} to split again (this changes the test set).",)
+    return (f"{len(contradicted)} example(s) have a given split that contradicts the split recorded for "
+            f"them in {history}: {', '.join(contradicted[:SHOWN_EXAMPLES])}{more}. The recorded split wins, so "
+            "a test example never moves into training. Fix: put the files back, or start a new split history "
+            "with `transferflow split reset MODEL` (the test ledger's exposure counts then start again).",)

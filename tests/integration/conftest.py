@@ -57,6 +57,6 @@ def run_transferflow(args: list[str], cwd: Path) -> tuple[int, str]:
     from flows.runtime import ALLOCATOR_SETTINGS
 
     env = {**os.environ, **ALLOCATOR_SETTINGS, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    result = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env,
+    result = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=600)
     return result.returncode, result.stdout + result.stderr

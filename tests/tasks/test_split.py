@@ -8,7 +8,14 @@ import pytest
 from tasks.data import fingerprint, sha256_text
 from tasks.errors import DataError
 from tasks.spec import SplitSpec
-from tasks.split import quarantined_test_ids, recorded_test_reads, split_examples, train_val_ids
+from tasks.split import (
+    HISTORY_FILE,
+    quarantined_test_ids,
+    recorded_test_reads,
+    reset_split_history,
+    split_examples,
+    train_val_ids,
+)
 
 
 def table(counts: dict[str, int], given: str = "", prefix: str = "") -> pd.DataFrame:
@@ -38,7 +45,7 @@ def test_split_is_stratified_seeded_and_disjoint(tmp_path):
     assert len(set().union(*map(set, splits.values()))) == 800
     again = split_examples(examples, SplitSpec(), "fp-other", tmp_path / "other")
     assert all_ids(again.manifest_path) == splits
-    different_seed = split_examples(examples, SplitSpec(seed=7), "fp", tmp_path)
+    different_seed = split_examples(examples, SplitSpec(seed=7), "fp", tmp_path / "another-model")
     assert all_ids(different_seed.manifest_path)["test"] != splits["test"]
 
 
@@ -48,7 +55,8 @@ def test_manifest_is_written_once_with_no_temporary_left(tmp_path):
     again = split_examples(table({"a": 50, "b": 50}), SplitSpec(), "fp", tmp_path)
     assert again.manifest_path == ref.manifest_path and ref.manifest_path.read_bytes() == before
     assert again.manifest_sha256 == ref.manifest_sha256
-    assert list(ref.manifest_path.parent.iterdir()) == [ref.manifest_path]
+    assert sorted(p.name for p in ref.manifest_path.parent.iterdir()) == sorted(
+        [".lock", "assignments.json", ref.manifest_path.name])
 
 
 def test_test_fingerprint_covers_test_ids_and_labels(tmp_path):
@@ -170,7 +178,7 @@ def given_train_val() -> pd.DataFrame:
                      ignore_index=True)
 
 
-def test_reused_manifest_names_examples_whose_given_split_moved(tmp_path):
+def test_a_moved_given_split_is_reported_and_the_recorded_split_wins(tmp_path):
     examples = given_train_val()
     first = split_examples(examples, SplitSpec(), "fp", tmp_path)
     assert first.warnings == ()
@@ -180,14 +188,97 @@ def test_reused_manifest_names_examples_whose_given_split_moved(tmp_path):
     swapped = {"train": "val", "val": "train"}
     examples.loc[moved, "given_split"] = examples.loc[moved, "given_split"].map(swapped)
     examples.loc[moved, "source"] = "moved/" + examples.loc[moved, "example_id"] + ".png"
-    (warning,) = split_examples(examples, SplitSpec(), "fp", tmp_path).warnings
-    assert "contradicts the given split of 2 example(s)" in warning
+    again = split_examples(examples, SplitSpec(), "fp-moved", tmp_path)
+    (warning,) = again.warnings
+    assert "2 example(s) have a given split that contradicts the split recorded" in warning
     assert f"moved/{recorded_val}.png (given train, recorded val)" in warning
     assert "moved/a-0.png (given val, recorded train)" in warning
-    assert str(first.manifest_path) in warning
+    assert "transferflow split reset" in warning
+    assert all_ids(again.manifest_path) == all_ids(first.manifest_path)  # the recorded split wins
 
 
 def test_reused_manifest_accepts_splits_carved_from_a_given_one(tmp_path):
     examples = table({"a": 30, "b": 30}, "train")  # val and test are both carved from train
     split_examples(examples, SplitSpec(), "fp", tmp_path)
     assert split_examples(examples, SplitSpec(), "fp", tmp_path).warnings == ()
+
+
+def split_of(manifest_path) -> dict[str, str]:
+    return {i: name for name, ids in all_ids(manifest_path).items() for i in ids}
+
+
+def test_grown_data_keeps_every_old_assignment_and_stratifies_the_new_examples(tmp_path):
+    """The reviewer's case: 400 examples, then 150 more; not one old example may change split."""
+    old = table({"a": 200, "b": 120, "c": 80})
+    first = split_of(split_examples(old, SplitSpec(), "fp-400", tmp_path).manifest_path)
+    grown = pd.concat([old, table({"a": 60, "b": 60, "c": 30}, prefix="new-")], ignore_index=True)
+    ref = split_examples(grown, SplitSpec(), "fp-550", tmp_path)
+    second = split_of(ref.manifest_path)
+    assert {i: second[i] for i in first} == first
+    for label, n in {"a": 60, "b": 60, "c": 30}.items():
+        new_ids = [f"new-{label}-{i}" for i in range(n)]
+        shares = {name: sum(second[i] == name for i in new_ids) / n for name in ("train", "val", "test")}
+        assert shares["val"] == pytest.approx(0.15, abs=1 / n) and shares["test"] == pytest.approx(0.15, abs=1 / n)
+    manifest = json.loads(ref.manifest_path.read_text())
+    assert sum(manifest["new_in_this_manifest"].values()) == 150
+    assert any("400 example(s) kept their recorded split; 150 new example(s) assigned" in n for n in ref.notes)
+
+
+def test_single_new_examples_are_stratified_in_expectation_not_forced_into_train(tmp_path):
+    data = table({"a": 40, "b": 40})
+    split_examples(data, SplitSpec(), "fp-0", tmp_path)
+    placed = []
+    for step in range(200):  # one new example per run, as a trickle of labeled data arrives
+        data = pd.concat([data, table({"a": 1}, prefix=f"s{step}-")], ignore_index=True)
+        placed.append(split_of(split_examples(data, SplitSpec(), f"fp-{step + 1}", tmp_path).manifest_path)[
+            f"s{step}-a-0"])
+    assert 0.07 <= placed.count("test") / 200 <= 0.25 and 0.07 <= placed.count("val") / 200 <= 0.25
+
+
+def test_changed_fractions_move_no_recorded_example(tmp_path):
+    data = table({"a": 50, "b": 50})
+    first = split_of(split_examples(data, SplitSpec(), "fp", tmp_path).manifest_path)
+    wider = SplitSpec(validation_fraction=0.3, test_fraction=0.3)
+    assert split_of(split_examples(data, wider, "fp-again", tmp_path).manifest_path) == first
+
+
+def test_removed_examples_disappear_and_come_back_to_their_split(tmp_path):
+    data = table({"a": 50, "b": 50})
+    first = split_of(split_examples(data, SplitSpec(), "fp", tmp_path).manifest_path)
+    gone = data["example_id"].isin(["a-0", "b-0"])
+    ref = split_examples(data[~gone], SplitSpec(), "fp-smaller", tmp_path)
+    assert set(split_of(ref.manifest_path)) == set(first) - {"a-0", "b-0"}
+    assert any("2 recorded example(s) are no longer in the data" in n for n in ref.notes)
+    back = split_of(split_examples(data, SplitSpec(), "fp-back", tmp_path).manifest_path)
+    assert back == first
+
+
+def test_new_examples_follow_the_datas_given_splits(tmp_path):
+    """With train/ and val/ folders, a new train/ file stays in train and new val/ files are shared
+    between validation and test (the test split is carved from val), as on the first run."""
+    data = given_train_val()
+    split_examples(data, SplitSpec(), "fp", tmp_path)
+    grown = pd.concat([data, table({"a": 20, "b": 20}, "train", prefix="nt"),
+                       table({"a": 20, "b": 20}, "val", prefix="nv")], ignore_index=True)
+    second = split_of(split_examples(grown, SplitSpec(), "fp-grown", tmp_path).manifest_path)
+    assert {second[f"nt{label}-{i}"] for label in "ab" for i in range(20)} == {"train"}
+    new_held_out = [second[f"nv{label}-{i}"] for label in "ab" for i in range(20)]
+    assert set(new_held_out) == {"val", "test"} and 12 <= new_held_out.count("test") <= 28
+
+
+def test_reset_retires_the_history_without_deleting_it(tmp_path):
+    data = table({"a": 50, "b": 50})
+    split_examples(data, SplitSpec(), "fp", tmp_path)
+    history = json.loads((tmp_path / HISTORY_FILE).read_text())
+    retired = reset_split_history(tmp_path)
+    assert retired is not None and json.loads(retired.read_text()) == history
+    assert not (tmp_path / HISTORY_FILE).exists()
+    fresh = split_examples(data, SplitSpec(seed=7), "fp", tmp_path)
+    assert json.loads(fresh.manifest_path.read_text())["split_history"] != history["history"]
+    assert reset_split_history(tmp_path / "no-such-model") is None
+
+
+def test_a_refused_first_split_records_nothing(tmp_path):
+    with pytest.raises(DataError):
+        split_examples(table({"a": 300, "b": 2}), SplitSpec(), "fp", tmp_path)
+    assert not (tmp_path / HISTORY_FILE).exists()
