@@ -1,23 +1,51 @@
-"""The gate: one test evaluation, a ledger of every evaluation of a test set, and the decision.
+"""The gate: one test evaluation, a ledger of what every evaluation read, and the decision.
 
-A test set that has been evaluated many times has guided choices and is no longer untouched:
-the ledger (an MLflow experiment keyed by the test fingerprint) makes that count visible.
+A test example that earlier evaluations have used has informed choices and is no longer
+untouched. The ledger (an MLflow experiment, one run per evaluation with the ids it read) counts
+that exposure per example, within one split history of one registry model, so growing the data
+does not reset the count: the gate reports how much of its test split is fresh, and the metric
+on the fresh part alone when there is enough of it.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from tasks.atomic import exclusive_lock
-from tasks.metrics import meets_target
+from tasks.metrics import classification_metrics, contract_value, meets_target
 from tasks.spec import MetricSpec
-from tasks.tracking import end_run, experiment_id, log_scores, start_run
+from tasks.tracking import end_run, experiment_id, log_scores, log_text, start_run
 
 LEDGER_EXPERIMENT = "transferflow-test-ledger"
+READ_IDS_ARTIFACT = "test_ids.json"
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """How much of this run's test split earlier evaluations already read."""
+
+    n_test: int
+    seen_before: int        # test examples at least one earlier evaluation read
+    prior_evaluations: int  # earlier evaluations that read any of them
+    max_prior_uses: int     # the most times one of them was read before
+
+    @property
+    def fresh(self) -> int:
+        return self.n_test - self.seen_before
+
+    def describe(self) -> str:
+        if not self.seen_before:
+            return f"all {self.n_test} test examples are fresh (no earlier evaluation read them)"
+        return (f"{self.seen_before} of {self.n_test} test examples were used by {self.prior_evaluations} earlier "
+                f"evaluation(s), up to {self.max_prior_uses} time(s) each; {self.fresh} are fresh")
 
 
 @dataclass(frozen=True)
@@ -26,7 +54,9 @@ class GateDecision:
     metric: str
     test_value: float
     target: float
-    prior_evaluations: int
+    exposure: Exposure
+    fresh_value: float | None  # the metric on the fresh test examples, when there are enough
+    min_fresh: int
 
     @property
     def verdict(self) -> str:
@@ -35,32 +65,71 @@ class GateDecision:
     @property
     def reason(self) -> str:
         relation = ">=" if self.passed else "<"
-        text = f"test {self.metric} = {self.test_value:.4f} {relation} target {self.target:g}"
-        if self.prior_evaluations:
-            text += (f"; WARNING: this test set was evaluated {self.prior_evaluations} time(s) before, so it "
-                     "has informed earlier choices: treat it as a validation set and collect fresh test data")
-        else:
-            text += "; first evaluation of this test set"
+        text = (f"test {self.metric} = {self.test_value:.4f} {relation} target {self.target:g}; "
+                f"{self.exposure.describe()}")
+        if self.exposure.seen_before and self.fresh_value is not None:
+            text += f"; on the {self.exposure.fresh} fresh examples alone: {self.fresh_value:.4f}"
+        elif self.exposure.seen_before and self.exposure.fresh:
+            text += f" (too few for a fresh-only metric: gate.min_fresh_test is {self.min_fresh})"
+        if self.exposure.seen_before == self.exposure.n_test:
+            text += ("; WARNING: every test example has informed earlier choices: treat this test split as a "
+                     "validation set and add fresh labeled data")
         return text
 
 
-def record_test_evaluation(client: MlflowClient, workdir: Path, test_fingerprint: str, data_fingerprint: str,
-                           model_name: str, source_run_id: str, metric_key: str, value: float) -> int:
-    """Add this evaluation to the ledger; returns how many evaluations of this test set came before.
+def record_test_evaluation(client: MlflowClient, workdir: Path, model_name: str, split_history: str,
+                           test_ids: list[str], tags: dict[str, str], metric_key: str,
+                           value: float) -> tuple[dict[str, int], int]:
+    """Add this evaluation (and the ids it read) to the ledger. Returns, per test id, how many
+    earlier evaluations of this model and split history read it, and how many earlier
+    evaluations read any of them.
 
     Counting and recording happen under one exclusive file lock in the workdir, so concurrent
     runs on this machine cannot both count the same prior evaluations. (Run ids and client-side
     start times give no commit order, so record-then-count alone is not exact.)"""
     ledger = experiment_id(client, LEDGER_EXPERIMENT, workdir)
+    wanted = set(test_ids)
     with exclusive_lock(workdir / "locks" / "test-ledger.lock"):
-        prior = len(_all_runs(client, ledger, f"tags.test_fingerprint = '{test_fingerprint}'"))
-        run_id = start_run(client, ledger, f"{model_name}-test-{test_fingerprint[:8]}", tags={
-            "test_fingerprint": test_fingerprint, "data_fingerprint": data_fingerprint,
-            "registered_model": model_name, "source_run_id": source_run_id, "metric": metric_key,
-        })
+        uses: Counter[str] = Counter()
+        touching = 0
+        for run in _all_runs(client, ledger, f"tags.registered_model = '{model_name}' "
+                                             f"and tags.split_history = '{split_history}'"):
+            read = wanted & set(_read_ids(client, run.info.run_id))
+            uses.update(read)
+            touching += bool(read)
+        run_id = start_run(client, ledger, f"{model_name}-test-{split_history[:8]}", tags={
+            **tags, "registered_model": model_name, "split_history": split_history, "metric": metric_key})
+        log_text(client, run_id, json.dumps(sorted(wanted)), READ_IDS_ARTIFACT)
     log_scores(client, run_id, {metric_key: value})
     end_run(client, run_id, succeeded=True)
-    return prior
+    return {example_id: uses[example_id] for example_id in test_ids}, touching
+
+
+def exposure_of(prior_uses: dict[str, int], prior_evaluations: int) -> Exposure:
+    seen = [n for n in prior_uses.values() if n]
+    return Exposure(len(prior_uses), len(seen), prior_evaluations, max(seen, default=0))
+
+
+def fresh_part_metric(y_true: np.ndarray, y_pred: np.ndarray, prior_uses: list[int], classes: list[str],
+                      metric: MetricSpec, min_fresh: int) -> float | None:
+    """The declared metric on the test examples no earlier evaluation read: worth reporting only
+    when some were read before and enough are fresh to say something."""
+    fresh = np.array(prior_uses) == 0
+    if fresh.all() or fresh.sum() < min_fresh:
+        return None
+    return contract_value(classification_metrics(y_true[fresh], y_pred[fresh], classes), metric)
+
+
+def _read_ids(client: MlflowClient, run_id: str) -> list[str]:
+    with tempfile.TemporaryDirectory() as folder:
+        return json.loads(Path(client.download_artifacts(run_id, READ_IDS_ARTIFACT, folder)).read_text())
+
+
+def decide(test_value: float, metric: MetricSpec, exposure: Exposure, fresh_value: float | None,
+           min_fresh: int) -> GateDecision:
+    """Pass on the whole test split; the exposure and the fresh-only metric are evidence beside it."""
+    return GateDecision(meets_target(test_value, metric), metric.key, test_value, metric.target, exposure,
+                        fresh_value, min_fresh)
 
 
 def _all_runs(client: MlflowClient, experiment: str, filter_string: str) -> list[Run]:
@@ -73,7 +142,3 @@ def _all_runs(client: MlflowClient, experiment: str, filter_string: str) -> list
         page_token = page.token
         if not page_token:
             return runs
-
-
-def decide(test_value: float, metric: MetricSpec, prior_evaluations: int) -> GateDecision:
-    return GateDecision(meets_target(test_value, metric), metric.key, test_value, metric.target, prior_evaluations)

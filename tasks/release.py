@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.gate import GateDecision
+from tasks.gate import Exposure, GateDecision
 from tasks.learn import StageResult
 from tasks.prepare import DatasetRef, Prepared, TrackingRef
 from tasks.serving import Registration
@@ -19,7 +19,8 @@ class TestResult:
     scores: dict[str, float]
     value: float
     n_examples: int
-    prior_evaluations: int
+    exposure: Exposure
+    fresh_value: float | None  # the metric on the fresh examples alone, when there are enough
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,9 @@ class GateOutcome:
 @step("7a evaluate once on the test set")
 def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                           tracking: TrackingRef) -> TestResult:
-    """The only reader of the test ids. Records the evaluation in the test ledger."""
+    """The only reader of the test ids. Records the evaluation, and the ids it read, in the ledger."""
     from tasks.data import read_table
-    from tasks.gate import record_test_evaluation
+    from tasks.gate import exposure_of, fresh_part_metric, record_test_evaluation
     from tasks.metrics import classification_metrics, contract_value, metric_key
     from tasks.plots import confusion_matrix_figure
     from tasks.split import quarantined_test_ids
@@ -54,11 +55,17 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     log_scores(client, tracking.run_id, scores, prefix="test_")
     log_figure(client, tracking.run_id, confusion_matrix_figure(
         y_true.numpy(), y_pred, classes, f"test confusion matrix ({selected.name})"), "plots/test_confusion_matrix.png")
-    prior = record_test_evaluation(client, spec.workdir, split.test_fingerprint, dataset.fingerprint,
-                                   spec.registry.model_name, tracking.run_id, metric_key(spec.metric), value)
-    print(f"Test {spec.metric.key}: {value:.4f} on {len(test_ids)} examples "
-          f"(this test set was evaluated {prior} time(s) before)")
-    return TestResult(scores, value, len(test_ids), prior)
+    prior_uses, prior_evaluations = record_test_evaluation(
+        client, spec.workdir, spec.registry.model_name, split.history, test_ids,
+        {"test_fingerprint": split.test_fingerprint, "data_fingerprint": dataset.fingerprint,
+         "source_run_id": tracking.run_id}, metric_key(spec.metric), value)
+    exposure = exposure_of(prior_uses, prior_evaluations)
+    fresh_value = fresh_part_metric(y_true.numpy(), y_pred, [prior_uses[i] for i in test_ids], classes,
+                                    spec.metric, spec.gate.min_fresh_test)
+    if fresh_value is not None:
+        log_scores(client, tracking.run_id, {metric_key(spec.metric): fresh_value}, prefix="test_fresh_")
+    print(f"Test {spec.metric.key}: {value:.4f} on {len(test_ids)} examples; {exposure.describe()}")
+    return TestResult(scores, value, len(test_ids), exposure, fresh_value)
 
 
 @step("7b gate and register")
@@ -68,13 +75,16 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
     from tasks.serving import log_and_register
     from tasks.tracking import client_for
 
-    decision = decide(test.value, spec.metric, test.prior_evaluations)
+    decision = decide(test.value, spec.metric, test.exposure, test.fresh_value, spec.gate.min_fresh_test)
     client = client_for(spec.workdir)
     evidence = {
         "metric": spec.metric.key, "test_metric": f"{test.value:.6f}", "target": f"{spec.metric.target:g}",
         "data_fingerprint": dataset.fingerprint, "test_fingerprint": split.test_fingerprint,
         "split_manifest_sha256": split.manifest_sha256, "decision": decision.verdict,
-        "decision_reason": decision.reason, "prior_test_evaluations": str(test.prior_evaluations),
+        "decision_reason": decision.reason, "test_examples_fresh": str(test.exposure.fresh),
+        "test_examples_seen_before": str(test.exposure.seen_before),
+        "test_max_prior_uses": str(test.exposure.max_prior_uses),
+        **({"test_fresh_metric": f"{test.fresh_value:.6f}"} if test.fresh_value is not None else {}),
         "selected_stage": selected.name, "checkpoint_sha256": selected.checkpoint_sha256,
         "run_id": tracking.run_id,
     }

@@ -153,6 +153,14 @@ class TrainSpec(_Frozen):
     seed: int = 0
 
 
+class GateSpec(_Frozen):
+    """What the gate reports beside its decision (the decision itself is metric >= target)."""
+
+    min_fresh_test: int = Field(
+        30, ge=1, description="Report the metric on the test examples no earlier evaluation read, when "
+                              "at least this many are fresh: evidence beside the decision on the whole split.")
+
+
 class RegistrySpec(_Frozen):
     """Where the gated model goes in the MLflow model registry."""
 
@@ -169,6 +177,7 @@ class Spec(_Frozen):
     model: ModelSpec
     split: SplitSpec = SplitSpec()
     train: TrainSpec = TrainSpec()
+    gate: GateSpec = GateSpec()
     registry: RegistrySpec
     workdir: Path = Field(Path(".transferflow"), description="Caches, splits and the default MLflow store.")
 

@@ -47,7 +47,8 @@ class SplitRef:
     sizes: dict[str, int]
     test_fingerprint: str
     notes: tuple[str, ...]
-    warnings: tuple[str, ...] = ()  # e.g. given splits that a reused manifest contradicts
+    history: str  # the split history it belongs to: the test ledger counts exposure within it
+    warnings: tuple[str, ...] = ()  # e.g. given splits that contradict recorded ones
 
 
 def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: str, folder: Path) -> SplitRef:
@@ -81,6 +82,7 @@ def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: st
         sizes={name: len(manifest["splits"][name]) for name in SPLITS},
         test_fingerprint=manifest["test_fingerprint"],
         notes=tuple(manifest["notes"]),
+        history=manifest["split_history"],
         warnings=_given_split_disagreements(examples, recorded, folder / HISTORY_FILE),
     )
 

@@ -91,14 +91,24 @@ def test_gate_moves_the_alias_only_on_a_pass(runs):
     passed = client.get_model_version("ants-vs-bees", summaries["pass"].outcome.registration.version)
     assert passed.tags["decision"] == "promoted" and float(passed.tags["test_metric"]) >= 0.6
     assert passed.tags["target"] == "0.6" and passed.tags["metric"] == "accuracy"
-    assert passed.tags["prior_test_evaluations"] == "0"
     assert passed.tags["test_fingerprint"] == summaries["pass"].split.test_fingerprint
     for name in ("reject", "finetune"):
         rejected = client.get_model_version("ants-vs-bees", summaries[name].outcome.registration.version)
         assert rejected.tags["decision"] == "rejected" and float(rejected.tags["test_metric"]) < float(
             rejected.tags["target"])
     assert client.get_model_version_by_alias("ants-vs-bees", "champion").version == passed.version
-    assert "evaluated 2 time(s) before" in summaries["finetune"].outcome.decision.reason
+
+
+def test_exposure_of_the_test_examples_grows_with_each_evaluation(runs):
+    """Three evaluations of the same test split: counted per example from the manifest's test ids."""
+    summaries, client, _ = runs
+    n_test = len(manifest_splits(summaries["pass"].split.manifest_path)["test"])
+    tags = [client.get_model_version("ants-vs-bees", s.outcome.registration.version).tags for s in summaries.values()]
+    assert [(t["test_examples_fresh"], t["test_examples_seen_before"], t["test_max_prior_uses"]) for t in tags] == [
+        (str(n_test), "0", "0"), ("0", str(n_test), "1"), ("0", str(n_test), "2")]
+    assert f"all {n_test} test examples are fresh" in summaries["pass"].outcome.decision.reason
+    assert (f"{n_test} of {n_test} test examples were used by 2 earlier evaluation(s), up to 2 time(s) each"
+            in summaries["finetune"].outcome.decision.reason)
 
 
 def test_timm_fine_tuning_runs_end_to_end_with_per_epoch_curves(runs):

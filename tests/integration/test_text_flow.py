@@ -20,6 +20,7 @@ metric: {{name: f1, class: spam, target: {target}}}
 data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
 model: {{family: hf_text, name: all-MiniLM-L6-v2, max_tokens: 32}}
 train: {{head_epochs: {head_epochs}, head_learning_rate: {lr}, finetune_epochs: 1}}
+gate: {{min_fresh_test: 3}}
 registry: {{model_name: sms-spam}}
 workdir: {workdir}
 """
@@ -27,28 +28,32 @@ workdir: {workdir}
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Both runs write to the store MLFLOW_TRACKING_URI names, not to the workdir's default."""
+    """All runs write to the store MLFLOW_TRACKING_URI names, not to the workdir's default. The
+    third run sees grown data (a superset of the first CSV): its test split adds fresh examples."""
     from tests.conftest import shared_dataset
 
     folder = tmp_path_factory.mktemp("text-flow")
     data = csv_slice(shared_dataset("sms_spam") / "sms_spam.csv", folder / "sms.csv",
                      {"ham": 140, "spam": 60}, duplicate_rows=12)
+    grown = csv_slice(shared_dataset("sms_spam") / "sms_spam.csv", folder / "sms-grown.csv",
+                      {"ham": 170, "spam": 75}, duplicate_rows=12)
     store = f"sqlite:///{folder / 'elsewhere.db'}"
     summaries = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", store)
         patch.chdir(folder)  # MLflow's default artifact root (./mlruns) lands in the test's folder
-        for name, target, head_epochs, lr in [("pass", 0.5, 60, 0.003), ("finetune", 0.99, 1, 1e-6)]:
+        for name, csv, target, head_epochs, lr in [("pass", data, 0.5, 60, 0.003), ("finetune", data, 0.99, 1, 1e-6),
+                                                   ("grown", grown, 0.5, 60, 0.003)]:
             (folder / name).mkdir()
-            config = write_config(folder / name, CONFIG.format(target=target, data=data, head_epochs=head_epochs,
+            config = write_config(folder / name, CONFIG.format(target=target, data=csv, head_epochs=head_epochs,
                                                                lr=lr, workdir=folder / "work"))
             summaries[name] = transfer_learning(str(config))
-    return summaries, MlflowClient(store), data, folder
+    return summaries, MlflowClient(store), grown, folder
 
 
 def test_duplicates_are_dropped_before_the_split(runs):
-    summaries, _, data, _ = runs
-    rows = pd.read_csv(data)
+    summaries, _, grown, _ = runs
+    rows = pd.read_csv(grown.with_name("sms.csv"))
     assert len(rows) == 212 and sum(summaries["pass"].split.sizes.values()) == rows["text"].nunique()
     assert any("no exact duplicates" in w for w in summaries["pass"].quality.warnings)
 
@@ -61,9 +66,9 @@ def test_runs_go_to_the_store_mlflow_tracking_uri_names(runs):
 
 def test_f1_of_spam_recomputed_from_the_registered_model(runs):
     summaries, client, data, _ = runs
-    truth = text_labels(data)
-    test_ids = manifest_splits(summaries["pass"].split.manifest_path)["test"]
+    truth = text_labels(data)  # the grown CSV holds every text of the first one
     for summary in summaries.values():
+        test_ids = manifest_splits(summary.split.manifest_path)["test"]
         version = client.get_model_version("sms-spam", summary.outcome.registration.version)
         predicted = predict_registered(client, "sms-spam", version.version, [truth[i][0] for i in test_ids])
         recomputed = f1_score([truth[i][1] for i in test_ids], predicted["label"], pos_label="spam")
@@ -72,12 +77,34 @@ def test_f1_of_spam_recomputed_from_the_registered_model(runs):
         assert client.get_run(summary.run_id).data.metrics["test_f1_spam"] == pytest.approx(recomputed)
 
 
-def test_alias_moves_on_the_pass_and_stays_on_the_rejection(runs):
+def test_alias_moves_on_a_pass_and_stays_on_a_rejection(runs):
+    """After each run: the champion is the latest version whose test metric met the target."""
     summaries, client, _, _ = runs
-    passed, rejected = (summaries[name].outcome.registration.version for name in ("pass", "finetune"))
-    assert client.get_model_version("sms-spam", passed).tags["decision"] == "promoted"
-    assert client.get_model_version("sms-spam", rejected).tags["decision"] == "rejected"
-    assert str(client.get_model_version_by_alias("sms-spam", "champion").version) == passed
+    versions = [client.get_model_version("sms-spam", s.outcome.registration.version) for s in summaries.values()]
+    decisions = [v.tags["decision"] for v in versions]
+    assert decisions[:2] == ["promoted", "rejected"]
+    assert decisions == ["promoted" if float(v.tags["test_metric"]) >= float(v.tags["target"]) else "rejected"
+                         for v in versions]
+    latest_pass = max(int(v.version) for v in versions if v.tags["decision"] == "promoted")
+    assert int(client.get_model_version_by_alias("sms-spam", "champion").version) == latest_pass
+
+
+def test_grown_data_keeps_the_old_test_examples_and_reports_the_fresh_ones(runs):
+    """The fresh-only metric is recomputed from the registered model on the test examples that
+    the two earlier evaluations never read."""
+    summaries, client, data, _ = runs
+    truth = text_labels(data)
+    old_test = set(manifest_splits(summaries["pass"].split.manifest_path)["test"])
+    new_splits = manifest_splits(summaries["grown"].split.manifest_path)
+    assert old_test <= set(new_splits["test"])  # no old test example moved
+    fresh = sorted(set(new_splits["test"]) - old_test)
+    version = client.get_model_version("sms-spam", summaries["grown"].outcome.registration.version)
+    assert version.tags["test_examples_fresh"] == str(len(fresh)) and len(fresh) >= 3
+    assert version.tags["test_examples_seen_before"] == str(len(old_test))
+    assert version.tags["test_max_prior_uses"] == "2"
+    predicted = predict_registered(client, "sms-spam", version.version, [truth[i][0] for i in fresh])
+    recomputed = f1_score([truth[i][1] for i in fresh], predicted["label"], pos_label="spam", zero_division=0)
+    assert float(version.tags["test_fresh_metric"]) == pytest.approx(recomputed, abs=1e-6)
 
 
 def test_text_model_fine_tunes_end_to_end(runs):

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from tasks.errors import DataError
-from tasks.gate import decide, record_test_evaluation
 from tasks.metrics import (
     check_class_keys,
     class_metric_key,
@@ -13,7 +12,6 @@ from tasks.metrics import (
     metric_key,
 )
 from tasks.spec import MetricSpec
-from tasks.tracking import client_for
 
 CLASSES = ["ham", "spam"]
 
@@ -80,24 +78,3 @@ def test_target_boundary_and_improvement():
     assert meets_target(0.9, metric) and not meets_target(0.8999, metric)
     assert is_improvement(0.5, None, metric)
     assert is_improvement(0.91, 0.9, metric) and not is_improvement(0.9, 0.9, metric)
-
-
-def test_gate_decision_states_the_evidence():
-    metric = MetricSpec(name="recall", **{"class": "spam"}, target=0.9)
-    passed = decide(0.93, metric, prior_evaluations=0)
-    assert passed.passed and passed.verdict == "promoted"
-    assert "0.9300 >= target 0.9" in passed.reason and "first evaluation" in passed.reason
-    failed = decide(0.85, metric, prior_evaluations=3)
-    assert not failed.passed and failed.verdict == "rejected"
-    assert "evaluated 3 time(s) before" in failed.reason and "validation set" in failed.reason
-
-
-def test_ledger_counts_evaluations_per_test_fingerprint_in_a_real_store(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    client = client_for(tmp_path)
-    args = dict(data_fingerprint="d", model_name="m", source_run_id="r", metric_key="accuracy", value=0.9)
-    assert record_test_evaluation(client, tmp_path, "test-A", **args) == 0
-    assert record_test_evaluation(client, tmp_path, "test-A", **args) == 1
-    assert record_test_evaluation(client, tmp_path, "test-B", **args) == 0
-    assert record_test_evaluation(client, tmp_path, "test-A", **args) == 2
-    assert (tmp_path / "mlflow.db").exists()
