@@ -12,7 +12,14 @@ from prefect import flow
 
 from tasks.learn import StageResult, fine_tune, select_on_validation, train_baseline
 from tasks.prepare import Prepared, QualitySummary, prepare, tracked_flow_run, validate_config
-from tasks.release import GateOutcome, TestResult, evaluate_once_on_test, gate_and_register, write_model_card
+from tasks.release import (
+    GateOutcome,
+    TestResult,
+    evaluate_once_on_test,
+    gate_and_register,
+    promotion_lock,
+    write_model_card,
+)
 from tasks.spec import Spec
 from tasks.split import SplitRef
 
@@ -46,8 +53,9 @@ def transfer_learning(config_path: str, data_path: str | None = None) -> RunSumm
         if not stages[0].meets_target and spec.train.finetune_epochs > 0:
             stages.append(fine_tune(spec, dataset, split, stages[0], tracking))  # 6. unfreeze the last group
         selected = select_on_validation(spec, stages, tracking)
-        test = evaluate_once_on_test(spec, dataset, split, selected, tracking)  # 7. test once, gate
-        outcome = gate_and_register(spec, dataset, split, selected, test, tracking)
+        with promotion_lock(spec):                                            # 7. test once, gate
+            test = evaluate_once_on_test(spec, dataset, split, selected, tracking)
+            outcome = gate_and_register(spec, dataset, split, selected, test, tracking)
         write_model_card(spec, prepared, stages, selected, test, outcome, tracking)
     return RunSummary(spec, tracking.run_id, prepared, stages, selected, test, outcome)
 

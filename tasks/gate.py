@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from tasks.atomic import exclusive_lock
+from tasks.champion import ChampionComparison
 from tasks.metrics import classification_metrics, contract_value, meets_target
 from tasks.spec import MetricSpec
 from tasks.tracking import end_run, experiment_id, log_scores, log_text, start_run
@@ -57,6 +58,8 @@ class GateDecision:
     exposure: Exposure
     fresh_value: float | None  # the metric on the fresh test examples, when there are enough
     min_fresh: int
+    champion: ChampionComparison
+    max_regression: float
 
     @property
     def verdict(self) -> str:
@@ -64,9 +67,9 @@ class GateDecision:
 
     @property
     def reason(self) -> str:
-        relation = ">=" if self.passed else "<"
+        relation = ">=" if self.test_value >= self.target else "<"
         text = (f"test {self.metric} = {self.test_value:.4f} {relation} target {self.target:g}; "
-                f"{self.exposure.describe()}")
+                f"{self.champion.describe(self.test_value, self.max_regression)}; {self.exposure.describe()}")
         if self.exposure.seen_before and self.fresh_value is not None:
             text += f"; on the {self.exposure.fresh} fresh examples alone: {self.fresh_value:.4f}"
         elif self.exposure.seen_before and self.exposure.fresh:
@@ -125,11 +128,13 @@ def _read_ids(client: MlflowClient, run_id: str) -> list[str]:
         return json.loads(Path(client.download_artifacts(run_id, READ_IDS_ARTIFACT, folder)).read_text())
 
 
-def decide(test_value: float, metric: MetricSpec, exposure: Exposure, fresh_value: float | None,
-           min_fresh: int) -> GateDecision:
-    """Pass on the whole test split; the exposure and the fresh-only metric are evidence beside it."""
-    return GateDecision(meets_target(test_value, metric), metric.key, test_value, metric.target, exposure,
-                        fresh_value, min_fresh)
+def decide(test_value: float, metric: MetricSpec, exposure: Exposure, fresh_value: float | None, min_fresh: int,
+           champion: ChampionComparison, max_regression: float) -> GateDecision:
+    """Pass when the whole test split meets the target and the challenger does not trail the champion
+    by more than `max_regression` there; exposure and the fresh-only metric are evidence beside it."""
+    passed = meets_target(test_value, metric) and champion.allows(test_value, max_regression)
+    return GateDecision(passed, metric.key, test_value, metric.target, exposure, fresh_value, min_fresh,
+                        champion, max_regression)
 
 
 def _all_runs(client: MlflowClient, experiment: str, filter_string: str) -> list[Run]:

@@ -3,8 +3,11 @@ registry (alias only on pass) and the model card."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from tasks.champion import ChampionComparison
 from tasks.gate import Exposure, GateDecision
 from tasks.learn import StageResult
 from tasks.prepare import DatasetRef, Prepared, TrackingRef
@@ -21,6 +24,7 @@ class TestResult:
     n_examples: int
     exposure: Exposure
     fresh_value: float | None  # the metric on the fresh examples alone, when there are enough
+    champion: ChampionComparison  # the current champion on the same test examples
 
 
 @dataclass(frozen=True)
@@ -29,10 +33,32 @@ class GateOutcome:
     registration: Registration
 
 
+@contextmanager
+def promotion_lock(spec: Spec) -> Iterator[None]:
+    """Step 7 as one critical section per model: read the champion, read the test ids once, score
+    both, decide, set the alias. No other run can promote in between, so no run moves the alias on
+    a stale view of the champion. (A file lock: it holds for every process sharing this workdir.)"""
+    from tasks.atomic import exclusive_lock
+
+    with exclusive_lock(spec.workdir / "locks" / f"promote-{spec.registry.model_name}.lock"):
+        yield
+
+
+def champion_tags(champion: ChampionComparison) -> dict[str, str]:
+    """Evidence about the champion, for the new version and the parent run."""
+    if champion.version is None:
+        return {"champion_version": "none"}
+    tags = {"champion_version": champion.version}
+    if champion.value is None:
+        return {**tags, "champion_comparison": f"skipped: {champion.skipped_because}"}
+    return {**tags, "champion_test_metric": f"{champion.value:.6f}"}
+
+
 @step("7a evaluate once on the test set")
 def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                           tracking: TrackingRef) -> TestResult:
     """The only reader of the test ids. Records the evaluation, and the ids it read, in the ledger."""
+    from tasks.champion import score_champion
     from tasks.data import read_table
     from tasks.gate import exposure_of, fresh_part_metric, record_test_evaluation
     from tasks.metrics import classification_metrics, contract_value, metric_key
@@ -64,8 +90,11 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
                                     spec.metric, spec.gate.min_fresh_test)
     if fresh_value is not None:
         log_scores(client, tracking.run_id, {metric_key(spec.metric): fresh_value}, prefix="test_fresh_")
-    print(f"Test {spec.metric.key}: {value:.4f} on {len(test_ids)} examples; {exposure.describe()}")
-    return TestResult(scores, value, len(test_ids), exposure, fresh_value)
+    champion = score_champion(client, spec.registry.model_name, spec.registry.alias, list(table["input"]),
+                              y_true.numpy(), classes, spec.metric, spec.train.batch_size)
+    print(f"Test {spec.metric.key}: {value:.4f} on {len(test_ids)} examples; {exposure.describe()}; "
+          f"{champion.describe(value, spec.gate.max_regression)}")
+    return TestResult(scores, value, len(test_ids), exposure, fresh_value, champion)
 
 
 @step("7b gate and register")
@@ -75,7 +104,8 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
     from tasks.serving import log_and_register
     from tasks.tracking import client_for
 
-    decision = decide(test.value, spec.metric, test.exposure, test.fresh_value, spec.gate.min_fresh_test)
+    decision = decide(test.value, spec.metric, test.exposure, test.fresh_value, spec.gate.min_fresh_test,
+                      test.champion, spec.gate.max_regression)
     client = client_for(spec.workdir)
     evidence = {
         "metric": spec.metric.key, "test_metric": f"{test.value:.6f}", "target": f"{spec.metric.target:g}",
@@ -85,6 +115,7 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
         "test_examples_seen_before": str(test.exposure.seen_before),
         "test_max_prior_uses": str(test.exposure.max_prior_uses),
         **({"test_fresh_metric": f"{test.fresh_value:.6f}"} if test.fresh_value is not None else {}),
+        **champion_tags(test.champion),
         "selected_stage": selected.name, "checkpoint_sha256": selected.checkpoint_sha256,
         "run_id": tracking.run_id,
     }
@@ -92,6 +123,8 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
                                     spec.train.batch_size, spec.registry.model_name, spec.registry.alias,
                                     evidence, promote=decision.passed)
     client.set_tag(tracking.run_id, "decision", decision.verdict)
+    for key, value in champion_tags(test.champion).items():
+        client.set_tag(tracking.run_id, key, value)
     alias_note = (f"alias `{spec.registry.alias}` now points at version {registration.version}" if decision.passed
                   else f"alias `{spec.registry.alias}` unchanged")
     publish_markdown("gate-decision", f"# Gate: {decision.verdict.upper()}\n\n{decision.reason}\n\n"
@@ -105,7 +138,11 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
 def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], selected: StageResult,
                      test: TestResult, outcome: GateOutcome, tracking: TrackingRef) -> str:
     from tasks.model_card import CardFacts, render_model_card
+    from tasks.serving import INPUT_DESCRIPTION
+    from tasks.spec import FAMILY_MODALITY
     from tasks.tracking import client_for, log_text
+
+    modality = FAMILY_MODALITY[spec.model.family]
 
     dataset, quality, split, base_model = prepared.dataset, prepared.quality, prepared.split, prepared.base_model
     input_size = (("max_tokens", spec.model.max_tokens) if spec.model.family == "hf_text"
@@ -116,7 +153,8 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
                    f"{base_model.layer_groups} layer groups",
         base_model_source=base_model.source,
         settings={input_size[0]: input_size[1], **spec.train.model_dump(),
-                  **{f"split.{k}": v for k, v in spec.split.model_dump().items()}},
+                  **{f"split.{k}": v for k, v in spec.split.model_dump().items()},
+                  **{f"gate.{k}": v for k, v in spec.gate.model_dump().items()}},
         data_path=str(spec.data.path), data_fingerprint=dataset.fingerprint, test_fingerprint=split.test_fingerprint,
         manifest_sha256=split.manifest_sha256, split_sizes=split.sizes, class_counts=quality.class_counts,
         quality_warnings=[*quality.warnings, *split.warnings], stages=[(s.name, s.val_value, s.notes) for s in stages],
@@ -124,5 +162,9 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
         test_value=test.value, target=spec.metric.target, decision=outcome.decision.verdict,
         decision_reason=outcome.decision.reason, registered_version=outcome.registration.version,
         mlflow_run_id=tracking.run_id))
-    log_text(client_for(spec.workdir), tracking.run_id, card, "model_card.md")
+    client = client_for(spec.workdir)
+    log_text(client, tracking.run_id, card, "model_card.md")
+    # The registry page renders a version's description as markdown: the card is what a reviewer sees.
+    client.update_model_version(outcome.registration.model_name, outcome.registration.version,
+                                description=f"{card}\n## Calling it\n\nSend {INPUT_DESCRIPTION[modality]}.\n")
     return card

@@ -154,11 +154,14 @@ class TrainSpec(_Frozen):
 
 
 class GateSpec(_Frozen):
-    """What the gate reports beside its decision (the decision itself is metric >= target)."""
+    """The gate: promote when the test metric meets the target and does not fall behind the champion."""
 
     min_fresh_test: int = Field(
         30, ge=1, description="Report the metric on the test examples no earlier evaluation read, when "
                               "at least this many are fresh: evidence beside the decision on the whole split.")
+    max_regression: float = Field(
+        0.0, ge=0.0, le=1.0, description="A challenger that meets the target is still not promoted if it scores "
+                                         "more than this below the current champion on the same test split.")
 
 
 class RegistrySpec(_Frozen):

@@ -99,6 +99,20 @@ def test_gate_moves_the_alias_only_on_a_pass(runs):
     assert client.get_model_version_by_alias("ants-vs-bees", "champion").version == passed.version
 
 
+def test_each_challenger_is_compared_with_the_champion_on_the_same_test_split(runs):
+    """All three runs share one test split: the champion's score there is its own logged test metric."""
+    summaries, client, _ = runs
+    first, *later = (client.get_model_version("ants-vs-bees", s.outcome.registration.version)
+                     for s in summaries.values())
+    assert first.tags["champion_version"] == "none"
+    for version in later:
+        assert version.tags["champion_version"] == str(first.version)
+        assert float(version.tags["champion_test_metric"]) == pytest.approx(float(first.tags["test_metric"]))
+    parent = client.get_run(summaries["reject"].run_id)
+    assert parent.data.tags["champion_version"] == str(first.version)
+    assert first.description.startswith("# Model card:") and "Send column `input`" in first.description
+
+
 def test_exposure_of_the_test_examples_grows_with_each_evaluation(runs):
     """Three evaluations of the same test split: counted per example from the manifest's test ids."""
     summaries, client, _ = runs

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from tasks.champion import ChampionComparison
 from tasks.gate import Exposure, decide, exposure_of, record_test_evaluation
 from tasks.spec import MetricSpec
 from tasks.tracking import client_for
@@ -61,19 +62,20 @@ def test_ledger_lives_in_the_workdir_store_not_mlflows_global_one(tmp_path, monk
 
 
 RECALL_SPAM = MetricSpec(name="recall", **{"class": "spam"}, target=0.9)
+NO_CHAMPION = ChampionComparison(None, None)
 
 
 def test_gate_passes_on_the_whole_split_and_states_the_exposure():
-    fresh = decide(0.93, RECALL_SPAM, Exposure(750, 0, 0, 0), None, 30)
+    fresh = decide(0.93, RECALL_SPAM, Exposure(750, 0, 0, 0), None, 30, NO_CHAMPION, 0.0)
     assert fresh.passed and fresh.verdict == "promoted"
     assert "0.9300 >= target 0.9" in fresh.reason and "all 750 test examples are fresh" in fresh.reason
-    mixed = decide(0.85, RECALL_SPAM, Exposure(750, 612, 3, 2), 0.95, 30)
+    mixed = decide(0.85, RECALL_SPAM, Exposure(750, 612, 3, 2), 0.95, 30, NO_CHAMPION, 0.0)
     assert not mixed.passed and mixed.verdict == "rejected"  # the fresh part's 0.95 is evidence, not the gate
     assert "612 of 750 test examples were used by 3 earlier evaluation(s), up to 2 time(s) each; 138 are fresh" \
         in mixed.reason and "on the 138 fresh examples alone: 0.9500" in mixed.reason
-    few = decide(0.93, RECALL_SPAM, Exposure(750, 740, 3, 2), None, 30)
+    few = decide(0.93, RECALL_SPAM, Exposure(750, 740, 3, 2), None, 30, NO_CHAMPION, 0.0)
     assert "too few for a fresh-only metric: gate.min_fresh_test is 30" in few.reason
-    used_up = decide(0.93, RECALL_SPAM, Exposure(750, 750, 4, 4), None, 30)
+    used_up = decide(0.93, RECALL_SPAM, Exposure(750, 750, 4, 4), None, 30, NO_CHAMPION, 0.0)
     assert used_up.passed and "WARNING" in used_up.reason and "validation set" in used_up.reason
 
 
