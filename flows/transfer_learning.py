@@ -7,6 +7,7 @@ Runs on the local ephemeral engine when PREFECT_API_URL is unset, against a real
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from prefect import flow
 
@@ -22,6 +23,9 @@ from tasks.release import (
 )
 from tasks.spec import Spec
 from tasks.split import SplitRef
+from tasks.step import label_flow_run
+
+Trigger = Literal["manual", "schedule", "drift"]  # what started a run: its name and tags say so
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,9 @@ class RunSummary:
 
 
 @flow(name="transfer-learning", log_prints=True)
-def transfer_learning(config_path: str, data_path: str | None = None) -> RunSummary:
+def transfer_learning(config_path: str, data_path: str | None = None, trigger: Trigger = "manual") -> RunSummary:
     spec = validate_config(config_path, data_path)                            # 1. the contract
+    label_flow_run(spec.registry.model_name, trigger)
     with tracked_flow_run(spec, config_path) as tracking:
         prepared = prepare(spec, tracking)                                    # 2-4. data, audit, split, model
         dataset, split = prepared.dataset, prepared.split

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tasks.spec import Spec, load_spec
 from tasks.split import SplitRef
-from tasks.step import publish_markdown, publish_table, step
+from tasks.step import artifact_key, publish_markdown, publish_table, step
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,8 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, tracking: TrackingRef |
     loaded = LoadedData(read_table(dataset.table_path), dataset.declared_classes, dataset.skipped_files)
     report = audit_labels(loaded, spec.data, spec.metric)
     markdown = report.markdown()
-    publish_markdown("label-quality", markdown, f"Label-quality report for {spec.data.path}")
+    publish_markdown(artifact_key(spec.registry.model_name, "label-quality"), markdown,
+                     f"Label-quality report for {spec.data.path}")
     if tracking:
         from tasks.tracking import client_for, log_text
 
@@ -153,7 +154,8 @@ def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef
         raise DataError(f"{spec.data.path}: {error}") from None
     for warning in split.warnings:
         print(f"WARNING {warning}")
-    publish_table("split-sizes", [{"split": k, "examples": v} for k, v in split.sizes.items()],
+    publish_table(artifact_key(spec.registry.model_name, "split-sizes"),
+                  [{"split": k, "examples": v} for k, v in split.sizes.items()],
                   "Examples per split (test quarantined until the final evaluation)")
     if tracking:
         from tasks.tracking import client_for, log_file, log_params

@@ -14,7 +14,7 @@ from tasks.prepare import DatasetRef, Prepared, TrackingRef
 from tasks.serving import Registration
 from tasks.spec import Spec
 from tasks.split import SplitRef
-from tasks.step import publish_markdown, step
+from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,20 @@ def promotion_lock(spec: Spec) -> Iterator[None]:
 
     with exclusive_lock(spec.workdir / "locks" / f"promote-{spec.registry.model_name}.lock"):
         yield
+
+
+def emit_gate_event(model_name: str, decision: GateDecision, registration: Registration) -> None:
+    """`transferflow.model.promoted` / `.rejected` on the resource `transferflow.model.<name>`:
+    what users hang their own automations (notifications, deployments) on."""
+    from prefect.events import emit_event
+
+    emit_event(event=f"transferflow.model.{decision.verdict}",
+               resource={"prefect.resource.id": f"transferflow.model.{model_name}",
+                         "prefect.resource.name": model_name},
+               payload={"version": registration.version, "metric": decision.metric,
+                        "test_metric": decision.test_value, "target": decision.target,
+                        "champion_version": decision.champion.version,
+                        "champion_test_metric": decision.champion.value, "reason": decision.reason})
 
 
 def champion_tags(champion: ChampionComparison) -> dict[str, str]:
@@ -127,9 +141,12 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
         client.set_tag(tracking.run_id, key, value)
     alias_note = (f"alias `{spec.registry.alias}` now points at version {registration.version}" if decision.passed
                   else f"alias `{spec.registry.alias}` unchanged")
-    publish_markdown("gate-decision", f"# Gate: {decision.verdict.upper()}\n\n{decision.reason}\n\n"
+    publish_markdown(artifact_key(spec.registry.model_name, "gate-decision"),
+                     f"# Gate: {decision.verdict.upper()}\n\n{decision.reason}\n\n"
                      f"Registered `{registration.model_name}` version {registration.version}; {alias_note}.",
                      "Test metric vs target, and what happened in the registry")
+    tag_flow_run(f"decision:{decision.verdict}")
+    emit_gate_event(spec.registry.model_name, decision, registration)
     print(f"Gate {decision.verdict.upper()}: {decision.reason}; {alias_note}")
     return GateOutcome(decision, registration)
 

@@ -3,7 +3,9 @@ Prefect (our caches are content-addressed on disk), and its prints go to the run
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import task
@@ -12,6 +14,38 @@ from prefect.cache_policies import NO_CACHE
 
 def step(name: str) -> Callable[[Callable[..., Any]], Any]:
     return task(name=name, cache_policy=NO_CACHE, persist_result=False, log_prints=True)
+
+
+def artifact_key(model_name: str, what: str) -> str:
+    """Artifacts sharing a key form one history in the Prefect UI, so keys are per model (and
+    keys allow only lowercase letters, digits and dashes)."""
+    return re.sub(r"[^a-z0-9]+", "-", f"{model_name}-{what}".lower()).strip("-")
+
+
+def label_flow_run(model_name: str, trigger: str) -> None:
+    """Name the running flow after the model and what started it, and tag it, so the UI's run
+    list reads as each model's history rather than random names."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.id is None:
+        return
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H%M%S")
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, name=f"{model_name}-{trigger}-{stamp}",
+                               tags=[*flow_run.tags, f"model:{model_name}", f"trigger:{trigger}"])
+
+
+def tag_flow_run(tag: str) -> None:
+    """Add a tag (e.g. the gate's decision) to the running flow."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.id is None:
+        return
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(flow_run.id).tags
+        client.update_flow_run(flow_run.id, tags=[*current, tag])
 
 
 def publish_markdown(key: str, markdown: str, description: str) -> None:

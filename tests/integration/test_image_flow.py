@@ -189,20 +189,58 @@ def test_predict_command_answers_like_the_registered_champion(runs, tmp_path):
         assert cells[1] == label and float(cells[2]) == pytest.approx(probability, abs=1e-3)
 
 
-def test_prefect_ui_artifacts_for_quality_split_and_gate(runs):
+def flow_runs_of(summaries, client):
+    from prefect.client.orchestration import get_client
+
+    ids = [client.get_run(s.run_id).data.tags["prefect_flow_run_id"] for s in summaries.values()]
+    with get_client(sync_client=True) as prefect:
+        return ids, [prefect.read_flow_run(flow_run_id) for flow_run_id in ids]
+
+
+def test_prefect_ui_artifacts_are_keyed_per_model(runs):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     summaries, client, _ = runs
-    flow_run_ids = {client.get_run(s.run_id).data.tags["prefect_flow_run_id"] for s in summaries.values()}
+    flow_run_ids, _ = flow_runs_of(summaries, client)
+    keys = ["ants-vs-bees-label-quality", "ants-vs-bees-split-sizes", "ants-vs-bees-gate-decision"]
     with get_client(sync_client=True) as prefect:
-        artifacts = [a for a in prefect.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["label-quality", "split-sizes", "gate-decision"])))
-            if str(a.flow_run_id) in flow_run_ids]
+        artifacts = [a for a in prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+                     if str(a.flow_run_id) in flow_run_ids]
     by_key: dict[str, list[str]] = {}
     for artifact in artifacts:
         by_key.setdefault(artifact.key, []).append(str(artifact.data))
-    assert {key: len(items) for key, items in by_key.items()} == {
-        "label-quality": 3, "split-sizes": 3, "gate-decision": 3}
-    assert sorted("PROMOTED" in text for text in by_key["gate-decision"]) == [False, False, True]
-    assert all("Label-quality report: PASSED" in text for text in by_key["label-quality"])
+    assert {key: len(items) for key, items in by_key.items()} == dict.fromkeys(keys, 3)
+    assert sorted("PROMOTED" in text for text in by_key["ants-vs-bees-gate-decision"]) == [False, False, True]
+    assert all("Label-quality report: PASSED" in text for text in by_key["ants-vs-bees-label-quality"])
+
+
+def test_flow_runs_are_named_and_tagged_after_the_model_trigger_and_decision(runs):
+    summaries, client, _ = runs
+    _, flow_runs = flow_runs_of(summaries, client)
+    assert all(run.name.startswith("ants-vs-bees-manual-") for run in flow_runs)
+    assert [sorted(t for t in run.tags if ":" in t) for run in flow_runs] == [
+        ["decision:promoted", "model:ants-vs-bees", "trigger:manual"],
+        ["decision:rejected", "model:ants-vs-bees", "trigger:manual"],
+        ["decision:rejected", "model:ants-vs-bees", "trigger:manual"]]
+
+
+def test_the_gate_emits_an_event_per_decision_on_the_models_resource(runs):
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    summaries, _, _ = runs
+    versions = {s.outcome.registration.version: s.outcome.decision.verdict for s in summaries.values()}
+    event_filter = EventFilter(event=EventNameFilter(prefix=["transferflow.model."]),
+                               resource=EventResourceFilter(id=["transferflow.model.ants-vs-bees"]))
+    deadline = time.monotonic() + 30  # events reach the server asynchronously
+    while True:
+        with get_client(sync_client=True) as prefect:
+            events = prefect.read_events(filter=event_filter, limit=50).events
+        seen = {e.payload["version"]: e.event.removeprefix("transferflow.model.") for e in events}
+        if {v: seen.get(v) for v in versions} == versions or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert {v: seen.get(v) for v in versions} == versions
