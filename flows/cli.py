@@ -66,22 +66,27 @@ def validate(config: Path = typer.Argument(..., help="YAML config"), data: Path 
 
 @app.command()
 def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champion"),
-            inputs: list[Path] | None = typer.Argument(None, help="Image files, or CSV files of texts"),
+            inputs: list[Path] | None = typer.Argument(None, help="Image files, folders of images, or CSV files "
+                                                                  "of texts"),
             column: str = typer.Option("text", help="Text column when an input is a CSV"),
+            out: Path | None = typer.Option(None, "--out", help="Write all predictions to this CSV file "
+                                                                "(label, probability and p_<class> per input)"),
             workdir: Path = typer.Option(Path(".transferflow"), help="Where the default MLflow store is")) -> None:
     """Predict with a registered model: label and probability per input. Files are read here and
     sent as a served model gets them (image bytes, texts), never as paths."""
     with _user_errors():
-        from tasks.predict import check_modality, load_model, read_inputs
+        from tasks.predict import check_modality, load_model, predict_in_batches, read_inputs, write_predictions
 
         model_inputs = read_inputs(inputs or [], column)
         model = load_model(model_uri, workdir.expanduser())
         check_modality(model_inputs, model, model_uri)
-        import pandas as pd
-
-        result = model.predict(pd.DataFrame({"input": [item.value for item in model_inputs]}))
+        answers = predict_in_batches(model, model_inputs)
+        if out is not None:
+            written = write_predictions(answers, out.expanduser())
+            console.print(f"Wrote {len(answers)} prediction(s) to {written}", soft_wrap=True, highlight=False)
+            return
     table = Table("input", "label", "probability")
-    for item, label, probability in zip(model_inputs, result["label"], result["probability"], strict=True):
+    for item, label, probability in zip(model_inputs, answers["label"], answers["probability"], strict=True):
         table.add_row(item.shown, str(label), f"{probability:.3f}")
     console.print(table)
 

@@ -7,27 +7,37 @@ CSV's texts as texts, never a path. Looking a model up never creates an MLflow s
 from __future__ import annotations
 
 import base64
-import io
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.errors import TransferflowError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))")
 
 
 @dataclass(frozen=True)
 class ModelInput:
-    source: Path  # the local file it was read from
-    shown: str    # what the result table shows
-    value: str    # what the model reads: base64 image bytes or a text
+    source: Path              # the local file it comes from
+    shown: str                # what the results show
+    text: str | None = None   # a CSV's text; None for an image file, whose bytes are read when sent
 
     @property
     def modality(self) -> str:
         return modality_of(self.source)
+
+    @property
+    def value(self) -> str:
+        """What the model reads: the text, or the image file's bytes base64-encoded (read only now,
+        so a folder of many images is never held in memory at once)."""
+        if self.text is not None:
+            return self.text
+        return base64.b64encode(self.source.read_bytes()).decode("ascii")
 
 
 def modality_of(path: Path) -> str:
@@ -36,17 +46,31 @@ def modality_of(path: Path) -> str:
 
 
 def read_inputs(paths: list[Path], text_column: str) -> list[ModelInput]:
-    """Image files are read as base64 bytes and shown by name; a CSV gives the texts of its
-    `text_column`. `~` is expanded, since a quoted path reaches us unexpanded."""
+    """Image files are shown by name, a folder contributes its images (recursively, shown by their
+    path inside it), a CSV the texts of its `text_column`. `~` is expanded, since a quoted path
+    reaches us unexpanded."""
     if not paths:
-        raise TransferflowError("no inputs given. Fix: name image files or CSV files of texts after the "
-                                "model, e.g. `transferflow predict models:/digits@champion digit.png`.")
+        raise TransferflowError("no inputs given. Fix: name image files, folders of images or CSV files of "
+                                "texts after the model, e.g. `transferflow predict models:/digits@champion digit.png`.")
     inputs: list[ModelInput] = []
     for path in (p.expanduser() for p in paths):
-        if not path.is_file():
+        if path.is_dir():
+            inputs += _read_folder(path)
+        elif not path.is_file():
             raise TransferflowError(f"{path}: input file not found.")
-        inputs += _read_texts(path, text_column) if modality_of(path) == "text" else [_read_image(path)]
+        else:
+            inputs += _read_texts(path, text_column) if modality_of(path) == "text" else [_read_image(path, path.name)]
     return inputs
+
+
+def _read_folder(folder: Path) -> list[ModelInput]:
+    from tasks.data import IMAGE_EXTENSIONS
+
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise TransferflowError(f"{folder}: no image files in this folder (extensions "
+                                f"{', '.join(IMAGE_EXTENSIONS)}). Fix: pass a folder of images.")
+    return [_read_image(p, str(p.relative_to(folder))) for p in images]
 
 
 def _read_texts(path: Path, text_column: str) -> list[ModelInput]:
@@ -59,17 +83,40 @@ def _read_texts(path: Path, text_column: str) -> list[ModelInput]:
     return [ModelInput(path, text[:60], text) for text in frame[text_column].fillna("")]
 
 
-def _read_image(path: Path) -> ModelInput:
-    from PIL import Image
+def _read_image(path: Path, shown: str) -> ModelInput:
+    """Checked now (PIL reads the header only), sent later."""
+    from PIL import Image, UnidentifiedImageError
 
-    data = path.read_bytes()
     try:
-        with Image.open(io.BytesIO(data)):
+        with Image.open(path):
             pass
-    except OSError:
+    except (OSError, UnidentifiedImageError):
         raise TransferflowError(f"{path}: not an image file PIL can read. "
                                 "Fix: pass image files, or CSV files of texts (with --column).") from None
-    return ModelInput(path, path.name, base64.b64encode(data).decode("ascii"))
+    return ModelInput(path, shown)
+
+
+def predict_in_batches(model: Any, inputs: list[ModelInput], batch_size: int = 64) -> pd.DataFrame:
+    """The model's answers for every input, a batch at a time (with a progress bar on stderr for
+    large inputs), in input order, with the input shown in the first column."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    chunks = []
+    starts = range(0, len(inputs), batch_size)
+    for start in tqdm(starts, desc="predicting", unit="batch", disable=len(starts) < 2):
+        batch = inputs[start:start + batch_size]
+        chunks.append(model.predict(pd.DataFrame({"input": [item.value for item in batch]})))
+    answers = pd.concat(chunks, ignore_index=True)
+    answers.insert(0, "input", [item.shown if item.text is None else item.text for item in inputs])
+    return answers
+
+
+def write_predictions(answers: pd.DataFrame, out: Path) -> Path:
+    """The predictions as a CSV, written atomically (a half-written file is never left behind)."""
+    from tasks.atomic import write_text_atomic
+
+    return write_text_atomic(out, answers.to_csv(index=False))
 
 
 def load_model(model_uri: str, workdir: Path) -> Any:

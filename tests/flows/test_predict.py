@@ -142,3 +142,44 @@ def test_a_file_that_is_not_an_image_is_refused(tmp_path):
 def test_a_missing_input_is_named(tmp_path):
     with pytest.raises(TransferflowError, match=r"missing\.png: input file not found"):
         read_inputs([tmp_path / "missing.png"], "text")
+
+
+def test_a_folder_of_images_in_batches_to_a_csv(image_workdir, tmp_path):
+    """Batch mode: every image in the folder (recursively, other files ignored), in batches, one
+    CSV row each, answered exactly as the served model answers those bytes."""
+    import mlflow
+    import pandas as pd
+
+    from tasks.predict import predict_in_batches
+
+    folder = tmp_path / "incoming"
+    colours = [(i * 37 % 256, i * 91 % 256, i * 53 % 256) for i in range(70)]
+    for i, colour in enumerate(colours):
+        target = folder / ("a" if i % 2 else "b") / f"{i:02d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(base64.b64decode(png_base64(colour)))
+    (folder / "a" / "notes.txt").write_text("not an image")
+    out = tmp_path / "predictions.csv"
+    result = predict("models:/insects@champion", str(folder), "--out", str(out), "--workdir", str(image_workdir))
+    assert result.exit_code == 0, result.output
+    assert f"Wrote 70 prediction(s) to {out}" in result.output
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["input", "label", "probability", "p_ants", "p_bees"]
+    files = sorted(p for p in folder.rglob("*.png"))
+    assert written["input"].tolist() == [str(p.relative_to(folder)) for p in files]
+    from tasks.predict import load_model
+
+    served = load_model("models:/insects@champion", image_workdir).predict(
+        pd.DataFrame({"input": [base64.b64encode(p.read_bytes()).decode() for p in files]}))
+    assert written["label"].tolist() == served["label"].tolist()
+    assert written["p_bees"].to_numpy() == pytest.approx(served["p_bees"].to_numpy(), abs=1e-6)
+    assert mlflow.get_tracking_uri() != f"sqlite:///{image_workdir / 'mlflow.db'}"
+    small = predict_in_batches(load_model("models:/insects@champion", image_workdir),
+                               read_inputs([folder], "text"), batch_size=7)  # 10 batches, same answers
+    assert small["label"].tolist() == served["label"].tolist()
+
+
+def test_a_folder_without_images_is_a_clear_error(image_workdir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = predict("models:/insects@champion", str(tmp_path / "empty"), "--workdir", str(image_workdir))
+    assert result.exit_code == 2 and "no image files in this folder" in result.output
