@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from mlflow import MlflowClient
+
 from tasks.champion import ChampionComparison
 from tasks.gate import Exposure, GateDecision
 from tasks.learn import StageResult
@@ -56,6 +58,32 @@ def emit_gate_event(model_name: str, decision: GateDecision, registration: Regis
                         "test_metric": decision.test_value, "target": decision.target,
                         "champion_version": decision.champion.version,
                         "champion_test_metric": decision.champion.value, "reason": decision.reason})
+
+
+def version_history(client: MlflowClient, model_name: str, alias: str) -> str:
+    """A markdown table of the model's versions, newest first, from their evidence tags."""
+    from datetime import UTC, datetime
+
+    from mlflow.exceptions import MlflowException
+
+    try:  # search results carry no aliases in every store: ask for the alias itself
+        holder = str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        holder = None
+    lines = [f"# {model_name}: version history", "",
+             "| version | registered (UTC) | train / val / test | test metric | champion then | decision |",
+             "| ---: | --- | --- | ---: | --- | --- |"]
+    versions = sorted(client.search_model_versions(f"name = '{model_name}'"), key=lambda v: -int(v.version))
+    for v in versions:
+        tags = v.tags
+        when = datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        sizes = " / ".join(tags.get(f"n_{name}", "?") for name in ("train", "val", "test"))
+        champion = (f"v{tags['champion_version']}: {float(tags['champion_test_metric']):.4f}"
+                    if "champion_test_metric" in tags else tags.get("champion_version", "?"))
+        marker = f" (**{alias}**)" if str(v.version) == holder else ""
+        lines.append(f"| {v.version}{marker} | {when} | {sizes} | {tags.get('metric', '?')} "
+                     f"{float(tags.get('test_metric', 'nan')):.4f} | {champion} | {tags.get('decision', '?')} |")
+    return "\n".join(lines)
 
 
 def champion_tags(champion: ChampionComparison) -> dict[str, str]:
@@ -131,7 +159,7 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
         **({"test_fresh_metric": f"{test.fresh_value:.6f}"} if test.fresh_value is not None else {}),
         **champion_tags(test.champion),
         "selected_stage": selected.name, "checkpoint_sha256": selected.checkpoint_sha256,
-        "run_id": tracking.run_id,
+        "run_id": tracking.run_id, **{f"n_{name}": str(size) for name, size in split.sizes.items()},
     }
     registration = log_and_register(client, tracking.run_id, selected.checkpoint, spec.model, list(dataset.classes),
                                     spec.train.batch_size, spec.registry.model_name, spec.registry.alias,
@@ -145,6 +173,9 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
                      f"# Gate: {decision.verdict.upper()}\n\n{decision.reason}\n\n"
                      f"Registered `{registration.model_name}` version {registration.version}; {alias_note}.",
                      "Test metric vs target, and what happened in the registry")
+    publish_markdown(artifact_key(spec.registry.model_name, "versions"),
+                     version_history(client, spec.registry.model_name, spec.registry.alias),
+                     f"Every registered version of {spec.registry.model_name} and what the gate decided")
     tag_flow_run(f"decision:{decision.verdict}")
     emit_gate_event(spec.registry.model_name, decision, registration)
     print(f"Gate {decision.verdict.upper()}: {decision.reason}; {alias_note}")

@@ -244,3 +244,22 @@ def test_the_gate_emits_an_event_per_decision_on_the_models_resource(runs):
             break
         time.sleep(1)
     assert {v: seen.get(v) for v in versions} == versions
+
+
+def test_the_version_history_artifact_lists_every_version_with_its_evidence(runs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    summaries, client, _ = runs
+    with get_client(sync_client=True) as prefect:
+        [latest] = prefect.read_latest_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["ants-vs-bees-versions"])))
+    rows = [line for line in str(latest.data).splitlines() if line.startswith("| ") and line[2].isdigit()]
+    versions = [client.get_model_version("ants-vs-bees", s.outcome.registration.version) for s in summaries.values()]
+    assert len(rows) == 3
+    for row, version in zip(rows, reversed(versions), strict=True):  # newest first
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[0].split()[0] == str(version.version) and cells[-1] == version.tags["decision"]
+        assert cells[2] == f"{version.tags['n_train']} / {version.tags['n_val']} / {version.tags['n_test']}"
+        assert cells[3] == f"accuracy {float(version.tags['test_metric']):.4f}"
+    assert "(**champion**)" in rows[-1] and "champion" not in rows[0].split("|")[1]
