@@ -43,10 +43,14 @@ def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | Non
         create_prefect_home()
         wait_for_engine = start_local_engine_early()
         from flows.transfer_learning import transfer_learning
+        from tasks.prepare import UnchangedData
 
         import_flow_libraries()
         wait_for_engine()
         summary = transfer_learning(str(config), str(data) if data else None)
+    if isinstance(summary, UnchangedData):  # only a scheduled or drift-triggered run can stop here
+        console.print(summary.reason, highlight=False, soft_wrap=True)
+        return
     _print_summary(summary)
 
 

@@ -12,7 +12,15 @@ from typing import Literal
 from prefect import flow
 
 from tasks.learn import StageResult, fine_tune, select_on_validation, train_baseline
-from tasks.prepare import Prepared, QualitySummary, prepare, tracked_flow_run, validate_config
+from tasks.prepare import (
+    Prepared,
+    QualitySummary,
+    UnchangedData,
+    prepare,
+    tracked_flow_run,
+    unchanged_since_champion,
+    validate_config,
+)
 from tasks.release import (
     GateOutcome,
     TestResult,
@@ -48,12 +56,16 @@ class RunSummary:
 
 
 @flow(name="transfer-learning", log_prints=True)
-def transfer_learning(config_path: str, data_path: str | None = None, trigger: Trigger = "manual") -> RunSummary:
+def transfer_learning(config_path: str, data_path: str | None = None,
+                      trigger: Trigger = "manual") -> RunSummary | UnchangedData:
     spec = validate_config(config_path, data_path)                            # 1. the contract
     label_flow_run(spec.registry.model_name, trigger)
     with tracked_flow_run(spec, config_path) as tracking:
         prepared = prepare(spec, tracking)                                    # 2-4. data, audit, split, model
         dataset, split = prepared.dataset, prepared.split
+        unchanged = unchanged_since_champion(spec, dataset, tracking, trigger)
+        if unchanged:                                                         # a retrain with nothing new
+            return unchanged
         stages = [train_baseline(spec, dataset, split, tracking)]            # 5. frozen baseline, cached
         if not stages[0].meets_target and spec.train.finetune_epochs > 0:
             stages.append(fine_tune(spec, dataset, split, stages[0], tracking))  # 6. unfreeze the last group

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tasks.spec import Spec, load_spec
 from tasks.split import SplitRef
-from tasks.step import artifact_key, publish_markdown, publish_table, step
+from tasks.step import artifact_key, publish_markdown, publish_table, step, tag_flow_run
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,45 @@ def prepare(spec: Spec, tracking: TrackingRef | None) -> Prepared:
     split = split_before_training(spec, dataset, tracking)      # 3. test quarantined from here
     base_model = load_base_model(spec)                          # 4. pretrained, offline
     return Prepared(dataset, quality, split, base_model)
+
+
+@dataclass(frozen=True)
+class UnchangedData:
+    """A scheduled or drift-triggered run found the champion's own training data: it trains nothing."""
+
+    run_id: str
+    champion_version: str
+    reason: str
+
+
+@step("retrain: anything new to learn from?")
+def unchanged_since_champion(spec: Spec, dataset: DatasetRef, tracking: TrackingRef,
+                             trigger: str) -> UnchangedData | None:
+    """A retrain that a schedule or a drift alarm started is worth training only on data the
+    champion has not seen; by hand, a run always trains (the user asked for it)."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.tracking import client_for, log_text
+
+    if trigger == "manual":
+        return None
+    client = client_for(spec.workdir)
+    try:
+        champion = client.get_model_version_by_alias(spec.registry.model_name, spec.registry.alias)
+    except MlflowException:
+        return None
+    if champion.tags.get("data_fingerprint") != dataset.fingerprint:
+        return None
+    reason = (f"nothing new to learn from: the data ({dataset.fingerprint[:12]}) is the data champion version "
+              f"{champion.version} was trained on, so this {trigger}-triggered run trains and registers nothing")
+    client.set_tag(tracking.run_id, "decision", "nothing-new")
+    log_text(client, tracking.run_id, reason, "nothing_new.txt")
+    publish_markdown(artifact_key(spec.registry.model_name, "gate-decision"),
+                     f"# Nothing new to learn from\n\n{reason}",
+                     "Test metric vs target, and what happened in the registry")
+    tag_flow_run("decision:nothing-new")
+    print(reason)
+    return UnchangedData(tracking.run_id, str(champion.version), reason)
 
 
 @step("1 validate config")

@@ -263,3 +263,26 @@ def test_the_version_history_artifact_lists_every_version_with_its_evidence(runs
         assert cells[2] == f"{version.tags['n_train']} / {version.tags['n_val']} / {version.tags['n_test']}"
         assert cells[3] == f"accuracy {float(version.tags['test_metric']):.4f}"
     assert "(**champion**)" in rows[-1] and "champion" not in rows[0].split("|")[1]
+
+
+@pytest.fixture(scope="module")
+def scheduled_rerun(runs):
+    """A scheduled retrain on exactly the champion's training data."""
+    summaries, _, _ = runs
+    config = summaries["pass"].spec.workdir.parent / "pass" / "config.yaml"
+    return transfer_learning(str(config), trigger="schedule")
+
+
+def test_a_scheduled_retrain_on_unchanged_data_trains_and_reads_nothing(runs, scheduled_rerun):
+    from tasks.prepare import UnchangedData
+
+    summaries, client, _ = runs
+    assert isinstance(scheduled_rerun, UnchangedData)
+    champion = client.get_model_version_by_alias("ants-vs-bees", "champion").version
+    assert scheduled_rerun.champion_version == str(champion) and "nothing new to learn from" in scheduled_rerun.reason
+    assert len(client.search_model_versions("name = 'ants-vs-bees'")) == 3  # nothing registered
+    assert len(recorded_test_reads(summaries["pass"].split.manifest_path)) == 3  # the test ids were not read
+    parent = client.get_run(scheduled_rerun.run_id)
+    assert parent.data.tags["decision"] == "nothing-new" and parent.info.status == "FINISHED"
+    assert not client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{scheduled_rerun.run_id}'")  # no stage ran
