@@ -65,22 +65,23 @@ def invoke(url: str, values: list[str]) -> httpx.Response:
                       json={"dataframe_split": {"columns": ["input"], "data": [[v] for v in values]}})
 
 
+def served_model(tmp_path_factory, spec, classes: list[str], model_name: str):
+    """A small registered model in its own store, served; yields (URL, store)."""
+    folder = tmp_path_factory.mktemp(f"served-{model_name}")
+    store = open_store(folder)
+    register(store, save_checkpoint(folder, spec, len(classes)), spec, classes, model_name)
+    for url in serve(store.uri, f"models:/{model_name}@champion", folder):
+        yield url, store
+
+
 @pytest.fixture(scope="module")
 def image_server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("served-image")
-    store = open_store(folder)
-    register(store, save_checkpoint(folder, SMALL_IMAGE_MODEL, 2), SMALL_IMAGE_MODEL, ["ants", "bees"], "insects")
-    for url in serve(store.uri, "models:/insects@champion", folder):
-        yield url, store
+    yield from served_model(tmp_path_factory, SMALL_IMAGE_MODEL, ["ants", "bees"], "insects")
 
 
 @pytest.fixture(scope="module")
 def text_server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("served-text")
-    store = open_store(folder)
-    register(store, save_checkpoint(folder, TEXT_MODEL, 2), TEXT_MODEL, ["ham", "spam"], "sms")
-    for url in serve(store.uri, "models:/sms@champion", folder):
-        yield url, store
+    yield from served_model(tmp_path_factory, TEXT_MODEL, ["ham", "spam"], "sms")
 
 
 def local_predictions(store, model_name: str, values: list[str]) -> pd.DataFrame:
