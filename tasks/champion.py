@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from tasks.metrics import classification_metrics, contract_value
@@ -48,6 +49,14 @@ class ChampionComparison:
                 f"{margin:+.4f} ({verdict} gate.max_regression {max_regression:g})")
 
 
+def current_champion(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    """The version holding the alias, or None when the model or the alias does not exist yet."""
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+
+
 def comparability(metric: MetricSpec, champion_classes: list[str], challenger_classes: list[str]) -> str:
     """'' when the declared metric means the same for both models, else why not."""
     if metric.name in AGGREGATE_METRICS and sorted(champion_classes) != sorted(challenger_classes):
@@ -60,9 +69,8 @@ def comparability(metric: MetricSpec, champion_classes: list[str], challenger_cl
 def score_champion(client: MlflowClient, model_name: str, alias: str, inputs: list[str], y_true: np.ndarray,
                    classes: list[str], metric: MetricSpec, batch_size: int) -> ChampionComparison:
     """The champion's declared metric on these test inputs (labels as indices into `classes`)."""
-    try:
-        version = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:  # no such registered model, or no version holds the alias
+    version = current_champion(client, model_name, alias)
+    if version is None:
         return ChampionComparison(None, None)
     import torch
 

@@ -17,8 +17,7 @@ import pandas as pd
 
 from tasks.atomic import write_atomic
 from tasks.errors import DataError
-from tasks.metrics import check_class_keys
-from tasks.spec import DataSpec
+from tasks.spec import DataSpec, check_class_keys
 
 # torchvision's ImageFolder extensions: a file with another extension is skipped and reported.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.metrics import class_metric_key, is_improvement
-from tasks.spec import MetricSpec
+from tasks.metrics import is_improvement
+from tasks.spec import MetricSpec, class_metric_key
 from tasks.train import FitResult
 
 LAGGING_CLASS_GAP = 0.15  # a class's recall this far below the mean recall is called lagging

@@ -94,12 +94,11 @@ def fine_tune(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageR
 def select_on_validation(spec: Spec, stages: list[StageResult], tracking: TrackingRef) -> StageResult:
     """The best kept stage by the declared metric on validation; ties keep the earlier, simpler one.
     The learning curves the choice rests on are logged with it."""
-    from tasks.metrics import metric_key
     from tasks.plots import learning_curves_figure
     from tasks.tracking import client_for, log_figure
 
     selected = choose_stage(stages, spec.metric)
-    figure = learning_curves_figure({s.name: s.history for s in stages}, metric_key(spec.metric), stages[0].val_value)
+    figure = learning_curves_figure({s.name: s.history for s in stages}, spec.metric.key, stages[0].val_value)
     log_figure(client_for(spec.workdir), tracking.run_id, figure, "plots/learning_curves.png")
     print(f"Selected {selected.name} (validation {spec.metric.key} {selected.val_value:.4f})")
     return selected
@@ -131,7 +130,7 @@ def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torc
     """Checkpoint the stage and log it as a nested MLflow run under the flow's parent run."""
     from tasks.atomic import write_atomic
     from tasks.data import sha256_file
-    from tasks.metrics import meets_target, metric_key
+    from tasks.metrics import meets_target
     from tasks.tracking import client_for, end_run, log_history, log_params, log_scores, log_text, start_run
 
     checkpoint = write_atomic(spec.workdir / "checkpoints" / tracking.run_id / f"{name}.pt",
@@ -141,7 +140,7 @@ def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torc
     run_id = start_run(client, tracking.experiment_id, name, parent_run_id=tracking.run_id, tags={"stage": name})
     log_params(client, run_id, {**params, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
                                 "stopped_early": result.stopped_early, "batch_size": spec.train.batch_size})
-    log_history(client, run_id, result.history, metric_key(spec.metric))
+    log_history(client, run_id, result.history, spec.metric.key)
     log_scores(client, run_id, best_scores, prefix="best_val_")
     log_text(client, run_id, notes, "notes.txt")
     end_run(client, run_id, succeeded=True)

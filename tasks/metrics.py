@@ -1,52 +1,15 @@
 """Classification metrics, and the one metric the spec declares as the contract.
 
-Per-class scores are named by `class_metric_key` everywhere (logging, the contract, diagnosis),
+Per-class scores are named by `tasks.spec.class_metric_key` everywhere (logging, the contract, diagnosis),
 so a label with characters MLflow cannot name is still read back under the key it was written to.
 """
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
-from collections.abc import Iterable
-from pathlib import Path
-
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from tasks.errors import DataError
-from tasks.spec import PER_CLASS_METRICS, MetricSpec
-
-
-def safe_name(text: str) -> str:
-    """MLflow metric names allow letters, digits, `_-./ `: anything else becomes `_`."""
-    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)
-
-
-def class_metric_key(name: str, label: str) -> str:
-    """The key of a per-class score, e.g. `recall_spam`; `check_class_keys` keeps it one-to-one."""
-    return f"{name}_{safe_name(label)}"
-
-
-def metric_key(metric: MetricSpec) -> str:
-    """The key the declared metric is logged and looked up under."""
-    return class_metric_key(metric.name, metric.class_name) if metric.class_name else metric.name
-
-
-def check_class_keys(classes: Iterable[str], source: Path | str) -> None:
-    """Fail when two labels would share one metric key: their scores would overwrite each other."""
-    labels_of: dict[str, list[str]] = defaultdict(list)
-    for label in dict.fromkeys(classes):
-        labels_of[safe_name(label)].append(label)
-    clashes = [labels for labels in labels_of.values() if len(labels) > 1]
-    if clashes:
-        shown = "; ".join(" and ".join(repr(label) for label in labels) + f" -> '{safe_name(labels[0])}'"
-                          for labels in clashes)
-        raise DataError(
-            f"{source}: labels that become the same metric name: {shown} (metric names keep letters, "
-            "digits and `_-./ `; other characters become `_`). Fix: rename one label of each pair, "
-            "or keep one of them with data.select_classes."
-        )
+from tasks.spec import PER_CLASS_METRICS, MetricSpec, class_metric_key
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, float]:
@@ -71,7 +34,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
 
 def contract_value(scores: dict[str, float], metric: MetricSpec) -> float:
     """The value of the declared metric among computed scores."""
-    return scores[metric_key(metric)]
+    return scores[metric.key]
 
 
 def meets_target(value: float, metric: MetricSpec) -> bool:

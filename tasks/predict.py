@@ -85,12 +85,12 @@ def _read_texts(path: Path, text_column: str) -> list[ModelInput]:
 
 def _read_image(path: Path, shown: str) -> ModelInput:
     """Checked now (PIL reads the header only), sent later."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path):
             pass
-    except (OSError, UnidentifiedImageError):
+    except OSError:  # PIL's UnidentifiedImageError included
         raise TransferflowError(f"{path}: not an image file PIL can read. "
                                 "Fix: pass image files, or CSV files of texts (with --column).") from None
     return ModelInput(path, shown)

@@ -1,5 +1,6 @@
 """Recipe steps 1-4 as Prefect tasks: validate the config, load and audit the data, split it
-before any training, and load the base model. Each returns plain values (paths and hashes)."""
+before any training, and load the base model; then, for a scheduled or drift-triggered retrain,
+whether there is anything new to learn from. Each returns plain values (paths and hashes)."""
 
 from __future__ import annotations
 
@@ -78,18 +79,14 @@ def unchanged_since_champion(spec: Spec, dataset: DatasetRef, tracking: Tracking
                              trigger: str) -> UnchangedData | None:
     """A retrain that a schedule or a drift alarm started is worth training only on data the
     champion has not seen; by hand, a run always trains (the user asked for it)."""
-    from mlflow.exceptions import MlflowException
-
+    from tasks.champion import current_champion
     from tasks.tracking import client_for, log_text
 
     if trigger == "manual":
         return None
     client = client_for(spec.workdir)
-    try:
-        champion = client.get_model_version_by_alias(spec.registry.model_name, spec.registry.alias)
-    except MlflowException:
-        return None
-    if champion.tags.get("data_fingerprint") != dataset.fingerprint:
+    champion = current_champion(client, spec.registry.model_name, spec.registry.alias)
+    if champion is None or champion.tags.get("data_fingerprint") != dataset.fingerprint:
         return None
     reason = (f"nothing new to learn from: the data ({dataset.fingerprint[:12]}) is the data champion version "
               f"{champion.version} was trained on, so this {trigger}-triggered run trains and registers nothing")

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-from mlflow import MlflowClient
+from typing import TYPE_CHECKING
 
 from tasks.champion import ChampionComparison
 from tasks.gate import Exposure, GateDecision
@@ -17,6 +16,9 @@ from tasks.serving import Registration
 from tasks.spec import Spec
 from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,10 @@ def version_history(client: MlflowClient, model_name: str, alias: str) -> str:
     """A markdown table of the model's versions, newest first, from their evidence tags."""
     from datetime import UTC, datetime
 
-    from mlflow.exceptions import MlflowException
+    from tasks.champion import current_champion
 
-    try:  # search results carry no aliases in every store: ask for the alias itself
-        holder = str(client.get_model_version_by_alias(model_name, alias).version)
-    except MlflowException:
-        holder = None
+    holder_version = current_champion(client, model_name, alias)  # search results may carry no aliases
+    holder = str(holder_version.version) if holder_version else None
     lines = [f"# {model_name}: version history", "",
              "| version | registered (UTC) | train / val / test | test metric | champion then | decision |",
              "| ---: | --- | --- | ---: | --- | --- |"]
@@ -78,11 +78,11 @@ def version_history(client: MlflowClient, model_name: str, alias: str) -> str:
         tags = v.tags
         when = datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M")
         sizes = " / ".join(tags.get(f"n_{name}", "?") for name in ("train", "val", "test"))
-        champion = (f"v{tags['champion_version']}: {float(tags['champion_test_metric']):.4f}"
-                    if "champion_test_metric" in tags else tags.get("champion_version", "?"))
+        champion_then = (f"v{tags['champion_version']}: {float(tags['champion_test_metric']):.4f}"
+                         if "champion_test_metric" in tags else tags.get("champion_version", "?"))
         marker = f" (**{alias}**)" if str(v.version) == holder else ""
         lines.append(f"| {v.version}{marker} | {when} | {sizes} | {tags.get('metric', '?')} "
-                     f"{float(tags.get('test_metric', 'nan')):.4f} | {champion} | {tags.get('decision', '?')} |")
+                     f"{float(tags.get('test_metric', 'nan')):.4f} | {champion_then} | {tags.get('decision', '?')} |")
     return "\n".join(lines)
 
 
@@ -103,7 +103,7 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     from tasks.champion import score_champion
     from tasks.data import read_table
     from tasks.gate import exposure_of, fresh_part_metric, record_test_evaluation
-    from tasks.metrics import classification_metrics, contract_value, metric_key
+    from tasks.metrics import classification_metrics, contract_value
     from tasks.plots import confusion_matrix_figure
     from tasks.split import quarantined_test_ids
     from tasks.tracking import client_for, log_figure, log_scores
@@ -126,12 +126,12 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     prior_uses, prior_evaluations = record_test_evaluation(
         client, spec.workdir, spec.registry.model_name, split.history, test_ids,
         {"test_fingerprint": split.test_fingerprint, "data_fingerprint": dataset.fingerprint,
-         "source_run_id": tracking.run_id}, metric_key(spec.metric), value)
+         "source_run_id": tracking.run_id}, spec.metric.key, value)
     exposure = exposure_of(prior_uses, prior_evaluations)
     fresh_value = fresh_part_metric(y_true.numpy(), y_pred, [prior_uses[i] for i in test_ids], classes,
                                     spec.metric, spec.gate.min_fresh_test)
     if fresh_value is not None:
-        log_scores(client, tracking.run_id, {metric_key(spec.metric): fresh_value}, prefix="test_fresh_")
+        log_scores(client, tracking.run_id, {spec.metric.key: fresh_value}, prefix="test_fresh_")
     champion = score_champion(client, spec.registry.model_name, spec.registry.alias, list(table["input"]),
                               y_true.numpy(), classes, spec.metric, spec.train.batch_size)
     print(f"Test {spec.metric.key}: {value:.4f} on {len(test_ids)} examples; {exposure.describe()}; "
@@ -149,6 +149,7 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
     decision = decide(test.value, spec.metric, test.exposure, test.fresh_value, spec.gate.min_fresh_test,
                       test.champion, spec.gate.max_regression)
     client = client_for(spec.workdir)
+    champion_evidence = champion_tags(test.champion)
     evidence = {
         "metric": spec.metric.key, "test_metric": f"{test.value:.6f}", "target": f"{spec.metric.target:g}",
         "data_fingerprint": dataset.fingerprint, "test_fingerprint": split.test_fingerprint,
@@ -157,15 +158,14 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
         "test_examples_seen_before": str(test.exposure.seen_before),
         "test_max_prior_uses": str(test.exposure.max_prior_uses),
         **({"test_fresh_metric": f"{test.fresh_value:.6f}"} if test.fresh_value is not None else {}),
-        **champion_tags(test.champion),
+        **champion_evidence,
         "selected_stage": selected.name, "checkpoint_sha256": selected.checkpoint_sha256,
         "run_id": tracking.run_id, **{f"n_{name}": str(size) for name, size in split.sizes.items()},
     }
     registration = log_and_register(client, tracking.run_id, selected.checkpoint, spec.model, list(dataset.classes),
                                     spec.train.batch_size, spec.registry.model_name, spec.registry.alias,
                                     evidence, promote=decision.passed)
-    client.set_tag(tracking.run_id, "decision", decision.verdict)
-    for key, value in champion_tags(test.champion).items():
+    for key, value in {"decision": decision.verdict, **champion_evidence}.items():
         client.set_tag(tracking.run_id, key, value)
     alias_note = (f"alias `{spec.registry.alias}` now points at version {registration.version}" if decision.passed
                   else f"alias `{spec.registry.alias}` unchanged")
@@ -191,7 +191,6 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
     from tasks.tracking import client_for, log_text
 
     modality = FAMILY_MODALITY[spec.model.family]
-
     dataset, quality, split, base_model = prepared.dataset, prepared.quality, prepared.split, prepared.base_model
     input_size = (("max_tokens", spec.model.max_tokens) if spec.model.family == "hf_text"
                   else ("image_size", spec.model.image_size))

@@ -7,13 +7,16 @@ current directory; a `--data` override from the command line resolves against th
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks.errors import SpecError
+from tasks.errors import DataError, SpecError
 
 PER_CLASS_METRICS = ("precision", "recall", "f1")
 AGGREGATE_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
@@ -26,6 +29,34 @@ OFFLINE_MODELS: dict[str, tuple[str, ...]] = {
 }
 FAMILY_MODALITY = {"torchvision": "image", "timm": "image", "hf_text": "text"}
 DATA_MODALITY = {"image_folder": "image", "csv_text": "text"}
+
+
+# One label -> metric-key mapping, used for logging, the contract and the diagnosis alike. It
+# lives with the metric's declaration because `MetricSpec.key` is built from it.
+def safe_name(text: str) -> str:
+    """MLflow metric names allow letters, digits, `_-./ `: anything else becomes `_`."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", text)
+
+
+def class_metric_key(name: str, label: str) -> str:
+    """The key of a per-class score, e.g. `recall_spam`; `check_class_keys` keeps it one-to-one."""
+    return f"{name}_{safe_name(label)}"
+
+
+def check_class_keys(classes: Iterable[str], source: Path | str) -> None:
+    """Fail when two labels would share one metric key: their scores would overwrite each other."""
+    labels_of: dict[str, list[str]] = defaultdict(list)
+    for label in dict.fromkeys(classes):
+        labels_of[safe_name(label)].append(label)
+    clashes = [labels for labels in labels_of.values() if len(labels) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(repr(label) for label in labels) + f" -> '{safe_name(labels[0])}'"
+                          for labels in clashes)
+        raise DataError(
+            f"{source}: labels that become the same metric name: {shown} (metric names keep letters, "
+            "digits and `_-./ `; other characters become `_`). Fix: rename one label of each pair, "
+            "or keep one of them with data.select_classes."
+        )
 
 
 class _Frozen(BaseModel):
@@ -56,11 +87,8 @@ class MetricSpec(_Frozen):
 
     @property
     def key(self) -> str:
-        """The name this metric is logged under, e.g. `recall_spam` or `macro_f1`: the one
-        label -> key mapping lives in `tasks.metrics`, which imports this module."""
-        from tasks.metrics import metric_key
-
-        return metric_key(self)
+        """The name this metric is logged under, e.g. `recall_spam` or `macro_f1`."""
+        return class_metric_key(self.name, self.class_name) if self.class_name else self.name
 
     def describe(self) -> str:
         what = f"{self.name} of class '{self.class_name}'" if self.class_name else self.name

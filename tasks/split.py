@@ -61,8 +61,7 @@ def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: st
         recorded: dict[str, str] = history["splits"]
         new = examples[~examples["example_id"].isin(recorded.keys())]
         carve = _carve if not recorded else _carve_in_proportion  # the first run guarantees coverage
-        given_in_data = set(examples["given_split"])
-        assigned = (_assign(new, spec, notes, carve, given_in_data) if not new.empty
+        assigned = (_assign(new, spec, notes, carve, set(examples["given_split"])) if not new.empty
                     else {name: [] for name in SPLITS})
         assignment = {**recorded, **{i: name for name in SPLITS for i in assigned[name]}}
         splits = {name: sorted(i for i in examples["example_id"] if assignment[i] == name) for name in SPLITS}
@@ -72,7 +71,7 @@ def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: st
             notes += _history_notes(examples, recorded, assigned)
             manifest = _manifest(examples, splits, assigned, notes, spec, dataset_fingerprint, history["history"])
             write_text_atomic(path, json.dumps(manifest, indent=1))
-        if assigned != {name: [] for name in SPLITS}:
+        if not new.empty:
             history["splits"] = assignment
             write_text_atomic(folder / HISTORY_FILE, json.dumps(history))
     manifest = json.loads(path.read_text())

@@ -2,16 +2,8 @@ import numpy as np
 import pytest
 
 from tasks.errors import DataError
-from tasks.metrics import (
-    check_class_keys,
-    class_metric_key,
-    classification_metrics,
-    contract_value,
-    is_improvement,
-    meets_target,
-    metric_key,
-)
-from tasks.spec import MetricSpec
+from tasks.metrics import classification_metrics, contract_value, is_improvement, meets_target
+from tasks.spec import MetricSpec, check_class_keys, class_metric_key
 
 CLASSES = ["ham", "spam"]
 
@@ -50,7 +42,7 @@ def test_contract_value_uses_the_declared_metric_and_class():
 def test_labels_that_mlflow_cannot_name_are_made_safe():
     metric = MetricSpec(name="f1", **{"class": "reverted_card_payment?"}, target=0.5)
     scores = classification_metrics(np.array([0, 1]), np.array([0, 1]), ["other", "reverted_card_payment?"])
-    assert metric_key(metric) == "f1_reverted_card_payment_" and contract_value(scores, metric) == 1.0
+    assert metric.key == "f1_reverted_card_payment_" and contract_value(scores, metric) == 1.0
 
 
 def test_one_key_per_class_label_everywhere():
@@ -61,7 +53,7 @@ def test_one_key_per_class_label_everywhere():
     assert class_metric_key("recall", "card/arrived 2.0") == "recall_card/arrived 2.0"  # already MLflow-safe
     assert [scores[class_metric_key("recall", c)] for c in classes] == [1.0, 1.0, 0.0]
     metric = MetricSpec(name="recall", **{"class": "café"}, target=0.5)
-    assert metric.key == metric_key(metric) == "recall_caf_" and contract_value(scores, metric) == 1.0
+    assert metric.key == "recall_caf_" and contract_value(scores, metric) == 1.0
 
 
 def test_labels_that_share_a_metric_key_are_refused_naming_both():
