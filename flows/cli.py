@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.preflight import check_servers
 from flows.runtime import (
     apply_defaults,
     create_prefect_home,
@@ -40,6 +41,7 @@ def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | Non
     """Run the whole recipe: checks, split, baseline, fine-tuning, one test evaluation, gate."""
     with _user_errors():
         _check_config(config, data)
+        check_servers(prefect=True, mlflow=True)
         create_prefect_home()
         wait_for_engine = start_local_engine_early()
         from flows.transfer_learning import transfer_learning
@@ -59,6 +61,7 @@ def validate(config: Path = typer.Argument(..., help="YAML config"), data: Path 
     """Steps 1-4 only: config, data, label-quality checks, split, base model. No training."""
     with _user_errors():
         _check_config(config, data)
+        check_servers(prefect=True)
         create_prefect_home()
         from flows.transfer_learning import validate_only
 
@@ -82,6 +85,7 @@ def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champ
         from tasks.predict import check_modality, load_model, predict_in_batches, read_inputs, write_predictions
 
         model_inputs = read_inputs(inputs or [], column)
+        check_servers(mlflow=True)
         model = load_model(model_uri, workdir.expanduser())
         check_modality(model_inputs, model, model_uri)
         answers = predict_in_batches(model, model_inputs)
