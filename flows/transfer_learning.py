@@ -11,7 +11,9 @@ from typing import Literal
 
 from prefect import flow
 
-from tasks.learn import StageResult, fine_tune, select_on_validation, train_baseline
+from tasks.learn import StageResult, fine_tune, select_on_validation, starting_point, train_baseline
+from tasks.model_limits import retrain_limit
+from tasks.monitor import store_drift_reference
 from tasks.prepare import (
     Prepared,
     QualitySummary,
@@ -60,13 +62,14 @@ def transfer_learning(config_path: str, data_path: str | None = None,
                       trigger: Trigger = "manual") -> RunSummary | UnchangedData:
     spec = validate_config(config_path, data_path)                            # 1. the contract
     label_flow_run(spec.registry.model_name, trigger)
-    with tracked_flow_run(spec, config_path) as tracking:
+    with retrain_limit(spec.registry.model_name), tracked_flow_run(spec, config_path) as tracking:
         prepared = prepare(spec, tracking)                                    # 2-4. data, audit, split, model
         dataset, split = prepared.dataset, prepared.split
         unchanged = unchanged_since_champion(spec, dataset, tracking, trigger)
         if unchanged:                                                         # a retrain with nothing new
             return unchanged
-        stages = [train_baseline(spec, dataset, split, tracking)]            # 5. frozen baseline, cached
+        start = starting_point(spec, tracking)                                # pretrained, or the champion's
+        stages = [train_baseline(spec, dataset, split, tracking, start)]     # 5. frozen baseline, cached
         if not stages[0].meets_target and spec.train.finetune_epochs > 0:
             stages.append(fine_tune(spec, dataset, split, stages[0], tracking))  # 6. unfreeze the last group
         selected = select_on_validation(spec, stages, tracking)
@@ -74,6 +77,7 @@ def transfer_learning(config_path: str, data_path: str | None = None,
             test = evaluate_once_on_test(spec, dataset, split, selected, tracking)
             outcome = gate_and_register(spec, dataset, split, selected, test, tracking)
         write_model_card(spec, prepared, stages, selected, test, outcome, tracking)
+        store_drift_reference(spec, dataset, split, selected, outcome, tracking)  # 7d. drift reference
     return RunSummary(spec, tracking.run_id, prepared, stages, selected, test, outcome)
 
 

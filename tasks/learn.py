@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -18,6 +19,9 @@ from tasks.spec import MetricSpec, Spec
 from tasks.split import SplitRef
 from tasks.step import step
 from tasks.train import EpochRecord
+
+if TYPE_CHECKING:
+    from tasks.warm_start import StartingPoint
 
 
 @dataclass(frozen=True)
@@ -32,17 +36,40 @@ class StageResult:
     notes: str
     keep: bool
     meets_target: bool
+    started_from: str = "pretrained"  # the backbone weights training began with
+
+
+@step("5a starting point")
+def starting_point(spec: Spec, tracking: TrackingRef) -> StartingPoint | None:
+    """`retrain.start_from: champion`: the champion's fine-tuned backbone, when there is a champion."""
+    from tasks.tracking import client_for, log_params
+    from tasks.warm_start import champion_starting_point
+
+    client = client_for(spec.workdir)
+    start = None
+    if spec.retrain.start_from == "champion":
+        start = champion_starting_point(client, spec, spec.workdir / "checkpoints" / tracking.run_id)
+        print(f"Starting from the fine-tuned backbone of {start.describe()}" if start else
+              "retrain.start_from: champion, but there is no champion yet: starting from the pretrained weights")
+    client.set_tag(tracking.run_id, "started_from", start.describe() if start else "pretrained")
+    if start:
+        log_params(client, tracking.run_id, {"start_weights_sha256": start.sha256})
+    return start
 
 
 @step("5 feature-extraction baseline")
-def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef) -> StageResult:
-    """Frozen backbone, embeddings computed once (cached), a new linear head trained on them."""
+def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
+                   start: StartingPoint | None = None) -> StageResult:
+    """Frozen backbone, embeddings computed once (cached), a new linear head trained on them. From
+    a champion's backbone (`start`), the head is new too: the classes may have changed."""
     from tasks.backbones import load_backbone
     from tasks.features import cached_embeddings, open_cache
     from tasks.metrics import meets_target
     from tasks.train import Batches, Classifier, class_indices, fit, new_head
 
     backbone = load_backbone(spec.model)
+    if start:
+        backbone.load_starting_point(start.weights, start.sha256, start.describe())
     examples, classes = _train_val_examples(dataset, split)
     cache = open_cache(spec.workdir, backbone)
     features, computed = {}, 0
@@ -60,10 +87,12 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
                  epochs=spec.train.head_epochs, patience=spec.train.head_patience,
                  metric=spec.metric, classes=classes, seed=spec.train.seed, description="baseline head")
     meets = meets_target(result.best_val_metric, spec.metric)
-    notes = (f"frozen {spec.model.name}, linear head; {computed} embeddings computed, {reused} reused; "
+    origin = start.describe() if start else "pretrained"
+    notes = (f"frozen {spec.model.name} ({origin}), linear head; {computed} embeddings computed, {reused} reused; "
              + ("meets the target on validation: fine-tuning skipped" if meets else "below target on validation"))
     return _record_stage(spec, tracking, "baseline", Classifier(backbone, head), result, notes, True, {
-        "embeddings_computed": computed, "embeddings_reused": reused, "lr": spec.train.head_learning_rate})
+        "embeddings_computed": computed, "embeddings_reused": reused, "lr": spec.train.head_learning_rate,
+        "started_from": origin}, origin)
 
 
 @step("6 fine-tune last layer group")
@@ -87,7 +116,8 @@ def fine_tune(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageR
     diagnosis = diagnose_stage(result, baseline.val_value, spec.metric, classes)
     print("Diagnosis: " + diagnosis.text())
     return _record_stage(spec, tracking, "finetune-1", classifier, result, diagnosis.text(), diagnosis.keep_stage,
-                         {"unfrozen_groups": 1, "lr": lr, "layer_groups_total": len(backbone.layer_groups())})
+                         {"unfrozen_groups": 1, "lr": lr, "layer_groups_total": len(backbone.layer_groups())},
+                         baseline.started_from)
 
 
 @step("select on validation")
@@ -126,7 +156,7 @@ def _train_val_examples(dataset: DatasetRef, split: SplitRef) -> tuple[dict[str,
 
 
 def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torch.nn.Module, result,
-                  notes: str, keep: bool, params: dict[str, object]) -> StageResult:
+                  notes: str, keep: bool, params: dict[str, object], started_from: str) -> StageResult:
     """Checkpoint the stage and log it as a nested MLflow run under the flow's parent run."""
     from tasks.atomic import write_atomic
     from tasks.data import sha256_file
@@ -146,4 +176,4 @@ def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torc
     end_run(client, run_id, succeeded=True)
     print(f"{name}: validation {spec.metric.key} {result.best_val_metric:.4f} (epoch {result.best_epoch})")
     return StageResult(name, run_id, result.best_val_metric, best_scores, checkpoint, sha256_file(checkpoint),
-                       result.history, notes, keep, meets_target(result.best_val_metric, spec.metric))
+                       result.history, notes, keep, meets_target(result.best_val_metric, spec.metric), started_from)

@@ -41,10 +41,14 @@ class GateOutcome:
 def promotion_lock(spec: Spec) -> Iterator[None]:
     """Step 7 as one critical section per model: read the champion, read the test ids once, score
     both, decide, set the alias. No other run can promote in between, so no run moves the alias on
-    a stale view of the champion. (A file lock: it holds for every process sharing this workdir.)"""
+    a stale view of the champion. A file lock holds it for every process sharing this workdir; with
+    a Prefect server, its global concurrency limit `transferflow-promote-<model>` (leased, so a
+    crashed holder frees it) also holds it for processes on other machines. Always in this order."""
     from tasks.atomic import exclusive_lock
+    from tasks.model_limits import promotion_limit
 
-    with exclusive_lock(spec.workdir / "locks" / f"promote-{spec.registry.model_name}.lock"):
+    with (exclusive_lock(spec.workdir / "locks" / f"promote-{spec.registry.model_name}.lock"),
+          promotion_limit(spec.registry.model_name)):
         yield
 
 
@@ -159,7 +163,8 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
         "test_max_prior_uses": str(test.exposure.max_prior_uses),
         **({"test_fresh_metric": f"{test.fresh_value:.6f}"} if test.fresh_value is not None else {}),
         **champion_evidence,
-        "selected_stage": selected.name, "checkpoint_sha256": selected.checkpoint_sha256,
+        "selected_stage": selected.name, "started_from": selected.started_from,
+        "checkpoint_sha256": selected.checkpoint_sha256,
         "run_id": tracking.run_id, **{f"n_{name}": str(size) for name, size in split.sizes.items()},
     }
     registration = log_and_register(client, tracking.run_id, selected.checkpoint, spec.model, list(dataset.classes),
@@ -201,7 +206,8 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
         base_model_source=base_model.source,
         settings={input_size[0]: input_size[1], **spec.train.model_dump(),
                   **{f"split.{k}": v for k, v in spec.split.model_dump().items()},
-                  **{f"gate.{k}": v for k, v in spec.gate.model_dump().items()}},
+                  **{f"gate.{k}": v for k, v in spec.gate.model_dump().items()},
+                  "retrain.start_from": spec.retrain.start_from, "started from": selected.started_from},
         data_path=str(spec.data.path), data_fingerprint=dataset.fingerprint, test_fingerprint=split.test_fingerprint,
         manifest_sha256=split.manifest_sha256, split_sizes=split.sizes, class_counts=quality.class_counts,
         quality_warnings=[*quality.warnings, *split.warnings], stages=[(s.name, s.val_value, s.notes) for s in stages],

@@ -192,6 +192,27 @@ class GateSpec(_Frozen):
                                          "more than this below the current champion on the same test split.")
 
 
+class DriftSpec(_Frozen):
+    """The drift check: incoming inputs vs a reference sample of the champion's training embeddings."""
+
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Significance level: drift when the MMD permutation "
+                         "test's p-value is below it (no drift is flagged more often than this).")
+    reference_size: int = Field(1000, ge=10, description="Training examples embedded and stored when a version "
+                                                         "is promoted.")
+    permutations: int = Field(500, ge=19, description="Permutations of the MMD test; p-values are multiples of "
+                                                      "1/(permutations + 1).")
+    seed: int = 0
+
+
+class RetrainSpec(_Frozen):
+    """Where a retraining run starts: the pretrained base model, or the champion's weights."""
+
+    start_from: Literal["pretrained", "champion"] = Field(
+        "pretrained",
+        description="champion: start from the current champion's fine-tuned backbone (re-fine-tuning: cheaper, the "
+                    "usual answer to drift); its base model must be this config's. pretrained when no champion exists.")
+
+
 class RegistrySpec(_Frozen):
     """Where the gated model goes in the MLflow model registry."""
 
@@ -209,6 +230,8 @@ class Spec(_Frozen):
     split: SplitSpec = SplitSpec()
     train: TrainSpec = TrainSpec()
     gate: GateSpec = GateSpec()
+    drift: DriftSpec = DriftSpec()
+    retrain: RetrainSpec = RetrainSpec()
     registry: RegistrySpec
     workdir: Path = Field(Path(".transferflow"), description="Caches, splits and the default MLflow store.")
 

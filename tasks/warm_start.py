@@ -1,0 +1,69 @@
+"""`retrain.start_from: champion`: a retraining run starts from the champion's fine-tuned backbone.
+
+Re-fine-tuning is cheaper than starting over and is the usual answer to drift. The weights come
+from the champion's registered artifacts (what its pyfunc serves), never from the workdir; only
+the backbone is reused: the head is trained anew, since the classes may have changed. A
+champion built on another base model cannot be a starting point, and the run says so before it
+trains anything.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from mlflow import MlflowClient
+
+from tasks.errors import SpecError
+from tasks.spec import ModelSpec, Spec
+
+ENCODER_PREFIX = "encoder."  # how tasks.train.Classifier names the backbone's parameters
+
+
+@dataclass(frozen=True)
+class StartingPoint:
+    """The champion's backbone weights, saved as a state dict of the encoder alone."""
+
+    version: str
+    weights: Path
+    sha256: str
+
+    def describe(self) -> str:
+        return f"champion v{self.version}"
+
+
+def champion_starting_point(client: MlflowClient, spec: Spec, folder: Path) -> StartingPoint | None:
+    """The champion's encoder weights written under `folder`, or None when there is no champion
+    yet (the first run of a model starts from the pretrained weights)."""
+    from tasks.atomic import write_atomic
+    from tasks.champion import current_champion
+    from tasks.data import sha256_file
+
+    champion = current_champion(client, spec.registry.model_name, spec.registry.alias)
+    if champion is None:
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        artifacts = Path(client.download_artifacts(str(champion.run_id), "model/artifacts", scratch))
+        config = json.loads((artifacts / "model_config.json").read_text())
+        check_same_base_model(ModelSpec.model_validate(config["model"]), spec.model, spec.registry.model_name,
+                              str(champion.version))
+        [weights] = [p for p in artifacts.iterdir() if p.name != "model_config.json"]
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    encoder = {name.removeprefix(ENCODER_PREFIX): tensor for name, tensor in state.items()
+               if name.startswith(ENCODER_PREFIX)}
+    saved = write_atomic(folder / f"start-champion-v{champion.version}.pt", lambda handle: torch.save(encoder, handle))
+    return StartingPoint(str(champion.version), saved, sha256_file(saved))
+
+
+def check_same_base_model(champion: ModelSpec, config: ModelSpec, model_name: str, version: str) -> None:
+    """Fine-tuned weights only fit the architecture they were trained in."""
+    if (champion.family, champion.name) != (config.family, config.name):
+        raise SpecError(
+            f"retrain.start_from: champion, but champion version {version} of '{model_name}' was trained from "
+            f"{champion.family} {champion.name} and this config names {config.family} {config.name}. Fix: set "
+            "retrain.start_from: pretrained (a new base model starts from its pretrained weights), or set model: "
+            "back to the champion's base model."
+        )
