@@ -1,0 +1,182 @@
+"""Drift machinery: the incoming batch, what the champion sees in it, and the stored reference.
+
+The reference is a sample of the champion's training examples embedded by its own backbone (as
+fine-tuned) at promotion, stored as artifacts of the version's run under `drift_reference/`:
+`embeddings.npy` and `reference.json` (class mix the champion predicts on them, input statistics).
+A drift check embeds the incoming inputs with the same backbone, so both samples are what the
+model sees, and compares them with the MMD permutation test (tasks/mmd.py).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tasks.errors import DataError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from tasks.backbones import Backbone
+    from tasks.train import Classifier
+
+REFERENCE_DIR = "drift_reference"
+MIN_INCOMING = 10       # below this a two-sample test has almost no power: refuse rather than reassure
+MAX_TESTED = 2000       # incoming inputs beyond this are subsampled (seeded) for the kernel matrix's sake
+
+
+@dataclass(frozen=True)
+class IncomingBatch:
+    """New unlabeled inputs: image paths or texts, and where they came from."""
+
+    source: Path
+    modality: str                    # "image" or "text"
+    inputs: tuple[str, ...]          # image file paths, or the texts
+    relative: tuple[str, ...] = ()   # images: path inside the folder (kept when the batch is stored)
+    text_column: str = "text"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the champion sees in a sample: embeddings, predicted class mix, input statistics."""
+
+    embeddings: np.ndarray
+    class_mix: dict[str, float]
+    statistics: dict[str, list[float]]
+
+
+def read_incoming(path: Path, modality: str, text_column: str) -> IncomingBatch:
+    """An image folder (recursive) or a CSV of texts, checked whole: an unreadable file, an empty
+    folder or a missing column is an error naming it, never a silently smaller batch."""
+    path = path.expanduser().resolve()
+    if not path.exists():
+        raise DataError(f"{path}: incoming batch not found. Fix: pass --incoming "
+                        f"{'a folder of images' if modality == 'image' else 'a CSV file of texts'}.")
+    batch = _read_images(path) if modality == "image" else _read_texts(path, text_column)
+    if len(batch.inputs) < MIN_INCOMING:
+        raise DataError(f"{path}: {len(batch.inputs)} input(s); the drift test needs at least {MIN_INCOMING}. "
+                        "Fix: pass a larger batch.")
+    return batch
+
+
+def _read_images(folder: Path) -> IncomingBatch:
+    from PIL import Image
+
+    from tasks.data import IMAGE_EXTENSIONS
+
+    if not folder.is_dir():
+        raise DataError(f"{folder}: the model reads images. Fix: pass a folder of images as --incoming.")
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if not images:
+        raise DataError(f"{folder}: no image files in this folder (extensions {', '.join(IMAGE_EXTENSIONS)}). "
+                        "Fix: pass a folder of images as --incoming.")
+    unreadable = []
+    for image in images:
+        try:
+            with Image.open(image) as opened:
+                opened.load()  # decodes it all: a truncated file fails here, not halfway through the check
+        except (OSError, ValueError, SyntaxError):  # what PIL raises on damaged or foreign bytes
+            unreadable.append(image)
+    if unreadable:
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise DataError(f"{unreadable[0]}: not an image file PIL can read{more}. "
+                        "Fix: remove or replace the unreadable file(s), then run the check again.")
+    return IncomingBatch(folder, "image", tuple(map(str, images)), tuple(str(p.relative_to(folder)) for p in images))
+
+
+def _read_texts(path: Path, text_column: str) -> IncomingBatch:
+    from tasks.data import read_csv
+
+    if not path.is_file() or path.suffix.lower() != ".csv":
+        raise DataError(f"{path}: the model reads texts. Fix: pass a CSV file with a '{text_column}' column "
+                        "as --incoming.")
+    frame = read_csv(path)
+    if text_column not in frame.columns:
+        raise DataError(f"{path}: no column '{text_column}' (columns: {list(frame.columns)}). "
+                        "Fix: pass --column NAME, or set data.text_column in the config.")
+    return IncomingBatch(path, "text", tuple(frame[text_column].fillna("")), text_column=text_column)
+
+
+def input_statistics(backbone: Backbone, modality: str, inputs: list[str]) -> dict[str, list[float]]:
+    """Per input, what a person checks first: image size and brightness; text length and the
+    share of its tokens the tokenizer does not know."""
+    return _image_statistics(inputs) if modality == "image" else _text_statistics(backbone, inputs)
+
+
+def _image_statistics(paths: list[str]) -> dict[str, list[float]]:
+    from PIL import Image, ImageOps
+
+    stats: dict[str, list[float]] = {"width": [], "height": [], "brightness": []}
+    for path in paths:
+        with Image.open(path) as image:
+            upright = ImageOps.exif_transpose(image)
+            stats["width"].append(float(upright.width))
+            stats["height"].append(float(upright.height))
+            grey = upright.convert("L")
+            grey.thumbnail((64, 64))  # the mean brightness barely moves; the cost drops a lot
+            stats["brightness"].append(float(np.asarray(grey, dtype=np.float32).mean() / 255.0))
+    return stats
+
+
+def _text_statistics(backbone: Backbone, texts: list[str]) -> dict[str, list[float]]:
+    stats: dict[str, list[float]] = {"length_chars": [float(len(t)) for t in texts]}
+    tokenizer = getattr(backbone, "tokenizer", None)
+    if tokenizer is not None and tokenizer.unk_token_id is not None:
+        ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        stats["unknown_token_share"] = [sum(i == tokenizer.unk_token_id for i in row) / len(row) if row else 0.0
+                                        for row in ids]
+    return stats
+
+
+def what_the_model_sees(classifier: Classifier, classes: list[str], modality: str, inputs: list[str],
+                        batch_size: int, embeddings: np.ndarray | None = None) -> Seen:
+    """Embeddings (computed here unless given), the champion's predicted class mix and input statistics."""
+    import torch
+
+    from tasks.features import embed_inputs
+
+    if embeddings is None:
+        embeddings = embed_inputs(classifier.backbone, inputs, batch_size)
+    with torch.inference_mode():
+        predicted = classifier.head(torch.from_numpy(embeddings)).argmax(1).numpy()
+    counts = np.bincount(predicted, minlength=len(classes))
+    mix = {label: float(c) / max(1, len(predicted)) for label, c in zip(classes, counts, strict=True)}
+    return Seen(embeddings, mix, input_statistics(classifier.backbone, modality, inputs))
+
+
+def class_mix_shift(reference: dict[str, float], incoming: dict[str, float]) -> float:
+    """Total variation distance between two class mixes: the share of predictions that would have
+    to change class for the mixes to match (0 = same mix, 1 = disjoint)."""
+    labels = set(reference) | set(incoming)
+    return 0.5 * sum(abs(reference.get(k, 0.0) - incoming.get(k, 0.0)) for k in labels)
+
+
+def log_reference(client: MlflowClient, run_id: str, seen: Seen, facts: dict[str, Any]) -> None:
+    """The reference as artifacts of the version's run: embeddings.npy + reference.json."""
+    with tempfile.TemporaryDirectory() as folder:
+        np.save(Path(folder) / "embeddings.npy", seen.embeddings.astype(np.float32))
+        (Path(folder) / "reference.json").write_text(json.dumps(
+            {**facts, "n": len(seen.embeddings), "class_mix": seen.class_mix, "statistics": seen.statistics}))
+        client.log_artifacts(run_id, folder, REFERENCE_DIR)
+
+
+def load_reference(client: MlflowClient, run_id: str, what: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The stored reference of a version's run; a clear error for versions registered without one."""
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = Path(client.download_artifacts(run_id, REFERENCE_DIR, folder))
+            embeddings = np.load(local / "embeddings.npy", allow_pickle=False)
+            facts = json.loads((local / "reference.json").read_text())
+        except (MlflowException, OSError):
+            raise DataError(f"{what} has no drift reference (it was promoted before drift references were "
+                            "stored). Fix: run `transferflow run CONFIG` so a newly promoted version stores "
+                            "one.") from None
+    return embeddings, facts

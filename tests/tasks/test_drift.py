@@ -1,0 +1,179 @@
+"""The drift test's statistics, checked against independent recomputations and on real embeddings:
+MMD^2 and its permutation p-value by brute force, false alarms on in-distribution samples within
+the binomial bound at alpha, and detection of another text domain and of a strongly different
+class mix. Plus the incoming batch's bad-input messages."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy.spatial.distance import cdist
+from scipy.stats import binom
+
+from tasks.drift import class_mix_shift, read_incoming
+from tasks.drift_report import statistic_shifts
+from tasks.errors import DataError
+from tasks.mmd import mmd_permutation_test
+from tests.conftest import shared_dataset
+
+ALPHA = 0.05
+SEEDS = 60
+
+
+def brute_force_mmd2(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
+    """Unbiased MMD^2 by the textbook double sums, with loops."""
+    def k(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.exp(-np.sum((a - b) ** 2) / (2 * sigma ** 2)))
+
+    n, m = len(x), len(y)
+    xx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(a, b) for a in x for b in y) / (n * m)
+    return xx + yy - 2 * xy
+
+
+def median_bandwidth(pooled: np.ndarray) -> float:
+    """The lower median of the pooled pairwise distances (torch's median is the lower one)."""
+    distances = cdist(pooled, pooled)
+    return statistics.median_low(distances[np.triu_indices(len(pooled), 1)].tolist())
+
+
+def test_mmd_and_bandwidth_match_a_brute_force_recomputation():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(6, 3)), rng.normal(0.7, 1.3, size=(5, 3))
+    result = mmd_permutation_test(x, y, permutations=19, seed=0)
+    sigma = median_bandwidth(np.concatenate([x, y]))
+    assert result.bandwidth == pytest.approx(sigma, rel=1e-9)
+    assert result.score == pytest.approx(brute_force_mmd2(x, y, sigma), rel=1e-9)
+
+
+def test_permutation_p_value_matches_the_exact_one_by_enumeration():
+    """With 3 + 3 vectors there are 20 labellings: the exact permutation p-value is the share whose
+    brute-force MMD^2 reaches the observed one; many random permutations must agree with it."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(3, 2)), rng.normal(1.0, 1.0, size=(3, 2))
+    pooled = np.concatenate([x, y])
+    sigma = median_bandwidth(pooled)
+    observed = brute_force_mmd2(x, y, sigma)
+    splits = [brute_force_mmd2(pooled[list(s)], pooled[[i for i in range(6) if i not in s]], sigma)
+              for s in itertools.combinations(range(6), 3)]
+    exact = np.mean(np.array(splits) >= observed - 1e-12)
+    result = mmd_permutation_test(x, y, permutations=4000, seed=2)
+    assert 0 < exact < 1
+    assert result.p_value == pytest.approx(exact, abs=0.025)
+
+
+def test_false_alarms_on_gaussian_samples_and_a_mean_shift_is_found():
+    upper = binom.ppf(0.99, 100, ALPHA)
+    false_alarms = 0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        p = mmd_permutation_test(rng.normal(size=(30, 5)), rng.normal(size=(25, 5)), 99, seed).p_value
+        false_alarms += p < ALPHA
+    assert false_alarms <= upper
+    rng = np.random.default_rng(0)
+    shifted = mmd_permutation_test(rng.normal(size=(60, 5)), rng.normal(0.6, 1.0, size=(60, 5)), 199, 0)
+    assert shifted.p_value < ALPHA and shifted.p_value == pytest.approx(1 / 200)
+
+
+def test_a_reference_larger_than_one_permutation_chunk_and_unequal_sizes():
+    rng = np.random.default_rng(5)
+    result = mmd_permutation_test(rng.normal(size=(40, 4)), rng.normal(size=(7, 4)), permutations=250, seed=1)
+    assert len(result.null_scores) == 250 and 1 / 251 <= result.p_value <= 1
+
+
+@pytest.fixture(scope="module")
+def sms_embeddings(request):
+    """Real MiniLM embeddings of SMS texts from a train and a validation pool (the test part of a
+    stratified split is set aside and never embedded), and of banking77 texts (another domain).
+    Kept in pytest's cache folder through the project's embedding cache: later runs read them."""
+    from sklearn.model_selection import train_test_split
+
+    from tasks.backbones import load_backbone
+    from tasks.data import sha256_text
+    from tasks.features import cached_embeddings, open_cache
+    from tasks.spec import ModelSpec
+
+    sms = pd.read_csv(shared_dataset("sms_spam") / "sms_spam.csv").drop_duplicates("text")
+    banking = pd.read_csv(shared_dataset("banking77") / "train.csv").sample(40, random_state=0)
+    rest, _test = train_test_split(sms, test_size=0.15, stratify=sms["label"], random_state=0)
+    train, val = train_test_split(rest, train_size=100, test_size=240, stratify=rest["label"], random_state=0)
+    backbone = load_backbone(ModelSpec(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=32))
+    cache = open_cache(request.config.cache.mkdir("drift-embeddings"), backbone)
+
+    def embed(frame: pd.DataFrame) -> np.ndarray:
+        texts = list(frame["text"])
+        return cached_embeddings(cache, backbone, [sha256_text(t) for t in texts], texts, 64)[0]
+
+    return {"train": embed(train), "val": embed(val), "val_labels": val["label"].to_numpy(),
+            "banking": embed(banking)}
+
+
+def test_false_alarms_on_validation_samples_stay_within_the_binomial_bound(sms_embeddings):
+    """Per seed, a reference of 100 and an incoming batch of 50 drawn disjointly from the validation
+    pool. Given the pool, each seed's test is exact and independent of the others, so false alarms
+    follow Binomial(seeds, <= alpha): more than its 99% quantile means the test is not sound.
+    (Fixed train and validation pools would not do: every seed would re-test the same two finite
+    pools, and their false alarms would come together.)"""
+    upper = binom.ppf(0.99, SEEDS, ALPHA)
+    pool = sms_embeddings["val"]
+    p_values = []
+    for seed in range(SEEDS):
+        order = np.random.default_rng(seed).permutation(len(pool))
+        p_values.append(mmd_permutation_test(pool[order[:100]], pool[order[100:150]], 199, seed).p_value)
+    false_alarms = sum(p < ALPHA for p in p_values)
+    assert false_alarms <= upper, f"{false_alarms} false alarms in {SEEDS} (99% bound {upper:g})"
+    assert 0.3 < float(np.median(p_values)) < 0.7  # roughly uniform, not merely conservative
+
+
+def test_another_text_domain_is_flagged(sms_embeddings):
+    reference = sms_embeddings["train"][:100]
+    result = mmd_permutation_test(reference, sms_embeddings["banking"], 199, 0)
+    assert result.p_value < ALPHA
+
+
+def test_a_strongly_different_class_mix_is_flagged(sms_embeddings):
+    """The training mix is ~13% spam; a batch that is 75% spam (same domain, same texts' kind)."""
+    labels = sms_embeddings["val_labels"]
+    spam, ham = np.flatnonzero(labels == "spam")[:30], np.flatnonzero(labels == "ham")[:10]
+    assert len(spam) == 30
+    incoming = sms_embeddings["val"][np.concatenate([spam, ham])]
+    result = mmd_permutation_test(sms_embeddings["train"][:100], incoming, 199, 0)
+    assert result.p_value < ALPHA
+
+
+def test_class_mix_shift_is_the_total_variation_distance():
+    assert class_mix_shift({"ham": 0.8, "spam": 0.2}, {"ham": 0.5, "spam": 0.5}) == pytest.approx(0.3)
+    assert class_mix_shift({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
+    shifts = statistic_shifts({"length_chars": [10.0, 20.0, 30.0]}, {"length_chars": [40.0, 40.0]})
+    assert shifts["length_chars"].shift_in_sd == pytest.approx((40 - 20) / np.std([10, 20, 30]))
+
+
+def test_empty_folder_unreadable_image_and_missing_column_name_the_fix(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"empty: no image files in this folder.*Fix: pass a folder of images"):
+        read_incoming(empty, "image", "text")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(12):
+        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(images / f"{i}.png")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    with pytest.raises(DataError, match=r"broken.jpg: not an image file PIL can read.*Fix: remove or replace"):
+        read_incoming(images, "image", "text")
+    (images / "broken.jpg").unlink()
+    batch = read_incoming(images, "image", "text")
+    assert len(batch.inputs) == 12 and batch.relative[0] == "0.png"
+    texts = tmp_path / "texts.csv"
+    texts.write_text("message\n" + "hello\n" * 12)
+    with pytest.raises(DataError, match=r"no column 'text' \(columns: \['message'\]\).*Fix: pass --column NAME"):
+        read_incoming(texts, "text", "text")
+    assert len(read_incoming(texts, "text", "message").inputs) == 12
+    texts.write_text("text\nhi\n")
+    with pytest.raises(DataError, match=r"1 input\(s\); the drift test needs at least 10"):
+        read_incoming(texts, "text", "text")
