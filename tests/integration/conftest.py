@@ -1,5 +1,6 @@
-"""Integration fixtures: a real Prefect API (the test harness starts a temporary server), and
-small slices of the real shared datasets written into a temporary folder."""
+"""Integration fixtures: one real `prefect server` for the session (127.0.0.1, a free port, its
+own temporary PREFECT_HOME, stopped by its PID even when tests fail), and small slices of the
+real shared datasets written into a temporary folder."""
 
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_api(tmp_path_factory):
+    """The server `transferflow serve` would start, used by in-process flows (settings) and by
+    the commands the tests run (environment). Schedules, triggers and concurrency limits need it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
+    from flows.local_server import local_prefect_server
+
+    with (local_prefect_server(tmp_path_factory.mktemp("prefect-server-home")) as server,
+          temporary_settings({PREFECT_API_URL: server.api_url}), pytest.MonkeyPatch.context() as patch):
+        patch.setenv("PREFECT_API_URL", server.api_url)
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -50,13 +57,13 @@ def csv_slice(source: Path, destination: Path, per_label: dict[str, int], duplic
     return destination
 
 
-def run_transferflow(args: list[str], cwd: Path) -> tuple[int, str]:
-    """The `transferflow` command as a user runs it, against the test harness's Prefect server."""
+def run_transferflow(args: list[str], cwd: Path, **env_overrides: str) -> tuple[int, str]:
+    """The `transferflow` command as a user runs it, against the session's Prefect server."""
     from prefect.settings import PREFECT_API_URL
 
     from flows.runtime import ALLOCATOR_SETTINGS
 
-    env = {**os.environ, **ALLOCATOR_SETTINGS, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    env = {**os.environ, **ALLOCATOR_SETTINGS, "PREFECT_API_URL": PREFECT_API_URL.value(), **env_overrides}
     result = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=600)
     return result.returncode, result.stdout + result.stderr
