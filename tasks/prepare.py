@@ -90,6 +90,10 @@ def unchanged_since_champion(spec: Spec, dataset: DatasetRef, tracking: Tracking
         return None
     reason = (f"nothing new to learn from: the data ({dataset.fingerprint[:12]}) is the data champion version "
               f"{champion.version} was trained on, so this {trigger}-triggered run trains and registers nothing")
+    waiting = latest_incoming_batch(spec.workdir, spec.registry.model_name) if trigger == "drift" else None
+    if waiting:
+        reason += (f". The drifted batch waits for labels in {waiting}: label it, add it to {spec.data.path} "
+                   "and run again")
     client.set_tag(tracking.run_id, "decision", "nothing-new")
     log_text(client, tracking.run_id, reason, "nothing_new.txt")
     publish_markdown(artifact_key(spec.registry.model_name, "gate-decision"),
@@ -98,6 +102,13 @@ def unchanged_since_champion(spec: Spec, dataset: DatasetRef, tracking: Tracking
     tag_flow_run("decision:nothing-new")
     print(reason)
     return UnchangedData(tracking.run_id, str(champion.version), reason)
+
+
+def latest_incoming_batch(workdir: Path, model_name: str) -> Path | None:
+    """The newest batch a drift check kept for this model (`<workdir>/incoming/<model>/<UTC stamp>`)."""
+    folder = workdir / "incoming" / model_name
+    batches = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return batches[-1] if batches else None
 
 
 @step("1 validate config")

@@ -286,3 +286,17 @@ def test_a_scheduled_retrain_on_unchanged_data_trains_and_reads_nothing(runs, sc
     assert parent.data.tags["decision"] == "nothing-new" and parent.info.status == "FINISHED"
     assert not client.search_runs([parent.info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{scheduled_rerun.run_id}'")  # no stage ran
+
+
+def test_a_drift_triggered_retrain_on_unchanged_data_points_at_the_batch_waiting_for_labels(runs):
+    summaries, _, _ = runs
+    workdir = summaries["pass"].spec.workdir
+    kept = workdir / "incoming" / "ants-vs-bees"
+    for stamp in ("20261127T090000000000Z", "20261127T100000000000Z"):  # as the drift check names them
+        (kept / stamp).mkdir(parents=True)
+    config = workdir.parent / "pass" / "config.yaml"
+
+    rerun = transfer_learning(str(config), trigger="drift")
+
+    assert "nothing new to learn from" in rerun.reason
+    assert f"The drifted batch waits for labels in {kept / '20261127T100000000000Z'}" in rerun.reason
