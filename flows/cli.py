@@ -72,6 +72,45 @@ def validate(config: Path = typer.Argument(..., help="YAML config"), data: Path 
 
 
 @app.command()
+def drift(config: Path = typer.Argument(..., help="YAML config"),
+          incoming: Path = typer.Option(..., "--incoming", help="New unlabeled inputs: a folder of images (searched "
+                                                                "recursively) or a CSV file of texts"),
+          column: str | None = typer.Option(None, "--column", help="Text column of a CSV batch (default: the "
+                                                                   "config's data.text_column)"),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (drift, p_value, "
+                                                             "score, n, ...); logs go to stderr")) -> None:
+    """Test new inputs against the champion's training reference (MMD permutation test on its own
+    embeddings). Exits 0 with or without drift: the decision is in the output."""
+    with _user_errors():
+        from tasks.drift import read_incoming
+        from tasks.spec import FAMILY_MODALITY, load_spec
+
+        spec = load_spec(config)  # config, batch and champion are checked before the flow starts
+        read_incoming(incoming, FAMILY_MODALITY[spec.model.family], column or spec.data.text_column)
+        create_prefect_home()
+        wait_for_engine = start_local_engine_early()
+        from flows.drift import drift_check
+        from tasks.monitor import find_champion
+
+        find_champion.fn(spec)
+        wait_for_engine()
+        report = drift_check(str(config), str(incoming), text_column=column)
+    if as_json:
+        typer.echo(json.dumps(report.as_json()))
+        return
+    table = Table(title=f"drift check: {report.model_name} version {report.champion_version}", show_header=False)
+    table.add_row("decision", f"[{'red' if report.drift else 'green'}]{report.verdict}[/]")
+    table.add_row("p-value", f"{report.p_value:.4f} (alpha {report.alpha:g}, {report.permutations} permutations)")
+    table.add_row("MMD^2", f"{report.score:.4g}")
+    table.add_row("inputs", f"{report.n} incoming vs {report.reference_n} reference")
+    table.add_row("class mix moved", f"{report.class_mix_shift:.1%}")
+    if report.stored_batch:
+        table.add_row("stored for labeling", report.stored_batch)
+    table.add_row("mlflow run", str(report.mlflow_run_id))
+    console.print(table)
+
+
+@app.command()
 def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champion"),
             inputs: list[Path] | None = typer.Argument(None, help="Image files, folders of images, or CSV files "
                                                                   "of texts"),

@@ -1,0 +1,29 @@
+"""The drift check as a Prefect flow: a batch of new unlabeled inputs, embedded by the champion's
+own backbone, tested against the reference stored when it was promoted. On drift the batch is kept
+for labeling and `transferflow.drift.detected` is emitted (a retrain deployment can listen)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from prefect import flow
+
+from tasks.drift_report import DriftReport
+from tasks.monitor import find_champion, keep_incoming_batch, publish_drift_report, read_incoming_batch, test_for_drift
+from tasks.prepare import validate_config
+from tasks.step import label_flow_run, tag_flow_run
+
+
+@flow(name="drift-check", log_prints=True)
+def drift_check(config_path: str, incoming: str, trigger: str = "manual",
+                text_column: str | None = None) -> DriftReport:
+    """`text_column` defaults to the config's data.text_column (CSV batches only)."""
+    spec = validate_config(config_path)
+    label_flow_run(spec.registry.model_name, "drift-check")
+    tag_flow_run(f"started-by:{trigger}")
+    batch = read_incoming_batch(spec, incoming, text_column)          # checked whole before anything else
+    champion = find_champion(spec)
+    report = test_for_drift(spec, champion, batch)                    # MMD permutation test on embeddings
+    if report.drift:
+        report = replace(report, stored_batch=keep_incoming_batch(spec, batch, report, trigger))
+    return publish_drift_report(spec, config_path, report, trigger)  # MLflow, Prefect artifact, event

@@ -1,0 +1,232 @@
+"""Monitoring steps as Prefect tasks: the drift reference stored when a version is promoted (step
+7d), and the drift check: read the incoming batch, find the champion, test, keep a drifted batch
+for labeling, report. Each returns plain values."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from tasks.drift import IncomingBatch
+from tasks.drift_report import DriftReport
+from tasks.errors import TransferflowError
+from tasks.learn import StageResult
+from tasks.prepare import DatasetRef, TrackingRef
+from tasks.release import GateOutcome
+from tasks.spec import Spec
+from tasks.split import SplitRef
+from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
+
+DRIFT_EVENT = "transferflow.drift.detected"
+
+
+@dataclass(frozen=True)
+class ChampionRef:
+    model_name: str
+    version: str
+    run_id: str  # the flow's parent run: the registered model and its drift reference live there
+
+
+@step("7d store drift reference")
+def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
+                          outcome: GateOutcome, tracking: TrackingRef) -> int:
+    """On promotion only: embed up to drift.reference_size training examples (a seeded sample) with
+    the promoted backbone and store them, with the class mix it predicts and input statistics, as
+    artifacts of the version's run. Returns how many examples the reference holds."""
+    if not outcome.decision.passed:
+        print("Not promoted: no drift reference stored")
+        return 0
+    import numpy as np
+
+    from tasks.backbones import load_backbone
+    from tasks.data import read_table
+    from tasks.drift import REFERENCE_DIR, log_reference, what_the_model_sees
+    from tasks.features import cached_embeddings, open_cache
+    from tasks.spec import FAMILY_MODALITY
+    from tasks.split import train_val_ids
+    from tasks.tracking import client_for
+    from tasks.train import restore_classifier
+
+    classes, batch_size = list(dataset.classes), spec.train.batch_size
+    train_ids, _ = train_val_ids(split.manifest_path)
+    picked = np.random.default_rng(spec.drift.seed).choice(len(train_ids), min(spec.drift.reference_size,
+                                                                                  len(train_ids)), replace=False)
+    ids = [train_ids[i] for i in sorted(picked)]
+    inputs = list(read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")
+                  .loc[ids, "input"])
+    classifier = restore_classifier(spec.model, len(classes), selected.checkpoint)
+    frozen = _same_weights(classifier.backbone.module, load_backbone(spec.model).module)
+    # The embedding cache holds pretrained-backbone embeddings: valid only when fine-tuning changed nothing.
+    embeddings = (cached_embeddings(open_cache(spec.workdir, classifier.backbone), classifier.backbone, ids, inputs,
+                                    batch_size)[0] if frozen else None)
+    seen = what_the_model_sees(classifier, classes, FAMILY_MODALITY[spec.model.family], inputs, batch_size, embeddings)
+    client = client_for(spec.workdir)
+    registration = outcome.registration
+    log_reference(client, tracking.run_id, seen, {
+        "model_name": registration.model_name, "version": registration.version, "classes": classes,
+        "modality": FAMILY_MODALITY[spec.model.family], "backbone": "pretrained" if frozen else "fine-tuned",
+        "seed": spec.drift.seed, "example_ids": ids})
+    client.set_model_version_tag(registration.model_name, registration.version, "drift_reference",
+                                 f"{REFERENCE_DIR}/ ({len(ids)} training examples)")
+    print(f"Drift reference: {len(ids)} training examples embedded with the promoted backbone "
+          f"({'pretrained' if frozen else 'fine-tuned'})")
+    return len(ids)
+
+
+def _same_weights(module: torch.nn.Module, other: torch.nn.Module) -> bool:
+
+    mine, theirs = module.state_dict(), other.state_dict()
+    return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+@step("read incoming batch")
+def read_incoming_batch(spec: Spec, incoming: str, text_column: str | None) -> IncomingBatch:
+    from tasks.drift import read_incoming
+    from tasks.spec import FAMILY_MODALITY
+
+    batch = read_incoming(Path(incoming), FAMILY_MODALITY[spec.model.family], text_column or spec.data.text_column)
+    print(f"Incoming: {len(batch.inputs)} {batch.modality} input(s) from {batch.source}")
+    return batch
+
+
+@step("find the champion")
+def find_champion(spec: Spec) -> ChampionRef:
+    """The version holding the alias, read without creating an MLflow store where none exists."""
+    from tasks.champion import current_champion
+    from tasks.tracking import client_for
+
+    name, alias = spec.registry.model_name, spec.registry.alias
+    missing = TransferflowError(f"model '{name}' has no version with alias '{alias}' yet (store: "
+                                f"{os.environ.get('MLFLOW_TRACKING_URI') or spec.workdir / 'mlflow.db'}). Fix: run "
+                                "`transferflow run CONFIG` until a version passes the gate.")
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not (spec.workdir / "mlflow.db").is_file():
+        raise missing
+    version = current_champion(client_for(spec.workdir), name, alias)
+    if version is None:
+        raise missing
+    return ChampionRef(name, str(version.version), str(version.run_id))
+
+
+@step("test for drift")
+def test_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> DriftReport:
+    """Embed the batch with the champion's own backbone and test it against the stored reference."""
+    import numpy as np
+
+    from tasks.champion import _restore_registered
+    from tasks.drift import MAX_TESTED, class_mix_shift, load_reference, what_the_model_sees
+    from tasks.drift_report import statistic_shifts
+    from tasks.errors import DataError
+    from tasks.mmd import mmd_permutation_test
+    from tasks.tracking import client_for
+
+    client = client_for(spec.workdir)
+    what = f"model '{champion.model_name}' version {champion.version}"
+    reference, facts = load_reference(client, champion.run_id, what)
+    if facts["modality"] != batch.modality:
+        raise DataError(f"{batch.source}: {what} reads {facts['modality']}s, not {batch.modality}s. "
+                        "Fix: pass the kind of input the champion was trained on.")
+    classifier, classes = _restore_registered(client, champion.run_id)
+    seen = what_the_model_sees(classifier, classes, batch.modality, list(batch.inputs), spec.train.batch_size)
+    tested = seen.embeddings
+    if len(tested) > MAX_TESTED:
+        keep = np.random.default_rng(spec.drift.seed).choice(len(tested), MAX_TESTED, replace=False)
+        tested = tested[np.sort(keep)]
+    result = mmd_permutation_test(reference, tested, spec.drift.permutations, spec.drift.seed)
+    return DriftReport(
+        model_name=champion.model_name, champion_version=champion.version, source=str(batch.source),
+        drift=result.p_value < spec.drift.alpha, p_value=result.p_value, score=result.score,
+        alpha=spec.drift.alpha, n=len(batch.inputs), n_tested=len(tested), reference_n=len(reference),
+        permutations=spec.drift.permutations, bandwidth=result.bandwidth,
+        class_mix_reference=facts["class_mix"], class_mix_incoming=seen.class_mix,
+        class_mix_shift=class_mix_shift(facts["class_mix"], seen.class_mix),
+        statistics=statistic_shifts(facts["statistics"], seen.statistics),
+        null_scores=tuple(map(float, result.null_scores)))
+
+
+@step("keep the drifted batch for labeling")
+def keep_incoming_batch(spec: Spec, batch: IncomingBatch, report: DriftReport, trigger: str) -> str:
+    """Copy the batch under <workdir>/incoming/<model>/<UTC stamp>/ with a manifest: images under
+    `unlabeled/` (move each into a class folder), texts as a CSV with an empty `label` column.
+    The folder is new: nothing that exists is overwritten or deleted."""
+    import pandas as pd
+
+    from tasks.atomic import write_atomic, write_bytes_atomic, write_text_atomic
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    folder = spec.workdir.resolve() / "incoming" / report.model_name / stamp
+    folder.mkdir(parents=True, exist_ok=False)
+    if batch.modality == "image":
+        files = [f"unlabeled/{relative}" for relative in batch.relative]
+        for path, stored in zip(batch.inputs, files, strict=True):
+            write_bytes_atomic(folder / stored, Path(path).read_bytes())
+        how = "Move each image in unlabeled/ into <data.path>/<label>/, then run `transferflow run CONFIG`."
+    else:
+        files = ["texts.csv"]
+        table = pd.DataFrame({spec.data.text_column: list(batch.inputs), spec.data.label_column: ""})
+        write_atomic(folder / "texts.csv", lambda handle: handle.write(table.to_csv(index=False).encode("utf-8")))
+        how = (f"Fill the '{spec.data.label_column}' column of texts.csv, append the rows to data.path, then run "
+               "`transferflow run CONFIG`.")
+    manifest = {"model_name": report.model_name, "champion_version": report.champion_version,
+                "created_utc": stamp, "source": report.source, "modality": batch.modality, "n": len(batch.inputs),
+                "trigger": trigger, "p_value": report.p_value, "score": report.score, "alpha": report.alpha,
+                "files": files, "how_to_label": how}
+    write_text_atomic(folder / "manifest.json", json.dumps(manifest, indent=1))
+    print(f"Stored the drifted batch for labeling in {folder}")
+    return str(folder)
+
+
+@step("report drift")
+def publish_drift_report(spec: Spec, config_path: str, report: DriftReport, trigger: str) -> DriftReport:
+    """The report in MLflow (experiment `<model>-drift`) and the Prefect UI; on drift, the event
+    `transferflow.drift.detected` that a retrain deployment can be triggered by."""
+    from tasks.drift_report import render_markdown
+
+    report = replace(report, mlflow_run_id=_log_drift_run(spec, report, trigger))
+    publish_markdown(artifact_key(report.model_name, "drift"), render_markdown(report),
+                     f"Drift checks of {report.model_name}'s champion")
+    tag_flow_run("drift:detected" if report.drift else "drift:none")
+    if report.drift:
+        _emit_drift_event(report, str(Path(config_path).expanduser().resolve()))
+    print(report.summary())
+    return report
+
+
+def _log_drift_run(spec: Spec, report: DriftReport, trigger: str) -> str:
+    """One finished MLflow run per check: numbers, the markdown report, its JSON and the plot."""
+    from tasks import tracking
+    from tasks.drift_report import drift_figure, render_markdown
+
+    name = report.model_name
+    client = tracking.client_for(spec.workdir)
+    experiment = tracking.experiment_id(client, f"{name}-drift", spec.workdir)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H%M%S")
+    run_id = tracking.start_run(client, experiment, f"{name}-drift-check-{stamp}", tags={
+        "model": name, "champion_version": report.champion_version, "trigger": trigger,
+        "decision": "drift" if report.drift else "no-drift"})
+    report = replace(report, mlflow_run_id=run_id)
+    tracking.log_params(client, run_id, {"alpha": report.alpha, "permutations": report.permutations,
+                                         "source": report.source, "reference_n": report.reference_n,
+                                         "stored_batch": report.stored_batch or ""})
+    tracking.log_scores(client, run_id, {"p_value": report.p_value, "mmd2": report.score, "n": report.n,
+                                         "class_mix_shift": report.class_mix_shift, "drift": float(report.drift)})
+    tracking.log_text(client, run_id, render_markdown(report), "drift_report.md")
+    tracking.log_text(client, run_id, json.dumps(report.as_json(), indent=1), "drift_report.json")
+    tracking.log_figure(client, run_id, drift_figure(report), "drift_report.png")
+    tracking.end_run(client, run_id, succeeded=True)
+    return run_id
+
+
+def _emit_drift_event(report: DriftReport, config_path: str) -> None:
+    from prefect.events import emit_event
+
+    emit_event(event=DRIFT_EVENT,
+               resource={"prefect.resource.id": f"transferflow.model.{report.model_name}",
+                         "prefect.resource.name": report.model_name},
+               payload={"config_path": config_path, "p_value": report.p_value, "score": report.score, "n": report.n,
+                        "alpha": report.alpha, "champion_version": report.champion_version,
+                        "stored_batch": report.stored_batch, "mlflow_run_id": report.mlflow_run_id})
