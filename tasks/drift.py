@@ -39,6 +39,7 @@ class IncomingBatch:
     inputs: tuple[str, ...]          # image file paths, or the texts
     relative: tuple[str, ...] = ()   # images: path inside the folder (kept when the batch is stored)
     text_column: str = "text"
+    skipped: tuple[str, ...] = ()    # images: files in the folder that are not images (reported, not read)
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ def _read_images(folder: Path) -> IncomingBatch:
 
     if not folder.is_dir():
         raise DataError(f"{folder}: the model reads images. Fix: pass a folder of images as --incoming.")
-    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not images:
         raise DataError(f"{folder}: no image files in this folder (extensions {', '.join(IMAGE_EXTENSIONS)}). "
                         "Fix: pass a folder of images as --incoming.")
@@ -87,7 +89,9 @@ def _read_images(folder: Path) -> IncomingBatch:
         more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
         raise DataError(f"{unreadable[0]}: not an image file PIL can read{more}. "
                         "Fix: remove or replace the unreadable file(s), then run the check again.")
-    return IncomingBatch(folder, "image", tuple(map(str, images)), tuple(str(p.relative_to(folder)) for p in images))
+    others = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    return IncomingBatch(folder, "image", tuple(map(str, images)), tuple(str(p.relative_to(folder)) for p in images),
+                         skipped=tuple(str(p.relative_to(folder)) for p in others))
 
 
 def _read_texts(path: Path, text_column: str) -> IncomingBatch:

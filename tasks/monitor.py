@@ -91,6 +91,9 @@ def read_incoming_batch(spec: Spec, incoming: str, text_column: str | None) -> I
 
     batch = read_incoming(Path(incoming), FAMILY_MODALITY[spec.model.family], text_column or spec.data.text_column)
     print(f"Incoming: {len(batch.inputs)} {batch.modality} input(s) from {batch.source}")
+    if batch.skipped:
+        shown = ", ".join(batch.skipped[:5]) + (f" (+{len(batch.skipped) - 5} more)" if len(batch.skipped) > 5 else "")
+        print(f"WARNING skipped {len(batch.skipped)} file(s) that are not images: {shown}")
     return batch
 
 

@@ -6,7 +6,9 @@ class mix. Plus the incoming batch's bad-input messages."""
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -167,8 +169,9 @@ def test_empty_folder_unreadable_image_and_missing_column_name_the_fix(tmp_path)
     with pytest.raises(DataError, match=r"broken.jpg: not an image file PIL can read.*Fix: remove or replace"):
         read_incoming(images, "image", "text")
     (images / "broken.jpg").unlink()
+    (images / "notes.txt").write_text("not an image")
     batch = read_incoming(images, "image", "text")
-    assert len(batch.inputs) == 12 and batch.relative[0] == "0.png"
+    assert len(batch.inputs) == 12 and batch.relative[0] == "0.png" and batch.skipped == ("notes.txt",)
     texts = tmp_path / "texts.csv"
     texts.write_text("message\n" + "hello\n" * 12)
     with pytest.raises(DataError, match=r"no column 'text' \(columns: \['message'\]\).*Fix: pass --column NAME"):
@@ -177,3 +180,36 @@ def test_empty_folder_unreadable_image_and_missing_column_name_the_fix(tmp_path)
     texts.write_text("text\nhi\n")
     with pytest.raises(DataError, match=r"1 input\(s\); the drift test needs at least 10"):
         read_incoming(texts, "text", "text")
+
+
+def test_a_drifted_image_batch_is_copied_with_its_folders_and_a_manifest(tmp_path):
+    """The copies keep their paths inside the batch folder, byte for byte; the source is untouched."""
+    from tasks.drift_report import DriftReport
+    from tasks.monitor import keep_incoming_batch
+    from tasks.spec import load_spec
+    from tests.conftest import write_config
+
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    config = write_config(tmp_path, f"""
+task: Tell a from b.
+metric: {{name: accuracy, target: 0.5}}
+data: {{kind: image_folder, path: {tmp_path / "data"}}}
+model: {{family: torchvision, name: mobilenet_v2}}
+registry: {{model_name: ab}}
+workdir: {tmp_path / "work"}
+""")
+    incoming = tmp_path / "incoming"
+    (incoming / "day2").mkdir(parents=True)
+    for i in range(11):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(incoming / ("day2" if i % 2 else "") / f"{i}.png")
+    batch = read_incoming(incoming, "image", "text")
+    report = DriftReport("ab", "3", str(incoming), True, 0.001, 0.2, 0.05, 11, 11, 20, 199, 1.0,
+                         {"a": 1.0}, {"a": 1.0}, 0.0, {})
+    stored = Path(keep_incoming_batch.fn(load_spec(config), batch, report, "manual"))
+    assert stored.parent == tmp_path / "work" / "incoming" / "ab"
+    manifest = json.loads((stored / "manifest.json").read_text())
+    assert manifest["n"] == 11 and manifest["champion_version"] == "3" and manifest["trigger"] == "manual"
+    assert sorted(manifest["files"]) == sorted(f"unlabeled/{r}" for r in batch.relative)
+    for relative in batch.relative:
+        assert (stored / "unlabeled" / relative).read_bytes() == (incoming / relative).read_bytes()
+    assert len(list(incoming.rglob("*.png"))) == 11
