@@ -22,6 +22,7 @@ from flows.runtime import (
     reexec_with_tuned_allocator,
     start_local_engine_early,
 )
+from flows.serve import DEFAULT_CRON, DEFAULT_DRIFT_EVERY
 from tasks.errors import TransferflowError
 
 if TYPE_CHECKING:
@@ -136,6 +137,24 @@ def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champ
     for item, label, probability in zip(model_inputs, answers["label"], answers["probability"], strict=True):
         table.add_row(item.shown, str(label), f"{probability:.3f}")
     console.print(table)
+
+
+@app.command()
+def serve(config: Path = typer.Argument(..., help="YAML config"),
+          incoming: Path = typer.Option(..., "--incoming", help="Where new unlabeled batches arrive: the drift "
+                                                                "check reads it"),
+          cron: str = typer.Option(DEFAULT_CRON, help="When `retrain` runs (cron: minute hour day month weekday)"),
+          drift_every: str = typer.Option(DEFAULT_DRIFT_EVERY, "--drift-every", help="How often `drift-check` "
+                                                                                     "runs: 90s, 30m, 6h, 1d")) -> None:
+    """Serve `retrain` (cron, and on a drift event for this model) and `drift-check` (interval) from
+    this process until Ctrl-C; starts a local Prefect server when PREFECT_API_URL is unset."""
+    with _user_errors():
+        from flows.serve import plan, serve_plan_deployments
+
+        serve_plan = plan(config, incoming, cron, drift_every)
+        check_servers(prefect=True, mlflow=True)
+        create_prefect_home()
+        serve_plan_deployments(serve_plan)
 
 
 split_app = typer.Typer(no_args_is_help=True, help="The split history that keeps each example in one split.")

@@ -1,0 +1,63 @@
+"""`transferflow serve` without a server: what the two deployments carry, and bad options
+answered in one line before anything starts."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.serve import build_deployments, parse_every, plan
+from tasks.errors import TransferflowError
+from tests.conftest import write_config
+
+CONFIG = """
+task: Flag spam.
+metric: {{name: accuracy, target: 0.5}}
+data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
+model: {{family: hf_text, name: all-MiniLM-L6-v2}}
+registry: {{model_name: SMS_spam}}
+workdir: {workdir}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "sms.csv").write_text("text,label\nhi,ham\nwin,spam\n")
+    return write_config(tmp_path, CONFIG.format(data=tmp_path / "sms.csv", workdir=tmp_path / "work"))
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("6h", 21600), (" 1d", 86400)])
+def test_durations(text, seconds):
+    assert parse_every(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["0h", "6", "1w", "h", "-1d", "1.5h"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(TransferflowError, match="--drift-every"):
+        parse_every(text)
+
+
+def test_the_deployments_carry_the_absolute_config_schedules_and_the_drift_trigger(config, monkeypatch):
+    monkeypatch.chdir(config.parent)
+    retrain, drift = build_deployments(plan(Path("config.yaml"), Path("incoming"), "15 4 * * *", "6h"))
+    assert (retrain.name, drift.name) == ("retrain", "drift-check")
+    assert retrain.parameters == {"config_path": str(config), "trigger": "schedule"}
+    assert [s.schedule.cron for s in retrain.schedules] == ["15 4 * * *"]
+    [trigger] = retrain.triggers
+    assert trigger.expect == {"transferflow.drift.detected"}
+    assert trigger.match.model_dump() == {"prefect.resource.id": "transferflow.model.SMS_spam"}
+    assert trigger.parameters == {"config_path": str(config), "trigger": "drift"}
+    assert drift.parameters == {"config_path": str(config), "incoming": str(config.parent / "incoming"),
+                                "trigger": "schedule"}
+    assert [s.schedule.interval for s in drift.schedules] == [timedelta(hours=6)]
+    assert retrain.entrypoint == "flows.transfer_learning.transfer_learning"  # any cwd can run it
+
+
+@pytest.mark.parametrize(("options", "named"), [(["--cron", "every monday"], "--cron 'every monday'"),
+                                                (["--drift-every", "soon"], "--drift-every 'soon'")])
+def test_bad_options_exit_2_with_one_line(config, options, named):
+    result = CliRunner().invoke(app, ["serve", str(config), "--incoming", "in", *options])
+    assert result.exit_code == 2 and named in result.output and "Fix:" in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
