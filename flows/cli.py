@@ -83,17 +83,16 @@ def drift(config: Path = typer.Argument(..., help="YAML config"),
     """Test new inputs against the champion's training reference (MMD permutation test on its own
     embeddings). Exits 0 with or without drift: the decision is in the output."""
     with _user_errors():
-        from tasks.drift import read_incoming
+        from tasks.drift import locate_champion, read_incoming
         from tasks.spec import FAMILY_MODALITY, load_spec
 
         spec = load_spec(config)  # config, batch and champion are checked before the flow starts
         read_incoming(incoming, FAMILY_MODALITY[spec.model.family], column or spec.data.text_column)
+        locate_champion(spec.workdir, spec.registry.model_name, spec.registry.alias)
         create_prefect_home()
         wait_for_engine = start_local_engine_early()
         from flows.drift import drift_check
-        from tasks.monitor import find_champion
 
-        find_champion.fn(spec)
         wait_for_engine()
         report = drift_check(str(config), str(incoming), text_column=column)
     if as_json:

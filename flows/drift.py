@@ -9,7 +9,7 @@ from dataclasses import replace
 from prefect import flow
 
 from tasks.drift_report import DriftReport
-from tasks.monitor import find_champion, keep_incoming_batch, publish_drift_report, read_incoming_batch, test_for_drift
+from tasks.monitor import check_for_drift, find_champion, keep_incoming_batch, publish_drift_report, read_incoming_batch
 from tasks.prepare import validate_config
 from tasks.step import label_flow_run, tag_flow_run
 
@@ -23,7 +23,7 @@ def drift_check(config_path: str, incoming: str, trigger: str = "manual",
     tag_flow_run(f"started-by:{trigger}")
     batch = read_incoming_batch(spec, incoming, text_column)          # checked whole before anything else
     champion = find_champion(spec)
-    report = test_for_drift(spec, champion, batch)                    # MMD permutation test on embeddings
+    report = check_for_drift(spec, champion, batch)                   # MMD permutation test on embeddings
     if report.drift:
         report = replace(report, stored_batch=keep_incoming_batch(spec, batch, report, trigger))
     return publish_drift_report(spec, config_path, report, trigger)  # MLflow, Prefect artifact, event

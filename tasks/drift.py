@@ -43,6 +43,32 @@ class IncomingBatch:
 
 
 @dataclass(frozen=True)
+class ChampionRef:
+    model_name: str
+    version: str
+    run_id: str  # the flow's parent run: the registered model and its drift reference live there
+
+
+def locate_champion(workdir: Path, model_name: str, alias: str) -> ChampionRef:
+    """The version holding the alias, read without creating an MLflow store where none exists."""
+    import os
+
+    from tasks.champion import current_champion
+    from tasks.errors import TransferflowError
+    from tasks.tracking import client_for
+
+    store = os.environ.get("MLFLOW_TRACKING_URI") or str(workdir / "mlflow.db")
+    missing = TransferflowError(f"model '{model_name}' has no version with alias '{alias}' yet (store: {store}). "
+                                "Fix: run `transferflow run CONFIG` until a version passes the gate.")
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not (workdir / "mlflow.db").is_file():
+        raise missing
+    version = current_champion(client_for(workdir), model_name, alias)
+    if version is None:
+        raise missing
+    return ChampionRef(model_name, str(version.version), str(version.run_id))
+
+
+@dataclass(frozen=True)
 class Seen:
     """What the champion sees in a sample: embeddings, predicted class mix, input statistics."""
 

@@ -5,16 +5,14 @@ for labeling, report. Each returns plain values."""
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from tasks.drift import IncomingBatch
+from tasks.drift import ChampionRef, IncomingBatch
 from tasks.drift_report import DriftReport
-from tasks.errors import TransferflowError
 from tasks.learn import StageResult
 from tasks.prepare import DatasetRef, TrackingRef
 from tasks.release import GateOutcome
@@ -23,13 +21,6 @@ from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
 
 DRIFT_EVENT = "transferflow.drift.detected"
-
-
-@dataclass(frozen=True)
-class ChampionRef:
-    model_name: str
-    version: str
-    run_id: str  # the flow's parent run: the registered model and its drift reference live there
 
 
 @step("7d store drift reference")
@@ -79,7 +70,6 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
 
 
 def _same_weights(module: torch.nn.Module, other: torch.nn.Module) -> bool:
-
     mine, theirs = module.state_dict(), other.state_dict()
     return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
 
@@ -99,24 +89,13 @@ def read_incoming_batch(spec: Spec, incoming: str, text_column: str | None) -> I
 
 @step("find the champion")
 def find_champion(spec: Spec) -> ChampionRef:
-    """The version holding the alias, read without creating an MLflow store where none exists."""
-    from tasks.champion import current_champion
-    from tasks.tracking import client_for
+    from tasks.drift import locate_champion
 
-    name, alias = spec.registry.model_name, spec.registry.alias
-    missing = TransferflowError(f"model '{name}' has no version with alias '{alias}' yet (store: "
-                                f"{os.environ.get('MLFLOW_TRACKING_URI') or spec.workdir / 'mlflow.db'}). Fix: run "
-                                "`transferflow run CONFIG` until a version passes the gate.")
-    if not os.environ.get("MLFLOW_TRACKING_URI") and not (spec.workdir / "mlflow.db").is_file():
-        raise missing
-    version = current_champion(client_for(spec.workdir), name, alias)
-    if version is None:
-        raise missing
-    return ChampionRef(name, str(version.version), str(version.run_id))
+    return locate_champion(spec.workdir, spec.registry.model_name, spec.registry.alias)
 
 
 @step("test for drift")
-def test_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> DriftReport:
+def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> DriftReport:
     """Embed the batch with the champion's own backbone and test it against the stored reference."""
     import numpy as np
 
