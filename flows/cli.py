@@ -88,6 +88,7 @@ def drift(config: Path = typer.Argument(..., help="YAML config"),
 
         spec = load_spec(config)  # config, batch and champion are checked before the flow starts
         read_incoming(incoming, FAMILY_MODALITY[spec.model.family], column or spec.data.text_column)
+        check_servers(prefect=True, mlflow=True)
         locate_champion(spec.workdir, spec.registry.model_name, spec.registry.alias)
         create_prefect_home()
         wait_for_engine = start_local_engine_early()

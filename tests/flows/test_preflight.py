@@ -111,6 +111,15 @@ def test_predict_with_mlflow_server_down(tmp_path, nothing_listening):
     assert_one_line_and_nothing_created(code, lines, tmp_path, "MLFLOW_TRACKING_URI", "does not answer")
 
 
+def test_drift_with_mlflow_server_down(tmp_path, config, nothing_listening):
+    batch = tmp_path / "incoming.csv"
+    batch.write_text("text\n" + "".join(f"new message {i}\n" for i in range(20)))
+    code, lines = transferflow(["drift", str(config), "--incoming", str(batch)], tmp_path,
+                               MLFLOW_TRACKING_URI=nothing_listening)
+    assert_one_line_and_nothing_created(code, lines, tmp_path, f"MLFLOW_TRACKING_URI={nothing_listening} does "
+                                                               "not answer")
+
+
 def test_predict_with_a_tracking_uri_without_scheme(tmp_path):
     texts = tmp_path / "texts.csv"
     texts.write_text("text\nhello\n")
