@@ -28,23 +28,44 @@ def tracking_uri(workdir: Path) -> str:
 
 def client_for(workdir: Path) -> MlflowClient:
     """An explicit client for this workdir's store (never MLflow's process-wide URIs, so flows
-    with different workdirs in one process never write to each other's store)."""
-    return _client(tracking_uri(workdir))
+    with different workdirs in one process never write to each other's store).
+
+    The workdir's own SQLite store is opened under a file lock: two processes creating a new
+    store at once would both run MLflow's schema migrations, and one would crash."""
+    uri = tracking_uri(workdir)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return _client(uri)
+    from tasks.atomic import exclusive_lock
+
+    with exclusive_lock(workdir / "locks" / "mlflow-store.lock"):
+        return _client(uri)
 
 
 @functools.cache
 def _client(uri: str) -> MlflowClient:
-    """One client per store and process: opening a SQLite store checks its schema (slow)."""
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    """One client per store and process, with both stores opened now: opening a SQLite store
+    checks (and on first use creates) its schema, which is slow and must not race."""
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments(max_results=1)
+    client.search_registered_models(max_results=1)
+    return client
 
 
 def experiment_id(client: MlflowClient, name: str, workdir: Path) -> str:
     """The experiment's id, creating it with artifacts under the workdir (not the current dir)."""
+    from mlflow.exceptions import MlflowException
+
     existing = client.get_experiment_by_name(name)
     if existing:
         return existing.experiment_id
     artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else (workdir / "mlartifacts" / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifacts)
+    try:
+        return client.create_experiment(name, artifact_location=artifacts)
+    except MlflowException:  # another process created it between the two calls
+        created = client.get_experiment_by_name(name)
+        if created is None:
+            raise
+        return created.experiment_id
 
 
 def start_run(client: MlflowClient, experiment: str, name: str, parent_run_id: str | None = None,

@@ -164,9 +164,6 @@ experiment_id(client_for(workdir), "sms-concurrent", workdir)
 """
 
 
-@pytest.mark.xfail(strict=False, reason="known race: two processes creating one workdir's SQLite store both run "
-                                        "MLflow's schema migrations ('duplicate column name'); fix: open the store "
-                                        "under a file lock in tasks.tracking.client_for")
 def test_two_processes_open_a_fresh_workdir_store_at_once(tmp_path):
     """What two first runs in one new workdir do at their start (seen as a crash with a traceback)."""
     from flows.runtime import ALLOCATOR_SETTINGS
