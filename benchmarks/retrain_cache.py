@@ -46,10 +46,11 @@ def first_part(source: Path, destination: Path, fraction: float) -> Path:
     return destination
 
 
-def config(folder: Path, data: Path, workdir: Path, finetune_epochs: int) -> Path:
+def config(folder: Path, data: Path, workdir: Path, finetune_epochs: int, image_size: int) -> Path:
     raw = yaml.safe_load((REPO / "configs" / "digits-demo.yaml").read_text())
     raw["data"] = {"kind": "image_folder", "path": str(data)}
     raw["train"]["finetune_epochs"] = finetune_epochs
+    raw["model"]["image_size"] = image_size
     raw["workdir"] = str(workdir)
     path = folder / f"{data.name}-{workdir.name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -77,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--finetune-epochs", type=int, default=0)
     parser.add_argument("--grown-by", type=float, default=0.10, help="the new data, as a fraction of the whole")
+    parser.add_argument("--image-size", type=int, default=64, help="the demo's 64 px; 224 makes embedding dearer")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tf-retrain-bench-") as scratch:
         root = Path(scratch)
@@ -85,18 +87,18 @@ def main() -> None:
         prefect_home = root / "prefect"
         prefect_home.mkdir()
         warm = root / "warm"
-        first_wall, _ = run(config(root, first, warm, args.finetune_epochs), prefect_home)
+        first_wall, _ = run(config(root, first, warm, args.finetune_epochs, args.image_size), prefect_home)
         print(f"first training on {1 - args.grown_by:.0%} of the digits: {first_wall:.1f} s")
         cold = root / "cold"
         shutil.copytree(warm, cold, symlinks=True)
         shutil.rmtree(cold / "embeddings")
         results = {}
         for name, workdir in (("warm cache", warm), ("cold cache", cold)):
-            wall, output = run(config(root, whole, workdir, args.finetune_epochs), prefect_home)
+            wall, output = run(config(root, whole, workdir, args.finetune_epochs, args.image_size), prefect_home)
             results[name] = wall
             print(f"retrain on the whole data, {name}: {wall:.1f} s wall (embeddings: {embeddings_line(output)})")
         print(f"cold / warm wall time: {results['cold cache'] / results['warm cache']:.2f}x "
-              f"(fine-tuning epochs: {args.finetune_epochs})")
+              f"(fine-tuning epochs: {args.finetune_epochs}, image size {args.image_size} px)")
 
 
 if __name__ == "__main__":
