@@ -7,8 +7,9 @@ The declared metric decides; the losses explain. The fine-tuning issue extends t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from tasks.metrics import is_improvement
+from tasks.metrics import is_improvement, meets_target
 from tasks.spec import MetricSpec, class_metric_key
 from tasks.train import FitResult
 
@@ -47,3 +48,86 @@ def diagnose_stage(stage: FitResult, baseline_value: float, metric: MetricSpec, 
         findings.append(f"lagging class(es) by validation recall: {', '.join(lagging)} "
                         f"(mean {mean_recall:.2f}); a class-weighted loss is the next remedy")
     return Diagnosis(keep, tuple(findings))
+
+
+# What the curves say to do next (the fine-tuning issue's decision log). Pure: the numbers in,
+# one action and its reason out; the loop that carries the actions out is built on top of it.
+Action = Literal["unfreeze_next", "retry_regularized", "stop_overfit", "stop_no_gain", "class_weights_on", "lock_in"]
+
+
+@dataclass(frozen=True)
+class StageDecision:
+    action: Action
+    reason: str
+    numbers: dict[str, float]  # what drove the decision, for decisions.json
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a decision needs besides the stage's own curves."""
+
+    stage_number: int          # 1 for the first fine-tuning stage
+    baseline_value: float      # the frozen baseline's validation metric
+    best_before: float         # the best validation metric before this stage (baseline included)
+    patience: int              # epochs without validation gain that count as a stall
+    retried: bool              # this stage already had its regularized retry
+    class_weights: bool        # the class-weighted loss is already on
+    groups_left: int           # frozen layer groups that could still be unfrozen
+
+
+def decide_next_step(stage: FitResult, context: StageContext, metric: MetricSpec,
+                     classes: list[str]) -> StageDecision:
+    """After a stage: overfitting and a lagging class act first; then no gain, unfreeze, lock in."""
+    history, best = stage.history, stage.history[stage.best_epoch - 1]
+    after_best = history[stage.best_epoch:]
+    numbers = {"best_epoch": float(stage.best_epoch), "epochs": float(len(history)),
+               "best_val_metric": stage.best_val_metric, "baseline_val_metric": context.baseline_value,
+               "best_before": context.best_before, "target": metric.target}
+    if len(after_best) >= context.patience and after_best[-1].train_loss < best.train_loss:
+        numbers |= {"train_loss_at_best": best.train_loss, "train_loss_last": after_best[-1].train_loss,
+                    "val_loss_at_best": best.val_loss, "val_loss_last": after_best[-1].val_loss}
+        stalled = (f"train loss fell from {best.train_loss:.4f} to {after_best[-1].train_loss:.4f} while validation "
+                   f"{metric.key} did not improve for {len(after_best)} epoch(s) after epoch {stage.best_epoch}")
+        if not context.retried:
+            return StageDecision("retry_regularized", f"overfitting: {stalled}; the best epoch is restored and the "
+                                 "stage retried once with stronger regularization", numbers)
+        return StageDecision("stop_overfit", f"overfitting again after the regularized retry: {stalled}; the best "
+                             "epoch is kept and fine-tuning stops", numbers)
+    lagging = lagging_classes(best.val_scores, metric, classes)
+    if lagging and not context.class_weights:
+        return StageDecision("class_weights_on", f"lagging class(es): {lagging}; a class-weighted loss (inverse "
+                             "frequency, clipped) is switched on for the next stage and the baseline head", numbers)
+    improved = is_improvement(stage.best_val_metric, context.best_before, metric)
+    if context.stage_number == 1 and not is_improvement(stage.best_val_metric, context.baseline_value, metric):
+        return StageDecision("stop_no_gain", f"no gain over the frozen baseline ({stage.best_val_metric:.4f} vs "
+                             f"{context.baseline_value:.4f}): the base model is likely unfit for this data; the "
+                             "baseline is kept", numbers)
+    target_met = meets_target(max(stage.best_val_metric, context.best_before), metric)
+    if not improved:
+        verdict = "the target is met" if target_met else "the target is not met"
+        return StageDecision("lock_in" if target_met else "stop_no_gain",
+                             f"validation {metric.key} stopped improving ({stage.best_val_metric:.4f}, best so far "
+                             f"{context.best_before:.4f}) and {verdict}: the best model so far is kept", numbers)
+    if context.groups_left == 0:
+        return StageDecision("lock_in", f"every layer group is unfrozen; validation {metric.key} "
+                             f"{stage.best_val_metric:.4f} is the best so far and is kept", numbers)
+    what = ("the target is met but the metric still improves" if target_met
+            else f"train and validation improve together (validation {metric.key} {context.best_before:.4f} -> "
+                 f"{stage.best_val_metric:.4f}) below the target {metric.target:g}")
+    return StageDecision("unfreeze_next", f"{what}: unfreeze the next layer group(s)", numbers)
+
+
+def lagging_classes(val_scores: dict[str, float], metric: MetricSpec, classes: list[str]) -> str:
+    """'' or the classes that lag, in words: a recall well below the mean recall, or the contract's
+    own class below target while every other class reaches it."""
+    recalls = {c: val_scores[class_metric_key("recall", c)] for c in classes}
+    mean_recall = sum(recalls.values()) / len(recalls)
+    lagging = [f"{c} (recall {r:.2f}, mean {mean_recall:.2f})" for c, r in recalls.items()
+               if r < mean_recall - LAGGING_CLASS_GAP]
+    if metric.class_name and not lagging:
+        own = val_scores[metric.key]
+        others = [val_scores[class_metric_key(metric.name, c)] for c in classes if c != metric.class_name]
+        if own < metric.target and all(score >= metric.target for score in others):
+            lagging = [f"{metric.class_name} ({metric.key} {own:.2f} below the target {metric.target:g} while "
+                       "every other class reaches it)"]
+    return ", ".join(lagging)
