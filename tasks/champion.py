@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,7 +78,7 @@ def score_champion(client: MlflowClient, model_name: str, alias: str, inputs: li
 
     from tasks.train import Batches, predict_proba
 
-    classifier, champion_classes = _restore_registered(client, str(version.run_id))
+    classifier, champion_classes = restore_registered(client, str(version.run_id))
     why_not = comparability(metric, champion_classes, classes)
     if why_not:
         return ChampionComparison(str(version.version), None, why_not)
@@ -89,13 +91,20 @@ def score_champion(client: MlflowClient, model_name: str, alias: str, inputs: li
     return ChampionComparison(str(version.version), value)
 
 
-def _restore_registered(client: MlflowClient, run_id: str) -> tuple[Classifier, list[str]]:
-    """The registered pyfunc's own artifacts (see tasks.serving.save_pyfunc): config + state dict."""
-    from tasks.train import restore_classifier
-
+@contextmanager
+def registered_artifacts(client: MlflowClient, run_id: str) -> Iterator[tuple[dict, Path]]:
+    """The registered pyfunc's own artifacts (see tasks.serving.save_pyfunc): its config and the
+    state dict file, downloaded into a folder that lives for the block."""
     with tempfile.TemporaryDirectory() as folder:
         artifacts = Path(client.download_artifacts(run_id, "model/artifacts", folder))
-        config = json.loads((artifacts / "model_config.json").read_text())
         [weights] = [p for p in artifacts.iterdir() if p.name != "model_config.json"]
+        yield json.loads((artifacts / "model_config.json").read_text()), weights
+
+
+def restore_registered(client: MlflowClient, run_id: str) -> tuple[Classifier, list[str]]:
+    """The registered classifier and its classes, rebuilt from the version's artifacts."""
+    from tasks.train import restore_classifier
+
+    with registered_artifacts(client, run_id) as (config, weights):
         model = ModelSpec.model_validate(config["model"])
         return restore_classifier(model, len(config["classes"]), weights), list(config["classes"])

@@ -99,7 +99,7 @@ def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> 
     """Embed the batch with the champion's own backbone and test it against the stored reference."""
     import numpy as np
 
-    from tasks.champion import _restore_registered
+    from tasks.champion import restore_registered
     from tasks.drift import MAX_TESTED, class_mix_shift, load_reference, what_the_model_sees
     from tasks.drift_report import statistic_shifts
     from tasks.errors import DataError
@@ -112,7 +112,7 @@ def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> 
     if facts["modality"] != batch.modality:
         raise DataError(f"{batch.source}: {what} reads {facts['modality']}s, not {batch.modality}s. "
                         "Fix: pass the kind of input the champion was trained on.")
-    classifier, classes = _restore_registered(client, champion.run_id)
+    classifier, classes = restore_registered(client, champion.run_id)
     seen = what_the_model_sees(classifier, classes, batch.modality, list(batch.inputs), spec.train.batch_size)
     tested = seen.embeddings
     if len(tested) > MAX_TESTED:

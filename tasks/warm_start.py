@@ -9,8 +9,6 @@ trains anything.
 
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,18 +37,15 @@ def champion_starting_point(client: MlflowClient, spec: Spec, folder: Path) -> S
     """The champion's encoder weights written under `folder`, or None when there is no champion
     yet (the first run of a model starts from the pretrained weights)."""
     from tasks.atomic import write_atomic
-    from tasks.champion import current_champion
+    from tasks.champion import current_champion, registered_artifacts
     from tasks.data import sha256_file
 
     champion = current_champion(client, spec.registry.model_name, spec.registry.alias)
     if champion is None:
         return None
-    with tempfile.TemporaryDirectory() as scratch:
-        artifacts = Path(client.download_artifacts(str(champion.run_id), "model/artifacts", scratch))
-        config = json.loads((artifacts / "model_config.json").read_text())
+    with registered_artifacts(client, str(champion.run_id)) as (config, weights):
         check_same_base_model(ModelSpec.model_validate(config["model"]), spec.model, spec.registry.model_name,
                               str(champion.version))
-        [weights] = [p for p in artifacts.iterdir() if p.name != "model_config.json"]
         state = torch.load(weights, map_location="cpu", weights_only=True)
     encoder = {name.removeprefix(ENCODER_PREFIX): tensor for name, tensor in state.items()
                if name.startswith(ENCODER_PREFIX)}

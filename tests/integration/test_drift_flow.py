@@ -128,7 +128,7 @@ def test_an_in_domain_batch_is_not_flagged_and_nothing_is_stored(checked):
 def test_a_batch_from_another_domain_is_flagged_with_a_recomputed_score(checked):
     """The score is recomputed with numpy from the stored reference and the champion backbone's
     embeddings of the batch; the p-value is at its floor 1/(permutations + 1)."""
-    from tasks.champion import _restore_registered
+    from tasks.champion import restore_registered
     from tasks.features import embed_inputs
 
     _, reports, client, folder, _ = checked
@@ -137,7 +137,7 @@ def test_a_batch_from_another_domain_is_flagged_with_a_recomputed_score(checked)
     version = client.get_model_version_by_alias(MODEL, "champion")
     reference = np.load(Path(client.download_artifacts(version.run_id, "drift_reference/embeddings.npy",
                                                        str(folder / "recompute"))))
-    classifier, _ = _restore_registered(client, version.run_id)
+    classifier, _ = restore_registered(client, version.run_id)
     texts = [r["text"] for r in csv.DictReader((folder / "banking.csv").open(encoding="utf-8"))]
     incoming = embed_inputs(classifier.backbone, texts, 32).astype(np.float64)
     pooled = np.concatenate([reference.astype(np.float64), incoming])
