@@ -215,8 +215,10 @@ def _print_summary(summary: RunSummary) -> None:
     table.add_row("data checks", "passed" + (f" ({len(summary.quality.warnings)} warning(s))"
                                              if summary.quality.warnings else ""))
     table.add_row("split", ", ".join(f"{k} {v}" for k, v in summary.split.sizes.items()))
+    decided = {entry["stage"]: entry["action"] for entry in summary.decisions}
     for stage in summary.stages:
-        table.add_row(f"{stage.name} (validation)", f"{spec.metric.key} {stage.val_value:.4f}")
+        action = f"  -> {decided[stage.name]}" if stage.name in decided else ""
+        table.add_row(f"{stage.name} (validation)", f"{spec.metric.key} {stage.val_value:.4f}{action}")
     table.add_row("selected", summary.selected.name)
     table.add_row("test", f"{spec.metric.key} {summary.test.value:.4f} vs target {spec.metric.target:g} "
                           f"({summary.test.n_examples} examples)")

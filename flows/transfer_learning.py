@@ -7,11 +7,19 @@ Runs on the local ephemeral engine when PREFECT_API_URL is unset, against a real
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow
 
-from tasks.learn import StageResult, fine_tune, select_on_validation, starting_point, train_baseline
+from tasks.decision_log import write_decision_log
+from tasks.learn import (
+    StageResult,
+    contract_for,
+    gradual_unfreezing,
+    select_on_validation,
+    starting_point,
+    train_baseline,
+)
 from tasks.model_limits import retrain_limit
 from tasks.monitor import store_drift_reference
 from tasks.prepare import (
@@ -44,6 +52,7 @@ class RunSummary:
     run_id: str
     prepared: Prepared
     stages: list[StageResult]
+    decisions: list[dict[str, Any]]
     selected: StageResult
     test: TestResult
     outcome: GateOutcome
@@ -69,16 +78,17 @@ def transfer_learning(config_path: str, data_path: str | None = None,
         if unchanged:                                                         # a retrain with nothing new
             return unchanged
         start = starting_point(spec, tracking)                                # pretrained, or the champion's
-        stages = [train_baseline(spec, dataset, split, tracking, start)]     # 5. frozen baseline, cached
-        if not stages[0].meets_target and spec.train.finetune_epochs > 0:
-            stages.append(fine_tune(spec, dataset, split, stages[0], tracking))  # 6. unfreeze the last group
-        selected = select_on_validation(spec, stages, tracking)
+        contract = contract_for(spec, dataset, split)                        # the metric and its guard
+        baseline = train_baseline(spec, dataset, split, tracking, start, contract)  # 5. frozen, cached
+        stages, decisions = gradual_unfreezing(spec, dataset, split, baseline, tracking, start, contract)  # 6.
+        selected = select_on_validation(spec, stages, decisions, tracking, contract, list(dataset.classes))
+        write_decision_log(spec, decisions.entries, selected.name, tracking)
         with promotion_lock(spec):                                            # 7. test once, gate
             test = evaluate_once_on_test(spec, dataset, split, selected, tracking)
             outcome = gate_and_register(spec, dataset, split, selected, test, tracking)
         write_model_card(spec, prepared, stages, selected, test, outcome, tracking)
         store_drift_reference(spec, dataset, split, selected, outcome, tracking)  # 7d. drift reference
-    return RunSummary(spec, tracking.run_id, prepared, stages, selected, test, outcome)
+    return RunSummary(spec, tracking.run_id, prepared, stages, decisions.entries, selected, test, outcome)
 
 
 @flow(name="validate-config-and-data", log_prints=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tasks.metrics import is_improvement, meets_target
+from tasks.metrics import Contract, Guard, is_improvement, meets_target
 from tasks.spec import MetricSpec, class_metric_key
 from tasks.train import FitResult
 
@@ -73,12 +73,24 @@ class StageContext:
     retried: bool              # this stage already had its regularized retry
     class_weights: bool        # the class-weighted loss is already on
     groups_left: int           # frozen layer groups that could still be unfrozen
+    baseline_guard_ok: bool = True     # the baseline keeps the contract's guard
+    best_before_guard_ok: bool = True  # the best result so far keeps it
+    min_delta: float = 0.0             # a smaller gain is no gain (finetune.early_stopping.min_delta)
 
 
 def decide_next_step(stage: FitResult, context: StageContext, metric: MetricSpec,
-                     classes: list[str]) -> StageDecision:
-    """After a stage: overfitting and a lagging class act first; then no gain, unfreeze, lock in."""
+                     classes: list[str], guard: Guard | None = None) -> StageDecision:
+    """After a stage: overfitting and a lagging class act first; then no gain, unfreeze, lock in.
+    A result that breaks the contract's guard counts as failing: it neither meets the target nor
+    beats a result that keeps the guard."""
     history, best = stage.history, stage.history[stage.best_epoch - 1]
+    guard_ok = Contract(metric, guard).guard_holds(best.val_scores)
+
+    def beats(value: float, ok: bool, incumbent: float, incumbent_ok: bool) -> bool:
+        if ok != incumbent_ok:
+            return ok
+        return is_improvement(value, incumbent + context.min_delta, metric)
+
     after_best = history[stage.best_epoch:]
     numbers = {"best_epoch": float(stage.best_epoch), "epochs": float(len(history)),
                "best_val_metric": stage.best_val_metric, "baseline_val_metric": context.baseline_value,
@@ -97,12 +109,16 @@ def decide_next_step(stage: FitResult, context: StageContext, metric: MetricSpec
     if lagging and not context.class_weights:
         return StageDecision("class_weights_on", f"lagging class(es): {lagging}; a class-weighted loss (inverse "
                              "frequency, clipped) is switched on for the next stage and the baseline head", numbers)
-    improved = is_improvement(stage.best_val_metric, context.best_before, metric)
-    if context.stage_number == 1 and not is_improvement(stage.best_val_metric, context.baseline_value, metric):
+    improved = beats(stage.best_val_metric, guard_ok, context.best_before, context.best_before_guard_ok)
+    if context.stage_number == 1 and not beats(stage.best_val_metric, guard_ok, context.baseline_value,
+                                               context.baseline_guard_ok):
         return StageDecision("stop_no_gain", f"no gain over the frozen baseline ({stage.best_val_metric:.4f} vs "
                              f"{context.baseline_value:.4f}): the base model is likely unfit for this data; the "
                              "baseline is kept", numbers)
-    target_met = meets_target(max(stage.best_val_metric, context.best_before), metric)
+    target_met = ((guard_ok and meets_target(stage.best_val_metric, metric))
+                  or (context.best_before_guard_ok and meets_target(context.best_before, metric)))
+    if guard is not None:
+        numbers |= {"guard_floor": guard.floor, "guard_value": best.val_scores[guard.key]}
     if not improved:
         verdict = "the target is met" if target_met else "the target is not met"
         return StageDecision("lock_in" if target_met else "stop_no_gain",

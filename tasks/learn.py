@@ -1,27 +1,34 @@
-"""Recipe steps 5-6 as Prefect tasks: the frozen-backbone baseline on cached embeddings, a
-fine-tuning stage when the baseline falls short, and model selection on validation only.
+"""Recipe steps 5-6 as Prefect tasks: the frozen-backbone baseline on cached embeddings, then
+gradual unfreezing driven by the validation curves, and model selection on validation only.
 
-Every stage saves the full classifier (backbone + head) as a checkpoint, so selection, the test
-evaluation and registration treat all stages alike.
+After each fine-tuning stage `tasks.diagnose.decide_next_step` reads the curves and returns one
+action with its reason; `gradual_unfreezing` carries it out (unfreeze the next groups, retry once
+regularized, switch on a class-weighted loss, or stop) and keeps the decision log. Every stage
+saves the full classifier (backbone + head) as a checkpoint, so selection, the test evaluation
+and registration treat all stages alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 
+from tasks.metrics import Contract
 from tasks.prepare import DatasetRef, TrackingRef
-from tasks.spec import MetricSpec, Spec
+from tasks.spec import Spec
 from tasks.split import SplitRef
 from tasks.step import step
-from tasks.train import EpochRecord
+from tasks.train import EpochRecord, FitResult
 
 if TYPE_CHECKING:
+    from tasks.diagnose import StageDecision
     from tasks.warm_start import StartingPoint
+
+AUGMENT_LEVELS = ("none", "light", "standard")
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,52 @@ class StageResult:
     history: list[EpochRecord]
     notes: str
     keep: bool
-    meets_target: bool
+    meets_target: bool  # target reached and guard kept, on validation
     started_from: str = "pretrained"  # the backbone weights training began with
+    best_epoch: int = 1
+    stopped_early: bool = False
+    unfrozen_groups: int = 0
+    operating_point: dict[str, Any] | None = None  # {"class", "threshold"} for per-class contracts
+
+    def as_fit(self) -> FitResult:
+        return FitResult(self.history, self.best_epoch, self.val_value, self.stopped_early)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What one fine-tuning stage does: how deep it unfreezes and with which remedies."""
+
+    number: int
+    name: str
+    groups: int
+    regularized: bool = False
+    class_weights: bool = False
+
+
+@dataclass
+class Decisions:
+    """The decision log: {stage, action, reason, numbers} per decision, in order."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, stage: str, action: str, reason: str, numbers: dict[str, float] | None = None) -> None:
+        self.entries.append({"stage": stage, "action": action, "reason": reason, "numbers": numbers or {}})
+        print(f"Decision after {stage}: {action}: {reason}")
+
+    def after(self, stage: str) -> str | None:
+        return next((e["action"] for e in reversed(self.entries) if e["stage"] == stage), None)
+
+
+def contract_for(spec: Spec, dataset: DatasetRef, split: SplitRef) -> Contract:
+    """The declared metric with its guard; the guard's default follows the class's share of the
+    training split (the all-one-class predictor's precision)."""
+    from tasks.metrics import resolve_guard
+
+    if spec.metric.guard_name is None:
+        return Contract(spec.metric)
+    examples, _ = _train_val_examples(dataset, split)
+    prevalence = float((examples["train"]["label"] == spec.metric.class_name).mean())
+    return Contract(spec.metric, resolve_guard(spec.metric, prevalence))
 
 
 @step("5a starting point")
@@ -59,14 +110,17 @@ def starting_point(spec: Spec, tracking: TrackingRef) -> StartingPoint | None:
 
 @step("5 feature-extraction baseline")
 def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
-                   start: StartingPoint | None = None) -> StageResult:
+                   start: StartingPoint | None = None, contract: Contract | None = None,
+                   class_weights: bool = False) -> StageResult:
     """Frozen backbone, embeddings computed once (cached), a new linear head trained on them. From
-    a champion's backbone (`start`), the head is new too: the classes may have changed."""
+    a champion's backbone (`start`), the head is new too: the classes may have changed. With
+    `class_weights` (a lagging class), the head is re-fit with a class-weighted loss: cheap, the
+    embeddings come from the cache."""
     from tasks.backbones import load_backbone
     from tasks.features import cached_embeddings, open_cache
-    from tasks.metrics import meets_target
-    from tasks.train import Batches, Classifier, class_indices, fit, new_head
+    from tasks.train import Batches, Classifier, class_indices, class_weights_for, fit, new_head
 
+    contract = contract or contract_for(spec, dataset, split)
     backbone = load_backbone(spec.model)
     if start:
         backbone.load_starting_point(start.weights, start.sha256, start.describe())
@@ -81,67 +135,177 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     print(f"Embeddings: {computed} computed, {reused} reused from the cache")
     head = new_head(backbone.dim, len(classes), spec.train.seed)
     targets = {name: class_indices(frame["label"], classes) for name, frame in examples.items()}
+    weights = class_weights_for(targets["train"], len(classes)) if class_weights else None
     result = fit(head, [head], Batches(features["train"], targets["train"], spec.train.batch_size),
                  Batches(features["val"], targets["val"], 1024),
                  lr=spec.train.head_learning_rate, weight_decay=spec.train.weight_decay,
                  epochs=spec.train.head_epochs, patience=spec.train.head_patience,
-                 metric=spec.metric, classes=classes, seed=spec.train.seed, description="baseline head")
-    meets = meets_target(result.best_val_metric, spec.metric)
+                 metric=spec.metric, guard=contract.guard, classes=classes, seed=spec.train.seed,
+                 description="baseline head" + (" (class-weighted)" if class_weights else ""),
+                 class_weights=weights)
+    meets = contract.meets(result.best.val_scores)
     origin = start.describe() if start else "pretrained"
-    notes = (f"frozen {spec.model.name} ({origin}), linear head; {computed} embeddings computed, {reused} reused; "
-             + ("meets the target on validation: fine-tuning skipped" if meets else "below target on validation"))
-    return _record_stage(spec, tracking, "baseline", Classifier(backbone, head), result, notes, True, {
-        "embeddings_computed": computed, "embeddings_reused": reused, "lr": spec.train.head_learning_rate,
-        "started_from": origin}, origin)
+    notes = (f"frozen {spec.model.name} ({origin}), linear head"
+             + (", class-weighted loss" if class_weights else "")
+             + f"; {computed} embeddings computed, {reused} reused; "
+             + ("meets the target on validation" if meets else "below target on validation"))
+    name = "baseline-weighted" if class_weights else "baseline"
+    params: dict[str, object] = {"embeddings_computed": computed, "embeddings_reused": reused,
+                                 "lr": spec.train.head_learning_rate, "started_from": origin,
+                                 "class_weights": class_weights, "unfrozen_groups": 0}
+    if weights is not None:
+        params["class_weight_values"] = ",".join(f"{w:.3f}" for w in weights.tolist())
+    return _record_stage(spec, tracking, name, Classifier(backbone, head), result, notes, params, origin,
+                         contract, unfrozen_groups=0)
 
 
-@step("6 fine-tune last layer group")
-def fine_tune(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageResult,
-              tracking: TrackingRef) -> StageResult:
-    """Unfreeze the last layer group, start from the baseline head, lr 10x lower, keep the best epoch."""
-    from tasks.diagnose import diagnose_stage
-    from tasks.train import Batches, class_indices, fit, restore_classifier
+@step("6 fine-tuning stage")
+def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: StageResult, plan: StagePlan,
+                    tracking: TrackingRef, contract: Contract) -> StageResult:
+    """Unfreeze the last `plan.groups` layer groups of the best model so far and train them with
+    the head: discriminative lrs (head at head lr x lr_ratio, each deeper group x group_lr_decay),
+    warm-up then cosine decay, the best epoch kept. A regularized retry raises augmentation one
+    level, weight decay x10 and label smoothing."""
+    from tasks.train import Batches, class_indices, class_weights_for, fit, restore_classifier
 
+    settings = spec.finetune
     examples, classes = _train_val_examples(dataset, split)
-    classifier = restore_classifier(spec.model, len(classes), baseline.checkpoint)
+    classifier = restore_classifier(spec.model, len(classes), start.checkpoint)
     backbone = classifier.backbone
-    unfrozen = backbone.layer_groups()[-1:]
-    lr = spec.train.head_learning_rate / spec.train.finetune_lr_divisor  # ~10x lower: adapt, don't forget
+    groups = backbone.layer_groups()
+    depth = min(plan.groups, len(groups))
+    unfrozen = groups[-depth:]
+    augment, weight_decay, smoothing = settings.augment, settings.weight_decay, settings.label_smoothing
+    if plan.regularized:
+        augment = AUGMENT_LEVELS[min(AUGMENT_LEVELS.index(augment) + 1, len(AUGMENT_LEVELS) - 1)]
+        weight_decay, smoothing = weight_decay * 10, smoothing or 0.1
+    lr = spec.train.head_learning_rate * settings.lr_ratio
+    # The group next to the head gets lr x decay, the one below it lr x decay^2, ...
+    scales = [settings.group_lr_decay ** (depth - index) for index in range(depth)] + [1.0]
+    training_preprocess = getattr(backbone, "training_preprocess", None)
+    train_prepare = training_preprocess(augment) if training_preprocess else backbone.preprocess
+    train_targets = class_indices(examples["train"]["label"], classes)
+    weights = class_weights_for(train_targets, len(classes)) if plan.class_weights else None
     result = fit(classifier, [*unfrozen, classifier.head],
-                 *(Batches(list(frame["input"]), class_indices(frame["label"], classes), spec.train.batch_size,
-                           backbone.preprocess) for frame in (examples["train"], examples["val"])),
-                 lr=lr, weight_decay=spec.train.weight_decay, epochs=spec.train.finetune_epochs,
-                 patience=spec.train.patience, metric=spec.metric, classes=classes, seed=spec.train.seed,
-                 description="fine-tune", show_batches=True)
-    diagnosis = diagnose_stage(result, baseline.val_value, spec.metric, classes)
-    print("Diagnosis: " + diagnosis.text())
-    return _record_stage(spec, tracking, "finetune-1", classifier, result, diagnosis.text(), diagnosis.keep_stage,
-                         {"unfrozen_groups": 1, "lr": lr, "layer_groups_total": len(backbone.layer_groups())},
-                         baseline.started_from)
+                 Batches(list(examples["train"]["input"]), train_targets, spec.train.batch_size, train_prepare),
+                 Batches(list(examples["val"]["input"]), class_indices(examples["val"]["label"], classes),
+                         spec.train.batch_size, backbone.preprocess),
+                 lr=lr, lr_scales=scales, weight_decay=weight_decay, epochs=settings.epochs_per_stage,
+                 patience=settings.early_stopping.patience, min_delta=settings.early_stopping.min_delta,
+                 warmup=settings.warmup, label_smoothing=smoothing, metric=spec.metric, guard=contract.guard,
+                 classes=classes, seed=spec.train.seed + plan.number, description=plan.name,
+                 show_batches=True, class_weights=weights)
+    notes = (f"last {depth} of {len(groups)} layer group(s) unfrozen from {start.name}; lr {lr:g} (head) down to "
+             f"{lr * scales[0]:g}; augment {augment}, weight decay {weight_decay:g}, label smoothing {smoothing:g}"
+             + (", class-weighted loss" if plan.class_weights else "") + (" (regularized retry)" if plan.regularized
+                                                                           else ""))
+    params: dict[str, object] = {
+        "unfrozen_groups": depth, "layer_groups_total": len(groups), "lr": lr,
+        "group_lrs": ",".join(f"{lr * scale:.3g}" for scale in scales), "weight_decay": weight_decay,
+        "augment": augment, "label_smoothing": smoothing, "warmup": settings.warmup,
+        "class_weights": plan.class_weights, "regularized_retry": plan.regularized, "started_from_stage": start.name}
+    return _record_stage(spec, tracking, plan.name, classifier, result, notes, params, start.started_from, contract,
+                         unfrozen_groups=depth)
+
+
+def gradual_unfreezing(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageResult,
+                       tracking: TrackingRef, start: StartingPoint | None,
+                       contract: Contract) -> tuple[list[StageResult], Decisions]:
+    """Fine-tune a little, read the validation curves, act: until a decision says stop or
+    `finetune.max_stages` is reached. Each stage starts from the best weights so far."""
+    from tasks.diagnose import StageContext, decide_next_step
+
+    settings, decisions, stages = spec.finetune, Decisions(), [baseline]
+    if baseline.meets_target:
+        decisions.add("baseline", "lock_in", f"the frozen baseline meets the target on validation "
+                      f"({spec.metric.key} {baseline.val_value:.4f} >= {spec.metric.target:g}"
+                      + (", guard kept" if contract.guard else "") + "): no fine-tuning stage runs",
+                      {"best_val_metric": baseline.val_value, "target": spec.metric.target})
+        return stages, decisions
+    if settings.max_stages == 0:
+        decisions.add("baseline", "lock_in", "fine-tuning is disabled (finetune.max_stages: 0): the baseline is "
+                      "kept although it is below the target on validation", {"best_val_metric": baseline.val_value})
+        return stages, decisions
+    total_groups = len(_layer_groups_of(spec))
+    plan = StagePlan(1, "finetune-1", min(settings.groups_per_stage, total_groups))
+    best, class_weights = baseline, False
+    while True:
+        stage = fine_tune_stage(spec, dataset, split, best, plan, tracking, contract)
+        stages.append(stage)
+        context = StageContext(
+            stage_number=plan.number, baseline_value=baseline.val_value, best_before=best.val_value,
+            patience=settings.early_stopping.patience, retried=plan.regularized, class_weights=class_weights,
+            groups_left=total_groups - plan.groups, baseline_guard_ok=contract.guard_holds(baseline.val_scores),
+            best_before_guard_ok=contract.guard_holds(best.val_scores), min_delta=settings.early_stopping.min_delta)
+        decision = decide_next_step(stage.as_fit(), context, spec.metric, list(dataset.classes), contract.guard)
+        if contract.better(stage.val_scores, best.val_scores):
+            best = stage
+        next_plan = _next_plan(decision, plan, settings.groups_per_stage, total_groups, class_weights)
+        reason = decision.reason
+        if next_plan and next_plan.number > settings.max_stages:
+            reason += f"; finetune.max_stages ({settings.max_stages}) is reached, so fine-tuning stops here"
+            next_plan = None
+        decisions.add(stage.name, decision.action, reason, decision.numbers)
+        if decision.action == "class_weights_on":
+            class_weights = True
+            refit = train_baseline(spec, dataset, split, tracking, start, contract, class_weights=True)
+            stages.append(refit)
+            if contract.better(refit.val_scores, best.val_scores):
+                best = refit
+        if next_plan is None:
+            return stages, decisions
+        plan = next_plan
+
+
+def _next_plan(decision: StageDecision, plan: StagePlan, per_stage: int, total_groups: int,
+               class_weights: bool) -> StagePlan | None:
+    """The stage a decision asks for, or None when it says stop."""
+    deeper = min(plan.groups + per_stage, total_groups)
+    if decision.action == "retry_regularized":
+        return StagePlan(plan.number, f"{plan.name}-retry", plan.groups, regularized=True,
+                         class_weights=class_weights)
+    if decision.action == "unfreeze_next":
+        return StagePlan(plan.number + 1, f"finetune-{plan.number + 1}", deeper, class_weights=class_weights)
+    if decision.action == "class_weights_on":
+        return StagePlan(plan.number + 1, f"finetune-{plan.number + 1}", deeper, class_weights=True)
+    return None  # stop_overfit, stop_no_gain, lock_in
+
+
+def _layer_groups_of(spec: Spec) -> list[torch.nn.Module]:
+    from tasks.backbones import load_backbone
+
+    return load_backbone(spec.model).layer_groups()
 
 
 @step("select on validation")
-def select_on_validation(spec: Spec, stages: list[StageResult], tracking: TrackingRef) -> StageResult:
-    """The best kept stage by the declared metric on validation; ties keep the earlier, simpler one.
-    The learning curves the choice rests on are logged with it."""
-    from tasks.plots import learning_curves_figure
+def select_on_validation(spec: Spec, stages: list[StageResult], decisions: Decisions, tracking: TrackingRef,
+                         contract: Contract, classes: list[str]) -> StageResult:
+    """The best stage on validation by the contract (guard first, then the metric; ties keep the
+    earlier, simpler model). The curves the choice rests on, and the selected model's per-class
+    scores, are logged with it."""
+    from tasks.plots import learning_curves_figure, per_class_figure
     from tasks.tracking import client_for, log_figure
 
-    selected = choose_stage(stages, spec.metric)
-    figure = learning_curves_figure({s.name: s.history for s in stages}, spec.metric.key, stages[0].val_value)
-    log_figure(client_for(spec.workdir), tracking.run_id, figure, "plots/learning_curves.png")
+    selected = choose_stage(stages, contract)
+    client = client_for(spec.workdir)
+    actions = {entry["stage"]: entry["action"] for entry in decisions.entries}
+    target = spec.metric.target
+    log_figure(client, tracking.run_id, learning_curves_figure(
+        [(s.name, s.history) for s in stages], actions, spec.metric.key, stages[0].val_value, target,
+        {s.name: s.best_epoch for s in stages}), "plots/learning_curves.png")
+    log_figure(client, tracking.run_id, per_class_figure(
+        selected.val_scores, classes, spec.metric.key, target if spec.metric.class_name else None,
+        f"validation scores per class ({selected.name})"), "plots/per_class_validation.png")
     print(f"Selected {selected.name} (validation {spec.metric.key} {selected.val_value:.4f})")
     return selected
 
 
-def choose_stage(stages: list[StageResult], metric: MetricSpec) -> StageResult:
-    """The baseline unless a kept stage beats the best so far on validation (ties keep the
-    earlier, simpler model)."""
-    from tasks.metrics import is_improvement
-
+def choose_stage(stages: list[StageResult], contract: Contract) -> StageResult:
+    """The baseline unless a later stage beats the best so far on validation (a result keeping the
+    guard beats one that breaks it; ties keep the earlier, simpler model). Never the test split."""
     selected = stages[0]
     for stage in stages[1:]:
-        if stage.keep and is_improvement(stage.val_value, selected.val_value, metric):
+        if stage.keep and contract.better(stage.val_scores, selected.val_scores):
             selected = stage
     return selected
 
@@ -155,17 +319,20 @@ def _train_val_examples(dataset: DatasetRef, split: SplitRef) -> tuple[dict[str,
     return {"train": table.loc[train_ids], "val": table.loc[val_ids]}, list(dataset.classes)
 
 
-def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torch.nn.Module, result,
-                  notes: str, keep: bool, params: dict[str, object], started_from: str) -> StageResult:
-    """Checkpoint the stage and log it as a nested MLflow run under the flow's parent run."""
+def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torch.nn.Module, result: FitResult,
+                  notes: str, params: dict[str, object], started_from: str, contract: Contract,
+                  unfrozen_groups: int) -> StageResult:
+    """Checkpoint the stage (its best epoch, and its last epoch beside it) and log it as a nested
+    MLflow run under the flow's parent run."""
     from tasks.atomic import write_atomic
     from tasks.data import sha256_file
-    from tasks.metrics import meets_target
     from tasks.tracking import client_for, end_run, log_history, log_params, log_scores, log_text, start_run
 
-    checkpoint = write_atomic(spec.workdir / "checkpoints" / tracking.run_id / f"{name}.pt",
-                              lambda handle: torch.save(classifier.state_dict(), handle))
-    best_scores = result.history[result.best_epoch - 1].val_scores
+    folder = spec.workdir / "checkpoints" / tracking.run_id
+    checkpoint = write_atomic(folder / f"{name}.pt", lambda handle: torch.save(classifier.state_dict(), handle))
+    if result.last_state:
+        write_atomic(folder / f"{name}.last.pt", lambda handle: torch.save(result.last_state, handle))
+    best_scores = result.best.val_scores
     client = client_for(spec.workdir)
     run_id = start_run(client, tracking.experiment_id, name, parent_run_id=tracking.run_id, tags={"stage": name})
     log_params(client, run_id, {**params, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
@@ -174,6 +341,8 @@ def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torc
     log_scores(client, run_id, best_scores, prefix="best_val_")
     log_text(client, run_id, notes, "notes.txt")
     end_run(client, run_id, succeeded=True)
-    print(f"{name}: validation {spec.metric.key} {result.best_val_metric:.4f} (epoch {result.best_epoch})")
+    guard = "" if contract.guard_holds(best_scores) else f" (breaks the guard {contract.guard.describe()})"  # type: ignore[union-attr]
+    print(f"{name}: validation {spec.metric.key} {result.best_val_metric:.4f} (epoch {result.best_epoch}){guard}")
     return StageResult(name, run_id, result.best_val_metric, best_scores, checkpoint, sha256_file(checkpoint),
-                       result.history, notes, keep, meets_target(result.best_val_metric, spec.metric), started_from)
+                       result.history, notes, True, contract.meets(best_scores), started_from, result.best_epoch,
+                       result.stopped_early, unfrozen_groups)

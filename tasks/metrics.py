@@ -6,6 +6,8 @@ so a label with characters MLflow cannot name is still read back under the key i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
@@ -46,3 +48,56 @@ def is_improvement(candidate: float, incumbent: float | None, metric: MetricSpec
     if incumbent is None:
         return True
     return candidate > incumbent if metric.greater_is_better else candidate < incumbent
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A floor on the complementary score of a per-class recall/precision contract."""
+
+    key: str        # e.g. `precision_spam`
+    floor: float
+    explicit: bool  # declared in the config, or the default derived from the class's prevalence
+
+    def describe(self) -> str:
+        origin = "declared" if self.explicit else "default: halfway from the all-one-class predictor to 1"
+        return f"{self.key} >= {self.floor:.4f} ({origin})"
+
+
+def resolve_guard(metric: MetricSpec, prevalence: float) -> Guard | None:
+    """The guard of a recall/precision contract; `prevalence` is the class's share of the training
+    split. The all-one-class predictor has precision = prevalence (and a precision contract's trivial
+    "predict it once" model has recall ~ 0), so the default floor sits halfway between that and 1."""
+    name = metric.guard_name
+    if name is None or metric.class_name is None:
+        return None
+    key = class_metric_key(name, metric.class_name)
+    if metric.guard is not None:
+        return Guard(key, metric.guard[name], explicit=True)  # type: ignore[index]
+    return Guard(key, prevalence + (1.0 - prevalence) / 2, explicit=False)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The declared metric with its guard: the one way every decision ranks and judges results."""
+
+    metric: MetricSpec
+    guard: Guard | None = None
+
+    def value(self, scores: dict[str, float]) -> float:
+        return contract_value(scores, self.metric)
+
+    def guard_holds(self, scores: dict[str, float]) -> bool:
+        return self.guard is None or scores[self.guard.key] >= self.guard.floor
+
+    def meets(self, scores: dict[str, float]) -> bool:
+        """The target is reached and the guard holds: what the gate and "target met" mean."""
+        return meets_target(self.value(scores), self.metric) and self.guard_holds(scores)
+
+    def better(self, candidate: dict[str, float], incumbent: dict[str, float] | None, min_delta: float = 0.0) -> bool:
+        """A result that keeps the guard beats one that breaks it; otherwise strictly higher by more
+        than `min_delta` (ties keep the earlier, simpler model)."""
+        if incumbent is None:
+            return True
+        if self.guard_holds(candidate) != self.guard_holds(incumbent):
+            return self.guard_holds(candidate)
+        return self.value(candidate) > self.value(incumbent) + min_delta

@@ -71,6 +71,13 @@ class MetricSpec(_Frozen):
         None, alias="class", description="The class a precision/recall/f1 metric is about."
     )
     target: float = Field(ge=0.0, le=1.0, description="The test metric must reach this to promote.")
+    guard: dict[Literal["precision", "recall"], float] | None = Field(
+        None,
+        description="recall/precision contracts only: a floor on the complementary score (precision for a "
+                    "recall contract, recall for a precision contract), e.g. {precision: 0.5}. A result below it "
+                    "fails like a missed target (best epoch, selection, gate). Default: halfway between the "
+                    "all-one-class predictor (precision = the class's prevalence) and 1, so calling everything "
+                    "the class never passes.")
 
     @model_validator(mode="after")
     def _class_matches_metric(self) -> MetricSpec:
@@ -78,7 +85,20 @@ class MetricSpec(_Frozen):
             raise ValueError(f"metric '{self.name}' is per class: add `class: <label>`")
         if self.name in AGGREGATE_METRICS and self.class_name:
             raise ValueError(f"metric '{self.name}' covers all classes: remove `class`")
+        if self.guard is not None:
+            complement = {"recall": "precision", "precision": "recall"}.get(self.name)
+            if complement is None:
+                raise ValueError(f"metric '{self.name}' needs no guard (only recall and precision contracts can be "
+                                 "met by a trivial predictor): remove `guard`")
+            if set(self.guard) != {complement} or not 0.0 <= self.guard[complement] <= 1.0:
+                raise ValueError(f"a {self.name} contract is guarded by {complement}: write "
+                                 f"`guard: {{{complement}: <floor in [0, 1]>}}`")
         return self
+
+    @property
+    def guard_name(self) -> str | None:
+        """The complementary score a per-class recall/precision contract is guarded by."""
+        return {"recall": "precision", "precision": "recall"}.get(self.name) if self.class_name else None
 
     @property
     def greater_is_better(self) -> bool:
@@ -166,19 +186,80 @@ class SplitSpec(_Frozen):
 
 
 class TrainSpec(_Frozen):
-    """Head training on cached embeddings, then a short fine-tuning stage if the head falls short."""
+    """The head: a linear layer trained on cached embeddings (the baseline, and every stage's head)."""
 
     batch_size: int = Field(32, ge=1)
     head_epochs: int = Field(60, ge=1, description="Cheap: the head trains on cached embeddings.")
     head_learning_rate: float = Field(3e-3, gt=0.0)
     head_patience: int = Field(10, ge=1, description="Head epochs without validation gain before stopping.")
     weight_decay: float = Field(1e-4, ge=0.0)
-    finetune_epochs: int = Field(3, ge=0, description="0 disables fine-tuning.")
-    finetune_lr_divisor: float = Field(
-        10.0, ge=1.0, description="Fine-tuning lr = head lr / this: ~10x lower avoids forgetting."
-    )
-    patience: int = Field(2, ge=1, description="Fine-tuning epochs without validation gain before stopping.")
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_fields(cls, raw: Any) -> Any:
+        """Fields that moved to the `finetune:` block fail with their new place, not 'unknown field'."""
+        if isinstance(raw, dict):
+            moved = [f"`train.{old}` is now {new}" for old, new in MOVED_TRAIN_FIELDS.items() if old in raw]
+            if moved:
+                raise ValueError("; ".join(moved) + ". Fix: move them under `finetune:`")
+        return raw
+
+
+MOVED_TRAIN_FIELDS = {
+    "finetune_epochs": "`finetune.epochs_per_stage` (0 there becomes `finetune.max_stages: 0`)",
+    "finetune_lr_divisor": "`finetune.lr_ratio` (its inverse: 10 becomes 0.1)",
+    "patience": "`finetune.early_stopping.patience`",
+}
+
+
+class EarlyStoppingSpec(_Frozen):
+    """When a fine-tuning stage stops: `patience` epochs without a validation gain of `min_delta`."""
+
+    patience: int = Field(2, ge=1, description="Epochs without validation gain before the stage stops; also "
+                                               "how long a stall must last to be called overfitting.")
+    min_delta: float = Field(0.0, ge=0.0, description="A smaller gain in the declared metric is no gain.")
+
+
+class FinetuneSpec(_Frozen):
+    """Gradual unfreezing: stages unfreeze layer groups from the output end, each decided by the
+    previous stage's validation curves (see `transferflow schema` and the README's decision table)."""
+
+    max_stages: int = Field(3, ge=0, description="Fine-tuning stages at most (a regularized retry is not "
+                                                 "counted); 0 disables fine-tuning.")
+    epochs_per_stage: int = Field(3, ge=1)
+    groups_per_stage: int = Field(1, ge=1, description="Layer groups unfrozen by each stage: stage k trains the "
+                                                       "last k x this many groups.")
+    lr_ratio: float = Field(0.1, gt=0.0, le=1.0, description="Head lr in fine-tuning = train.head_learning_rate x "
+                                                              "this (~10x lower: adapt, don't forget).")
+    group_lr_decay: float = Field(0.5, gt=0.0, le=1.0, description="Each layer group deeper than the last gets "
+                                                                    "the lr of the group above it x this.")
+    weight_decay: float = Field(1e-4, ge=0.0, description="AdamW decay (none on biases and normalization "
+                                                           "layers); x10 in a regularized retry.")
+    warmup: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of a stage's steps with a linear lr "
+                                                           "warm-up (then cosine decay).")
+    augment: Literal["none", "light", "standard"] = Field(
+        "none", description="Random image augmentation (images only). none keeps the frozen-prefix cache on; a "
+                            "regularized retry goes one level up. light: small crops and shifts; standard: also "
+                            "flips and colour jitter (do not use for data where a flip changes the label).")
+    early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="0.1 is used in a regularized retry when 0.")
+
+
+class RuntimeSpec(_Frozen):
+    """Where training and inference run."""
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="auto: CUDA when present, else Apple MPS when present, else CPU.")
+    num_workers: int | Literal["auto"] = Field(
+        "auto", description="DataLoader processes decoding inputs; auto: 0 on machines with 2 cores or fewer "
+                            "(measured fastest there), more on bigger ones.")
+
+    @model_validator(mode="after")
+    def _workers_not_negative(self) -> RuntimeSpec:
+        if isinstance(self.num_workers, int) and self.num_workers < 0:
+            raise ValueError("num_workers: write auto or a number >= 0")
+        return self
 
 
 class GateSpec(_Frozen):
@@ -229,6 +310,8 @@ class Spec(_Frozen):
     model: ModelSpec
     split: SplitSpec = SplitSpec()
     train: TrainSpec = TrainSpec()
+    finetune: FinetuneSpec = FinetuneSpec()
+    runtime: RuntimeSpec = RuntimeSpec()
     gate: GateSpec = GateSpec()
     drift: DriftSpec = DriftSpec()
     retrain: RetrainSpec = RetrainSpec()

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tasks.backbones import Backbone
-from tasks.metrics import classification_metrics, contract_value, is_improvement
+from tasks.metrics import Contract, Guard, classification_metrics
 from tasks.spec import MetricSpec, ModelSpec
 
 
@@ -73,24 +73,36 @@ class FitResult:
     best_val_metric: float
     stopped_early: bool
     best_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+    # The last finished epoch, kept beside the best so a killed run could resume from it.
+    last_state: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def best(self) -> EpochRecord:
+        return self.history[self.best_epoch - 1]
 
 
 def fit(model: nn.Module, trainable: list[nn.Module], train: Batches, val: Batches, *, lr: float,
         weight_decay: float, epochs: int, patience: int, metric: MetricSpec, classes: list[str],
         seed: int, description: str, class_weights: torch.Tensor | None = None,
-        show_batches: bool = False) -> FitResult:
-    """Train `trainable` inside `model`; keep and restore the best validation epoch."""
+        show_batches: bool = False, guard: Guard | None = None, lr_scales: Sequence[float] | None = None,
+        warmup: float = 0.0, label_smoothing: float = 0.0, min_delta: float = 0.0) -> FitResult:
+    """Train `trainable` inside `model`; keep and restore the best validation epoch.
+
+    `lr_scales` (one per trainable module, default 1) give discriminative learning rates: the head
+    at `lr`, deeper layer groups lower. The best epoch is the best on the declared metric among
+    epochs that keep the guard (`Contract.better`); a gain under `min_delta` is no gain."""
+    contract = Contract(metric, guard)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    parameters = [p for module in trainable for p in module.parameters()]
+    scales = list(lr_scales) if lr_scales is not None else [1.0] * len(trainable)
+    optimizer = torch.optim.AdamW(parameter_groups(trainable, scales, lr, weight_decay))
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     for parameter in parameters:
         parameter.requires_grad_(True)
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    # Cosine decay to zero over the planned steps: late epochs make small, stable steps.
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * len(train)))
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights)
+    scheduler = warmup_cosine(optimizer, max(1, epochs * len(train)), warmup)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
     history: list[EpochRecord] = []
-    best_state, best_value, best_epoch, stale = copy.deepcopy(model.state_dict()), None, 0, 0
+    best_state, best_scores, best_epoch, stale = copy.deepcopy(model.state_dict()), None, 0, 0
     epoch_bar = tqdm(range(1, epochs + 1), desc=description, unit="epoch", disable=show_batches)
     for epoch in epoch_bar:
         _train_mode(model, trainable)
@@ -105,20 +117,65 @@ def fit(model: nn.Module, trainable: list[nn.Module], train: Batches, val: Batch
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
-        record = _validate(model, val, loss_fn, metric, classes, epoch, float(np.mean(losses)))
+        record = _validate(model, val, class_weights, contract, classes, epoch, float(np.mean(losses)))
         history.append(record)
-        if is_improvement(record.val_metric, best_value, metric):
-            best_state, best_value, best_epoch, stale = copy.deepcopy(model.state_dict()), record.val_metric, epoch, 0
+        if contract.better(record.val_scores, best_scores, min_delta if best_scores is not None else 0.0):
+            best_state, best_scores, best_epoch, stale = copy.deepcopy(model.state_dict()), record.val_scores, epoch, 0
         else:
             stale += 1
             if stale >= patience:
                 break
+    last_state = {"weights": copy.deepcopy(model.state_dict()), "optimizer": optimizer.state_dict(),
+                  "scheduler": scheduler.state_dict(), "epoch": len(history), "rng": torch.get_rng_state()}
     model.load_state_dict(best_state)
     model.eval()
     for parameter in parameters:
         parameter.requires_grad_(False)
-    assert best_value is not None, "fit ran no epoch"  # epochs >= 1 is checked by the spec
-    return FitResult(history, best_epoch, best_value, len(history) < epochs, best_state)
+    assert best_scores is not None, "fit ran no epoch"  # epochs >= 1 is checked by the spec
+    return FitResult(history, best_epoch, contract.value(best_scores), len(history) < epochs, best_state, last_state)
+
+
+NO_DECAY_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.Embedding)
+
+
+def parameter_groups(modules: Sequence[nn.Module], scales: Sequence[float], lr: float,
+                     weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups per module (its lr = `lr` x its scale): weights with decay, and biases and
+    normalization parameters without (decaying a norm's scale or a bias only shrinks it towards
+    a value nothing asked for)."""
+    groups = []
+    for module, scale in zip(modules, scales, strict=True):
+        decay, no_decay = [], []
+        for layer in module.modules():
+            for name, parameter in layer.named_parameters(recurse=False):
+                (no_decay if isinstance(layer, NO_DECAY_LAYERS) or name == "bias" else decay).append(parameter)
+        groups += [{"params": decay, "lr": lr * scale, "weight_decay": weight_decay},
+                   {"params": no_decay, "lr": lr * scale, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first `warmup` fraction of the steps (freshly unfrozen layers meet
+    a head trained without them: large early steps would undo pretraining), then cosine decay to 0."""
+    import math
+
+    warm = round(steps * warmup)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        progress = (step - warm) / max(1, steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def class_weights_for(targets: torch.Tensor, n_classes: int, clip: float = 10.0) -> torch.Tensor:
+    """Inverse-frequency class weights (n / (k x n_c)), clipped to [1/clip, clip] so one tiny class
+    cannot dominate the loss; a class absent from training gets the clip."""
+    counts = torch.bincount(targets, minlength=n_classes).double()
+    weights = len(targets) / (n_classes * counts.clamp_min(1e-9))
+    return weights.clamp(1.0 / clip, clip).float()
 
 
 def _train_mode(model: nn.Module, trainable: list[nn.Module]) -> None:
@@ -144,13 +201,15 @@ def predict_proba(model: nn.Module, batches: Batches) -> np.ndarray:
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
 
 
-def _validate(model: nn.Module, val: Batches, loss_fn: nn.Module, metric: MetricSpec, classes: list[str],
-              epoch: int, train_loss: float) -> EpochRecord:
+def _validate(model: nn.Module, val: Batches, class_weights: torch.Tensor | None, contract: Contract,
+              classes: list[str], epoch: int, train_loss: float) -> EpochRecord:
+    """Validation loss is the plain (weighted) cross-entropy, without label smoothing, so stages
+    trained with and without it stay comparable."""
     probabilities = torch.from_numpy(predict_proba(model, val))
     val_loss = nn.functional.nll_loss(torch.log(probabilities.clamp_min(1e-12)), val.targets,
-                                      weight=getattr(loss_fn, "weight", None)).item()
+                                      weight=class_weights).item()
     scores = classification_metrics(val.targets.numpy(), probabilities.argmax(1).numpy(), classes)
-    return EpochRecord(epoch, train_loss, val_loss, scores, contract_value(scores, metric))
+    return EpochRecord(epoch, train_loss, val_loss, scores, contract.value(scores))
 
 
 def new_head(dim: int, n_classes: int, seed: int) -> nn.Linear:

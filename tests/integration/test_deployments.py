@@ -23,7 +23,8 @@ task: Flag SMS messages that are spam.
 metric: {{name: accuracy, target: 0.5}}
 data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
 model: {{family: hf_text, name: all-MiniLM-L6-v2, max_tokens: 16}}
-train: {{head_epochs: 10, finetune_epochs: 0}}
+train: {{head_epochs: 10}}
+finetune: {{max_stages: 0}}
 registry: {{model_name: {model}}}
 workdir: {workdir}
 """

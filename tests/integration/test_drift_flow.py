@@ -33,7 +33,7 @@ task: Flag SMS messages that are spam.
 metric: {{name: f1, class: spam, target: 0.5}}
 data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
 model: {{family: hf_text, name: all-MiniLM-L6-v2, max_tokens: 32}}
-train: {{finetune_epochs: 0}}
+finetune: {{max_stages: 0}}
 gate: {{min_fresh_test: 3}}
 drift: {{permutations: 199}}
 registry: {{model_name: spam-watch}}

@@ -27,7 +27,8 @@ task: Flag SMS messages that are spam.
 metric: {{name: accuracy, target: 0.6}}
 data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
 model: {{family: hf_text, name: all-MiniLM-L6-v2, max_tokens: 32}}
-train: {{head_epochs: 40, finetune_epochs: 0}}
+train: {{head_epochs: 40}}
+finetune: {{max_stages: 0}}
 registry: {{model_name: {model}}}
 workdir: {workdir}
 """

@@ -33,7 +33,8 @@ def test_valid_config_gets_defaults_and_resolves_paths_against_the_config_folder
     spec = load_spec(config(tmp_path))
     assert spec.data.path == (tmp_path / "data").resolve()
     assert spec.split.validation_fraction == 0.15 and spec.split.test_fraction == 0.15
-    assert spec.train.finetune_lr_divisor == 10.0
+    assert spec.finetune.lr_ratio == 0.1 and spec.finetune.early_stopping.patience == 2
+    assert spec.runtime.device == "auto" and spec.runtime.num_workers == "auto"
     assert spec.registry.alias == "champion"
 
 
@@ -46,7 +47,7 @@ def test_spec_is_frozen(tmp_path):
 def test_unknown_field_names_the_field_and_the_allowed_ones(tmp_path):
     message = error_of(config(tmp_path, tail="train: {epochz: 3}\n"))
     assert "train.epochz: unknown field" in message
-    assert "finetune_epochs" in message and str(tmp_path / "config.yaml") in message
+    assert "head_epochs" in message and str(tmp_path / "config.yaml") in message
 
 
 def test_unknown_metric_lists_allowed_names(tmp_path):
@@ -141,10 +142,30 @@ def test_schema_documents_defaults_and_aliases():
     assert set(schema["required"]) == {"task", "metric", "data", "model", "registry"}
     metric = schema["$defs"]["MetricSpec"]["properties"]
     assert "class" in metric and "class_name" not in metric
-    assert schema["$defs"]["TrainSpec"]["properties"]["finetune_lr_divisor"]["default"] == 10.0
+    assert schema["$defs"]["FinetuneSpec"]["properties"]["lr_ratio"]["default"] == 0.1
 
 
 def test_shipped_configs_are_valid():
     for path in sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")):
         spec = Spec.model_validate(__import__("yaml").safe_load(path.read_text()))
         assert spec.task, path
+
+
+@pytest.mark.parametrize("old, new_place", [
+    ("finetune_epochs: 2", "finetune.epochs_per_stage"),
+    ("finetune_lr_divisor: 10", "finetune.lr_ratio"),
+    ("patience: 3", "finetune.early_stopping.patience"),
+])
+def test_a_moved_train_field_names_its_new_place(tmp_path, old, new_place):
+    message = error_of(config(tmp_path, tail=f"train: {{{old}}}\n"))
+    assert "train:" in message and f"`train.{old.split(':')[0]}` is now `{new_place}`" in message
+    assert "move them under `finetune:`" in message
+
+
+@pytest.mark.parametrize("metric, extra, problem", [
+    ("macro_f1", ", guard: {precision: 0.5}", "needs no guard"),
+    ("recall", ", class: a, guard: {recall: 0.5}", "guarded by precision"),
+    ("precision", ", class: a, guard: {recall: 1.5}", "guarded by recall"),
+])
+def test_a_guard_must_be_the_complementary_score(tmp_path, metric, extra, problem):
+    assert problem in error_of(config(tmp_path, metric=metric, extra_metric=extra))
