@@ -4,9 +4,11 @@ Three runs on the same data (given train/ and val/ folders):
 1. MobileNetV2 trained properly with a modest target: the baseline meets it, the gate promotes;
 2. the same model deliberately undertrained with a high target and fine-tuning off: rejected,
    alias unchanged, every embedding reused from the cache;
-3. timm EfficientNet-Lite0 undertrained with a high target, so fine-tuning runs end to end.
+3. timm EfficientNet-Lite0 undertrained with a high target, so gradual unfreezing runs its stages.
 Claims are checked against an independent recomputation from the raw files and the registry.
 """
+
+import json
 
 import mlflow
 import pytest
@@ -26,7 +28,8 @@ task: Tell whether a photo shows ants or bees.
 metric: {{name: accuracy, target: {target}}}
 data: {{kind: image_folder, path: {data}}}
 model: {{family: {family}, name: {name}, image_size: 64}}
-train: {{batch_size: 16, head_epochs: {head_epochs}, head_learning_rate: {lr}, finetune_epochs: {finetune}}}
+train: {{batch_size: 16, head_epochs: {head_epochs}, head_learning_rate: {lr}}}
+finetune: {{max_stages: {stages}, epochs_per_stage: 2, lr_ratio: {ratio}}}
 registry: {{model_name: ants-vs-bees}}
 workdir: {workdir}
 """
@@ -42,9 +45,11 @@ def runs(tmp_path_factory):
     data = hymenoptera_slice(shared_dataset("hymenoptera"), folder / "data", per_class=20)
     workdir = folder / "work"
     settings = {
-        "pass": dict(MOBILENET, target=0.6, head_epochs=60, lr=0.003, finetune=0),
-        "reject": dict(MOBILENET, target=0.95, head_epochs=1, lr=1e-6, finetune=0),
-        "finetune": dict(EFFICIENTNET, target=0.99, head_epochs=1, lr=1e-6, finetune=2),
+        "pass": dict(MOBILENET, target=0.6, head_epochs=60, lr=0.003, stages=2, ratio=0.1),
+        "reject": dict(MOBILENET, target=0.95, head_epochs=1, lr=1e-6, stages=0, ratio=0.1),
+        # A weak baseline (one head epoch) and a fine-tuning lr as high as the head's: the stages
+        # gain over it, and the unreachable target keeps the loop going until max_stages.
+        "finetune": dict(EFFICIENTNET, target=0.99, head_epochs=1, lr=1e-3, stages=2, ratio=1.0),
     }
     summaries = {}
     for name, values in settings.items():
@@ -125,17 +130,69 @@ def test_exposure_of_the_test_examples_grows_with_each_evaluation(runs):
             in summaries["finetune"].outcome.decision.reason)
 
 
-def test_timm_fine_tuning_runs_end_to_end_with_per_epoch_curves(runs):
+ACTIONS = {"unfreeze_next", "retry_regularized", "stop_overfit", "stop_no_gain", "class_weights_on", "lock_in"}
+
+
+def test_gradual_unfreezing_runs_stages_acts_on_decisions_and_logs_them(runs):
     summaries, client, _ = runs
     summary = summaries["finetune"]
-    assert [s.name for s in summary.stages] == ["baseline", "finetune-1"]
+    names = [s.name for s in summary.stages]
+    tuned = [name for name in names if name.startswith("finetune-")]
+    assert names[:2] == ["baseline", "finetune-1"] and len(tuned) >= 2, names
     children = child_runs(client, summary)
-    assert set(children) == {"baseline", "finetune-1"}
-    history = client.get_metric_history(children["finetune-1"].info.run_id, "val_accuracy")
-    assert [m.step for m in history] == list(range(1, len(history) + 1)) and 1 <= len(history) <= 2
-    tuned = summary.stages[1]
-    assert summary.selected.name == ("finetune-1" if tuned.keep and tuned.val_value > summary.stages[0].val_value
-                                     else "baseline")
+    assert set(children) == set(names)
+    # One decision per fine-tuning stage, in order, each with its reason and numbers.
+    assert [d["stage"] for d in summary.decisions] == tuned
+    assert all(d["action"] in ACTIONS and d["reason"] and "best_val_metric" in d["numbers"] for d in summary.decisions)
+    parent = client.get_run(summary.run_id)
+    logged = json.loads(mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/decisions.json"))
+    assert logged == summary.decisions
+    table = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/decisions.md")
+    assert all(f"| {d['stage']} | `{d['action']}` |" in table for d in summary.decisions)
+    # Each stage is a nested run with per-epoch curves; its best epoch's value is the stage's.
+    for stage in summary.stages[1:]:
+        run = children[stage.name]
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == list(range(1, len(history) + 1)) and 1 <= len(history) <= 2
+        best_epoch = int(run.data.params["best_epoch"])
+        assert history[best_epoch - 1].value == pytest.approx(stage.val_value)
+        assert max(m.value for m in history) == pytest.approx(stage.val_value)
+    # Deeper stages unfreeze more groups, each from the best stage before it (by the logged metrics).
+    depth = [int(children[n].data.params["unfrozen_groups"]) for n in tuned]
+    assert depth == sorted(depth) and depth[0] == 1 and depth[-1] >= 2
+    # Selection: the best validation value over all stages, ties to the earlier (recomputed from MLflow).
+    values = [children[n].data.metrics["best_val_accuracy"] for n in names]
+    assert summary.selected.name == names[values.index(max(values))]
+
+
+def test_a_stage_trains_only_its_unfrozen_groups(runs):
+    """The checkpoint of finetune-1 (last group unfrozen) against the pretrained EfficientNet: the
+    stem (never unfrozen) and every BatchNorm's running statistics are the pretrained ones; the
+    last group learned."""
+    import torch
+
+    from tasks.backbones import load_backbone
+
+    summaries, _, _ = runs
+    summary = summaries["finetune"]
+    stage = next(s for s in summary.stages if s.name == "finetune-1")
+    saved = torch.load(stage.checkpoint, map_location="cpu", weights_only=True)
+    saved = saved.get("weights", saved)  # self-describing checkpoints keep the state dict under "weights"
+    pretrained = load_backbone(summary.spec.model).module.state_dict()
+    stats = [key for key in pretrained if key.endswith(("running_mean", "running_var"))]
+    assert len(stats) > 20
+    for key in ["conv_stem.weight", "bn1.weight", "blocks.0.0.conv_dw.weight", *stats]:
+        assert torch.equal(saved[f"encoder.{key}"], pretrained[key]), key
+    assert not torch.equal(saved["encoder.conv_head.weight"], pretrained["conv_head.weight"])
+
+
+def test_a_baseline_that_meets_the_target_runs_no_stage_and_says_why(runs):
+    summaries, _, _ = runs
+    summary = summaries["pass"]
+    assert [s.name for s in summary.stages] == ["baseline"]
+    assert [(d["stage"], d["action"]) for d in summary.decisions] == [("baseline", "lock_in")]
+    assert "meets the target on validation" in summary.decisions[0]["reason"]
+    assert "no fine-tuning stage runs" in summary.decisions[0]["reason"]
 
 
 def test_parent_runs_nested_runs_metrics_and_artifacts(runs):
@@ -150,7 +207,7 @@ def test_parent_runs_nested_runs_metrics_and_artifacts(runs):
     artifacts = {a.path for a in client.list_artifacts(first.run_id)} | {
         a.path for folder in ("plots", "quality", "split") for a in client.list_artifacts(first.run_id, folder)}
     assert {"model_card.md", "plots/test_confusion_matrix.png", "plots/learning_curves.png",
-            "quality/label_quality.md"} <= artifacts
+            "plots/per_class_validation.png", "decisions.json", "decisions.md", "quality/label_quality.md"} <= artifacts
     assert any(path.startswith("split/") and path.endswith(".json") for path in artifacts)
     card = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/model_card.md")
     assert "PROMOTED" in card and first.split.test_fingerprint in card
