@@ -166,9 +166,12 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
     the head: discriminative lrs (head at head lr x lr_ratio, each deeper group x group_lr_decay),
     warm-up then cosine decay, the best epoch kept. A regularized retry raises augmentation one
     level, weight decay x10 and label smoothing."""
+    from tasks.devices import resolve_device, resolve_num_workers
     from tasks.train import Batches, class_indices, class_weights_for, fit, restore_classifier
 
     settings = spec.finetune
+    device, workers = resolve_device(spec.runtime.device), resolve_num_workers(spec.runtime.num_workers)
+    loading = {"num_workers": workers, "pin_memory": device.type == "cuda"}
     examples, classes = _train_val_examples(dataset, split)
     classifier = restore_classifier(spec.model, len(classes), start.checkpoint)
     backbone = classifier.backbone
@@ -187,14 +190,16 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
     train_targets = class_indices(examples["train"]["label"], classes)
     weights = class_weights_for(train_targets, len(classes)) if plan.class_weights else None
     result = fit(classifier, [*unfrozen, classifier.head],
-                 Batches(list(examples["train"]["input"]), train_targets, spec.train.batch_size, train_prepare),
+                 Batches(list(examples["train"]["input"]), train_targets, spec.train.batch_size, train_prepare,
+                         **loading),
                  Batches(list(examples["val"]["input"]), class_indices(examples["val"]["label"], classes),
-                         spec.train.batch_size, backbone.preprocess),
+                         spec.train.batch_size, backbone.preprocess, **loading),
                  lr=lr, lr_scales=scales, weight_decay=weight_decay, epochs=settings.epochs_per_stage,
                  patience=settings.early_stopping.patience, min_delta=settings.early_stopping.min_delta,
                  warmup=settings.warmup, label_smoothing=smoothing, metric=spec.metric, guard=contract.guard,
                  classes=classes, seed=spec.train.seed + plan.number, description=plan.name,
-                 show_batches=True, class_weights=weights)
+                 show_batches=True, class_weights=weights, device=device)
+    classifier.to("cpu")  # checkpoints and later steps read CPU tensors
     notes = (f"last {depth} of {len(groups)} layer group(s) unfrozen from {start.name}; lr {lr:g} (head) down to "
              f"{lr * scales[0]:g}; augment {augment}, weight decay {weight_decay:g}, label smoothing {smoothing:g}"
              + (", class-weighted loss" if plan.class_weights else "") + (" (regularized retry)" if plan.regularized
@@ -203,7 +208,8 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
         "unfrozen_groups": depth, "layer_groups_total": len(groups), "lr": lr,
         "group_lrs": ",".join(f"{lr * scale:.3g}" for scale in scales), "weight_decay": weight_decay,
         "augment": augment, "label_smoothing": smoothing, "warmup": settings.warmup,
-        "class_weights": plan.class_weights, "regularized_retry": plan.regularized, "started_from_stage": start.name}
+        "class_weights": plan.class_weights, "regularized_retry": plan.regularized, "started_from_stage": start.name,
+        "device": str(device), "num_workers": workers}
     return _record_stage(spec, tracking, plan.name, classifier, result, notes, params, start.started_from, contract,
                          unfrozen_groups=depth)
 

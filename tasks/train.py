@@ -8,7 +8,7 @@ Frozen modules stay in eval mode, and BatchNorm layers keep their pretrained sta
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tasks.backbones import Backbone
+from tasks.devices import autocast, to_device
+from tasks.loader import Batches
 from tasks.metrics import Contract, Guard, classification_metrics
 from tasks.spec import MetricSpec, ModelSpec
 
@@ -34,27 +36,6 @@ class Classifier(nn.Module):
 
     def forward(self, batch: Any) -> torch.Tensor:
         return self.head(self.backbone.embed(batch))
-
-
-@dataclass
-class Batches:
-    """Inputs and targets served in minibatches; `prepare` turns a slice of inputs into a batch."""
-
-    inputs: Sequence[Any] | torch.Tensor
-    targets: torch.Tensor
-    batch_size: int
-    prepare: Callable[[Any], Any] = lambda x: x
-
-    def __len__(self) -> int:
-        return (len(self.targets) + self.batch_size - 1) // self.batch_size
-
-    def iterate(self, generator: torch.Generator | None = None) -> Iterator[tuple[Any, torch.Tensor]]:
-        order = torch.randperm(len(self.targets), generator=generator) if generator else torch.arange(len(self.targets))
-        for start in range(0, len(order), self.batch_size):
-            index = order[start:start + self.batch_size]
-            chunk: Any = (self.inputs[index] if isinstance(self.inputs, torch.Tensor)
-                          else [self.inputs[i] for i in index.tolist()])
-            yield self.prepare(chunk), self.targets[index]
 
 
 @dataclass
@@ -85,13 +66,17 @@ def fit(model: nn.Module, trainable: list[nn.Module], train: Batches, val: Batch
         weight_decay: float, epochs: int, patience: int, metric: MetricSpec, classes: list[str],
         seed: int, description: str, class_weights: torch.Tensor | None = None,
         show_batches: bool = False, guard: Guard | None = None, lr_scales: Sequence[float] | None = None,
-        warmup: float = 0.0, label_smoothing: float = 0.0, min_delta: float = 0.0) -> FitResult:
+        warmup: float = 0.0, label_smoothing: float = 0.0, min_delta: float = 0.0,
+        device: torch.device | None = None) -> FitResult:
     """Train `trainable` inside `model`; keep and restore the best validation epoch.
 
     `lr_scales` (one per trainable module, default 1) give discriminative learning rates: the head
     at `lr`, deeper layer groups lower. The best epoch is the best on the declared metric among
     epochs that keep the guard (`Contract.better`); a gain under `min_delta` is no gain."""
     contract = Contract(metric, guard)
+    device = device or torch.device("cpu")
+    model.to(device)
+    class_weights = class_weights.to(device) if class_weights is not None else None
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     scales = list(lr_scales) if lr_scales is not None else [1.0] * len(trainable)
@@ -112,7 +97,9 @@ def fit(model: nn.Module, trainable: list[nn.Module], train: Batches, val: Batch
             batches = tqdm(batches, total=len(train), desc=f"{description} epoch {epoch}/{epochs}", unit="batch")
         for inputs, targets in batches:
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(inputs), targets)
+            with autocast(device):
+                logits = model(to_device(inputs, device))
+            loss = loss_fn(logits.float(), targets.to(device))
             loss.backward()
             optimizer.step()
             scheduler.step()
@@ -194,10 +181,12 @@ def _train_mode(model: nn.Module, trainable: list[nn.Module]) -> None:
 
 
 def predict_proba(model: nn.Module, batches: Batches) -> np.ndarray:
-    """Class probabilities [n, classes] in input order."""
+    """Class probabilities [n, classes] in input order, computed on the device the model is on."""
+    device = next(model.parameters()).device
     model.eval()
-    with torch.inference_mode():
-        chunks = [torch.softmax(model(inputs), dim=1) for inputs, _ in batches.iterate()]
+    with torch.inference_mode(), autocast(device):
+        chunks = [torch.softmax(model(to_device(inputs, device)).float(), dim=1).cpu()
+                  for inputs, _ in batches.iterate()]
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
 
 
@@ -207,7 +196,7 @@ def _validate(model: nn.Module, val: Batches, class_weights: torch.Tensor | None
     trained with and without it stay comparable."""
     probabilities = torch.from_numpy(predict_proba(model, val))
     val_loss = nn.functional.nll_loss(torch.log(probabilities.clamp_min(1e-12)), val.targets,
-                                      weight=class_weights).item()
+                                      weight=class_weights.cpu() if class_weights is not None else None).item()
     scores = classification_metrics(val.targets.numpy(), probabilities.argmax(1).numpy(), classes)
     return EpochRecord(epoch, train_loss, val_loss, scores, contract.value(scores))
 

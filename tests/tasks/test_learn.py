@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 
 from tasks.learn import StageResult, choose_stage
+from tasks.metrics import Contract
 from tasks.spec import MetricSpec
 
 MACRO_F1 = MetricSpec(name="macro_f1", target=0.95)
 
 
 def stage(name: str, value: float, keep: bool = True) -> StageResult:
-    return StageResult(name=name, run_id=name, val_value=value, val_scores={}, checkpoint=Path(f"{name}.pt"),
+    return StageResult(name=name, run_id=name, val_value=value, val_scores={"macro_f1": value}, checkpoint=Path(f"{name}.pt"),
                        checkpoint_sha256="", history=[], notes="", keep=keep, meets_target=False)
 
 
@@ -24,4 +25,4 @@ def stage(name: str, value: float, keep: bool = True) -> StageResult:
     ([stage("baseline", 0.90), stage("finetune-1", 0.95), stage("finetune-2", 0.93)], "finetune-1"),
 ])
 def test_a_stage_is_selected_only_if_kept_and_better_than_the_best_so_far(stages, expected):
-    assert choose_stage(stages, MACRO_F1).name == expected
+    assert choose_stage(stages, Contract(MACRO_F1)).name == expected
