@@ -1,17 +1,37 @@
-"""The two pictures a reviewer looks at first: the confusion matrix and the learning curves."""
+"""The pictures a reviewer looks at first: the confusion matrix, the learning curves across
+stages (with the decision taken after each), and the per-class validation scores.
+
+Every artist a reader relies on carries a `gid` (e.g. "stage-boundary", "decision", "contract"),
+so tests and callers can find what a figure shows without depending on drawing order.
+"""
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
+import matplotlib.transforms as mtransforms
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
+from tasks.spec import PER_CLASS_METRICS, class_metric_key
 from tasks.train import EpochRecord
+
+# A stage longer than this many epochs is drawn squeezed into this many x units; shorter stages get
+# one unit per epoch. The baseline head often runs 60 cheap epochs while a fine-tuning stage runs 3:
+# at one unit per epoch the stages a reader is deciding about would get a twentieth of the width.
+# Squeezing (rather than showing only the last N epochs) keeps the whole curve, and with it the best
+# epoch, which early stopping with a patience of 10 puts outside any short tail.
+STAGE_WIDTH_CAP = 12
+
+SERIES_COLORS = {"precision": "tab:blue", "recall": "tab:orange", "f1": "tab:green"}
 
 
 def confusion_matrix_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], title: str) -> Any:
@@ -31,19 +51,199 @@ def confusion_matrix_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: lis
     return figure
 
 
-def learning_curves_figure(curves: dict[str, list[EpochRecord]], metric_key: str, baseline_value: float) -> Any:
-    """Validation metric and losses per epoch for each stage, with the baseline as a reference line."""
-    figure, (metric_axes, loss_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    for stage, history in curves.items():
-        epochs = [r.epoch for r in history]
-        metric_axes.plot(epochs, [r.val_metric for r in history], marker="o", label=stage)
-        loss_axes.plot(epochs, [r.train_loss for r in history], marker="o", label=f"{stage} train")
-        loss_axes.plot(epochs, [r.val_loss for r in history], marker="x", linestyle="--", label=f"{stage} val")
-    metric_axes.axhline(baseline_value, color="grey", linestyle=":", label="baseline (val)")
-    metric_axes.set_title(f"validation {metric_key}")
-    metric_axes.set_xlabel("epoch")
-    loss_axes.set_title("loss")
-    loss_axes.set_xlabel("epoch")
-    metric_axes.legend(fontsize=8)
-    loss_axes.legend(fontsize=8)
+@dataclass(frozen=True)
+class StageSpan:
+    """Where one stage sits on the shared x axis: its epochs' positions and its edges."""
+
+    name: str
+    epochs: list[int]
+    x: np.ndarray
+    start: float  # left edge (a boundary, or the axis start)
+    end: float  # right edge (a boundary, or the axis end)
+
+    @property
+    def compressed(self) -> bool:
+        return len(self.epochs) > STAGE_WIDTH_CAP
+
+
+def stage_spans(stages: list[tuple[str, list[EpochRecord]]]) -> list[StageSpan]:
+    """Lay the stages end to end: each epoch one unit, a stage longer than `STAGE_WIDTH_CAP` squeezed
+    into that many units. Edges sit half a unit outside a stage's first and last point, so boundaries fall between."""
+    spans, offset, cap = [], 0.0, STAGE_WIDTH_CAP
+    for name, history in stages:
+        epochs = [record.epoch for record in history]
+        width = min(len(epochs), cap) if epochs else 1
+        if len(epochs) > cap:
+            x = offset + 1 + np.arange(len(epochs)) * (cap - 1) / (len(epochs) - 1)
+        else:
+            x = offset + 1 + np.arange(len(epochs), dtype=float)
+        spans.append(StageSpan(name, epochs, x, offset + 0.5, offset + width + 0.5))
+        offset += width
+    return spans
+
+
+def learning_curves_figure(stages: list[tuple[str, list[EpochRecord]]], decisions: dict[str, str], metric_key: str,
+                           baseline_value: float, target: float | None = None,
+                           best_epochs: dict[str, int] | None = None) -> Figure:
+    """Losses (top) and the validation metric (bottom) on one x axis that runs through the stages in
+    order, so a reader sees what each stage added and why the next one was (or was not) tried."""
+    spans = stage_spans(stages)
+    total = spans[-1].end if spans else 1.5
+    # Wide enough that a 3-epoch fine-tuning stage stays legible; capped so the PNG stays reasonable.
+    width = float(np.clip(3.0 + 0.3 * total, 8.0, 18.0))
+    figure, (loss_axes, metric_axes) = plt.subplots(2, 1, sharex=True, figsize=(width, 6.5),
+                                                    gridspec_kw={"height_ratios": [1, 1.2]})
+    for index, (span, (_, history)) in enumerate(zip(spans, stages, strict=True)):
+        first = index == 0  # one legend entry per series, not one per stage
+        # Each stage is its own line: a stage restarts from the previous one's best checkpoint,
+        # not from its last epoch, so joining the stages would draw a trajectory that never happened.
+        loss_axes.plot(span.x, [r.train_loss for r in history], color="tab:blue", marker="o", markersize=3,
+                       label="train loss" if first else "_nolegend_", gid="train-loss")
+        loss_axes.plot(span.x, [r.val_loss for r in history], color="tab:red", marker="x", markersize=4,
+                       linestyle="--", label="validation loss" if first else "_nolegend_", gid="val-loss")
+        metric_axes.plot(span.x, [r.val_metric for r in history], color="tab:green", marker="o", markersize=3,
+                         label=f"validation {metric_key}" if first else "_nolegend_", gid="val-metric")
+    for span in spans[:-1]:
+        for axes in (loss_axes, metric_axes):
+            axes.axvline(span.end, color="grey", linestyle=":", linewidth=1, gid="stage-boundary")
+    _label_stages(loss_axes, spans, width)
+    _write_decisions(metric_axes, spans, decisions)
+    metric_axes.axhline(baseline_value, color="grey", linestyle="-.", linewidth=1, gid="baseline",
+                        label=f"baseline (validation) {baseline_value:.3f}")
+    if target is not None:
+        metric_axes.axhline(target, color="black", linestyle="--", linewidth=1, gid="target",
+                            label=f"target {target:g}")
+    _mark_best_epochs(metric_axes, spans, stages, best_epochs or {})
+    loss_axes.set_ylabel("loss")
+    metric_axes.set_ylabel(f"validation {metric_key}")
+    metric_axes.set_xlim(0.5, total)
+    _epoch_ticks(metric_axes, spans)
+    metric_axes.set_xlabel(_x_label(spans))
+    for axes in (loss_axes, metric_axes):
+        if axes.get_legend_handles_labels()[0]:  # no stage at all: nothing to name
+            axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return figure
+
+
+def _label_stages(axes: Axes, spans: list[StageSpan], figure_width: float) -> None:
+    """Stage names above the top panel, centred on their stage; tilted when a name is wider than
+    its stage (a 3-epoch "finetune-2-retry" next to its neighbours)."""
+    at_top = mtransforms.blended_transform_factory(axes.transData, axes.transAxes)
+    inches_per_unit = 0.75 * figure_width / max(spans[-1].end - 0.5, 1.0) if spans else 1.0
+    for span in spans:
+        narrow = 0.07 * len(span.name) > (span.end - span.start) * inches_per_unit
+        x = span.start + 0.2 if narrow else (span.start + span.end) / 2  # a tilted name starts over its stage
+        axes.text(x, 1.02, span.name, transform=at_top, fontsize=8, va="bottom",
+                  ha="left" if narrow else "center", rotation=30 if narrow else 0, rotation_mode="anchor",
+                  gid="stage-name")
+
+
+def _write_decisions(axes: Axes, spans: list[StageSpan], decisions: dict[str, str]) -> None:
+    """The decision after a stage, written up its right-hand boundary (the axis edge for the last
+    stage): vertical text never collides with the next boundary however short the stage. It starts
+    at the bottom, where the curves rarely are at a boundary: the lowest scores are the baseline's
+    first epochs, at the far left, while the fine-tuning stages improve on the baseline."""
+    on_line = mtransforms.blended_transform_factory(axes.transData, axes.transAxes)
+    for span in spans:
+        action = decisions.get(span.name)
+        if action:
+            axes.text(span.end - 0.08, 0.03, f"decision: {action}", transform=on_line, rotation=90, ha="right",
+                      va="bottom",
+                      fontsize=8, color="dimgrey", gid="decision",
+                      bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1})
+
+
+def _mark_best_epochs(axes: Axes, spans: list[StageSpan], stages: list[tuple[str, list[EpochRecord]]],
+                      best_epochs: dict[str, int]) -> None:
+    """A star on each stage's kept epoch; an epoch missing from the history is skipped, not fatal:
+    a plot must never fail the run it illustrates."""
+    labelled = False
+    for span, (_, history) in zip(spans, stages, strict=True):
+        epoch = best_epochs.get(span.name)
+        if epoch is None or epoch not in span.epochs:
+            continue
+        index = span.epochs.index(epoch)
+        axes.plot([span.x[index]], [history[index].val_metric], linestyle="none", marker="*", markersize=13,
+                  color="gold", markeredgecolor="black", zorder=5, gid="best-epoch",
+                  label="best epoch (kept)" if not labelled else "_nolegend_")
+        labelled = True
+
+
+def _epoch_ticks(axes: Axes, spans: list[StageSpan]) -> None:
+    """Ticks show the epoch number within its stage (each stage restarts at 1): the first, the last
+    and about six in between, every epoch for short stages."""
+    positions: list[float] = []
+    labels: list[str] = []
+    for span in spans:
+        step = max(1, int(np.ceil(len(span.epochs) / 6)))
+        for index, epoch in enumerate(span.epochs):
+            if index in (0, len(span.epochs) - 1) or epoch % step == 0:
+                positions.append(float(span.x[index]))
+                labels.append(str(epoch))
+    axes.set_xticks(positions, labels, fontsize=7)
+
+
+def _x_label(spans: list[StageSpan]) -> str:
+    squeezed = [f"{span.name}'s {len(span.epochs)} epochs drawn in {STAGE_WIDTH_CAP} units"
+                for span in spans if span.compressed]
+    return "epoch across stages (ticks: epoch within the stage" + "".join(f"; {text}" for text in squeezed) + ")"
+
+
+def per_class_figure(val_scores: dict[str, float], classes: list[str], metric_key: str, target: float | None,
+                     title: str) -> Figure:
+    """Precision, recall and F1 of every class on validation as horizontal bars (class names stay
+    readable and the figure grows downwards, up to ~80 classes), the contract's own bar outlined."""
+    n = len(classes)
+    figure, axes = plt.subplots(figsize=(8.0, 1.6 + 0.3 * max(n, 1)))
+    height = 0.8 / len(PER_CLASS_METRICS)
+    where = {class_metric_key(name, label): (name, row) for row, label in enumerate(classes)
+             for name in PER_CLASS_METRICS}
+    contract = where.get(metric_key)
+    for offset, name in enumerate(PER_CLASS_METRICS):
+        widths = [val_scores.get(class_metric_key(name, label), np.nan) for label in classes]
+        ys = np.arange(n) + (offset - 1) * height
+        bars = axes.barh(ys, widths, height=height, color=SERIES_COLORS[name], label=name, gid=f"bars-{name}")
+        for row, bar in enumerate(bars):
+            bar.set_gid(f"{name}:{classes[row]}")
+            if contract == (name, row):
+                bar.set_gid("contract")
+                bar.set_edgecolor("black")
+                bar.set_linewidth(2.0)
+                bar.set_hatch("//")
+                bar.set_label(f"contract: {metric_key}")
+    axes.set_yticks(np.arange(n), classes, fontsize=8 if n <= 30 else 7)
+    if contract is None:
+        _aggregate_reference(axes, val_scores, metric_key, target)
+    else:
+        axes.get_yticklabels()[contract[1]].set_fontweight("bold")
+        # A band behind the contract's class: among 80 classes an outline alone is hard to find.
+        axes.axhspan(contract[1] - 0.5, contract[1] + 0.5, color="gold", alpha=0.2, zorder=0, gid="contract-row")
+        if target is not None:  # a per-class contract: every bar of that kind can be read against it
+            axes.axvline(target, color="black", linestyle="--", linewidth=1, gid="target", label=f"target {target:g}")
+    axes.set_ylim(n - 0.5, -0.5)  # first class on top, as in the class list
+    axes.set_xlim(0.0, 1.0)
+    axes.set_xlabel("validation score")
+    axes.set_title(title)
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return figure
+
+
+def _aggregate_reference(axes: Axes, val_scores: dict[str, float], metric_key: str, target: float | None) -> None:
+    """An all-class contract has no bar of its own: draw its value as a line instead. The target is
+    kept out of the drawing on purpose: it bounds the average, and a line across every class would
+    read as a bar each class must clear."""
+    value = val_scores.get(metric_key)
+    if value is None:
+        return
+    wanted = f" (target {target:g})" if target is not None else ""
+    axes.axvline(value, color="black", linestyle="-", linewidth=1.2, gid="contract",
+                 label=f"contract: {metric_key} {value:.3f}{wanted}")
+
+
+def figure_png_bytes(figure: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes, e.g. for a base64 data URI in a Prefect markdown artifact; the
+    caller still owns (and closes) the figure."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
