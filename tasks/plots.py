@@ -165,7 +165,7 @@ def _mark_best_epochs(axes: Axes, spans: list[StageSpan], stages: list[tuple[str
         index = span.epochs.index(epoch)
         axes.plot([span.x[index]], [history[index].val_metric], linestyle="none", marker="*", markersize=13,
                   color="gold", markeredgecolor="black", zorder=5, gid="best-epoch",
-                  label="best epoch (kept)" if not labelled else "_nolegend_")
+                  label="best epoch of the stage" if not labelled else "_nolegend_")
         labelled = True
 
 
