@@ -171,14 +171,15 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
 
     settings = spec.finetune
     device, workers = resolve_device(spec.runtime.device), resolve_num_workers(spec.runtime.num_workers)
-    loading = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    loading: dict[str, Any] = {"num_workers": workers, "pin_memory": device.type == "cuda"}
     examples, classes = _train_val_examples(dataset, split)
     classifier = restore_classifier(spec.model, len(classes), start.checkpoint)
     backbone = classifier.backbone
     groups = backbone.layer_groups()
     depth = min(plan.groups, len(groups))
     unfrozen = groups[-depth:]
-    augment, weight_decay, smoothing = settings.augment, settings.weight_decay, settings.label_smoothing
+    augment: str = settings.augment
+    weight_decay, smoothing = settings.weight_decay, settings.label_smoothing
     if plan.regularized:
         augment = AUGMENT_LEVELS[min(AUGMENT_LEVELS.index(augment) + 1, len(AUGMENT_LEVELS) - 1)]
         weight_decay, smoothing = weight_decay * 10, smoothing or 0.1

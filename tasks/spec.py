@@ -86,11 +86,11 @@ class MetricSpec(_Frozen):
         if self.name in AGGREGATE_METRICS and self.class_name:
             raise ValueError(f"metric '{self.name}' covers all classes: remove `class`")
         if self.guard is not None:
-            complement = {"recall": "precision", "precision": "recall"}.get(self.name)
+            complement = self.guard_name if self.name in ("recall", "precision") else None
             if complement is None:
                 raise ValueError(f"metric '{self.name}' needs no guard (only recall and precision contracts can be "
                                  "met by a trivial predictor): remove `guard`")
-            if set(self.guard) != {complement} or not 0.0 <= self.guard[complement] <= 1.0:
+            if set(self.guard) != {complement} or not all(0.0 <= v <= 1.0 for v in self.guard.values()):
                 raise ValueError(f"a {self.name} contract is guarded by {complement}: write "
                                  f"`guard: {{{complement}: <floor in [0, 1]>}}`")
         return self

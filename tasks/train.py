@@ -132,7 +132,8 @@ def parameter_groups(modules: Sequence[nn.Module], scales: Sequence[float], lr: 
     a value nothing asked for)."""
     groups = []
     for module, scale in zip(modules, scales, strict=True):
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for layer in module.modules():
             for name, parameter in layer.named_parameters(recurse=False):
                 (no_decay if isinstance(layer, NO_DECAY_LAYERS) or name == "bias" else decay).append(parameter)
