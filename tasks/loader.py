@@ -76,7 +76,7 @@ class Batches:
         chunks = index_chunks(len(self.targets), self.batch_size, generator)
         if isinstance(self.inputs, torch.Tensor):
             for index in chunks:
-                yield self._pinned(self.prepare(self.inputs[index])), self.targets[index]
+                yield pinned(self.prepare(self.inputs[index]), self.pin_memory), self.targets[index]
             return
         self._chunks.chunks = [index.tolist() for index in chunks]
         for batch, index in zip(self._decoding_loader(self.inputs), chunks, strict=True):
@@ -94,9 +94,11 @@ class Batches:
                 generator=torch.Generator().manual_seed(0))
         return self._loader
 
-    def _pinned(self, batch: Any) -> Any:
-        if not (self.pin_memory and torch.cuda.is_available()):
-            return batch
-        if isinstance(batch, dict):
-            return {key: value.pin_memory() for key, value in batch.items()}
-        return batch.pin_memory()
+
+def pinned(batch: Any, pin_memory: bool) -> Any:
+    """A tensor or dict of tensors in page-locked memory when asked for and a CUDA GPU is present."""
+    if not (pin_memory and torch.cuda.is_available()):
+        return batch
+    if isinstance(batch, dict):
+        return {key: value.pin_memory() for key, value in batch.items()}
+    return batch.pin_memory()
