@@ -3,7 +3,8 @@
 A challenger is promoted only if it meets the target AND is not worse than the champion by more
 than `gate.max_regression` on the same test examples: passing the target alone could replace a
 better model with a worse one. The champion is rebuilt from its registered artifacts (the same
-state dict and config its pyfunc serves), never from anything in the workdir.
+checkpoint its pyfunc serves, answering at its own stored operating point), never from anything
+in the workdir.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from tasks.metrics import classification_metrics, contract_value
-from tasks.spec import AGGREGATE_METRICS, MetricSpec, ModelSpec
+from tasks.metrics import Guard, classification_metrics, contract_value
+from tasks.spec import AGGREGATE_METRICS, MetricSpec
 
 if TYPE_CHECKING:
+    from tasks.checkpoints import Checkpoint
     from tasks.train import Classifier
+
+LEGACY_CONFIG = "model_config.json"  # beside the bare state dict of a version registered by older code
 
 
 @dataclass(frozen=True)
@@ -35,16 +39,23 @@ class ChampionComparison:
     version: str | None           # None: no champion yet
     value: float | None           # its declared metric on this test split; None when not compared
     skipped_because: str = ""     # why a champion was not compared
+    broken_guard: str = ""        # the guard the champion breaks on this test split, if it does
+    guard_value: float | None = None  # the champion's guarded score there
 
     def allows(self, challenger: float, max_regression: float) -> bool:
-        """Every supported metric is higher-is-better: the challenger may trail by max_regression."""
-        return self.value is None or challenger >= self.value - max_regression
+        """Every supported metric is higher-is-better: the challenger may trail by max_regression.
+        A champion that breaks the guard blocks nobody: its score is bought by answering the class
+        everywhere (a challenger that breaks it too fails the gate on its own guard)."""
+        return self.value is None or bool(self.broken_guard) or challenger >= self.value - max_regression
 
     def describe(self, challenger: float, max_regression: float) -> str:
         if self.version is None:
             return "no champion yet"
         if self.value is None:
             return f"champion version {self.version} not compared: {self.skipped_because}"
+        if self.broken_guard:
+            return (f"champion version {self.version} scores {self.value:.4f} on the same test split, but breaks the "
+                    f"guard {self.broken_guard} there ({self.guard_value:.4f}), so it cannot hold back the challenger")
         margin = challenger - self.value
         verdict = "not worse beyond" if self.allows(challenger, max_regression) else "WORSE than allowed by"
         return (f"champion version {self.version} scores {self.value:.4f} on the same test split; the challenger is "
@@ -69,16 +80,20 @@ def comparability(metric: MetricSpec, champion_classes: list[str], challenger_cl
 
 
 def score_champion(client: MlflowClient, model_name: str, alias: str, inputs: list[str], y_true: np.ndarray,
-                   classes: list[str], metric: MetricSpec, batch_size: int) -> ChampionComparison:
-    """The champion's declared metric on these test inputs (labels as indices into `classes`)."""
+                   classes: list[str], metric: MetricSpec, batch_size: int,
+                   guard: Guard | None = None) -> ChampionComparison:
+    """The champion's declared metric on these test inputs (labels as indices into `classes`), its
+    answers taken at its own stored operating point, as its pyfunc answers."""
     version = current_champion(client, model_name, alias)
     if version is None:
         return ChampionComparison(None, None)
     import torch
 
+    from tasks.operating_point import apply_operating_point
     from tasks.train import Batches, predict_proba
 
-    classifier, champion_classes = restore_registered(client, str(version.run_id))
+    classifier, checkpoint = restore_registered(client, str(version.run_id))
+    champion_classes = checkpoint.classes
     why_not = comparability(metric, champion_classes, classes)
     if why_not:
         return ChampionComparison(str(version.version), None, why_not)
@@ -86,25 +101,47 @@ def score_champion(client: MlflowClient, model_name: str, alias: str, inputs: li
                                                       classifier.backbone.preprocess))
     index = {label: i for i, label in enumerate(classes)}
     # A class the challenger does not know can only be a wrong answer here (-1 matches no label).
-    y_pred = np.array([index.get(champion_classes[i], -1) for i in probabilities.argmax(axis=1)])
-    value = contract_value(classification_metrics(y_true, y_pred, classes), metric)
-    return ChampionComparison(str(version.version), value)
+    y_pred = np.array([index.get(champion_classes[i], -1)
+                       for i in apply_operating_point(probabilities, champion_classes, checkpoint.operating_point)])
+    scores = classification_metrics(y_true, y_pred, classes)
+    breaks = guard is not None and scores[guard.key] < guard.floor
+    return ChampionComparison(str(version.version), contract_value(scores, metric),
+                              broken_guard=guard.describe() if breaks and guard else "",
+                              guard_value=scores[guard.key] if guard else None)
+
+
+def registered_checkpoint(client: MlflowClient, run_id: str) -> Checkpoint:
+    """The checkpoint a registered version serves (see tasks.serving.save_pyfunc), read from the
+    version's own artifacts. A version registered before checkpoints described themselves holds a
+    bare state dict beside model_config.json, which says the model and classes."""
+    from tasks.checkpoints import read_checkpoint
+
+    with tempfile.TemporaryDirectory() as folder:
+        artifacts = Path(client.download_artifacts(run_id, "model/artifacts", folder))
+        config = artifacts / LEGACY_CONFIG
+        [weights] = [p for p in artifacts.iterdir() if p != config]
+        return read_checkpoint(weights, json.loads(config.read_text()) if config.exists() else None)
 
 
 @contextmanager
 def registered_artifacts(client: MlflowClient, run_id: str) -> Iterator[tuple[dict, Path]]:
-    """The registered pyfunc's own artifacts (see tasks.serving.save_pyfunc): its config and the
-    state dict file, downloaded into a folder that lives for the block."""
+    """A registered version as (model config, bare state dict file): the model spec and classes in
+    model_config.json's shape, and the weights in a file that lives for the block, for new and
+    legacy versions alike. (The warm start reads this view; new readers use `registered_checkpoint`.)"""
+    import torch
+
+    from tasks.checkpoints import legacy_config
+
+    checkpoint = registered_checkpoint(client, run_id)
     with tempfile.TemporaryDirectory() as folder:
-        artifacts = Path(client.download_artifacts(run_id, "model/artifacts", folder))
-        [weights] = [p for p in artifacts.iterdir() if p.name != "model_config.json"]
-        yield json.loads((artifacts / "model_config.json").read_text()), weights
+        weights = Path(folder) / "weights.pt"
+        torch.save(checkpoint.weights, weights)
+        yield legacy_config(checkpoint.model, checkpoint.classes), weights
 
 
-def restore_registered(client: MlflowClient, run_id: str) -> tuple[Classifier, list[str]]:
-    """The registered classifier and its classes, rebuilt from the version's artifacts."""
-    from tasks.train import restore_classifier
+def restore_registered(client: MlflowClient, run_id: str) -> tuple[Classifier, Checkpoint]:
+    """The registered classifier and its checkpoint (classes, operating point), from the version's artifacts."""
+    from tasks.checkpoints import build_classifier
 
-    with registered_artifacts(client, run_id) as (config, weights):
-        model = ModelSpec.model_validate(config["model"])
-        return restore_classifier(model, len(config["classes"]), weights), list(config["classes"])
+    checkpoint = registered_checkpoint(client, run_id)
+    return build_classifier(checkpoint), checkpoint

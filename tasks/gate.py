@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from mlflow.entities import Run
 
 from tasks.atomic import exclusive_lock
 from tasks.champion import ChampionComparison
-from tasks.metrics import classification_metrics, contract_value, meets_target
+from tasks.metrics import Guard, classification_metrics, contract_value, meets_target
 from tasks.spec import MetricSpec
 from tasks.tracking import end_run, experiment_id, log_scores, log_text, start_run
 
@@ -60,16 +60,25 @@ class GateDecision:
     min_fresh: int
     champion: ChampionComparison
     max_regression: float
+    guard: Guard | None = None      # the floor on the complementary score of a recall/precision contract
+    guard_value: float | None = None  # that score on the test split
 
     @property
     def verdict(self) -> str:
         return "promoted" if self.passed else "rejected"
 
     @property
+    def guard_holds(self) -> bool:
+        return self.guard is None or (self.guard_value is not None and self.guard_value >= self.guard.floor)
+
+    @property
     def reason(self) -> str:
         relation = ">=" if self.test_value >= self.target else "<"
-        text = (f"test {self.metric} = {self.test_value:.4f} {relation} target {self.target:g}; "
-                f"{self.champion.describe(self.test_value, self.max_regression)}; {self.exposure.describe()}")
+        text = f"test {self.metric} = {self.test_value:.4f} {relation} target {self.target:g}; "
+        if self.guard is not None:
+            verdict = "holds" if self.guard_holds else "BROKEN: the contract is met by answering the class too often"
+            text += f"guard {self.guard.describe()}: test {self.guard.key} = {self.guard_value:.4f}, {verdict}; "
+        text += f"{self.champion.describe(self.test_value, self.max_regression)}; {self.exposure.describe()}"
         if self.exposure.seen_before and self.fresh_value is not None:
             text += f"; on the {self.exposure.fresh} fresh examples alone: {self.fresh_value:.4f}"
         elif self.exposure.seen_before and self.exposure.fresh:
@@ -129,12 +138,17 @@ def _read_ids(client: MlflowClient, run_id: str) -> list[str]:
 
 
 def decide(test_value: float, metric: MetricSpec, exposure: Exposure, fresh_value: float | None, min_fresh: int,
-           champion: ChampionComparison, max_regression: float) -> GateDecision:
-    """Pass when the whole test split meets the target and the challenger does not trail the champion
-    by more than `max_regression` there; exposure and the fresh-only metric are evidence beside it."""
-    passed = meets_target(test_value, metric) and champion.allows(test_value, max_regression)
-    return GateDecision(passed, metric.key, test_value, metric.target, exposure, fresh_value, min_fresh,
-                        champion, max_regression)
+           champion: ChampionComparison, max_regression: float, guard: Guard | None = None,
+           guard_value: float | None = None) -> GateDecision:
+    """Pass when the whole test split meets the target, keeps the guard (`guard_value`, the guarded
+    score on test, >= its floor) and the challenger does not trail the champion by more than
+    `max_regression` there; exposure and the fresh-only metric are evidence beside it."""
+    if guard is not None and guard_value is None:
+        raise ValueError(f"guard {guard.key} given without its test value")
+    decision = GateDecision(False, metric.key, test_value, metric.target, exposure, fresh_value, min_fresh,
+                            champion, max_regression, guard, guard_value)
+    passed = meets_target(test_value, metric) and decision.guard_holds and champion.allows(test_value, max_regression)
+    return replace(decision, passed=passed)
 
 
 def _all_runs(client: MlflowClient, experiment: str, filter_string: str) -> list[Run]:

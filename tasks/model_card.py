@@ -21,6 +21,8 @@ class CardFacts:
     quality_warnings: list[str]
     stages: list[tuple[str, float, str]]  # (stage, validation metric, notes)
     selected_stage: str
+    guard: str | None        # the guard of a recall/precision contract and its test value; None: no guard
+    operating_point: str     # how the model turns probabilities into an answer
     test_value: float
     target: float
     decision: str
@@ -35,7 +37,9 @@ def render_model_card(facts: CardFacts) -> str:
         f"**Decision: {facts.decision.upper()}** — {facts.decision_reason}", "",
         "## Contract",
         f"- Success metric: {facts.metric}",
-        f"- Test result: {facts.test_value:.4f} (target {facts.target:g})", "",
+        f"- Test result: {facts.test_value:.4f} (target {facts.target:g})",
+        *([f"- Guard: {facts.guard}"] if facts.guard else []),
+        f"- Operating point: {facts.operating_point}", "",
         "## Base model",
         f"- {facts.base_model}",
         f"- Source: {facts.base_model_source}", "",

@@ -35,13 +35,13 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     import numpy as np
 
     from tasks.backbones import load_backbone
+    from tasks.checkpoints import legacy_config, restore_classifier_from
     from tasks.data import read_table
     from tasks.drift import REFERENCE_DIR, log_reference, what_the_model_sees
     from tasks.features import cached_embeddings, open_cache
     from tasks.spec import FAMILY_MODALITY
     from tasks.split import train_val_ids
     from tasks.tracking import client_for
-    from tasks.train import restore_classifier
 
     classes, batch_size = list(dataset.classes), spec.train.batch_size
     train_ids, _ = train_val_ids(split.manifest_path)
@@ -50,7 +50,7 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     ids = [train_ids[i] for i in sorted(picked)]
     inputs = list(read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")
                   .loc[ids, "input"])
-    classifier = restore_classifier(spec.model, len(classes), selected.checkpoint)
+    classifier, _ = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
     frozen = _same_weights(classifier.backbone.module, load_backbone(spec.model).module)
     # The embedding cache holds pretrained-backbone embeddings: valid only when fine-tuning changed nothing.
     embeddings = (cached_embeddings(open_cache(spec.workdir, classifier.backbone), classifier.backbone, ids, inputs,
@@ -112,7 +112,8 @@ def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> 
     if facts["modality"] != batch.modality:
         raise DataError(f"{batch.source}: {what} reads {facts['modality']}s, not {batch.modality}s. "
                         "Fix: pass the kind of input the champion was trained on.")
-    classifier, classes = restore_registered(client, champion.run_id)
+    classifier, checkpoint = restore_registered(client, champion.run_id)
+    classes = checkpoint.classes
     seen = what_the_model_sees(classifier, classes, batch.modality, list(batch.inputs), spec.train.batch_size)
     tested = seen.embeddings
     if len(tested) > MAX_TESTED:

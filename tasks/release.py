@@ -1,16 +1,19 @@
-"""Recipe step 7 as Prefect tasks: one evaluation on the quarantined test split, the gate, the
-registry (alias only on pass) and the model card."""
+"""Recipe step 7 as Prefect tasks: the operating point (chosen on validation, the last choice made
+before the test read), one evaluation on the quarantined test split, the gate, the registry (alias
+only on pass) and the model card."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from tasks.champion import ChampionComparison
 from tasks.gate import Exposure, GateDecision
-from tasks.learn import StageResult
+from tasks.learn import StageResult, contract_for
+from tasks.metrics import Guard
+from tasks.operating_point import OperatingPoint
 from tasks.prepare import DatasetRef, Prepared, TrackingRef
 from tasks.serving import Registration
 from tasks.spec import Spec
@@ -29,6 +32,12 @@ class TestResult:
     exposure: Exposure
     fresh_value: float | None  # the metric on the fresh examples alone, when there are enough
     champion: ChampionComparison  # the current champion on the same test examples
+    guard: Guard | None = None  # the contract's guard (recall/precision contracts)
+    operating_point: OperatingPoint | None = None  # the stored threshold the answers were taken at
+
+    @property
+    def guard_value(self) -> float | None:
+        return self.scores[self.guard.key] if self.guard else None
 
 
 @dataclass(frozen=True)
@@ -100,27 +109,83 @@ def champion_tags(champion: ChampionComparison) -> dict[str, str]:
     return {**tags, "champion_test_metric": f"{champion.value:.6f}"}
 
 
+def guard_tags(test: TestResult) -> dict[str, str]:
+    """Evidence about the guard and the operating point, for the new version."""
+    tags = {"operating_point": test.operating_point.describe() if test.operating_point else "argmax"}
+    if test.guard is None:
+        return tags
+    return {**tags, "guard": test.guard.describe(), "test_guard_value": f"{test.guard_value:.6f}"}
+
+
+@step("6b set the operating point on validation")
+def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
+                        tracking: TrackingRef) -> StageResult:
+    """Per-class contracts: the threshold on p(class) chosen on validation probabilities of the
+    selected model (see tasks.operating_point.choose_threshold), written into a new checkpoint that
+    the test evaluation, registration and serving answer with. Aggregate contracts keep argmax."""
+    if spec.metric.class_name is None:
+        return selected
+    from tasks.checkpoints import legacy_config, restore_classifier_from, with_operating_point
+    from tasks.data import read_table, sha256_file
+    from tasks.metrics import classification_metrics
+    from tasks.operating_point import apply_operating_point, choose_threshold
+    from tasks.split import train_val_ids
+    from tasks.tracking import client_for, log_scores
+    from tasks.train import Batches, class_indices, predict_proba
+
+    classes, class_name = list(dataset.classes), spec.metric.class_name
+    config = legacy_config(spec.model, classes)  # for a stage saved as a bare state dict
+    classifier, _ = restore_classifier_from(selected.checkpoint, config)
+    _, val_ids = train_val_ids(split.manifest_path)
+    val = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id").loc[val_ids]
+    y_true = class_indices(val["label"], classes)
+    probabilities = predict_proba(classifier, Batches(list(val["input"]), y_true, spec.train.batch_size,
+                                                      classifier.backbone.preprocess))
+    contract = contract_for(spec, dataset, split)
+    target = classes.index(class_name)
+    point = choose_threshold(probabilities[:, target], y_true.numpy() == target, contract)
+    if point is None:
+        print(f"Operating point: no threshold on p({class_name}) keeps the guard "
+              f"{contract.guard.describe() if contract.guard else ''} on validation; the model answers by argmax")
+        return selected
+    path = with_operating_point(selected.checkpoint, selected.checkpoint.with_suffix(".operating-point.pt"), point,
+                                config)
+    scores = classification_metrics(y_true.numpy(), apply_operating_point(probabilities, classes, point), classes)
+    client = client_for(spec.workdir)
+    log_scores(client, tracking.run_id, {"operating_threshold": point.threshold})
+    log_scores(client, tracking.run_id, scores, prefix="val_at_threshold_")
+    client.set_tag(tracking.run_id, "operating_point", point.describe())
+    guarded = f", {contract.guard.key} {scores[contract.guard.key]:.4f}" if contract.guard else ""
+    print(f"Operating point: {point.describe()} (validation {spec.metric.key} {scores[spec.metric.key]:.4f}"
+          f"{guarded}; argmax gave {selected.val_value:.4f})")
+    return replace(selected, checkpoint=path, checkpoint_sha256=sha256_file(path), operating_point=point.as_dict())
+
+
 @step("7a evaluate once on the test set")
 def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                           tracking: TrackingRef) -> TestResult:
     """The only reader of the test ids. Records the evaluation, and the ids it read, in the ledger."""
     from tasks.champion import score_champion
+    from tasks.checkpoints import legacy_config, restore_classifier_from
     from tasks.data import read_table
     from tasks.gate import exposure_of, fresh_part_metric, record_test_evaluation
     from tasks.metrics import classification_metrics, contract_value
+    from tasks.operating_point import apply_operating_point
     from tasks.plots import confusion_matrix_figure
     from tasks.split import quarantined_test_ids
     from tasks.tracking import client_for, log_figure, log_scores
-    from tasks.train import Batches, class_indices, predict_proba, restore_classifier
+    from tasks.train import Batches, class_indices, predict_proba
 
     classes = list(dataset.classes)
+    guard = contract_for(spec, dataset, split).guard
+    classifier, checkpoint = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
     test_ids = quarantined_test_ids(split.manifest_path, reader=f"evaluate_once_on_test run {tracking.run_id}")
     table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id").loc[test_ids]
-    classifier = restore_classifier(spec.model, len(classes), selected.checkpoint)
     y_true = class_indices(table["label"], classes)
     probabilities = predict_proba(classifier, Batches(list(table["input"]), y_true, spec.train.batch_size,
                                                       classifier.backbone.preprocess))
-    y_pred = probabilities.argmax(axis=1)
+    # The operating point stored in the checkpoint, chosen on validation: never tuned on these labels.
+    y_pred = apply_operating_point(probabilities, classes, checkpoint.operating_point)
     scores = classification_metrics(y_true.numpy(), y_pred, classes)
     value = contract_value(scores, spec.metric)
     client = client_for(spec.workdir)
@@ -137,21 +202,23 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     if fresh_value is not None:
         log_scores(client, tracking.run_id, {spec.metric.key: fresh_value}, prefix="test_fresh_")
     champion = score_champion(client, spec.registry.model_name, spec.registry.alias, list(table["input"]),
-                              y_true.numpy(), classes, spec.metric, spec.train.batch_size)
-    print(f"Test {spec.metric.key}: {value:.4f} on {len(test_ids)} examples; {exposure.describe()}; "
+                              y_true.numpy(), classes, spec.metric, spec.train.batch_size, guard)
+    guarded = f" ({guard.key} {scores[guard.key]:.4f}, guard {guard.floor:.4f})" if guard else ""
+    print(f"Test {spec.metric.key}: {value:.4f}{guarded} on {len(test_ids)} examples; {exposure.describe()}; "
           f"{champion.describe(value, spec.gate.max_regression)}")
-    return TestResult(scores, value, len(test_ids), exposure, fresh_value, champion)
+    return TestResult(scores, value, len(test_ids), exposure, fresh_value, champion, guard, checkpoint.operating_point)
 
 
 @step("7b gate and register")
 def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                       test: TestResult, tracking: TrackingRef) -> GateOutcome:
+    from tasks.checkpoints import legacy_config, read_checkpoint
     from tasks.gate import decide
     from tasks.serving import log_and_register
     from tasks.tracking import client_for
 
     decision = decide(test.value, spec.metric, test.exposure, test.fresh_value, spec.gate.min_fresh_test,
-                      test.champion, spec.gate.max_regression)
+                      test.champion, spec.gate.max_regression, test.guard, test.guard_value)
     client = client_for(spec.workdir)
     champion_evidence = champion_tags(test.champion)
     evidence = {
@@ -162,14 +229,14 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
         "test_examples_seen_before": str(test.exposure.seen_before),
         "test_max_prior_uses": str(test.exposure.max_prior_uses),
         **({"test_fresh_metric": f"{test.fresh_value:.6f}"} if test.fresh_value is not None else {}),
-        **champion_evidence,
+        **champion_evidence, **guard_tags(test),
         "selected_stage": selected.name, "started_from": selected.started_from,
         "checkpoint_sha256": selected.checkpoint_sha256,
         "run_id": tracking.run_id, **{f"n_{name}": str(size) for name, size in split.sizes.items()},
     }
-    registration = log_and_register(client, tracking.run_id, selected.checkpoint, spec.model, list(dataset.classes),
-                                    spec.train.batch_size, spec.registry.model_name, spec.registry.alias,
-                                    evidence, promote=decision.passed)
+    checkpoint = read_checkpoint(selected.checkpoint, legacy_config(spec.model, list(dataset.classes)))
+    registration = log_and_register(client, tracking.run_id, checkpoint, spec.train.batch_size,
+                                    spec.registry.model_name, spec.registry.alias, evidence, promote=decision.passed)
     for key, value in {"decision": decision.verdict, **champion_evidence}.items():
         client.set_tag(tracking.run_id, key, value)
     alias_note = (f"alias `{spec.registry.alias}` now points at version {registration.version}" if decision.passed
@@ -212,6 +279,9 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
         manifest_sha256=split.manifest_sha256, split_sizes=split.sizes, class_counts=quality.class_counts,
         quality_warnings=[*quality.warnings, *split.warnings], stages=[(s.name, s.val_value, s.notes) for s in stages],
         selected_stage=selected.name,
+        guard=(f"{test.guard.describe()}; on test: {test.guard_value:.4f}" if test.guard else None),
+        operating_point=(f"{test.operating_point.describe()} (chosen on validation)" if test.operating_point
+                         else "argmax (the likeliest class)"),
         test_value=test.value, target=spec.metric.target, decision=outcome.decision.verdict,
         decision_reason=outcome.decision.reason, registered_version=outcome.registration.version,
         mlflow_run_id=tracking.run_id))

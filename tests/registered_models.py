@@ -1,11 +1,14 @@
 """Small real registered models for tests: a pretrained backbone with a seeded, untrained linear
 head, registered through tasks.serving into a SQLite store in a test's workdir (where
-`transferflow predict --workdir` looks for it)."""
+`transferflow predict --workdir` looks for it). `register_legacy` registers a version exactly as
+transferflow did before checkpoints described themselves, to prove such versions still load."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +16,9 @@ import torch
 from mlflow import MlflowClient
 
 from tasks.backbones import load_backbone
-from tasks.serving import Registration, log_and_register
-from tasks.spec import ModelSpec
+from tasks.checkpoints import legacy_config, read_checkpoint
+from tasks.serving import INPUT_DESCRIPTION, PIP_REQUIREMENTS, TASKS_PACKAGE, Registration, log_and_register
+from tasks.spec import FAMILY_MODALITY, ModelSpec
 from tasks.train import Classifier, new_head
 
 SMALL_IMAGE_MODEL = ModelSpec(family="torchvision", name="mobilenet_v2", image_size=32)
@@ -41,6 +45,7 @@ def open_store(workdir: Path) -> Store:
 
 
 def save_checkpoint(folder: Path, model: ModelSpec, n_classes: int) -> Path:
+    """A bare state dict (as stages were saved before checkpoints described themselves)."""
     backbone = load_backbone(model)
     checkpoint = folder / f"{model.name}.pt"
     torch.save(Classifier(backbone, new_head(backbone.dim, n_classes, seed=0)).state_dict(), checkpoint)
@@ -49,8 +54,46 @@ def save_checkpoint(folder: Path, model: ModelSpec, n_classes: int) -> Path:
 
 def register(store: Store, checkpoint: Path, model: ModelSpec, classes: list[str], model_name: str,
              alias: str = "champion") -> Registration:
-    return log_and_register(store.client, store.run_id, checkpoint, model, classes, batch_size=4,
-                            model_name=model_name, alias=alias, evidence={"test_metric": "0.91"}, promote=True)
+    """Register a checkpoint file (self-describing, or a bare state dict of `model` and `classes`)."""
+    return log_and_register(store.client, store.run_id, read_checkpoint(checkpoint, legacy_config(model, classes)),
+                            batch_size=4, model_name=model_name, alias=alias, evidence={"test_metric": "0.91"},
+                            promote=True)
+
+
+def register_legacy(store: Store, weights_path: Path, model: ModelSpec, classes: list[str], model_name: str,
+                    alias: str = "champion", batch_size: int = 4) -> Registration:
+    """A version as `tasks.serving.log_and_register` made it before checkpoints described themselves
+    (a frozen copy of that code): artifacts `weights` (a bare state dict) and `config`
+    (model_config.json with the model spec, the classes and the batch size)."""
+    from mlflow.models import ModelSignature
+    from mlflow.pyfunc import save_model
+    from mlflow.types import ColSpec, Schema
+
+    client, run_id = store.client, store.run_id
+    modality = FAMILY_MODALITY[model.family]
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        outputs = [ColSpec("string", "label"), ColSpec("double", "probability"),
+                   *(ColSpec("double", f"p_{c}") for c in classes)]
+        signature = ModelSignature(inputs=Schema([ColSpec("string", "input")]), outputs=Schema(outputs))
+        config_path = folder / "model_config.json"
+        config_path.write_text(json.dumps(
+            {"model": model.model_dump(mode="json"), "classes": classes, "batch_size": batch_size}))
+        model_dir = folder / "model"
+        save_model(
+            path=str(model_dir), python_model=str(TASKS_PACKAGE / "pyfunc_model.py"),
+            artifacts={"weights": str(weights_path), "config": str(config_path)},
+            code_paths=[str(TASKS_PACKAGE)], pip_requirements=PIP_REQUIREMENTS, signature=signature,
+            metadata={"input_modality": modality, "input": INPUT_DESCRIPTION[modality]},
+        )
+        client.log_artifacts(run_id, str(model_dir), "model")
+    if not client.search_registered_models(f"name = '{model_name}'"):
+        client.create_registered_model(model_name)
+    version = client.create_model_version(
+        model_name, f"{client.get_run(run_id).info.artifact_uri}/model", run_id=run_id,
+        tags={"test_metric": "0.91"}, description=f"Send {INPUT_DESCRIPTION[modality]}.").version
+    client.set_registered_model_alias(model_name, alias, version)
+    return Registration(model_name, str(version), f"models:/{model_name}/{version}")
 
 
 def png_base64(colour: tuple[int, int, int] = (200, 30, 30)) -> str:

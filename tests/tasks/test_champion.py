@@ -55,12 +55,15 @@ def test_no_registered_model_means_no_champion(tmp_path):
         ChampionComparison(None, None)
 
 
-def split_decision_checkpoint(folder, paths: list[str]):
+def split_decision_checkpoint(folder, paths: list[str], low_threshold: bool = False):
     """An untrained head whose bias puts the decision boundary in the middle of these images, so
-    the champion answers both classes (a constant answer would make any comparison trivial)."""
+    the champion answers both classes (a constant answer would make any comparison trivial). With
+    `low_threshold`, its stored operating point answers bees below that boundary too."""
     import torch
 
     from tasks.backbones import load_backbone
+    from tasks.checkpoints import Checkpoint, save_checkpoint
+    from tasks.operating_point import OperatingPoint
     from tasks.train import Classifier, new_head
 
     backbone = load_backbone(SMALL_IMAGE_MODEL)
@@ -68,14 +71,18 @@ def split_decision_checkpoint(folder, paths: list[str]):
     with torch.no_grad():
         logits = classifier(backbone.preprocess(paths))
         classifier.head.bias[1] -= (logits[:, 1] - logits[:, 0]).median() + 1e-4
-    checkpoint = folder / "champion.pt"
-    torch.save(classifier.state_dict(), checkpoint)
-    return checkpoint
+        p_bees = torch.softmax(classifier(backbone.preprocess(paths)), dim=1)[:, 1].sort().values
+    point = OperatingPoint("bees", float(p_bees[1])) if low_threshold else None  # all but the lowest: bees
+    return save_checkpoint(folder / "champion.pt", Checkpoint(
+        model=SMALL_IMAGE_MODEL, classes=["ants", "bees"], weights=classifier.state_dict(), stage="baseline",
+        operating_point=point))
 
 
-def test_the_champions_score_matches_its_served_predictions(tmp_path):
+@pytest.mark.parametrize("low_threshold", [False, True])
+def test_the_champions_score_matches_its_served_predictions(tmp_path, low_threshold):
     """score_champion rebuilds the champion from its artifacts and reads image files; the served
-    pyfunc gets the same images as base64 bytes. Both must give the same recall of bees."""
+    pyfunc gets the same images as base64 bytes. Both must give the same recall of bees, at the
+    champion's own stored operating point when it has one."""
     import mlflow
 
     store = open_store(tmp_path)
@@ -85,15 +92,35 @@ def test_the_champions_score_matches_its_served_predictions(tmp_path):
         path = tmp_path / f"{i}.png"
         path.write_bytes(base64.b64decode(png_base64(colour)))
         paths.append(str(path))
-    register(store, split_decision_checkpoint(tmp_path, paths), SMALL_IMAGE_MODEL, ["ants", "bees"], "insects")
+    register(store, split_decision_checkpoint(tmp_path, paths, low_threshold), SMALL_IMAGE_MODEL, ["ants", "bees"],
+             "insects")
     y_true = np.array([0, 1, 0, 1, 1, 0])
     scored = score_champion(store.client, "insects", "champion", paths, y_true, ["ants", "bees"], RECALL_BEES, 4)
     served = mlflow.pyfunc.load_model(store.client.get_model_version_download_uri("insects", "1")).predict(
         pd.DataFrame({"input": [png_base64(c) for c in colours]}))
-    assert set(served["label"]) == {"ants", "bees"}
+    assert (served["label"] == "bees").sum() == (5 if low_threshold else 3)  # the threshold is what answers
     expected = recall_score(["ants" if t == 0 else "bees" for t in y_true], served["label"], pos_label="bees")
-    assert 0 < expected < 1
+    assert 0 < expected <= 1
     assert scored.version == "1" and scored.value == pytest.approx(expected)
     reordered = score_champion(store.client, "insects", "champion", paths, 1 - y_true, ["bees", "ants"],
                                RECALL_BEES, 4)  # the challenger lists its classes in another order
     assert reordered.value == pytest.approx(expected)
+
+
+def test_a_champion_answering_bees_everywhere_is_scored_against_the_guard(tmp_path):
+    """The champion's guarded score is computed on the same test split: breaking it, it blocks nobody."""
+    from tasks.metrics import Guard
+
+    store = open_store(tmp_path)
+    paths = []
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200), (250, 250, 250)]):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(base64.b64decode(png_base64(colour)))
+        paths.append(str(path))
+    register(store, split_decision_checkpoint(tmp_path, paths, low_threshold=True), SMALL_IMAGE_MODEL,
+             ["ants", "bees"], "insects")  # answers bees for all but one of these images
+    scored = score_champion(store.client, "insects", "champion", paths, np.array([0, 0, 0, 1]), ["ants", "bees"],
+                            RECALL_BEES, 4, Guard("precision_bees", 0.6, explicit=False))
+    assert scored.guard_value is not None and scored.guard_value <= 1 / 3  # 3 answers of bees, one bee
+    assert scored.broken_guard == "precision_bees >= 0.6000 (default: halfway from the all-one-class predictor to 1)"
+    assert scored.allows(0.5, 0.0)

@@ -70,3 +70,54 @@ def test_target_boundary_and_improvement():
     assert meets_target(0.9, metric) and not meets_target(0.8999, metric)
     assert is_improvement(0.5, None, metric)
     assert is_improvement(0.91, 0.9, metric) and not is_improvement(0.9, 0.9, metric)
+
+
+SPAM = MetricSpec(name="recall", **{"class": "spam"}, target=0.9)
+
+
+def gate_on(y_true: np.ndarray, y_pred: np.ndarray, metric: MetricSpec, prevalence: float):
+    """The gate's decision on these test answers, with the guard resolved as the flow does."""
+    from tasks.champion import ChampionComparison
+    from tasks.gate import Exposure, decide
+    from tasks.metrics import resolve_guard
+
+    scores = classification_metrics(y_true, y_pred, CLASSES)
+    guard = resolve_guard(metric, prevalence)
+    return decide(contract_value(scores, metric), metric, Exposure(len(y_true), 0, 0, 0), None, 30,
+                  ChampionComparison(None, None), 0.0, guard, scores[guard.key] if guard else None)
+
+
+def test_a_model_calling_everything_the_class_fails_the_default_guard_at_the_gate():
+    y_true = np.array([0] * 80 + [1] * 20)
+    everything_spam = gate_on(y_true, np.ones(100, dtype=int), SPAM, prevalence=0.2)
+    assert everything_spam.test_value == 1.0 and not everything_spam.passed  # the target alone is met
+    assert ("guard precision_spam >= 0.6000 (default: halfway from the all-one-class predictor to 1): test "
+            "precision_spam = 0.2000, BROKEN") in everything_spam.reason
+    honest = gate_on(y_true, np.array([0] * 75 + [1] * 5 + [1] * 19 + [0]), SPAM, prevalence=0.2)
+    assert honest.passed and "test precision_spam = 0.7917, holds" in honest.reason
+
+
+def test_a_precision_contract_met_by_answering_the_class_once_fails_its_recall_guard():
+    precise = MetricSpec(name="precision", **{"class": "spam"}, target=0.9)
+    once = gate_on(np.array([0] * 80 + [1] * 20), np.array([0] * 99 + [1]), precise, prevalence=0.2)
+    assert once.test_value == 1.0 and not once.passed and "test recall_spam = 0.0500, BROKEN" in once.reason
+
+
+def test_a_declared_guard_is_the_floor_and_a_guard_needs_its_value():
+    from tasks.champion import ChampionComparison
+    from tasks.gate import Exposure, decide
+    from tasks.metrics import Guard
+
+    declared = MetricSpec(name="recall", **{"class": "spam"}, target=0.9, guard={"precision": 0.3})
+    assert gate_on(np.array([0] * 80 + [1] * 20), np.array([0] * 40 + [1] * 60), declared, prevalence=0.2).passed
+    with pytest.raises(ValueError, match="without its test value"):
+        decide(0.95, SPAM, Exposure(10, 0, 0, 0), None, 30, ChampionComparison(None, None), 0.0,
+               Guard("precision_spam", 0.6, explicit=False))
+
+
+def test_a_champion_that_breaks_the_guard_holds_no_challenger_back():
+    from tasks.champion import ChampionComparison
+
+    cheat = ChampionComparison("3", 1.0, broken_guard="precision_spam >= 0.6000", guard_value=0.2)
+    assert cheat.allows(0.91, max_regression=0.0)
+    assert "breaks the guard precision_spam >= 0.6000 there (0.2000)" in cheat.describe(0.91, 0.0)

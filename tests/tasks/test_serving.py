@@ -1,15 +1,27 @@
 """The registered pyfunc answers image bytes and never opens a path; registration goes through an
-explicit client, leaves the flow's run open, and is all-or-nothing. Real MLflow, SQLite store."""
+explicit client, leaves the flow's run open, and is all-or-nothing; a version holds one
+self-describing checkpoint, and versions registered by older code still load and answer. Real
+MLflow, SQLite store."""
 
 import base64
 
 import mlflow
 import pandas as pd
 import pytest
+import torch
 from mlflow.exceptions import MlflowException
 
+from tasks.champion import registered_artifacts, registered_checkpoint, restore_registered
 from tasks.serving import decode_image
-from tests.registered_models import SMALL_IMAGE_MODEL, open_store, png_base64, register, save_checkpoint
+from tasks.spec import ModelSpec
+from tests.registered_models import (
+    SMALL_IMAGE_MODEL,
+    open_store,
+    png_base64,
+    register,
+    register_legacy,
+    save_checkpoint,
+)
 
 CLASSES = ["ants", "bees"]
 
@@ -109,3 +121,44 @@ def test_a_failed_alias_deletes_the_new_version(tmp_path, checkpoint):
     with pytest.raises(MlflowException, match="reserved"):
         register(store, checkpoint, SMALL_IMAGE_MODEL, CLASSES, "insects", alias="latest")
     assert store.client.search_model_versions("name='insects'") == []
+
+
+@pytest.fixture(scope="module")
+def legacy(tmp_path_factory, checkpoint):
+    """A version as transferflow registered it before checkpoints described themselves."""
+    store = open_store(tmp_path_factory.mktemp("legacy"))
+    return store, register_legacy(store, checkpoint, SMALL_IMAGE_MODEL, CLASSES, "old-insects")
+
+
+def test_a_new_version_holds_one_self_describing_checkpoint_and_its_batch_size(registered, tmp_path):
+    from mlflow.models import Model
+
+    store, _ = registered
+    folder = store.client.download_artifacts(store.run_id, "model", str(tmp_path))
+    assert [p.name for p in (tmp_path / "model" / "artifacts").iterdir()] == ["checkpoint.pt"]
+    stored = torch.load(tmp_path / "model" / "artifacts" / "checkpoint.pt", weights_only=True)
+    assert stored["classes"] == CLASSES and stored["model"] == SMALL_IMAGE_MODEL.model_dump(mode="json")
+    assert stored["optimizer"] is None and stored["rng"] is None  # no training state in a served model
+    assert Model.load(folder).flavors["python_function"]["config"] == {"batch_size": 4}
+
+
+def test_a_version_registered_by_older_code_still_loads_and_answers_the_same(legacy, champion):
+    store, registration = legacy
+    old = mlflow.pyfunc.load_model(store.client.get_model_version_download_uri("old-insects", registration.version))
+    sent = pd.DataFrame({"input": [png_base64(), png_base64((10, 10, 240))]})
+    pd.testing.assert_frame_equal(old.predict(sent), champion.predict(sent))  # same weights, new format
+
+
+@pytest.mark.parametrize("which", ["legacy", "registered"])
+def test_a_versions_checkpoint_and_artifacts_read_alike_for_old_and_new_versions(which, request, checkpoint):
+    store, _ = request.getfixturevalue(which)
+    weights = torch.load(checkpoint, weights_only=True)
+    read = registered_checkpoint(store.client, store.run_id)
+    assert (read.model, read.classes, read.operating_point) == (SMALL_IMAGE_MODEL, CLASSES, None)
+    assert all(torch.equal(read.weights[k], v) for k, v in weights.items())
+    with registered_artifacts(store.client, store.run_id) as (config, state_file):
+        assert ModelSpec.model_validate(config["model"]) == SMALL_IMAGE_MODEL and config["classes"] == CLASSES
+        state = torch.load(state_file, weights_only=True)  # the bare state dict the warm start reads
+        assert state.keys() == weights.keys() and all(torch.equal(state[k], v) for k, v in weights.items())
+    classifier, restored = restore_registered(store.client, store.run_id)
+    assert restored.classes == CLASSES and torch.equal(classifier.head.weight, weights["head.weight"])

@@ -1,0 +1,159 @@
+"""Self-describing checkpoints: one file says what model it is and how to resume its training.
+
+A checkpoint carries the model spec, the classes, the stage that made it, how many layer groups
+were unfrozen, the operating point, the weights, and (for resuming) the optimizer, scheduler,
+epoch and random-number states. Restoring a model needs the file alone, never the config that
+trained it. Everything in it is a tensor or a plain value, so `torch.load(path, weights_only=True)`
+reads it: loading a checkpoint never runs code from the file.
+
+Older transferflow versions saved a bare state dict (weights only), with the model spec and the
+classes in a separate `model_config.json`; `read_checkpoint(path, legacy_config=...)` reads those.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import torch
+
+from tasks.errors import TransferflowError
+from tasks.operating_point import OperatingPoint
+from tasks.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from tasks.train import Classifier
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: ModelSpec
+    classes: list[str]                      # the order of the model's outputs
+    weights: dict[str, torch.Tensor]        # the classifier's state dict (backbone + head)
+    stage: str                              # e.g. `baseline`, `finetune-2`
+    unfrozen_groups: int | None = None      # layer groups trained in that stage; None: not recorded (legacy)
+    epoch: int | None = None                # the epoch these weights are from; None: not recorded (legacy)
+    operating_point: OperatingPoint | None = None  # None: the model answers by argmax
+    optimizer: dict[str, Any] | None = None  # optimizer.state_dict(), for resuming
+    scheduler: dict[str, Any] | None = None  # lr scheduler state_dict(), for resuming
+    rng: dict[str, Any] | None = None        # capture_rng(), for resuming
+    format_version: int = FORMAT_VERSION    # 0: read from a legacy bare state dict
+
+    def for_serving(self) -> Checkpoint:
+        """Without the training state: a registered model needs weights, not optimizer moments."""
+        return replace(self, optimizer=None, scheduler=None, rng=None)
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
+    """Write the checkpoint atomically (a reader sees the old file or the whole new one)."""
+    from tasks.atomic import write_atomic
+
+    stored = {
+        "format_version": FORMAT_VERSION, "model": checkpoint.model.model_dump(mode="json"),
+        "classes": list(checkpoint.classes), "stage": checkpoint.stage,
+        "unfrozen_groups": checkpoint.unfrozen_groups, "epoch": checkpoint.epoch,
+        "operating_point": checkpoint.operating_point.as_dict() if checkpoint.operating_point else None,
+        "weights": checkpoint.weights, "optimizer": checkpoint.optimizer, "scheduler": checkpoint.scheduler,
+        "rng": checkpoint.rng,
+    }
+    return write_atomic(path, lambda handle: torch.save(stored, handle))
+
+
+def read_checkpoint(path: Path, legacy_config: dict[str, Any] | None = None) -> Checkpoint:
+    """The checkpoint at `path`. A legacy bare state dict needs `legacy_config`: the parsed
+    `model_config.json` registered beside it ({"model": ..., "classes": [...]}), see `legacy_config`."""
+    stored = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(stored, dict) and "format_version" in stored:
+        return _from_stored(path, stored)
+    if legacy_config is None:
+        raise TransferflowError(
+            f"{path}: a bare state dict (weights only, from an older transferflow): it does not say which model and "
+            "classes it holds. Fix: pass the model_config.json registered beside it as legacy_config, or register "
+            "the model again with `transferflow run`.")
+    return Checkpoint(model=ModelSpec.model_validate(legacy_config["model"]), classes=list(legacy_config["classes"]),
+                      weights=stored, stage="unknown (legacy checkpoint)", format_version=0)
+
+
+def legacy_config(model: ModelSpec, classes: list[str]) -> dict[str, Any]:
+    """What a legacy bare state dict does not say about itself, in model_config.json's shape."""
+    return {"model": model.model_dump(mode="json"), "classes": list(classes)}
+
+
+def _from_stored(path: Path, stored: dict[str, Any]) -> Checkpoint:
+    if stored["format_version"] > FORMAT_VERSION:
+        raise TransferflowError(
+            f"{path}: checkpoint format_version {stored['format_version']} is newer than this transferflow reads "
+            f"({FORMAT_VERSION}). Fix: upgrade transferflow.")
+    point = stored["operating_point"]
+    return Checkpoint(
+        model=ModelSpec.model_validate(stored["model"]), classes=list(stored["classes"]), weights=stored["weights"],
+        stage=stored["stage"], unfrozen_groups=stored["unfrozen_groups"], epoch=stored["epoch"],
+        operating_point=OperatingPoint.from_dict(point) if point else None, optimizer=stored["optimizer"],
+        scheduler=stored["scheduler"], rng=stored["rng"], format_version=stored["format_version"])
+
+
+def with_operating_point(path_in: Path, path_out: Path, operating_point: OperatingPoint | None,
+                         legacy_config: dict[str, Any] | None = None) -> Path:
+    """A copy of the checkpoint at `path_in`, answering at `operating_point`, written to `path_out`."""
+    checkpoint = read_checkpoint(path_in, legacy_config)
+    return save_checkpoint(path_out, replace(checkpoint, operating_point=operating_point))
+
+
+def build_classifier(checkpoint: Checkpoint) -> Classifier:
+    """The checkpoint's classifier on a freshly loaded backbone: frozen, in eval mode."""
+    from torch import nn
+
+    from tasks.backbones import load_backbone
+    from tasks.train import Classifier
+
+    backbone = load_backbone(checkpoint.model)
+    classifier = Classifier(backbone, nn.Linear(backbone.dim, len(checkpoint.classes)))
+    classifier.load_state_dict(checkpoint.weights)  # strict: a checkpoint of another model fails here
+    classifier.requires_grad_(False)
+    classifier.eval()
+    return classifier
+
+
+def restore_classifier_from(path: Path, legacy_config: dict[str, Any] | None = None) -> tuple[Classifier, Checkpoint]:
+    """The classifier a checkpoint file holds, and what the file says about it."""
+    checkpoint = read_checkpoint(path, legacy_config)
+    return build_classifier(checkpoint), checkpoint
+
+
+def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """The random states a resumed run needs to continue the same sequence: torch (CPU, and CUDA
+    when present), numpy's and Python's global generators, and any named torch generators (e.g.
+    the one that shuffles batches). Stored as tensors and plain values (weights_only-safe)."""
+    kind, keys, position, has_gauss, cached_gaussian = cast(tuple[str, np.ndarray, int, int, float],
+                                                             np.random.get_state(legacy=True))
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+        "generators": {name: generator.get_state() for name, generator in (generators or {}).items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+    """Put back what `capture_rng` captured (CUDA only where it was captured and is present)."""
+    torch.set_rng_state(state["torch"])
+    saved = state["numpy"]
+    np.random.set_state((saved["kind"], saved["keys"].numpy().astype(np.uint32), saved["position"],
+                         saved["has_gauss"], saved["cached_gaussian"]))
+    python = state["python"]
+    random.setstate((python["version"], tuple(int(x) for x in python["internal"].tolist()), python["gauss_next"]))
+    for name, generator in (generators or {}).items():
+        generator.set_state(state["generators"][name])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

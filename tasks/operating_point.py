@@ -1,0 +1,97 @@
+"""The operating point of a per-class contract: the threshold on p(class) the model answers with.
+
+Argmax answers a class when its probability is the largest, which rarely sits where a contract
+such as "recall of spam >= 0.90" wants it. The threshold is chosen once, on VALIDATION
+probabilities of the selected model, stored in its checkpoint, and applied unchanged by the test
+evaluation, the served model and the champion's scoring: it is never tuned on test.
+
+Pure numpy (no Prefect, no torch): the served pyfunc imports `apply_operating_point`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tasks.metrics import Contract
+from tasks.spec import PER_CLASS_METRICS, class_metric_key
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Answer `class_name` when p(class_name) >= threshold, otherwise the likeliest other class."""
+
+    class_name: str
+    threshold: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The form a checkpoint stores (plain values, so `torch.load(weights_only=True)` reads it)."""
+        return {"class": self.class_name, "threshold": self.threshold}
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> OperatingPoint:
+        return cls(str(stored["class"]), float(stored["threshold"]))
+
+    def describe(self) -> str:
+        return f"answer {self.class_name} when p({self.class_name}) >= {self.threshold:.4f}, else the likeliest other"
+
+
+def threshold_scores(p_class: np.ndarray, is_class: np.ndarray) -> dict[str, np.ndarray]:
+    """Every candidate threshold (the distinct probabilities, ascending) with the class's precision,
+    recall and f1 when the class is answered for p >= threshold. One sort, no loop over thresholds.
+    A class absent from the truth scores recall 0 (as `classification_metrics` counts it)."""
+    order = np.argsort(p_class, kind="stable")
+    ranked, hits = p_class[order], is_class[order].astype(np.int64)
+    hits_from = np.concatenate([np.cumsum(hits[::-1])[::-1], [0]])  # true positives among ranked[k:]
+    thresholds = np.unique(ranked)
+    first = np.searchsorted(ranked, thresholds, side="left")
+    answered, true_positives, positives = len(ranked) - first, hits_from[first], int(hits.sum())
+    precision = true_positives / answered
+    recall = true_positives / positives if positives else np.zeros(len(thresholds))
+    f1 = 2 * true_positives / (answered + positives)
+    return {"threshold": thresholds, "precision": precision, "recall": recall, "f1": f1}
+
+
+def choose_threshold(p_class: np.ndarray, is_class: np.ndarray, contract: Contract) -> OperatingPoint | None:
+    """The threshold for a per-class contract on validation probabilities of the selected model.
+
+    Among thresholds that meet the target and keep the guard: the best guard score (a recall
+    contract then buys the most precision it can; an f1 contract, which has no guard, the best
+    f1). If none meets the target: the best contract value among guard-keeping thresholds. If
+    none keeps the guard: None, and the model answers by argmax. Ties go to the better other
+    score (contract value or guard), then to the higher threshold (fewer answers of the class).
+    Aggregate contracts have no class to threshold: None."""
+    metric, guard = contract.metric, contract.guard
+    if metric.class_name is None:
+        return None
+    table = threshold_scores(p_class, is_class)
+    scores = [{class_metric_key(name, metric.class_name): float(table[name][i]) for name in PER_CLASS_METRICS}
+              for i in range(len(table["threshold"]))]
+    keeping = [i for i, s in enumerate(scores) if contract.guard_holds(s)]
+    if not keeping:
+        return None
+    meeting = [i for i in keeping if contract.meets(scores[i])]
+
+    def rank(i: int) -> tuple[float, float, float]:
+        value = contract.value(scores[i])
+        guarded = scores[i][guard.key] if guard else value
+        first, second = (guarded, value) if meeting else (value, guarded)
+        return first, second, float(table["threshold"][i])
+
+    best = max(meeting or keeping, key=rank)
+    return OperatingPoint(metric.class_name, float(table["threshold"][best]))
+
+
+def apply_operating_point(probabilities: np.ndarray, classes: list[str],
+                          operating_point: OperatingPoint | None) -> np.ndarray:
+    """Predicted class indices: the class when p(class) >= threshold, otherwise the argmax of the
+    other classes; plain argmax when there is no operating point. Probabilities are not changed."""
+    if operating_point is None:
+        return probabilities.argmax(axis=1)
+    index = classes.index(operating_point.class_name)
+    others = probabilities.astype(np.float64, copy=True)
+    others[:, index] = -np.inf
+    return np.where(probabilities[:, index] >= operating_point.threshold, index, others.argmax(axis=1))
+

@@ -1,0 +1,234 @@
+"""The operating point: the threshold chosen on validation is the one a brute-force search picks,
+it is stored in the checkpoint, and the test evaluation and the served pyfunc answer with it
+(labels flip exactly where p(class) >= threshold), never re-tuned on test."""
+
+import base64
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import precision_recall_fscore_support
+
+from tasks.checkpoints import Checkpoint, read_checkpoint, save_checkpoint
+from tasks.data import sha256_file
+from tasks.learn import StageResult, contract_for
+from tasks.metrics import Contract, Guard, classification_metrics
+from tasks.operating_point import OperatingPoint, apply_operating_point, choose_threshold
+from tasks.prepare import DatasetRef, TrackingRef
+from tasks.serving import log_and_register
+from tasks.spec import MetricSpec, Spec
+from tasks.split import SplitRef
+from tests.registered_models import SMALL_IMAGE_MODEL, open_store, png_base64
+
+CLASSES = ["ants", "bees"]
+RECALL_BEES = MetricSpec(name="recall", **{"class": "bees"}, target=0.8)
+
+
+def brute_force(p: np.ndarray, y: np.ndarray, metric: MetricSpec, floor: float | None) -> float | None:
+    """The rule, spelled out: every distinct probability tried with sklearn's scores."""
+    guard_name = metric.guard_name
+    rows = []
+    for threshold in sorted(set(p.tolist())):
+        precision, recall, f1, _ = precision_recall_fscore_support(y, p >= threshold, average="binary",
+                                                                   zero_division=0)
+        rows.append((threshold, {"precision": precision, "recall": recall, "f1": f1}))
+    keeping = [(t, s) for t, s in rows if guard_name is None or s[guard_name] >= floor]
+    if not keeping:
+        return None
+    meeting = [(t, s) for t, s in keeping if s[metric.name] >= metric.target]
+    if meeting:
+        return max(meeting, key=lambda r: (r[1][guard_name or metric.name], r[1][metric.name], r[0]))[0]
+    return max(keeping, key=lambda r: (r[1][metric.name], r[1][guard_name or metric.name], r[0]))[0]
+
+
+def synthetic(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """A minority class whose probabilities overlap the others', rounded so that some tie."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.3
+    p = 1 / (1 + np.exp(-(2.0 * y - 1.2 + rng.normal(0, 1.1, n))))
+    return np.round(p, 2).astype(np.float32), y
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("name,target,floor", [
+    ("recall", 0.9, 0.45),     # met with the guard: the most precision that keeps recall >= 0.9
+    ("recall", 0.99, 0.5),     # the target is out of reach: the best recall that keeps the guard
+    ("precision", 0.8, 0.3),   # a precision contract, guarded by recall
+    ("f1", 0.6, None),         # no guard: the best f1
+    ("recall", 0.9, 1.01),     # no threshold keeps the guard: None, argmax stays
+])
+def test_the_chosen_threshold_is_the_brute_force_one(seed, name, target, floor):
+    p, y = synthetic(seed)
+    metric = MetricSpec(name=name, **{"class": "bees"}, target=target)
+    guard = Guard(f"{metric.guard_name}_bees", floor, explicit=True) if metric.guard_name else None
+    chosen = choose_threshold(p, y, Contract(metric, guard))
+    expected = brute_force(p, y, metric, floor)
+    assert (chosen.threshold if chosen else None) == expected
+    assert chosen is None or chosen.class_name == "bees"
+
+
+def test_a_recall_contract_buys_the_most_precision_that_keeps_the_target():
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1], dtype=np.float32)
+    y = np.array([1, 1, 0, 1, 0, 1, 0, 0], dtype=bool)
+    contract = Contract(RECALL_BEES, Guard("precision_bees", 0.5, explicit=False))
+    # recall >= 0.8 needs all 4 bees (0.3 and up): precision 4/6 there, the best that meets it
+    assert choose_threshold(p, y, contract) == OperatingPoint("bees", pytest.approx(0.3))
+
+
+def test_aggregate_contracts_have_no_operating_point():
+    assert choose_threshold(np.array([0.2, 0.8]), np.array([False, True]),
+                            Contract(MetricSpec(name="macro_f1", target=0.5))) is None
+
+
+def test_the_class_is_answered_at_the_threshold_and_the_likeliest_other_below_it():
+    probabilities = np.array([[0.5, 0.3, 0.2], [0.1, 0.25, 0.65], [0.6, 0.15, 0.25], [0.2, 0.7, 0.1]])
+    classes = ["a", "b", "c"]
+    assert apply_operating_point(probabilities, classes, None).tolist() == [0, 2, 0, 1]
+    assert apply_operating_point(probabilities, classes, OperatingPoint("b", 0.25)).tolist() == [1, 1, 0, 1]
+    assert apply_operating_point(probabilities, classes, OperatingPoint("b", 0.75)).tolist() == [0, 2, 0, 0]
+
+
+# --- the stored threshold at work: a real (tiny) classifier, set on validation, applied at test ---
+
+def colour_images(folder: Path, n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"{seed}-{i}.png"
+        path.write_bytes(base64.b64decode(png_base64(tuple(int(c) for c in rng.integers(0, 256, 3)))))
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A workdir as the flow leaves it before step 6b: a table, a split manifest, a parent MLflow run
+    and the selected stage's checkpoint (an untrained head, its bias set so that p(bees) straddles
+    0.5 on these images, with labels that mostly follow p(bees) but put the boundary lower)."""
+    from tasks.backbones import load_backbone
+    from tasks.tracking import client_for, experiment_id, start_run
+    from tasks.train import Batches, Classifier, new_head, predict_proba
+
+    folder = tmp_path_factory.mktemp("run")
+    paths = {name: colour_images(folder, n, seed) for seed, (name, n) in enumerate(
+        [("train", 20), ("val", 24), ("test", 24)])}
+    backbone = load_backbone(SMALL_IMAGE_MODEL)
+    classifier = Classifier(backbone, new_head(backbone.dim, 2, seed=0))
+    every = [p for group in paths.values() for p in group]
+    with torch.no_grad():
+        logits = classifier(backbone.preprocess(every))
+        margins = logits[:, 1] - logits[:, 0]
+        classifier.head.bias[1] -= margins.median()
+        spread = 3 / (margins - margins.median()).abs().max()  # margins in [-3, 3]: p(bees) in [0.05, 0.95]
+        classifier.head.weight *= spread
+        classifier.head.bias *= spread
+    p_bees = predict_proba(classifier, Batches(every, torch.zeros(len(every), dtype=torch.long), 8,
+                                               backbone.preprocess))[:, 1]
+    # Most bees score below 0.5, so a recall contract needs a threshold well below argmax's.
+    noise = np.random.default_rng(0).random(len(every)) < 0.1
+    labels = np.where((p_bees > np.quantile(p_bees, 0.25)) ^ noise, "bees", "ants")
+    ids = [f"id-{i}" for i in range(len(every))]
+    table = pd.DataFrame({"example_id": ids, "input": every, "label": labels})
+    table.to_parquet(folder / "table.parquet", index=False)
+    counts = {name: len(group) for name, group in paths.items()}
+    manifest = folder / "split.json"
+    manifest.write_text(json.dumps({"splits": {
+        "train": ids[:20], "val": ids[20:44], "test": ids[44:]}}))
+    spec = Spec.model_validate({
+        "task": "ants or bees, by colour", "metric": {"name": "recall", "class": "bees", "target": 0.9,
+                                                   "guard": {"precision": 0.6}},
+        "data": {"kind": "image_folder", "path": str(folder)}, "model": SMALL_IMAGE_MODEL.model_dump(),
+        "train": {"batch_size": 8}, "registry": {"model_name": "insects"}, "workdir": str(folder / "work")})
+    stage_path = save_checkpoint(spec.workdir / "checkpoints" / "baseline.pt", Checkpoint(
+        model=SMALL_IMAGE_MODEL, classes=CLASSES, weights=classifier.state_dict(), stage="baseline",
+        unfrozen_groups=0, epoch=1))
+    selected = StageResult("baseline", "r", 0.5, {}, stage_path, sha256_file(stage_path), [], "", True, False)
+    client = client_for(spec.workdir)
+    experiment = experiment_id(client, "tests", spec.workdir)
+    tracking = TrackingRef(start_run(client, experiment, "parent"), experiment)
+    dataset = DatasetRef(folder / "table.parquet", "fingerprint", tuple(CLASSES), None, ())
+    split = SplitRef(manifest, "sha", counts, "test-fingerprint", (), "history")
+    return spec, dataset, split, selected, tracking, table
+
+
+@pytest.fixture(scope="module")
+def thresholded(run):
+    from tasks.release import set_operating_point
+
+    spec, dataset, split, selected, tracking, _ = run
+    return set_operating_point.fn(spec, dataset, split, selected, tracking)
+
+
+def probabilities_of(checkpoint_path: Path, inputs: list[str]) -> np.ndarray:
+    from tasks.checkpoints import restore_classifier_from
+    from tasks.train import Batches, predict_proba
+
+    classifier, _ = restore_classifier_from(checkpoint_path)
+    return predict_proba(classifier, Batches(inputs, torch.zeros(len(inputs), dtype=torch.long), 8,
+                                             classifier.backbone.preprocess))
+
+
+def test_the_threshold_is_chosen_on_validation_and_stored_in_a_new_checkpoint(run, thresholded):
+    from tasks.tracking import client_for
+
+    spec, dataset, split, selected, tracking, table = run
+    val = table.iloc[20:44]
+    p_val = probabilities_of(selected.checkpoint, list(val["input"]))
+    contract = contract_for(spec, dataset, split)
+    assert contract.guard == Guard("precision_bees", 0.6, explicit=True)
+    expected = choose_threshold(p_val[:, 1], (val["label"] == "bees").to_numpy(), contract)
+    assert expected is not None and expected.threshold < 0.4  # well below argmax's boundary
+    stored = read_checkpoint(thresholded.checkpoint)
+    assert stored.operating_point == expected and stored.stage == "baseline"
+    assert read_checkpoint(selected.checkpoint).operating_point is None  # the stage's own file is untouched
+    assert thresholded.checkpoint_sha256 == sha256_file(thresholded.checkpoint) != selected.checkpoint_sha256
+    assert thresholded.operating_point == expected.as_dict()
+    logged = client_for(spec.workdir).get_run(tracking.run_id).data
+    assert logged.metrics["operating_threshold"] == pytest.approx(expected.threshold)
+    assert "val_at_threshold_recall_bees" in logged.metrics
+
+
+def test_the_test_evaluation_answers_at_the_stored_threshold(run, thresholded):
+    from tasks.release import evaluate_once_on_test
+
+    spec, dataset, split, _, tracking, table = run
+    point = read_checkpoint(thresholded.checkpoint).operating_point
+    test = table.iloc[44:]
+    y_true = (test["label"] == "bees").to_numpy().astype(int)
+    p_test = probabilities_of(thresholded.checkpoint, list(test["input"]))
+    at_threshold = classification_metrics(y_true, (p_test[:, 1] >= point.threshold).astype(int), CLASSES)
+    at_argmax = classification_metrics(y_true, p_test.argmax(1), CLASSES)
+    assert at_threshold != at_argmax  # the threshold changes answers on these test images
+
+    result = evaluate_once_on_test.fn(spec, dataset, split, thresholded, tracking)
+    assert result.operating_point == point
+    assert result.scores == pytest.approx(at_threshold)
+    assert result.guard is not None and result.guard_value == pytest.approx(at_threshold["precision_bees"])
+
+
+def test_the_served_pyfunc_answers_at_the_stored_threshold(run, thresholded, tmp_path):
+    *_, table = run
+    point = read_checkpoint(thresholded.checkpoint).operating_point
+    store = open_store(tmp_path)
+    registration = log_and_register(store.client, store.run_id, read_checkpoint(thresholded.checkpoint), 4,
+                                    "insects", "champion", {}, promote=True)
+    model = mlflow.pyfunc.load_model(store.client.get_model_version_download_uri("insects", registration.version))
+    sent = [base64.b64encode(Path(p).read_bytes()).decode("ascii") for p in table["input"]]
+    answers = model.predict(pd.DataFrame({"input": sent}))
+    answered_bees = answers["p_bees"] >= point.threshold
+    assert (answers["label"] == np.where(answered_bees, "bees", "ants")).all()
+    argmax = np.where(answers["p_bees"] > answers["p_ants"], "bees", "ants")
+    assert (answers["label"] != argmax).any()  # some answers flipped, exactly those at or above the threshold
+    assert (answers["probability"] == np.where(answered_bees, answers["p_bees"], answers["p_ants"])).all()
+
+
+def test_an_aggregate_contract_leaves_the_selected_stage_unchanged(run):
+    from tasks.release import set_operating_point
+
+    spec, dataset, split, selected, tracking, _ = run
+    macro = spec.model_copy(update={"metric": MetricSpec(name="macro_f1", target=0.9)})
+    assert set_operating_point.fn(macro, dataset, split, selected, tracking) is selected
