@@ -9,10 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class Minibatches(Protocol):
+    """What the training loop needs from a source of batches: `Batches` here, and
+    `tasks.prefix_cache.PrefixBatches` for stored frozen-prefix outputs."""
+
+    targets: torch.Tensor
+
+    def __len__(self) -> int: ...
+
+    def iterate(self, generator: torch.Generator | None = None) -> Iterator[tuple[Any, torch.Tensor]]: ...
 
 
 def index_chunks(n: int, batch_size: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:

@@ -80,3 +80,14 @@ def test_decoding_leaves_the_global_random_stream_alone():
     after_loader = torch.rand(1)
     torch.manual_seed(0)
     assert torch.equal(torch.rand(1), after_loader)
+
+
+def test_both_batch_sources_satisfy_the_protocol_fit_can_take():
+    from tasks.loader import Minibatches
+    from tasks.prefix_cache import PrefixBatches, PrefixOutputs
+
+    sources: list[Minibatches] = [
+        Batches(torch.zeros(3, 2), torch.arange(3), 2),
+        PrefixBatches(PrefixOutputs({"features": torch.zeros(3, 2).numpy()}, [], True), torch.arange(3), 2)]
+    for source in sources:
+        assert len(source) == 2 and [len(t) for _, t in source.iterate()] == [2, 1]
