@@ -167,11 +167,10 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
     warm-up then cosine decay, the best epoch kept. A regularized retry raises augmentation one
     level, weight decay x10 and label smoothing."""
     from tasks.devices import resolve_device, resolve_num_workers
-    from tasks.train import Batches, class_indices, class_weights_for, fit, restore_classifier
+    from tasks.train import class_indices, class_weights_for, fit, restore_classifier
 
     settings = spec.finetune
-    device, workers = resolve_device(spec.runtime.device), resolve_num_workers(spec.runtime.num_workers)
-    loading: dict[str, Any] = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    device = resolve_device(spec.runtime.device)
     examples, classes = _train_val_examples(dataset, split)
     classifier = restore_classifier(spec.model, len(classes), start.checkpoint)
     backbone = classifier.backbone
@@ -186,15 +185,12 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
     lr = spec.train.head_learning_rate * settings.lr_ratio
     # The group next to the head gets lr x decay, the one below it lr x decay^2, ...
     scales = [settings.group_lr_decay ** (depth - index) for index in range(depth)] + [1.0]
-    training_preprocess = getattr(backbone, "training_preprocess", None)
-    train_prepare = training_preprocess(augment) if training_preprocess else backbone.preprocess
     train_targets = class_indices(examples["train"]["label"], classes)
+    val_targets = class_indices(examples["val"]["label"], classes)
     weights = class_weights_for(train_targets, len(classes)) if plan.class_weights else None
-    result = fit(classifier, [*unfrozen, classifier.head],
-                 Batches(list(examples["train"]["input"]), train_targets, spec.train.batch_size, train_prepare,
-                         **loading),
-                 Batches(list(examples["val"]["input"]), class_indices(examples["val"]["label"], classes),
-                         spec.train.batch_size, backbone.preprocess, **loading),
+    model, train, val, prefix_note = _stage_inputs(spec, classifier, depth, augment, examples,
+                                                   {"train": train_targets, "val": val_targets}, device)
+    result = fit(model, [*unfrozen, classifier.head], train, val,
                  lr=lr, lr_scales=scales, weight_decay=weight_decay, epochs=settings.epochs_per_stage,
                  patience=settings.early_stopping.patience, min_delta=settings.early_stopping.min_delta,
                  warmup=settings.warmup, label_smoothing=smoothing, metric=spec.metric, guard=contract.guard,
@@ -204,15 +200,43 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
     notes = (f"last {depth} of {len(groups)} layer group(s) unfrozen from {start.name}; lr {lr:g} (head) down to "
              f"{lr * scales[0]:g}; augment {augment}, weight decay {weight_decay:g}, label smoothing {smoothing:g}"
              + (", class-weighted loss" if plan.class_weights else "") + (" (regularized retry)" if plan.regularized
-                                                                           else ""))
+                                                                           else "") + f"; {prefix_note}")
     params: dict[str, object] = {
         "unfrozen_groups": depth, "layer_groups_total": len(groups), "lr": lr,
         "group_lrs": ",".join(f"{lr * scale:.3g}" for scale in scales), "weight_decay": weight_decay,
         "augment": augment, "label_smoothing": smoothing, "warmup": settings.warmup,
         "class_weights": plan.class_weights, "regularized_retry": plan.regularized, "started_from_stage": start.name,
-        "device": str(device), "num_workers": workers}
+        "device": str(device), "num_workers": resolve_num_workers(spec.runtime.num_workers),
+        "prefix_cache": prefix_note.startswith("frozen prefix cached")}
     return _record_stage(spec, tracking, plan.name, classifier, result, notes, params, start.started_from, contract,
                          unfrozen_groups=depth)
+
+
+def _stage_inputs(spec: Spec, classifier: Any, depth: int, augment: str, examples: dict[str, pd.DataFrame],
+                  targets: dict[str, torch.Tensor], device: torch.device) -> tuple[Any, Any, Any, str]:
+    """What `fit` trains on: without random augmentation, the still-frozen prefix's outputs are
+    computed once per stage (in RAM, or memory-mapped under `<workdir>/prefix_cache` when large)
+    and each epoch runs only the unfrozen part; with augmentation the whole network runs."""
+    from tasks.backbones import ImageBackbone
+    from tasks.devices import prepare_module, resolve_num_workers
+    from tasks.prefix_cache import PrefixBatches, SuffixClassifier, can_cache_prefix, compute_prefix_outputs
+    from tasks.train import Batches
+
+    backbone, size, pin = classifier.backbone, spec.train.batch_size, device.type == "cuda"
+    prepare_module(classifier, device, convnet=isinstance(backbone, ImageBackbone))
+    if can_cache_prefix(backbone, augment, depth):
+        outputs = {name: compute_prefix_outputs(backbone, list(frame.index), list(frame["input"]), depth,
+                                                batch_size=size, cache_dir=spec.workdir / "prefix_cache")
+                   for name, frame in examples.items()}
+        return (SuffixClassifier(classifier, depth), PrefixBatches(outputs["train"], targets["train"], size, pin),
+                PrefixBatches(outputs["val"], targets["val"], size, pin),
+                f"frozen prefix cached ({backbone.frozen_groups(depth)} group(s) computed once per stage)")
+    loading: dict[str, Any] = {"num_workers": resolve_num_workers(spec.runtime.num_workers), "pin_memory": pin}
+    train_prepare = backbone.training_preprocess(augment)
+    return (classifier, Batches(list(examples["train"]["input"]), targets["train"], size, train_prepare, **loading),
+            Batches(list(examples["val"]["input"]), targets["val"], size, backbone.preprocess, **loading),
+            "whole backbone run every epoch" + (f" (random augmentation: {augment})"
+                                                 if backbone.is_random(augment) else ""))
 
 
 def gradual_unfreezing(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageResult,
