@@ -37,6 +37,7 @@ from tasks.release import (
     evaluate_once_on_test,
     gate_and_register,
     promotion_lock,
+    set_operating_point,
     write_model_card,
 )
 from tasks.spec import Spec
@@ -83,6 +84,7 @@ def transfer_learning(config_path: str, data_path: str | None = None,
         stages, decisions = gradual_unfreezing(spec, dataset, split, baseline, tracking, start, contract)  # 6.
         selected = select_on_validation(spec, stages, decisions, tracking, contract, list(dataset.classes))
         write_decision_log(spec, decisions.entries, selected.name, tracking)
+        selected = set_operating_point(spec, dataset, split, selected, tracking)  # per-class contracts
         with promotion_lock(spec):                                            # 7. test once, gate
             test = evaluate_once_on_test(spec, dataset, split, selected, tracking)
             outcome = gate_and_register(spec, dataset, split, selected, test, tracking)

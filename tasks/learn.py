@@ -156,7 +156,7 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     if weights is not None:
         params["class_weight_values"] = ",".join(f"{w:.3f}" for w in weights.tolist())
     return _record_stage(spec, tracking, name, Classifier(backbone, head), result, notes, params, origin,
-                         contract, unfrozen_groups=0)
+                         contract, unfrozen_groups=0, classes=classes)
 
 
 @step("6 fine-tuning stage")
@@ -166,13 +166,14 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
     the head: discriminative lrs (head at head lr x lr_ratio, each deeper group x group_lr_decay),
     warm-up then cosine decay, the best epoch kept. A regularized retry raises augmentation one
     level, weight decay x10 and label smoothing."""
+    from tasks.checkpoints import legacy_config
     from tasks.devices import resolve_device, resolve_num_workers
     from tasks.train import class_indices, class_weights_for, fit, restore_classifier
 
     settings = spec.finetune
     device = resolve_device(spec.runtime.device)
     examples, classes = _train_val_examples(dataset, split)
-    classifier = restore_classifier(spec.model, len(classes), start.checkpoint)
+    classifier = restore_classifier(start.checkpoint, legacy_config(spec.model, classes))
     backbone = classifier.backbone
     groups = backbone.layer_groups()
     depth = min(plan.groups, len(groups))
@@ -209,7 +210,7 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
         "device": str(device), "num_workers": resolve_num_workers(spec.runtime.num_workers),
         "prefix_cache": prefix_note.startswith("frozen prefix cached")}
     return _record_stage(spec, tracking, plan.name, classifier, result, notes, params, start.started_from, contract,
-                         unfrozen_groups=depth)
+                         unfrozen_groups=depth, classes=classes)
 
 
 def _stage_inputs(spec: Spec, classifier: Any, depth: int, augment: str, examples: dict[str, pd.DataFrame],
@@ -352,17 +353,25 @@ def _train_val_examples(dataset: DatasetRef, split: SplitRef) -> tuple[dict[str,
 
 def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torch.nn.Module, result: FitResult,
                   notes: str, params: dict[str, object], started_from: str, contract: Contract,
-                  unfrozen_groups: int) -> StageResult:
-    """Checkpoint the stage (its best epoch, and its last epoch beside it) and log it as a nested
-    MLflow run under the flow's parent run."""
-    from tasks.atomic import write_atomic
+                  unfrozen_groups: int, classes: list[str]) -> StageResult:
+    """Checkpoint the stage (its best epoch, and its last epoch beside it with the optimizer,
+    scheduler and random states, so a later version can resume a killed run) and log it as a
+    nested MLflow run under the flow's parent run."""
+    from dataclasses import replace
+
+    from tasks.checkpoints import Checkpoint, save_checkpoint
     from tasks.data import sha256_file
     from tasks.tracking import client_for, end_run, log_history, log_params, log_scores, log_text, start_run
 
     folder = spec.workdir / "checkpoints" / tracking.run_id
-    checkpoint = write_atomic(folder / f"{name}.pt", lambda handle: torch.save(classifier.state_dict(), handle))
+    best = Checkpoint(model=spec.model, classes=classes, weights=_own_weights(classifier), stage=name,
+                      unfrozen_groups=unfrozen_groups, epoch=result.best_epoch)
+    checkpoint = save_checkpoint(folder / f"{name}.pt", best)
     if result.last_state:
-        write_atomic(folder / f"{name}.last.pt", lambda handle: torch.save(result.last_state, handle))
+        last = result.last_state
+        save_checkpoint(folder / f"{name}.last.pt", replace(
+            best, weights=_own_weights(classifier, last["weights"]), epoch=last["epoch"], optimizer=last["optimizer"],
+            scheduler=last["scheduler"], rng=last["rng"]))
     best_scores = result.best.val_scores
     client = client_for(spec.workdir)
     run_id = start_run(client, tracking.experiment_id, name, parent_run_id=tracking.run_id, tags={"stage": name})
@@ -377,3 +386,17 @@ def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torc
     return StageResult(name, run_id, result.best_val_metric, best_scores, checkpoint, sha256_file(checkpoint),
                        result.history, notes, True, contract.meets(best_scores), started_from, result.best_epoch,
                        result.stopped_early, unfrozen_groups)
+
+
+def _own_weights(classifier: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The classifier's state dict, with `state` (the trained model's, at another epoch) put in.
+    That model may be the classifier, the frozen-prefix cache's wrapper around it (keys
+    `classifier.*`) or the head alone (the baseline trains it on cached embeddings)."""
+    weights = dict(classifier.state_dict())
+    if state is None:
+        return weights
+    for mapped in (state, {k.removeprefix("classifier."): v for k, v in state.items()},
+                   {f"head.{k}": v for k, v in state.items()}):
+        if set(mapped) <= set(weights):
+            return weights | mapped
+    raise ValueError(f"weights of another model: {sorted(state)[:3]}... are not the classifier's")

@@ -22,7 +22,7 @@ from tasks.backbones import Backbone
 from tasks.devices import autocast, to_device
 from tasks.loader import Batches
 from tasks.metrics import Contract, Guard, classification_metrics
-from tasks.spec import MetricSpec, ModelSpec
+from tasks.spec import MetricSpec
 
 
 class Classifier(nn.Module):
@@ -112,8 +112,11 @@ def fit(model: nn.Module, trainable: list[nn.Module], train: Batches, val: Batch
             stale += 1
             if stale >= patience:
                 break
+    from tasks.checkpoints import capture_rng
+
     last_state = {"weights": copy.deepcopy(model.state_dict()), "optimizer": optimizer.state_dict(),
-                  "scheduler": scheduler.state_dict(), "epoch": len(history), "rng": torch.get_rng_state()}
+                  "scheduler": scheduler.state_dict(), "epoch": len(history),
+                  "rng": capture_rng({"shuffle": generator})}
     model.load_state_dict(best_state)
     model.eval()
     for parameter in parameters:
@@ -213,13 +216,9 @@ def class_indices(labels: Sequence[str], classes: list[str]) -> torch.Tensor:
     return torch.tensor([index[label] for label in labels], dtype=torch.long)
 
 
-def restore_classifier(model: ModelSpec, n_classes: int, checkpoint: Path) -> Classifier:
-    """A saved stage (backbone + head state dict) on top of a freshly loaded backbone, frozen."""
-    from tasks.backbones import load_backbone
+def restore_classifier(checkpoint: Path, legacy_config: dict[str, Any] | None = None) -> Classifier:
+    """The classifier a checkpoint file holds, frozen: the file says which model and classes (a
+    bare state dict from an older version needs `legacy_config`, see `tasks.checkpoints`)."""
+    from tasks.checkpoints import restore_classifier_from
 
-    backbone = load_backbone(model)
-    classifier = Classifier(backbone, nn.Linear(backbone.dim, n_classes))
-    classifier.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    classifier.head.requires_grad_(False)
-    classifier.eval()
-    return classifier
+    return restore_classifier_from(checkpoint, legacy_config)[0]

@@ -72,7 +72,8 @@ def test_a_retrain_starts_from_the_champions_backbone(tmp_path, sms_spam):
     with tempfile.TemporaryDirectory() as folder:
         artifacts = Path(client.download_artifacts(version.run_id, "model/artifacts", folder))
         [weights] = [p for p in artifacts.iterdir() if p.suffix == ".pt"]
-        registered = torch.load(weights, map_location="cpu", weights_only=True)
+        stored = torch.load(weights, map_location="cpu", weights_only=True)
+    registered = stored["weights"] if "format_version" in stored else stored  # self-describing or a bare state dict
     pretrained = load_backbone(TEXT_MODEL).module.state_dict()
     moved = [name for name, tensor in champion_encoder.items() if not torch.equal(tensor, pretrained[name])]
     assert moved and all(torch.equal(registered[f"encoder.{name}"], champion_encoder[name]) for name in moved)

@@ -13,8 +13,9 @@ MACRO_F1 = MetricSpec(name="macro_f1", target=0.95)
 
 
 def stage(name: str, value: float, keep: bool = True) -> StageResult:
-    return StageResult(name=name, run_id=name, val_value=value, val_scores={"macro_f1": value}, checkpoint=Path(f"{name}.pt"),
-                       checkpoint_sha256="", history=[], notes="", keep=keep, meets_target=False)
+    return StageResult(name=name, run_id=name, val_value=value, val_scores={"macro_f1": value},
+                       checkpoint=Path(f"{name}.pt"), checkpoint_sha256="", history=[], notes="", keep=keep,
+                       meets_target=False)
 
 
 @pytest.mark.parametrize("stages,expected", [
