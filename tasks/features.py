@@ -73,12 +73,17 @@ def open_cache(workdir: Path, backbone: Backbone) -> EmbeddingCache:
 
 
 def embed_inputs(backbone: Backbone, inputs: list[str], batch_size: int) -> np.ndarray:
-    """Run the frozen backbone over raw inputs in batches, with a progress bar."""
+    """Run the frozen backbone over raw inputs in batches, with a progress bar, on the device its
+    module is on (bf16 autocast on CUDA)."""
+    from tasks.devices import autocast, to_device
+
+    device = next(backbone.module.parameters()).device if hasattr(backbone, "module") else torch.device("cpu")
     outputs = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device):
         for start in tqdm(range(0, len(inputs), batch_size), desc="embedding", unit="batch"):
             batch = backbone.preprocess(inputs[start:start + batch_size])
-            outputs.append(backbone.embed(batch).float().numpy())
+            batch = to_device(batch, device) if device.type != "cpu" else batch
+            outputs.append(backbone.embed(batch).float().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, backbone.dim), np.float32)
 
 

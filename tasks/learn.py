@@ -78,6 +78,17 @@ class Decisions:
         return next((e["action"] for e in reversed(self.entries) if e["stage"] == stage), None)
 
 
+def on_runtime_device(spec: Spec, backbone: Any, module: torch.nn.Module | None = None) -> torch.device:
+    """Move `module` (default: the backbone's encoder) to `runtime.device`, channels_last for
+    convnets; returns the device."""
+    from tasks.backbones import ImageBackbone
+    from tasks.devices import prepare_module, resolve_device
+
+    device = resolve_device(spec.runtime.device)
+    prepare_module(module or backbone.module, device, convnet=isinstance(backbone, ImageBackbone))
+    return device
+
+
 def contract_for(spec: Spec, dataset: DatasetRef, split: SplitRef) -> Contract:
     """The declared metric with its guard; the guard's default follows the class's share of the
     training split (the all-one-class predictor's precision)."""
@@ -124,6 +135,7 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     backbone = load_backbone(spec.model)
     if start:
         backbone.load_starting_point(start.weights, start.sha256, start.describe())
+    device = on_runtime_device(spec, backbone)
     examples, classes = _train_val_examples(dataset, split)
     cache = open_cache(spec.workdir, backbone)
     features, computed = {}, 0
@@ -142,7 +154,9 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
                  epochs=spec.train.head_epochs, patience=spec.train.head_patience,
                  metric=spec.metric, guard=contract.guard, classes=classes, seed=spec.train.seed,
                  description="baseline head" + (" (class-weighted)" if class_weights else ""),
-                 class_weights=weights)
+                 class_weights=weights, device=device)
+    backbone.module.to("cpu")
+    head.to("cpu")
     meets = contract.meets(result.best.val_scores)
     origin = start.describe() if start else "pretrained"
     notes = (f"frozen {spec.model.name} ({origin}), linear head"

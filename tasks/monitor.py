@@ -39,6 +39,7 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     from tasks.data import read_table
     from tasks.drift import REFERENCE_DIR, log_reference, what_the_model_sees
     from tasks.features import cached_embeddings, open_cache
+    from tasks.learn import on_runtime_device
     from tasks.spec import FAMILY_MODALITY
     from tasks.split import train_val_ids
     from tasks.tracking import client_for
@@ -51,6 +52,7 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     inputs = list(read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")
                   .loc[ids, "input"])
     classifier, _ = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
+    on_runtime_device(spec, classifier.backbone, classifier)
     frozen = _same_weights(classifier.backbone.module, load_backbone(spec.model).module)
     # The embedding cache holds pretrained-backbone embeddings: valid only when fine-tuning changed nothing.
     embeddings = (cached_embeddings(open_cache(spec.workdir, classifier.backbone), classifier.backbone, ids, inputs,

@@ -127,6 +127,7 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
         return selected
     from tasks.checkpoints import legacy_config, restore_classifier_from, with_operating_point
     from tasks.data import read_table, sha256_file
+    from tasks.learn import on_runtime_device
     from tasks.metrics import classification_metrics
     from tasks.operating_point import apply_operating_point, choose_threshold
     from tasks.split import train_val_ids
@@ -136,6 +137,7 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
     classes, class_name = list(dataset.classes), spec.metric.class_name
     config = legacy_config(spec.model, classes)  # for a stage saved as a bare state dict
     classifier, _ = restore_classifier_from(selected.checkpoint, config)
+    on_runtime_device(spec, classifier.backbone, classifier)
     _, val_ids = train_val_ids(split.manifest_path)
     val = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id").loc[val_ids]
     y_true = class_indices(val["label"], classes)
@@ -169,6 +171,7 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     from tasks.checkpoints import legacy_config, restore_classifier_from
     from tasks.data import read_table
     from tasks.gate import exposure_of, fresh_part_metric, record_test_evaluation
+    from tasks.learn import on_runtime_device
     from tasks.metrics import classification_metrics, contract_value
     from tasks.operating_point import apply_operating_point
     from tasks.plots import confusion_matrix_figure
@@ -179,6 +182,7 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     classes = list(dataset.classes)
     guard = contract_for(spec, dataset, split).guard
     classifier, checkpoint = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
+    on_runtime_device(spec, classifier.backbone, classifier)
     test_ids = quarantined_test_ids(split.manifest_path, reader=f"evaluate_once_on_test run {tracking.run_id}")
     table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id").loc[test_ids]
     y_true = class_indices(table["label"], classes)

@@ -61,6 +61,7 @@ class TransferflowModel(PythonModel):
         # (model_config.json: model, classes, batch_size) beside a bare state dict.
         legacy = json.loads(Path(context.artifacts["config"]).read_text()) if "config" in context.artifacts else None
         self.classifier, checkpoint = restore_classifier_from(Path(context.artifacts["weights"]), legacy)
+        self.classifier.to(serving_device())
         self.reads_images = FAMILY_MODALITY[checkpoint.model.family] == "image"
         self.classes: list[str] = checkpoint.classes
         self.operating_point = checkpoint.operating_point
@@ -86,6 +87,16 @@ class TransferflowModel(PythonModel):
         for index, name in enumerate(self.classes):
             frame[f"p_{name}"] = probabilities[:, index]
         return frame
+
+
+def serving_device() -> Any:
+    """Where a loaded model answers: `TRANSFERFLOW_DEVICE` (auto | cpu | cuda | mps, as
+    `runtime.device`), auto by default: CUDA when the serving machine has it."""
+    import os
+
+    from tasks.devices import resolve_device
+
+    return resolve_device(os.environ.get("TRANSFERFLOW_DEVICE", "auto"))
 
 
 def decode_image(value: str, row: int) -> io.BytesIO:

@@ -67,3 +67,16 @@ def test_batches_and_modules_move_with_their_layout():
     assert convnet.weight.is_contiguous(memory_format=torch.channels_last)
     linear = prepare_module(nn.Linear(3, 4), cpu, convnet=False)
     assert linear.weight.is_contiguous()
+
+
+def test_a_served_model_follows_transferflow_device(monkeypatch):
+    from tasks.serving import serving_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.delenv("TRANSFERFLOW_DEVICE", raising=False)
+    assert serving_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert serving_device() == torch.device("cuda")  # auto takes the GPU when there is one
+    monkeypatch.setenv("TRANSFERFLOW_DEVICE", "cpu")
+    assert serving_device() == torch.device("cpu")
