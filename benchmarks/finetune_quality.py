@@ -1,0 +1,104 @@
+"""What gradual unfreezing buys: the whole flow on real data, baseline vs final validation metric,
+the final test metric, and every decision taken.
+
+Cases (`--case`, repeatable; default all): the embedded demo (digits, as shipped), ants vs bees as
+shipped, ants vs bees with the target forced to 0.99 so fine-tuning must run its stages, and SMS
+spam as shipped. Each case is one `transferflow run` in a fresh child process with its own
+workdir (a cold cache, a fresh registry), so cases do not see each other's champions. Prints a
+table; never asserts. Run by hand (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+CASES = {
+    "demo": ("digits-demo.yaml", {}),
+    "ants": ("ants-vs-bees.yaml", {}),
+    "ants-forced": ("ants-vs-bees.yaml", {"metric": {"target": 0.99}}),
+    "sms": ("sms-spam.yaml", {}),
+}
+# Run inside the child: the flow, then the facts this table needs, as one JSON line.
+CHILD = """
+import json, sys
+from flows.transfer_learning import transfer_learning
+summary = transfer_learning(sys.argv[1])
+print("RESULT " + json.dumps({
+    "metric": summary.spec.metric.key, "target": summary.spec.metric.target,
+    "baseline_val": summary.stages[0].val_value, "selected": summary.selected.name,
+    "final_val": summary.selected.val_value, "test": summary.test.value,
+    "stages": [[s.name, s.val_value] for s in summary.stages],
+    "decisions": [[d["stage"], d["action"]] for d in summary.decisions],
+    "operating_point": summary.selected.operating_point, "gate": summary.outcome.decision.verdict}))
+"""
+
+
+def case_config(name: str, folder: Path) -> Path:
+    """The shipped config with absolute data paths, the case's overrides and its own workdir."""
+    file_name, overrides = CASES[name]
+    raw = yaml.safe_load((REPO / "configs" / file_name).read_text())
+    data = raw["data"]
+    if not data.get("materialize_from"):
+        data["path"] = str((REPO / "configs" / data["path"]).resolve())
+    else:
+        data["path"] = str(folder / "data")
+    for block, values in overrides.items():
+        raw[block] = {**raw.get(block, {}), **values}
+    raw["workdir"] = str(folder / "work")
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run_case(name: str, root: Path) -> tuple[dict, float]:
+    folder = root / name
+    folder.mkdir()
+    config = case_config(name, folder)
+    env = {**os.environ, **ALLOCATOR, "PREFECT_HOME": str(folder / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", CHILD, str(config)], cwd=REPO, env=env, capture_output=True,
+                          text=True, check=False)
+    wall = time.perf_counter() - started
+    line = next((row for row in done.stdout.splitlines() if row.startswith("RESULT ")), None)
+    if done.returncode or line is None:
+        sys.exit(f"{name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(line.removeprefix("RESULT ")), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", action="append", choices=sorted(CASES), help="default: every case")
+    args = parser.parse_args()
+    names = args.case or list(CASES)
+    missing = [n for n in names if n != "demo" and not SHARED.exists()]
+    if missing:
+        sys.exit(f"{SHARED} is absent: the cases {missing} need ../shared/datasets")
+    print("| case | metric (target) | baseline val | final val (stage) | test | gate | decisions | wall s |")
+    print("| --- | --- | ---: | ---: | ---: | --- | --- | ---: |")
+    with tempfile.TemporaryDirectory(prefix="finetune-quality-") as root:
+        for name in names:
+            result, wall = run_case(name, Path(root))
+            decisions = "; ".join(f"{stage}: {action}" for stage, action in result["decisions"])
+            point = result["operating_point"]
+            threshold = f", threshold {point['threshold']:.3f}" if point else ""
+            print(f"| {name} | {result['metric']} (>= {result['target']:g}) | {result['baseline_val']:.4f} | "
+                  f"{result['final_val']:.4f} ({result['selected']}{threshold}) | {result['test']:.4f} | "
+                  f"{result['gate']} | {decisions} | {wall:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
