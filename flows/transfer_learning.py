@@ -88,7 +88,7 @@ def transfer_learning(config_path: str, data_path: str | None = None,
         with promotion_lock(spec):                                            # 7. test once, gate
             test = evaluate_once_on_test(spec, dataset, split, selected, tracking)
             outcome = gate_and_register(spec, dataset, split, selected, test, tracking)
-        write_model_card(spec, prepared, stages, selected, test, outcome, tracking)
+        write_model_card(spec, prepared, stages, selected, test, outcome, tracking, decisions.entries)
         store_drift_reference(spec, dataset, split, selected, outcome, tracking)  # 7d. drift reference
     return RunSummary(spec, tracking.run_id, prepared, stages, decisions.entries, selected, test, outcome)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tasks.champion import ChampionComparison
 from tasks.gate import Exposure, GateDecision
@@ -260,7 +260,8 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
 
 @step("7c write model card")
 def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], selected: StageResult,
-                     test: TestResult, outcome: GateOutcome, tracking: TrackingRef) -> str:
+                     test: TestResult, outcome: GateOutcome, tracking: TrackingRef,
+                     decisions: list[dict[str, Any]] | None = None) -> str:
     from tasks.model_card import CardFacts, render_model_card
     from tasks.serving import INPUT_DESCRIPTION
     from tasks.spec import FAMILY_MODALITY
@@ -276,12 +277,15 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
                    f"{base_model.layer_groups} layer groups",
         base_model_source=base_model.source,
         settings={input_size[0]: input_size[1], **spec.train.model_dump(),
+                  **{f"finetune.{k}": v for k, v in spec.finetune.model_dump().items()},
+                  **{f"runtime.{k}": v for k, v in spec.runtime.model_dump().items()},
                   **{f"split.{k}": v for k, v in spec.split.model_dump().items()},
                   **{f"gate.{k}": v for k, v in spec.gate.model_dump().items()},
                   "retrain.start_from": spec.retrain.start_from, "started from": selected.started_from},
         data_path=str(spec.data.path), data_fingerprint=dataset.fingerprint, test_fingerprint=split.test_fingerprint,
         manifest_sha256=split.manifest_sha256, split_sizes=split.sizes, class_counts=quality.class_counts,
-        quality_warnings=[*quality.warnings, *split.warnings], stages=[(s.name, s.val_value, s.notes) for s in stages],
+        quality_warnings=[*quality.warnings, *split.warnings],
+        stages=[(s.name, s.val_value, _with_decision(s, decisions or [])) for s in stages],
         selected_stage=selected.name,
         guard=(f"{test.guard.describe()}; on test: {test.guard_value:.4f}" if test.guard else None),
         operating_point=(f"{test.operating_point.describe()} (chosen on validation)" if test.operating_point
@@ -295,3 +299,9 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
     client.update_model_version(outcome.registration.model_name, outcome.registration.version,
                                 description=f"{card}\n## Calling it\n\nSend {INPUT_DESCRIPTION[modality]}.\n")
     return card
+
+
+def _with_decision(stage: StageResult, decisions: list[dict[str, Any]]) -> str:
+    """A stage's notes, then what was decided after it and why (the decision log, in the card)."""
+    taken = [d for d in decisions if d["stage"] == stage.name]
+    return stage.notes + "".join(f"; **{d['action']}**: {d['reason']}" for d in taken).replace("|", "\\|")

@@ -149,6 +149,8 @@ def test_gradual_unfreezing_runs_stages_acts_on_decisions_and_logs_them(runs):
     assert logged == summary.decisions
     table = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/decisions.md")
     assert all(f"| {d['stage']} | `{d['action']}` |" in table for d in summary.decisions)
+    card = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/model_card.md")
+    assert all(f"**{d['action']}**" in card for d in summary.decisions) and "finetune.max_stages" in card
     # Each stage is a nested run with per-epoch curves; its best epoch's value is the stage's.
     for stage in summary.stages[1:]:
         run = children[stage.name]
