@@ -43,7 +43,8 @@ def bench_config(folder: Path, data: Path, name: str) -> Path:
     config.pop("data")
     config.update(data={"kind": "image_folder", "path": str(data)}, workdir=str(folder / f"work-{name}"))
     config["model"]["image_size"] = 32
-    config["train"].update(finetune_epochs=0, head_epochs=20)
+    config["train"].update(head_epochs=20)
+    config["finetune"] = {"max_stages": 0}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

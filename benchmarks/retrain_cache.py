@@ -49,7 +49,8 @@ def first_part(source: Path, destination: Path, fraction: float) -> Path:
 def config(folder: Path, data: Path, workdir: Path, finetune_epochs: int, image_size: int) -> Path:
     raw = yaml.safe_load((REPO / "configs" / "digits-demo.yaml").read_text())
     raw["data"] = {"kind": "image_folder", "path": str(data)}
-    raw["train"]["finetune_epochs"] = finetune_epochs
+    raw["finetune"] = {**raw.get("finetune", {}), "max_stages": 1 if finetune_epochs else 0,
+                       "epochs_per_stage": max(1, finetune_epochs)}
     raw["model"]["image_size"] = image_size
     raw["workdir"] = str(workdir)
     path = folder / f"{data.name}-{workdir.name}.yaml"
