@@ -178,8 +178,14 @@ def test_a_stage_trains_only_its_unfrozen_groups(runs):
     summaries, _, _ = runs
     summary = summaries["finetune"]
     stage = next(s for s in summary.stages if s.name == "finetune-1")
-    saved = torch.load(stage.checkpoint, map_location="cpu", weights_only=True)
-    saved = saved.get("weights", saved)  # self-describing checkpoints keep the state dict under "weights"
+    stored = torch.load(stage.checkpoint, map_location="cpu", weights_only=True)
+    assert (stored["stage"], stored["unfrozen_groups"], stored["epoch"]) == ("finetune-1", 1, stage.best_epoch)
+    assert stored["classes"] == ["ants", "bees"] and stored["model"]["name"] == "tf_efficientnet_lite0"
+    # The last finished epoch is kept beside the best, with what a resumed run needs.
+    last = torch.load(stage.checkpoint.with_name("finetune-1.last.pt"), map_location="cpu", weights_only=True)
+    assert last["epoch"] == len(stage.history) and last["optimizer"]["state"] and last["scheduler"]
+    assert set(last["rng"]) >= {"torch", "numpy", "python", "generators"}
+    saved = stored["weights"]
     pretrained = load_backbone(summary.spec.model).module.state_dict()
     stats = [key for key in pretrained if key.endswith(("running_mean", "running_var"))]
     assert len(stats) > 20
