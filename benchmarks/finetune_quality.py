@@ -33,6 +33,8 @@ CASES = {
 # Run inside the child: the flow, then the facts this table needs, as one JSON line.
 CHILD = """
 import json, sys
+from flows.runtime import apply_defaults, create_prefect_home
+apply_defaults(); create_prefect_home()  # the CLI's settings: telemetry off, a patient engine start
 from flows.transfer_learning import transfer_learning
 summary = transfer_learning(sys.argv[1])
 print("RESULT " + json.dumps({
