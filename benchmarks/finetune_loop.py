@@ -20,7 +20,6 @@ Run by hand (see benchmarks/README.md):  python benchmarks/finetune_loop.py [--l
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
@@ -138,6 +137,9 @@ def bare_loop(classifier: Any, k: int, task: Task, args: argparse.Namespace, dev
     from torch import nn
     from torch.utils.data import DataLoader
 
+    from tasks.devices import autocast
+    from tasks.train import _train_mode
+
     backbone = classifier.backbone
     trainable = [*backbone.layer_groups()[-k:], classifier.head]
     parameters = [p for module in trainable for p in module.parameters()]
@@ -158,18 +160,12 @@ def bare_loop(classifier: Any, k: int, task: Task, args: argparse.Namespace, dev
         return {key: value.to(device) for key, value in batch.items()} if isinstance(batch, dict) else batch.to(device)
 
     def precision() -> Any:  # the same precision as fit: bf16 autocast on CUDA
-        return (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and
-                torch.cuda.is_bf16_supported() else contextlib.nullcontext())
+        return autocast(device)
 
     train, val, accuracy = loader("train", True), loader("val", False), 0.0
     start = time.perf_counter()
     for _ in range(args.epochs):
-        classifier.eval()
-        for module in trainable:
-            module.train()
-            for layer in module.modules():
-                if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-                    layer.eval()
+        _train_mode(classifier, trainable)  # the same modes as fit: the loops differ, not the modes
         for inputs, targets in train:
             optimizer.zero_grad(set_to_none=True)
             with precision():

@@ -19,7 +19,7 @@ from tasks.prefix_cache import (
     compute_prefix_outputs,
 )
 from tasks.spec import ModelSpec
-from tasks.train import Classifier
+from tasks.train import Classifier, _train_mode
 
 MOBILENET = ModelSpec(family="torchvision", name="mobilenet_v2", image_size=64)
 MINILM = ModelSpec(family="hf_text", name="all-MiniLM-L6-v2")
@@ -62,12 +62,7 @@ def no_dropout(classifier: Classifier) -> Classifier:
 def train_one_step(model: nn.Module, classifier: Classifier, k: int, batch, targets: torch.Tensor) -> None:
     """As fit trains: trainable groups in train mode, BatchNorm in eval, everything else frozen."""
     trainable = [*classifier.backbone.layer_groups()[-k:], classifier.head]
-    model.eval()
-    for module in trainable:
-        module.train()
-        for layer in module.modules():
-            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-                layer.eval()
+    _train_mode(model, trainable)
     parameters = [p for module in trainable for p in module.parameters()]
     for parameter in parameters:
         parameter.requires_grad_(True)

@@ -1,4 +1,4 @@
-"""The one training loop and the curve diagnosis, on small synthetic problems."""
+"""The one training loop, on small synthetic problems (the decisions: test_stage_decisions.py)."""
 
 from dataclasses import dataclass
 
@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.diagnose import diagnose_stage
 from tasks.spec import MetricSpec
-from tasks.train import Batches, EpochRecord, FitResult, _train_mode, fit, new_head, predict_proba
+from tasks.train import Batches, FitResult, _train_mode, fit, new_head, predict_proba
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)
 
@@ -110,24 +109,3 @@ def test_fit_trains_only_the_trainable_block_and_no_batchnorm_statistics_move():
             assert torch.equal(after[f"{norm}.{key}"], before[f"{norm}.{key}"]), f"{norm}.{key} moved"
     for key in ("1.0.weight", "1.0.bias", "1.1.weight", "1.1.bias"):
         assert not torch.equal(after[key], before[key]), f"{key} did not learn"
-
-
-def record(epoch: int, train_loss: float, val_loss: float, val_metric: float) -> EpochRecord:
-    return EpochRecord(epoch, train_loss, val_loss, {"recall_a": 0.95, "recall_b": 0.5}, val_metric)
-
-
-def test_diagnosis_names_overfitting_early_stop_no_gain_and_a_lagging_class():
-    history = [record(1, 0.5, 0.40, 0.80), record(2, 0.3, 0.45, 0.79), record(3, 0.1, 0.60, 0.78)]
-    stage = FitResult(history, best_epoch=1, best_val_metric=0.80, stopped_early=True)
-    diagnosis = diagnose_stage(stage, baseline_value=0.85, metric=ACCURACY, classes=["a", "b"])
-    text = diagnosis.text()
-    assert not diagnosis.keep_stage
-    assert "overfitting after epoch 1" in text and "stopped early after 3 epoch(s)" in text
-    assert "no gain over the frozen baseline" in text and "lagging class(es) by validation recall: b (0.50)" in text
-
-
-def test_diagnosis_keeps_a_stage_that_beats_the_baseline():
-    history = [record(1, 0.5, 0.40, 0.86), record(2, 0.4, 0.35, 0.90)]
-    stage = FitResult(history, best_epoch=2, best_val_metric=0.90, stopped_early=False)
-    diagnosis = diagnose_stage(stage, baseline_value=0.85, metric=ACCURACY, classes=["a", "b"])
-    assert diagnosis.keep_stage and "overfitting" not in diagnosis.text()
