@@ -11,6 +11,7 @@ Pure numpy (no Prefect, no torch): the served pyfunc imports `apply_operating_po
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,9 @@ class OperatingPoint:
 
 def threshold_scores(p_class: np.ndarray, is_class: np.ndarray) -> dict[str, np.ndarray]:
     """Every candidate threshold (the distinct probabilities, ascending) with the class's precision,
-    recall and f1 when the class is answered for p >= threshold. One sort, no loop over thresholds.
-    A class absent from the truth scores recall 0 (as `classification_metrics` counts it)."""
+    recall and f1 when the class is answered for p >= threshold, and the counts behind them
+    (`answered`, `positives`). One sort, no loop over thresholds. A class absent from the truth
+    scores recall 0 (as `classification_metrics` counts it)."""
     order = np.argsort(p_class, kind="stable")
     ranked, hits = p_class[order], is_class[order].astype(np.int64)
     hits_from = np.concatenate([np.cumsum(hits[::-1])[::-1], [0]])  # true positives among ranked[k:]
@@ -51,33 +53,58 @@ def threshold_scores(p_class: np.ndarray, is_class: np.ndarray) -> dict[str, np.
     precision = true_positives / answered
     recall = true_positives / positives if positives else np.zeros(len(thresholds))
     f1 = 2 * true_positives / (answered + positives)
-    return {"threshold": thresholds, "precision": precision, "recall": recall, "f1": f1}
+    return {"threshold": thresholds, "precision": precision, "recall": recall, "f1": f1,
+            "answered": answered, "positives": np.full(len(thresholds), positives)}
 
 
-def choose_threshold(p_class: np.ndarray, is_class: np.ndarray, contract: Contract) -> OperatingPoint | None:
+def lower_bound(score: np.ndarray, n_val: np.ndarray, test_to_val: float, confidence: float) -> np.ndarray:
+    """A one-sided Wilson lower bound for the score a test split will show, given the score `score`
+    seen on `n_val` validation trials (positives for recall, answers for precision).
+
+    The test score differs from the validation one by the noise of both samples, so the variance
+    is p(1-p)(1/n_val + 1/n_test) with n_test = n_val x `test_to_val` (the splits are stratified):
+    the Wilson bound at that effective size. Wilson, not the normal bound, because the normal
+    bound of a perfect score on few examples is the score itself. At confidence 0.5 it is `score`."""
+    z = NormalDist().inv_cdf(confidence)
+    n = np.asarray(n_val, dtype=np.float64) * test_to_val / (1.0 + test_to_val)
+    p = np.asarray(score, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        centre = p + z * z / (2 * n)
+        spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        bound = (centre - spread) / (1 + z * z / n)
+    return np.where(n > 0, np.clip(bound, 0.0, 1.0), 0.0)
+
+
+def choose_threshold(p_class: np.ndarray, is_class: np.ndarray, contract: Contract,
+                     test_to_val: float = 1.0) -> OperatingPoint | None:
     """The threshold for a per-class contract on validation probabilities of the selected model.
 
-    Among thresholds that meet the target and keep the guard: the best guard score (a recall
-    contract then buys the most precision it can; an f1 contract, which has no guard, the best
-    f1). If none meets the target: the best contract value among guard-keeping thresholds. If
-    none keeps the guard: None, and the model answers by argmax. Ties go to the better other
-    score (contract value or guard), then to the higher threshold (fewer answers of the class).
-    Aggregate contracts have no class to threshold: None."""
+    A threshold meets the target when its contract score's lower bound (`lower_bound` at
+    `metric.confidence`, with a test split `test_to_val` times validation's size) does, and keeps
+    the guard when its guard score on validation does. Among those: the best guard score (a
+    recall contract then buys the most precision it can still afford). If none meets the target:
+    the highest lower bound among guard-keeping thresholds. If none keeps the guard: None, and
+    the model answers by argmax. f1 contracts (no guard, no binomial bound) take the best f1.
+    Ties go to the better other score (bound or guard), then to the higher threshold (fewer
+    answers of the class). Aggregate contracts have no class to threshold: None."""
     metric, guard = contract.metric, contract.guard
     if metric.class_name is None:
         return None
     table = threshold_scores(p_class, is_class)
     scores = [{class_metric_key(name, metric.class_name): float(table[name][i]) for name in PER_CLASS_METRICS}
               for i in range(len(table["threshold"]))]
+    trials = {"recall": table["positives"], "precision": table["answered"]}.get(metric.name)
+    bounds = (lower_bound(table[metric.name], trials, test_to_val, metric.confidence) if trials is not None
+              else table[metric.name])
     keeping = [i for i, s in enumerate(scores) if contract.guard_holds(s)]
     if not keeping:
         return None
-    meeting = [i for i in keeping if contract.meets(scores[i])]
+    meeting = [i for i in keeping if bounds[i] >= metric.target]
 
     def rank(i: int) -> tuple[float, float, float]:
-        value = contract.value(scores[i])
-        guarded = scores[i][guard.key] if guard else value
-        first, second = (guarded, value) if meeting else (value, guarded)
+        bound = float(bounds[i])
+        guarded = scores[i][guard.key] if guard else bound
+        first, second = (guarded, bound) if meeting else (bound, guarded)
         return first, second, float(table["threshold"][i])
 
     best = max(meeting or keeping, key=rank)

@@ -125,11 +125,13 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
     the test evaluation, registration and serving answer with. Aggregate contracts keep argmax."""
     if spec.metric.class_name is None:
         return selected
+    import numpy as np
+
     from tasks.checkpoints import legacy_config, restore_classifier_from, with_operating_point
     from tasks.data import read_table, sha256_file
     from tasks.learn import on_runtime_device
     from tasks.metrics import classification_metrics
-    from tasks.operating_point import apply_operating_point, choose_threshold
+    from tasks.operating_point import apply_operating_point, choose_threshold, lower_bound
     from tasks.split import train_val_ids
     from tasks.tracking import client_for, log_scores
     from tasks.train import Batches, class_indices, predict_proba
@@ -145,21 +147,29 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
                                                       classifier.backbone.preprocess))
     contract = contract_for(spec, dataset, split)
     target = classes.index(class_name)
-    point = choose_threshold(probabilities[:, target], y_true.numpy() == target, contract)
+    test_to_val = split.sizes["test"] / max(split.sizes["val"], 1)  # sizes only: no test label is read
+    point = choose_threshold(probabilities[:, target], y_true.numpy() == target, contract, test_to_val)
     if point is None:
         print(f"Operating point: no threshold on p({class_name}) keeps the guard "
               f"{contract.guard.describe() if contract.guard else ''} on validation; the model answers by argmax")
         return selected
     path = with_operating_point(selected.checkpoint, selected.checkpoint.with_suffix(".operating-point.pt"), point,
                                 config)
-    scores = classification_metrics(y_true.numpy(), apply_operating_point(probabilities, classes, point), classes)
+    answers = apply_operating_point(probabilities, classes, point)
+    scores = classification_metrics(y_true.numpy(), answers, classes)
+    trials = int((y_true.numpy() == target).sum() if spec.metric.name == "recall" else (answers == target).sum())
+    bound = float(lower_bound(np.array(scores[spec.metric.key]), np.array(trials), test_to_val,
+                              spec.metric.confidence)) if spec.metric.name != "f1" else None
     client = client_for(spec.workdir)
     log_scores(client, tracking.run_id, {"operating_threshold": point.threshold})
     log_scores(client, tracking.run_id, scores, prefix="val_at_threshold_")
+    if bound is not None:
+        log_scores(client, tracking.run_id, {"val_at_threshold_lower_bound": bound})
     client.set_tag(tracking.run_id, "operating_point", point.describe())
     guarded = f", {contract.guard.key} {scores[contract.guard.key]:.4f}" if contract.guard else ""
+    bounded = f" (lower bound {bound:.4f} at confidence {spec.metric.confidence:g})" if bound is not None else ""
     print(f"Operating point: {point.describe()} (validation {spec.metric.key} {scores[spec.metric.key]:.4f}"
-          f"{guarded}; argmax gave {selected.val_value:.4f})")
+          f"{bounded}{guarded}; argmax gave {selected.val_value:.4f})")
     return replace(selected, checkpoint=path, checkpoint_sha256=sha256_file(path), operating_point=point.as_dict())
 
 
@@ -288,7 +298,8 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
         stages=[(s.name, s.val_value, _with_decision(s, decisions or [])) for s in stages],
         selected_stage=selected.name,
         guard=(f"{test.guard.describe()}; on test: {test.guard_value:.4f}" if test.guard else None),
-        operating_point=(f"{test.operating_point.describe()} (chosen on validation)" if test.operating_point
+        operating_point=(f"{test.operating_point.describe()} (chosen on validation"
+                         f"{_confidence_note(spec)})" if test.operating_point
                          else "argmax (the likeliest class)"),
         test_value=test.value, target=spec.metric.target, decision=outcome.decision.verdict,
         decision_reason=outcome.decision.reason, registered_version=outcome.registration.version,
@@ -299,6 +310,14 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
     client.update_model_version(outcome.registration.model_name, outcome.registration.version,
                                 description=f"{card}\n## Calling it\n\nSend {INPUT_DESCRIPTION[modality]}.\n")
     return card
+
+
+def _confidence_note(spec: Spec) -> str:
+    """How sure the threshold was made of the test split (recall/precision contracts bound their score)."""
+    if spec.metric.name not in ("recall", "precision"):
+        return ""
+    return (f" so that the lower bound of {spec.metric.key} at confidence {spec.metric.confidence:g} for a test "
+            "split of this size reaches the target, where a threshold allows it")
 
 
 def _with_decision(stage: StageResult, decisions: list[dict[str, Any]]) -> str:

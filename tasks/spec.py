@@ -78,6 +78,12 @@ class MetricSpec(_Frozen):
                     "fails like a missed target (best epoch, selection, gate). Default: halfway between the "
                     "all-one-class predictor (precision = the class's prevalence) and 1, so calling everything "
                     "the class never passes.")
+    confidence: float = Field(
+        0.8, ge=0.5, lt=1.0,
+        description="recall/precision contracts only: how sure the operating point chosen on validation should "
+                    "make us that the test split meets the target. The threshold must keep the score's lower "
+                    "confidence bound (Wilson, widened for the validation and the test sample) at or above the "
+                    "target; 0.5 takes the validation score itself, which a test split misses about half the time.")
 
     @model_validator(mode="after")
     def _class_matches_metric(self) -> MetricSpec:
@@ -93,6 +99,9 @@ class MetricSpec(_Frozen):
             if set(self.guard) != {complement} or not all(0.0 <= v <= 1.0 for v in self.guard.values()):
                 raise ValueError(f"a {self.name} contract is guarded by {complement}: write "
                                  f"`guard: {{{complement}: <floor in [0, 1]>}}`")
+        if "confidence" in self.model_fields_set and not (self.class_name and self.name in ("recall", "precision")):
+            raise ValueError(f"metric '{self.name}' has no operating point with a confidence bound (only recall "
+                             "and precision contracts of one class do): remove `confidence`")
         return self
 
     @property

@@ -4,6 +4,7 @@ it is stored in the checkpoint, and the test evaluation and the served pyfunc an
 
 import base64
 import json
+from statistics import NormalDist
 from pathlib import Path
 
 import mlflow
@@ -11,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import binomtest
 from sklearn.metrics import precision_recall_fscore_support
 
 from tasks.checkpoints import Checkpoint, read_checkpoint, save_checkpoint
 from tasks.data import sha256_file
 from tasks.learn import StageResult, contract_for
 from tasks.metrics import Contract, Guard, classification_metrics
-from tasks.operating_point import OperatingPoint, apply_operating_point, choose_threshold
+from tasks.operating_point import OperatingPoint, apply_operating_point, choose_threshold, lower_bound
 from tasks.prepare import DatasetRef, TrackingRef
 from tasks.serving import log_and_register
 from tasks.spec import MetricSpec, Spec
@@ -28,21 +30,36 @@ CLASSES = ["ants", "bees"]
 RECALL_BEES = MetricSpec(name="recall", **{"class": "bees"}, target=0.8)
 
 
-def brute_force(p: np.ndarray, y: np.ndarray, metric: MetricSpec, floor: float | None) -> float | None:
-    """The rule, spelled out: every distinct probability tried with sklearn's scores."""
+def wilson_low(successes: int, trials: int, confidence: float) -> float:
+    """scipy's two-sided Wilson interval at 2c - 1: its lower end is the one-sided bound at c."""
+    if trials == 0:
+        return 0.0
+    return float(binomtest(successes, trials).proportion_ci(2 * confidence - 1, method="wilson").low)
+
+
+def brute_force(p: np.ndarray, y: np.ndarray, metric: MetricSpec, floor: float | None,
+                bound_of=None) -> float | None:
+    """The rule, spelled out: every distinct probability tried with sklearn's scores; a threshold
+    meets the target when `bound_of(successes, trials)` of its contract score does (default: the
+    score itself)."""
     guard_name = metric.guard_name
     rows = []
     for threshold in sorted(set(p.tolist())):
-        precision, recall, f1, _ = precision_recall_fscore_support(y, p >= threshold, average="binary",
+        answered = p >= threshold
+        precision, recall, f1, _ = precision_recall_fscore_support(y, answered, average="binary",
                                                                    zero_division=0)
-        rows.append((threshold, {"precision": precision, "recall": recall, "f1": f1}))
+        scores = {"precision": precision, "recall": recall, "f1": f1}
+        hits = int((answered & y).sum())
+        trials = {"recall": int(y.sum()), "precision": int(answered.sum())}.get(metric.name)
+        scores["bound"] = bound_of(hits, trials) if bound_of and trials is not None else scores[metric.name]
+        rows.append((threshold, scores))
     keeping = [(t, s) for t, s in rows if guard_name is None or s[guard_name] >= floor]
     if not keeping:
         return None
-    meeting = [(t, s) for t, s in keeping if s[metric.name] >= metric.target]
+    meeting = [(t, s) for t, s in keeping if s["bound"] >= metric.target]
     if meeting:
-        return max(meeting, key=lambda r: (r[1][guard_name or metric.name], r[1][metric.name], r[0]))[0]
-    return max(keeping, key=lambda r: (r[1][metric.name], r[1][guard_name or metric.name], r[0]))[0]
+        return max(meeting, key=lambda r: (r[1][guard_name or "bound"], r[1]["bound"], r[0]))[0]
+    return max(keeping, key=lambda r: (r[1]["bound"], r[1][guard_name or "bound"], r[0]))[0]
 
 
 def synthetic(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -62,8 +79,10 @@ def synthetic(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
     ("recall", 0.9, 1.01),     # no threshold keeps the guard: None, argmax stays
 ])
 def test_the_chosen_threshold_is_the_brute_force_one(seed, name, target, floor):
+    """At confidence 0.5 the bound is the validation score itself."""
     p, y = synthetic(seed)
-    metric = MetricSpec(name=name, **{"class": "bees"}, target=target)
+    metric = MetricSpec(name=name, **{"class": "bees"}, target=target, confidence=0.5) if name != "f1" else \
+        MetricSpec(name=name, **{"class": "bees"}, target=target)
     guard = Guard(f"{metric.guard_name}_bees", floor, explicit=True) if metric.guard_name else None
     chosen = choose_threshold(p, y, Contract(metric, guard))
     expected = brute_force(p, y, metric, floor)
@@ -71,12 +90,55 @@ def test_the_chosen_threshold_is_the_brute_force_one(seed, name, target, floor):
     assert chosen is None or chosen.class_name == "bees"
 
 
-def test_a_recall_contract_buys_the_most_precision_that_keeps_the_target():
-    p = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1], dtype=np.float32)
-    y = np.array([1, 1, 0, 1, 0, 1, 0, 0], dtype=bool)
-    contract = Contract(RECALL_BEES, Guard("precision_bees", 0.5, explicit=False))
-    # recall >= 0.8 needs all 4 bees (0.3 and up): precision 4/6 there, the best that meets it
-    assert choose_threshold(p, y, contract) == OperatingPoint("bees", pytest.approx(0.3))
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("name,target,floor,confidence", [
+    ("recall", 0.85, 0.45, 0.8),
+    ("recall", 0.9, 0.45, 0.95),
+    ("precision", 0.75, 0.3, 0.8),
+    ("precision", 0.97, 0.05, 0.9),  # out of reach: the highest bound, which favours more answers
+])
+def test_with_a_confidence_the_threshold_is_the_brute_force_one_on_wilson_bounds(seed, name, target, floor,
+                                                                                confidence):
+    """With a huge test split only validation's noise counts: the bound is scipy's Wilson on the
+    validation trials (positives for recall, answers for precision)."""
+    p, y = synthetic(seed, n=400)
+    metric = MetricSpec(name=name, **{"class": "bees"}, target=target, confidence=confidence)
+    guard = Guard(f"{metric.guard_name}_bees", floor, explicit=True)
+    chosen = choose_threshold(p, y, Contract(metric, guard), test_to_val=1e12)
+    assert chosen is not None
+    assert chosen.threshold == brute_force(p, y, metric, floor, bound_of=lambda k, n: wilson_low(k, n, confidence))
+
+
+def test_the_bound_is_wilson_at_the_combined_sample_size():
+    """Validation and test each add sampling noise: with a test split as large as validation the
+    bound is Wilson's on half the trials; with a huge test split, Wilson's on validation's own."""
+    assert lower_bound(np.array(0.9), np.array(100), 1.0, 0.8) == pytest.approx(wilson_low(45, 50, 0.8))
+    assert lower_bound(np.array(0.9), np.array(100), 1e12, 0.8) == pytest.approx(wilson_low(90, 100, 0.8))
+    assert lower_bound(np.array(1.0), np.array(20), 1.0, 0.8) == pytest.approx(wilson_low(10, 10, 0.8))
+    assert lower_bound(np.array(1.0), np.array(20), 1.0, 0.8) < 0.96   # a perfect score on few is not certain
+    assert lower_bound(np.array(0.7), np.array(30), 0.5, 0.5) == pytest.approx(0.7)
+    assert lower_bound(np.array(0.7), np.array(0), 1.0, 0.8) == 0.0
+
+
+def test_a_confidence_buys_a_margin_over_the_target_on_validation():
+    """The point-estimate rule stops where validation recall touches the target; at confidence 0.8
+    the threshold goes lower, to the fewest bees whose Wilson bound reaches the target, and lower
+    still when the test split's own noise is counted too."""
+    y = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    p = np.r_[np.linspace(0.95, 0.30, 100), np.linspace(0.60, 0.01, 100)]
+    guard = Guard("precision_bees", 0.5, explicit=False)
+
+    def chosen(confidence: float, test_to_val: float) -> float:
+        metric = MetricSpec(name="recall", **{"class": "bees"}, target=0.9, confidence=confidence)
+        return choose_threshold(p, y, Contract(metric, guard), test_to_val).threshold
+
+    def recall_at(threshold: float) -> float:
+        return float((p[:100] >= threshold).mean())
+
+    fewest = min(k for k in range(101) if wilson_low(k, 100, 0.8) >= 0.9)
+    assert recall_at(chosen(0.5, 1.0)) == pytest.approx(0.9)
+    assert recall_at(chosen(0.8, 1e12)) == pytest.approx(fewest / 100) and fewest > 90
+    assert chosen(0.8, 1.0) < chosen(0.8, 1e12) < chosen(0.5, 1.0)
 
 
 def test_aggregate_contracts_have_no_operating_point():
@@ -180,7 +242,8 @@ def test_the_threshold_is_chosen_on_validation_and_stored_in_a_new_checkpoint(ru
     p_val = probabilities_of(selected.checkpoint, list(val["input"]))
     contract = contract_for(spec, dataset, split)
     assert contract.guard == Guard("precision_bees", 0.6, explicit=True)
-    expected = choose_threshold(p_val[:, 1], (val["label"] == "bees").to_numpy(), contract)
+    expected = choose_threshold(p_val[:, 1], (val["label"] == "bees").to_numpy(), contract,
+                                split.sizes["test"] / split.sizes["val"])
     assert expected is not None and expected.threshold < 0.4  # well below argmax's boundary
     stored = read_checkpoint(thresholded.checkpoint)
     assert stored.operating_point == expected and stored.stage == "baseline"
@@ -189,7 +252,14 @@ def test_the_threshold_is_chosen_on_validation_and_stored_in_a_new_checkpoint(ru
     assert thresholded.operating_point == expected.as_dict()
     logged = client_for(spec.workdir).get_run(tracking.run_id).data
     assert logged.metrics["operating_threshold"] == pytest.approx(expected.threshold)
-    assert "val_at_threshold_recall_bees" in logged.metrics
+    # The logged bound is Wilson's: b <= recall with (recall - b)^2 = z^2 b (1 - b) / n, n = bees / 2
+    # (a test split as large as validation doubles the variance).
+    recall, bound = logged.metrics["val_at_threshold_recall_bees"], logged.metrics["val_at_threshold_lower_bound"]
+    bees = int((val["label"] == "bees").sum())
+    assert recall == pytest.approx(float((p_val[:, 1][(val["label"] == "bees").to_numpy()] >= expected.threshold)
+                                         .mean()))
+    z = NormalDist().inv_cdf(spec.metric.confidence)
+    assert bound <= recall and (recall - bound) ** 2 == pytest.approx(z * z * bound * (1 - bound) / (bees / 2))
 
 
 def test_the_test_evaluation_answers_at_the_stored_threshold(run, thresholded):

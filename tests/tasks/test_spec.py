@@ -169,3 +169,14 @@ def test_a_moved_train_field_names_its_new_place(tmp_path, old, new_place):
 ])
 def test_a_guard_must_be_the_complementary_score(tmp_path, metric, extra, problem):
     assert problem in error_of(config(tmp_path, metric=metric, extra_metric=extra))
+
+
+@pytest.mark.parametrize("metric, extra, problem", [
+    ("macro_f1", ", confidence: 0.9", "remove `confidence`"),
+    ("f1", ", class: a, confidence: 0.9", "remove `confidence`"),
+    ("recall", ", class: a, confidence: 0.4", "confidence"),
+    ("recall", ", class: a, confidence: 1.0", "confidence"),
+])
+def test_a_confidence_belongs_to_recall_or_precision_contracts_and_lies_in_half_to_one(tmp_path, metric, extra,
+                                                                                      problem):
+    assert problem in error_of(config(tmp_path, metric=metric, extra_metric=extra))
