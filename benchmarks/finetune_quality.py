@@ -78,7 +78,12 @@ def run_case(name: str, root: Path) -> tuple[dict, float]:
     line = next((row for row in done.stdout.splitlines() if row.startswith("RESULT ")), None)
     if done.returncode or line is None:
         sys.exit(f"{name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(line.removeprefix("RESULT ")), wall
+    result = json.loads(line.removeprefix("RESULT "))
+    # The flow's own line: the validation score at the threshold and its lower bound.
+    result["operating_line"] = next((row.split("Operating point: ", 1)[1]
+                                     for row in (done.stdout + done.stderr).splitlines()
+                                     if "Operating point: " in row), "")
+    return result, wall
 
 
 def main() -> None:
@@ -100,6 +105,8 @@ def main() -> None:
             print(f"| {name} | {result['metric']} (>= {result['target']:g}) | {result['baseline_val']:.4f} | "
                   f"{result['final_val']:.4f} ({result['selected']}{threshold}) | {result['test']:.4f} | "
                   f"{result['gate']} | {decisions} | {wall:.0f} |", flush=True)
+            if result["operating_line"]:
+                print(f"  ({name}) operating point: {result['operating_line']}", flush=True)
 
 
 if __name__ == "__main__":
