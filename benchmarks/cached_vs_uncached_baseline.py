@@ -45,8 +45,9 @@ def main() -> None:
 
     from tasks.backbones import load_backbone
     from tasks.data import load_examples
+    from tasks.families import model_spec
     from tasks.features import cached_embeddings, open_cache
-    from tasks.spec import DataSpec, MetricSpec, ModelSpec
+    from tasks.spec import DataSpec, MetricSpec
     from tasks.train import Batches, Classifier, FitResult, fit, new_head
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -56,7 +57,7 @@ def main() -> None:
     ids = {name: list(frame["example_id"]) for name, frame in split.items()}
     paths = {name: list(frame["input"]) for name, frame in split.items()}
     targets = {name: torch.tensor([classes.index(label) for label in frame["label"]]) for name, frame in split.items()}
-    backbone = load_backbone(ModelSpec(family="torchvision", name="mobilenet_v2", image_size=args.image_size))
+    backbone = load_backbone(model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=args.image_size)))
     metric = MetricSpec(name="accuracy", target=0.9)
     settings = dict(lr=3e-3, weight_decay=1e-4, epochs=args.epochs, patience=args.epochs,  # no early stop
                     metric=metric, classes=classes, seed=0)

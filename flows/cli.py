@@ -84,10 +84,10 @@ def drift(config: Path = typer.Argument(..., help="YAML config"),
     embeddings). Exits 0 with or without drift: the decision is in the output."""
     with _user_errors():
         from tasks.drift import locate_champion, read_incoming
-        from tasks.spec import FAMILY_MODALITY, load_spec
+        from tasks.spec import load_spec
 
         spec = load_spec(config)  # config, batch and champion are checked before the flow starts
-        read_incoming(incoming, FAMILY_MODALITY[spec.model.family], column or spec.data.text_column)
+        read_incoming(incoming, spec.model.MODALITY, column or spec.data.text_column)
         check_servers(prefect=True, mlflow=True)
         locate_champion(spec.workdir, spec.registry.model_name, spec.registry.alias)
         create_prefect_home()

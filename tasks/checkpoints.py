@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from tasks.errors import TransferflowError
+from tasks.families import model_spec
 from tasks.operating_point import OperatingPoint
 from tasks.spec import ModelSpec
 
@@ -75,7 +76,7 @@ def read_checkpoint(path: Path, legacy_config: dict[str, Any] | None = None) -> 
             f"{path}: a bare state dict (weights only, from an older transferflow): it does not say which model and "
             "classes it holds. Fix: pass the model_config.json registered beside it as legacy_config, or register "
             "the model again with `transferflow run`.")
-    return Checkpoint(model=ModelSpec.model_validate(legacy_config["model"]), classes=list(legacy_config["classes"]),
+    return Checkpoint(model=model_spec(legacy_config["model"], lenient=True), classes=list(legacy_config["classes"]),
                       weights=stored, stage="unknown (legacy checkpoint)", format_version=0)
 
 
@@ -91,7 +92,7 @@ def _from_stored(path: Path, stored: dict[str, Any]) -> Checkpoint:
             f"({FORMAT_VERSION}). Fix: upgrade transferflow.")
     point = stored["operating_point"]
     return Checkpoint(
-        model=ModelSpec.model_validate(stored["model"]), classes=list(stored["classes"]), weights=stored["weights"],
+        model=model_spec(stored["model"], lenient=True), classes=list(stored["classes"]), weights=stored["weights"],
         stage=stored["stage"], unfrozen_groups=stored["unfrozen_groups"], epoch=stored["epoch"],
         operating_point=OperatingPoint.from_dict(point) if point else None, optimizer=stored["optimizer"],
         scheduler=stored["scheduler"], rng=stored["rng"], format_version=stored["format_version"])

@@ -40,7 +40,6 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     from tasks.drift import REFERENCE_DIR, log_reference, what_the_model_sees
     from tasks.features import cached_embeddings, open_cache
     from tasks.learn import on_runtime_device
-    from tasks.spec import FAMILY_MODALITY
     from tasks.split import train_val_ids
     from tasks.tracking import client_for
 
@@ -57,12 +56,12 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     # The embedding cache holds pretrained-backbone embeddings: valid only when fine-tuning changed nothing.
     embeddings = (cached_embeddings(open_cache(spec.workdir, classifier.backbone), classifier.backbone, ids, inputs,
                                     batch_size)[0] if frozen else None)
-    seen = what_the_model_sees(classifier, classes, FAMILY_MODALITY[spec.model.family], inputs, batch_size, embeddings)
+    seen = what_the_model_sees(classifier, classes, spec.model.MODALITY, inputs, batch_size, embeddings)
     client = client_for(spec.workdir)
     registration = outcome.registration
     log_reference(client, tracking.run_id, seen, {
         "model_name": registration.model_name, "version": registration.version, "classes": classes,
-        "modality": FAMILY_MODALITY[spec.model.family], "backbone": "pretrained" if frozen else "fine-tuned",
+        "modality": spec.model.MODALITY, "backbone": "pretrained" if frozen else "fine-tuned",
         "seed": spec.drift.seed, "example_ids": ids})
     client.set_model_version_tag(registration.model_name, registration.version, "drift_reference",
                                  f"{REFERENCE_DIR}/ ({len(ids)} training examples)")
@@ -79,9 +78,8 @@ def _same_weights(module: torch.nn.Module, other: torch.nn.Module) -> bool:
 @step("read incoming batch")
 def read_incoming_batch(spec: Spec, incoming: str, text_column: str | None) -> IncomingBatch:
     from tasks.drift import read_incoming
-    from tasks.spec import FAMILY_MODALITY
 
-    batch = read_incoming(Path(incoming), FAMILY_MODALITY[spec.model.family], text_column or spec.data.text_column)
+    batch = read_incoming(Path(incoming), spec.model.MODALITY, text_column or spec.data.text_column)
     print(f"Incoming: {len(batch.inputs)} {batch.modality} input(s) from {batch.source}")
     if batch.skipped:
         shown = ", ".join(batch.skipped[:5]) + (f" (+{len(batch.skipped) - 5} more)" if len(batch.skipped) > 5 else "")

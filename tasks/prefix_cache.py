@@ -44,9 +44,10 @@ DEFAULT_MEMORY_BUDGET = 1 << 30
 
 
 def can_cache_prefix(backbone: Backbone, augment: str, n_trainable_groups: int) -> bool:
-    """The cache is exact only when the prefix's input is the same every epoch (no random
-    augmentation) and something is frozen."""
-    return not backbone.is_random(augment) and backbone.frozen_groups(n_trainable_groups) > 0
+    """The cache is exact only when the model can be cut between its groups, the prefix's input is
+    the same every epoch (no random augmentation) and something is frozen."""
+    return (backbone.SPLITS_EXACTLY and not backbone.is_random(augment)
+            and backbone.frozen_groups(n_trainable_groups) > 0)
 
 
 @dataclass

@@ -113,8 +113,17 @@ def latest_incoming_batch(workdir: Path, model_name: str) -> Path | None:
 
 @step("1 validate config")
 def validate_config(config_path: str, data_path: str | None = None) -> Spec:
+    """The config, and that its base model's weights are on this machine (before any work)."""
+    from tasks.backbones import locate_weights
+    from tasks.errors import SpecError, WeightsError
+
     spec = load_spec(config_path, data_path)
-    print(f"Task: {spec.task}  |  contract: {spec.metric.describe()}")
+    try:
+        weights = locate_weights(spec.model)
+    except (SpecError, WeightsError) as error:  # the model's name or weights: say which config
+        raise type(error)(f"{config_path}: {error}") from None
+    print(f"Task: {spec.task}  |  contract: {spec.metric.describe()}  |  base model: {spec.model.describe()}, "
+          f"{weights.description}")
     return spec
 
 

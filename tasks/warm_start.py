@@ -16,6 +16,7 @@ import torch
 from mlflow import MlflowClient
 
 from tasks.errors import SpecError
+from tasks.families import model_spec
 from tasks.spec import ModelSpec, Spec
 
 ENCODER_PREFIX = "encoder."  # how tasks.train.Classifier names the backbone's parameters
@@ -44,7 +45,7 @@ def champion_starting_point(client: MlflowClient, spec: Spec, folder: Path) -> S
     if champion is None:
         return None
     with registered_artifacts(client, str(champion.run_id)) as (config, weights):
-        check_same_base_model(ModelSpec.model_validate(config["model"]), spec.model, spec.registry.model_name,
+        check_same_base_model(model_spec(config["model"], lenient=True), spec.model, spec.registry.model_name,
                               str(champion.version))
         state = torch.load(weights, map_location="cpu", weights_only=True)
     encoder = {name.removeprefix(ENCODER_PREFIX): tensor for name, tensor in state.items()

@@ -17,12 +17,13 @@ from mlflow import MlflowClient
 
 from tasks.backbones import load_backbone
 from tasks.checkpoints import legacy_config, read_checkpoint
-from tasks.serving import INPUT_DESCRIPTION, PIP_REQUIREMENTS, TASKS_PACKAGE, Registration, log_and_register
-from tasks.spec import FAMILY_MODALITY, ModelSpec
+from tasks.families import model_spec
+from tasks.serving import INPUT_DESCRIPTION, TASKS_PACKAGE, Registration, log_and_register, pip_requirements
+from tasks.spec import ModelSpec
 from tasks.train import Classifier, new_head
 
-SMALL_IMAGE_MODEL = ModelSpec(family="torchvision", name="mobilenet_v2", image_size=32)
-TEXT_MODEL = ModelSpec(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=16)
+SMALL_IMAGE_MODEL = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=32))
+TEXT_MODEL = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=16))
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def register_legacy(store: Store, weights_path: Path, model: ModelSpec, classes:
     from mlflow.types import ColSpec, Schema
 
     client, run_id = store.client, store.run_id
-    modality = FAMILY_MODALITY[model.family]
+    modality = model.MODALITY
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         outputs = [ColSpec("string", "label"), ColSpec("double", "probability"),
@@ -83,7 +84,7 @@ def register_legacy(store: Store, weights_path: Path, model: ModelSpec, classes:
         save_model(
             path=str(model_dir), python_model=str(TASKS_PACKAGE / "pyfunc_model.py"),
             artifacts={"weights": str(weights_path), "config": str(config_path)},
-            code_paths=[str(TASKS_PACKAGE)], pip_requirements=PIP_REQUIREMENTS, signature=signature,
+            code_paths=[str(TASKS_PACKAGE)], pip_requirements=pip_requirements(model), signature=signature,
             metadata={"input_modality": modality, "input": INPUT_DESCRIPTION[modality]},
         )
         client.log_artifacts(run_id, str(model_dir), "model")

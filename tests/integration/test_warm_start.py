@@ -12,8 +12,8 @@ import torch
 
 from flows.transfer_learning import transfer_learning
 from tasks.backbones import load_backbone
+from tasks.families import model_spec
 from tasks.features import embed_inputs, open_cache
-from tasks.spec import ModelSpec
 from tasks.train import Classifier, new_head
 from tests.conftest import write_config
 from tests.integration.conftest import csv_slice, run_transferflow
@@ -33,7 +33,7 @@ retrain: {{start_from: {start_from}}}
 registry: {{model_name: sms-spam}}
 workdir: {workdir}
 """
-TEXT_MODEL = ModelSpec(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=16)
+TEXT_MODEL = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=16))
 
 
 def fine_tuned_champion(workdir: Path) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 from tasks.backbones import load_backbone
-from tasks.spec import ModelSpec
+from tasks.families import model_spec
 
 IMAGE_MODELS = [("torchvision", "mobilenet_v2"), ("timm", "tf_efficientnet_lite0")]
 
@@ -36,7 +36,7 @@ def fresh(images: list) -> list:
 
 @pytest.mark.parametrize("family,name", IMAGE_MODELS)
 def test_none_is_the_evaluation_preprocessing(family, name, images):
-    backbone = load_backbone(ModelSpec(family=family, name=name, image_size=64))
+    backbone = load_backbone(model_spec(dict(family=family, name=name, image_size=64)))
     assert backbone.training_preprocess("none") == backbone.preprocess
     assert not backbone.is_random("none")
     assert torch.equal(backbone.training_preprocess("none")(fresh(images)), backbone.preprocess(fresh(images)))
@@ -45,7 +45,7 @@ def test_none_is_the_evaluation_preprocessing(family, name, images):
 @pytest.mark.parametrize("family,name", IMAGE_MODELS)
 def test_the_geometry_describes_the_evaluation_transform(family, name, images):
     """Augmentations are built from `eval_geometry`: rebuilt without randomness, it is `preprocess`."""
-    backbone = load_backbone(ModelSpec(family=family, name=name, image_size=64))
+    backbone = load_backbone(model_spec(dict(family=family, name=name, image_size=64)))
     geometry = backbone.eval_geometry()
     interpolation = InterpolationMode(geometry.interpolation)
     rebuilt = v2.Compose([v2.Resize(geometry.resize, interpolation=interpolation, antialias=True),
@@ -59,7 +59,7 @@ def test_the_geometry_describes_the_evaluation_transform(family, name, images):
 @pytest.mark.parametrize("family,name", IMAGE_MODELS)
 @pytest.mark.parametrize("level", ["light", "standard"])
 def test_augmented_batches_keep_the_layout_and_differ_between_draws(family, name, level, images):
-    backbone = load_backbone(ModelSpec(family=family, name=name, image_size=64))
+    backbone = load_backbone(model_spec(dict(family=family, name=name, image_size=64)))
     augment = backbone.training_preprocess(level)
     reference = backbone.preprocess(fresh(images))
     torch.manual_seed(1)
@@ -76,13 +76,13 @@ def test_augmented_batches_keep_the_layout_and_differ_between_draws(family, name
 
 
 def test_an_unknown_level_is_refused():
-    backbone = load_backbone(ModelSpec(family="torchvision", name="mobilenet_v2", image_size=64))
+    backbone = load_backbone(model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=64)))
     with pytest.raises(ValueError, match="expected none, light or standard"):
         backbone.training_preprocess("heavy")
 
 
 @pytest.mark.parametrize("level", ["none", "light", "standard"])
 def test_texts_are_never_augmented(level):
-    backbone = load_backbone(ModelSpec(family="hf_text", name="all-MiniLM-L6-v2"))
+    backbone = load_backbone(model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2")))
     assert backbone.training_preprocess(level) == backbone.preprocess
     assert not backbone.is_random(level)

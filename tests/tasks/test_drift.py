@@ -20,6 +20,7 @@ from scipy.stats import binom
 from tasks.drift import class_mix_shift, read_incoming
 from tasks.drift_report import statistic_shifts
 from tasks.errors import DataError
+from tasks.families import model_spec
 from tasks.mmd import mmd_permutation_test
 from tests.conftest import shared_dataset
 
@@ -99,13 +100,12 @@ def sms_embeddings(request):
     from tasks.backbones import load_backbone
     from tasks.data import sha256_text
     from tasks.features import cached_embeddings, open_cache
-    from tasks.spec import ModelSpec
 
     sms = pd.read_csv(shared_dataset("sms_spam") / "sms_spam.csv").drop_duplicates("text")
     banking = pd.read_csv(shared_dataset("banking77") / "train.csv").sample(40, random_state=0)
     rest, _test = train_test_split(sms, test_size=0.15, stratify=sms["label"], random_state=0)
     train, val = train_test_split(rest, train_size=100, test_size=240, stratify=rest["label"], random_state=0)
-    backbone = load_backbone(ModelSpec(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=32))
+    backbone = load_backbone(model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=32)))
     cache = open_cache(request.config.cache.mkdir("drift-embeddings"), backbone)
 
     def embed(frame: pd.DataFrame) -> np.ndarray:

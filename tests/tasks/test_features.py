@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tasks.backbones import backbone_cache_key
+from tasks.families import model_spec
 from tasks.features import EmbeddingCache, cached_embeddings
 from tasks.spec import ModelSpec
 
@@ -29,7 +30,7 @@ class FakeBackbone:
         return torch.tensor([[float(len(text)), 1.0, 2.0] for text in batch])
 
 
-MOBILENET = ModelSpec(family="torchvision", name="mobilenet_v2", image_size=64)
+MOBILENET = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=64))
 
 
 def test_cache_key_changes_with_weights_preprocessing_and_model():
@@ -37,7 +38,7 @@ def test_cache_key_changes_with_weights_preprocessing_and_model():
     assert backbone_cache_key(FakeBackbone(MOBILENET)) == base
     assert backbone_cache_key(FakeBackbone(MOBILENET, weights_sha256="w2")) != base
     assert backbone_cache_key(FakeBackbone(MOBILENET, preprocessing_id="resize256-crop224")) != base
-    other = ModelSpec(family="timm", name="tf_efficientnet_lite0", image_size=64)
+    other = model_spec(dict(family="timm", name="tf_efficientnet_lite0", image_size=64))
     assert backbone_cache_key(FakeBackbone(other)) != base
 
 

@@ -4,8 +4,8 @@ it is stored in the checkpoint, and the test evaluation and the served pyfunc an
 
 import base64
 import json
-from statistics import NormalDist
 from pathlib import Path
+from statistics import NormalDist
 
 import mlflow
 import numpy as np

@@ -11,6 +11,7 @@ from PIL import Image
 from torch import nn
 
 from tasks.backbones import Backbone, load_backbone
+from tasks.families import model_spec
 from tasks.loader import Batches
 from tasks.prefix_cache import (
     PrefixBatches,
@@ -21,8 +22,8 @@ from tasks.prefix_cache import (
 from tasks.spec import ModelSpec
 from tasks.train import Classifier, _train_mode
 
-MOBILENET = ModelSpec(family="torchvision", name="mobilenet_v2", image_size=64)
-MINILM = ModelSpec(family="hf_text", name="all-MiniLM-L6-v2")
+MOBILENET = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=64))
+MINILM = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2"))
 TEXTS = ["hi", "the parcel arrived two days late and the box was damaged", "call me back",
          "a slightly longer message than the others here", "ok", "win a free prize now, reply YES to claim it"]
 

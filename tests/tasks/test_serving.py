@@ -12,8 +12,8 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from tasks.champion import registered_artifacts, registered_checkpoint, restore_registered
+from tasks.families import model_spec
 from tasks.serving import decode_image
-from tasks.spec import ModelSpec
 from tests.registered_models import (
     SMALL_IMAGE_MODEL,
     open_store,
@@ -157,7 +157,7 @@ def test_a_versions_checkpoint_and_artifacts_read_alike_for_old_and_new_versions
     assert (read.model, read.classes, read.operating_point) == (SMALL_IMAGE_MODEL, CLASSES, None)
     assert all(torch.equal(read.weights[k], v) for k, v in weights.items())
     with registered_artifacts(store.client, store.run_id) as (config, state_file):
-        assert ModelSpec.model_validate(config["model"]) == SMALL_IMAGE_MODEL and config["classes"] == CLASSES
+        assert model_spec(config["model"]) == SMALL_IMAGE_MODEL and config["classes"] == CLASSES
         state = torch.load(state_file, weights_only=True)  # the bare state dict the warm start reads
         assert state.keys() == weights.keys() and all(torch.equal(state[k], v) for k, v in weights.items())
     classifier, restored = restore_registered(store.client, store.run_id)

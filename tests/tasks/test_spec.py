@@ -67,12 +67,19 @@ def test_aggregate_metric_rejects_a_class(tmp_path):
 
 def test_model_must_match_the_data_modality(tmp_path):
     message = error_of(config(tmp_path, family="hf_text", model="all-MiniLM-L6-v2"))
-    assert "model.family 'hf_text' reads texts" in message and "torchvision, timm" in message
+    assert "model.family 'hf_text' reads texts" in message
+    assert "use one of: hf_image, timm, torchvision" in message  # every image family of the registry
 
 
-def test_model_without_offline_weights_is_refused_with_the_alternatives(tmp_path):
-    message = error_of(config(tmp_path, model="resnet50"))
-    assert "resnet50" in message and "allowed: mobilenet_v2" in message
+def test_an_unknown_family_lists_the_registered_ones(tmp_path):
+    message = error_of(config(tmp_path, family="keras"))
+    assert "model.family: write one of: hf_image, hf_text, timm, torchvision" in message
+
+
+def test_a_field_of_another_family_is_refused_with_the_familys_own_fields(tmp_path):
+    """max_tokens on an image model used to be silently ignored."""
+    message = error_of(config(tmp_path, model="mobilenet_v2, max_tokens: 64"))
+    assert "model.max_tokens: unknown field; allowed here: family, name, weights, image_size" in message
 
 
 def test_missing_data_path_names_the_field_and_the_fix(tmp_path):

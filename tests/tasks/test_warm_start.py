@@ -6,11 +6,12 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks.errors import SpecError
-from tasks.spec import ModelSpec, RetrainSpec
+from tasks.families import model_spec
+from tasks.spec import RetrainSpec
 from tasks.warm_start import champion_starting_point, check_same_base_model
 from tests.conftest import write_config
 
-MINILM = ModelSpec(family="hf_text", name="all-MiniLM-L6-v2")
+MINILM = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2"))
 
 
 def test_only_the_same_base_model_can_be_a_starting_point():
@@ -18,8 +19,8 @@ def test_only_the_same_base_model_can_be_a_starting_point():
     expected = ("champion version 3 of 'm' was trained from timm tf_efficientnet_lite0 and this config names "
                 "torchvision mobilenet_v2. Fix: set retrain.start_from: pretrained")
     with pytest.raises(SpecError, match=re.escape(expected)):
-        check_same_base_model(ModelSpec(family="timm", name="tf_efficientnet_lite0"),
-                              ModelSpec(family="torchvision", name="mobilenet_v2"), "m", "3")
+        check_same_base_model(model_spec(dict(family="timm", name="tf_efficientnet_lite0")),
+                              model_spec(dict(family="torchvision", name="mobilenet_v2")), "m", "3")
 
 
 def test_no_champion_means_the_pretrained_weights(tmp_path):

@@ -1,0 +1,58 @@
+"""The model families, found by module: adding `tasks/families/<family>.py` (options) and the
+adapter module it names is all a new family takes. `ModelSpec` is the discriminated union of the
+registered options classes on `family`; everything else (the schema, the modality check, the
+served model's requirements, the model card) reads the registry."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter
+
+from tasks.families.base import FAMILIES, NO_WEIGHTS, FamilyOptions, model_family
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+if TYPE_CHECKING:  # every member is a FamilyOptions: that is all code outside a family relies on
+    ModelSpec = FamilyOptions
+else:
+    ModelSpec = Annotated[Union[tuple(FAMILIES.values())], Field(discriminator="family")]  # noqa: UP007
+_MODEL_SPEC: TypeAdapter[FamilyOptions] = TypeAdapter(ModelSpec)
+
+
+def model_spec(raw: dict[str, Any] | FamilyOptions, *, lenient: bool = False) -> FamilyOptions:
+    """A family's options from a mapping. `lenient` (for configs saved with a model by an older
+    transferflow, which wrote every family's fields) drops fields the family does not accept."""
+    if isinstance(raw, FamilyOptions):
+        return raw
+    if lenient and raw.get("family") in FAMILIES:
+        accepted = FAMILIES[raw["family"]].model_fields
+        raw = {key: value for key, value in raw.items() if key in accepted}
+    return _MODEL_SPEC.validate_python(raw)
+
+
+def example_model(family: str, folder: Path) -> FamilyOptions:
+    """The family's EXAMPLE model; its EXAMPLE_FILES (if any) written into `folder`, which `name` names."""
+    options = FAMILIES[family]
+    raw = dict(options.EXAMPLE)
+    if options.EXAMPLE_FILES:
+        target = folder / raw["name"]
+        target.mkdir(parents=True, exist_ok=True)
+        for file_name, content in options.EXAMPLE_FILES.items():
+            (target / file_name).write_text(json.dumps(content))
+        raw["name"] = str(target)
+    return model_spec(raw)
+
+
+def families_of(modality: str) -> list[str]:
+    return [name for name, options in FAMILIES.items() if modality == options.MODALITY]
+
+
+__all__ = ["FAMILIES", "NO_WEIGHTS", "FamilyOptions", "ModelSpec", "example_model", "families_of", "model_family",
+           "model_spec"]
