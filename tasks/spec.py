@@ -309,7 +309,8 @@ class Spec(_Frozen):
             families = families_of(data_modality)
             raise ValueError(
                 f"model.family '{self.model.family}' reads {model_modality}s but data.kind "
-                f"'{self.data.kind}' holds {data_modality}s; use one of: {', '.join(families)}"
+                f"'{self.data.kind}' holds {data_modality}s. Fix: use a family that reads {data_modality}s: "
+                f"{', '.join(families)}"
             )
         return self
 

@@ -146,3 +146,20 @@ def test_validate_refuses_a_given_validation_split_that_lacks_a_class(tmp_path):
     code, output = run_transferflow(["validate", str(config)], cwd=tmp_path)
     assert code == 2 and "bees" in output and "Traceback" not in output, output
     assert "Ready to run." not in output
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("{family: torchvision, name: resnet5000}", "model.name 'resnet5000' is not a torchvision classification model"),
+    ("{family: torchvision, name: resnet50}", "model.name 'resnet50' (family torchvision): its pretrained weights "
+                                              "are not on this machine"),
+    ("{family: hf_text, name: all-MiniLM-L6-v2}", "model.family 'hf_text' reads texts but data.kind 'image_folder' "
+                                                  "holds images"),
+])
+def test_validate_refuses_a_model_it_cannot_load_before_reading_the_data(tmp_path, model, expected):
+    """An unknown name, weights that are not on this machine (downloads off), the wrong modality:
+    one line naming the config and the fix, exit 2, before the data is read."""
+    config = image_config(tmp_path, {"ants": 4, "bees": 4})
+    config.write_text(config.read_text().replace("{family: torchvision, name: mobilenet_v2, image_size: 32}", model))
+    code, output = run_transferflow(["validate", str(config)], cwd=tmp_path, TORCH_HOME=str(tmp_path / "torch"))
+    assert code == 2 and expected in output and str(config) in output and "Fix" in output
+    assert "Traceback" not in output and "Loaded" not in output

@@ -68,7 +68,7 @@ def test_aggregate_metric_rejects_a_class(tmp_path):
 def test_model_must_match_the_data_modality(tmp_path):
     message = error_of(config(tmp_path, family="hf_text", model="all-MiniLM-L6-v2"))
     assert "model.family 'hf_text' reads texts" in message
-    assert "use one of: hf_image, timm, torchvision" in message  # every image family of the registry
+    assert "Fix: use a family that reads images: hf_image, timm, torchvision" in message  # the registry's
 
 
 def test_an_unknown_family_lists_the_registered_ones(tmp_path):
