@@ -6,13 +6,14 @@ Runs on the local ephemeral engine when PREFECT_API_URL is unset, against a real
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from prefect import flow
 
 from tasks.decision_log import write_decision_log
 from tasks.learn import (
+    Decisions,
     StageResult,
     contract_for,
     gradual_unfreezing,
@@ -20,12 +21,15 @@ from tasks.learn import (
     starting_point,
     train_baseline,
 )
+from tasks.metrics import Contract
 from tasks.model_limits import retrain_limit
 from tasks.monitor import store_drift_reference
 from tasks.prepare import (
     Prepared,
     QualitySummary,
+    TrackingRef,
     UnchangedData,
+    load_base_model,
     prepare,
     tracked_flow_run,
     unchanged_since_champion,
@@ -78,11 +82,10 @@ def transfer_learning(config_path: str, data_path: str | None = None,
         unchanged = unchanged_since_champion(spec, dataset, tracking, trigger)
         if unchanged:                                                         # a retrain with nothing new
             return unchanged
-        start = starting_point(spec, tracking)                                # pretrained, or the champion's
         contract = contract_for(spec, dataset, split)                        # the metric and its guard
-        baseline = train_baseline(spec, dataset, split, tracking, start, contract)  # 5. frozen, cached
-        stages, decisions = gradual_unfreezing(spec, dataset, split, baseline, tracking, start, contract)  # 6.
+        stages, decisions, trained = train_candidates(spec, prepared, tracking, contract)  # 5-6.
         selected = select_on_validation(spec, stages, decisions, tracking, contract, list(dataset.classes))
+        spec, prepared = trained[selected.name]                               # the selected stage's base model
         write_decision_log(spec, decisions.entries, selected.name, tracking)
         selected = set_operating_point(spec, dataset, split, selected, tracking)  # per-class contracts
         with promotion_lock(spec):                                            # 7. test once, gate
@@ -91,6 +94,36 @@ def transfer_learning(config_path: str, data_path: str | None = None,
         write_model_card(spec, prepared, stages, selected, test, outcome, tracking, decisions.entries)
         store_drift_reference(spec, dataset, split, selected, outcome, tracking)  # 7d. drift reference
     return RunSummary(spec, tracking.run_id, prepared, stages, decisions.entries, selected, test, outcome)
+
+
+def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, contract: Contract
+                     ) -> tuple[list[StageResult], Decisions, dict[str, tuple[Spec, Prepared]]]:
+    """Steps 5-6 for the chosen base model; when fine-tuning finds it gains nothing over its
+    baseline (`stop_no_gain`: likely unfit for this data) and a tournament ranked others, the
+    next candidate gets its own baseline and stages (`next_candidate`). Returns every stage, the
+    decision log, and each stage's one-model config and preparation."""
+    dataset, split = prepared.dataset, prepared.split
+    ranking = prepared.ranking(spec)
+    stages: list[StageResult] = []
+    decisions, trained = Decisions(), dict[str, tuple[Spec, Prepared]]()
+    for rank, model in enumerate(ranking):
+        one = spec.with_model(model)
+        here = prepared if rank == 0 else replace(prepared, base_model=load_base_model(one))
+        prefix = "" if rank == 0 else f"{model.name.rsplit('/', 1)[-1]}-"
+        start = starting_point(one, tracking, tournament=spec.tournament is not None)  # pretrained, or the champion's
+        baseline = train_baseline(one, dataset, split, tracking, start, contract, prefix=prefix)  # 5. frozen, cached
+        found, log = gradual_unfreezing(one, dataset, split, baseline, tracking, start, contract, prefix)  # 6.
+        stages += found
+        decisions.entries += log.entries
+        trained |= {stage.name: (one, here) for stage in found}
+        if log.entries[-1]["action"] != "stop_no_gain" or rank + 1 == len(ranking):
+            break
+        following = ranking[rank + 1]
+        decisions.add(found[-1].name, "next_candidate",
+                      f"{model.describe()} gains nothing over its frozen baseline; the tournament's "
+                      f"next candidate ({rank + 2} of {len(ranking)}) is {following.describe()}: its baseline and "
+                      "stages run next", {"candidate_rank": rank + 2})
+    return stages, decisions, trained
 
 
 @flow(name="validate-config-and-data", log_prints=True)

@@ -102,15 +102,25 @@ def contract_for(spec: Spec, dataset: DatasetRef, split: SplitRef) -> Contract:
 
 
 @step("5a starting point")
-def starting_point(spec: Spec, tracking: TrackingRef) -> StartingPoint | None:
-    """`retrain.start_from: champion`: the champion's fine-tuned backbone, when there is a champion."""
+def starting_point(spec: Spec, tracking: TrackingRef, tournament: bool = False) -> StartingPoint | None:
+    """`retrain.start_from: champion`: the champion's fine-tuned backbone, when there is a champion.
+    In a tournament only the candidate the champion was trained from can start from it; the
+    others start from their pretrained weights (and say so)."""
+    from tasks.errors import SpecError
     from tasks.tracking import client_for, log_params
     from tasks.warm_start import champion_starting_point
 
     client = client_for(spec.workdir)
     start = None
     if spec.retrain.start_from == "champion":
-        start = champion_starting_point(client, spec, spec.workdir / "checkpoints" / tracking.run_id)
+        try:
+            start = champion_starting_point(client, spec, spec.workdir / "checkpoints" / tracking.run_id)
+        except SpecError as error:
+            if not tournament or "was trained from" not in str(error):
+                raise
+            print(f"retrain.start_from: champion, but {spec.model.describe()} is not the champion's base model: "
+                  "this candidate starts from its pretrained weights")
+            return None
         print(f"Starting from the fine-tuned backbone of {start.describe()}" if start else
               "retrain.start_from: champion, but there is no champion yet: starting from the pretrained weights")
     client.set_tag(tracking.run_id, "started_from", start.describe() if start else "pretrained")
@@ -122,20 +132,48 @@ def starting_point(spec: Spec, tracking: TrackingRef) -> StartingPoint | None:
 @step("5 feature-extraction baseline")
 def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
                    start: StartingPoint | None = None, contract: Contract | None = None,
-                   class_weights: bool = False) -> StageResult:
+                   class_weights: bool = False, prefix: str = "") -> StageResult:
     """Frozen backbone, embeddings computed once (cached), a new linear head trained on them. From
     a champion's backbone (`start`), the head is new too: the classes may have changed. With
     `class_weights` (a lagging class), the head is re-fit with a class-weighted loss: cheap, the
-    embeddings come from the cache."""
+    embeddings come from the cache. `prefix` names the stages of a tournament's later candidates."""
     from tasks.backbones import load_backbone
-    from tasks.features import cached_embeddings, open_cache
-    from tasks.train import Batches, Classifier, class_indices, class_weights_for, fit, new_head
+    from tasks.train import Classifier, class_weights_for
 
     contract = contract or contract_for(spec, dataset, split)
     backbone = load_backbone(spec.model)
     if start:
         backbone.load_starting_point(start.weights, start.sha256, start.describe())
     device = on_runtime_device(spec, backbone)
+    result, head, computed, reused = probe_head(spec, backbone, dataset, split, contract, device, class_weights)
+    classes = list(dataset.classes)
+    weights = class_weights_for(_train_targets(dataset, split), len(classes)) if class_weights else None
+    backbone.module.to("cpu")
+    head.to("cpu")
+    meets = contract.meets(result.best.val_scores)
+    origin = start.describe() if start else "pretrained"
+    notes = (f"frozen {spec.model.name} ({origin}), linear head"
+             + (", class-weighted loss" if class_weights else "")
+             + f"; {computed} embeddings computed, {reused} reused; "
+             + ("meets the target on validation" if meets else "below target on validation"))
+    name = prefix + ("baseline-weighted" if class_weights else "baseline")
+    params: dict[str, object] = {"embeddings_computed": computed, "embeddings_reused": reused,
+                                 "lr": spec.train.head_learning_rate, "started_from": origin,
+                                 "class_weights": class_weights, "unfrozen_groups": 0}
+    if weights is not None:
+        params["class_weight_values"] = ",".join(f"{w:.3f}" for w in weights.tolist())
+    return _record_stage(spec, tracking, name, Classifier(backbone, head), result, notes, params, origin,
+                         contract, unfrozen_groups=0, classes=classes)
+
+
+def probe_head(spec: Spec, backbone: Any, dataset: DatasetRef, split: SplitRef, contract: Contract,
+               device: torch.device, class_weights: bool = False) -> tuple[FitResult, torch.nn.Linear, int, int]:
+    """A new linear head fit on the frozen backbone's train embeddings (cached: computed once per
+    model, weights and preprocessing), best epoch on validation: the baseline, and the probe the
+    base-model tournament scores every candidate with. Returns (fit, head, computed, reused)."""
+    from tasks.features import cached_embeddings, open_cache
+    from tasks.train import Batches, class_indices, class_weights_for, fit, new_head
+
     examples, classes = _train_val_examples(dataset, split)
     cache = open_cache(spec.workdir, backbone)
     features, computed = {}, 0
@@ -153,24 +191,16 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
                  lr=spec.train.head_learning_rate, weight_decay=spec.train.weight_decay,
                  epochs=spec.train.head_epochs, patience=spec.train.head_patience,
                  metric=spec.metric, guard=contract.guard, classes=classes, seed=spec.train.seed,
-                 description="baseline head" + (" (class-weighted)" if class_weights else ""),
+                 description=f"{spec.model.name} head" + (" (class-weighted)" if class_weights else ""),
                  class_weights=weights, device=device)
-    backbone.module.to("cpu")
-    head.to("cpu")
-    meets = contract.meets(result.best.val_scores)
-    origin = start.describe() if start else "pretrained"
-    notes = (f"frozen {spec.model.name} ({origin}), linear head"
-             + (", class-weighted loss" if class_weights else "")
-             + f"; {computed} embeddings computed, {reused} reused; "
-             + ("meets the target on validation" if meets else "below target on validation"))
-    name = "baseline-weighted" if class_weights else "baseline"
-    params: dict[str, object] = {"embeddings_computed": computed, "embeddings_reused": reused,
-                                 "lr": spec.train.head_learning_rate, "started_from": origin,
-                                 "class_weights": class_weights, "unfrozen_groups": 0}
-    if weights is not None:
-        params["class_weight_values"] = ",".join(f"{w:.3f}" for w in weights.tolist())
-    return _record_stage(spec, tracking, name, Classifier(backbone, head), result, notes, params, origin,
-                         contract, unfrozen_groups=0, classes=classes)
+    return result, head, computed, reused
+
+
+def _train_targets(dataset: DatasetRef, split: SplitRef) -> torch.Tensor:
+    from tasks.train import class_indices
+
+    examples, classes = _train_val_examples(dataset, split)
+    return class_indices(examples["train"]["label"], classes)
 
 
 @step("6 fine-tuning stage")
@@ -256,24 +286,24 @@ def _stage_inputs(spec: Spec, classifier: Any, depth: int, augment: str, example
 
 def gradual_unfreezing(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageResult,
                        tracking: TrackingRef, start: StartingPoint | None,
-                       contract: Contract) -> tuple[list[StageResult], Decisions]:
+                       contract: Contract, prefix: str = "") -> tuple[list[StageResult], Decisions]:
     """Fine-tune a little, read the validation curves, act: until a decision says stop or
     `finetune.max_stages` is reached. Each stage starts from the best weights so far."""
     from tasks.diagnose import StageContext, decide_next_step
 
     settings, decisions, stages = spec.finetune, Decisions(), [baseline]
     if baseline.meets_target:
-        decisions.add("baseline", "lock_in", f"the frozen baseline meets the target on validation "
+        decisions.add(baseline.name, "lock_in", f"the frozen baseline meets the target on validation "
                       f"({spec.metric.key} {baseline.val_value:.4f} >= {spec.metric.target:g}"
                       + (", guard kept" if contract.guard else "") + "): no fine-tuning stage runs",
                       {"best_val_metric": baseline.val_value, "target": spec.metric.target})
         return stages, decisions
     if settings.max_stages == 0:
-        decisions.add("baseline", "lock_in", "fine-tuning is disabled (finetune.max_stages: 0): the baseline is "
+        decisions.add(baseline.name, "lock_in", "fine-tuning is disabled (finetune.max_stages: 0): the baseline is "
                       "kept although it is below the target on validation", {"best_val_metric": baseline.val_value})
         return stages, decisions
     total_groups = len(_layer_groups_of(spec))
-    plan = StagePlan(1, "finetune-1", min(settings.groups_per_stage, total_groups))
+    plan = StagePlan(1, f"{prefix}finetune-1", min(settings.groups_per_stage, total_groups))
     best, class_weights = baseline, False
     while True:
         stage = fine_tune_stage(spec, dataset, split, best, plan, tracking, contract)
@@ -286,7 +316,7 @@ def gradual_unfreezing(spec: Spec, dataset: DatasetRef, split: SplitRef, baselin
         decision = decide_next_step(stage.as_fit(), context, spec.metric, list(dataset.classes), contract.guard)
         if contract.better(stage.val_scores, best.val_scores):
             best = stage
-        next_plan = _next_plan(decision, plan, settings.groups_per_stage, total_groups, class_weights)
+        next_plan = _next_plan(decision, plan, settings.groups_per_stage, total_groups, class_weights, prefix)
         reason = decision.reason
         if next_plan and next_plan.number > settings.max_stages:
             reason += f"; finetune.max_stages ({settings.max_stages}) is reached, so fine-tuning stops here"
@@ -294,7 +324,8 @@ def gradual_unfreezing(spec: Spec, dataset: DatasetRef, split: SplitRef, baselin
         decisions.add(stage.name, decision.action, reason, decision.numbers)
         if decision.action == "class_weights_on":
             class_weights = True
-            refit = train_baseline(spec, dataset, split, tracking, start, contract, class_weights=True)
+            refit = train_baseline(spec, dataset, split, tracking, start, contract, class_weights=True,
+                                   prefix=prefix)
             stages.append(refit)
             if contract.better(refit.val_scores, best.val_scores):
                 best = refit
@@ -304,16 +335,16 @@ def gradual_unfreezing(spec: Spec, dataset: DatasetRef, split: SplitRef, baselin
 
 
 def _next_plan(decision: StageDecision, plan: StagePlan, per_stage: int, total_groups: int,
-               class_weights: bool) -> StagePlan | None:
+               class_weights: bool, prefix: str = "") -> StagePlan | None:
     """The stage a decision asks for, or None when it says stop."""
     deeper = min(plan.groups + per_stage, total_groups)
     if decision.action == "retry_regularized":
         return StagePlan(plan.number, f"{plan.name}-retry", plan.groups, regularized=True,
                          class_weights=class_weights)
     if decision.action == "unfreeze_next":
-        return StagePlan(plan.number + 1, f"finetune-{plan.number + 1}", deeper, class_weights=class_weights)
+        return StagePlan(plan.number + 1, f"{prefix}finetune-{plan.number + 1}", deeper, class_weights=class_weights)
     if decision.action == "class_weights_on":
-        return StagePlan(plan.number + 1, f"finetune-{plan.number + 1}", deeper, class_weights=True)
+        return StagePlan(plan.number + 1, f"{prefix}finetune-{plan.number + 1}", deeper, class_weights=True)
     return None  # stop_overfit, stop_no_gain, lock_in
 
 

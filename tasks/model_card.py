@@ -11,6 +11,8 @@ class CardFacts:
     metric: str
     base_model: str
     base_model_source: str
+    base_model_provenance: dict[str, str]  # family, name, weights source, weights sha256, parameters
+    tournament: str | None                 # the candidates table (markdown) when several were compared
     settings: dict[str, object]
     data_path: str
     data_fingerprint: str
@@ -42,7 +44,10 @@ def render_model_card(facts: CardFacts) -> str:
         f"- Operating point: {facts.operating_point}", "",
         "## Base model",
         f"- {facts.base_model}",
-        f"- Source: {facts.base_model_source}", "",
+        f"- Source: {facts.base_model_source}",
+        *(f"- {key.capitalize()}: {value}" for key, value in facts.base_model_provenance.items()), "",
+        *(["### Tournament (probe head on validation; the test split was not read)", "", facts.tournament, ""]
+          if facts.tournament else []),
         "## Data",
         f"- Path: `{facts.data_path}`",
         f"- Dataset fingerprint: `{facts.data_fingerprint}`",

@@ -79,7 +79,7 @@ def _same_weights(module: torch.nn.Module, other: torch.nn.Module) -> bool:
 def read_incoming_batch(spec: Spec, incoming: str, text_column: str | None) -> IncomingBatch:
     from tasks.drift import read_incoming
 
-    batch = read_incoming(Path(incoming), spec.model.MODALITY, text_column or spec.data.text_column)
+    batch = read_incoming(Path(incoming), spec.modality, text_column or spec.data.text_column)
     print(f"Incoming: {len(batch.inputs)} {batch.modality} input(s) from {batch.source}")
     if batch.skipped:
         shown = ", ".join(batch.skipped[:5]) + (f" (+{len(batch.skipped) - 5} more)" if len(batch.skipped) > 5 else "")

@@ -241,6 +241,34 @@ def _aggregate_reference(axes: Axes, val_scores: dict[str, float], metric_key: s
                  label=f"contract: {metric_key} {value:.3f}{wanted}")
 
 
+def tournament_figure(results: list[Any], metric_key: str, target: float) -> Any:
+    """The base-model tournament: each candidate's validation metric (bars, the target as a line)
+    beside its embedding throughput on this machine; dropped candidates hatched, the chosen one
+    outlined. `results` are tasks.tournament.CandidateResult rows."""
+    names = [r.model.split(" (")[0] for r in results]
+    x = np.arange(len(results))
+    figure, (metric_axes, speed_axes) = plt.subplots(1, 2, figsize=(max(7.0, 1.6 * len(results) + 3), 4))
+    for axes, values, label in ((metric_axes, [r.val_value or 0.0 for r in results], f"validation {metric_key}"),
+                                (speed_axes, [r.throughput or 0.0 for r in results], "inputs/s (this machine)")):
+        bars = axes.bar(x, values, color=["tab:green" if r.status == "chosen" else "tab:blue" for r in results],
+                        gid="candidate")
+        for bar, result in zip(bars, results, strict=True):
+            if result.status.startswith("dropped"):
+                bar.set_hatch("//")
+                bar.set_alpha(0.4)
+            if result.status == "chosen":
+                bar.set_edgecolor("black")
+                bar.set_linewidth(2)
+        axes.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+        axes.set_ylabel(label)
+    metric_axes.axhline(target, color="tab:red", linestyle="--", linewidth=1, gid="target", label=f"target {target:g}")
+    metric_axes.set_ylim(0, 1.02)
+    metric_axes.legend(loc="lower right", fontsize=8)
+    figure.suptitle("Base-model tournament: probe head on validation (hatched: dropped by a constraint)")
+    figure.tight_layout()
+    return figure
+
+
 def figure_png_bytes(figure: Figure, dpi: int = 110) -> bytes:
     """The figure as PNG bytes, e.g. for a base64 data URI in a Prefect markdown artifact; the
     caller still owns (and closes) the figure."""

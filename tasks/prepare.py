@@ -8,10 +8,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.spec import Spec, load_spec
 from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_markdown, publish_table, step, tag_flow_run
+
+if TYPE_CHECKING:
+    from tasks.families import FamilyOptions
+    from tasks.tournament import Tournament
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,11 @@ class BaseModelRef:
     source: str
     dim: int
     layer_groups: int
+    family: str = ""
+    name: str = ""
+    weights: str = ""          # where the weights came from: wheel, enum member, hub id + revision, path
+    weights_sha256: str = ""
+    parameters: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,21 +58,34 @@ class QualitySummary:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What steps 2-4 hand to training: the data, its audit, the split and the base model."""
+    """What steps 2-4 hand to training: the data, its audit, the split and the base model (with
+    several candidates: the tournament's choice, and its ranking for the fine-tuning diagnosis)."""
 
     dataset: DatasetRef
     quality: QualitySummary
     split: SplitRef
     base_model: BaseModelRef
+    tournament: Tournament | None = None
+
+    def ranking(self, spec: Spec) -> list[FamilyOptions]:
+        """The base models to try, best first: the tournament's eligible ones, or the one model."""
+        return self.tournament.ranking if self.tournament else spec.candidates[:1]
 
 
 def prepare(spec: Spec, tracking: TrackingRef | None) -> Prepared:
-    """Steps 2-4, shared by the training flow and `validate` (which tracks nothing)."""
+    """Steps 2-4, shared by the training flow and `validate` (which tracks nothing, and loads
+    every candidate instead of running their tournament)."""
     dataset = load_data(spec)                                   # 2. data + label quality
     quality = check_label_quality(spec, dataset, tracking)
     split = split_before_training(spec, dataset, tracking)      # 3. test quarantined from here
-    base_model = load_base_model(spec)                          # 4. pretrained, offline
-    return Prepared(dataset, quality, split, base_model)
+    if spec.tournament is None or tracking is None:             # 4. pretrained, offline
+        models = [load_base_model(spec.with_model(model)) for model in spec.candidates]
+        return Prepared(dataset, quality, split, models[0])
+    from tasks.learn import contract_for
+    from tasks.tournament import choose_base_model
+
+    tournament = choose_base_model(spec, dataset, split, tracking, contract_for(spec, dataset, split))
+    return Prepared(dataset, quality, split, load_base_model(spec.with_model(tournament.chosen)), tournament)
 
 
 @dataclass(frozen=True)
@@ -118,12 +141,15 @@ def validate_config(config_path: str, data_path: str | None = None) -> Spec:
     from tasks.errors import SpecError, WeightsError
 
     spec = load_spec(config_path, data_path)
-    try:
-        weights = locate_weights(spec.model)
-    except (SpecError, WeightsError) as error:  # the model's name or weights: say which config
-        raise type(error)(f"{config_path}: {error}") from None
-    print(f"Task: {spec.task}  |  contract: {spec.metric.describe()}  |  base model: {spec.model.describe()}, "
-          f"{weights.description}")
+    described = []
+    for model in spec.candidates:
+        try:
+            weights = locate_weights(model)
+        except (SpecError, WeightsError) as error:  # the model's name or weights: say which config
+            raise type(error)(f"{config_path}: {error}") from None
+        described.append(f"{model.describe()}, {weights.description}")
+    what = "base model" if len(described) == 1 else f"{len(described)} candidate base models"
+    print(f"Task: {spec.task}  |  contract: {spec.metric.describe()}  |  {what}: " + "; ".join(described))
     return spec
 
 
@@ -232,6 +258,9 @@ def load_base_model(spec: Spec) -> BaseModelRef:
     from tasks.backbones import load_backbone
 
     backbone = load_backbone(spec.model)
-    print(f"Base model {backbone.source}: {backbone.dim}-d embeddings, {len(backbone.layer_groups())} layer groups")
-    return BaseModelRef(backbone.source, backbone.dim, len(backbone.layer_groups()))
+    groups = len(backbone.layer_groups())
+    print(f"Base model {backbone.source}: {backbone.dim}-d embeddings, {groups} layer groups, "
+          f"{backbone.parameter_count:,} parameters")
+    return BaseModelRef(backbone.source, backbone.dim, groups, spec.model.family, spec.model.name,
+                        backbone.weights.description, backbone.weights_sha256, backbone.parameter_count)
 

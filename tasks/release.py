@@ -284,6 +284,11 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
         base_model=f"{spec.model.family} {spec.model.name}: {base_model.dim}-d embeddings, "
                    f"{base_model.layer_groups} layer groups",
         base_model_source=base_model.source,
+        base_model_provenance={"family": base_model.family, "name": base_model.name,
+                               "weights": base_model.weights, "weights sha256": base_model.weights_sha256,
+                               "parameters": f"{base_model.parameters:,}"},
+        tournament=(prepared.tournament.markdown(spec.metric.key, test.guard.key if test.guard else None)
+                    if prepared.tournament else None),
         settings={input_size[0]: input_size[1], **spec.train.model_dump(),
                   **{f"finetune.{k}": v for k, v in spec.finetune.model_dump().items()},
                   **{f"runtime.{k}": v for k, v in spec.runtime.model_dump().items()},

@@ -11,13 +11,13 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from tasks.errors import DataError, SpecError
-from tasks.families import FAMILIES, ModelSpec, families_of
+from tasks.families import FAMILIES, FamilyOptions, ModelSpec, families_of
 
 PER_CLASS_METRICS = ("precision", "recall", "f1")
 AGGREGATE_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
@@ -161,6 +161,35 @@ class DataSpec(_Frozen):
         return self
 
 
+class CandidatesSpec(_Frozen):
+    """Several base models: step 4 embeds train and validation once per candidate, fits the same
+    probe head on each and keeps the best on validation that the constraints allow (the tournament)."""
+
+    candidates: list[ModelSpec] = Field(min_length=2, description="Family blocks, as `model:` takes one.")
+    max_params: int | None = Field(None, ge=1, description="Drop candidates whose encoder has more parameters.")
+    min_throughput: float | None = Field(None, gt=0.0, description="Drop candidates that embed fewer inputs per "
+                                                                  "second on this machine (measured).")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CandidatesSpec:
+        seen = [(c.family, c.name, c.weights) for c in self.candidates]
+        repeated = sorted({f"{f}:{n}" for f, n, w in seen if seen.count((f, n, w)) > 1})
+        if repeated:
+            raise ValueError(f"candidates repeat {', '.join(repeated)}: remove the copies")
+        return self
+
+
+def _model_kind(value: Any) -> str:
+    """`model:` is one family block, or {candidates: [...]} for a tournament."""
+    if isinstance(value, dict):
+        return "candidates" if "candidates" in value else "one"
+    return "candidates" if isinstance(value, CandidatesSpec) else "one"
+
+
+OneOrCandidates = Annotated[Union[Annotated[ModelSpec, Tag("one")],  # noqa: UP007
+                                  Annotated[CandidatesSpec, Tag("candidates")]], Discriminator(_model_kind)]
+
+
 class SplitSpec(_Frozen):
     """Stratified, seeded train / validation / test split made before any training."""
 
@@ -291,7 +320,10 @@ class Spec(_Frozen):
     task: str = Field(min_length=3, description="The task in one sentence.")
     metric: MetricSpec
     data: DataSpec
-    model: ModelSpec
+    if TYPE_CHECKING:  # after step 4 every step sees one model (`with_model`); before it, see `candidates`
+        model: ModelSpec
+    else:
+        model: OneOrCandidates
     split: SplitSpec = SplitSpec()
     train: TrainSpec = TrainSpec()
     finetune: FinetuneSpec = FinetuneSpec()
@@ -302,17 +334,42 @@ class Spec(_Frozen):
     registry: RegistrySpec
     workdir: Path = Field(Path(".transferflow"), description="Caches, splits and the default MLflow store.")
 
+    @property
+    def modality(self) -> str:
+        """What the data holds, and so what every model of this config reads."""
+        return DATA_MODALITY[self.data.kind]
+
+    @property
+    def candidates(self) -> list[FamilyOptions]:
+        """The base models this config names: one, or a tournament's candidates in config order."""
+        model: Any = self.model
+        return list(model.candidates) if isinstance(model, CandidatesSpec) else [model]
+
+    @property
+    def tournament(self) -> CandidatesSpec | None:
+        model: Any = self.model
+        return model if isinstance(model, CandidatesSpec) else None
+
+    def with_model(self, model: FamilyOptions) -> Spec:
+        """This config with one base model (a tournament's choice): what steps 5-7 run with."""
+        return self.model_copy(update={"model": model})
+
     @model_validator(mode="after")
     def _modality_matches(self) -> Spec:
-        data_modality, model_modality = DATA_MODALITY[self.data.kind], self.model.MODALITY
+        data_modality = DATA_MODALITY[self.data.kind]
+        for model in self.candidates:
+            self._check_modality(model, data_modality)
+        return self
+
+    def _check_modality(self, model: FamilyOptions, data_modality: str) -> None:
+        model_modality = model.MODALITY
         if data_modality != model_modality:
             families = families_of(data_modality)
             raise ValueError(
-                f"model.family '{self.model.family}' reads {model_modality}s but data.kind "
+                f"model.family '{model.family}' reads {model_modality}s but data.kind "
                 f"'{self.data.kind}' holds {data_modality}s. Fix: use a family that reads {data_modality}s: "
                 f"{', '.join(families)}"
             )
-        return self
 
 
 def json_schema() -> dict[str, Any]:
@@ -386,9 +443,7 @@ def _format_validation_error(config_path: Path, exc: ValidationError) -> str:
     lines = [f"{config_path}: invalid config ({exc.error_count()} problem(s)):"]
     for error in exc.errors():
         loc = error["loc"]
-        # A model's errors carry its family as a path segment (model.timm.name): the config has none.
-        shown = loc[:1] + loc[2:] if loc[:1] == ("model",) and len(loc) > 1 and loc[1] in FAMILIES else loc
-        field = ".".join(str(part) for part in shown) or "(top level)"
+        field = ".".join(str(part) for part in _config_path(loc)) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = f"unknown field; allowed here: {', '.join(_allowed_fields(loc))}"
@@ -400,14 +455,31 @@ def _format_validation_error(config_path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _config_path(loc: tuple[Any, ...]) -> list[Any]:
+    """An error's path as the config spells it: without the tags pydantic adds for `model:` (`one`
+    or `candidates` right after it, and a family name before a model's own fields)."""
+    path: list[Any] = []
+    for index, part in enumerate(loc):
+        previous = loc[index - 1] if index else None
+        if index == 1 and loc[0] == "model" and part in ("one", "candidates"):
+            continue
+        if part in FAMILIES and (previous == "one" or (isinstance(previous, int) and loc[1:2] == ("candidates",))):
+            continue
+        path.append(part)
+    return path
+
+
 def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
     """The field names allowed next to an unknown field, by walking the schema along its path."""
     model: type[BaseModel] = Spec
     for part in loc[:-1]:
-        if model is Spec and part == "model":
-            continue  # the next part is the family's tag
-        if str(part) in FAMILIES and model is Spec:
+        if isinstance(part, int) or part == "one" or (model is Spec and part == "model"):
+            continue  # list positions and union tags
+        if str(part) in FAMILIES:
             model = FAMILIES[str(part)]
+            continue
+        if part == "candidates":
+            model = CandidatesSpec
             continue
         annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):

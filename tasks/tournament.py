@@ -1,0 +1,210 @@
+"""Recipe step 4 with several candidate base models: a tournament measured on this machine.
+
+Each candidate embeds train and validation once (the content-addressed embedding cache makes a
+repeat free, and the winner's baseline reuses them), the same probe head (the baseline's linear
+head, same settings and seed) is fit on each, and each is scored on validation with the declared
+contract. Alongside: encoder parameters, embedding width, embedding throughput (inputs/s, timed
+on a sample of the training inputs here) and peak memory. `max_params` and `min_throughput` drop
+what the hardware cannot run. The test split is never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.families import FamilyOptions
+from tasks.metrics import Contract
+from tasks.prepare import DatasetRef, TrackingRef
+from tasks.spec import CandidatesSpec, Spec
+from tasks.split import SplitRef
+from tasks.step import artifact_key, publish_table, step
+
+THROUGHPUT_SAMPLE = 64  # training inputs timed per candidate (after one warm-up batch)
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One candidate's row of the tournament table."""
+
+    model: str                    # family:name (weights)
+    parameters: int
+    dim: int
+    throughput: float | None      # inputs/s embedded on this machine (None: dropped before measuring)
+    peak_memory_mib: float | None
+    val_value: float | None       # the declared metric of the probe on validation
+    guard_value: float | None
+    guard_ok: bool
+    status: str                   # "chosen", "ranked N", or "dropped: why"
+    seconds: float
+
+    def row(self, metric_key: str, guard_key: str | None) -> dict[str, Any]:
+        row: dict[str, Any] = {"candidate": self.model, "status": self.status, f"val {metric_key}": self.val_value}
+        if guard_key:
+            row[f"val {guard_key}"] = self.guard_value
+        return row | {"parameters": self.parameters, "embedding dim": self.dim, "inputs/s": self.throughput,
+                      "peak memory MiB": self.peak_memory_mib, "seconds": round(self.seconds, 1)}
+
+
+@dataclass(frozen=True)
+class Tournament:
+    """The table, and the eligible candidates best first (the fine-tuning diagnosis moves on to
+    the next one when a base model gains nothing over its baseline)."""
+
+    results: list[CandidateResult]
+    ranking: list[FamilyOptions]
+
+    @property
+    def chosen(self) -> FamilyOptions:
+        return self.ranking[0]
+
+    def markdown(self, metric_key: str, guard_key: str | None) -> str:
+        rows = [r.row(metric_key, guard_key) for r in self.results]
+        header = list(rows[0])
+        lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+        for row in rows:
+            lines.append("| " + " | ".join(_cell(row[k]) for k in header) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if value <= 1 else f"{value:,.1f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def rank_candidates(results: list[tuple[FamilyOptions, CandidateResult]]) -> list[FamilyOptions]:
+    """Eligible candidates, best first: guard kept, then the metric, then throughput; ties keep
+    the config's order."""
+    eligible = [(index, model, r) for index, (model, r) in enumerate(results) if not r.status.startswith("dropped")]
+    eligible.sort(key=lambda item: (not item[2].guard_ok, -(item[2].val_value or 0.0), -(item[2].throughput or 0.0),
+                                    item[0]))
+    return [model for _, model, _ in eligible]
+
+
+def constraint_failure(parameters: int, throughput: float | None, constraints: CandidatesSpec) -> str | None:
+    if constraints.max_params is not None and parameters > constraints.max_params:
+        return f"dropped: {parameters:,} parameters > max_params {constraints.max_params:,}"
+    if constraints.min_throughput is not None and throughput is not None and throughput < constraints.min_throughput:
+        return f"dropped: {throughput:,.1f} inputs/s < min_throughput {constraints.min_throughput:g}"
+    return None
+
+
+@step("4 choose the base model (tournament)")
+def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
+                      contract: Contract) -> Tournament:
+    """Probe every candidate on train/validation and keep the best eligible one (see module doc)."""
+    from tasks.errors import SpecError
+    from tasks.learn import probe_head
+    from tasks.tracking import client_for, log_figure, log_text
+
+    constraints = spec.tournament
+    assert constraints is not None, "choose_base_model needs `model: {candidates: [...]}`"
+    scored: list[tuple[FamilyOptions, CandidateResult]] = []
+    for model in constraints.candidates:
+        scored.append((model, _probe_candidate(spec.with_model(model), dataset, split, contract, constraints,
+                                               probe_head)))
+    ranking = rank_candidates(scored)
+    results = [replace_status(r, "chosen" if ranking and m is ranking[0] else
+                              (f"ranked {ranking.index(m) + 1}" if m in ranking else r.status)) for m, r in scored]
+    tournament = Tournament(results, ranking)
+    guard_key = contract.guard.key if contract.guard else None
+    table = tournament.markdown(spec.metric.key, guard_key)
+    client = client_for(spec.workdir)
+    log_text(client, tracking.run_id, table, "tournament/candidates.md")
+    log_text(client, tracking.run_id, json.dumps([asdict(r) for r in results], indent=2), "tournament/candidates.json")
+    from tasks.plots import tournament_figure
+
+    log_figure(client, tracking.run_id, tournament_figure(results, spec.metric.key, spec.metric.target),
+               "tournament/metric_vs_throughput.png")
+    publish_table(artifact_key(spec.registry.model_name, "tournament"),
+                  [r.row(spec.metric.key, guard_key) for r in results],
+                  f"Base-model tournament on validation ({spec.metric.describe()}); the chart is the MLflow "
+                  f"artifact tournament/metric_vs_throughput.png of run {tracking.run_id}")
+    print("Tournament (validation, probe head):\n" + table)
+    if not ranking:
+        raise SpecError(f"model.candidates: no candidate is eligible under the constraints (max_params "
+                        f"{constraints.max_params}, min_throughput {constraints.min_throughput}):\n{table}"
+                        "Fix: relax max_params / min_throughput, or add smaller or faster candidates.")
+    client.set_tag(tracking.run_id, "base_model", ranking[0].describe())
+    print(f"Base model chosen: {ranking[0].describe()}")
+    return tournament
+
+
+def replace_status(result: CandidateResult, status: str) -> CandidateResult:
+    from dataclasses import replace
+
+    return replace(result, status=status)
+
+
+def _probe_candidate(spec: Spec, dataset: DatasetRef, split: SplitRef, contract: Contract,
+                     constraints: CandidatesSpec, probe_head: Any) -> CandidateResult:
+    from tasks.backbones import load_backbone
+    from tasks.learn import _train_val_examples, on_runtime_device
+
+    started = time.perf_counter()
+    model = spec.model
+    backbone = load_backbone(model)
+    parameters, dim = backbone.parameter_count, backbone.dim
+    dropped = constraint_failure(parameters, None, constraints)
+    if dropped:
+        print(f"{model.describe()}: {dropped}")
+        return CandidateResult(model.describe(), parameters, dim, None, None, None, None, False, dropped,
+                               time.perf_counter() - started)
+    device = on_runtime_device(spec, backbone)
+    examples, _ = _train_val_examples(dataset, split)
+    sample = list(examples["train"]["input"])[:THROUGHPUT_SAMPLE]
+    throughput, peak = measure_embedding(backbone, sample, spec.train.batch_size, device)
+    dropped = constraint_failure(parameters, throughput, constraints)
+    if dropped:
+        print(f"{model.describe()}: {dropped}")
+        return CandidateResult(model.describe(), parameters, dim, throughput, peak, None, None, False, dropped,
+                               time.perf_counter() - started)
+    result, _, _, _ = probe_head(spec, backbone, dataset, split, contract, device)
+    scores = result.best.val_scores
+    guard_value = scores[contract.guard.key] if contract.guard else None
+    print(f"{model.describe()}: validation {spec.metric.key} {result.best_val_metric:.4f}, {throughput:,.1f} inputs/s")
+    return CandidateResult(model.describe(), parameters, dim, throughput, peak, result.best_val_metric, guard_value,
+                           contract.guard_holds(scores), "eligible", time.perf_counter() - started)
+
+
+def measure_embedding(backbone: Any, inputs: list[Any], batch_size: int, device: Any) -> tuple[float, float | None]:
+    """(inputs/s, peak memory in MiB) of the production extraction path (`embed_inputs`) on a
+    sample, after one warm-up batch. Memory: on CUDA the peak allocated on the device; on Linux
+    CPUs the process's peak resident set (VmHWM, reset first), else None."""
+    import torch
+
+    from tasks.features import embed_inputs
+
+    embed_inputs(backbone, inputs[:batch_size], batch_size)  # warm-up: first-call allocations, lazy inits
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        _reset_peak_rss()
+    started = time.perf_counter()
+    embed_inputs(backbone, inputs, batch_size)
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mib()
+    return len(inputs) / seconds, peak
+
+
+def _reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets the peak resident set (VmHWM) to the current one."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_rss_mib() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None

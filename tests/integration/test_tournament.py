@@ -1,0 +1,120 @@
+"""A base-model tournament through the real flow (Prefect, MLflow, GX) on a slice of the ants
+vs bees photos, between the two wheel-shipped image models: the table, the choice, the artifacts,
+checked against independent recomputations (parameter counts from the libraries themselves, the
+winner's probe score against its separately trained baseline stage)."""
+
+import json
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from flows.transfer_learning import transfer_learning
+from tests.conftest import write_config
+from tests.integration.conftest import hymenoptera_slice
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+task: Tell whether a photo shows ants or bees.
+metric: {{name: accuracy, target: 0.6}}
+data: {{kind: image_folder, path: {data}}}
+model:
+  candidates:
+    - {{family: torchvision, name: mobilenet_v2, image_size: 64}}
+    - {{family: timm, name: tf_efficientnet_lite0, image_size: 64}}
+  {constraint}
+train: {{batch_size: 16, head_epochs: 40}}
+finetune: {{max_stages: 0}}
+registry: {{model_name: {model_name}}}
+workdir: {workdir}
+"""
+
+
+@pytest.fixture(scope="module")
+def tournaments(tmp_path_factory):
+    """One open tournament, and one where max_params (2.5M) drops EfficientNet-Lite0 (3.4M)."""
+    from tests.conftest import shared_dataset
+
+    folder = tmp_path_factory.mktemp("tournament")
+    data = hymenoptera_slice(shared_dataset("hymenoptera"), folder / "data", per_class=20)
+    workdir = folder / "work"
+    summaries = {}
+    for name, constraint in [("open", ""), ("small", "max_params: 2500000")]:
+        (folder / name).mkdir()
+        config = write_config(folder / name, CONFIG.format(data=data, workdir=workdir, constraint=constraint,
+                                                           model_name=f"ants-{name}"))
+        summaries[name] = transfer_learning(str(config))
+    return summaries, MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def independent_parameter_counts() -> dict[str, int]:
+    """Encoder parameters as the libraries count them: the classifier without its ImageNet head."""
+    import timm
+    import torchvision
+
+    mobilenet = torchvision.models.mobilenet_v2().features
+    efficientnet = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    return {"torchvision:mobilenet_v2": sum(p.numel() for p in mobilenet.parameters()),
+            "timm:tf_efficientnet_lite0": sum(p.numel() for p in efficientnet.parameters())}
+
+
+def logged_table(client, summary) -> list[dict]:
+    parent = client.get_run(summary.run_id)
+    return json.loads(mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/tournament/candidates.json"))
+
+
+def test_the_table_holds_every_candidate_with_its_measurements(tournaments):
+    summaries, client = tournaments
+    rows = {row["model"]: row for row in logged_table(client, summaries["open"])}
+    counts = independent_parameter_counts()
+    assert set(rows) == set(counts)
+    for model, row in rows.items():
+        assert row["parameters"] == counts[model] and row["dim"] == 1280
+        assert row["throughput"] > 0 and 0.0 <= row["val_value"] <= 1.0 and row["seconds"] > 0
+    best = max(rows.values(), key=lambda r: (r["val_value"], r["throughput"]))
+    assert best["status"] == "chosen" and sum(r["status"] == "chosen" for r in rows.values()) == 1
+
+
+def test_the_chosen_model_is_tagged_trained_and_described(tournaments):
+    """The winner's baseline stage is trained separately after the tournament, with the same probe
+    (head, settings, seed, cached embeddings): its validation score equals the table's."""
+    summaries, client = tournaments
+    summary = summaries["open"]
+    rows = {row["model"]: row for row in logged_table(client, summary)}
+    chosen = next(model for model, row in rows.items() if row["status"] == "chosen")
+    parent = client.get_run(summary.run_id)
+    assert parent.data.tags["base_model"] == chosen
+    assert f"{summary.spec.model.family}:{summary.spec.model.name}" == chosen
+    baseline = summary.stages[0]
+    assert baseline.name == "baseline" and baseline.val_value == pytest.approx(rows[chosen]["val_value"])
+    artifacts = {a.path for a in client.list_artifacts(summary.run_id, "tournament")}
+    assert artifacts == {"tournament/candidates.md", "tournament/candidates.json",
+                         "tournament/metric_vs_throughput.png"}
+    card = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/model_card.md")
+    assert "### Tournament" in card and all(model in card for model in rows)
+    assert f"Parameters: {rows[chosen]['parameters']:,}" in card and "Weights sha256:" in card
+
+
+def test_max_params_drops_the_larger_candidate_before_embedding_with_it(tournaments):
+    summaries, client = tournaments
+    rows = {row["model"]: row for row in logged_table(client, summaries["small"])}
+    dropped = rows["timm:tf_efficientnet_lite0"]
+    assert dropped["status"].startswith("dropped:") and "max_params 2,500,000" in dropped["status"]
+    assert dropped["throughput"] is None and dropped["val_value"] is None  # never embedded
+    assert rows["torchvision:mobilenet_v2"]["status"] == "chosen"
+    assert summaries["small"].spec.model.name == "mobilenet_v2"
+
+
+def test_the_prefect_ui_shows_the_tournament_table(tournaments):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    summaries, client = tournaments
+    flow_run = client.get_run(summaries["open"].run_id).data.tags["prefect_flow_run_id"]
+    with get_client(sync_client=True) as prefect:
+        artifacts = [a for a in prefect.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["ants-open-tournament"]))) if str(a.flow_run_id) == flow_run]
+    assert len(artifacts) == 1 and artifacts[0].type == "table"
+    text = str(artifacts[0].data)
+    assert "torchvision:mobilenet_v2" in text and "timm:tf_efficientnet_lite0" in text and "chosen" in text

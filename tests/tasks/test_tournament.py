@@ -1,0 +1,102 @@
+"""The tournament's rules without models: who is eligible, who ranks first, and how the flow
+moves on to the next candidate when fine-tuning finds the chosen one gains nothing."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from tasks.families import model_spec
+from tasks.spec import CandidatesSpec
+from tasks.tournament import CandidateResult, constraint_failure, rank_candidates
+
+A = model_spec({"family": "torchvision", "name": "mobilenet_v2"})
+B = model_spec({"family": "timm", "name": "tf_efficientnet_lite0"})
+C = model_spec({"family": "torchvision", "name": "resnet18", "weights": "none"})
+
+
+def result(value, throughput=100.0, guard_ok=True, status="eligible", parameters=1000):
+    return CandidateResult("m", parameters, 8, throughput, None, value, None, guard_ok, status, 1.0)
+
+
+def test_the_guard_comes_first_then_the_metric_then_throughput_then_config_order():
+    assert rank_candidates([(A, result(0.80)), (B, result(0.90)), (C, result(0.95, guard_ok=False))]) == [B, A, C]
+    assert rank_candidates([(A, result(0.90, throughput=50)), (B, result(0.90, throughput=80))]) == [B, A]
+    assert rank_candidates([(A, result(0.90)), (B, result(0.90))]) == [A, B]
+
+
+def test_dropped_candidates_are_not_ranked():
+    dropped = result(0.99, status="dropped: too slow")
+    assert rank_candidates([(A, dropped), (B, result(0.5))]) == [B]
+    assert rank_candidates([(A, dropped)]) == []
+
+
+@pytest.mark.parametrize("parameters, throughput, limits, expected", [
+    (3_000_000, 50.0, {}, None),
+    (3_000_000, 50.0, {"max_params": 2_500_000}, "dropped: 3,000,000 parameters > max_params 2,500,000"),
+    (2_000_000, 50.0, {"max_params": 2_500_000, "min_throughput": 60}, "dropped: 50.0 inputs/s < min_throughput 60"),
+    (2_000_000, None, {"min_throughput": 60}, None),  # not measured yet: only the size can drop it
+])
+def test_constraints_drop_what_the_hardware_cannot_run(parameters, throughput, limits, expected):
+    constraints = CandidatesSpec(candidates=[A, B], **limits)
+    assert constraint_failure(parameters, throughput, constraints) == expected
+
+
+class FakeStage(SimpleNamespace):
+    pass
+
+
+def test_stop_no_gain_moves_on_to_the_next_candidate_and_says_so(monkeypatch):
+    """With stand-ins for steps 5-6: the first candidate's fine-tuning decides stop_no_gain, so the
+    second gets its own (prefixed) baseline and stages; the third is never tried once the second
+    locks in. Each stage maps to its own one-model config."""
+    import flows.transfer_learning as flow
+    from tasks.learn import Decisions
+    from tasks.prepare import BaseModelRef, Prepared
+    from tasks.tournament import Tournament
+
+    trained_models, prefixes = [], []
+    monkeypatch.setattr(flow, "starting_point", lambda spec, tracking, tournament=False: None)
+    monkeypatch.setattr(flow, "load_base_model", lambda spec: BaseModelRef(spec.model.name, 8, 2))
+
+    def baseline(spec, dataset, split, tracking, start, contract, prefix=""):
+        trained_models.append(spec.model)
+        prefixes.append(prefix)
+        return FakeStage(name=f"{prefix}baseline")
+
+    def unfreezing(spec, dataset, split, base, tracking, start, contract, prefix=""):
+        stage = FakeStage(name=f"{prefix}finetune-1")
+        log = Decisions()
+        log.add(stage.name, "stop_no_gain" if spec.model == A else "lock_in", "stand-in")
+        return [base, stage], log
+
+    monkeypatch.setattr(flow, "train_baseline", baseline)
+    monkeypatch.setattr(flow, "gradual_unfreezing", unfreezing)
+    spec = SimpleNamespace(tournament=object(), with_model=lambda model: SimpleNamespace(model=model))
+    prepared = Prepared(None, None, None, BaseModelRef("a", 8, 2), Tournament([], [A, B, C]))
+    stages, decisions, trained = flow.train_candidates(spec, prepared, None, None)
+    assert trained_models == [A, B] and prefixes == ["", "tf_efficientnet_lite0-"]
+    assert [s.name for s in stages] == ["baseline", "finetune-1", "tf_efficientnet_lite0-baseline",
+                                        "tf_efficientnet_lite0-finetune-1"]
+    assert [e["action"] for e in decisions.entries] == ["stop_no_gain", "next_candidate", "lock_in"]
+    assert "tf_efficientnet_lite0" in decisions.entries[1]["reason"] and "2 of 3" in decisions.entries[1]["reason"]
+    assert trained["baseline"][0].model == A and trained["tf_efficientnet_lite0-finetune-1"][0].model == B
+    assert trained["tf_efficientnet_lite0-baseline"][1].base_model.source == "tf_efficientnet_lite0"
+
+
+def test_without_a_tournament_stop_no_gain_ends_the_run(monkeypatch):
+    import flows.transfer_learning as flow
+    from tasks.learn import Decisions
+    from tasks.prepare import BaseModelRef, Prepared
+
+    monkeypatch.setattr(flow, "starting_point", lambda spec, tracking, tournament=False: None)
+    monkeypatch.setattr(flow, "train_baseline", lambda *a, prefix="", **k: FakeStage(name="baseline"))
+
+    def unfreezing(spec, dataset, split, base, tracking, start, contract, prefix=""):
+        log = Decisions()
+        log.add("finetune-1", "stop_no_gain", "stand-in")
+        return [base, FakeStage(name="finetune-1")], log
+
+    monkeypatch.setattr(flow, "gradual_unfreezing", unfreezing)
+    spec = SimpleNamespace(tournament=None, candidates=[A], with_model=lambda model: SimpleNamespace(model=model))
+    stages, decisions, _ = flow.train_candidates(spec, Prepared(None, None, None, BaseModelRef("a", 8, 2)), None, None)
+    assert [e["action"] for e in decisions.entries] == ["stop_no_gain"] and len(stages) == 2
