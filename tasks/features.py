@@ -72,26 +72,29 @@ def open_cache(workdir: Path, backbone: Backbone) -> EmbeddingCache:
     return EmbeddingCache(workdir / "embeddings", backbone_cache_key(backbone))
 
 
-def embed_inputs(backbone: Backbone, inputs: list[str], batch_size: int) -> np.ndarray:
+def embed_inputs(backbone: Backbone, inputs: list[str], batch_size: int, num_workers: int = 0) -> np.ndarray:
     """Run the frozen backbone over raw inputs in batches, with a progress bar, on the device its
-    module is on (bf16 autocast on CUDA)."""
+    module is on (bf16 autocast on CUDA). Inputs are decoded by a DataLoader: with `num_workers`
+    > 0 in worker processes ahead of the model, so decoding is not the bottleneck on more cores."""
     from tasks.devices import autocast, to_device
+    from tasks.loader import Batches
 
     device = next(backbone.module.parameters()).device if hasattr(backbone, "module") else torch.device("cpu")
+    batches = Batches(inputs, torch.zeros(len(inputs), dtype=torch.long), batch_size, backbone.preprocess,
+                      num_workers=num_workers if len(inputs) > batch_size else 0, pin_memory=device.type == "cuda")
     outputs = []
     with torch.inference_mode(), autocast(device):
-        for start in tqdm(range(0, len(inputs), batch_size), desc="embedding", unit="batch"):
-            batch = backbone.preprocess(inputs[start:start + batch_size])
+        for batch, _ in tqdm(batches.iterate(), total=len(batches), desc="embedding", unit="batch"):
             batch = to_device(batch, device) if device.type != "cpu" else batch
             outputs.append(backbone.embed(batch).float().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.zeros((0, backbone.dim), np.float32)
 
 
 def cached_embeddings(cache: EmbeddingCache, backbone: Backbone, ids: list[str], inputs: list[str],
-                      batch_size: int) -> tuple[np.ndarray, int]:
+                      batch_size: int, num_workers: int = 0) -> tuple[np.ndarray, int]:
     """Embeddings for `ids` and how many had to be computed (the rest came from the cache)."""
     input_of = dict(zip(ids, inputs, strict=True))
     missing = cache.missing(ids)
     if missing:
-        cache.put(missing, embed_inputs(backbone, [input_of[i] for i in missing], batch_size))
+        cache.put(missing, embed_inputs(backbone, [input_of[i] for i in missing], batch_size, num_workers))
     return cache.get(ids), len(missing)

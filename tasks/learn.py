@@ -171,15 +171,17 @@ def probe_head(spec: Spec, backbone: Any, dataset: DatasetRef, split: SplitRef, 
     """A new linear head fit on the frozen backbone's train embeddings (cached: computed once per
     model, weights and preprocessing), best epoch on validation: the baseline, and the probe the
     base-model tournament scores every candidate with. Returns (fit, head, computed, reused)."""
+    from tasks.devices import resolve_num_workers
     from tasks.features import cached_embeddings, open_cache
     from tasks.train import Batches, class_indices, class_weights_for, fit, new_head
 
     examples, classes = _train_val_examples(dataset, split)
     cache = open_cache(spec.workdir, backbone)
     features, computed = {}, 0
+    workers = resolve_num_workers(spec.runtime.num_workers)
     for name, frame in examples.items():
         embeddings, newly = cached_embeddings(cache, backbone, list(frame.index), list(frame["input"]),
-                                              spec.train.batch_size)
+                                              spec.train.batch_size, workers)
         features[name], computed = torch.from_numpy(embeddings), computed + newly
     reused = sum(len(f) for f in examples.values()) - computed
     print(f"Embeddings: {computed} computed, {reused} reused from the cache")

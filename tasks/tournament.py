@@ -146,6 +146,7 @@ def replace_status(result: CandidateResult, status: str) -> CandidateResult:
 def _probe_candidate(spec: Spec, dataset: DatasetRef, split: SplitRef, contract: Contract,
                      constraints: CandidatesSpec, probe_head: Any) -> CandidateResult:
     from tasks.backbones import load_backbone
+    from tasks.devices import resolve_num_workers
     from tasks.learn import _train_val_examples, on_runtime_device
 
     started = time.perf_counter()
@@ -160,7 +161,8 @@ def _probe_candidate(spec: Spec, dataset: DatasetRef, split: SplitRef, contract:
     device = on_runtime_device(spec, backbone)
     examples, _ = _train_val_examples(dataset, split)
     sample = list(examples["train"]["input"])[:THROUGHPUT_SAMPLE]
-    throughput, peak = measure_embedding(backbone, sample, spec.train.batch_size, device)
+    throughput, peak = measure_embedding(backbone, sample, spec.train.batch_size, device,
+                                         resolve_num_workers(spec.runtime.num_workers))
     dropped = constraint_failure(parameters, throughput, constraints)
     if dropped:
         print(f"{model.describe()}: {dropped}")
@@ -174,7 +176,8 @@ def _probe_candidate(spec: Spec, dataset: DatasetRef, split: SplitRef, contract:
                            contract.guard_holds(scores), "eligible", time.perf_counter() - started)
 
 
-def measure_embedding(backbone: Any, inputs: list[Any], batch_size: int, device: Any) -> tuple[float, float | None]:
+def measure_embedding(backbone: Any, inputs: list[Any], batch_size: int, device: Any,
+                      num_workers: int = 0) -> tuple[float, float | None]:
     """(inputs/s, peak memory in MiB) of the production extraction path (`embed_inputs`) on a
     sample, after one warm-up batch. Memory: on CUDA the peak allocated on the device; on Linux
     CPUs the process's peak resident set (VmHWM, reset first), else None."""
@@ -188,7 +191,7 @@ def measure_embedding(backbone: Any, inputs: list[Any], batch_size: int, device:
     else:
         _reset_peak_rss()
     started = time.perf_counter()
-    embed_inputs(backbone, inputs, batch_size)
+    embed_inputs(backbone, inputs, batch_size, num_workers)
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mib()
     return len(inputs) / seconds, peak

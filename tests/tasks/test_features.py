@@ -83,3 +83,20 @@ def test_a_shard_whose_array_write_fails_leaves_nothing_behind(tmp_path, monkeyp
         cache.put(["a"], np.ones((1, 3)))
     assert list((tmp_path / "key").iterdir()) == []
     assert EmbeddingCache(tmp_path, "key").missing(["a"]) == ["a"]
+
+
+def test_decoding_in_worker_processes_gives_the_same_embeddings_in_input_order(tmp_path):
+    """Extraction decodes through a DataLoader; with workers the batches come back in input order."""
+    import torch
+
+    from tasks.backbones import load_backbone
+    from tasks.features import embed_inputs
+    from tests.tasks.test_backbones import sample_inputs
+
+    backbone = load_backbone(model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=32)))
+    inputs = [path for _ in range(3) for path in sample_inputs("image", tmp_path)][::-1]  # 6 images, 2 kinds
+    in_process = embed_inputs(backbone, inputs, batch_size=2)
+    with torch.no_grad():
+        direct = backbone.embed(backbone.preprocess(inputs)).numpy()
+    assert np.allclose(in_process, direct, atol=1e-5)
+    assert np.array_equal(embed_inputs(backbone, inputs, batch_size=2, num_workers=2), in_process)
