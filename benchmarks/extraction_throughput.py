@@ -1,0 +1,108 @@
+"""Embedding extraction: transferflow's path (`tasks.features.embed_inputs`: DataLoader decoding,
+inference mode, the backbone's own preprocessing) vs a bare `torch.inference_mode` forward loop
+with the same model, batch size and preprocessing, for each offline model.
+
+Goal (issue 8): transferflow reaches at least 90% of the bare loop's throughput. Both sides are
+timed alternately, `--rounds` times each, after one warm-up pass; the best round of each counts
+(the least disturbed by the rest of the machine). Prints inputs/s and the ratio; never asserts.
+Run by hand (see benchmarks/README.md):  python benchmarks/extraction_throughput.py [--limit 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEFAULT_DATA = REPO / ".." / "shared" / "datasets"
+MODELS = [
+    ({"family": "torchvision", "name": "mobilenet_v2", "image_size": 224}, "hymenoptera"),
+    ({"family": "timm", "name": "tf_efficientnet_lite0", "image_size": 224}, "hymenoptera"),
+    ({"family": "hf_text", "name": "all-MiniLM-L6-v2", "max_tokens": 128}, "sms_spam"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding hymenoptera/ and sms_spam/")
+    parser.add_argument("--limit", type=int, default=256, help="inputs embedded per timed pass")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    import torch
+
+    from tasks.backbones import ImageBackbone, load_backbone
+    from tasks.devices import prepare_module, resolve_device, resolve_num_workers
+    from tasks.families import model_spec
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    device, workers = resolve_device("auto"), resolve_num_workers("auto")
+    print(f"{args.limit} inputs per pass, batch {args.batch_size}, {args.rounds} rounds (best counts), {device}, "
+          f"{workers} decoding workers, {torch.get_num_threads()} threads\n")
+    print("| model | bare loop inputs/s | transferflow inputs/s | transferflow / bare |")
+    print("| --- | ---: | ---: | ---: |")
+    for raw, dataset in MODELS:
+        backbone = load_backbone(model_spec(raw))
+        prepare_module(backbone.module, device, convnet=isinstance(backbone, ImageBackbone))
+        inputs = load_inputs(args.data, dataset, args.limit)
+        bare, ours = [], []
+        bare_loop(backbone, inputs[:args.batch_size], args.batch_size, device)  # warm-up both paths
+        transferflow_path(backbone, inputs[:args.batch_size], args.batch_size, workers)
+        for _ in range(args.rounds):
+            bare.append(timed(bare_loop, backbone, inputs, args.batch_size, device))
+            ours.append(timed(transferflow_path, backbone, inputs, args.batch_size, workers))
+        best_bare, best_ours = len(inputs) / min(bare), len(inputs) / min(ours)
+        print(f"| {raw['family']}:{raw['name']} | {best_bare:,.1f} | {best_ours:,.1f} | {best_ours / best_bare:.2f} |",
+              flush=True)
+
+
+def load_inputs(data: Path, dataset: str, limit: int) -> list[str]:
+    """Image paths (every split, the .gif skipped by the loader) or SMS texts, first `limit`."""
+    from tasks.data import load_examples
+    from tasks.spec import DataSpec
+
+    if dataset == "hymenoptera":
+        table = load_examples(DataSpec(kind="image_folder", path=(data / "hymenoptera").resolve())).table
+    else:
+        table = load_examples(DataSpec(kind="csv_text", path=(data / "sms_spam" / "sms_spam.csv").resolve())).table
+    return list(table["input"])[:limit]
+
+
+def timed(function: Any, *args: Any) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
+
+
+def bare_loop(backbone: Any, inputs: list[str], batch_size: int, device: Any) -> None:
+    """What anyone would write: decode a batch with the model's preprocessing, forward it."""
+    import torch
+
+    with torch.inference_mode():
+        for start in range(0, len(inputs), batch_size):
+            batch = backbone.preprocess(inputs[start:start + batch_size])
+            if isinstance(batch, dict):
+                batch = {key: value.to(device) for key, value in batch.items()}
+            else:
+                batch = batch.to(device)
+            backbone.embed(batch).float().cpu().numpy()
+
+
+def transferflow_path(backbone: Any, inputs: list[str], batch_size: int, workers: int) -> None:
+    from tasks.features import embed_inputs
+
+    embed_inputs(backbone, inputs, batch_size, workers)
+
+
+if __name__ == "__main__":
+    main()
