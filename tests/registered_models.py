@@ -78,8 +78,9 @@ def register_legacy(store: Store, weights_path: Path, model: ModelSpec, classes:
                    *(ColSpec("double", f"p_{c}") for c in classes)]
         signature = ModelSignature(inputs=Schema([ColSpec("string", "input")]), outputs=Schema(outputs))
         config_path = folder / "model_config.json"
-        config_path.write_text(json.dumps(
-            {"model": model.model_dump(mode="json"), "classes": classes, "batch_size": batch_size}))
+        # Before model families had their own options, every saved model spec carried both input sizes.
+        saved_model = {"image_size": 224, "max_tokens": 128, **model.model_dump(mode="json", exclude={"weights"})}
+        config_path.write_text(json.dumps({"model": saved_model, "classes": classes, "batch_size": batch_size}))
         model_dir = folder / "model"
         save_model(
             path=str(model_dir), python_model=str(TASKS_PACKAGE / "pyfunc_model.py"),
