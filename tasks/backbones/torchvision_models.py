@@ -132,7 +132,7 @@ class TorchvisionBackbone(ImageBackbone):
                 raise WeightsError(f"model.weights {weights.path or weights.description}: not a state dict of "
                                    f"torchvision {spec.name} ({str(error).splitlines()[0]}). Fix: point it at "
                                    f"weights saved from torchvision.models.{spec.name}().") from None
-        dim = _drop_head(network)
+        dim = _drop_head(network, spec.name)
         module, trunk = _trunk_and_tail(spec.name, network.eval())
         return module.to(memory_format=torch.channels_last), {"dim": dim, "trunk": trunk, "transforms": member}
 
@@ -178,10 +178,14 @@ class TorchvisionBackbone(ImageBackbone):
         return _generic_groups(self.module)
 
 
-def _drop_head(network: nn.Module) -> int:
+def _drop_head(network: nn.Module, name: str) -> int:
     """Replace the classifier's last Linear by Identity; its input width is the embedding's."""
-    name, head = [(n, m) for n, m in network.named_modules() if isinstance(m, nn.Linear)][-1]
-    network.set_submodule(name, nn.Identity())
+    linears = [(n, m) for n, m in network.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:  # e.g. SqueezeNet classifies with a convolution
+        raise SpecError(f"model.name '{name}': its classifier has no Linear layer to take "
+                        "embeddings before. Fix: choose another torchvision model, or a timm one.")
+    path, head = linears[-1]
+    network.set_submodule(path, nn.Identity())
     return int(head.in_features)
 
 
