@@ -87,7 +87,7 @@ def drift(config: Path = typer.Argument(..., help="YAML config"),
         from tasks.spec import load_spec
 
         spec = load_spec(config)  # config, batch and champion are checked before the flow starts
-        read_incoming(incoming, spec.modality, column or spec.data.text_column)
+        read_incoming(incoming, spec.modality, column or spec.data.csv_columns.text)
         check_servers(prefect=True, mlflow=True)
         locate_champion(spec.workdir, spec.registry.model_name, spec.registry.alias)
         create_prefect_home()

@@ -12,12 +12,17 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from tasks.atomic import write_atomic
 from tasks.errors import DataError
 from tasks.spec import DataSpec, check_class_keys
+
+if TYPE_CHECKING:
+    from tasks.data_kinds.csv_text import CsvTextOptions
+    from tasks.data_kinds.image_folder import ImageFolderOptions
 
 # torchvision's ImageFolder extensions: a file with another extension is skipped and reported.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -64,12 +69,8 @@ def fingerprint(ids: pd.Series | list[str], labels: pd.Series | list[str]) -> st
 
 
 def load_examples(data: DataSpec) -> LoadedData:
-    """Read the data the spec points at (materializing the packaged demo data on first run)."""
-    if data.materialize_from:
-        from tasks.demo_data import materialize
-
-        materialize(data.materialize_from, data.path)
-    loaded = _load_image_folder(data) if data.kind == "image_folder" else _load_csv_text(data)
+    """Read the data the spec points at, with its kind's loader."""
+    loaded = data.load()
     if loaded.table.empty:
         raise DataError(f"{data.path}: no examples found. Fix: check data.path and data.select_classes.")
     labels = loaded.table["label"].dropna()
@@ -77,7 +78,12 @@ def load_examples(data: DataSpec) -> LoadedData:
     return loaded
 
 
-def _load_image_folder(data: DataSpec) -> LoadedData:
+def load_image_folder(data: ImageFolderOptions) -> LoadedData:
+    """`kind: image_folder` (materializing the packaged demo data on first run)."""
+    if data.materialize_from:
+        from tasks.demo_data import materialize
+
+        materialize(data.materialize_from, data.path)
     root = data.path
     label_roots = _label_roots(data)
     # Files beside the split or class folders are no examples: report them, never drop them silently.
@@ -105,7 +111,7 @@ def _load_image_folder(data: DataSpec) -> LoadedData:
     return LoadedData(pd.DataFrame(rows, columns=COLUMNS), tuple(declared), tuple(skipped))
 
 
-def _label_roots(data: DataSpec) -> list[tuple[str, Path]]:
+def _label_roots(data: ImageFolderOptions) -> list[tuple[str, Path]]:
     """(given split, folder of class folders) pairs, as `data.layout` says the root is laid out."""
     folders = _subdirs(data.path)
     split_folders = [f.name for f in folders if f.name in SPLIT_NAMES]
@@ -137,7 +143,8 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def _load_csv_text(data: DataSpec) -> LoadedData:
+def load_csv_text(data: CsvTextOptions) -> LoadedData:
+    """`kind: csv_text`."""
     frame = read_csv(data.path)
     wanted = [c for c in (data.text_column, data.label_column, data.split_column) if c]
     missing = [c for c in wanted if c not in frame.columns]
@@ -178,7 +185,7 @@ def read_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable CSV ({exc}). Fix the file's quoting or delimiter.") from None
 
 
-def _given_splits(frame: pd.DataFrame, data: DataSpec) -> list[str]:
+def _given_splits(frame: pd.DataFrame, data: CsvTextOptions) -> list[str]:
     if not data.split_column:
         return [""] * len(frame)
     values = frame[data.split_column].fillna("").str.strip().str.lower()

@@ -79,7 +79,7 @@ def _same_weights(module: torch.nn.Module, other: torch.nn.Module) -> bool:
 def read_incoming_batch(spec: Spec, incoming: str, text_column: str | None) -> IncomingBatch:
     from tasks.drift import read_incoming
 
-    batch = read_incoming(Path(incoming), spec.modality, text_column or spec.data.text_column)
+    batch = read_incoming(Path(incoming), spec.modality, text_column or spec.data.csv_columns.text)
     print(f"Incoming: {len(batch.inputs)} {batch.modality} input(s) from {batch.source}")
     if batch.skipped:
         shown = ", ".join(batch.skipped[:5]) + (f" (+{len(batch.skipped) - 5} more)" if len(batch.skipped) > 5 else "")
@@ -150,9 +150,10 @@ def keep_incoming_batch(spec: Spec, batch: IncomingBatch, report: DriftReport, t
         how = "Move each image in unlabeled/ into <data.path>/<label>/, then run `transferflow run CONFIG`."
     else:
         files = ["texts.csv"]
-        table = pd.DataFrame({spec.data.text_column: list(batch.inputs), spec.data.label_column: ""})
+        columns = spec.data.csv_columns
+        table = pd.DataFrame({columns.text: list(batch.inputs), columns.label: ""})
         write_atomic(folder / "texts.csv", lambda handle: handle.write(table.to_csv(index=False).encode("utf-8")))
-        how = (f"Fill the '{spec.data.label_column}' column of texts.csv, append the rows to data.path, then run "
+        how = (f"Fill the '{columns.label}' column of texts.csv, append the rows to data.path, then run "
                "`transferflow run CONFIG`.")
     manifest = {"model_name": report.model_name, "champion_version": report.champion_version,
                 "created_utc": stamp, "source": report.source, "modality": batch.modality, "n": len(batch.inputs),

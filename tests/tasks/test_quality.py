@@ -7,7 +7,7 @@ from PIL import Image
 
 from tasks.data import load_examples
 from tasks.quality import audit_labels
-from tasks.spec import DataSpec, MetricSpec
+from tasks.spec import MetricSpec, data_spec
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)
 
@@ -24,14 +24,14 @@ def failed(report) -> dict[str, str]:
 
 
 def audit_folder(root: Path, metric: MetricSpec = ACCURACY, **data):
-    spec = DataSpec(kind="image_folder", path=root, min_examples_per_class=3, **data)
+    spec = data_spec({"kind": "image_folder", "path": root, "min_examples_per_class": 3, **data})
     return audit_labels(load_examples(spec), spec, metric)
 
 
 def audit_csv(tmp_path: Path, rows: list[tuple], metric: MetricSpec = ACCURACY, **data):
     path = tmp_path / "data.csv"
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
-    spec = DataSpec(kind="csv_text", path=path, **{"min_examples_per_class": 2, **data})
+    spec = data_spec({"kind": "csv_text", "path": path, "min_examples_per_class": 2, **data})
     return audit_labels(load_examples(spec), spec, metric)
 
 
@@ -110,7 +110,7 @@ def test_imbalance_is_a_warning_not_a_stop(tmp_path):
 
 
 def test_real_sms_spam_duplicates_are_reported(sms_spam):
-    spec = DataSpec(kind="csv_text", path=sms_spam)
+    spec = data_spec({"kind": "csv_text", "path": sms_spam})
     report = audit_labels(load_examples(spec), spec, ACCURACY)
     # Distinct texts per label (4827 ham and 747 spam rows), counted independently with csv + a set.
     assert report.passed and report.class_counts == {"ham": 4518, "spam": 653}

@@ -3,7 +3,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from tasks.data_kinds import DATA_KINDS
 from tasks.errors import SpecError
+from tasks.families import families_of
 from tasks.spec import Spec, json_schema, load_spec
 from tests.conftest import write_config
 
@@ -117,11 +119,38 @@ def test_home_folder_is_expanded_in_config_paths_and_the_data_override(tmp_path,
     assert load_spec(path, data_path="~/photos").data.path == home / "photos"
 
 
-def test_layout_is_for_image_folders_only(tmp_path):
-    assert load_spec(config(tmp_path)).data.layout == "auto"
-    path = config(tmp_path, kind="csv_text", family="hf_text", model="all-MiniLM-L6-v2")
-    path.write_text(path.read_text().replace("path: data}", "path: data, layout: split}"))
-    assert "data: layout applies to image_folder only" in error_of(path)
+SHARED_DATA_FIELDS = "kind, path, classes, select_classes, duplicates, min_examples_per_class, max_imbalance_ratio"
+
+
+@pytest.mark.parametrize("kind, family, model, field, own_fields", [
+    ("image_folder", "torchvision", "mobilenet_v2", "split_column", "layout, materialize_from"),
+    ("csv_text", "hf_text", "all-MiniLM-L6-v2", "layout", "text_column, label_column, split_column"),
+])
+def test_a_field_of_another_kind_is_refused_with_the_kinds_own_fields(tmp_path, kind, family, model, field,
+                                                                      own_fields):
+    """split_column on image folders (and layout on CSVs) used to be a special-case check."""
+    path = config(tmp_path, kind=kind, family=family, model=model)
+    path.write_text(path.read_text().replace("path: data}", f"path: data, {field}: x}}"))
+    assert f"data.{field}: unknown field; allowed here: {SHARED_DATA_FIELDS}, {own_fields}\n" in error_of(path) + "\n"
+
+
+def test_an_unknown_kind_lists_the_registered_ones(tmp_path):
+    assert "data.kind: write one of: csv_text, image_folder" in error_of(config(tmp_path, kind="parquet"))
+    path = config(tmp_path)
+    path.write_text(path.read_text().replace("kind: image_folder, ", ""))
+    assert "data.kind: write one of: csv_text, image_folder" in error_of(path)
+
+
+def test_layout_defaults_to_auto(tmp_path):
+    data = load_spec(config(tmp_path)).data
+    assert isinstance(data, DATA_KINDS["image_folder"]) and data.layout == "auto"
+
+
+@pytest.mark.parametrize("kind", sorted(DATA_KINDS))
+def test_every_data_kind_has_models_that_read_it(kind):
+    options = DATA_KINDS[kind]
+    assert families_of(options.MODALITY), f"no registered model family reads {options.MODALITY}s ({kind})"
+    assert options.PATH_SHAPE and options.READABLE and isinstance(options.PATH_IS_FOLDER, bool)
 
 
 def test_csv_kind_needs_a_file(tmp_path):

@@ -1,0 +1,34 @@
+"""The data kinds, found by module: adding `tasks/data_kinds/<kind>.py` (options and its loader) is
+all a new kind takes. `DataSpec` is the discriminated union of the registered options classes on
+`kind`; everything else (the schema, the modality check, the path check, loading and the
+readability check) reads the registry."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import TYPE_CHECKING, Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter
+
+from tasks.data_kinds.base import DATA_KINDS, CsvColumns, DataKindOptions, data_kind
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+if TYPE_CHECKING:  # every member is a DataKindOptions: that is all code outside a kind relies on
+    DataSpec = DataKindOptions
+else:
+    DataSpec = Annotated[Union[tuple(DATA_KINDS.values())], Field(discriminator="kind")]  # noqa: UP007
+_DATA_SPEC: TypeAdapter[DataKindOptions] = TypeAdapter(DataSpec)
+
+
+def data_spec(raw: dict[str, Any] | DataKindOptions) -> DataKindOptions:
+    """A kind's options from a mapping, e.g. `data_spec({"kind": "csv_text", "path": path})`."""
+    if isinstance(raw, DataKindOptions):
+        return raw
+    return _DATA_SPEC.validate_python(raw)
+
+
+__all__ = ["DATA_KINDS", "CsvColumns", "DataKindOptions", "DataSpec", "data_kind", "data_spec"]

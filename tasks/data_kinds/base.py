@@ -1,0 +1,82 @@
+"""What a config may say about its data, per kind, and the registry the schema is built from.
+
+Each kind is one options class (this module's `DataKindOptions` subclassed in `tasks/data_kinds/`)
+registered with `@data_kind`: its fields are the config's fields, its class variables say what the
+data holds and whether `path` is a folder or a file, and its `load` reads the examples. Nothing here
+imports pandas or torch, so `transferflow validate` and the CLI start fast; the loader (in
+`tasks/data.py`) is imported only when data is read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from tasks.data import LoadedData
+
+
+class CsvColumns(NamedTuple):
+    text: str = "text"
+    label: str = "label"
+
+
+class DataKindOptions(BaseModel):
+    """The fields every kind shares: where the data is and what the label-quality check demands."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    kind: str
+    path: Path = Field(description="Where the data is: a folder or a file, as the kind reads it.")
+    classes: list[str] | None = Field(
+        None, description="The declared label set; a label outside it fails the quality check."
+    )
+    select_classes: list[str] | None = Field(
+        None, description="Keep only these labels (a slice of a larger dataset)."
+    )
+    duplicates: Literal["drop", "fail"] = Field(
+        "drop",
+        description="Exact duplicates with one label: drop them before splitting (reported), or fail.",
+    )
+    min_examples_per_class: int = Field(10, ge=1, description="Fewer examples in a class fails the check.")
+    max_imbalance_ratio: float = Field(
+        10.0, gt=1.0, description="Largest/smallest class above this is reported as a warning."
+    )
+
+    MODALITY: ClassVar[str]          # "image" | "text": what the data holds, so what a model must read
+    PATH_IS_FOLDER: ClassVar[bool]   # `path` names a folder (else a file): checked when the config loads
+    PATH_SHAPE: ClassVar[str]        # what `path` must be, in words, for that check's message
+    READABLE: ClassVar[str]          # the quality check's name for "every input can be read"
+
+    def load(self) -> LoadedData:
+        """The example table (see `tasks.data`); a kind imports its loader here, not at module level."""
+        raise NotImplementedError
+
+    def readable(self, value: object) -> bool:
+        """Whether one loaded input (a table's `input` cell) can be read by a model."""
+        raise NotImplementedError
+
+    @property
+    def written_on_first_run(self) -> bool:
+        """True when `path` is written by the first run (packaged demo data), so it need not exist yet."""
+        return False
+
+    @property
+    def csv_columns(self) -> CsvColumns:
+        """The text and label columns of a CSV of this data's texts: where `transferflow drift` reads an
+        incoming batch and writes a drifted one for labeling. Kinds that read no CSV keep the defaults."""
+        return CsvColumns()
+
+
+DATA_KINDS: dict[str, type[DataKindOptions]] = {}
+
+
+def data_kind(cls: type[DataKindOptions]) -> type[DataKindOptions]:
+    """Register a kind's options class under the literal value of its `kind` field."""
+    (name,) = get_args(cls.model_fields["kind"].annotation)
+    if name in DATA_KINDS:
+        raise ValueError(f"data kind '{name}' is registered twice ({DATA_KINDS[name].__module__}, {cls.__module__})")
+    DATA_KINDS[name] = cls
+    return cls

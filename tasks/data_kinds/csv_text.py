@@ -1,0 +1,39 @@
+"""`kind: csv_text`: one CSV row per example, a text column and a label column."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from tasks.data_kinds.base import CsvColumns, DataKindOptions, data_kind
+
+if TYPE_CHECKING:
+    from tasks.data import LoadedData
+
+
+@data_kind
+class CsvTextOptions(DataKindOptions):
+    """`path` is a UTF-8 CSV file with a header row."""
+
+    kind: Literal["csv_text"]
+    text_column: str = "text"
+    label_column: str = "label"
+    split_column: str | None = Field(None, description="A column with given splits (train / val / test).")
+
+    MODALITY = "text"
+    PATH_IS_FOLDER = False
+    PATH_SHAPE = "a CSV file"
+    READABLE = "texts are non-empty"
+
+    def load(self) -> LoadedData:
+        from tasks.data import load_csv_text  # pandas: imported when data is read, not when a config is
+
+        return load_csv_text(self)
+
+    def readable(self, value: object) -> bool:
+        return isinstance(value, str) and bool(value.strip())
+
+    @property
+    def csv_columns(self) -> CsvColumns:
+        return CsvColumns(self.text_column, self.label_column)
