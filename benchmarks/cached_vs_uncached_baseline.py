@@ -47,11 +47,11 @@ def main() -> None:
     from tasks.data import load_examples
     from tasks.families import model_spec
     from tasks.features import cached_embeddings, open_cache
-    from tasks.spec import DataSpec, MetricSpec
+    from tasks.spec import MetricSpec, data_spec
     from tasks.train import Batches, Classifier, FitResult, fit, new_head
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    table = load_examples(DataSpec(kind="image_folder", path=data)).table  # skips the .gif
+    table = load_examples(data_spec({"kind": "image_folder", "path": data})).table  # skips the .gif
     classes = sorted(table["label"].unique())
     split = {name: table[table["given_split"] == name] for name in ("train", "val")}
     ids = {name: list(frame["example_id"]) for name, frame in split.items()}

@@ -69,12 +69,13 @@ def main() -> None:
 def load_inputs(data: Path, dataset: str, limit: int) -> list[str]:
     """Image paths (every split, the .gif skipped by the loader) or SMS texts, first `limit`."""
     from tasks.data import load_examples
-    from tasks.spec import DataSpec
+    from tasks.spec import data_spec
 
     if dataset == "hymenoptera":
-        table = load_examples(DataSpec(kind="image_folder", path=(data / "hymenoptera").resolve())).table
+        raw = {"kind": "image_folder", "path": (data / "hymenoptera").resolve()}
     else:
-        table = load_examples(DataSpec(kind="csv_text", path=(data / "sms_spam" / "sms_spam.csv").resolve())).table
+        raw = {"kind": "csv_text", "path": (data / "sms_spam" / "sms_spam.csv").resolve()}
+    table = load_examples(data_spec(raw)).table
     return list(table["input"])[:limit]
 
 

@@ -80,16 +80,17 @@ def main() -> None:
 def load_task(name: str, args: argparse.Namespace) -> Task:
     from tasks.data import load_examples
     from tasks.families import model_spec
-    from tasks.spec import DataSpec
+    from tasks.spec import data_spec
     from tasks.train import class_indices
 
     if name == "hymenoptera":
         root = (args.data / "hymenoptera").resolve()
-        table = load_examples(DataSpec(kind="image_folder", path=root)).table  # skips the .gif
+        table = load_examples(data_spec({"kind": "image_folder", "path": root})).table  # skips the .gif
         spec = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=args.image_size))
         title = f"MobileNetV2 {args.image_size}px on hymenoptera"
     else:
-        table = load_examples(DataSpec(kind="csv_text", path=(args.data / "sms_spam" / "sms_spam.csv").resolve())).table
+        csv = (args.data / "sms_spam" / "sms_spam.csv").resolve()
+        table = load_examples(data_spec({"kind": "csv_text", "path": csv})).table
         table["given_split"] = ["val" if row % 5 == 0 else "train" for row in range(len(table))]  # fixed 80/20
         spec = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=args.max_tokens))
         title = f"MiniLM ({args.max_tokens} tokens) on SMS spam"
