@@ -79,7 +79,7 @@ class StandInStages:
         return StageResult(plan.name, "run", values[best], history[best].val_scores, Path("x.pt"), "sha", history,
                            "", True, values[best] >= 0.9, best_epoch=best + 1, unfrozen_groups=plan.groups)
 
-    def train_baseline(self, spec, dataset, split, tracking, start, contract, class_weights=False):
+    def train_baseline(self, spec, dataset, split, tracking, start, contract, class_weights=False, prefix=""):
         self.refits += 1
         return result("baseline-weighted", 0.71, {"recall_a": 0.8, "recall_b": 0.8})
 
