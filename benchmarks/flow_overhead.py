@@ -35,7 +35,7 @@ COMPUTE = [
     ("tasks.features", "embed_inputs", "embedding (decode + forward)"),
     ("tasks.train", "fit", "training (head, fine-tuning epochs, their validation)"),
     ("tasks.train", "predict_proba", "test pass (decode + forward)"),
-    ("tasks.quality", "_readable", "label audit: decode every input"),
+    ("tasks.odd_inputs", "odd_inputs", "odd-inputs check: decode every input"),
 ]
 
 

@@ -23,12 +23,14 @@ from tasks.spec import DataSpec, check_class_keys
 if TYPE_CHECKING:
     from tasks.data_kinds.csv_text import CsvTextOptions
     from tasks.data_kinds.image_folder import ImageFolderOptions
+    from tasks.odd_inputs import Quarantined
 
 # torchvision's ImageFolder extensions: a file with another extension is skipped and reported.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 COLUMNS = ["example_id", "input", "label", "given_split", "source"]
 SHOWN_SKIPPED = 5
+MAX_UNDECODABLE_SHARE = 0.5  # more rows than this with non-UTF-8 bytes: the file is in another encoding
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,10 @@ class LoadedData:
 
     table: pd.DataFrame
     declared_classes: tuple[str, ...] | None
-    # Relative to data.path: files that are not images, or lie outside a class folder.
+    # Relative to data.path: files that lie outside a class folder (no label: not examples).
     skipped_files: tuple[str, ...] = field(default=())
+    # Files in a class folder the loader cannot read as examples (e.g. an unsupported format).
+    quarantined: tuple[Quarantined, ...] = field(default=())
 
 
 def skipped_summary(skipped_files: Sequence[str]) -> str:
@@ -46,7 +50,7 @@ def skipped_summary(skipped_files: Sequence[str]) -> str:
     if not skipped_files:
         return ""
     more = f" (+{len(skipped_files) - SHOWN_SKIPPED} more)" if len(skipped_files) > SHOWN_SKIPPED else ""
-    return (f"Skipped {len(skipped_files)} file(s) that are not images or not inside a class folder: "
+    return (f"Skipped {len(skipped_files)} file(s) outside the class folders: "
             f"{', '.join(skipped_files[:SHOWN_SKIPPED])}{more}")
 
 
@@ -89,7 +93,9 @@ def load_image_folder(data: ImageFolderOptions) -> LoadedData:
     # Files beside the split or class folders are no examples: report them, never drop them silently.
     outside = dict.fromkeys([root, *(folder for _, folder in label_roots)])
     skipped = [str(f.relative_to(root)) for folder in outside for f in _files(folder)]
-    rows, classes = [], set()
+    from tasks.odd_inputs import Quarantined
+
+    rows, classes, unsupported = [], set(), []
     for split_name, label_root in label_roots:
         for label_dir in _subdirs(label_root):
             if data.select_classes and label_dir.name not in data.select_classes:
@@ -98,7 +104,9 @@ def load_image_folder(data: ImageFolderOptions) -> LoadedData:
             for file in sorted(p for p in label_dir.rglob("*") if p.is_file()):
                 relative = str(file.relative_to(root))
                 if file.suffix.lower() not in IMAGE_EXTENSIONS:
-                    skipped.append(relative)
+                    unsupported.append(Quarantined(relative, label_dir.name, "unsupported format "
+                                                   f"({file.suffix.lower() or 'no extension'}; images are "
+                                                   f"{', '.join(IMAGE_EXTENSIONS)})"))
                     continue
                 rows.append((sha256_file(file), str(file), label_dir.name, split_name, relative))
     if not classes:
@@ -108,7 +116,7 @@ def load_image_folder(data: ImageFolderOptions) -> LoadedData:
             "named like splits, set data.layout: flat."
         )
     declared = sorted(data.classes or classes)
-    return LoadedData(pd.DataFrame(rows, columns=COLUMNS), tuple(declared), tuple(skipped))
+    return LoadedData(pd.DataFrame(rows, columns=COLUMNS), tuple(declared), tuple(skipped), tuple(unsupported))
 
 
 def _label_roots(data: ImageFolderOptions) -> list[tuple[str, Path]]:
@@ -174,13 +182,28 @@ def load_csv_text(data: CsvTextOptions) -> LoadedData:
 
 
 def read_csv(path: Path) -> pd.DataFrame:
+    """A UTF-8 CSV. A few rows with bytes that are not UTF-8 are read with U+FFFD in their place
+    (the odd-inputs check quarantines them); a file where most rows have such bytes is not UTF-8."""
     try:
         # Only empty cells are missing: a text that reads "NA" or "null" stays a text.
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}). Fix: re-save the CSV as UTF-8."
-        ) from None
+        frame = _read_replacing(path)
+        damaged = frame.apply(lambda column: column.str.contains("\ufffd", na=False)).any(axis=1)
+        if damaged.mean() > MAX_UNDECODABLE_SHARE:
+            raise DataError(
+                f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}; {int(damaged.sum())} of {len(frame)} rows "
+                "have such bytes). Fix: re-save the CSV as UTF-8."
+            ) from None
+        return frame
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc}). Fix the file's quoting or delimiter.") from None
+
+
+def _read_replacing(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8",
+                           encoding_errors="replace")
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc}). Fix the file's quoting or delimiter.") from None
 

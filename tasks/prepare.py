@@ -34,6 +34,10 @@ class DatasetRef:
     classes: tuple[str, ...]
     declared_classes: tuple[str, ...] | None
     skipped_files: tuple[str, ...]
+    # "source (label): reason" of each odd input (dropped, or under `odd_inputs: fail` kept for the
+    # check to stop on) and of each copy of an example under two labels dropped by `conflicting_labels`.
+    odd_inputs: tuple[str, ...] = ()
+    conflicts_dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,15 +190,26 @@ def start_tracking(spec: Spec, config_path: str) -> TrackingRef:
 
 @step("2a load data")
 def load_data(spec: Spec) -> DatasetRef:
+    """The example table, without the odd inputs (`data.odd_inputs: drop`) and the examples under
+    two labels (`data.conflicting_labels: drop`): both listed with their reason, never silent."""
     from tasks.data import fingerprint, load_examples, save_table
+    from tasks.errors import DataError
+    from tasks.odd_inputs import take_out
 
     loaded = load_examples(spec.data)
-    table = loaded.table
+    kept = take_out(loaded, spec.data)
+    table, odd, conflicts = kept.table, kept.odd, kept.conflicts
+    if table.empty:
+        raise DataError(f"{spec.data.path}: no examples left after quarantining {len(odd)} odd input(s) and "
+                        f"{len(conflicts)} conflicting one(s). Fix: check the data (see data.odd_inputs).")
     dataset_fingerprint = fingerprint(table["example_id"], table["label"].fillna(""))
     classes = loaded.declared_classes or tuple(sorted(table["label"].dropna().unique()))
     path = save_table(table, spec.workdir, dataset_fingerprint)
-    print(f"Loaded {len(table)} examples in {len(classes)} classes from {spec.data.path}")
-    return DatasetRef(path, dataset_fingerprint, tuple(classes), loaded.declared_classes, loaded.skipped_files)
+    taken_out = (f" ({len(odd)} odd input(s) {'quarantined' if spec.data.odd_inputs == 'drop' else 'found'}"
+                 f"{f', {len(conflicts)} under two labels dropped' if conflicts else ''})" if odd or conflicts else "")
+    print(f"Loaded {len(table)} examples in {len(classes)} classes from {spec.data.path}{taken_out}")
+    return DatasetRef(path, dataset_fingerprint, tuple(classes), loaded.declared_classes, loaded.skipped_files,
+                      tuple(q.describe() for q in odd), tuple(q.describe() for q in conflicts))
 
 
 @step("2b check label quality")
@@ -205,7 +220,7 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, tracking: TrackingRef |
     from tasks.quality import audit_labels
 
     loaded = LoadedData(read_table(dataset.table_path), dataset.declared_classes, dataset.skipped_files)
-    report = audit_labels(loaded, spec.data, spec.metric)
+    report = audit_labels(loaded, spec.data, spec.metric, dataset.odd_inputs, dataset.conflicts_dropped)
     markdown = report.markdown()
     publish_markdown(artifact_key(spec.registry.model_name, "label-quality"), markdown,
                      f"Label-quality report for {spec.data.path}")
@@ -213,6 +228,13 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, tracking: TrackingRef |
         from tasks.tracking import client_for, log_text
 
         log_text(client_for(spec.workdir), tracking.run_id, markdown, "quality/label_quality.md")
+        taken_out = [("odd input", line) for line in dataset.odd_inputs] + \
+            [("conflicting labels", line) for line in dataset.conflicts_dropped]
+        if taken_out:
+            import pandas as pd
+
+            log_text(client_for(spec.workdir), tracking.run_id,
+                     pd.DataFrame(taken_out, columns=["why", "what"]).to_csv(index=False), "quality/taken_out.csv")
     warnings = tuple(f"{w.name}: {w.detail}" for w in report.warnings)
     for warning in warnings:
         print(f"WARNING {warning}")

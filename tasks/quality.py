@@ -66,12 +66,15 @@ class QualityReport:
         return "\n".join(f"  - {c.name}: {c.detail}" for c in failed)
 
 
-def audit_labels(loaded: LoadedData, data: DataSpec, metric: MetricSpec) -> QualityReport:
-    """Run the suite on the loaded table and turn GX results into a report."""
+def audit_labels(loaded: LoadedData, data: DataSpec, metric: MetricSpec, odd_inputs: tuple[str, ...] = (),
+                 conflicts_dropped: tuple[str, ...] = ()) -> QualityReport:
+    """Run the suite on the loaded table and turn GX results into a report. `odd_inputs` and
+    `conflicts_dropped` (from step 2a, "source (label): reason") are reported as their policies say."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    table = loaded.table.assign(readable=_readable(loaded.table, data))
+    odd_sources = {line.split(" (", 1)[0] for line in odd_inputs}
+    table = loaded.table.assign(readable=~loaded.table["source"].isin(odd_sources))
     labels_per_example = table.groupby("example_id", as_index=False).agg(
         distinct_labels=("label", "nunique"), source=("source", "first"))
     classes = list(loaded.declared_classes or sorted(table["label"].dropna().unique()))
@@ -101,8 +104,29 @@ def audit_labels(loaded: LoadedData, data: DataSpec, metric: MetricSpec) -> Qual
             "result_format": "COMPLETE", "unexpected_index_column_names": [index_column]})
         checks += [_to_check(name, severity, bool(res.success), res.result, index_column)
                    for (name, severity, _), res in zip(expectations, result.results, strict=True)]
+    checks += _policy_checks(data, odd_inputs, conflicts_dropped)
     return QualityReport(tuple(checks), {str(k): int(v) for k, v in counts.items()},
                          len(table), loaded.skipped_files)
+
+
+def _policy_checks(data: DataSpec, odd_inputs: tuple[str, ...], conflicts_dropped: tuple[str, ...]) -> list[Check]:
+    """What step 2a took out before this suite ran: reported (drop) or stopping the run (fail)."""
+    severity: Severity = "error" if data.odd_inputs == "fail" else "warning"
+    action = "found" if data.odd_inputs == "fail" else "quarantined"
+    checks = [Check(f"no odd inputs (policy: {data.odd_inputs})", severity, not odd_inputs,
+                    _listed(odd_inputs, action))]
+    if data.conflicting_labels == "drop":
+        checks.append(Check("no example under two labels (policy: drop)", "warning", not conflicts_dropped,
+                            _listed(conflicts_dropped, "copies dropped")))
+    return checks
+
+
+def _listed(lines: tuple[str, ...], what: str) -> str:
+    """"N what: the first few; ..." (the whole list is the run's quality/taken_out.csv)."""
+    if not lines:
+        return ""
+    more = f" (+{len(lines) - SHOWN_OFFENDERS} more)" if len(lines) > SHOWN_OFFENDERS else ""
+    return f"{len(lines)} {what}: " + "; ".join(lines[:SHOWN_OFFENDERS]) + more
 
 
 def _example_expectations(gx: Any, data: DataSpec, declared: tuple[str, ...] | None) -> list:
@@ -149,8 +173,3 @@ def _describe(offender: dict, index_column: str) -> str:
     if index_column == "label":
         return f"'{offender.get('label')}' ({offender.get('count')})"
     return str(offender.get("source"))
-
-
-def _readable(table: pd.DataFrame, data: DataSpec) -> list[bool]:
-    """Every input read as the kind reads it (images are decoded: the audit's costly part)."""
-    return [data.readable(value) for value in table["input"]]

@@ -49,3 +49,13 @@ def write_config(folder: Path, body: str) -> Path:
     path = folder / "config.yaml"
     path.write_text(body)
     return path
+
+
+def small_image(size: tuple[int, int], colour: tuple[int, int, int]):
+    """A small test image of mostly one colour, with one pixel of its complement: one colour
+    throughout is a constant image, which the odd-inputs check quarantines as a placeholder."""
+    from PIL import Image
+
+    image = Image.new("RGB", size, colour)
+    image.putpixel((0, 0), tuple(255 - c for c in colour))
+    return image

@@ -40,6 +40,13 @@ class DataKindOptions(BaseModel):
         "drop",
         description="Exact duplicates with one label: drop them before splitting (reported), or fail.",
     )
+    conflicting_labels: Literal["fail", "drop"] = Field(
+        "fail", description="The same example (same file bytes or text) under two labels: stop the run, or drop "
+                            "every copy of it before the split (listed in the report).")
+    odd_inputs: Literal["fail", "drop"] = Field(
+        "drop", description="Inputs no model should learn from (zero-byte, unsupported or undecodable files, tiny or "
+                            "constant images, one image under many names, empty texts): quarantine them with their "
+                            "reason in the report (drop), or stop the run (fail).")
     min_examples_per_class: int = Field(10, ge=1, description="Fewer examples in a class fails the check.")
     max_imbalance_ratio: float = Field(
         10.0, gt=1.0, description="Largest/smallest class above this is reported as a warning."
@@ -56,6 +63,10 @@ class DataKindOptions(BaseModel):
 
     def readable(self, value: object) -> bool:
         """Whether one loaded input (a table's `input` cell) can be read by a model."""
+        return self.odd_reason(value) is None
+
+    def odd_reason(self, value: object) -> str | None:
+        """Why one loaded input is no fit example (quarantined by `odd_inputs`), or None."""
         raise NotImplementedError
 
     @property

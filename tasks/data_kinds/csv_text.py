@@ -31,8 +31,15 @@ class CsvTextOptions(DataKindOptions):
 
         return load_csv_text(self)
 
-    def readable(self, value: object) -> bool:
-        return isinstance(value, str) and bool(value.strip())
+    def odd_reason(self, value: object) -> str | None:
+        """Missing, empty or whitespace-only texts, and texts with bytes that are not UTF-8."""
+        if not isinstance(value, str):
+            return "missing text"
+        if not value.strip():
+            return "empty text (whitespace only)"
+        if "\ufffd" in value:
+            return "undecodable bytes (not UTF-8)"
+        return None
 
     @property
     def csv_columns(self) -> CsvColumns:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from pydantic import Field
 
@@ -10,6 +10,9 @@ from tasks.data_kinds.base import DataKindOptions, data_kind
 
 if TYPE_CHECKING:
     from tasks.data import LoadedData
+
+
+MIN_SIDE = 8  # pixels: a smaller image holds no object to learn from (MNIST's 28 px digits pass)
 
 
 @data_kind
@@ -37,15 +40,27 @@ class ImageFolderOptions(DataKindOptions):
 
         return load_image_folder(self)
 
-    def readable(self, value: object) -> bool:
+    def odd_reason(self, value: object) -> str | None:
+        """Zero-byte, undecodable, tiny (a side under MIN_SIDE pixels) or constant (one colour) images."""
+        from pathlib import Path
+
         from PIL import Image
 
+        path = Path(str(value))
+        if path.stat().st_size == 0:
+            return "zero-byte file"
         try:
-            with Image.open(str(value)) as image:
+            with Image.open(path) as image:
                 image.load()
-            return True
-        except (OSError, SyntaxError, ValueError):
-            return False
+                width, height = image.size
+                extrema = cast(tuple[tuple[int, int], ...], image.convert("RGB").getextrema())
+        except (OSError, SyntaxError, ValueError) as error:
+            return f"undecodable image ({type(error).__name__})"
+        if min(width, height) < MIN_SIDE:
+            return f"tiny image ({width}x{height} px)"
+        if all(low == high for low, high in extrema):
+            return "constant image (one colour)"
+        return None
 
     @property
     def written_on_first_run(self) -> bool:

@@ -4,9 +4,8 @@ no traceback, and nothing registered."""
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
-from tests.conftest import write_config
+from tests.conftest import small_image, write_config
 from tests.integration.conftest import run_transferflow
 
 pytestmark = pytest.mark.integration
@@ -26,7 +25,7 @@ def image_folder(root: Path, counts: dict[str, int]) -> Path:
     for label, n in counts.items():
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            Image.new("RGB", (16, 16), (i * 9, sum(map(ord, label)) % 256, 3)).save(root / label / f"{i}.png")
+            small_image((16, 16), (i * 9, sum(map(ord, label)) % 256, 3)).save(root / label / f"{i}.png")
     return root
 
 
@@ -109,9 +108,11 @@ workdir: {tmp_path / 'work'}
 def test_validate_checks_a_good_config_without_training_or_tracking(tmp_path):
     config = image_config(tmp_path, {"ants": 10, "bees": 10})
     (tmp_path / "data" / "ants" / "notes.txt").write_text("not an image")
+    (tmp_path / "data" / "README.md").write_text("about the photos")
     code, output = run_transferflow(["validate", str(config)], cwd=tmp_path)
     assert code == 0 and "Ready to run." in output and "train 14, val 3, test 3" in output
-    assert "Skipped 1 file(s)" in output and "ants/notes.txt" in output
+    assert "Skipped 1 file(s) outside the class folders: README.md" in output
+    assert "1 quarantined: ants/notes.txt (ants): unsupported format (.txt;" in output
     assert not (tmp_path / "work" / "mlflow.db").exists() and not (tmp_path / "work" / "checkpoints").exists()
 
 

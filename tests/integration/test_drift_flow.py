@@ -21,7 +21,7 @@ from scipy.spatial.distance import cdist
 
 from flows.drift import drift_check
 from flows.transfer_learning import transfer_learning
-from tests.conftest import shared_dataset, write_config
+from tests.conftest import shared_dataset, small_image, write_config
 from tests.integration.conftest import csv_slice, run_transferflow
 from tests.integration.evidence import manifest_splits, predict_registered, text_labels
 
@@ -209,7 +209,7 @@ def image_config(tmp_path: Path) -> Path:
     for label in ("ants", "bees"):
         (tmp_path / "data" / label).mkdir(parents=True)
         for i in range(4):
-            Image.new("RGB", (16, 16), (i * 40, len(label), 3)).save(tmp_path / "data" / label / f"{i}.png")
+            small_image((16, 16), (i * 40, len(label), 3)).save(tmp_path / "data" / label / f"{i}.png")
     return write_config(tmp_path, IMAGE_CONFIG.format(data=tmp_path / "data", workdir=tmp_path / "work"))
 
 

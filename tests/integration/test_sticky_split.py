@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_config
+from tests.conftest import small_image, write_config
 from tests.integration.conftest import run_transferflow
 from tests.integration.test_bad_input import IMAGE_CONFIG, image_folder
 
@@ -27,9 +27,8 @@ def test_grown_data_keeps_old_splits_and_the_manifest_records_both(tmp_path):
     for label, colour in (("ants", 200), ("bees", 100)):  # new images, distinct from the first ones
         folder = tmp_path / "data" / label
         for i in range(20):
-            from PIL import Image
 
-            Image.new("RGB", (16, 16), (colour, i * 11 % 256, 77)).save(folder / f"new-{i}.png")
+            small_image((16, 16), (colour, i * 11 % 256, 77)).save(folder / f"new-{i}.png")
     code, output = run_transferflow(["validate", str(config)], cwd=tmp_path)
     assert code == 0 and "40 example(s) kept their recorded split; 40 new example(s) assigned" in output, output
     first, second = manifests(tmp_path / "work")

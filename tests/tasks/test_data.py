@@ -34,7 +34,10 @@ def test_image_ids_are_content_hashes_and_splits_come_from_folders(tmp_path):
     assert table.loc["train/bees/b.png", "example_id"] != table.loc["train/ants/a.png", "example_id"]
     assert table.loc["val/ants/copy-of-a.png", "given_split"] == "val"
     assert loaded.declared_classes == ("ants", "bees")
-    assert loaded.skipped_files == ("README.md", "train/labels.csv", "train/ants/notes.txt")
+    assert loaded.skipped_files == ("README.md", "train/labels.csv")  # outside the class folders: no label
+    [unsupported] = loaded.quarantined  # inside one: an example of an unsupported format, quarantined
+    assert (unsupported.source, unsupported.label) == ("train/ants/notes.txt", "ants")
+    assert unsupported.reason.startswith("unsupported format (.txt;")
 
 
 def test_flat_layout_and_select_classes(tmp_path):

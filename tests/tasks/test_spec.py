@@ -119,7 +119,8 @@ def test_home_folder_is_expanded_in_config_paths_and_the_data_override(tmp_path,
     assert load_spec(path, data_path="~/photos").data.path == home / "photos"
 
 
-SHARED_DATA_FIELDS = "kind, path, classes, select_classes, duplicates, min_examples_per_class, max_imbalance_ratio"
+SHARED_DATA_FIELDS = ("kind, path, classes, select_classes, duplicates, conflicting_labels, odd_inputs, "
+                      "min_examples_per_class, max_imbalance_ratio")
 
 
 @pytest.mark.parametrize("kind, family, model, field, own_fields", [
