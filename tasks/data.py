@@ -152,33 +152,46 @@ def _files(folder: Path) -> list[Path]:
 
 
 def load_csv_text(data: CsvTextOptions) -> LoadedData:
-    """`kind: csv_text`."""
-    frame = read_csv(data.path)
-    wanted = [c for c in (data.text_column, data.label_column, data.split_column) if c]
+    """`kind: csv_text`: the main file (splits from `split_column`, else none given), then the
+    given validation and test files (`val_path`, `test_path`), as datasets such as banking77 ship."""
+    files = [(data.path, None), *((path, split) for path, split in ((data.val_path, "val"), (data.test_path, "test"))
+                                  if path is not None)]
+    tables = [_csv_table(path, data, split) for path, split in files]
+    table = pd.concat(tables, ignore_index=True)
+    return LoadedData(table, tuple(data.classes) if data.classes else None)
+
+
+def _csv_table(path: Path, data: CsvTextOptions, given: str | None) -> pd.DataFrame:
+    """One CSV file's examples; `given` is the split every row of a given held-out file belongs to."""
+    if not path.is_file():
+        field_name = {None: "path", "val": "val_path", "test": "test_path"}[given]
+        raise DataError(f"{path}: data.{field_name} is not a file. Fix: point data.{field_name} at a CSV file.")
+    frame = read_csv(path)
+    split_column = data.split_column if given is None else None
+    wanted = [c for c in (data.text_column, data.label_column, split_column) if c]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
         field_names = {data.text_column: "text_column", data.label_column: "label_column"}
         fields = ", ".join(f"data.{field_names.get(c, 'split_column')}='{c}'" for c in missing)
         raise DataError(
-            f"{data.path}: column(s) {missing} not found ({fields}). "
+            f"{path}: column(s) {missing} not found ({fields}). "
             f"Columns in the file: {list(frame.columns)}. Fix: set the field to one of them."
         )
     if data.select_classes:
         frame = frame[frame[data.label_column].isin(data.select_classes)]
     texts = frame[data.text_column]
-    table = pd.DataFrame(
+    return pd.DataFrame(
         {
             "example_id": [
-                sha256_text(t) if isinstance(t, str) else sha256_text(f"<missing text, row {i + 2}>")
+                sha256_text(t) if isinstance(t, str) else sha256_text(f"<missing text, {path.name} row {i + 2}>")
                 for i, t in zip(frame.index, texts, strict=True)
             ],
             "input": texts.to_numpy(),
             "label": frame[data.label_column].to_numpy(),
-            "given_split": _given_splits(frame, data),
-            "source": [f"{data.path.name}:row {i + 2}" for i in frame.index],
+            "given_split": [given] * len(frame) if given else _given_splits(frame, data, path),
+            "source": [f"{path.name}:row {i + 2}" for i in frame.index],
         }
     )
-    return LoadedData(table.reset_index(drop=True), tuple(data.classes) if data.classes else None)
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -208,14 +221,14 @@ def _read_replacing(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable CSV ({exc}). Fix the file's quoting or delimiter.") from None
 
 
-def _given_splits(frame: pd.DataFrame, data: CsvTextOptions) -> list[str]:
+def _given_splits(frame: pd.DataFrame, data: CsvTextOptions, path: Path) -> list[str]:
     if not data.split_column:
         return [""] * len(frame)
     values = frame[data.split_column].fillna("").str.strip().str.lower()
     unknown = sorted(set(values) - set(SPLIT_NAMES))
     if unknown:
         raise DataError(
-            f"{data.path}: column data.split_column='{data.split_column}' has values {unknown}; "
+            f"{path}: column data.split_column='{data.split_column}' has values {unknown}; "
             f"allowed: {sorted(SPLIT_NAMES)}."
         )
     return [SPLIT_NAMES[v] for v in values]

@@ -253,7 +253,7 @@ def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef
 
     try:
         split = split_examples(read_table(dataset.table_path), spec.split, dataset.fingerprint,
-                               split_history_folder(spec.workdir, spec.registry.model_name))
+                               split_history_folder(spec.workdir, spec.registry.model_name), spec.modality)
     except DataError as error:
         raise DataError(f"{spec.data.path}: {error}") from None
     for warning in split.warnings:

@@ -370,8 +370,10 @@ def _read_yaml(config_path: Path) -> dict[str, Any]:
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Make data.path and workdir absolute (`~` is the home folder), relative to the config's folder."""
     data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("path"), str):
-        data["path"] = _absolute(data["path"], base)
+    if isinstance(data, dict):
+        for field in ("path", "val_path", "test_path"):  # the data, and given held-out files
+            if isinstance(data.get(field), str):
+                data[field] = _absolute(data[field], base)
     if isinstance(raw.get("workdir"), str):
         raw["workdir"] = _absolute(raw["workdir"], base)
     model = raw.get("model")

@@ -37,6 +37,7 @@ HISTORY_FILE = "assignments.json"
 # (frame, how many to carve, seed, the split carved) -> (rest, carved)
 Carve = Callable[[pd.DataFrame, float, int, str], tuple[pd.DataFrame, pd.DataFrame]]
 
+HELD_OUT_PRIORITY = {"test": 0, "val": 1, "train": 2, "": 3}  # the most held-out split first
 
 @dataclass(frozen=True)
 class SplitRef:
@@ -51,17 +52,22 @@ class SplitRef:
     warnings: tuple[str, ...] = ()  # e.g. given splits that contradict recorded ones
 
 
-def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: str, folder: Path) -> SplitRef:
+def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: str, folder: Path,
+                   modality: str | None = None) -> SplitRef:
     """Split this data along the history in `folder` (one per registry model): recorded examples
     keep their split, new ones are assigned (stratified) and recorded, and the run's manifest is
-    written once per history and data."""
+    written once per history and data. With a `modality`, near-copies (`tasks.grouping`) form
+    groups that are assigned as one: a group never straddles splits, and a new example joins the
+    split of a recorded near-copy."""
     examples, notes = _distinct_examples(table)
+    examples, group_notes = _grouped(examples, modality)
+    notes += group_notes
     with exclusive_lock(folder / ".lock"):
         history = _read_history(folder)
         recorded: dict[str, str] = history["splits"]
         new = examples[~examples["example_id"].isin(recorded.keys())]
         carve = _carve if not recorded else _carve_in_proportion  # the first run guarantees coverage
-        assigned = (_assign(new, spec, notes, carve, set(examples["given_split"])) if not new.empty
+        assigned = (_assign_groups(new, examples, recorded, spec, notes, carve) if not new.empty
                     else {name: [] for name in SPLITS})
         assignment = {**recorded, **{i: name for name in SPLITS for i in assigned[name]}}
         splits = {name: sorted(i for i in examples["example_id"] if assignment[i] == name) for name in SPLITS}
@@ -200,6 +206,53 @@ def _assign(examples: pd.DataFrame, spec: SplitSpec, notes: list[str], carve: Ca
     return {name: sorted(splits[name]["example_id"]) for name in SPLITS}
 
 
+def _grouped(examples: pd.DataFrame, modality: str | None) -> tuple[pd.DataFrame, list[str]]:
+    """A `group` column; a group whose members are given in several splits goes, whole, to the
+    most held-out one (as an example given twice does)."""
+    from tasks.grouping import group_keys
+
+    groups = group_keys(examples, modality) if modality else examples["example_id"]
+    examples = examples.assign(group=groups.to_numpy())
+    priority = examples["given_split"].map(HELD_OUT_PRIORITY)
+    most_held_out = examples.assign(_p=priority).sort_values("_p", kind="stable").drop_duplicates("group")
+    given = dict(zip(most_held_out["group"], most_held_out["given_split"], strict=True))
+    moved = examples["given_split"] != examples["group"].map(given)
+    notes = []
+    if moved.any():
+        notes.append(f"{int(moved.sum())} example(s) given in one split with a near-copy given in a more held-out "
+                     "one moved there")
+    grouped = int((examples.groupby("group")["example_id"].nunique() > 1).sum())
+    if grouped:
+        notes.append(f"{grouped} group(s) of near-copies (same text up to case, spacing and punctuation) are "
+                     "each kept in one split")
+    return examples.assign(given_split=examples["group"].map(given)), notes
+
+
+def _assign_groups(new: pd.DataFrame, examples: pd.DataFrame, recorded: dict[str, str], spec: SplitSpec,
+                   notes: list[str], carve: Carve) -> dict[str, list[str]]:
+    """New examples: those with a recorded near-copy join its split; the others are assigned a
+    group at a time (one representative each, stratified by its label)."""
+    recorded_rows = examples[examples["example_id"].isin(recorded.keys())]
+    recorded_rows = recorded_rows.assign(_p=recorded_rows["example_id"].map(recorded).map(HELD_OUT_PRIORITY))
+    group_split = dict(zip(*(recorded_rows.sort_values("_p", kind="stable").drop_duplicates("group")[column]
+                             for column in ("group", "example_id")), strict=True))
+    group_split = {group: recorded[example_id] for group, example_id in group_split.items()}
+    joining = new[new["group"].isin(group_split.keys())]
+    fresh = new[~new["group"].isin(group_split.keys())]
+    assigned: dict[str, list[str]] = {name: [] for name in SPLITS}
+    for example_id, group in zip(joining["example_id"], joining["group"], strict=True):
+        assigned[group_split[group]].append(example_id)
+    if len(joining):
+        notes.append(f"{len(joining)} new example(s) joined the split of a recorded near-copy")
+    if not fresh.empty:
+        units = fresh.drop_duplicates("group").assign(example_id=lambda frame: frame["group"])
+        by_group = _assign(units, spec, notes, carve, set(examples["given_split"]))
+        split_of = {group: name for name in SPLITS for group in by_group[name]}
+        for example_id, group in zip(fresh["example_id"], fresh["group"], strict=True):
+            assigned[split_of[group]].append(example_id)
+    return {name: sorted(ids) for name, ids in assigned.items()}
+
+
 def _allowed_splits(given_splits: set[str]) -> dict[str, set[str]]:
     """Where `_assign` puts an example given in each split: there, or in a split carved from it."""
     allowed = {name: {name} for name in SPLITS}
@@ -212,7 +265,7 @@ def _allowed_splits(given_splits: set[str]) -> dict[str, set[str]]:
 
 def _distinct_examples(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """One row per example id; an id given in several splits stays in the most held-out one."""
-    priority = table["given_split"].map({"test": 0, "val": 1, "train": 2, "": 3})
+    priority = table["given_split"].map(HELD_OUT_PRIORITY)
     ordered = table.assign(_priority=priority).sort_values(["_priority", "example_id"], kind="stable")
     distinct = ordered.drop_duplicates("example_id").drop(columns="_priority")
     in_several = int(table.groupby("example_id")["given_split"].nunique().gt(1).sum())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
@@ -20,6 +21,10 @@ class CsvTextOptions(DataKindOptions):
     text_column: str = "text"
     label_column: str = "label"
     split_column: str | None = Field(None, description="A column with given splits (train / val / test).")
+    val_path: Path | None = Field(None, description="A CSV file of given validation examples (same columns), e.g. "
+                                                    "a dataset's shipped dev set.")
+    test_path: Path | None = Field(None, description="A CSV file of given test examples (same columns), e.g. "
+                                                     "banking77's test.csv; examples also in `path` stay only here.")
 
     MODALITY = "text"
     PATH_IS_FOLDER = False

@@ -134,3 +134,65 @@ def test_banking77_multiline_rows_load(banking77):
     table = load_examples(data_spec({"kind": "csv_text", "path": banking77 / "train.csv"})).table
     assert len(table) == 10003
     assert table["input"].str.contains("\n").sum() == 10
+
+
+def test_given_validation_and_test_files_are_read_beside_the_training_file(tmp_path):
+    """As banking77 ships train.csv and test.csv: each given file's rows carry their split."""
+    files = [("train.csv", "a one,a\nb one,b\n"), ("dev.csv", "a two,a\n"), ("test.csv", "b two,b\na one,a\n")]
+    for name, rows in files:
+        (tmp_path / name).write_text("text,label\n" + rows)
+    spec = data_spec({"kind": "csv_text", "path": tmp_path / "train.csv", "val_path": tmp_path / "dev.csv",
+                      "test_path": tmp_path / "test.csv"})
+    table = load_examples(spec).table
+    assert list(zip(table["source"], table["given_split"], strict=True)) == [
+        ("train.csv:row 2", ""), ("train.csv:row 3", ""), ("dev.csv:row 2", "val"), ("test.csv:row 2", "test"),
+        ("test.csv:row 3", "test")]
+    with pytest.raises(DataError, match=r"data\.test_path is not a file"):
+        load_examples(data_spec({"kind": "csv_text", "path": tmp_path / "train.csv",
+                                 "test_path": tmp_path / "missing.csv"}))
+
+
+def test_banking77_texts_in_both_shipped_files_stay_only_in_test(banking77, tmp_path):
+    """The dataset documents 7 texts in both train.csv and test.csv, equal up to case and spacing:
+    with the test file given, each such group stays whole in the test split (and the split says so),
+    counted here by an independent normalization (lower case, words only)."""
+    import json
+    import re
+
+    from tasks.spec import SplitSpec
+    from tasks.split import split_examples
+
+    spec = data_spec({"kind": "csv_text", "path": banking77 / "train.csv", "test_path": banking77 / "test.csv"})
+    table = load_examples(spec).table
+    assert (table["given_split"] == "test").sum() == 3080 and (table["given_split"] == "").sum() == 10003
+    words = table["input"].map(lambda text: " ".join(re.findall(r"[a-z0-9]+", text.lower())))
+    in_both = set(words[table["given_split"] == ""]) & set(words[table["given_split"] == "test"])
+    assert len(in_both) >= 7  # 7 equal up to case and spacing; more when punctuation is ignored too
+    split = split_examples(table, SplitSpec(), "fingerprint", tmp_path / "history", modality="text")
+    manifest = json.loads(split.manifest_path.read_text())
+    split_of = {i: name for name, ids in manifest["splits"].items() for i in ids}
+    overlapping = table[words.isin(in_both)]
+    assert len(overlapping) >= 14 and {split_of[i] for i in overlapping["example_id"]} == {"test"}
+    assert any("moved there" in note for note in split.notes)
+
+
+def test_sms_spam_near_duplicates_never_straddle_splits(sms_spam, tmp_path):
+    """SMS spam holds groups of texts equal up to case and punctuation: each group lands in one split."""
+    import json
+    import re
+
+    from tasks.spec import SplitSpec
+    from tasks.split import split_examples
+
+    table = load_examples(data_spec({"kind": "csv_text", "path": sms_spam})).table.drop_duplicates("example_id")
+    words = table["input"].map(lambda text: " ".join(re.findall(r"\w+", str(text).lower())))
+    near = table[words.duplicated(keep=False) & (words != "")]  # words match another text's (emoticons: none)
+    assert words[near.index].nunique() >= 30
+    split = split_examples(table, SplitSpec(), "fingerprint", tmp_path / "history", modality="text")
+    split_of = {i: name for name, ids in json.loads(split.manifest_path.read_text())["splits"].items() for i in ids}
+    splits_per_group = near.groupby(words[near.index])["example_id"].agg(lambda ids: {split_of[i] for i in ids})
+    assert splits_per_group.map(len).max() == 1
+    ungrouped = split_examples(table, SplitSpec(), "other", tmp_path / "ungrouped")
+    split_of = {i: name for name, ids in json.loads(ungrouped.manifest_path.read_text())["splits"].items()
+                for i in ids}
+    assert near.groupby(words[near.index])["example_id"].agg(lambda ids: len({split_of[i] for i in ids})).max() > 1

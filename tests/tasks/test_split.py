@@ -282,3 +282,55 @@ def test_a_refused_first_split_records_nothing(tmp_path):
     with pytest.raises(DataError):
         split_examples(table({"a": 300, "b": 2}), SplitSpec(), "fp", tmp_path)
     assert not (tmp_path / HISTORY_FILE).exists()
+
+
+@pytest.mark.parametrize("text, same_as", [
+    ("Sorry, I'll call later", "sorry i ll CALL later!!"),
+    ("  Ok lar... Joking wif u oni...", "ok lar joking wif u oni"),
+    ("\uff26\uff35\uff2c\uff2c width", "full width"),  # full-width letters: NFKC
+])
+def test_texts_equal_up_to_case_spacing_and_punctuation_share_a_group_key(text, same_as):
+    from tasks.grouping import normalized_text
+
+    assert normalized_text(text) == normalized_text(same_as) != ""
+    assert normalized_text(text) != normalized_text("sorry i will call later")
+
+
+def near_copies(counts: dict[str, int], copies: int = 2) -> pd.DataFrame:
+    """`copies` spellings of each text (case, punctuation), each its own example id."""
+    rows = [(f"{label}-{i}-{c}", ["Text", "text!", "TEXT..."][c] + f" {label} {i}", label, "", f"{label}/{i}-{c}")
+            for label, n in counts.items() for i in range(n) for c in range(copies)]
+    return pd.DataFrame(rows, columns=["example_id", "input", "label", "given_split", "source"])
+
+
+def group_of(example_id: str) -> str:
+    return example_id.rsplit("-", 1)[0]
+
+
+def test_near_copies_are_assigned_as_one_group_and_new_ones_join_their_recorded_split(tmp_path):
+    examples = near_copies({"a": 20, "b": 20})
+    split = split_examples(examples, SplitSpec(seed=3), "fp1", tmp_path, modality="text")
+    split_of = {i: name for name, ids in all_ids(split.manifest_path).items() for i in ids}
+    by_group: dict[str, set[str]] = {}
+    for example_id, name in split_of.items():
+        by_group.setdefault(group_of(example_id), set()).add(name)
+    assert all(len(names) == 1 for names in by_group.values()) and len(by_group) == 40
+    assert {name for names in by_group.values() for name in names} == {"train", "val", "test"}
+    grown = pd.concat([examples, near_copies({"a": 20, "b": 20}, copies=3).iloc[2::3]])  # a third spelling each
+    again = split_examples(grown, SplitSpec(seed=3), "fp2", tmp_path, modality="text")
+    split_of = {i: name for name, ids in all_ids(again.manifest_path).items() for i in ids}
+    assert all(split_of[f"{group}-2"] == next(iter(names)) for group, names in by_group.items())
+    assert "40 new example(s) joined the split of a recorded near-copy" in again.notes
+
+
+def test_a_group_given_in_two_splits_goes_whole_to_the_more_held_out_one(tmp_path):
+    held_out = table({"a": 4, "b": 4}, given="test", prefix="t")
+    held_out["input"] = "held out " + held_out["input"]
+    examples = pd.concat([table({"a": 12, "b": 12}, given="train"), held_out])
+    examples.loc[examples["example_id"] == "a-0", "input"] = "Input A 0!"  # a near-copy of ...
+    examples.loc[examples["example_id"] == "ta-0", "input"] = "input a 0"  # ... a given test example
+    split = split_examples(examples, SplitSpec(), "fp", tmp_path, modality="text")
+    assert "a-0" in all_ids(split.manifest_path)["test"] and "a-0" not in all_ids(split.manifest_path)["train"]
+    assert any(note.startswith("1 example(s) given in one split with a near-copy") for note in split.notes)
+    ungrouped = split_examples(examples, SplitSpec(), "fp", tmp_path / "ungrouped")  # images: content hash only
+    assert "a-0" in all_ids(ungrouped.manifest_path)["train"]
