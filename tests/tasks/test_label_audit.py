@@ -27,13 +27,12 @@ def banking_slice():
     """Five intents of banking77's training file, embedded once with MiniLM (32 tokens)."""
     import torch
 
-    from tests.conftest import shared_dataset
-
     from tasks.backbones import load_backbone
     from tasks.data import load_examples
     from tasks.families import model_spec
     from tasks.features import embed_inputs
     from tasks.spec import data_spec
+    from tests.conftest import shared_dataset
 
     table = load_examples(data_spec({"kind": "csv_text", "path": shared_dataset("banking77") / "train.csv",
                                      "select_classes": INTENTS})).table
