@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 FOLDS = 5
+OUTLIER_NEIGHBOURS = 10
+OUTLIERS_SHOWN = 20
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,28 @@ class LabelIssues:
 
     def top(self, k: int) -> pd.DataFrame:
         return self.table.head(k)
+
+
+def find_outliers(examples: pd.DataFrame, features: np.ndarray, shown: int = OUTLIERS_SHOWN) -> pd.DataFrame:
+    """The inputs least like the rest (cleanlab's OutOfDistribution on the embeddings: distance to
+    their nearest neighbours), most unusual first: placeholders, blank scans, another language.
+    Reported, never dropped: an unusual example may be the valuable one."""
+    from cleanlab.outlier import OutOfDistribution
+
+    if len(examples) <= OUTLIER_NEIGHBOURS:
+        return pd.DataFrame(columns=["example_id", "input", "label", "score"])
+    scores = OutOfDistribution(params={"k": OUTLIER_NEIGHBOURS}).fit_score(features=features.astype(np.float32))
+    order = np.argsort(scores, kind="stable")[:shown]
+    rows = examples.iloc[order]
+    return pd.DataFrame({"example_id": rows["example_id"].to_numpy(), "input": rows["input"].to_numpy(),
+                         "label": rows["label"].to_numpy(), "score": scores[order]})
+
+
+def to_drop(issues: LabelIssues, max_drop_fraction: float) -> list[str]:
+    """`label_issues: drop`: the most doubtful flagged examples, at most `max_drop_fraction` of
+    the audited ones."""
+    cap = int(max_drop_fraction * issues.audited)
+    return list(issues.table["example_id"].head(cap))
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,

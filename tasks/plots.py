@@ -269,6 +269,28 @@ def tournament_figure(results: list[Any], metric_key: str, target: float) -> Any
     return figure
 
 
+def suspects_figure(rows: Any) -> Any:
+    """A contact sheet of disputed images: each with its given and suggested label and score.
+    `rows` has columns input (image path), given_label, suggested_label, score."""
+    from PIL import Image
+
+    count = len(rows)
+    columns = min(4, max(count, 1))
+    lines = (count + columns - 1) // columns
+    figure, grid = plt.subplots(lines, columns, figsize=(3 * columns, 3.2 * lines), squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, row in zip(grid.flat, rows.itertuples(), strict=False):
+        with Image.open(row.input) as image:
+            image.thumbnail((256, 256))
+            axes.imshow(image.convert("RGB"))
+        axes.set_title(f"{row.given_label} -> {row.suggested_label}\np(given) {row.score:.2f}", fontsize=8,
+                       gid="suspect")
+    figure.suptitle("Labels the data disputes (given -> suggested), most doubtful first")
+    figure.tight_layout()
+    return figure
+
+
 def figure_png_bytes(figure: Figure, dpi: int = 110) -> bytes:
     """The figure as PNG bytes, e.g. for a base64 data URI in a Prefect markdown artifact; the
     caller still owns (and closes) the figure."""

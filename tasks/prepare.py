@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tasks.spec import Spec, load_spec
 from tasks.split import SplitRef
@@ -82,6 +82,7 @@ def prepare(spec: Spec, tracking: TrackingRef | None) -> Prepared:
     dataset = load_data(spec)                                   # 2. data + label quality
     quality = check_label_quality(spec, dataset, tracking)
     split = split_before_training(spec, dataset, tracking)      # 3. test quarantined from here
+    split = audit_label_errors(spec, dataset, split, tracking)  # 3b. labels the data disputes
     if spec.tournament is None or tracking is None:             # 4. pretrained, offline
         models = [load_base_model(spec.with_model(model)) for model in spec.candidates]
         return Prepared(dataset, quality, split, models[0])
@@ -273,6 +274,70 @@ def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef
     notes = f" ({'; '.join(split.notes)})" if split.notes else ""
     print("Split: " + ", ".join(f"{k} {v}" for k, v in split.sizes.items()) + notes)
     return split
+
+
+@step("3b audit labels (train and validation)")
+def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef | None) -> SplitRef:
+    """Rank the training and validation examples whose label the data disputes (tasks.label_audit),
+    on the first base model's cached embeddings (the baseline reuses them), and act on
+    `data.label_issues`: report, drop (a new manifest lists the dropped ids), or fail."""
+    from tasks.backbones import load_backbone
+    from tasks.data import read_table
+    from tasks.devices import resolve_num_workers
+    from tasks.errors import DataQualityError
+    from tasks.features import cached_embeddings, open_cache
+    from tasks.label_audit import find_label_issues, find_outliers, to_drop
+    from tasks.split import train_val_ids, without_examples
+
+    train_ids, val_ids = train_val_ids(split.manifest_path)
+    table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")
+    examples = table.loc[train_ids + val_ids].reset_index()
+    backbone = load_backbone(spec.candidates[0])
+    features, _ = cached_embeddings(open_cache(spec.workdir, backbone), backbone, list(examples["example_id"]),
+                                    list(examples["input"]), spec.train.batch_size,
+                                    resolve_num_workers(spec.runtime.num_workers))
+    issues = find_label_issues(examples, features, list(dataset.classes), seed=spec.split.seed)
+    found = issues.table.assign(source=issues.table["example_id"].map(table["source"]))
+    shown = "; ".join(f"{r.source} ({r.given_label} -> {r.suggested_label}, {r.score:.3f})"
+                      for r in found.head(5).itertuples())
+    print(f"Label audit ({spec.candidates[0].describe()} embeddings, cleanlab on out-of-fold probe probabilities, "
+          f"{issues.audited} train/validation examples): {len(found)} disputed label(s)"
+          + (f": {shown}" if shown else ""))
+    outliers = find_outliers(examples, features).assign(source=lambda frame: frame["example_id"].map(table["source"]))
+    print("Most unusual inputs (cleanlab OutOfDistribution on the embeddings, reported only): "
+          + "; ".join(f"{r.source} ({r.score:.3f})" for r in outliers.head(3).itertuples()))
+    if tracking is not None:
+        _publish_label_issues(spec, tracking, found)
+        from tasks.tracking import client_for, log_text
+
+        log_text(client_for(spec.workdir), tracking.run_id, outliers.to_csv(index=False), "quality/outliers.csv")
+    if found.empty or spec.data.label_issues == "report":
+        return split
+    if spec.data.label_issues == "fail":
+        raise DataQualityError(f"{spec.data.path}: {len(found)} label(s) disputed by the data (data.label_issues: "
+                               f"fail); the most doubtful: {shown}. Fix: correct them, or set data.label_issues: "
+                               "report or drop.")
+    dropped = to_drop(issues, spec.data.max_drop_fraction)
+    capped = f" (capped at max_drop_fraction {spec.data.max_drop_fraction:g})" if len(dropped) < len(found) else ""
+    print(f"Dropping {len(dropped)} of {len(found)} disputed example(s) from train/validation{capped}")
+    return without_examples(split, dropped, f"labels disputed by the label audit (data.label_issues: drop){capped}")
+
+
+def _publish_label_issues(spec: Spec, tracking: TrackingRef, found: Any) -> None:
+    """label_issues.csv on the parent run, a Prefect table of the first 50, and for images a
+    contact sheet of the most doubtful ones."""
+    from tasks.tracking import client_for, log_figure, log_text
+
+    client = client_for(spec.workdir)
+    log_text(client, tracking.run_id, found.to_csv(index=False), "quality/label_issues.csv")
+    publish_table(artifact_key(spec.registry.model_name, "label-issues"),
+                  found.head(50).drop(columns=["input"]).to_dict("records") or [{"disputed labels": 0}],
+                  f"Labels the data disputes ({len(found)}), most doubtful first; all in quality/label_issues.csv "
+                  f"of MLflow run {tracking.run_id}")
+    if spec.modality == "image" and not found.empty:
+        from tasks.plots import suspects_figure
+
+        log_figure(client, tracking.run_id, suspects_figure(found.head(16)), "quality/label_suspects.png")
 
 
 @step("4 load base model")

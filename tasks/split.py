@@ -92,6 +92,24 @@ def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: st
     )
 
 
+def without_examples(split: SplitRef, dropped: list[str], why: str) -> SplitRef:
+    """The split without `dropped` training/validation ids, as its own manifest beside the
+    original (which stays as written): the dropped ids are listed in it under `dropped` with
+    `why`. The test split never changes here."""
+    manifest = json.loads(split.manifest_path.read_text())
+    gone = set(dropped)
+    if gone & set(manifest["splits"]["test"]):
+        raise ValueError("the test split is never changed by a data policy")
+    manifest["splits"] = {name: [i for i in ids if i not in gone] for name, ids in manifest["splits"].items()}
+    manifest["dropped"] = {"why": why, "ids": sorted(gone)}
+    manifest["notes"] = [*manifest["notes"], f"{len(gone)} example(s) dropped from train/validation: {why}"]
+    digest = sha256_text(" ".join(sorted(gone)))[:12]
+    path = split.manifest_path.with_name(f"{split.manifest_path.stem}.dropped-{digest}.json")
+    write_text_atomic(path, json.dumps(manifest, indent=1))
+    return SplitRef(path, sha256_file(path), {name: len(manifest["splits"][name]) for name in SPLITS},
+                    split.test_fingerprint, tuple(manifest["notes"]), split.history, split.warnings)
+
+
 def split_history_folder(workdir: Path, model_name: str) -> Path:
     """Assignments are sticky per registry model: its versions are compared on one test set."""
     return workdir / "splits" / model_name

@@ -47,6 +47,12 @@ class DataKindOptions(BaseModel):
         "drop", description="Inputs no model should learn from (zero-byte, unsupported or undecodable files, tiny or "
                             "constant images, one image under many names, empty texts): quarantine them with their "
                             "reason in the report (drop), or stop the run (fail).")
+    label_issues: Literal["report", "drop", "fail"] = Field(
+        "report", description="Examples whose label the data disputes (cleanlab on out-of-fold probe "
+                              "probabilities, train and validation only): list them, drop them from train and "
+                              "validation (at most max_drop_fraction, most doubtful first), or stop the run.")
+    max_drop_fraction: float = Field(0.05, gt=0.0, le=0.5, description="label_issues: drop removes at most this "
+                                                                         "share of train + validation.")
     min_examples_per_class: int = Field(10, ge=1, description="Fewer examples in a class fails the check.")
     max_imbalance_ratio: float = Field(
         10.0, gt=1.0, description="Largest/smallest class above this is reported as a warning."

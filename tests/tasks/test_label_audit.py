@@ -72,3 +72,91 @@ def test_clean_labels_give_few_suspects(banking_slice):
     issues = find_label_issues(table, features, INTENTS, seed=0)
     assert len(issues.table) <= 0.05 * len(table) and issues.audited == len(table)
     assert isinstance(issues.scores, pd.Series) and issues.scores.between(0, 1).all()
+
+
+@pytest.fixture
+def noisy_banking_run(tmp_path):
+    """A workdir after step 3 on 5 banking77 intents (40 texts each) with 6 labels flipped."""
+    from tasks.data import load_examples
+    from tasks.spec import data_spec
+    from tests.conftest import shared_dataset
+
+    table = load_examples(data_spec({"kind": "csv_text", "path": shared_dataset("banking77") / "train.csv",
+                                     "select_classes": INTENTS})).table
+    table = table.groupby("label").head(40).reset_index(drop=True)
+    flipped = list(range(0, 200, 34))[:6]
+    for row in flipped:
+        table.loc[row, "label"] = INTENTS[(INTENTS.index(table.loc[row, "label"]) + 2) % 5]
+    path = tmp_path / "noisy.csv"
+    table.rename(columns={"input": "text"})[["text", "label"]].to_csv(path, index=False)
+    return path, tmp_path, set(table.loc[flipped, "example_id"])
+
+
+def run_audit(path, folder, policy, fraction=0.05):
+    from tasks.data import fingerprint, load_examples, save_table
+    from tasks.prepare import DatasetRef, audit_label_errors
+    from tasks.spec import Spec
+    from tasks.split import split_examples
+
+    spec = Spec.model_validate({
+        "task": "banking intents", "metric": {"name": "macro_f1", "target": 0.8},
+        "data": {"kind": "csv_text", "path": path, "label_issues": policy, "max_drop_fraction": fraction},
+        "model": {"family": "hf_text", "name": "all-MiniLM-L6-v2", "max_tokens": 32},
+        "registry": {"model_name": "intents"}, "workdir": folder / "work"})
+    table = load_examples(spec.data).table
+    digest = fingerprint(table["example_id"], table["label"])
+    dataset = DatasetRef(save_table(table, spec.workdir, digest), digest, tuple(INTENTS), None, ())
+    split = split_examples(table, spec.split, digest, spec.workdir / "splits" / "intents", "text")
+    return split, audit_label_errors.fn(spec, dataset, split, None)
+
+
+def test_label_policies_report_drop_within_the_cap_or_fail(noisy_banking_run, capsys):
+    import json
+
+    from tasks.errors import DataQualityError
+
+    path, folder, flipped = noisy_banking_run
+    split, reported = run_audit(path, folder, "report")
+    assert reported == split and "disputed label(s)" in capsys.readouterr().out
+    _, dropped = run_audit(path, folder, "drop", fraction=0.05)
+    manifest = json.loads(dropped.manifest_path.read_text())
+    original = json.loads(split.manifest_path.read_text())
+    gone = set(manifest["dropped"]["ids"])
+    assert 0 < len(gone) <= int(0.05 * (len(original["splits"]["train"]) + len(original["splits"]["val"])))
+    assert len(gone & flipped) / len(gone) >= 0.6  # what is dropped is mostly what was flipped
+    assert manifest["splits"]["test"] == original["splits"]["test"]
+    assert dropped.test_fingerprint == split.test_fingerprint
+    assert not gone & set(manifest["splits"]["train"] + manifest["splits"]["val"])
+    assert set(original["splits"]["train"] + original["splits"]["val"]) - gone == set(
+        manifest["splits"]["train"] + manifest["splits"]["val"])
+    assert dropped.manifest_path != split.manifest_path and split.manifest_path.exists()  # the original stays
+    with pytest.raises(DataQualityError, match=r"disputed by the data \(data\.label_issues: fail\)"):
+        run_audit(path, folder, "fail")
+
+
+def test_the_hymenoptera_placeholder_saved_as_png_is_the_most_unusual_input(tmp_path):
+    """`imageNotFound.gif` is skipped today only for its format: saved as PNG it is a readable ant.
+    The outlier ranking on the embeddings puts it first."""
+    import shutil
+
+    from PIL import Image
+
+    from tasks.backbones import load_backbone
+    from tasks.data import load_examples
+    from tasks.families import model_spec
+    from tasks.features import embed_inputs
+    from tasks.label_audit import find_outliers
+    from tasks.spec import data_spec
+    from tests.conftest import shared_dataset
+
+    copy = tmp_path / "hymenoptera"
+    shutil.copytree(shared_dataset("hymenoptera") / "train", copy)
+    with Image.open(copy / "ants" / "imageNotFound.gif") as placeholder:
+        placeholder.convert("RGB").save(copy / "ants" / "imageNotFound.png")
+    (copy / "ants" / "imageNotFound.gif").unlink()
+    table = load_examples(data_spec({"kind": "image_folder", "path": copy})).table
+    backbone = load_backbone(model_spec({"family": "torchvision", "name": "mobilenet_v2", "image_size": 64}))
+    outliers = find_outliers(table, embed_inputs(backbone, list(table["input"]), batch_size=32))
+    source = dict(zip(table["example_id"], table["source"], strict=True))
+    assert source[outliers.iloc[0]["example_id"]] == "ants/imageNotFound.png"
+    assert outliers["score"].is_monotonic_increasing and len(outliers) == 20

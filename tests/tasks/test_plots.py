@@ -214,3 +214,22 @@ def test_eighty_classes_get_a_taller_figure_and_every_label():
 
 def test_figure_png_bytes_is_a_png():
     assert figure_png_bytes(curves()).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_the_suspects_contact_sheet_shows_each_image_with_given_and_suggested_labels(tmp_path):
+    import pandas as pd
+
+    from tasks.plots import suspects_figure
+    from tests.conftest import small_image
+
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        small_image((40, 30), (i * 50, 20, 200)).save(path)
+        paths.append(str(path))
+    rows = pd.DataFrame({"input": paths, "given_label": ["ants"] * 5, "suggested_label": ["bees"] * 5,
+                         "score": [0.01, 0.02, 0.03, 0.04, 0.05]})
+    figure = suspects_figure(rows)
+    titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
+    assert titles == [f"ants -> bees\np(given) {s:.2f}" for s in rows["score"]]
+    assert sum(len(axes.images) for axes in figure.axes) == 5 and len(figure.axes) == 8  # a 4 x 2 grid
