@@ -71,11 +71,15 @@ def test_missing_data_path(tmp_path):
     assert_nothing_registered(tmp_path, store_created=False)
 
 
-def test_corrupt_image(tmp_path):
+def test_corrupt_image_stops_the_run_under_odd_inputs_fail(tmp_path):
+    """(The default, `drop`, quarantines it with its reason: tests/tasks/test_odd_inputs.py.)"""
     config = image_config(tmp_path, {"ants": 4, "bees": 4})
+    config.write_text(config.read_text().replace("min_examples_per_class: 3", "min_examples_per_class: 3, "
+                                                 "odd_inputs: fail"))
     (tmp_path / "data" / "ants" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     code, output = run_cli(tmp_path, config)
-    assert code == 2 and "label-quality check failed" in output and "ants/broken.jpg" in output
+    assert code == 2 and "label-quality check failed" in output
+    assert "ants/broken.jpg (ants): undecodable image" in output
     assert "Traceback" not in output
     assert_nothing_registered(tmp_path, store_created=True)
 
