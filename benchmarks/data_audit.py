@@ -1,0 +1,83 @@
+"""The data audit's cost on banking77's 10,003 training texts (77 intents), and how it scales.
+
+Measured in one run, with the MiniLM embeddings computed once first (as the flow caches them for
+the baseline; their time is printed apart): the label audit (5-fold linear probe + cleanlab), the
+outlier ranking (cleanlab OutOfDistribution, k = 10 neighbours), and the near-copy group keys
+(normalized text). The scaling run repeats each part on random subsets of 2,500 and 5,000 texts
+and on all 10,003, fits seconds = a * n^b per part, and projects to 100k and 1M examples.
+Never asserts. Run by hand (see benchmarks/README.md):  python benchmarks/data_audit.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEFAULT_DATA = REPO / ".." / "shared" / "datasets"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    from tasks.backbones import load_backbone
+    from tasks.data import load_examples
+    from tasks.families import model_spec
+    from tasks.features import embed_inputs
+    from tasks.grouping import group_keys
+    from tasks.label_audit import find_label_issues, find_outliers
+    from tasks.spec import data_spec
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    table = load_examples(data_spec({"kind": "csv_text", "path": (args.data / "banking77" / "train.csv").resolve()})
+                          ).table.drop_duplicates("example_id").reset_index(drop=True)
+    classes = sorted(table["label"].unique())
+    backbone = load_backbone(model_spec({"family": "hf_text", "name": "all-MiniLM-L6-v2",
+                                         "max_tokens": args.max_tokens}))
+    started = time.perf_counter()
+    features = embed_inputs(backbone, list(table["input"]), batch_size=64)
+    print(f"banking77 train: {len(table)} texts, {len(classes)} classes; MiniLM embeddings ({features.shape[1]}-d, "
+          f"{args.max_tokens} tokens) computed once in {time.perf_counter() - started:.1f} s (cached in a flow)\n")
+    sizes = [2500, 5000, len(table)]
+    timings: dict[str, list[float]] = {"label audit": [], "outliers": [], "group keys": []}
+    print("| examples | label audit s | flagged | outliers s | group keys s |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        rows = np.sort(rng.choice(len(table), size=size, replace=False)) if size < len(table) else np.arange(size)
+        sample, vectors = table.iloc[rows].reset_index(drop=True), features[rows]
+        present = sorted(sample["label"].unique())
+        started = time.perf_counter()
+        issues = find_label_issues(sample, vectors, present)
+        timings["label audit"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        find_outliers(sample, vectors)
+        timings["outliers"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        group_keys(sample, "text")
+        timings["group keys"].append(time.perf_counter() - started)
+        print(f"| {size:,} | {timings['label audit'][-1]:.1f} | {len(issues.table)} | {timings['outliers'][-1]:.2f} | "
+              f"{timings['group keys'][-1]:.2f} |", flush=True)
+    print("\nprojection (seconds = a * n^b fitted on the rows above):")
+    for part, seconds in timings.items():
+        b, log_a = np.polyfit(np.log(sizes), np.log(np.maximum(seconds, 1e-6)), 1)
+        projected = {n: float(np.exp(log_a) * n ** b) for n in (100_000, 1_000_000)}
+        print(f"- {part}: exponent {b:.2f}; 100k: {projected[100_000]:,.0f} s, 1M: {projected[1_000_000]:,.0f} s")
+
+
+if __name__ == "__main__":
+    main()
