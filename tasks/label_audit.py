@@ -82,7 +82,9 @@ def find_label_issues(examples: pd.DataFrame, features: np.ndarray, classes: lis
 
     labels = np.array([classes.index(label) for label in examples["label"]])
     probabilities = out_of_fold_probabilities(features, labels, len(classes), seed)
-    flagged = cleanlab_issues(labels, probabilities, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab would fork a process pool, and a fork of a process running torch threads can
+    # deadlock in the child (it did, in CI).
+    flagged = cleanlab_issues(labels, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1)
     scores = get_label_quality_scores(labels, probabilities, method="self_confidence")
     rows = examples.iloc[flagged]
     table = pd.DataFrame({

@@ -160,3 +160,26 @@ def test_the_hymenoptera_placeholder_saved_as_png_is_the_most_unusual_input(tmp_
     source = dict(zip(table["example_id"], table["source"], strict=True))
     assert source[outliers.iloc[0]["example_id"]] == "ants/imageNotFound.png"
     assert outliers["score"].is_monotonic_increasing and len(outliers) == 20
+
+
+def test_the_audit_starts_no_process_pool(monkeypatch):
+    """A pool forked from a process running torch threads can deadlock in its children (CI hung
+    on cleanlab's default pool): the audit must stay in this process."""
+    import multiprocessing
+    import multiprocessing.pool
+
+    import cleanlab.filter  # noqa: F401  (imported before the patch: joblib subclasses Pool on import)
+    import sklearn.model_selection  # noqa: F401
+
+    class Refused(multiprocessing.pool.Pool):
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("the label audit started a process pool")
+
+    monkeypatch.setattr(multiprocessing, "Pool", Refused)
+    monkeypatch.setattr(multiprocessing.pool, "Pool", Refused)
+    rng = np.random.default_rng(1)
+    labels = np.repeat(["a", "b", "c"], 400)
+    features = rng.normal(0, 1, (1200, 8)) + np.repeat(np.eye(3, 8) * 4, 400, axis=0)
+    examples = pd.DataFrame({"example_id": [str(i) for i in range(1200)], "input": ["x"] * 1200, "label": labels})
+    issues = find_label_issues(examples, features, ["a", "b", "c"])
+    assert issues.audited == 1200
