@@ -293,9 +293,9 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")
     examples = table.loc[train_ids + val_ids].reset_index()
     backbone = load_backbone(spec.candidates[0])
-    features, _ = cached_embeddings(open_cache(spec.workdir, backbone), backbone, list(examples["example_id"]),
-                                    list(examples["input"]), spec.train.batch_size,
-                                    resolve_num_workers(spec.runtime.num_workers))
+    features, computed = cached_embeddings(open_cache(spec.workdir, backbone), backbone,
+                                           list(examples["example_id"]), list(examples["input"]),
+                                           spec.train.batch_size, resolve_num_workers(spec.runtime.num_workers))
     issues = find_label_issues(examples, features, list(dataset.classes), seed=spec.split.seed)
     found = issues.table.assign(source=issues.table["example_id"].map(table["source"]))
     shown = "; ".join(f"{r.source} ({r.given_label} -> {r.suggested_label}, {r.score:.3f})"
@@ -308,9 +308,12 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
           + "; ".join(f"{r.source} ({r.score:.3f})" for r in outliers.head(3).itertuples()))
     if tracking is not None:
         _publish_label_issues(spec, tracking, found)
-        from tasks.tracking import client_for, log_text
+        from tasks.tracking import client_for, log_params, log_text
 
-        log_text(client_for(spec.workdir), tracking.run_id, outliers.to_csv(index=False), "quality/outliers.csv")
+        client = client_for(spec.workdir)
+        log_text(client, tracking.run_id, outliers.to_csv(index=False), "quality/outliers.csv")
+        log_params(client, tracking.run_id, {"label_audit_embeddings_computed": computed,
+                                             "label_issues_found": len(found)})
     if found.empty or spec.data.label_issues == "report":
         return split
     if spec.data.label_issues == "fail":
