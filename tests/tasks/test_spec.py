@@ -120,12 +120,13 @@ def test_home_folder_is_expanded_in_config_paths_and_the_data_override(tmp_path,
 
 
 SHARED_DATA_FIELDS = ("kind, path, classes, select_classes, duplicates, conflicting_labels, odd_inputs, "
-                      "min_examples_per_class, max_imbalance_ratio")
+                      "label_issues, max_drop_fraction, min_examples_per_class, max_imbalance_ratio")
 
 
 @pytest.mark.parametrize("kind, family, model, field, own_fields", [
     ("image_folder", "torchvision", "mobilenet_v2", "split_column", "layout, materialize_from"),
-    ("csv_text", "hf_text", "all-MiniLM-L6-v2", "layout", "text_column, label_column, split_column"),
+    ("csv_text", "hf_text", "all-MiniLM-L6-v2", "layout", "text_column, label_column, split_column, val_path, "
+                                                          "test_path"),
 ])
 def test_a_field_of_another_kind_is_refused_with_the_kinds_own_fields(tmp_path, kind, family, model, field,
                                                                       own_fields):
