@@ -129,8 +129,24 @@ def transformer_groups(module: nn.Module, groups: int | None) -> list[nn.Module]
     return ([embeddings] if embeddings is not None else []) + chunks
 
 
+class _AutoModelBackbone(Backbone):
+    """What both Hugging Face families share: weights located and built through AutoModel."""
+
+    @classmethod
+    def locate_weights(cls, spec: FamilyOptions) -> WeightsSource:
+        return locate(spec)
+
+    @classmethod
+    def build(cls, spec: FamilyOptions, weights: WeightsSource) -> tuple[nn.Module, dict[str, Any]]:
+        return build_auto_model(spec, weights), {}
+
+    @property
+    def dim(self) -> int:
+        return int(cast(Any, self.module).config.hidden_size)
+
+
 @adapter("hf_text")
-class HfTextBackbone(Backbone):
+class HfTextBackbone(_AutoModelBackbone):
     """A Hugging Face text encoder, pooled (mean over real tokens, as sentence-transformers pools
     all-MiniLM-L6-v2, or the first token)."""
 
@@ -142,21 +158,9 @@ class HfTextBackbone(Backbone):
         super().__init__(spec)
         self.tokenizer = AutoTokenizer.from_pretrained(preprocessor_folder(spec, self.weights))
 
-    @classmethod
-    def locate_weights(cls, spec: FamilyOptions) -> WeightsSource:
-        return locate(spec)
-
-    @classmethod
-    def build(cls, spec: FamilyOptions, weights: WeightsSource) -> tuple[nn.Module, dict[str, Any]]:
-        return build_auto_model(spec, weights), {}
-
     @property
     def SPLITS_EXACTLY(self) -> bool:  # type: ignore[override]
         return getattr(cast(Any, self.module).config, "model_type", "") == "bert"
-
-    @property
-    def dim(self) -> int:
-        return int(cast(Any, self.module).config.hidden_size)
 
     @property
     def preprocessing_id(self) -> str:
@@ -217,7 +221,7 @@ class HfTextBackbone(Backbone):
 
 
 @adapter("hf_image")
-class HfImageBackbone(Backbone):
+class HfImageBackbone(_AutoModelBackbone):
     """A Hugging Face vision encoder with its own image processor; the first token's final state
     (or the mean over tokens). Not augmented, and stages run the whole encoder."""
 
@@ -232,18 +236,6 @@ class HfImageBackbone(Backbone):
         overrides = {"size": {"height": size, "width": size}, "crop_size": {"height": size, "width": size}} \
             if size else {}
         self.processor = AutoImageProcessor.from_pretrained(preprocessor_folder(spec, self.weights), **overrides)
-
-    @classmethod
-    def locate_weights(cls, spec: FamilyOptions) -> WeightsSource:
-        return locate(spec)
-
-    @classmethod
-    def build(cls, spec: FamilyOptions, weights: WeightsSource) -> tuple[nn.Module, dict[str, Any]]:
-        return build_auto_model(spec, weights), {}
-
-    @property
-    def dim(self) -> int:
-        return int(cast(Any, self.module).config.hidden_size)
 
     @property
     def preprocessing_id(self) -> str:
