@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
         scored.append((model, _probe_candidate(spec.with_model(model), dataset, split, contract, constraints,
                                                probe_head)))
     ranking = rank_candidates(scored)
-    results = [replace_status(r, "chosen" if ranking and m is ranking[0] else
+    results = [replace(r, status="chosen" if ranking and m is ranking[0] else
                               (f"ranked {ranking.index(m) + 1}" if m in ranking else r.status)) for m, r in scored]
     tournament = Tournament(results, ranking)
     guard_key = contract.guard.key if contract.guard else None
@@ -135,12 +135,6 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
     client.set_tag(tracking.run_id, "base_model", ranking[0].describe())
     print(f"Base model chosen: {ranking[0].describe()}")
     return tournament
-
-
-def replace_status(result: CandidateResult, status: str) -> CandidateResult:
-    from dataclasses import replace
-
-    return replace(result, status=status)
 
 
 def _probe_candidate(spec: Spec, dataset: DatasetRef, split: SplitRef, contract: Contract,
