@@ -2,9 +2,12 @@
 
 Measured in one run, with the MiniLM embeddings computed once first (as the flow caches them for
 the baseline; their time is printed apart): the label audit (5-fold linear probe + cleanlab), the
-outlier ranking (cleanlab OutOfDistribution, k = 10 neighbours), and the near-copy group keys
-(normalized text). The scaling run repeats each part on random subsets of 2,500 and 5,000 texts
-and on all 10,003, fits seconds = a * n^b per part, and projects to 100k and 1M examples.
+outlier ranking (cleanlab OutOfDistribution, k = 10 neighbours), the near-copy group keys
+(normalized text) and the leakage check (threshold calibration + exact nearest-neighbour search
+across a seeded 70/15/15 split). The scaling run repeats each part on random subsets of 2,500 and
+5,000 texts and on all 10,003, fits seconds = a * n^b per part, and projects to 100k and 1M
+examples. Then the leakage check alone runs for real at 25k, 50k and 100k synthetic 384-d vectors
+(with planted near-copies it must find), since its cost is the one that grows quadratically.
 Never asserts. Run by hand (see benchmarks/README.md):  python benchmarks/data_audit.py
 """
 
@@ -29,6 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--synthetic", type=int, nargs="*", default=[25_000, 50_000, 100_000],
+                        help="sizes of the synthetic leakage-check run (none: skip it)")
     args = parser.parse_args()
 
     import numpy as np
@@ -53,10 +58,11 @@ def main() -> None:
     print(f"banking77 train: {len(table)} texts, {len(classes)} classes; MiniLM embeddings ({features.shape[1]}-d, "
           f"{args.max_tokens} tokens) computed once in {time.perf_counter() - started:.1f} s (cached in a flow)\n")
     sizes = [2500, 5000, len(table)]
-    timings: dict[str, list[float]] = {"label audit": [], "outliers": [], "group keys": []}
-    print("| examples | label audit s | flagged | outliers s | group keys s |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+    timings: dict[str, list[float]] = {"label audit": [], "outliers": [], "group keys": [], "leakage": []}
+    print("| examples | label audit s | flagged | outliers s | group keys s | leakage s | pairs |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     rng = np.random.default_rng(0)
+    find_label_issues(table.iloc[:500], features[:500], classes)  # warm-up: torch's first call is slow
     for size in sizes:
         rows = np.sort(rng.choice(len(table), size=size, replace=False)) if size < len(table) else np.arange(size)
         sample, vectors = table.iloc[rows].reset_index(drop=True), features[rows]
@@ -70,13 +76,64 @@ def main() -> None:
         started = time.perf_counter()
         group_keys(sample, "text")
         timings["group keys"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        pairs = leakage_check(vectors, [str(i) for i in range(size)], rng)
+        timings["leakage"].append(time.perf_counter() - started)
         print(f"| {size:,} | {timings['label audit'][-1]:.1f} | {len(issues.table)} | {timings['outliers'][-1]:.2f} | "
-              f"{timings['group keys'][-1]:.2f} |", flush=True)
+              f"{timings['group keys'][-1]:.2f} | {timings['leakage'][-1]:.2f} | {len(pairs)} |", flush=True)
     print("\nprojection (seconds = a * n^b fitted on the rows above):")
     for part, seconds in timings.items():
         b, log_a = np.polyfit(np.log(sizes), np.log(np.maximum(seconds, 1e-6)), 1)
         projected = {n: float(np.exp(log_a) * n ** b) for n in (100_000, 1_000_000)}
         print(f"- {part}: exponent {b:.2f}; 100k: {projected[100_000]:,.0f} s, 1M: {projected[1_000_000]:,.0f} s")
+    if args.synthetic:
+        synthetic_leakage(args.synthetic, features.shape[1])
+
+
+def leakage_check(vectors, ids, rng):
+    """As the flow runs it: calibrate on train, then every cross-split pair above the threshold."""
+    from tasks.leakage import calibrate, cross_split_pairs
+
+    splits = rng.choice(["train", "val", "test"], size=len(ids), p=[0.7, 0.15, 0.15])
+    threshold = calibrate(vectors[splits == "train"]).threshold
+    return cross_split_pairs(ids, list(splits), vectors, threshold)
+
+
+def synthetic_leakage(sizes: list[int], dim: int) -> None:
+    """The leakage check at sizes the shared data does not reach: clustered random vectors (like
+    embeddings: many near neighbours) with 100 planted near-copies across splits."""
+    import numpy as np
+
+    from tasks.leakage import calibrate, cross_split_pairs
+
+    print(f"\nleakage check on synthetic {dim}-d vectors (clustered, 100 planted cross-split near-copies):")
+    print("| examples | calibrate s | search s | planted found | pairs |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    rng = np.random.default_rng(1)
+    measured = []
+    for size in sizes:
+        centres = rng.normal(size=(max(size // 100, 2), dim)).astype(np.float32)
+        vectors = centres[rng.integers(0, len(centres), size)] + 0.6 * rng.normal(size=(size, dim)).astype(np.float32)
+        splits = np.where(np.arange(size) < int(size * 0.7), "train", np.where(np.arange(size) < int(size * 0.85),
+                                                                               "val", "test"))
+        planted = rng.choice(np.flatnonzero(splits == "train"), 100, replace=False)
+        originals = rng.choice(np.flatnonzero(splits == "test"), 100, replace=False)
+        vectors[planted] = vectors[originals] + 0.01 * rng.normal(size=(100, dim)).astype(np.float32)
+        ids = [str(i) for i in range(size)]
+        started = time.perf_counter()
+        calibration = calibrate(vectors[splits == "train"])
+        calibrated = time.perf_counter() - started
+        started = time.perf_counter()
+        pairs = cross_split_pairs(ids, list(splits), vectors, calibration.threshold)
+        searched = time.perf_counter() - started
+        found = set(zip(pairs["held_out_id"], pairs["other_id"], strict=True))
+        hits = sum((str(o), str(p)) in found for o, p in zip(originals, planted, strict=True))
+        measured.append(calibrated + searched)
+        print(f"| {size:,} | {calibrated:.2f} | {searched:.2f} | {hits}/100 | {len(pairs)} |", flush=True)
+    if len(sizes) > 1:
+        b, log_a = np.polyfit(np.log(sizes), np.log(measured), 1)
+        print(f"- exponent {b:.2f}; projected 1M: {np.exp(log_a) * 1e6 ** b:,.0f} s "
+              f"(exact search; an approximate index such as faiss IVF would be the next step there)")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | Non
 
 @app.command()
 def validate(config: Path = typer.Argument(..., help="YAML config"), data: Path | None = DataOption) -> None:
-    """Steps 1-4 only: config, data, label-quality checks, split, base model. No training."""
+    """Steps 1-4 only: config, data checks, split, label audit, leakage check, base model; writes the
+    data report under <workdir>/reports/<data fingerprint>/. No training, no MLflow store. Exits 2
+    when a check or data policy stops the run (the report says why)."""
     with _user_errors():
         _check_config(config, data)
         check_servers(prefect=True)
@@ -69,6 +71,9 @@ def validate(config: Path = typer.Argument(..., help="YAML config"), data: Path 
         spec, prepared = validate_only(str(config), str(data) if data else None)
     console.print(f"[green]Ready to run.[/green] {spec.task}  |  contract: {spec.metric.describe()}")
     console.print("Split: " + ", ".join(f"{k} {v}" for k, v in prepared.split.sizes.items()))
+    if prepared.report is not None:
+        console.print(f"Data report: {prepared.report.verdict}\n  {prepared.report.path}", highlight=False,
+                      soft_wrap=True)
     _print_notes(prepared)
 
 

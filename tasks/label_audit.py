@@ -1,9 +1,12 @@
 """Which given labels the data itself disputes: confident learning (cleanlab) on out-of-fold
 probabilities of a linear probe over the frozen embeddings.
 
-The probe is a softmax-linear classifier (scikit-learn's multinomial logistic regression on
-standardized embeddings: the same model class as the baseline head), fit K times, each time
-without one fold, so every example is scored by a probe that never saw its label. Only train and
+The probe is a softmax-linear classifier (multinomial logistic regression on standardized
+embeddings, L2-penalized: the same model class as the baseline head), fit K times, each time
+without one fold, so every example is scored by a probe that never saw its label. It is fit in
+torch, full batch with L-BFGS: on banking77's 10,003 texts (77 classes) the five fits take about
+7 s on 2 cores where scikit-learn's LogisticRegression took 35 s for the same objective and the
+same suspects (benchmarks/data_audit.py). Only train and
 validation examples take part: the test split is never read here. cleanlab's `find_label_issues`
 (pruned by the estimated noise rate) decides which examples are issues; its self-confidence score
 (the probe's probability of the given label) ranks them, most doubtful first.
@@ -11,12 +14,15 @@ validation examples take part: the test split is never read here. cleanlab's `fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 FOLDS = 5
+PROBE_C = 0.5              # inverse L2 strength, as scikit-learn's C
+PROBE_ITERATIONS = 100     # L-BFGS iterations per fit (the suspects no longer change beyond ~50)
 OUTLIER_NEIGHBOURS = 10
 OUTLIERS_SHOWN = 20
 
@@ -58,19 +64,50 @@ def to_drop(issues: LabelIssues, max_drop_fraction: float) -> list[str]:
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
                               folds: int = FOLDS) -> np.ndarray:
     """[n, n_classes] probabilities, each row from a probe fit without that row's fold."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.model_selection import StratifiedKFold
 
-    smallest = int(np.bincount(labels, minlength=n_classes)[np.bincount(labels, minlength=n_classes) > 0].min())
-    splitter = StratifiedKFold(n_splits=max(2, min(folds, smallest)), shuffle=True, random_state=seed)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
-    probabilities = cross_val_predict(probe, features, labels, cv=splitter, method="predict_proba")
-    present = np.unique(labels)  # a probe only outputs the classes it saw: put them in their columns
+    counts = np.bincount(labels, minlength=n_classes)
+    splitter = StratifiedKFold(n_splits=max(2, min(folds, int(counts[counts > 0].min()))), shuffle=True,
+                               random_state=seed)
     full = np.zeros((len(labels), n_classes))
-    full[:, present] = probabilities
+    for fit_rows, scored_rows in splitter.split(features, labels):
+        full[scored_rows] = _fit_probe(features[fit_rows], labels[fit_rows], n_classes)(features[scored_rows])
     return full
+
+
+def _fit_probe(features: np.ndarray, labels: np.ndarray, n_classes: int, c: float = PROBE_C,
+               max_iter: int = PROBE_ITERATIONS) -> Callable[[np.ndarray], np.ndarray]:
+    """Multinomial logistic regression on standardized features: mean cross-entropy plus
+    ||W||^2 / (2 C n) (scikit-learn's LogisticRegression objective), minimized with L-BFGS. Returns
+    the probe: features -> [n, n_classes] probabilities (classes absent from `labels` get ~0)."""
+    import torch
+
+    mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-8
+    x = torch.as_tensor((features - mean) / scale, dtype=torch.float32)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    weights = torch.zeros(x.shape[1], n_classes, requires_grad=True)
+    bias = torch.zeros(n_classes, requires_grad=True)
+    absent = torch.as_tensor(np.bincount(labels, minlength=n_classes) == 0)
+    optimizer = torch.optim.LBFGS([weights, bias], lr=1.0, max_iter=max_iter, history_size=20,
+                                  line_search_fn="strong_wolfe")
+
+    def logits(inputs: torch.Tensor) -> torch.Tensor:
+        return (inputs @ weights + bias).masked_fill(absent, -torch.inf)
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = torch.nn.functional.cross_entropy(logits(x), y) + (weights * weights).sum() / (2 * c * len(y))
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+
+    def probabilities(rows: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            scaled = torch.as_tensor((rows - mean) / scale, dtype=torch.float32)
+            return torch.softmax(logits(scaled), dim=1).double().numpy()
+
+    return probabilities
 
 
 def find_label_issues(examples: pd.DataFrame, features: np.ndarray, classes: list[str],

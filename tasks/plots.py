@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -297,3 +298,36 @@ def figure_png_bytes(figure: Figure, dpi: int = 110) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return buffer.getvalue()
+
+
+def leakage_figure(rows: Any) -> Any:
+    """Each near-copy pair found across splits side by side: the held-out image, then its copy in
+    a less held-out split, with the cosine similarity. `rows` has columns held_out_input,
+    held_out_split, other_input, other_split, similarity."""
+    from PIL import Image
+
+    count = max(len(rows), 1)
+    figure, grid = plt.subplots(count, 2, figsize=(5.5, 2.8 * count), squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for (left, right), row in zip(grid, rows.itertuples(), strict=False):
+        for axes, path, split in ((left, row.held_out_input, row.held_out_split),
+                                  (right, row.other_input, row.other_split)):
+            with Image.open(path) as image:
+                image.thumbnail((256, 256))
+                axes.imshow(image.convert("RGB"))
+            axes.set_title(f"{split}: {Path(path).name}", fontsize=7)
+        left.text(1.05, 0.5, f"cos {row.similarity:.3f}", transform=left.transAxes, fontsize=8, gid="pair")
+    figure.suptitle("Near-copies across splits (held-out copy left, the one dropped under `drop` right)")
+    figure.tight_layout()
+    return figure
+
+
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Write the figure as a PNG atomically (the report links it) and close it."""
+    from tasks.atomic import write_bytes_atomic
+
+    try:
+        return write_bytes_atomic(path, figure_png_bytes(figure))
+    finally:
+        plt.close(figure)

@@ -4,12 +4,15 @@ whether there is anything new to learn from. Each returns plain values (paths an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.data_report import Outcome, Section
+from tasks.errors import DataError, DataQualityError
 from tasks.spec import Spec, load_spec
 from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_markdown, publish_table, step, tag_flow_run
@@ -58,6 +61,17 @@ class BaseModelRef:
 class QualitySummary:
     class_counts: dict[str, int]
     warnings: tuple[str, ...]
+    passed: bool = True
+    failure: str = ""                  # the failed error-level checks, one per line
+    section: Section | None = None     # its part of the data report
+
+
+@dataclass(frozen=True)
+class ReportRef:
+    """The data report written by steps 2-3: where it is, and its one-line verdict."""
+
+    path: Path
+    verdict: str
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,7 @@ class Prepared:
     split: SplitRef
     base_model: BaseModelRef
     tournament: Tournament | None = None
+    report: ReportRef | None = None
 
     def ranking(self, spec: Spec) -> list[FamilyOptions]:
         """The base models to try, best first: the tournament's eligible ones, or the one model."""
@@ -78,19 +93,37 @@ class Prepared:
 
 def prepare(spec: Spec, tracking: TrackingRef | None) -> Prepared:
     """Steps 2-4, shared by the training flow and `validate` (which tracks nothing, and loads
-    every candidate instead of running their tournament)."""
+    every candidate instead of running their tournament). Steps 2-3 also write the data report
+    (`tasks.data_report`), whether they pass or a policy stops the run."""
+    from tasks.data_report import report_folder
+
     dataset = load_data(spec)                                   # 2. data + label quality
-    quality = check_label_quality(spec, dataset, tracking)
-    split = split_before_training(spec, dataset, tracking)      # 3. test quarantined from here
-    split = audit_label_errors(spec, dataset, split, tracking)  # 3b. labels the data disputes
+    folder = report_folder(spec.workdir, dataset.fingerprint)
+    sections = [odd_inputs_section(spec, dataset, folder)]
+    try:
+        quality = check_label_quality(spec, dataset, tracking, folder)
+        sections.append(quality.section)
+        if not quality.passed:
+            raise DataQualityError(f"{spec.data.path}: the label-quality check failed; nothing was trained.\n"
+                                   f"{quality.failure}")
+        split = split_before_training(spec, dataset, tracking)  # 3. test quarantined from here
+        sections.append(split_section(split))
+        split, audit = audit_label_errors(spec, dataset, split, tracking, folder)  # 3b. labels the data disputes
+        sections.append(audit)
+        split, leaks = check_leakage(spec, dataset, split, tracking, folder)      # 3c. near-copies across splits
+        sections.append(leaks)
+    except DataError as error:
+        stopped = finish_data_report(spec, dataset, sections, tracking, folder, stopped=str(error))
+        raise type(error)(f"{error}\nData report: {stopped.path}") from None
+    report = finish_data_report(spec, dataset, sections, tracking, folder)
     if spec.tournament is None or tracking is None:             # 4. pretrained, offline
         models = [load_base_model(spec.with_model(model)) for model in spec.candidates]
-        return Prepared(dataset, quality, split, models[0])
+        return Prepared(dataset, quality, split, models[0], report=report)
     from tasks.learn import contract_for
     from tasks.tournament import choose_base_model
 
     tournament = choose_base_model(spec, dataset, split, tracking, contract_for(spec, dataset, split))
-    return Prepared(dataset, quality, split, load_base_model(spec.with_model(tournament.chosen)), tournament)
+    return Prepared(dataset, quality, split, load_base_model(spec.with_model(tournament.chosen)), tournament, report)
 
 
 @dataclass(frozen=True)
@@ -213,11 +246,42 @@ def load_data(spec: Spec) -> DatasetRef:
                       tuple(q.describe() for q in odd), tuple(q.describe() for q in conflicts))
 
 
+def odd_inputs_section(spec: Spec, dataset: DatasetRef, folder: Path) -> Section:
+    """Step 2a's part of the report: what was taken out before any check (taken_out.csv)."""
+    import pandas as pd
+
+    from tasks.atomic import write_text_atomic
+    from tasks.data_report import markdown_table
+
+    taken_out = [("odd input", line) for line in dataset.odd_inputs] + \
+        [("conflicting labels", line) for line in dataset.conflicts_dropped]
+    if not taken_out:
+        return Section("Odd inputs and conflicting labels", "ok",
+                       f"None found (policies: odd_inputs {spec.data.odd_inputs}, conflicting_labels "
+                       f"{spec.data.conflicting_labels}).")
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = pd.DataFrame(taken_out, columns=["why", "what"])
+    write_text_atomic(folder / "taken_out.csv", rows.to_csv(index=False))
+    stops = spec.data.odd_inputs == "fail" and bool(dataset.odd_inputs)
+    verb = "found (the label-quality check stops on them)" if stops else "quarantined"
+    summary = (f"{len(dataset.odd_inputs)} odd input(s) {verb} (odd_inputs: {spec.data.odd_inputs}); "
+               f"{len(dataset.conflicts_dropped)} cop(ies) of examples under two labels dropped "
+               f"(conflicting_labels: {spec.data.conflicting_labels}).")
+    return Section("Odd inputs and conflicting labels", "fail" if stops else "warn", summary,
+                   markdown_table(rows.to_dict("records")), ("taken_out.csv",))
+
+
 @step("2b check label quality")
-def check_label_quality(spec: Spec, dataset: DatasetRef, tracking: TrackingRef | None) -> QualitySummary:
-    """Run the GX suite; stop the flow with the report when an error-level check fails."""
+def check_label_quality(spec: Spec, dataset: DatasetRef, tracking: TrackingRef | None,
+                        folder: Path) -> QualitySummary:
+    """Run the GX suite; its result says whether the flow may go on (`prepare` stops it with the
+    report when an error-level check fails)."""
+    import json
+
+    from tasks.atomic import write_text_atomic
     from tasks.data import LoadedData, read_table
-    from tasks.errors import DataQualityError
+    from tasks.data_docs import write_data_docs
+    from tasks.data_report import markdown_table
     from tasks.quality import audit_labels
 
     loaded = LoadedData(read_table(dataset.table_path), dataset.declared_classes, dataset.skipped_files)
@@ -225,25 +289,43 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, tracking: TrackingRef |
     markdown = report.markdown()
     publish_markdown(artifact_key(spec.registry.model_name, "label-quality"), markdown,
                      f"Label-quality report for {spec.data.path}")
-    if tracking:
-        from tasks.tracking import client_for, log_text
-
-        log_text(client_for(spec.workdir), tracking.run_id, markdown, "quality/label_quality.md")
-        taken_out = [("odd input", line) for line in dataset.odd_inputs] + \
-            [("conflicting labels", line) for line in dataset.conflicts_dropped]
-        if taken_out:
-            import pandas as pd
-
-            log_text(client_for(spec.workdir), tracking.run_id,
-                     pd.DataFrame(taken_out, columns=["why", "what"]).to_csv(index=False), "quality/taken_out.csv")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "label_quality.md", markdown)
+    write_text_atomic(folder / "gx_results.json", json.dumps(report.gx_results, indent=1))
+    docs = _replace_folder(folder / "data_docs", lambda fresh: write_data_docs(report, fresh))
     warnings = tuple(f"{w.name}: {w.detail}" for w in report.warnings)
     for warning in warnings:
         print(f"WARNING {warning}")
-    if not report.passed:
-        raise DataQualityError(f"{spec.data.path}: the label-quality check failed; nothing was trained.\n"
-                               f"{report.failure_summary()}")
-    print(f"Label-quality checks passed ({len(report.checks)} checks, {len(report.warnings)} warning(s))")
-    return QualitySummary(report.class_counts, warnings)
+    failed = sum(1 for c in report.checks if c.severity == "error" and not c.passed)
+    outcome: Outcome = "fail" if not report.passed else "warn" if warnings else "ok"
+    summary = (f"{failed} error-level check(s) failed: " + report.failure_summary().strip().replace("\n", " ")
+               if failed else f"{len(report.checks)} checks on {report.n_examples} examples, "
+                              f"{len(warnings)} warning(s).")
+    table = markdown_table([{"check": c.name, "severity": c.severity,
+                             "result": "ok" if c.passed else "FAIL" if c.severity == "error" else "warn",
+                             "detail": c.detail} for c in report.checks], limit=len(report.checks), width=400)
+    section = Section("Label-quality suite (Great Expectations)", outcome, summary, table,
+                      ("label_quality.md", "gx_results.json", str(docs.relative_to(folder))))
+    if report.passed:
+        print(f"Label-quality checks passed ({len(report.checks)} checks, {len(report.warnings)} warning(s))")
+    return QualitySummary(report.class_counts, warnings, report.passed, report.failure_summary(), section)
+
+
+def _replace_folder(target: Path, build: Callable[[Path], Path]) -> Path:
+    """Build a folder of this tool's own (the Data Docs site) beside `target`, then swap it in, so
+    a reader never sees half a site and no page of an earlier run lingers. Returns what `build`
+    returned, under `target`."""
+    import shutil
+    import uuid
+
+    fresh = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    built = build(fresh)
+    retired = target.with_name(f".{target.name}.retired.{uuid.uuid4().hex[:8]}")
+    if target.exists():
+        os.replace(target, retired)
+    os.replace(fresh, target)
+    shutil.rmtree(retired, ignore_errors=True)
+    return target / built.relative_to(fresh)
 
 
 @step("3 split before training")
@@ -276,26 +358,31 @@ def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef
     return split
 
 
+def split_section(split: SplitRef) -> Section:
+    """Step 3's part of the report: split sizes, the near-copy groups kept whole, and warnings."""
+    sizes = ", ".join(f"{name} {count}" for name, count in split.sizes.items())
+    body = "\n".join(f"- {note}" for note in (*split.notes, *split.warnings))
+    return Section("Split and near-copy groups", "warn" if split.warnings else "ok",
+                   f"{sizes} (test quarantined until the final evaluation).", body)
+
+
 @step("3b audit labels (train and validation)")
-def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef | None) -> SplitRef:
+def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef | None,
+                       folder: Path) -> tuple[SplitRef, Section]:
     """Rank the training and validation examples whose label the data disputes (tasks.label_audit),
     on the first base model's cached embeddings (the baseline reuses them), and act on
-    `data.label_issues`: report, drop (a new manifest lists the dropped ids), or fail."""
-    from tasks.backbones import load_backbone
+    `data.label_issues`: report, drop (a new manifest lists the dropped ids), or fail. Writes
+    label_issues.csv, outliers.csv and, for images, label_suspects.png in the report folder."""
+    from tasks.atomic import write_text_atomic
     from tasks.data import read_table
-    from tasks.devices import resolve_num_workers
-    from tasks.errors import DataQualityError
-    from tasks.features import cached_embeddings, open_cache
+    from tasks.data_report import markdown_table
     from tasks.label_audit import find_label_issues, find_outliers, to_drop
     from tasks.split import train_val_ids, without_examples
 
     train_ids, val_ids = train_val_ids(split.manifest_path)
     table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")
     examples = table.loc[train_ids + val_ids].reset_index()
-    backbone = load_backbone(spec.candidates[0])
-    features, computed = cached_embeddings(open_cache(spec.workdir, backbone), backbone,
-                                           list(examples["example_id"]), list(examples["input"]),
-                                           spec.train.batch_size, resolve_num_workers(spec.runtime.num_workers))
+    features, computed = _first_model_embeddings(spec, list(examples["example_id"]), list(examples["input"]))
     issues = find_label_issues(examples, features, list(dataset.classes), seed=spec.split.seed)
     found = issues.table.assign(source=issues.table["example_id"].map(table["source"]))
     shown = "; ".join(f"{r.source} ({r.given_label} -> {r.suggested_label}, {r.score:.3f})"
@@ -306,16 +393,29 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     outliers = find_outliers(examples, features).assign(source=lambda frame: frame["example_id"].map(table["source"]))
     print("Most unusual inputs (cleanlab OutOfDistribution on the embeddings, reported only): "
           + "; ".join(f"{r.source} ({r.score:.3f})" for r in outliers.head(3).itertuples()))
-    if tracking is not None:
-        _publish_label_issues(spec, tracking, found)
-        from tasks.tracking import client_for, log_params, log_text
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "label_issues.csv", found.to_csv(index=False))
+    write_text_atomic(folder / "outliers.csv", outliers.to_csv(index=False))
+    files = ["label_issues.csv", "outliers.csv"]
+    if spec.modality == "image" and not found.empty:
+        from tasks.plots import save_figure, suspects_figure
 
-        client = client_for(spec.workdir)
-        log_text(client, tracking.run_id, outliers.to_csv(index=False), "quality/outliers.csv")
-        log_params(client, tracking.run_id, {"label_audit_embeddings_computed": computed,
-                                             "label_issues_found": len(found)})
+        save_figure(suspects_figure(found.head(16)), folder / "label_suspects.png")
+        files.append("label_suspects.png")
+    _publish_label_issues(spec, tracking, found)
+    if tracking is not None:
+        from tasks.tracking import client_for, log_params
+
+        log_params(client_for(spec.workdir), tracking.run_id, {"label_audit_embeddings_computed": computed,
+                                                               "label_issues_found": len(found)})
+    rows = found.drop(columns=["input", "example_id"]).to_dict("records")
+    body = markdown_table(rows) + "\n\nMost unusual inputs (reported, never dropped): " + "; ".join(
+        f"{r.source} ({r.score:.3f})" for r in outliers.head(5).itertuples())
+    policy = f"label_issues: {spec.data.label_issues}"
     if found.empty or spec.data.label_issues == "report":
-        return split
+        summary = f"{len(found)} of {issues.audited} train/validation label(s) disputed by the data ({policy})."
+        return split, Section("Disputed labels (label audit)", "warn" if len(found) else "ok", summary, body,
+                              tuple(files))
     if spec.data.label_issues == "fail":
         raise DataQualityError(f"{spec.data.path}: {len(found)} label(s) disputed by the data (data.label_issues: "
                                f"fail); the most doubtful: {shown}. Fix: correct them, or set data.label_issues: "
@@ -323,24 +423,133 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     dropped = to_drop(issues, spec.data.max_drop_fraction)
     capped = f" (capped at max_drop_fraction {spec.data.max_drop_fraction:g})" if len(dropped) < len(found) else ""
     print(f"Dropping {len(dropped)} of {len(found)} disputed example(s) from train/validation{capped}")
-    return without_examples(split, dropped, f"labels disputed by the label audit (data.label_issues: drop){capped}")
+    summary = (f"{len(found)} of {issues.audited} train/validation label(s) disputed; {len(dropped)} dropped, "
+               f"most doubtful first{capped} ({policy}; the manifest lists them).")
+    return (without_examples(split, dropped, f"labels disputed by the label audit (data.label_issues: drop){capped}"),
+            Section("Disputed labels (label audit)", "warn", summary, body, tuple(files)))
 
 
-def _publish_label_issues(spec: Spec, tracking: TrackingRef, found: Any) -> None:
-    """label_issues.csv on the parent run, a Prefect table of the first 50, and for images a
-    contact sheet of the most doubtful ones."""
-    from tasks.tracking import client_for, log_figure, log_text
+def _first_model_embeddings(spec: Spec, ids: list[str], inputs: list[str]) -> tuple[Any, int]:
+    """The frozen embeddings of the first base model (the one the baseline starts with), from the
+    cache or computed into it, and how many were computed."""
+    from tasks.backbones import load_backbone
+    from tasks.devices import resolve_num_workers
+    from tasks.features import cached_embeddings, open_cache
 
-    client = client_for(spec.workdir)
-    log_text(client, tracking.run_id, found.to_csv(index=False), "quality/label_issues.csv")
+    backbone = load_backbone(spec.candidates[0])
+    return cached_embeddings(open_cache(spec.workdir, backbone), backbone, ids, inputs, spec.train.batch_size,
+                             resolve_num_workers(spec.runtime.num_workers))
+
+
+def _publish_label_issues(spec: Spec, tracking: TrackingRef | None, found: Any) -> None:
+    """A Prefect table of the 50 most doubtful labels (the whole list is label_issues.csv)."""
+    where = f"MLflow run {tracking.run_id}" if tracking else "the data report folder"
     publish_table(artifact_key(spec.registry.model_name, "label-issues"),
                   found.head(50).drop(columns=["input"]).to_dict("records") or [{"disputed labels": 0}],
-                  f"Labels the data disputes ({len(found)}), most doubtful first; all in quality/label_issues.csv "
-                  f"of MLflow run {tracking.run_id}")
-    if spec.modality == "image" and not found.empty:
-        from tasks.plots import suspects_figure
+                  f"Labels the data disputes ({len(found)}), most doubtful first; all in label_issues.csv of {where}")
 
-        log_figure(client, tracking.run_id, suspects_figure(found.head(16)), "quality/label_suspects.png")
+
+@step("3c check leakage across splits")
+def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef | None,
+                  folder: Path) -> tuple[SplitRef, Section]:
+    """Near-copies across splits that the group keys missed (tasks.leakage), on the first base
+    model's embeddings, and `data.leakage`: drop the less held-out copy of each pair, report, or
+    fail. Reads the test inputs (logged as a "leakage check" read, never an evaluation): never
+    their labels. Writes leakage_pairs.csv (and for images leakage_pairs.png)."""
+    from tasks.atomic import write_text_atomic
+    from tasks.data import read_table
+    from tasks.data_report import markdown_table
+    from tasks.leakage import calibrate, cross_split_pairs, less_held_out_copies
+    from tasks.split import quarantined_test_ids, train_val_ids, without_examples
+
+    train_ids, val_ids = train_val_ids(split.manifest_path)
+    test_ids = quarantined_test_ids(split.manifest_path, reader="check_leakage: test inputs, no labels",
+                                    purpose="leakage check")
+    ids = train_ids + val_ids + test_ids
+    splits = ["train"] * len(train_ids) + ["val"] * len(val_ids) + ["test"] * len(test_ids)
+    inputs = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")[["input", "source"]]
+    features, _ = _first_model_embeddings(spec, ids, list(inputs.loc[ids, "input"]))
+    calibration = calibrate(features[:len(train_ids)], seed=spec.split.seed)
+    pairs = cross_split_pairs(ids, splits, features, calibration.threshold)
+    for side in ("held_out", "other"):
+        pairs[f"{side}_source"] = pairs[f"{side}_id"].map(inputs["source"])
+        pairs[f"{side}_input"] = pairs[f"{side}_id"].map(inputs["input"])
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "leakage_pairs.csv", pairs.to_csv(index=False))
+    files = ["leakage_pairs.csv"]
+    if spec.modality == "image" and not pairs.empty:
+        from tasks.plots import leakage_figure, save_figure
+
+        save_figure(leakage_figure(pairs.head(8)), folder / "leakage_pairs.png")
+        files.append("leakage_pairs.png")
+    shown = "; ".join(f"{r.held_out_split} {r.held_out_source} ~ {r.other_split} {r.other_source} ({r.similarity:.3f})"
+                      for r in pairs.head(3).itertuples())
+    print(f"Leakage check ({spec.candidates[0].describe()} embeddings, {calibration.describe()}): {len(pairs)} "
+          "near-copy pair(s) across splits" + (f": {shown}" if shown else ""))
+    if tracking is not None:
+        from tasks.tracking import client_for, log_params
+
+        log_params(client_for(spec.workdir), tracking.run_id, {
+            "leakage_threshold": round(calibration.threshold, 6), "leakage_pairs_found": len(pairs)})
+    body = (f"Threshold: {calibration.describe()}.\n\n" + markdown_table(pairs[[
+        "held_out_split", "held_out_source", "other_split", "other_source", "similarity"]].to_dict("records")))
+    policy = f"leakage: {spec.data.leakage}"
+    if pairs.empty or spec.data.leakage == "report":
+        summary = f"{len(pairs)} near-copy pair(s) across splits ({policy})."
+        return split, Section("Leakage across splits", "warn" if len(pairs) else "ok", summary, body, tuple(files))
+    if spec.data.leakage == "fail":
+        raise DataQualityError(f"{spec.data.path}: {len(pairs)} near-copy pair(s) across train/validation/test "
+                               f"(data.leakage: fail); the closest: {shown}. Fix: remove one copy of each pair "
+                               "(see leakage_pairs.csv), or set data.leakage: drop or report.")
+    dropped = less_held_out_copies(pairs)
+    summary = (f"{len(pairs)} near-copy pair(s) across splits; the less held-out copy of each dropped "
+               f"({len(dropped)} example(s) from train/validation; {policy}; the manifest lists them).")
+    print(f"Dropping {len(dropped)} train/validation near-copies of more held-out examples")
+    kept = without_examples(split, dropped, "near-copies of more held-out examples (data.leakage: drop)")
+    _check_classes_remain(spec, dataset, kept)
+    return kept, Section("Leakage across splits", "warn", summary, body, tuple(files))
+
+
+def _check_classes_remain(spec: Spec, dataset: DatasetRef, split: SplitRef) -> None:
+    """After a drop, every class must still be in train and validation (or nothing can be learned
+    or selected): stop with the fix rather than train on a hollowed split."""
+    from tasks.data import read_table
+    from tasks.split import train_val_ids
+
+    labels = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")["label"]
+    for name, ids in zip(("train", "validation"), train_val_ids(split.manifest_path), strict=True):
+        missing = sorted(set(dataset.classes) - set(labels.loc[ids]))
+        if missing:
+            raise DataQualityError(f"{spec.data.path}: dropping near-copies (data.leakage: drop) leaves no {name} "
+                                   f"example of {missing}. Fix: add distinct examples of those classes, or set "
+                                   "data.leakage: report.")
+
+
+def finish_data_report(spec: Spec, dataset: DatasetRef, sections: list[Section], tracking: TrackingRef | None,
+                       folder: Path, stopped: str | None = None) -> ReportRef:
+    """Write report.md, show it in the Prefect UI, and log it with every file its sections wrote to
+    the MLflow run (under quality/)."""
+    from tasks.data import read_table
+    from tasks.data_report import DataReport, write_report
+
+    labels = read_table(dataset.table_path).drop_duplicates("example_id")["label"]
+    counts = labels.value_counts().reindex(list(dataset.classes), fill_value=0)
+    report = DataReport(str(spec.data.path), dataset.fingerprint, {str(k): int(v) for k, v in counts.items()},
+                        spec.metric.class_name, tuple(sections), stopped)
+    path = write_report(report, folder)
+    publish_markdown(artifact_key(spec.registry.model_name, "data-report"), report.markdown(),
+                     f"Data report for {spec.data.path}: {report.verdict()}")
+    print(f"Data report: {report.verdict()} ({path})")
+    if tracking is not None:
+        from tasks.tracking import client_for, log_file
+
+        client = client_for(spec.workdir)
+        for name in dict.fromkeys([path.name, *(name.split("/")[0] for section in sections for name in section.files)]):
+            if (folder / name).is_dir():  # the Data Docs site
+                client.log_artifacts(tracking.run_id, str(folder / name), f"quality/{name}")
+            else:
+                log_file(client, tracking.run_id, folder / name, "quality")
+    return ReportRef(path, report.verdict())
 
 
 @step("4 load base model")

@@ -6,11 +6,16 @@
   example, as the split sees them), the metric's class exists, and the imbalance ratio is
   reported (a warning, never a stop).
 Errors stop the flow before any training; warnings are reported and the flow goes on.
+
+Each expectation carries its check's name (GX `description`) and severity (error: GX "critical"),
+so the GX validation results (`QualityReport.gx_results`, plain JSON) and the Data Docs rendered
+from them (tasks/data_docs.py) read as the report does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pandas as pd
@@ -20,6 +25,8 @@ from tasks.spec import DataSpec, MetricSpec
 
 Severity = Literal["error", "warning"]
 SHOWN_OFFENDERS = 5
+GX_SEVERITY = {"error": "critical", "warning": "warning"}
+RUN_NAME = "transferflow-label-audit"
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,10 @@ class QualityReport:
     class_counts: dict[str, int]
     n_examples: int
     skipped_files: tuple[str, ...]
+    # Frame name (examples, labels_per_example, class_counts) -> that suite's GX validation result,
+    # `ExpectationSuiteValidationResult.to_json_dict()`: `json.dumps` takes it as it is, and
+    # tasks/data_docs.write_data_docs renders it (or the same dict read back from its JSON file).
+    gx_results: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -71,7 +82,9 @@ def audit_labels(loaded: LoadedData, data: DataSpec, metric: MetricSpec, odd_inp
     """Run the suite on the loaded table and turn GX results into a report. `odd_inputs` and
     `conflicts_dropped` (from step 2a, "source (label): reason") are reported as their policies say."""
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.expectations.metadata_types import FailureSeverity
 
     odd_sources = {line.split(" (", 1)[0] for line in odd_inputs}
     table = loaded.table.assign(readable=~loaded.table["source"].isin(odd_sources))
@@ -85,7 +98,9 @@ def audit_labels(loaded: LoadedData, data: DataSpec, metric: MetricSpec, odd_inp
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("labeled_data")
+    run_id = RunIdentifier(run_name=RUN_NAME, run_time=datetime.now(UTC))  # one audit: one GX run
     checks: list[Check] = []
+    gx_results: dict[str, dict[str, Any]] = {}
     for frame_name, frame, expectations in [
         ("examples", table, _example_expectations(gx, data, loaded.declared_classes)),
         ("labels_per_example", labels_per_example, [
@@ -97,16 +112,19 @@ def audit_labels(loaded: LoadedData, data: DataSpec, metric: MetricSpec, odd_inp
         batch = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe("all") \
             .get_batch(batch_parameters={"dataframe": frame})
         suite = gx.ExpectationSuite(name=f"transferflow_{frame_name}")
-        for _, _, expectation in expectations:
+        for name, severity, expectation in expectations:
+            expectation.description, expectation.severity = name, FailureSeverity(GX_SEVERITY[severity])
             suite.add_expectation(expectation)
         index_column = "label" if frame_name == "class_counts" else "source"
         result = batch.validate(suite, result_format={
             "result_format": "COMPLETE", "unexpected_index_column_names": [index_column]})
+        result.meta["run_id"] = run_id  # as a ValidationDefinition's run records it; Data Docs show it
+        gx_results[frame_name] = result.to_json_dict()
         checks += [_to_check(name, severity, bool(res.success), res.result, index_column)
                    for (name, severity, _), res in zip(expectations, result.results, strict=True)]
     checks += _policy_checks(data, odd_inputs, conflicts_dropped)
     return QualityReport(tuple(checks), {str(k): int(v) for k, v in counts.items()},
-                         len(table), loaded.skipped_files)
+                         len(table), loaded.skipped_files, gx_results)
 
 
 def _policy_checks(data: DataSpec, odd_inputs: tuple[str, ...], conflicts_dropped: tuple[str, ...]) -> list[Check]:

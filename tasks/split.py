@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ HISTORY_FILE = "assignments.json"
 Carve = Callable[[pd.DataFrame, float, int, str], tuple[pd.DataFrame, pd.DataFrame]]
 
 HELD_OUT_PRIORITY = {"test": 0, "val": 1, "train": 2, "": 3}  # the most held-out split first
+TestReadPurpose = Literal["evaluation", "leakage check"]
 
 @dataclass(frozen=True)
 class SplitRef:
@@ -134,12 +136,15 @@ def train_val_ids(manifest_path: Path) -> tuple[list[str], list[str]]:
     return splits["train"], splits["val"]
 
 
-def quarantined_test_ids(manifest_path: Path, reader: str) -> list[str]:
-    """The test ids. Only the final evaluation calls this; every call is logged (and synced to
-    disk) before the ids are read, so a read that could not be logged fails instead."""
+def quarantined_test_ids(manifest_path: Path, reader: str, purpose: TestReadPurpose = "evaluation") -> list[str]:
+    """The test ids. The final evaluation reads them (purpose "evaluation": the one read that
+    scores a model), and before it the leakage check ("leakage check": the inputs only, to find
+    near-copies across splits; never labels, never predictions). Every call is logged (and synced
+    to disk) before the ids are read, so a read that could not be logged fails instead."""
     with access_log_path(manifest_path).open("a") as log:
         log.write(json.dumps({
             "reader": reader,
+            "purpose": purpose,
             "user": _current_user(),
             "at": datetime.now(UTC).isoformat(),
         }) + "\n")
@@ -152,10 +157,11 @@ def access_log_path(manifest_path: Path) -> Path:
     return manifest_path.with_suffix(".test-reads.jsonl")
 
 
-def recorded_test_reads(manifest_path: Path) -> list[dict[str, str]]:
-    """Every recorded read of the test ids (who and when)."""
+def recorded_test_reads(manifest_path: Path, purpose: TestReadPurpose | None = None) -> list[dict[str, str]]:
+    """Every recorded read of the test ids (who, when, what for), or those of one `purpose`."""
     log = access_log_path(manifest_path)
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    reads = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return [r for r in reads if purpose is None or r.get("purpose", "evaluation") == purpose]
 
 
 def _current_user() -> str:
@@ -241,7 +247,9 @@ def _grouped(examples: pd.DataFrame, modality: str | None) -> tuple[pd.DataFrame
                      "one moved there")
     grouped = int((examples.groupby("group")["example_id"].nunique() > 1).sum())
     if grouped:
-        notes.append(f"{grouped} group(s) of near-copies (same text up to case, spacing and punctuation) are "
+        from tasks.grouping import NEAR_COPY_RULE
+
+        notes.append(f"{grouped} group(s) of near-copies ({NEAR_COPY_RULE.get(modality or '', 'same example')}) are "
                      "each kept in one split")
     return examples.assign(given_split=examples["group"].map(given)), notes
 

@@ -52,10 +52,21 @@ def write_config(folder: Path, body: str) -> Path:
 
 
 def small_image(size: tuple[int, int], colour: tuple[int, int, int]):
-    """A small test image of mostly one colour, with one pixel of its complement: one colour
-    throughout is a constant image, which the odd-inputs check quarantines as a placeholder."""
+    """A small test image of mean colour `colour`: a random texture (seeded by size and colour, so
+    equal arguments give equal images) around it, as a photo has. Never one colour throughout (a
+    constant image is quarantined as a placeholder), and images of different colours are distinct
+    images, not near-copies of one flat picture that the split would keep together."""
+    import numpy as np
     from PIL import Image
 
-    image = Image.new("RGB", size, colour)
-    image.putpixel((0, 0), tuple(255 - c for c in colour))
-    return image
+    width, height = size
+    rng = np.random.default_rng([width, height, *colour])
+    noise = rng.uniform(-1, 1, (height, width, 3))
+    noise -= noise.mean(axis=(0, 1))
+    noise /= np.abs(noise).max(axis=(0, 1))
+    base = np.array(colour, dtype=float)
+    amplitude = np.minimum(40, np.minimum(base, 255 - base))  # no clipping: the mean stays `colour`
+    pixels = np.rint(base + amplitude * noise).astype(np.uint8)
+    if not amplitude.any():  # every channel at 0 or 255: one pixel of the complement instead
+        pixels[0, 0] = 255 - base
+    return Image.fromarray(pixels)

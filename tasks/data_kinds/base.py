@@ -51,6 +51,11 @@ class DataKindOptions(BaseModel):
         "report", description="Examples whose label the data disputes (cleanlab on out-of-fold probe "
                               "probabilities, train and validation only): list them, drop them from train and "
                               "validation (at most max_drop_fraction, most doubtful first), or stop the run.")
+    leakage: Literal["drop", "report", "fail"] = Field(
+        "drop", description="Near-copies across train / validation / test that the group keys missed (cosine "
+                            "similarity of the base model's embeddings above a threshold calibrated on train): "
+                            "drop the less held-out copy of each pair (the test split never changes), list them, "
+                            "or stop the run.")
     max_drop_fraction: float = Field(0.05, gt=0.0, le=0.5, description="label_issues: drop removes at most this "
                                                                          "share of train + validation.")
     min_examples_per_class: int = Field(10, ge=1, description="Fewer examples in a class fails the check.")

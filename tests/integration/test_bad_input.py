@@ -118,6 +118,29 @@ def test_validate_checks_a_good_config_without_training_or_tracking(tmp_path):
     assert "Skipped 1 file(s) outside the class folders: README.md" in output
     assert "1 quarantined: ants/notes.txt (ants): unsupported format (.txt;" in output
     assert not (tmp_path / "work" / "mlflow.db").exists() and not (tmp_path / "work" / "checkpoints").exists()
+    # The whole data report, under reports/<data fingerprint>/, its verdict and path printed.
+    (folder,) = (tmp_path / "work" / "reports").iterdir()
+    assert "Data report: PASS with warnings (odd inputs and conflicting labels" in output
+    assert str(folder / "report.md") in output.replace("\n", "").replace(" ", "") or \
+        str(folder / "report.md") in output
+    assert {"report.md", "label_issues.csv", "leakage_pairs.csv", "gx_results.json", "label_quality.md",
+            "taken_out.csv", "outliers.csv"} <= {p.name for p in folder.iterdir()}
+    assert (folder / "data_docs" / "index.html").exists()
+    report = (folder / "report.md").read_text()
+    assert report.startswith("# Data report: PASS") and "ants/notes.txt" in report and "| ants | 10 | 50.0% |" in report
+
+
+def test_validate_exits_non_zero_on_a_failing_policy_and_still_writes_the_report(tmp_path):
+    config = image_config(tmp_path, {"ants": 10, "bees": 10})
+    config.write_text(config.read_text().replace("min_examples_per_class: 3", "min_examples_per_class: 3, "
+                                                 "odd_inputs: fail"))
+    (tmp_path / "data" / "bees" / "empty.png").write_bytes(b"")
+    code, output = run_transferflow(["validate", str(config)], cwd=tmp_path)
+    assert code == 2 and "Ready to run." not in output and "Traceback" not in output
+    (folder,) = (tmp_path / "work" / "reports").iterdir()
+    assert "Data report:" in output and "report.md" in output
+    report = (folder / "report.md").read_text()
+    assert report.splitlines()[0].startswith("# Data report: FAIL") and "bees/empty.png" in report
 
 
 def test_the_flow_itself_rejects_a_bad_config_in_its_first_task(tmp_path):

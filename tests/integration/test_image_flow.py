@@ -238,9 +238,12 @@ def test_second_run_of_the_same_model_reuses_the_embedding_cache(runs):
 
 def test_test_split_read_exactly_once_per_run(runs):
     summaries, _, _ = runs
-    readers = [r["reader"] for r in recorded_test_reads(summaries["pass"].split.manifest_path)]
+    readers = [r["reader"] for r in recorded_test_reads(summaries["pass"].split.manifest_path, "evaluation")]
     assert len(readers) == 3
     assert all(sum(s.run_id in r for r in readers) == 1 for s in summaries.values())
+    # The leakage check reads the test inputs too, logged under its own purpose, not as an evaluation.
+    leakage = recorded_test_reads(summaries["pass"].split.manifest_path, "leakage check")
+    assert len(leakage) >= 3 and all(r["reader"].startswith("check_leakage") for r in leakage)
 
 
 def test_predict_command_answers_like_the_registered_champion(runs, tmp_path):
@@ -351,7 +354,7 @@ def test_a_scheduled_retrain_on_unchanged_data_trains_and_reads_nothing(runs, sc
     champion = client.get_model_version_by_alias("ants-vs-bees", "champion").version
     assert scheduled_rerun.champion_version == str(champion) and "nothing new to learn from" in scheduled_rerun.reason
     assert len(client.search_model_versions("name = 'ants-vs-bees'")) == 3  # nothing registered
-    assert len(recorded_test_reads(summaries["pass"].split.manifest_path)) == 3  # the test ids were not read
+    assert len(recorded_test_reads(summaries["pass"].split.manifest_path, "evaluation")) == 3  # no evaluation
     parent = client.get_run(scheduled_rerun.run_id)
     assert parent.data.tags["decision"] == "nothing-new" and parent.info.status == "FINISHED"
     assert not client.search_runs([parent.info.experiment_id],

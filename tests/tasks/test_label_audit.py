@@ -22,6 +22,24 @@ def test_out_of_fold_probabilities_come_from_probes_that_never_saw_the_row():
     assert probabilities[3, 1] < 0.2 and np.median(probabilities[labels == 1, 1]) > 0.8
 
 
+def test_the_probe_minimizes_scikit_learns_logistic_regression_objective():
+    """Fit in torch for speed, it must be the same model: same probabilities as scikit-learn's
+    LogisticRegression (same C) on standardized features, up to solver tolerance."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from tasks.label_audit import PROBE_C, _fit_probe
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(300, 12)) + np.repeat(rng.normal(size=(3, 12)), 100, axis=0)
+    labels = np.repeat([0, 1, 2], 100)
+    ours = _fit_probe(features, labels, 4, max_iter=500)(features)   # class 3 never seen: probability 0
+    scaler = StandardScaler().fit(features)
+    theirs = LogisticRegression(C=PROBE_C, max_iter=5000, tol=1e-8).fit(scaler.transform(features), labels)
+    assert np.allclose(ours[:, :3], theirs.predict_proba(scaler.transform(features)), atol=2e-3)
+    assert np.all(ours[:, 3] == 0)
+
+
 @pytest.fixture(scope="module")
 def banking_slice():
     """Five intents of banking77's training file, embedded once with MiniLM (32 tokens)."""
@@ -107,7 +125,7 @@ def run_audit(path, folder, policy, fraction=0.05):
     digest = fingerprint(table["example_id"], table["label"])
     dataset = DatasetRef(save_table(table, spec.workdir, digest), digest, tuple(INTENTS), None, ())
     split = split_examples(table, spec.split, digest, spec.workdir / "splits" / "intents", "text")
-    return split, audit_label_errors.fn(spec, dataset, split, None)
+    return split, audit_label_errors.fn(spec, dataset, split, None, folder / "report")[0]
 
 
 def test_label_policies_report_drop_within_the_cap_or_fail(noisy_banking_run, capsys):

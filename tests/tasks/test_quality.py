@@ -1,10 +1,15 @@
 """The label-quality audit runs the real Great Expectations suite on small, hand-made data."""
 
+import json
+import re
+import socket
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from tasks.data import LoadedData, load_examples
+from tasks.data_docs import write_data_docs
 from tasks.odd_inputs import take_out
 from tasks.quality import audit_labels
 from tasks.spec import MetricSpec, data_spec
@@ -132,3 +137,95 @@ def test_real_sms_spam_duplicates_are_reported(sms_spam):
     # Distinct texts per label (4827 ham and 747 spam rows), counted independently with csv + a set.
     assert report.passed and report.class_counts == {"ham": 4518, "spam": 653}
     assert report.warnings[0].detail.startswith("684 offending")
+
+
+# Duplicates forbidden, one missing label (NaN in pandas): the examples suite fails on both.
+DUPLICATED = [("hi", "ham"), ("hi", "ham"), ("see you", "ham"), ("win cash", "spam"), ("prize", "spam"),
+              ("no label", None)]
+
+
+def gx_expectations(gx_results: dict) -> dict[str, dict]:
+    """Check name (the expectation's description) -> that expectation's validation result."""
+    return {r["expectation_config"]["description"]: r for result in gx_results.values() for r in result["results"]}
+
+
+def page_text(path: Path) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", path.read_text()).split())
+
+
+def test_gx_results_are_plain_json_and_say_what_the_checks_say(tmp_path):
+    report = audit_csv(tmp_path, DUPLICATED, duplicates="fail")
+    gx_results = json.loads(json.dumps(report.gx_results, allow_nan=False))  # strict JSON, no custom encoder
+    assert list(gx_results) == ["examples", "labels_per_example", "class_counts"]
+    assert [r["suite_name"] for r in gx_results.values()] == [
+        "transferflow_examples", "transferflow_labels_per_example", "transferflow_class_counts"]
+    expectations = gx_expectations(gx_results)
+    policy_checks = {"no odd inputs (policy: drop)"}  # step 2a's, not GX's
+    assert {c.name for c in report.checks} - policy_checks == set(expectations)
+    for check in report.checks:
+        if check.name not in policy_checks:
+            result = expectations[check.name]
+            assert result["success"] is check.passed, check.name
+            assert result["expectation_config"]["severity"] == {"error": "critical"}.get(check.severity, "warning")
+    duplicates = expectations["no exact duplicates (policy: fail)"]
+    assert duplicates["success"] is False and duplicates["result"]["unexpected_count"] == 2
+    assert [row["source"] for row in duplicates["result"]["unexpected_index_list"]] == \
+        ["data.csv:row 2", "data.csv:row 3"]
+    missing = expectations["labels are present"]
+    assert missing["success"] is False and missing["result"]["unexpected_index_list"] == [
+        {"label": None, "source": "data.csv:row 7"}]
+    assert gx_results["examples"]["success"] is False and gx_results["class_counts"]["success"] is True
+    run_ids = {json.dumps(r["meta"]["run_id"]) for r in gx_results.values()}
+    assert len(run_ids) == 1  # the three suites are one audit run
+
+
+def test_data_docs_render_the_validations_into_the_given_folder_only(tmp_path, monkeypatch):
+    cwd, temp, docs = tmp_path / "cwd", tmp_path / "temp", tmp_path / "out" / "docs"
+    cwd.mkdir(), temp.mkdir()
+    monkeypatch.chdir(cwd)  # a file-backed GX context would create gx/ here
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # GX's default ephemeral docs site would build here
+    connections: list = []
+
+    def no_network(*args, **kwargs):
+        connections.append(args)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+
+    index = write_data_docs(audit_csv(tmp_path, DUPLICATED, duplicates="fail"), docs)
+
+    assert index == docs.resolve() / "index.html" and index.is_file()
+    assert not list(cwd.iterdir()) and not list(temp.iterdir()) and not connections
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "data.csv", "out", "temp"]
+    pages = {p.stem: p for p in (docs / "validations").rglob("*.html")}
+    assert sorted(pages) == ["class_counts", "examples", "labels_per_example"]
+    for name, page in pages.items():
+        assert page.relative_to(docs).as_posix() in index.read_text()  # the index links every validation
+        assert f"transferflow_{name}" in page_text(page)
+    examples = page_text(pages["examples"])
+    assert "Status: Failed" in examples and "no exact duplicates (policy: fail)" in examples
+    assert "data.csv:row 2, data.csv:row 3" in examples and "data.csv:row 7" in examples
+    assert "Status: Succeeded" in page_text(pages["class_counts"])
+    assert sorted(p.stem for p in (docs / "expectations").glob("*.html")) == [
+        "transferflow_class_counts", "transferflow_examples", "transferflow_labels_per_example"]
+    for page in docs.rglob("*.html"):  # every file a page refers to is there (unused static ones are not)
+        for ref in re.findall(r'(?:href|src)="([^":#?]+)"', page.read_text()):
+            # GX 1.24 writes validation pages' favicon link one folder short: look static files up by name.
+            target = docs / "static" / ref.split("static/", 1)[1] if "static/" in ref else page.parent / ref
+            assert target.exists(), (page, ref)
+    assert [p.name for p in (docs / "static").rglob("*") if p.is_file()] == ["favicon.ico"]
+
+
+def test_data_docs_render_from_the_json_file_as_from_the_report(tmp_path):
+    report = audit_csv(tmp_path, DUPLICATED, duplicates="fail")
+    (tmp_path / "gx_results.json").write_text(json.dumps(report.gx_results))
+    write_data_docs(report, tmp_path / "from_report")
+    write_data_docs(json.loads((tmp_path / "gx_results.json").read_text()), tmp_path / "from_json")
+    from_report, from_json = ({p.relative_to(folder): page_text(p) for p in folder.rglob("*.html")}
+                              for folder in (tmp_path / "from_report", tmp_path / "from_json"))
+    assert from_report.keys() == from_json.keys()
+    key = next(k for k in from_report if k.name == "examples.html")
+    # Same page but for GX's own render timestamps.
+    strip = re.compile(r"\d{8}T\d{6}\.\d+Z")
+    assert strip.sub("", from_report[key]) == strip.sub("", from_json[key])

@@ -120,7 +120,7 @@ def test_home_folder_is_expanded_in_config_paths_and_the_data_override(tmp_path,
 
 
 SHARED_DATA_FIELDS = ("kind, path, classes, select_classes, duplicates, conflicting_labels, odd_inputs, "
-                      "label_issues, max_drop_fraction, min_examples_per_class, max_imbalance_ratio")
+                      "label_issues, leakage, max_drop_fraction, min_examples_per_class, max_imbalance_ratio")
 
 
 @pytest.mark.parametrize("kind, family, model, field, own_fields", [

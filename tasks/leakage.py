@@ -1,0 +1,118 @@
+"""Leakage across splits that the model-free group keys miss: a truncated text, a photo cropped or
+re-shot. After the split, every held-out example is compared with the less held-out splits
+(validation with train, test with train and validation) by cosine similarity of the frozen base
+model's embeddings, and a pair closer than the data's own notion of "a copy" is a leak.
+
+Threshold, calibrated on the data: `ratio` x the median cosine distance from a training example to
+its nearest other training example. A near-copy sits far closer to its twin than ordinary
+neighbours sit to each other, whatever the embedding's scale (MiniLM texts crowd near 1.0,
+MobileNet photos spread out), so a fixed similarity would be wrong for one model or the other.
+The median ignores the few copies inside train, and a floor of `MIN_SIMILARITY` stops a data set
+of all-alike examples (a typical distance near 0) from calling everything a copy... or a spread
+one from calling merely similar examples copies.
+
+Index: exact search with scikit-learn's `NearestNeighbors(algorithm="brute")` on L2-normalized
+vectors (euclidean distance there is a monotone function of cosine). Exact, because a missed leak
+is the failure that matters here; brute force, because at these dimensions (384 to 1,280) tree
+indexes are no faster than one BLAS matrix product, which sklearn chunks to bound memory and runs
+on every core. scikit-learn is already a dependency; faiss would add a native wheel for the same
+exact search. The cost is quadratic: see benchmarks/data_audit.py for 100k and 1M projections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+DISTANCE_RATIO = 0.25        # a copy is at most this share of the typical nearest-neighbour distance
+MIN_SIMILARITY = 0.90        # never call a pair below this cosine similarity a copy
+NEIGHBOURS = 10              # near-copies looked for per held-out example
+CALIBRATION_SAMPLE = 5000    # training examples whose nearest neighbour sets the typical distance
+HELD_OUT_ORDER = ("train", "val", "test")  # least held-out first
+
+PAIR_COLUMNS = ["held_out_split", "held_out_id", "other_split", "other_id", "similarity"]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The similarity at or above which a cross-split pair counts as a near-copy, and its grounds."""
+
+    threshold: float
+    typical_distance: float   # median cosine distance of a training example to its nearest other one
+    ratio: float
+    sampled: int
+
+    def describe(self) -> str:
+        return (f"cosine similarity >= {self.threshold:.4f} (1 - {self.ratio:g} x the median nearest-neighbour "
+                f"distance within train, {self.typical_distance:.4f}, over {self.sampled} training examples; "
+                f"floor {MIN_SIMILARITY:g})")
+
+
+def normalized(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def calibrate(train: np.ndarray, ratio: float = DISTANCE_RATIO, sample: int = CALIBRATION_SAMPLE,
+              seed: int = 0) -> Calibration:
+    """The threshold from the nearest-neighbour distances within train (a seeded sample of at most
+    `sample` examples queried against all of train). Exact copies (distance 0) are left out: the
+    group keys already keep them in one split, and they would drag the median down."""
+    from sklearn.neighbors import NearestNeighbors
+
+    vectors = normalized(train)
+    if len(vectors) < 3:
+        raise ValueError("calibrating the leakage threshold needs at least 3 training examples")
+    rng = np.random.default_rng(seed)
+    queries = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
+    index = NearestNeighbors(n_neighbors=2, algorithm="brute").fit(vectors)
+    distances, neighbours = index.kneighbors(vectors[queries])
+    # The nearest hit is the query itself unless an exact copy ties with it: take the first other row.
+    other = np.where(neighbours[:, 0] == queries, distances[:, 1], distances[:, 0])
+    cosine_distance = other.astype(np.float64) ** 2 / 2          # |a-b|^2 = 2 - 2cos for unit vectors
+    distinct = cosine_distance[cosine_distance > 1e-6]
+    typical = float(np.median(distinct)) if len(distinct) else 0.0
+    threshold = max(1.0 - ratio * typical, MIN_SIMILARITY)
+    return Calibration(min(threshold, 1.0 - 1e-6), typical, ratio, len(queries))
+
+
+def cross_split_pairs(ids: list[str], splits: list[str], vectors: np.ndarray, threshold: float,
+                      neighbours: int = NEIGHBOURS) -> pd.DataFrame:
+    """Every pair (a held-out example, an example of a less held-out split) with cosine similarity
+    >= `threshold`, most similar first: for each held-out example its `neighbours` nearest in each
+    less held-out split. Columns: PAIR_COLUMNS."""
+    from sklearn.neighbors import NearestNeighbors
+
+    vectors = normalized(vectors)
+    ids_array, split_array = np.asarray(ids, dtype=object), np.asarray(splits, dtype=object)
+    radius = float(np.sqrt(max(2.0 - 2.0 * threshold, 0.0)))
+    found = []
+    for rank, held_out in enumerate(HELD_OUT_ORDER[1:], start=1):
+        queries = np.flatnonzero(split_array == held_out)
+        if not len(queries):
+            continue
+        for other in HELD_OUT_ORDER[:rank]:
+            pool = np.flatnonzero(split_array == other)
+            if not len(pool):
+                continue
+            index = NearestNeighbors(n_neighbors=min(neighbours, len(pool)), algorithm="brute").fit(vectors[pool])
+            distances, nearest = index.kneighbors(vectors[queries])
+            hit_rows, hit_cols = np.nonzero(distances <= radius + 1e-6)
+            found.append(pd.DataFrame({
+                "held_out_split": held_out, "held_out_id": ids_array[queries[hit_rows]],
+                "other_split": other, "other_id": ids_array[pool[nearest[hit_rows, hit_cols]]],
+                "similarity": 1.0 - distances[hit_rows, hit_cols].astype(np.float64) ** 2 / 2,
+            }))
+    pairs = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=PAIR_COLUMNS)
+    return pairs.sort_values(["similarity", "held_out_id", "other_id"], ascending=[False, True, True],
+                             kind="stable").reset_index(drop=True)[PAIR_COLUMNS]
+
+
+def less_held_out_copies(pairs: pd.DataFrame) -> list[str]:
+    """`data.leakage: drop` keeps the more held-out copy of each pair: the ids of the other side
+    (train copies of validation and test examples, validation copies of test examples). The test
+    split is never changed."""
+    return sorted(set(pairs["other_id"]))

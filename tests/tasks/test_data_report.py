@@ -1,0 +1,52 @@
+"""The data report: one verdict line at the top that a failing check or a stopping policy turns
+to FAIL, class counts with shares, and a word when the metric's class is rare."""
+
+from __future__ import annotations
+
+from tasks.data_report import DataReport, Section, markdown_table, rare_class_hint, write_report
+
+COUNTS = {"ham": 900, "spam": 100}
+
+
+def report(*sections: Section, stopped: str | None = None, metric_class: str | None = "spam") -> DataReport:
+    return DataReport("data.csv", "f" * 64, COUNTS, metric_class, sections, stopped)
+
+
+def test_the_verdict_is_the_first_line_and_any_failing_check_fails_it(tmp_path):
+    ok = Section("Leakage across splits", "ok", "0 pairs.")
+    warned = Section("Disputed labels (label audit)", "warn", "3 disputed.")
+    failed = Section("Label-quality suite (Great Expectations)", "fail", "1 error-level check(s) failed: nulls")
+    assert report(ok).verdict() == "PASS: ready to train"
+    assert report(ok, warned).verdict() == "PASS with warnings (disputed labels): ready to train"
+    assert report(ok, warned, failed).verdict().startswith("FAIL: 1 error-level check(s) failed: nulls")
+    stopped = report(ok, stopped="data.csv: 4 near-copy pair(s) (data.leakage: fail)\nmore lines")
+    expected = "FAIL: data.csv: 4 near-copy pair(s) (data.leakage: fail) (nothing was trained)"
+    assert not stopped.passed and stopped.verdict() == expected
+    path = write_report(report(ok, warned, failed), tmp_path / "reports" / "x")
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# Data report: FAIL") and path.name == "report.md"
+    assert lines.index("## Label-quality suite (Great Expectations): FAIL") > \
+        lines.index("## Leakage across splits: OK")
+
+
+def test_class_counts_shares_and_imbalance_are_in_the_report():
+    text = report().markdown()
+    assert "| ham | 900 | 90.0% |" in text and "| spam (metric) | 100 | 10.0% |" in text
+    assert "Imbalance ratio (largest / smallest class): 9.0." in text
+
+
+def test_a_rare_metric_class_is_named_with_the_class_weighted_loss():
+    hint = rare_class_hint(COUNTS, "spam")
+    assert hint is not None and "10.0%" in hint and "50%" in hint and "class-weighted loss" in hint
+    assert "Rare metric class" in report().markdown()
+    # Not rare: at least half an even share (3 classes: 1/6 of the examples), or no class metric.
+    assert rare_class_hint({"a": 40, "b": 40, "c": 17}, "c") is None
+    assert rare_class_hint({"a": 40, "b": 40, "c": 15}, "c") is not None
+    assert rare_class_hint(COUNTS, None) is None and "Rare metric class" not in report(metric_class=None).markdown()
+
+
+def test_markdown_tables_escape_cells_and_say_how_many_rows_are_left_out():
+    rows = [{"text": f"a|b\nc {i}", "score": 0.123456} for i in range(12)]
+    table = markdown_table(rows, limit=10)
+    assert "| a\\|b c 0 | 0.1235 |" in table and "(2 more in the CSV)" in table
+    assert table.count("\n| a") == 10

@@ -1,0 +1,168 @@
+"""The leakage check: its threshold comes from the data, it finds planted near-copies across splits
+and nothing else, and its policies drop the less held-out copy, report, or stop the run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.leakage import MIN_SIMILARITY, calibrate, cross_split_pairs, less_held_out_copies
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def brute_force_nn_distances(vectors: np.ndarray) -> np.ndarray:
+    """Cosine distance of each row to its nearest other row: all pairs, no index."""
+    similarity = unit(vectors) @ unit(vectors).T
+    np.fill_diagonal(similarity, -np.inf)
+    return 1.0 - similarity.max(axis=1)
+
+
+def test_threshold_is_a_share_of_the_median_nearest_neighbour_distance_within_train():
+    rng = np.random.default_rng(1)
+    # Tight clusters: the typical neighbour is close, so a copy must be closer still.
+    centres = unit(rng.normal(size=(20, 64)))
+    train = np.repeat(centres, 30, axis=0) + 0.02 * rng.normal(size=(600, 64))
+    calibration = calibrate(train, ratio=0.25)
+    expected_typical = float(np.median(brute_force_nn_distances(train)))
+    assert calibration.typical_distance == pytest.approx(expected_typical, rel=1e-3)
+    assert calibration.threshold == pytest.approx(1 - 0.25 * expected_typical, abs=1e-5)
+    assert calibration.threshold > 0.99  # far above the floor: the data set it, not a constant
+    assert calibration.sampled == 600
+
+
+def test_spread_data_falls_back_to_the_floor_and_exact_copies_do_not_drag_the_median():
+    rng = np.random.default_rng(2)
+    spread = rng.normal(size=(300, 64))          # random directions: neighbours are far apart
+    assert calibrate(spread).threshold == MIN_SIMILARITY
+    clustered = np.repeat(unit(rng.normal(size=(10, 16))), 20, axis=0) + 0.05 * rng.normal(size=(200, 16))
+    with_copies = np.concatenate([clustered, clustered[:150]])  # 150 exact copies: distance 0
+    assert calibrate(with_copies).typical_distance == pytest.approx(calibrate(clustered).typical_distance, rel=0.05)
+
+
+def test_a_sample_bounds_the_calibration_cost():
+    rng = np.random.default_rng(3)
+    assert calibrate(rng.normal(size=(500, 8)), sample=100).sampled == 100
+
+
+def planted_splits(rng: np.random.Generator):
+    """200 train, 50 val, 50 test random directions in 32-d, then three planted near-copies:
+    a train copy of test 0, a train copy of val 0, a val copy of test 1."""
+    vectors = rng.normal(size=(300, 32))
+    splits = ["train"] * 200 + ["val"] * 50 + ["test"] * 50
+    ids = [f"e{i}" for i in range(300)]
+    copies = {5: 250, 6: 200, 201: 251}   # index of the copy -> the more held-out original
+    for copy, original in copies.items():
+        vectors[copy] = vectors[original] + 0.01 * rng.normal(size=32)
+    return ids, splits, vectors, copies
+
+
+def test_planted_copies_are_found_across_splits_and_match_a_brute_force_search():
+    ids, splits, vectors, copies = planted_splits(np.random.default_rng(4))
+    pairs = cross_split_pairs(ids, splits, vectors, threshold=0.95)
+    found = set(zip(pairs["held_out_id"], pairs["other_id"], strict=True))
+    assert found == {(ids[original], ids[copy]) for copy, original in copies.items()}
+    # Independent: every cross-split pair above the threshold, from the full similarity matrix.
+    similarity = unit(vectors) @ unit(vectors).T
+    rank = {"train": 0, "val": 1, "test": 2}
+    expected = {(ids[a], ids[b]) for a in range(300) for b in range(300)
+                if rank[splits[a]] > rank[splits[b]] and similarity[a, b] >= 0.95}
+    assert found == expected
+    by_pair = {(h, o): s for h, o, s in zip(pairs["held_out_id"], pairs["other_id"], pairs["similarity"],
+                                            strict=True)}
+    for copy, original in copies.items():
+        assert by_pair[(ids[original], ids[copy])] == pytest.approx(similarity[original, copy], abs=1e-5)
+    assert list(pairs["similarity"]) == sorted(pairs["similarity"], reverse=True)
+
+
+def test_pairs_within_one_split_are_not_leakage():
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(40, 16))
+    vectors[1] = vectors[0]                    # a copy inside train
+    vectors[31] = vectors[30]                  # a copy inside test
+    splits = ["train"] * 20 + ["val"] * 10 + ["test"] * 10
+    assert cross_split_pairs([f"e{i}" for i in range(40)], splits, vectors, threshold=0.95).empty
+
+
+def test_drop_keeps_the_more_held_out_copy_and_never_a_test_id():
+    ids, splits, vectors, copies = planted_splits(np.random.default_rng(4))
+    dropped = less_held_out_copies(cross_split_pairs(ids, splits, vectors, threshold=0.95))
+    assert dropped == sorted(ids[copy] for copy in copies)            # e5, e6 (train), e201 (val)
+    assert not set(dropped) & {i for i, s in zip(ids, splits, strict=True) if s == "test"}
+
+
+# --- The flow step and its policies, on real texts (MiniLM) ------------------------------------------
+
+INTENTS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "pin_blocked", "top_up_failed"]
+
+
+@pytest.fixture
+def leaky_csv(tmp_path, banking77):
+    """Five banking77 intents, 30 texts each, split given: 20 train, 5 val, 5 test per intent;
+    then three train rows that are the three longest test texts with their last word cut (a
+    truncation the normalized-text key cannot see)."""
+    from tasks.data import load_examples
+    from tasks.spec import data_spec
+
+    table = load_examples(data_spec({"kind": "csv_text", "path": banking77 / "train.csv",
+                                     "select_classes": INTENTS})).table
+    table = table.drop_duplicates("example_id").groupby("label").head(30).reset_index(drop=True)
+    table["split"] = table.groupby("label").cumcount().map(lambda n: "train" if n < 20 else "val" if n < 25 else "test")
+    test_rows = table[table["split"] == "test"]
+    test_rows = test_rows.loc[test_rows["input"].str.split().str.len().sort_values(ascending=False).index[:3]]
+    copies = test_rows.assign(input=test_rows["input"].str.rsplit(" ", n=1).str[0], split="train")
+    rows = pd.concat([table, copies], ignore_index=True).rename(columns={"input": "text"})
+    path = tmp_path / "leaky.csv"
+    rows[["text", "label", "split"]].to_csv(path, index=False)
+    return path, list(copies["input"]), list(test_rows["input"])
+
+
+def run_leakage_check(path, folder, policy):
+    from tasks.data import fingerprint, load_examples, save_table
+    from tasks.prepare import DatasetRef, check_leakage
+    from tasks.spec import Spec
+    from tasks.split import split_examples
+
+    spec = Spec.model_validate({
+        "task": "banking intents", "metric": {"name": "macro_f1", "target": 0.8},
+        "data": {"kind": "csv_text", "path": path, "split_column": "split", "leakage": policy,
+                 "min_examples_per_class": 5},
+        "model": {"family": "hf_text", "name": "all-MiniLM-L6-v2", "max_tokens": 32},
+        "registry": {"model_name": "intents"}, "workdir": folder / "work"})
+    table = load_examples(spec.data).table
+    digest = fingerprint(table["example_id"], table["label"])
+    dataset = DatasetRef(save_table(table, spec.workdir, digest), digest, tuple(INTENTS), None, ())
+    split = split_examples(table, spec.split, digest, spec.workdir / "splits" / "intents", "text")
+    source = dict(zip(table["example_id"], table["input"], strict=True))
+    return split, check_leakage.fn(spec, dataset, split, None, folder / "report"), source
+
+
+def test_leakage_policies_drop_report_or_fail_and_the_read_is_logged_as_a_leakage_check(leaky_csv, tmp_path):
+    from tasks.errors import DataQualityError
+    from tasks.split import recorded_test_reads
+
+    path, truncated, originals = leaky_csv
+    split, (dropped_split, section), text_of = run_leakage_check(path, tmp_path, "drop")
+    pairs = pd.read_csv(tmp_path / "report" / "leakage_pairs.csv")
+    found = {(text_of[h], text_of[o]) for h, o in zip(pairs["held_out_id"], pairs["other_id"], strict=True)}
+    assert set(zip(originals, truncated, strict=True)) <= found          # every planted truncation
+    assert set(pairs["held_out_split"]) <= {"val", "test"} and "label" not in " ".join(pairs.columns)
+    before, after = (json.loads(s.manifest_path.read_text()) for s in (split, dropped_split))
+    gone = set(after["dropped"]["ids"])
+    assert {text_of[i] for i in gone} >= set(truncated) and gone == set(pairs["other_id"])
+    assert after["splits"]["test"] == before["splits"]["test"]
+    assert not gone & set(after["splits"]["train"] + after["splits"]["val"])
+    assert section.outcome == "warn" and "dropped" in section.summary
+    reads = recorded_test_reads(split.manifest_path)
+    assert [r["purpose"] for r in reads] == ["leakage check"]
+    assert recorded_test_reads(split.manifest_path, "evaluation") == []
+
+    reported, section = run_leakage_check(path, tmp_path, "report")[1]
+    assert reported == split and section.outcome == "warn"
+    with pytest.raises(DataQualityError, match=r"near-copy pair\(s\).*data\.leakage: fail.*Fix:"):
+        run_leakage_check(path, tmp_path, "fail")
