@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from tasks.tournament import Tournament
 
 
+MIN_TRAIN_FOR_LEAKAGE = 3   # the leakage threshold is calibrated on nearest neighbours within train
+
+
 @dataclass(frozen=True)
 class TrackingRef:
     """The flow run's MLflow parent run; steps that also serve `validate` accept None (no tracking)."""
@@ -106,12 +109,13 @@ def prepare(spec: Spec, tracking: TrackingRef | None) -> Prepared:
         if not quality.passed:
             raise DataQualityError(f"{spec.data.path}: the label-quality check failed; nothing was trained.\n"
                                    f"{quality.failure}")
-        split = split_before_training(spec, dataset, tracking)  # 3. test quarantined from here
-        sections.append(split_section(split))
-        split, audit = audit_label_errors(spec, dataset, split, tracking, folder)  # 3b. labels the data disputes
+        first_split = split_before_training(spec, dataset)  # 3. test quarantined from here
+        sections.append(split_section(first_split))
+        split, audit = audit_label_errors(spec, dataset, first_split, tracking, folder)  # 3b. labels disputed
         sections.append(audit)
         split, leaks = check_leakage(spec, dataset, split, tracking, folder)      # 3c. near-copies across splits
         sections.append(leaks)
+        record_split(spec, dataset, split, tracking, before_drops=first_split)
     except DataError as error:
         stopped = finish_data_report(spec, dataset, sections, tracking, folder, stopped=str(error))
         raise type(error)(f"{error}\nData report: {stopped.path}") from None
@@ -329,7 +333,7 @@ def _replace_folder(target: Path, build: Callable[[Path], Path]) -> Path:
 
 
 @step("3 split before training")
-def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef | None) -> SplitRef:
+def split_before_training(spec: Spec, dataset: DatasetRef) -> SplitRef:
     from tasks.data import read_table
     from tasks.errors import DataError
     from tasks.split import split_examples, split_history_folder
@@ -341,21 +345,31 @@ def split_before_training(spec: Spec, dataset: DatasetRef, tracking: TrackingRef
         raise DataError(f"{spec.data.path}: {error}") from None
     for warning in split.warnings:
         print(f"WARNING {warning}")
-    publish_table(artifact_key(spec.registry.model_name, "split-sizes"),
-                  [{"split": k, "examples": v} for k, v in split.sizes.items()],
-                  "Examples per split (test quarantined until the final evaluation)")
-    if tracking:
-        from tasks.tracking import client_for, log_file, log_params
-
-        client = client_for(spec.workdir)
-        log_file(client, tracking.run_id, split.manifest_path, "split")
-        log_params(client, tracking.run_id, {"data_fingerprint": dataset.fingerprint,
-                                             "test_fingerprint": split.test_fingerprint,
-                                             "split_manifest_sha256": split.manifest_sha256,
-                                             **{f"n_{k}": v for k, v in split.sizes.items()}})
     notes = f" ({'; '.join(split.notes)})" if split.notes else ""
     print("Split: " + ", ".join(f"{k} {v}" for k, v in split.sizes.items()) + notes)
     return split
+
+
+def record_split(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef | None,
+                 before_drops: SplitRef) -> None:
+    """The split training will use (after any policy drops) as the Prefect table and, with
+    tracking, the run's `split/` manifest and params; the manifest before the drops goes to
+    `split/before_drops/` (its hash in a param), so both are on record."""
+    publish_table(artifact_key(spec.registry.model_name, "split-sizes"),
+                  [{"split": k, "examples": v} for k, v in split.sizes.items()],
+                  "Examples per split (test quarantined until the final evaluation)")
+    if tracking is None:
+        return
+    from tasks.tracking import client_for, log_file, log_params
+
+    client = client_for(spec.workdir)
+    log_file(client, tracking.run_id, split.manifest_path, "split")
+    params = {"data_fingerprint": dataset.fingerprint, "test_fingerprint": split.test_fingerprint,
+              "split_manifest_sha256": split.manifest_sha256, **{f"n_{k}": v for k, v in split.sizes.items()}}
+    if split.manifest_path != before_drops.manifest_path:
+        log_file(client, tracking.run_id, before_drops.manifest_path, "split/before_drops")
+        params["split_manifest_before_drops_sha256"] = before_drops.manifest_sha256
+    log_params(client, tracking.run_id, params)
 
 
 def split_section(split: SplitRef) -> Section:
@@ -463,6 +477,9 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     from tasks.split import quarantined_test_ids, train_val_ids, without_examples
 
     train_ids, val_ids = train_val_ids(split.manifest_path)
+    if len(train_ids) < MIN_TRAIN_FOR_LEAKAGE:
+        return split, Section("Leakage across splits", "warn", f"Not checked: {len(train_ids)} training example(s) "
+                              "are too few to calibrate what a near-copy is.")
     test_ids = quarantined_test_ids(split.manifest_path, reader="check_leakage: test inputs, no labels",
                                     purpose="leakage check")
     ids = train_ids + val_ids + test_ids

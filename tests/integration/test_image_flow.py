@@ -9,6 +9,7 @@ Claims are checked against an independent recomputation from the raw files and t
 """
 
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -215,7 +216,12 @@ def test_parent_runs_nested_runs_metrics_and_artifacts(runs):
     artifacts = {a.path for a in client.list_artifacts(first.run_id)} | {
         a.path for folder in ("plots", "quality", "split") for a in client.list_artifacts(first.run_id, folder)}
     assert {"model_card.md", "plots/test_confusion_matrix.png", "plots/learning_curves.png",
-            "plots/per_class_validation.png", "decisions.json", "decisions.md", "quality/label_quality.md"} <= artifacts
+            "plots/per_class_validation.png", "decisions.json", "decisions.md", "quality/label_quality.md",
+            "quality/report.md", "quality/label_issues.csv", "quality/leakage_pairs.csv", "quality/gx_results.json",
+            "quality/data_docs"} <= artifacts
+    assert "index.html" in {Path(a.path).name for a in client.list_artifacts(first.run_id, "quality/data_docs")}
+    report = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/quality/report.md")
+    assert report.startswith("# Data report: PASS") and "## Leakage across splits" in report
     assert any(path.startswith("split/") and path.endswith(".json") for path in artifacts)
     card = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/model_card.md")
     assert "PROMOTED" in card and first.split.test_fingerprint in card
@@ -276,7 +282,8 @@ def test_prefect_ui_artifacts_are_keyed_per_model(runs):
 
     summaries, client, _ = runs
     flow_run_ids, _ = flow_runs_of(summaries, client)
-    keys = ["ants-vs-bees-label-quality", "ants-vs-bees-split-sizes", "ants-vs-bees-gate-decision"]
+    keys = ["ants-vs-bees-label-quality", "ants-vs-bees-split-sizes", "ants-vs-bees-gate-decision",
+            "ants-vs-bees-data-report"]
     with get_client(sync_client=True) as prefect:
         artifacts = [a for a in prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
                      if str(a.flow_run_id) in flow_run_ids]
@@ -286,6 +293,7 @@ def test_prefect_ui_artifacts_are_keyed_per_model(runs):
     assert {key: len(items) for key, items in by_key.items()} == dict.fromkeys(keys, 3)
     assert sorted("PROMOTED" in text for text in by_key["ants-vs-bees-gate-decision"]) == [False, False, True]
     assert all("Label-quality report: PASSED" in text for text in by_key["ants-vs-bees-label-quality"])
+    assert all(text.startswith("# Data report: PASS") for text in by_key["ants-vs-bees-data-report"])
 
 
 def test_flow_runs_are_named_and_tagged_after_the_model_trigger_and_decision(runs):
