@@ -3,13 +3,17 @@ re-shot. After the split, every held-out example is compared with the less held-
 (validation with train, test with train and validation) by cosine similarity of the frozen base
 model's embeddings, and a pair closer than the data's own notion of "a copy" is a leak.
 
-Threshold, calibrated on the data: `ratio` x the median cosine distance from a training example to
-its nearest other training example. A near-copy sits far closer to its twin than ordinary
-neighbours sit to each other, whatever the embedding's scale (MiniLM texts crowd near 1.0,
-MobileNet photos spread out), so a fixed similarity would be wrong for one model or the other.
-The median ignores the few copies inside train, and a floor of `MIN_SIMILARITY` stops a data set
-of all-alike examples (a typical distance near 0) from calling everything a copy... or a spread
-one from calling merely similar examples copies.
+Threshold, calibrated on the data: 1 - `ratio` x the median cosine distance from a training
+example to its nearest other training example, never below `MIN_SIMILARITY`. A near-copy sits far
+closer to its twin than ordinary neighbours sit to each other, whatever the embedding's scale
+(MiniLM texts crowd near 1.0, photos spread out), so one fixed similarity would be wrong for one
+model or the other. Exact copies inside train are left out of the median (the group keys handle
+them), and the floor keeps a spread-out data set from calling merely similar examples copies.
+Measured: hymenoptera under EfficientNet-Lite0, typical distance 0.34, threshold 0.914, no
+cross-split pair above 0.87 (none are copies); SMS spam under MiniLM, typical 0.46, the floor
+0.90 applies, and the pairs just above it are one spam template with other numbers or a
+truncated message; five banking77 intents, typical 0.16, threshold 0.96: a test text with its
+last word cut is found in train.
 
 Index: exact search with scikit-learn's `NearestNeighbors(algorithm="brute")` on L2-normalized
 vectors (euclidean distance there is a monotone function of cosine). Exact, because a missed leak
