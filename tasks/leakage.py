@@ -12,8 +12,8 @@ them), and the floor keeps a spread-out data set from calling merely similar exa
 Measured: hymenoptera under EfficientNet-Lite0, typical distance 0.34, threshold 0.914, no
 cross-split pair above 0.87 (none are copies); SMS spam under MiniLM, typical 0.46, the floor
 0.90 applies, and the pairs just above it are one spam template with other numbers or a
-truncated message; five banking77 intents, typical 0.16, threshold 0.96: a test text with its
-last word cut is found in train.
+truncated message; five banking77 intents, typical 0.16, threshold 0.96: long test texts with
+their last word cut are found in train, a short one ("When will I recieve my new") is not.
 
 Index: exact search with scikit-learn's `NearestNeighbors(algorithm="brute")` on L2-normalized
 vectors (euclidean distance there is a monotone function of cosine). Exact, because a missed leak
