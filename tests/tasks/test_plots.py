@@ -233,3 +233,27 @@ def test_the_suspects_contact_sheet_shows_each_image_with_given_and_suggested_la
     titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
     assert titles == [f"ants -> bees\np(given) {s:.2f}" for s in rows["score"]]
     assert sum(len(axes.images) for axes in figure.axes) == 5 and len(figure.axes) == 8  # a 4 x 2 grid
+
+
+def test_leakage_pairs_are_drawn_side_by_side_with_their_similarity(tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    from tasks.plots import leakage_figure, save_figure
+    from tests.conftest import small_image
+
+    for name, colour in [("t.png", (200, 30, 30)), ("a.png", (190, 35, 30)), ("v.png", (20, 30, 200)),
+                         ("b.png", (25, 30, 190))]:
+        small_image((40, 30), colour).save(tmp_path / name)
+    rows = pd.DataFrame({"held_out_input": [str(tmp_path / "t.png"), str(tmp_path / "v.png")],
+                         "held_out_split": ["test", "val"], "other_split": ["train", "train"],
+                         "other_input": [str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+                         "similarity": [0.991, 0.9734]})
+    figure = leakage_figure(rows)
+    titles = [axes.get_title() for axes in figure.axes]
+    assert titles == ["test: t.png", "train: a.png", "val: v.png", "train: b.png"]
+    labels = [text.get_text() for axes in figure.axes for text in axes.texts if text.get_gid() == "pair"]
+    assert labels == ["cos 0.991", "cos 0.973"]
+    path = save_figure(figure, tmp_path / "pairs.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 200
