@@ -104,7 +104,7 @@ def prepare(spec: Spec, tracking: TrackingRef | None) -> Prepared:
     folder = report_folder(spec.workdir, dataset.fingerprint)
     sections = [odd_inputs_section(spec, dataset, folder)]
     try:
-        quality = check_label_quality(spec, dataset, tracking, folder)
+        quality = check_label_quality(spec, dataset, folder)
         sections.append(quality.section)
         if not quality.passed:
             raise DataQualityError(f"{spec.data.path}: the label-quality check failed; nothing was trained.\n"
@@ -276,8 +276,7 @@ def odd_inputs_section(spec: Spec, dataset: DatasetRef, folder: Path) -> Section
 
 
 @step("2b check label quality")
-def check_label_quality(spec: Spec, dataset: DatasetRef, tracking: TrackingRef | None,
-                        folder: Path) -> QualitySummary:
+def check_label_quality(spec: Spec, dataset: DatasetRef, folder: Path) -> QualitySummary:
     """Run the GX suite; its result says whether the flow may go on (`prepare` stops it with the
     report when an error-level check fails)."""
     import json
