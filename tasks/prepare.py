@@ -316,17 +316,21 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, folder: Path) -> Qualit
 
 def _replace_folder(target: Path, build: Callable[[Path], Path]) -> Path:
     """Build a folder of this tool's own (the Data Docs site) beside `target`, then swap it in, so
-    a reader never sees half a site and no page of an earlier run lingers. Returns what `build`
-    returned, under `target`."""
+    a reader never sees half a site and no page of an earlier run lingers. Two runs on the same
+    data (one report folder) swap one at a time, under a lock. Returns what `build` returned,
+    under `target`."""
     import shutil
     import uuid
+
+    from tasks.atomic import exclusive_lock
 
     fresh = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
     built = build(fresh)
     retired = target.with_name(f".{target.name}.retired.{uuid.uuid4().hex[:8]}")
-    if target.exists():
-        os.replace(target, retired)
-    os.replace(fresh, target)
+    with exclusive_lock(target.with_name(f".{target.name}.lock")):
+        if target.exists():
+            os.replace(target, retired)
+        os.replace(fresh, target)
     shutil.rmtree(retired, ignore_errors=True)
     return target / built.relative_to(fresh)
 

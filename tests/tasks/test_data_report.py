@@ -50,3 +50,27 @@ def test_markdown_tables_escape_cells_and_say_how_many_rows_are_left_out():
     table = markdown_table(rows, limit=10)
     assert "| a\\|b c 0 | 0.1235 |" in table and "(2 more in the CSV)" in table
     assert table.count("\n| a") == 10
+
+
+def test_two_runs_swapping_in_their_data_docs_at_once_both_succeed(tmp_path):
+    """Two runs on the same data share a report folder: each swaps its whole site in, one at a
+    time, and the folder ends up holding one whole site."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.prepare import _replace_folder
+
+    def build(run: int):
+        def write(fresh):
+            fresh.mkdir()
+            for page in range(20):
+                (fresh / f"{page}.html").write_text(f"run {run}")
+            return fresh / "0.html"
+        return write
+
+    target = tmp_path / "data_docs"
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda run: _replace_folder(target, build(run)), range(40)))
+    assert all(path == target / "0.html" for path in results)
+    texts = {page.read_text() for page in target.iterdir()}
+    assert len(texts) == 1 and len(list(target.iterdir())) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".data_docs.lock", "data_docs"]
