@@ -242,3 +242,9 @@ def save_table(table: pd.DataFrame, workdir: Path, dataset_fingerprint: str) -> 
 
 def read_table(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
+
+
+def read_examples(path: Path) -> pd.DataFrame:
+    """The table with one row per example, indexed by example id (the saved table keeps exact
+    duplicates, for the quality check to count)."""
+    return read_table(path).drop_duplicates("example_id").set_index("example_id")

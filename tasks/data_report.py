@@ -17,6 +17,7 @@ Outcome = Literal["ok", "warn", "fail"]
 REPORT_FILE = "report.md"
 RARE_SHARE = 0.5   # a metric class below half an even share of the examples is called rare
 SHOWN_ROWS = 10
+CELL_WIDTH = 80
 
 
 def report_folder(workdir: Path, fingerprint: str) -> Path:
@@ -73,7 +74,9 @@ class DataReport:
 
 def class_balance(counts: dict[str, int], metric_class: str | None) -> list[str]:
     """Class counts with shares, the imbalance ratio, and a word when the metric's class is rare."""
-    total = sum(counts.values()) or 1
+    if not counts:
+        return ["Class counts: not available (the label-quality check did not finish)."]
+    total = sum(counts.values())
     lines = ["| class | examples | share |", "| --- | ---: | ---: |"]
     lines += [f"| {label}{' (metric)' if label == metric_class else ''} | {count} | {count / total:.1%} |"
               for label, count in counts.items()]
@@ -86,7 +89,7 @@ def class_balance(counts: dict[str, int], metric_class: str | None) -> list[str]
 
 def rare_class_hint(counts: dict[str, int], metric_class: str | None) -> str | None:
     """When the contract is about a rare class: say so, and what the flow does about it."""
-    if metric_class is None or metric_class not in counts or not counts:
+    if metric_class is None or metric_class not in counts:
         return None
     share, even = counts[metric_class] / (sum(counts.values()) or 1), 1 / len(counts)
     if share >= RARE_SHARE * even:
@@ -97,21 +100,21 @@ def rare_class_hint(counts: dict[str, int], metric_class: str | None) -> str | N
             "`class_weights_on` in the decision log). More labeled examples of it help most.")
 
 
-def markdown_table(rows: list[dict[str, object]], limit: int = SHOWN_ROWS, width: int = 80) -> str:
+def markdown_table(rows: list[dict[str, object]], limit: int = SHOWN_ROWS) -> str:
     """The first `limit` rows as a markdown table (cells with | and newlines made safe, cut at
-    `width` characters)."""
+    CELL_WIDTH characters)."""
     if not rows:
         return ""
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row in rows[:limit]:
-        cells = [_cell(row[column], width) for column in columns]
+        cells = [_cell(row[column]) for column in columns]
         lines.append("| " + " | ".join(cells) + " |")
     more = f"\n\n({len(rows) - limit} more in the CSV)" if len(rows) > limit else ""
     return "\n".join(lines) + more
 
 
-def _cell(value: object, width: int) -> str:
+def _cell(value: object, width: int = CELL_WIDTH) -> str:
     text = f"{value:.4f}" if isinstance(value, float) else str(value)
     text = text.replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= width else text[:width - 3] + "..."

@@ -390,10 +390,10 @@ def choose_stage(stages: list[StageResult], contract: Contract) -> StageResult:
 
 
 def _train_val_examples(dataset: DatasetRef, split: SplitRef) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    from tasks.data import read_table
+    from tasks.data import read_examples
     from tasks.split import train_val_ids
 
-    table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")
+    table = read_examples(dataset.table_path)
     train_ids, val_ids = train_val_ids(split.manifest_path)
     return {"train": table.loc[train_ids], "val": table.loc[val_ids]}, list(dataset.classes)
 

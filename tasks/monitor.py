@@ -36,7 +36,7 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
 
     from tasks.backbones import load_backbone
     from tasks.checkpoints import legacy_config, restore_classifier_from
-    from tasks.data import read_table
+    from tasks.data import read_examples
     from tasks.drift import REFERENCE_DIR, log_reference, what_the_model_sees
     from tasks.features import cached_embeddings, open_cache
     from tasks.learn import on_runtime_device
@@ -48,8 +48,7 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     picked = np.random.default_rng(spec.drift.seed).choice(len(train_ids), min(spec.drift.reference_size,
                                                                                   len(train_ids)), replace=False)
     ids = [train_ids[i] for i in sorted(picked)]
-    inputs = list(read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")
-                  .loc[ids, "input"])
+    inputs = list(read_examples(dataset.table_path).loc[ids, "input"])
     classifier, _ = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
     on_runtime_device(spec, classifier.backbone, classifier)
     frozen = _same_weights(classifier.backbone.module, load_backbone(spec.model).module)

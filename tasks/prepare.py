@@ -64,9 +64,9 @@ class BaseModelRef:
 class QualitySummary:
     class_counts: dict[str, int]
     warnings: tuple[str, ...]
-    passed: bool = True
-    failure: str = ""                  # the failed error-level checks, one per line
-    section: Section | None = None     # its part of the data report
+    passed: bool
+    failure: str          # the failed error-level checks, one per line
+    section: Section      # its part of the data report
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ def prepare(spec: Spec, tracking: TrackingRef | None) -> Prepared:
     dataset = load_data(spec)                                   # 2. data + label quality
     folder = report_folder(spec.workdir, dataset.fingerprint)
     sections = [odd_inputs_section(spec, dataset, folder)]
+    quality: QualitySummary | None = None
     try:
         quality = check_label_quality(spec, dataset, folder)
         sections.append(quality.section)
@@ -117,9 +118,10 @@ def prepare(spec: Spec, tracking: TrackingRef | None) -> Prepared:
         sections.append(leaks)
         record_split(spec, dataset, split, tracking, before_drops=first_split)
     except DataError as error:
-        stopped = finish_data_report(spec, dataset, sections, tracking, folder, stopped=str(error))
+        counts = quality.class_counts if quality else {}
+        stopped = finish_data_report(spec, dataset, counts, sections, tracking, folder, stopped=str(error))
         raise type(error)(f"{error}\nData report: {stopped.path}") from None
-    report = finish_data_report(spec, dataset, sections, tracking, folder)
+    report = finish_data_report(spec, dataset, quality.class_counts, sections, tracking, folder)
     if spec.tournament is None or tracking is None:             # 4. pretrained, offline
         models = [load_base_model(spec.with_model(model)) for model in spec.candidates]
         return Prepared(dataset, quality, split, models[0], report=report)
@@ -284,7 +286,6 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, folder: Path) -> Qualit
     from tasks.atomic import write_text_atomic
     from tasks.data import LoadedData, read_table
     from tasks.data_docs import write_data_docs
-    from tasks.data_report import markdown_table
     from tasks.quality import audit_labels
 
     loaded = LoadedData(read_table(dataset.table_path), dataset.declared_classes, dataset.skipped_files)
@@ -299,15 +300,12 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, folder: Path) -> Qualit
     warnings = tuple(f"{w.name}: {w.detail}" for w in report.warnings)
     for warning in warnings:
         print(f"WARNING {warning}")
-    failed = sum(1 for c in report.checks if c.severity == "error" and not c.passed)
+    failed = report.failure_summary().splitlines()
     outcome: Outcome = "fail" if not report.passed else "warn" if warnings else "ok"
-    summary = (f"{failed} error-level check(s) failed: " + report.failure_summary().strip().replace("\n", " ")
+    summary = (f"{len(failed)} error-level check(s) failed: " + " ".join(line.strip() for line in failed)
                if failed else f"{len(report.checks)} checks on {report.n_examples} examples, "
                               f"{len(warnings)} warning(s).")
-    table = markdown_table([{"check": c.name, "severity": c.severity,
-                             "result": "ok" if c.passed else "FAIL" if c.severity == "error" else "warn",
-                             "detail": c.detail} for c in report.checks], limit=len(report.checks), width=400)
-    section = Section("Label-quality suite (Great Expectations)", outcome, summary, table,
+    section = Section("Label-quality suite (Great Expectations)", outcome, summary, report.checks_table(),
                       ("label_quality.md", "gx_results.json", str(docs.relative_to(folder))))
     if report.passed:
         print(f"Label-quality checks passed ({len(report.checks)} checks, {len(report.warnings)} warning(s))")
@@ -391,13 +389,13 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     `data.label_issues`: report, drop (a new manifest lists the dropped ids), or fail. Writes
     label_issues.csv, outliers.csv and, for images, label_suspects.png in the report folder."""
     from tasks.atomic import write_text_atomic
-    from tasks.data import read_table
+    from tasks.data import read_examples
     from tasks.data_report import markdown_table
     from tasks.label_audit import find_label_issues, find_outliers, to_drop
     from tasks.split import train_val_ids, without_examples
 
     train_ids, val_ids = train_val_ids(split.manifest_path)
-    table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")
+    table = read_examples(dataset.table_path)
     examples = table.loc[train_ids + val_ids].reset_index()
     features, computed = _first_model_embeddings(spec, list(examples["example_id"]), list(examples["input"]))
     issues = find_label_issues(examples, features, list(dataset.classes), seed=spec.split.seed)
@@ -442,7 +440,8 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     print(f"Dropping {len(dropped)} of {len(found)} disputed example(s) from train/validation{capped}")
     summary = (f"{len(found)} of {issues.audited} train/validation label(s) disputed; {len(dropped)} dropped, "
                f"most doubtful first{capped} ({policy}; the manifest lists them).")
-    return (without_examples(split, dropped, f"labels disputed by the label audit (data.label_issues: drop){capped}"),
+    return (without_examples(split, dropped, f"labels disputed by the label audit (data.label_issues: drop){capped}",
+                             table["label"]),
             Section("Disputed labels (label audit)", "warn", summary, body, tuple(files)))
 
 
@@ -474,7 +473,7 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     fail. Reads the test inputs (logged as a "leakage check" read, never an evaluation): never
     their labels. Writes leakage_pairs.csv (and for images leakage_pairs.png)."""
     from tasks.atomic import write_text_atomic
-    from tasks.data import read_table
+    from tasks.data import read_examples
     from tasks.data_report import markdown_table
     from tasks.leakage import calibrate, cross_split_pairs, less_held_out_copies
     from tasks.split import quarantined_test_ids, train_val_ids, without_examples
@@ -487,13 +486,13 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
                                     purpose="leakage check")
     ids = train_ids + val_ids + test_ids
     splits = ["train"] * len(train_ids) + ["val"] * len(val_ids) + ["test"] * len(test_ids)
-    inputs = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")[["input", "source"]]
-    features, _ = _first_model_embeddings(spec, ids, list(inputs.loc[ids, "input"]))
+    table = read_examples(dataset.table_path)
+    features, _ = _first_model_embeddings(spec, ids, list(table.loc[ids, "input"]))
     calibration = calibrate(features[:len(train_ids)], seed=spec.split.seed)
     pairs = cross_split_pairs(ids, splits, features, calibration.threshold)
     for side in ("held_out", "other"):
-        pairs[f"{side}_source"] = pairs[f"{side}_id"].map(inputs["source"])
-        pairs[f"{side}_input"] = pairs[f"{side}_id"].map(inputs["input"])
+        pairs[f"{side}_source"] = pairs[f"{side}_id"].map(table["source"])
+        pairs[f"{side}_input"] = pairs[f"{side}_id"].map(table["input"])
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / "leakage_pairs.csv", pairs.to_csv(index=False))
     files = ["leakage_pairs.csv"]
@@ -525,37 +524,19 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     summary = (f"{len(pairs)} near-copy pair(s) across splits; the less held-out copy of each dropped "
                f"({len(dropped)} example(s) from train/validation; {policy}; the manifest lists them).")
     print(f"Dropping {len(dropped)} train/validation near-copies of more held-out examples")
-    kept = without_examples(split, dropped, "near-copies of more held-out examples (data.leakage: drop)")
-    _check_classes_remain(spec, dataset, kept)
+    kept = without_examples(split, dropped, "near-copies of more held-out examples (data.leakage: drop)",
+                            table["label"])  # train/validation labels only: the test side never drops
     return kept, Section("Leakage across splits", "warn", summary, body, tuple(files))
 
 
-def _check_classes_remain(spec: Spec, dataset: DatasetRef, split: SplitRef) -> None:
-    """After a drop, every class must still be in train and validation (or nothing can be learned
-    or selected): stop with the fix rather than train on a hollowed split."""
-    from tasks.data import read_table
-    from tasks.split import train_val_ids
-
-    labels = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id")["label"]
-    for name, ids in zip(("train", "validation"), train_val_ids(split.manifest_path), strict=True):
-        missing = sorted(set(dataset.classes) - set(labels.loc[ids]))
-        if missing:
-            raise DataQualityError(f"{spec.data.path}: dropping near-copies (data.leakage: drop) leaves no {name} "
-                                   f"example of {missing}. Fix: add distinct examples of those classes, or set "
-                                   "data.leakage: report.")
-
-
-def finish_data_report(spec: Spec, dataset: DatasetRef, sections: list[Section], tracking: TrackingRef | None,
-                       folder: Path, stopped: str | None = None) -> ReportRef:
+def finish_data_report(spec: Spec, dataset: DatasetRef, class_counts: dict[str, int], sections: list[Section],
+                       tracking: TrackingRef | None, folder: Path, stopped: str | None = None) -> ReportRef:
     """Write report.md, show it in the Prefect UI, and log it with every file its sections wrote to
-    the MLflow run (under quality/)."""
-    from tasks.data import read_table
+    the MLflow run (under quality/). `class_counts`: the label-quality check's (distinct examples)."""
     from tasks.data_report import DataReport, write_report
 
-    labels = read_table(dataset.table_path).drop_duplicates("example_id")["label"]
-    counts = labels.value_counts().reindex(list(dataset.classes), fill_value=0)
-    report = DataReport(str(spec.data.path), dataset.fingerprint, {str(k): int(v) for k, v in counts.items()},
-                        spec.metric.class_name, tuple(sections), stopped)
+    report = DataReport(str(spec.data.path), dataset.fingerprint, class_counts, spec.metric.class_name,
+                        tuple(sections), stopped)
     path = write_report(report, folder)
     publish_markdown(artifact_key(spec.registry.model_name, "data-report"), report.markdown(),
                      f"Data report for {spec.data.path}: {report.verdict()}")

@@ -61,15 +61,19 @@ class QualityReport:
     def markdown(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED: training will not start"
         lines = [f"# Label-quality report: {verdict}", "",
-                 f"{self.n_examples} examples, {len(self.class_counts)} classes.", "",
-                 "| check | severity | result | detail |", "| --- | --- | --- | --- |"]
-        for check in self.checks:
-            result = "ok" if check.passed else ("FAIL" if check.severity == "error" else "warn")
-            lines.append(f"| {check.name} | {check.severity} | {result} | {check.detail or ''} |")
+                 f"{self.n_examples} examples, {len(self.class_counts)} classes.", "", self.checks_table()]
         lines += ["", "| class | distinct examples |", "| --- | ---: |"]
         lines += [f"| {label} | {count} |" for label, count in self.class_counts.items()]
         if self.skipped_files:
             lines += ["", skipped_summary(self.skipped_files)]
+        return "\n".join(lines)
+
+    def checks_table(self) -> str:
+        """Every check as a markdown table row: name, severity, ok / FAIL / warn, detail."""
+        lines = ["| check | severity | result | detail |", "| --- | --- | --- | --- |"]
+        for check in self.checks:
+            result = "ok" if check.passed else ("FAIL" if check.severity == "error" else "warn")
+            lines.append(f"| {check.name} | {check.severity} | {result} | {check.detail or ''} |")
         return "\n".join(lines)
 
     def failure_summary(self) -> str:

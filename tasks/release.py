@@ -128,7 +128,7 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
     import numpy as np
 
     from tasks.checkpoints import legacy_config, restore_classifier_from, with_operating_point
-    from tasks.data import read_table, sha256_file
+    from tasks.data import read_examples, sha256_file
     from tasks.learn import on_runtime_device
     from tasks.metrics import classification_metrics
     from tasks.operating_point import apply_operating_point, choose_threshold, lower_bound
@@ -141,7 +141,7 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
     classifier, _ = restore_classifier_from(selected.checkpoint, config)
     on_runtime_device(spec, classifier.backbone, classifier)
     _, val_ids = train_val_ids(split.manifest_path)
-    val = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id").loc[val_ids]
+    val = read_examples(dataset.table_path).loc[val_ids]
     y_true = class_indices(val["label"], classes)
     probabilities = predict_proba(classifier, Batches(list(val["input"]), y_true, spec.train.batch_size,
                                                       classifier.backbone.preprocess))
@@ -179,7 +179,7 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     """The only reader of the test ids. Records the evaluation, and the ids it read, in the ledger."""
     from tasks.champion import score_champion
     from tasks.checkpoints import legacy_config, restore_classifier_from
-    from tasks.data import read_table
+    from tasks.data import read_examples
     from tasks.gate import exposure_of, fresh_part_metric, record_test_evaluation
     from tasks.learn import on_runtime_device
     from tasks.metrics import classification_metrics, contract_value
@@ -194,7 +194,7 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     classifier, checkpoint = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
     on_runtime_device(spec, classifier.backbone, classifier)
     test_ids = quarantined_test_ids(split.manifest_path, reader=f"evaluate_once_on_test run {tracking.run_id}")
-    table = read_table(dataset.table_path).drop_duplicates("example_id").set_index("example_id").loc[test_ids]
+    table = read_examples(dataset.table_path).loc[test_ids]
     y_true = class_indices(table["label"], classes)
     probabilities = predict_proba(classifier, Batches(list(table["input"]), y_true, spec.train.batch_size,
                                                       classifier.backbone.preprocess))

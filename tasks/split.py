@@ -17,7 +17,7 @@ import getpass
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,16 +94,24 @@ def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: st
     )
 
 
-def without_examples(split: SplitRef, dropped: list[str], why: str) -> SplitRef:
+def without_examples(split: SplitRef, dropped: list[str], why: str, label_of: Mapping[str, str]) -> SplitRef:
     """The split without `dropped` training/validation ids, as its own manifest beside the
-    original (which stays as written): the dropped ids are listed in it under `dropped` with
-    `why`. The test split never changes here."""
+    original (which stays as written): each drop is listed in it under `dropped` (its ids and
+    `why`; a second drop adds to the list). The test split never changes here, and a drop that
+    would leave a class out of train or validation (`label_of`: id -> label) stops with the fix."""
     manifest = json.loads(split.manifest_path.read_text())
     gone = set(dropped)
     if gone & set(manifest["splits"]["test"]):
         raise ValueError("the test split is never changed by a data policy")
-    manifest["splits"] = {name: [i for i in ids if i not in gone] for name, ids in manifest["splits"].items()}
-    manifest["dropped"] = {"why": why, "ids": sorted(gone)}
+    kept = {name: [i for i in ids if i not in gone] for name, ids in manifest["splits"].items()}
+    for name in ("train", "val"):
+        missing = sorted({label_of[i] for i in manifest["splits"][name]} - {label_of[i] for i in kept[name]})
+        if missing:
+            raise DataError(f"dropping {len(gone)} example(s) ({why}) would leave split '{name}' with no example of "
+                            f"class(es) {', '.join(map(repr, missing))}. Fix: add distinct examples of those classes, "
+                            "or set that data policy to report.")
+    manifest["splits"] = kept
+    manifest["dropped"] = [*manifest.get("dropped", []), {"why": why, "ids": sorted(gone)}]
     manifest["notes"] = [*manifest["notes"], f"{len(gone)} example(s) dropped from train/validation: {why}"]
     digest = sha256_text(" ".join(sorted(gone)))[:12]
     path = split.manifest_path.with_name(f"{split.manifest_path.stem}.dropped-{digest}.json")
@@ -233,7 +241,7 @@ def _assign(examples: pd.DataFrame, spec: SplitSpec, notes: list[str], carve: Ca
 def _grouped(examples: pd.DataFrame, modality: str | None) -> tuple[pd.DataFrame, list[str]]:
     """A `group` column; a group whose members are given in several splits goes, whole, to the
     most held-out one (as an example given twice does)."""
-    from tasks.grouping import group_keys
+    from tasks.grouping import NEAR_COPY_RULE, group_keys
 
     groups = group_keys(examples, modality) if modality else examples["example_id"]
     examples = examples.assign(group=groups.to_numpy())
@@ -247,8 +255,6 @@ def _grouped(examples: pd.DataFrame, modality: str | None) -> tuple[pd.DataFrame
                      "one moved there")
     grouped = int((examples.groupby("group")["example_id"].nunique() > 1).sum())
     if grouped:
-        from tasks.grouping import NEAR_COPY_RULE
-
         notes.append(f"{grouped} group(s) of near-copies ({NEAR_COPY_RULE.get(modality or '', 'same example')}) are "
                      "each kept in one split")
     return examples.assign(given_split=examples["group"].map(given)), notes

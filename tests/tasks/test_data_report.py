@@ -35,6 +35,11 @@ def test_class_counts_shares_and_imbalance_are_in_the_report():
     assert "Imbalance ratio (largest / smallest class): 9.0." in text
 
 
+def test_a_report_stopped_before_the_class_counts_says_so():
+    stopped = DataReport("data.csv", "f" * 64, {}, "spam", (), stopped="data.csv: cannot read")
+    assert "Class counts: not available" in stopped.markdown() and "Rare metric class" not in stopped.markdown()
+
+
 def test_a_rare_metric_class_is_named_with_the_class_weighted_loss():
     hint = rare_class_hint(COUNTS, "spam")
     assert hint is not None and "10.0%" in hint and "50%" in hint and "class-weighted loss" in hint

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 from tasks.label_audit import find_label_issues, out_of_fold_probabilities
-
-INTENTS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "pin_blocked", "top_up_failed"]
+from tests.tasks.banking import INTENTS, split_intents_csv
 
 
 def test_out_of_fold_probabilities_come_from_probes_that_never_saw_the_row():
@@ -111,20 +110,9 @@ def noisy_banking_run(tmp_path):
 
 
 def run_audit(path, folder, policy, fraction=0.05):
-    from tasks.data import fingerprint, load_examples, save_table
-    from tasks.prepare import DatasetRef, audit_label_errors
-    from tasks.spec import Spec
-    from tasks.split import split_examples
+    from tasks.prepare import audit_label_errors
 
-    spec = Spec.model_validate({
-        "task": "banking intents", "metric": {"name": "macro_f1", "target": 0.8},
-        "data": {"kind": "csv_text", "path": path, "label_issues": policy, "max_drop_fraction": fraction},
-        "model": {"family": "hf_text", "name": "all-MiniLM-L6-v2", "max_tokens": 32},
-        "registry": {"model_name": "intents"}, "workdir": folder / "work"})
-    table = load_examples(spec.data).table
-    digest = fingerprint(table["example_id"], table["label"])
-    dataset = DatasetRef(save_table(table, spec.workdir, digest), digest, tuple(INTENTS), None, ())
-    split = split_examples(table, spec.split, digest, spec.workdir / "splits" / "intents", "text")
+    spec, dataset, split, _ = split_intents_csv(path, folder, label_issues=policy, max_drop_fraction=fraction)
     return split, audit_label_errors.fn(spec, dataset, split, None, folder / "report")[0]
 
 
@@ -139,7 +127,9 @@ def test_label_policies_report_drop_within_the_cap_or_fail(noisy_banking_run, ca
     _, dropped = run_audit(path, folder, "drop", fraction=0.05)
     manifest = json.loads(dropped.manifest_path.read_text())
     original = json.loads(split.manifest_path.read_text())
-    gone = set(manifest["dropped"]["ids"])
+    (drop,) = manifest["dropped"]
+    gone = set(drop["ids"])
+    assert "data.label_issues: drop" in drop["why"]
     assert 0 < len(gone) <= int(0.05 * (len(original["splits"]["train"]) + len(original["splits"]["val"])))
     assert len(gone & flipped) / len(gone) >= 0.6  # what is dropped is mostly what was flipped
     assert manifest["splits"]["test"] == original["splits"]["test"]

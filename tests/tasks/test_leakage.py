@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from tasks.leakage import MIN_SIMILARITY, calibrate, cross_split_pairs, less_held_out_copies
+from tests.tasks.banking import INTENTS, split_intents_csv
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
@@ -98,8 +99,6 @@ def test_drop_keeps_the_more_held_out_copy_and_never_a_test_id():
 
 # --- The flow step and its policies, on real texts (MiniLM) ------------------------------------------
 
-INTENTS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "pin_blocked", "top_up_failed"]
-
 
 @pytest.fixture
 def leaky_csv(tmp_path, banking77):
@@ -123,21 +122,10 @@ def leaky_csv(tmp_path, banking77):
 
 
 def run_leakage_check(path, folder, policy):
-    from tasks.data import fingerprint, load_examples, save_table
-    from tasks.prepare import DatasetRef, check_leakage
-    from tasks.spec import Spec
-    from tasks.split import split_examples
+    from tasks.prepare import check_leakage
 
-    spec = Spec.model_validate({
-        "task": "banking intents", "metric": {"name": "macro_f1", "target": 0.8},
-        "data": {"kind": "csv_text", "path": path, "split_column": "split", "leakage": policy,
-                 "min_examples_per_class": 5},
-        "model": {"family": "hf_text", "name": "all-MiniLM-L6-v2", "max_tokens": 32},
-        "registry": {"model_name": "intents"}, "workdir": folder / "work"})
-    table = load_examples(spec.data).table
-    digest = fingerprint(table["example_id"], table["label"])
-    dataset = DatasetRef(save_table(table, spec.workdir, digest), digest, tuple(INTENTS), None, ())
-    split = split_examples(table, spec.split, digest, spec.workdir / "splits" / "intents", "text")
+    spec, dataset, split, table = split_intents_csv(path, folder, split_column="split", leakage=policy,
+                                                    min_examples_per_class=5)
     source = dict(zip(table["example_id"], table["input"], strict=True))
     return split, check_leakage.fn(spec, dataset, split, None, folder / "report"), source
 
@@ -153,7 +141,9 @@ def test_leakage_policies_drop_report_or_fail_and_the_read_is_logged_as_a_leakag
     assert set(zip(originals, truncated, strict=True)) <= found          # every planted truncation
     assert set(pairs["held_out_split"]) <= {"val", "test"} and "label" not in " ".join(pairs.columns)
     before, after = (json.loads(s.manifest_path.read_text()) for s in (split, dropped_split))
-    gone = set(after["dropped"]["ids"])
+    (drop,) = after["dropped"]
+    gone = set(drop["ids"])
+    assert "data.leakage: drop" in drop["why"]
     assert {text_of[i] for i in gone} >= set(truncated) and gone == set(pairs["other_id"])
     assert after["splits"]["test"] == before["splits"]["test"]
     assert not gone & set(after["splits"]["train"] + after["splits"]["val"])

@@ -15,6 +15,7 @@ from tasks.split import (
     reset_split_history,
     split_examples,
     train_val_ids,
+    without_examples,
 )
 
 
@@ -334,3 +335,24 @@ def test_a_group_given_in_two_splits_goes_whole_to_the_more_held_out_one(tmp_pat
     assert any(note.startswith("1 example(s) given in one split with a near-copy") for note in split.notes)
     ungrouped = split_examples(examples, SplitSpec(), "fp", tmp_path / "ungrouped")  # images: content hash only
     assert "a-0" in all_ids(ungrouped.manifest_path)["train"]
+
+
+def test_policy_drops_accumulate_in_the_manifest_and_never_touch_test_or_empty_a_class(tmp_path):
+    examples = table({"a": 40, "b": 40})
+    label_of = dict(zip(examples["example_id"], examples["label"], strict=True))
+    ref = split_examples(examples, SplitSpec(), "fp", tmp_path)
+    train, val = train_val_ids(ref.manifest_path)
+    first = without_examples(ref, train[:2], "labels disputed (data.label_issues: drop)", label_of)
+    second = without_examples(first, val[:1], "near-copies (data.leakage: drop)", label_of)
+    manifest = json.loads(second.manifest_path.read_text())
+    assert manifest["dropped"] == [{"why": "labels disputed (data.label_issues: drop)", "ids": sorted(train[:2])},
+                                   {"why": "near-copies (data.leakage: drop)", "ids": val[:1]}]
+    assert manifest["splits"]["train"] == train[2:] and manifest["splits"]["val"] == val[1:]
+    assert second.sizes["test"] == ref.sizes["test"] and json.loads(ref.manifest_path.read_text())["splits"][
+        "train"] == train  # the original manifest stays as written
+    with pytest.raises(ValueError, match="test split is never changed"):
+        without_examples(ref, all_ids(ref.manifest_path)["test"][:1], "x", label_of)
+    every_a_in_val = [i for i in val if label_of[i] == "a"]
+    refused = r"\(data\.leakage: drop\)\) would leave split 'val' with no example of class\(es\) 'a'"
+    with pytest.raises(DataError, match=refused):
+        without_examples(ref, every_a_in_val, "near-copies (data.leakage: drop)", label_of)
