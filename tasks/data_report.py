@@ -97,7 +97,8 @@ def rare_class_hint(counts: dict[str, int], metric_class: str | None) -> str | N
     return (f"The metric's class '{metric_class}' is {share:.1%} of the examples (an even share would be "
             f"{even:.0%}). A plain loss lets the common classes dominate: when '{metric_class}' lags on "
             "validation, fine-tuning switches on a class-weighted loss (inverse class frequency; decision "
-            "`class_weights_on` in the decision log). More labeled examples of it help most.")
+            "`class_weights_on` in the decision log); `finetune.class_weights: on` uses it from the frozen "
+            "baseline onward. More labeled examples of it help most.")
 
 
 def markdown_table(rows: list[dict[str, object]], limit: int = SHOWN_ROWS) -> str:

@@ -6,7 +6,7 @@ its reason and numbers; `tasks.learn.gradual_unfreezing` carries it out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from tasks.metrics import Contract, Guard, is_improvement, meets_target
@@ -42,6 +42,7 @@ class StageContext:
     baseline_guard_ok: bool = True     # the baseline keeps the contract's guard
     best_before_guard_ok: bool = True  # the best result so far keeps it
     min_delta: float = 0.0             # a smaller gain is no gain (finetune.early_stopping.min_delta)
+    may_weight_classes: bool = True    # False under `finetune.class_weights: off`: a lagging class is only named
 
 
 def decide_next_step(stage: FitResult, context: StageContext, metric: MetricSpec,
@@ -51,12 +52,6 @@ def decide_next_step(stage: FitResult, context: StageContext, metric: MetricSpec
     beats a result that keeps the guard."""
     history, best = stage.history, stage.history[stage.best_epoch - 1]
     guard_ok = Contract(metric, guard).guard_holds(best.val_scores)
-
-    def beats(value: float, ok: bool, incumbent: float, incumbent_ok: bool) -> bool:
-        if ok != incumbent_ok:
-            return ok
-        return is_improvement(value, incumbent + context.min_delta, metric)
-
     after_best = history[stage.best_epoch:]
     numbers = {"best_epoch": float(stage.best_epoch), "epochs": float(len(history)),
                "best_val_metric": stage.best_val_metric, "baseline_val_metric": context.baseline_value,
@@ -72,9 +67,27 @@ def decide_next_step(stage: FitResult, context: StageContext, metric: MetricSpec
         return StageDecision("stop_overfit", f"overfitting again after the regularized retry: {stalled}; the best "
                              "epoch is kept and fine-tuning stops", numbers)
     lagging = lagging_classes(best.val_scores, metric, classes)
-    if lagging and not context.class_weights:
+    if lagging and not context.class_weights and context.may_weight_classes:
         return StageDecision("class_weights_on", f"lagging class(es): {lagging}; a class-weighted loss (inverse "
                              "frequency, clipped) is switched on for the next stage and the baseline head", numbers)
+    decision = _progress(stage, context, metric, guard, guard_ok, numbers)
+    if lagging and not context.class_weights:
+        return replace(decision, reason=decision.reason + f"; lagging class(es): {lagging}, left unweighted "
+                                                            "(finetune.class_weights: off)")
+    return decision
+
+
+def _progress(stage: FitResult, context: StageContext, metric: MetricSpec, guard: Guard | None, guard_ok: bool,
+              numbers: dict[str, float]) -> StageDecision:
+    """No gain, lock in or unfreeze: what the metric's progress says once overfitting and a lagging
+    class have been ruled out."""
+
+    def beats(value: float, ok: bool, incumbent: float, incumbent_ok: bool) -> bool:
+        if ok != incumbent_ok:
+            return ok
+        return is_improvement(value, incumbent + context.min_delta, metric)
+
+    best = stage.history[stage.best_epoch - 1]
     improved = beats(stage.best_val_metric, guard_ok, context.best_before, context.best_before_guard_ok)
     if context.stage_number == 1 and not beats(stage.best_val_metric, guard_ok, context.baseline_value,
                                                context.baseline_guard_ok):

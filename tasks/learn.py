@@ -305,8 +305,9 @@ def gradual_unfreezing(spec: Spec, dataset: DatasetRef, split: SplitRef, baselin
                       "kept although it is below the target on validation", {"best_val_metric": baseline.val_value})
         return stages, decisions
     total_groups = len(_layer_groups_of(spec))
-    plan = StagePlan(1, f"{prefix}finetune-1", min(settings.groups_per_stage, total_groups))
-    best, class_weights = baseline, False
+    plan = StagePlan(1, f"{prefix}finetune-1", min(settings.groups_per_stage, total_groups),
+                     class_weights=settings.class_weights == "on")
+    best, class_weights = baseline, settings.class_weights == "on"
     while True:
         stage = fine_tune_stage(spec, dataset, split, best, plan, tracking, contract)
         stages.append(stage)
@@ -314,7 +315,8 @@ def gradual_unfreezing(spec: Spec, dataset: DatasetRef, split: SplitRef, baselin
             stage_number=plan.number, baseline_value=baseline.val_value, best_before=best.val_value,
             patience=settings.early_stopping.patience, retried=plan.regularized, class_weights=class_weights,
             groups_left=total_groups - plan.groups, baseline_guard_ok=contract.guard_holds(baseline.val_scores),
-            best_before_guard_ok=contract.guard_holds(best.val_scores), min_delta=settings.early_stopping.min_delta)
+            best_before_guard_ok=contract.guard_holds(best.val_scores), min_delta=settings.early_stopping.min_delta,
+            may_weight_classes=settings.class_weights != "off")
         decision = decide_next_step(stage.as_fit(), context, spec.metric, list(dataset.classes), contract.guard)
         if contract.better(stage.val_scores, best.val_scores):
             best = stage

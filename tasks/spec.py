@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from tasks.data_kinds import DATA_KINDS, DataSpec
 from tasks.data_kinds import data_spec as data_spec  # re-exported: `tasks.spec` is where configs are built
@@ -218,6 +218,17 @@ class FinetuneSpec(_Frozen):
                             "flips and colour jitter (do not use for data where a flip changes the label).")
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="0.1 is used in a regularized retry when 0.")
+    class_weights: Literal["auto", "on", "off"] = Field(
+        "auto", description="A class-weighted loss (inverse class frequency, clipped at 10x). auto: switched on "
+                            "when a class lags on validation after a stage (decision class_weights_on); on: from "
+                            "the frozen baseline onward (a rare class the contract is about); off: never, a "
+                            "lagging class is only reported.")
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        """YAML reads a bare `on` / `off` as true / false: take them as meant."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class RuntimeSpec(_Frozen):

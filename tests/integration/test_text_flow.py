@@ -22,7 +22,7 @@ metric: {{name: f1, class: spam, target: {target}}}
 data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
 model: {{family: hf_text, name: all-MiniLM-L6-v2, max_tokens: 32}}
 train: {{head_epochs: {head_epochs}, head_learning_rate: {lr}}}
-finetune: {{max_stages: 1, epochs_per_stage: 1}}
+finetune: {{max_stages: 1, epochs_per_stage: 1, class_weights: {weights}}}
 gate: {{min_fresh_test: 3}}
 registry: {{model_name: sms-spam}}
 workdir: {workdir}
@@ -48,8 +48,10 @@ def runs(tmp_path_factory):
         for name, csv, target, head_epochs, lr in [("pass", data, 0.5, 60, 0.003), ("finetune", data, 0.99, 1, 1e-6),
                                                    ("grown", grown, 0.5, 60, 0.003)]:
             (folder / name).mkdir()
+            # The forced fine-tuning run weights the rare spam class from its baseline on.
+            weights = "on" if name == "finetune" else "auto"
             config = write_config(folder / name, CONFIG.format(target=target, data=csv, head_epochs=head_epochs,
-                                                               lr=lr, workdir=folder / "work"))
+                                                               lr=lr, weights=weights, workdir=folder / "work"))
             # The grown data arrives as a scheduled retrain would see it: new data, so it trains.
             summaries[name] = transfer_learning(str(config), trigger="schedule" if name == "grown" else "manual")
     return summaries, MlflowClient(store), grown, folder
@@ -128,15 +130,22 @@ def test_the_grown_run_is_gated_against_the_champion_on_its_own_test_split(runs)
 
 
 def test_text_model_fine_tunes_end_to_end(runs):
-    summaries, client, _, _ = runs
+    summaries, client, data, _ = runs
+    truth = text_labels(data)
     summary = summaries["finetune"]
-    # max_stages 1: one stage (plus a class-weighted baseline re-fit if a class lagged)
-    assert [s.name for s in summary.stages] in (["baseline", "finetune-1"],
-                                                 ["baseline", "finetune-1", "baseline-weighted"])
+    # max_stages 1: one stage; finetune.class_weights: on weights the baseline and the stage alike
+    assert [s.name for s in summary.stages] == ["baseline-weighted", "finetune-1"]
     experiment = client.get_experiment_by_name("sms-spam").experiment_id
-    tuned = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{summary.run_id}' "
-                                             "and tags.stage = 'finetune-1'")
-    assert len(tuned) == 1
+    children = f"tags.`mlflow.parentRunId` = '{summary.run_id}'"
+    baseline = client.search_runs([experiment], children + " and tags.stage = 'baseline-weighted'")
+    tuned = client.search_runs([experiment], children + " and tags.stage = 'finetune-1'")
+    assert len(tuned) == 1 and len(baseline) == 1
+    # inverse class frequency over the training split, recomputed from the manifest
+    train_ids = manifest_splits(summary.split.manifest_path)["train"]
+    labels = pd.Series([truth[i][1] for i in train_ids])
+    logged = [float(w) for w in baseline[0].data.params["class_weight_values"].split(",")]
+    assert logged[1] / logged[0] == pytest.approx((labels == "ham").sum() / (labels == "spam").sum(), rel=1e-2)
+    assert tuned[0].data.params["class_weights"] == "True"
     assert [m.step for m in client.get_metric_history(tuned[0].info.run_id, "val_f1_spam")] == [1]
     assert [d["stage"] for d in summary.decisions] == ["finetune-1"]
 

@@ -128,6 +128,17 @@ def test_a_lagging_class_turns_on_class_weights_for_the_next_stage_and_a_baselin
     assert [(p.name, p.class_weights) for p, _ in stand_in.plans] == [("finetune-1", False), ("finetune-2", True)]
 
 
+def test_class_weights_on_weights_every_stage_from_the_first_and_off_never_turns_them_on(monkeypatch):
+    lagging = ([0.75, 0.80], [0.6, 0.5], {"recall_a": 0.95, "recall_b": 0.55})
+    improving = ([0.82, 0.84], [0.5, 0.4], {})
+    stand_in, _, log = run_loop(monkeypatch, [lagging, improving], max_stages=2, class_weights="on")
+    assert [p.class_weights for p, _ in stand_in.plans] == [True, True] and stand_in.refits == 0
+    assert [action for _, action in log] == ["unfreeze_next", "unfreeze_next"]
+    stand_in, _, log = run_loop(monkeypatch, [lagging, improving], max_stages=2, class_weights="off")
+    assert [p.class_weights for p, _ in stand_in.plans] == [False, False] and stand_in.refits == 0
+    assert "class_weights_on" not in [action for _, action in log]
+
+
 def test_no_gain_after_the_first_stage_keeps_the_baseline_and_stops(monkeypatch):
     stand_in, stages, log = run_loop(monkeypatch, [([0.66, 0.70], [0.6, 0.5], {})], max_stages=3)
     assert log == [("finetune-1", "stop_no_gain")] and len(stand_in.plans) == 1

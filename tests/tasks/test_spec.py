@@ -189,6 +189,13 @@ def test_shipped_configs_are_valid():
         assert spec.task, path
 
 
+@pytest.mark.parametrize("written, read", [("on", "on"), ("off", "off"), ("auto", "auto"), ("'on'", "on")])
+def test_class_weights_on_and_off_survive_yamls_booleans(tmp_path, written, read):
+    spec = load_spec(config(tmp_path, tail=f"finetune: {{class_weights: {written}}}\n"))
+    assert spec.finetune.class_weights == read
+    assert "finetune.class_weights" in error_of(config(tmp_path, tail="finetune: {class_weights: always}\n"))
+
+
 @pytest.mark.parametrize("old, new_place", [
     ("finetune_epochs: 2", "finetune.epochs_per_stage"),
     ("finetune_lr_divisor: 10", "finetune.lr_ratio"),

@@ -64,6 +64,14 @@ def test_a_lagging_class_switches_class_weights_on_once():
     assert already.action == "unfreeze_next"
 
 
+def test_under_class_weights_off_a_lagging_class_is_named_but_the_curves_decide():
+    lagging = {"recall_a": 0.95, "recall_b": 0.55}
+    decision = decide_next_step(stage([0.75, 0.80], [0.6, 0.5], lagging), context(may_weight_classes=False),
+                                ACCURACY, CLASSES)
+    assert decision.action == "unfreeze_next"
+    assert "b (recall 0.55" in decision.reason and "finetune.class_weights: off" in decision.reason
+
+
 def test_overfitting_acts_before_a_lagging_class_and_a_lagging_class_before_no_gain():
     lagging = {"recall_a": 0.95, "recall_b": 0.55}
     overfit_and_lagging = stage([0.80, 0.78, 0.77], [0.5, 0.3, 0.2], lagging)
