@@ -47,11 +47,15 @@ class Calibration:
     typical_distance: float   # median cosine distance of a training example to its nearest other one
     ratio: float
     sampled: int
+    calibrated: float | None = None   # the threshold the data gave, when `data.leakage_similarity` fixed another
 
     def describe(self) -> str:
-        return (f"cosine similarity >= {self.threshold:.4f} (1 - {self.ratio:g} x the median nearest-neighbour "
-                f"distance within train, {self.typical_distance:.4f}, over {self.sampled} training examples; "
-                f"floor {MIN_SIMILARITY:g})")
+        grounds = (f"1 - {self.ratio:g} x the median nearest-neighbour distance within train, "
+                   f"{self.typical_distance:.4f}, over {self.sampled} training examples; floor {MIN_SIMILARITY:g}")
+        if self.calibrated is not None:
+            return (f"cosine similarity >= {self.threshold:.4f} (set by data.leakage_similarity; calibrated on "
+                    f"this data it would be {self.calibrated:.4f}: {grounds})")
+        return f"cosine similarity >= {self.threshold:.4f} ({grounds})"
 
 
 def normalized(vectors: np.ndarray) -> np.ndarray:
@@ -61,10 +65,11 @@ def normalized(vectors: np.ndarray) -> np.ndarray:
 
 
 def calibrate(train: np.ndarray, ratio: float = DISTANCE_RATIO, sample: int = CALIBRATION_SAMPLE,
-              seed: int = 0) -> Calibration:
+              seed: int = 0, fixed: float | None = None) -> Calibration:
     """The threshold from the nearest-neighbour distances within train (a seeded sample of at most
     `sample` examples queried against all of train). Exact copies (distance 0) are left out: the
-    group keys already keep them in one split, and they would drag the median down."""
+    group keys already keep them in one split, and they would drag the median down. `fixed` (the
+    config's `data.leakage_similarity`) replaces the result, which is still reported beside it."""
     from sklearn.neighbors import NearestNeighbors
 
     vectors = normalized(train)
@@ -79,8 +84,10 @@ def calibrate(train: np.ndarray, ratio: float = DISTANCE_RATIO, sample: int = CA
     cosine_distance = other.astype(np.float64) ** 2 / 2          # |a-b|^2 = 2 - 2cos for unit vectors
     distinct = cosine_distance[cosine_distance > 1e-6]
     typical = float(np.median(distinct)) if len(distinct) else 0.0
-    threshold = max(1.0 - ratio * typical, MIN_SIMILARITY)
-    return Calibration(min(threshold, 1.0 - 1e-6), typical, ratio, len(queries))
+    threshold = min(max(1.0 - ratio * typical, MIN_SIMILARITY), 1.0 - 1e-6)
+    if fixed is not None:
+        return Calibration(fixed, typical, ratio, len(queries), calibrated=threshold)
+    return Calibration(threshold, typical, ratio, len(queries))
 
 
 def cross_split_pairs(ids: list[str], splits: list[str], vectors: np.ndarray, threshold: float,

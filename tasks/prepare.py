@@ -488,7 +488,7 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     splits = ["train"] * len(train_ids) + ["val"] * len(val_ids) + ["test"] * len(test_ids)
     table = read_examples(dataset.table_path)
     features, _ = _first_model_embeddings(spec, ids, list(table.loc[ids, "input"]))
-    calibration = calibrate(features[:len(train_ids)], seed=spec.split.seed)
+    calibration = calibrate(features[:len(train_ids)], seed=spec.split.seed, fixed=spec.data.leakage_similarity)
     pairs = cross_split_pairs(ids, splits, features, calibration.threshold)
     for side in ("held_out", "other"):
         pairs[f"{side}_source"] = pairs[f"{side}_id"].map(table["source"])

@@ -56,6 +56,11 @@ class DataKindOptions(BaseModel):
                             "similarity of the base model's embeddings above a threshold calibrated on train): "
                             "drop the less held-out copy of each pair (the test split never changes), list them, "
                             "or stop the run.")
+    leakage_similarity: float | None = Field(
+        None, gt=0.0, lt=1.0, description="The cosine similarity at or above which a cross-split pair is a near-copy. "
+                                          "Unset: calibrated on train (1 - 0.25 x the median nearest-neighbour "
+                                          "distance, at least 0.90); the report shows the calibrated value beside "
+                                          "a set one. Lower it to catch looser copies (short truncations).")
     max_drop_fraction: float = Field(0.05, gt=0.0, le=0.5, description="label_issues: drop removes at most this "
                                                                          "share of train + validation.")
     min_examples_per_class: int = Field(10, ge=1, description="Fewer examples in a class fails the check.")

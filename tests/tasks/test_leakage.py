@@ -46,6 +46,16 @@ def test_spread_data_falls_back_to_the_floor_and_exact_copies_do_not_drag_the_me
     assert calibrate(with_copies).typical_distance == pytest.approx(calibrate(clustered).typical_distance, rel=0.05)
 
 
+def test_a_set_similarity_replaces_the_calibrated_one_which_is_still_reported():
+    rng = np.random.default_rng(1)
+    train = np.repeat(unit(rng.normal(size=(20, 64))), 30, axis=0) + 0.02 * rng.normal(size=(600, 64))
+    auto = calibrate(train)
+    fixed = calibrate(train, fixed=0.8)
+    assert fixed.threshold == 0.8 and fixed.calibrated == pytest.approx(auto.threshold)
+    assert "data.leakage_similarity" in fixed.describe() and f"{auto.threshold:.4f}" in fixed.describe()
+    assert auto.calibrated is None and "leakage_similarity" not in auto.describe()
+
+
 def test_a_sample_bounds_the_calibration_cost():
     rng = np.random.default_rng(3)
     assert calibrate(rng.normal(size=(500, 8)), sample=100).sampled == 100
@@ -121,11 +131,11 @@ def leaky_csv(tmp_path, banking77):
     return path, list(copies["input"]), list(test_rows["input"])
 
 
-def run_leakage_check(path, folder, policy):
+def run_leakage_check(path, folder, policy, **data_fields):
     from tasks.prepare import check_leakage
 
     spec, dataset, split, table = split_intents_csv(path, folder, split_column="split", leakage=policy,
-                                                    min_examples_per_class=5)
+                                                    min_examples_per_class=5, **data_fields)
     source = dict(zip(table["example_id"], table["input"], strict=True))
     return split, check_leakage.fn(spec, dataset, split, None, folder / "report"), source
 
@@ -154,5 +164,9 @@ def test_leakage_policies_drop_report_or_fail_and_the_read_is_logged_as_a_leakag
 
     reported, section = run_leakage_check(path, tmp_path, "report")[1]
     assert reported == split and section.outcome == "warn"
+    auto_pairs = len(pd.read_csv(tmp_path / "report" / "leakage_pairs.csv"))
+    run_leakage_check(path, tmp_path, "report", leakage_similarity=0.75)
+    loose = pd.read_csv(tmp_path / "report" / "leakage_pairs.csv")
+    assert len(loose) > auto_pairs and loose["similarity"].min() >= 0.75   # a set threshold is the one applied
     with pytest.raises(DataQualityError, match=r"near-copy pair\(s\).*data\.leakage: fail.*Fix:"):
         run_leakage_check(path, tmp_path, "fail")
