@@ -170,6 +170,21 @@ def test_the_hymenoptera_placeholder_saved_as_png_is_the_most_unusual_input(tmp_
     assert outliers["score"].is_monotonic_increasing and len(outliers) == 20
 
 
+def test_one_pass_outlier_scores_equal_cleanlabs_out_of_distribution():
+    """The same score cleanlab's OutOfDistribution gives (its default: cosine, k=10), from one k-NN
+    search instead of its two: clustered vectors with a few far-off points, and an exact copy."""
+    from cleanlab.outlier import OutOfDistribution
+
+    from tasks.label_audit import outlier_scores
+
+    rng = np.random.default_rng(4)
+    vectors = np.repeat(rng.normal(size=(12, 48)), 25, axis=0) + 0.3 * rng.normal(size=(300, 48))
+    vectors = np.concatenate([vectors, 3 * rng.normal(size=(4, 48)), vectors[:1]]).astype(np.float32)
+    expected = OutOfDistribution(params={"k": 10}).fit_score(features=vectors, verbose=False)
+    assert outlier_scores(vectors) == pytest.approx(expected, abs=2e-5)
+    assert set(np.argsort(outlier_scores(vectors))[:4]) == {300, 301, 302, 303}
+
+
 def test_the_audit_starts_no_process_pool(monkeypatch):
     """A pool forked from a process running torch threads can deadlock in its children (CI hung
     on cleanlab's default pool): the audit must stay in this process."""
