@@ -10,10 +10,15 @@ Nothing is written outside the given folder: the context stays in memory, and it
 `local_site` (a temporary folder) is removed before the build. The pages load their styles and
 scripts from public CDNs when a browser opens them; building them uses no network. Of the 4 MB of
 static files GX copies (tutorial GIFs, fonts, logos), only those a page refers to are kept.
+
+GX's renderer writes values into the pages without HTML-escaping them, so a label or a text such as
+`<img src=x onerror=...>` would run as markup in the page (seen with GX 1.x). Every string of the
+results is escaped before rendering (`_html_safe`); the JSON file keeps the raw values.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +28,7 @@ from tasks.quality import RUN_NAME, QualityReport
 
 SITE_NAME = "transferflow"
 STATIC_REFERENCE = re.compile(r"static/[\w./-]+")
+UNSAFE_IN_HTML = re.compile(r"[&<>\"']")
 
 
 def write_data_docs(results: QualityReport | Mapping[str, Mapping[str, Any]], folder: Path) -> Path:
@@ -54,7 +60,7 @@ def write_data_docs(results: QualityReport | Mapping[str, Mapping[str, Any]], fo
     context.add_data_docs_site(SITE_NAME, site)
     schema = ExpectationSuiteValidationResultSchema()
     for frame_name, as_json in gx_results.items():
-        result = schema.load(dict(as_json))
+        result = schema.load(_html_safe(dict(as_json)))
         suite = context.suites.add(gx.ExpectationSuite(
             name=result.suite_name, expectations=[r.expectation_config for r in result.results]))
         run = result.meta.get("run_id") or {"run_name": RUN_NAME}
@@ -66,6 +72,18 @@ def write_data_docs(results: QualityReport | Mapping[str, Mapping[str, Any]], fo
     context.build_data_docs(site_names=[SITE_NAME])
     _drop_unreferenced_static_files(folder)
     return folder / "index.html"
+
+
+def _html_safe(value: Any) -> Any:
+    """A copy with every string (and dict key) that holds &, <, >, " or ' HTML-escaped; other values
+    unchanged, so names, ids and timestamps stay as GX expects them."""
+    if isinstance(value, str):
+        return html.escape(value) if UNSAFE_IN_HTML.search(value) else value
+    if isinstance(value, Mapping):
+        return {_html_safe(key): _html_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_html_safe(item) for item in value]
+    return value
 
 
 def _drop_unreferenced_static_files(folder: Path) -> None:

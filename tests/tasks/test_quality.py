@@ -217,6 +217,17 @@ def test_data_docs_render_the_validations_into_the_given_folder_only(tmp_path, m
     assert [p.name for p in (docs / "static").rglob("*") if p.is_file()] == ["favicon.ico"]
 
 
+def test_a_label_written_as_html_is_shown_as_text_in_data_docs_never_run_as_markup(tmp_path):
+    evil = "<img src=x onerror=alert(1)>"
+    rows = [("hi", "ham"), ("see you", "ham"), ("win cash", "spam"), ("prize", "spam"), ("a", evil), ("b", evil)]
+    report = audit_csv(tmp_path, rows, classes=["ham", "spam"])
+    assert evil in json.dumps(report.gx_results)           # the results keep the raw value
+    write_data_docs(report, tmp_path / "docs")
+    pages = "".join(p.read_text() for p in (tmp_path / "docs").rglob("*.html"))
+    assert "&lt;img src=x onerror=alert(1)&gt;" in pages   # shown, once escaped
+    assert "<img src=x" not in pages and "&amp;lt;" not in pages
+
+
 def test_data_docs_render_from_the_json_file_as_from_the_report(tmp_path):
     report = audit_csv(tmp_path, DUPLICATED, duplicates="fail")
     (tmp_path / "gx_results.json").write_text(json.dumps(report.gx_results))
