@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from tasks.families import model_spec
-from tasks.spec import CandidatesSpec
+from tasks.spec import CandidatesSpec, FinetuneSpec
 from tasks.tournament import CandidateResult, constraint_failure, rank_candidates
 
 A = model_spec({"family": "torchvision", "name": "mobilenet_v2"})
@@ -58,7 +58,7 @@ def test_stop_no_gain_moves_on_to_the_next_candidate_and_says_so(monkeypatch):
     monkeypatch.setattr(flow, "starting_point", lambda spec, tracking, tournament=False: None)
     monkeypatch.setattr(flow, "load_base_model", lambda spec: BaseModelRef(spec.model.name, 8, 2))
 
-    def baseline(spec, dataset, split, tracking, start, contract, prefix=""):
+    def baseline(spec, dataset, split, tracking, start, contract, class_weights=False, prefix=""):
         trained_models.append(spec.model)
         prefixes.append(prefix)
         return FakeStage(name=f"{prefix}baseline")
@@ -71,7 +71,8 @@ def test_stop_no_gain_moves_on_to_the_next_candidate_and_says_so(monkeypatch):
 
     monkeypatch.setattr(flow, "train_baseline", baseline)
     monkeypatch.setattr(flow, "gradual_unfreezing", unfreezing)
-    spec = SimpleNamespace(tournament=object(), with_model=lambda model: SimpleNamespace(model=model))
+    spec = SimpleNamespace(tournament=object(),
+                           with_model=lambda model: SimpleNamespace(model=model, finetune=FinetuneSpec()))
     prepared = Prepared(None, None, None, BaseModelRef("a", 8, 2), Tournament([], [A, B, C]))
     stages, decisions, trained = flow.train_candidates(spec, prepared, None, None)
     assert trained_models == [A, B] and prefixes == ["", "tf_efficientnet_lite0-"]
@@ -97,6 +98,7 @@ def test_without_a_tournament_stop_no_gain_ends_the_run(monkeypatch):
         return [base, FakeStage(name="finetune-1")], log
 
     monkeypatch.setattr(flow, "gradual_unfreezing", unfreezing)
-    spec = SimpleNamespace(tournament=None, candidates=[A], with_model=lambda model: SimpleNamespace(model=model))
+    spec = SimpleNamespace(tournament=None, candidates=[A],
+                           with_model=lambda model: SimpleNamespace(model=model, finetune=FinetuneSpec()))
     stages, decisions, _ = flow.train_candidates(spec, Prepared(None, None, None, BaseModelRef("a", 8, 2)), None, None)
     assert [e["action"] for e in decisions.entries] == ["stop_no_gain"] and len(stages) == 2
