@@ -154,9 +154,7 @@ def _files(folder: Path) -> list[Path]:
 def load_csv_text(data: CsvTextOptions) -> LoadedData:
     """`kind: csv_text`: the main file (splits from `split_column`, else none given), then the
     given validation and test files (`val_path`, `test_path`), as datasets such as banking77 ship."""
-    files = [(data.path, None), *((path, split) for path, split in ((data.val_path, "val"), (data.test_path, "test"))
-                                  if path is not None)]
-    tables = [_csv_table(path, data, split) for path, split in files]
+    tables = [_csv_table(path, data, split) for path, split in data.files()]
     table = pd.concat(tables, ignore_index=True)
     return LoadedData(table, tuple(data.classes) if data.classes else None)
 
@@ -167,16 +165,8 @@ def _csv_table(path: Path, data: CsvTextOptions, given: str | None) -> pd.DataFr
         field_name = {None: "path", "val": "val_path", "test": "test_path"}[given]
         raise DataError(f"{path}: data.{field_name} is not a file. Fix: point data.{field_name} at a CSV file.")
     frame = read_csv(path)
-    split_column = data.split_column if given is None else None
-    wanted = [c for c in (data.text_column, data.label_column, split_column) if c]
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        field_names = {data.text_column: "text_column", data.label_column: "label_column"}
-        fields = ", ".join(f"data.{field_names.get(c, 'split_column')}='{c}'" for c in missing)
-        raise DataError(
-            f"{path}: column(s) {missing} not found ({fields}). "
-            f"Columns in the file: {list(frame.columns)}. Fix: set the field to one of them."
-        )
+    if problem := data.missing_columns(path, list(frame.columns), given):
+        raise DataError(problem)
     if data.select_classes:
         frame = frame[frame[data.label_column].isin(data.select_classes)]
     texts = frame[data.text_column]

@@ -411,6 +411,8 @@ def _check_data_path(config_path: Path, spec: Spec) -> None:
     if path.is_dir() != data.PATH_IS_FOLDER:
         raise SpecError(f"{config_path}: data.path '{path}' is not {data.PATH_SHAPE} as data.kind '{data.kind}' "
                         "needs. Fix: point data.path at one, or set data.kind to the kind of data it holds.")
+    if problem := data.problem_before_loading():
+        raise SpecError(f"{config_path}: {problem}")
 
 
 def _format_validation_error(config_path: Path, exc: ValidationError) -> str:

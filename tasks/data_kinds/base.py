@@ -85,6 +85,11 @@ class DataKindOptions(BaseModel):
         """Why one loaded input is no fit example (quarantined by `odd_inputs`), or None."""
         raise NotImplementedError
 
+    def problem_before_loading(self) -> str | None:
+        """What a quick look (no data read) finds wrong with the data for this config, or None: checked
+        when the config loads, so `run` fails in seconds rather than after the flow has started."""
+        return None
+
     @property
     def written_on_first_run(self) -> bool:
         """True when `path` is written by the first run (packaged demo data), so it need not exist yet."""

@@ -106,7 +106,7 @@ workdir: {tmp_path / 'work'}
     code, output = run_cli(tmp_path, config)
     assert code == 2 and "data.text_column='text'" in output and "data.label_column='label'" in output
     assert "['message', 'category']" in output and "Traceback" not in output
-    assert_nothing_registered(tmp_path, store_created=True)
+    assert_nothing_registered(tmp_path, store_created=False)   # found from the header, before the flow starts
 
 
 def test_validate_checks_a_good_config_without_training_or_tracking(tmp_path):

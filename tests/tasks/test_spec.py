@@ -120,7 +120,8 @@ def test_home_folder_is_expanded_in_config_paths_and_the_data_override(tmp_path,
 
 
 SHARED_DATA_FIELDS = ("kind, path, classes, select_classes, duplicates, conflicting_labels, odd_inputs, "
-                      "label_issues, leakage, max_drop_fraction, min_examples_per_class, max_imbalance_ratio")
+                      "label_issues, leakage, leakage_similarity, max_drop_fraction, min_examples_per_class, "
+                      "max_imbalance_ratio")
 
 
 @pytest.mark.parametrize("kind, family, model, field, own_fields", [
@@ -153,6 +154,19 @@ def test_every_data_kind_has_models_that_read_it(kind):
     options = DATA_KINDS[kind]
     assert families_of(options.MODALITY), f"no registered model family reads {options.MODALITY}s ({kind})"
     assert options.PATH_SHAPE and options.READABLE and isinstance(options.PATH_IS_FOLDER, bool)
+
+
+def test_a_csv_header_without_a_named_column_fails_when_the_config_loads(tmp_path):
+    (tmp_path / "main.csv").write_text("\ufefftext,label\nhello,ham\n", encoding="utf-8")  # a BOM is no column
+    (tmp_path / "held.csv").write_text("text,category\nhello,ham\n")
+    base = ("task: Flag spam.\nmetric: {name: accuracy, target: 0.9}\n"
+            "model: {family: hf_text, name: all-MiniLM-L6-v2}\nregistry: {model_name: m}\n")
+    good = write_config(tmp_path, base + "data: {kind: csv_text, path: main.csv}\n")
+    assert load_spec(good).data.path.name == "main.csv"
+    bad = write_config(tmp_path, base + "data: {kind: csv_text, path: main.csv, test_path: held.csv}\n")
+    message = error_of(bad)
+    assert str(bad) in message and "held.csv: column(s) ['label'] not found (data.label_column='label')" in message
+    assert "['text', 'category']" in message and "Fix: set the field" in message
 
 
 def test_csv_kind_needs_a_file(tmp_path):
