@@ -24,7 +24,9 @@ RMS of at least 12.1 (no two MNIST digits are within 8 at all), so the thumbnail
 none. It also keeps nearly uniform images of one layout but different colours apart (they share a
 pHash), unless their colours are within that distance. The 398 hymenoptera photos form no group
 (their closest pHashes are 14 bits apart). Cost: one decode per image plus one more per
-candidate; 5,000 MNIST digits in about 1.6 s, the 398 photos in about 1.2 s (2 CPUs).
+candidate; 5,000 MNIST digits in about 1.6 s, the 398 photos in about 1.2 s (2 CPUs). With a
+cache folder (the flow's `<workdir>/phash/`) each image's pHash is kept by its content hash, so a
+retrain decodes only new images (and the candidates' thumbnails), not all of them again.
 Near-copies that are cropped, recoloured or flipped are not found here: the embedding check of the
 leakage audit looks for them after the split.
 """
@@ -32,6 +34,7 @@ leakage audit looks for them after the split.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import unicodedata
 from pathlib import Path
@@ -62,10 +65,10 @@ def normalized_text(text: str) -> str:
     return _NOT_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-def group_keys(examples: pd.DataFrame, modality: str) -> pd.Series:
+def group_keys(examples: pd.DataFrame, modality: str, hash_cache: Path | None = None) -> pd.Series:
     """One key per row of `examples` (columns example_id, input): equal keys, one group."""
     if modality == "image":
-        return pd.Series(image_group_keys(list(examples["input"]), list(examples["example_id"])),
+        return pd.Series(image_group_keys(list(examples["input"]), list(examples["example_id"]), hash_cache),
                          index=examples.index)
     if modality != "text":
         return examples["example_id"]
@@ -74,13 +77,15 @@ def group_keys(examples: pd.DataFrame, modality: str) -> pd.Series:
     return pd.Series(keys, index=examples.index)
 
 
-def image_group_keys(paths: list[object], example_ids: list[str]) -> list[str]:
+def image_group_keys(paths: list[object], example_ids: list[str], hash_cache: Path | None = None) -> list[str]:
     """The group key of each image (see the module docstring): its example id, or the smallest
-    example id among the near-copies it is connected to."""
+    example id among the near-copies it is connected to. `hash_cache`: a folder keeping each
+    image's pHash by example id (its content hash), read first and added to."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    hashes = {row: int(digest, 16) for row, path in enumerate(paths) if (digest := perceptual_hash(path)) is not None}
+    digests = perceptual_hashes(paths, example_ids, hash_cache)
+    hashes = {row: int(digest, 16) for row, digest in enumerate(digests) if digest is not None}
     rows = np.array(list(hashes), dtype=np.int64)
     candidates = _near_hashes(rows, np.array(list(hashes.values()), dtype=np.uint64))
     thumbnails: dict[int, np.ndarray | None] = {}
@@ -97,6 +102,37 @@ def image_group_keys(paths: list[object], example_ids: list[str]) -> list[str]:
     for row, label in enumerate(component):
         smallest[label] = min(smallest.get(label, example_ids[row]), example_ids[row])
     return [smallest[label] for label in component]
+
+
+def perceptual_hashes(paths: list[object], example_ids: list[str], cache: Path | None) -> list[str | None]:
+    """Each image's pHash (None: unreadable), from the cache where it has one; the others are
+    computed and stored as one new shard (written atomically, so a killed run leaves no half file).
+    Shards live under the imagehash version that computed them: another version starts afresh."""
+    from importlib.metadata import version
+
+    cache = cache / f"imagehash-{version('imagehash')}" if cache is not None else None
+    known = _read_hash_shards(cache) if cache is not None else {}
+    fresh = {example_id: perceptual_hash(path) for path, example_id in zip(paths, example_ids, strict=True)
+             if example_id not in known}
+    if cache is not None and fresh:
+        from tasks.atomic import write_text_atomic
+
+        cache.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(cache / f"{sha256_text(chr(10).join(sorted(fresh)))[:24]}.json", json.dumps(fresh))
+    return [known[i] if i in known else fresh[i] for i in example_ids]
+
+
+def _read_hash_shards(folder: Path) -> dict[str, str | None]:
+    """Every readable shard's hashes; a file that is not a JSON object of id -> hex or null is skipped."""
+    known: dict[str, str | None] = {}
+    for shard in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            entries = json.loads(shard.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(entries, dict) and all(v is None or isinstance(v, str) for v in entries.values()):
+            known.update(entries)
+    return known
 
 
 def perceptual_hash(path: object) -> str | None:

@@ -341,7 +341,8 @@ def split_before_training(spec: Spec, dataset: DatasetRef) -> SplitRef:
 
     try:
         split = split_examples(read_table(dataset.table_path), spec.split, dataset.fingerprint,
-                               split_history_folder(spec.workdir, spec.registry.model_name), spec.modality)
+                               split_history_folder(spec.workdir, spec.registry.model_name), spec.modality,
+                               hash_cache=spec.workdir / "phash")
     except DataError as error:
         raise DataError(f"{spec.data.path}: {error}") from None
     for warning in split.warnings:

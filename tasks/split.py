@@ -55,14 +55,14 @@ class SplitRef:
 
 
 def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: str, folder: Path,
-                   modality: str | None = None) -> SplitRef:
+                   modality: str | None = None, hash_cache: Path | None = None) -> SplitRef:
     """Split this data along the history in `folder` (one per registry model): recorded examples
     keep their split, new ones are assigned (stratified) and recorded, and the run's manifest is
     written once per history and data. With a `modality`, near-copies (`tasks.grouping`) form
     groups that are assigned as one: a group never straddles splits, and a new example joins the
     split of a recorded near-copy."""
     examples, notes = _distinct_examples(table)
-    examples, group_notes = _grouped(examples, modality)
+    examples, group_notes = _grouped(examples, modality, hash_cache)
     notes += group_notes
     with exclusive_lock(folder / ".lock"):
         history = _read_history(folder)
@@ -238,12 +238,13 @@ def _assign(examples: pd.DataFrame, spec: SplitSpec, notes: list[str], carve: Ca
     return {name: sorted(splits[name]["example_id"]) for name in SPLITS}
 
 
-def _grouped(examples: pd.DataFrame, modality: str | None) -> tuple[pd.DataFrame, list[str]]:
+def _grouped(examples: pd.DataFrame, modality: str | None,
+             hash_cache: Path | None = None) -> tuple[pd.DataFrame, list[str]]:
     """A `group` column; a group whose members are given in several splits goes, whole, to the
     most held-out one (as an example given twice does)."""
     from tasks.grouping import NEAR_COPY_RULE, group_keys
 
-    groups = group_keys(examples, modality) if modality else examples["example_id"]
+    groups = group_keys(examples, modality, hash_cache) if modality else examples["example_id"]
     examples = examples.assign(group=groups.to_numpy())
     priority = examples["given_split"].map(HELD_OUT_PRIORITY)
     most_held_out = examples.assign(_p=priority).sort_values("_p", kind="stable").drop_duplicates("group")

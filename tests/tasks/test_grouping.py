@@ -137,6 +137,29 @@ def test_an_unreadable_image_keeps_its_own_id(tmp_path):
     assert keys[:2] == ["copy", "copy"] and keys[2:] == ids[2:]
 
 
+def test_cached_hashes_give_the_same_keys_and_only_new_images_are_decoded_again(tmp_path, monkeypatch):
+    import tasks.grouping as grouping
+
+    paths = [saved(photo(seed), tmp_path / f"{seed}.png") for seed in range(4)]
+    paths += [saved(reencoded(photo(0), 80), tmp_path / "0-copy.jpg"), tmp_path / "missing.png"]
+    ids = [p.name for p in paths]
+    cache = tmp_path / "phash"
+    hashed: list[object] = []
+    real = grouping.perceptual_hash
+    monkeypatch.setattr(grouping, "perceptual_hash", lambda path: hashed.append(path) or real(path))
+    first = image_group_keys(paths, ids, cache)
+    assert len(hashed) == 6 and first[0] == first[4] and len(set(first)) == 5
+    hashed.clear()
+    new = saved(photo(9), tmp_path / "9.png")
+    again = image_group_keys([*paths, new], [*ids, new.name], cache)
+    assert again[:6] == first and hashed == [new]          # the unreadable one's None is cached too
+    first_shard = next(shard for shard in cache.rglob("*.json") if "missing.png" in shard.read_text())
+    first_shard.write_text("{truncated")                     # a damaged shard is skipped, not trusted
+    hashed.clear()
+    assert image_group_keys(paths, ids, cache) == first and len(hashed) == 6
+    assert image_group_keys(paths, ids) == first             # no cache: the same keys
+
+
 def image_pairs_folder(root: Path, per_class: int) -> dict[str, str]:
     """`per_class` photos per class, each with a JPEG re-encode beside it: {copy name: original name}."""
     pairs = {}
