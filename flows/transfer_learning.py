@@ -30,6 +30,7 @@ from tasks.prepare import (
     TrackingRef,
     UnchangedData,
     load_base_model,
+    load_data,
     prepare,
     tracked_flow_run,
     unchanged_since_champion,
@@ -77,11 +78,12 @@ def transfer_learning(config_path: str, data_path: str | None = None,
     spec = validate_config(config_path, data_path)                            # 1. the contract
     label_flow_run(spec.registry.model_name, trigger)
     with retrain_limit(spec.registry.model_name), tracked_flow_run(spec, config_path) as tracking:
-        prepared = prepare(spec, tracking)                                    # 2-4. data, audit, split, model
-        dataset, split = prepared.dataset, prepared.split
+        dataset = load_data(spec)                                             # 2a. the data and its fingerprint
         unchanged = unchanged_since_champion(spec, dataset, tracking, trigger)
-        if unchanged:                                                         # a retrain with nothing new
+        if unchanged:                                          # a retrain with nothing new: no audit, no split
             return unchanged
+        prepared = prepare(spec, tracking, dataset)                           # 2-4. audit, split, model
+        split = prepared.split
         contract = contract_for(spec, dataset, split)                        # the metric and its guard
         stages, decisions, trained = train_candidates(spec, prepared, tracking, contract)  # 5-6.
         selected = select_on_validation(spec, stages, decisions, tracking, contract, list(dataset.classes))

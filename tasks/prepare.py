@@ -94,13 +94,14 @@ class Prepared:
         return self.tournament.ranking if self.tournament else spec.candidates[:1]
 
 
-def prepare(spec: Spec, tracking: TrackingRef | None) -> Prepared:
+def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None = None) -> Prepared:
     """Steps 2-4, shared by the training flow and `validate` (which tracks nothing, and loads
     every candidate instead of running their tournament). Steps 2-3 also write the data report
-    (`tasks.data_report`), whether they pass or a policy stops the run."""
+    (`tasks.data_report`), whether they pass or a policy stops the run. `dataset`: step 2a's
+    result when the caller has loaded the data already (the flow, to see whether it is new)."""
     from tasks.data_report import report_folder
 
-    dataset = load_data(spec)                                   # 2. data + label quality
+    dataset = dataset or load_data(spec)                        # 2. data + label quality
     folder = report_folder(spec.workdir, dataset.fingerprint)
     sections = [odd_inputs_section(spec, dataset, folder)]
     quality: QualitySummary | None = None
@@ -156,7 +157,8 @@ def unchanged_since_champion(spec: Spec, dataset: DatasetRef, tracking: Tracking
     if champion is None or champion.tags.get("data_fingerprint") != dataset.fingerprint:
         return None
     reason = (f"nothing new to learn from: the data ({dataset.fingerprint[:12]}) is the data champion version "
-              f"{champion.version} was trained on, so this {trigger}-triggered run trains and registers nothing")
+              f"{champion.version} was trained on, so this {trigger}-triggered run audits, splits, trains and "
+              "registers nothing (the champion's run holds the data report)")
     waiting = latest_incoming_batch(spec.workdir, spec.registry.model_name) if trigger == "drift" else None
     if waiting:
         reason += (f". The drifted batch waits for labels in {waiting}: label it, add it to {spec.data.path} "

@@ -348,21 +348,26 @@ def test_the_version_history_artifact_lists_every_version_with_its_evidence(runs
 
 @pytest.fixture(scope="module")
 def scheduled_rerun(runs):
-    """A scheduled retrain on exactly the champion's training data."""
+    """A scheduled retrain on exactly the champion's training data, and how many test reads the
+    access log held before it."""
     summaries, _, _ = runs
     config = summaries["pass"].spec.workdir.parent / "pass" / "config.yaml"
-    return transfer_learning(str(config), trigger="schedule")
+    reads_before = len(recorded_test_reads(summaries["pass"].split.manifest_path))
+    return transfer_learning(str(config), trigger="schedule"), reads_before
 
 
 def test_a_scheduled_retrain_on_unchanged_data_trains_and_reads_nothing(runs, scheduled_rerun):
     from tasks.prepare import UnchangedData
 
     summaries, client, _ = runs
+    scheduled_rerun, reads_before_rerun = scheduled_rerun
     assert isinstance(scheduled_rerun, UnchangedData)
     champion = client.get_model_version_by_alias("ants-vs-bees", "champion").version
     assert scheduled_rerun.champion_version == str(champion) and "nothing new to learn from" in scheduled_rerun.reason
     assert len(client.search_model_versions("name = 'ants-vs-bees'")) == 3  # nothing registered
     assert len(recorded_test_reads(summaries["pass"].split.manifest_path, "evaluation")) == 3  # no evaluation
+    # found from the data's fingerprint before the audit: not even the leakage check read the test inputs
+    assert len(recorded_test_reads(summaries["pass"].split.manifest_path)) == reads_before_rerun
     parent = client.get_run(scheduled_rerun.run_id)
     assert parent.data.tags["decision"] == "nothing-new" and parent.info.status == "FINISHED"
     assert not client.search_runs([parent.info.experiment_id],
