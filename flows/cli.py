@@ -38,6 +38,30 @@ DataOption = typer.Option(None, "--data", help="Override data.path (resolved aga
 
 
 @app.command()
+def init(data: Path = typer.Argument(..., help="Your labeled data: a folder of class folders, or a CSV file"),
+         task: str = typer.Option(..., "--task", help="The task in one sentence"),
+         metric: str = typer.Option(..., "--metric", help='The one success metric and its target, e.g. '
+                                                          '"macro_f1>=0.85" or "recall:damaged>=0.9"'),
+         out: Path = typer.Option(Path("transferflow.yaml"), "--out", help="Where to write the config"),
+         name: str | None = typer.Option(None, "--name", help="registry.model_name (default: the data's name)"),
+         text_column: str | None = typer.Option(None, help="A CSV's text column (default: text)"),
+         label_column: str | None = typer.Option(None, help="A CSV's label column (default: label)"),
+         force: bool = typer.Option(False, "--force", help="Replace --out if it exists")) -> None:
+    """Write a first config from your data: its kind, classes and a base model whose weights are on
+    this machine, with your task and metric. Then `validate` it, then `run` it."""
+    with _user_errors():
+        from tasks.starter_config import write_starter_config
+
+        written = write_starter_config(out, data, task, metric, name, text_column, label_column, force)
+    counts = written.survey.counts
+    console.print(f"[green]Wrote {written.path}[/green]: {written.survey.kind}, {len(counts)} classes, "
+                  f"{sum(counts.values())} examples", highlight=False, soft_wrap=True)
+    for warning in written.warnings:
+        console.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
+    console.print(f"Next: transferflow validate {written.path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | None = DataOption) -> None:
     """Run the whole recipe: checks, split, baseline, fine-tuning, one test evaluation, gate."""
     with _user_errors():

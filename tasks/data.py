@@ -89,15 +89,15 @@ def load_image_folder(data: ImageFolderOptions) -> LoadedData:
 
         materialize(data.materialize_from, data.path)
     root = data.path
-    label_roots = _label_roots(data)
+    roots = label_roots(data)
     # Files beside the split or class folders are no examples: report them, never drop them silently.
-    outside = dict.fromkeys([root, *(folder for _, folder in label_roots)])
+    outside = dict.fromkeys([root, *(folder for _, folder in roots)])
     skipped = [str(f.relative_to(root)) for folder in outside for f in _files(folder)]
     from tasks.odd_inputs import Quarantined
 
     rows, classes, unsupported = [], set(), []
-    for split_name, label_root in label_roots:
-        for label_dir in _subdirs(label_root):
+    for split_name, label_root in roots:
+        for label_dir in subdirs(label_root):
             if data.select_classes and label_dir.name not in data.select_classes:
                 continue
             classes.add(label_dir.name)
@@ -119,9 +119,9 @@ def load_image_folder(data: ImageFolderOptions) -> LoadedData:
     return LoadedData(pd.DataFrame(rows, columns=COLUMNS), tuple(declared), tuple(skipped), tuple(unsupported))
 
 
-def _label_roots(data: ImageFolderOptions) -> list[tuple[str, Path]]:
+def label_roots(data: ImageFolderOptions) -> list[tuple[str, Path]]:
     """(given split, folder of class folders) pairs, as `data.layout` says the root is laid out."""
-    folders = _subdirs(data.path)
+    folders = subdirs(data.path)
     split_folders = [f.name for f in folders if f.name in SPLIT_NAMES]
     other_folders = [f.name for f in folders if f.name not in SPLIT_NAMES]
     layout = data.layout
@@ -142,7 +142,7 @@ def _label_roots(data: ImageFolderOptions) -> list[tuple[str, Path]]:
     return [(SPLIT_NAMES[name], data.path / name) for name in split_folders]
 
 
-def _subdirs(folder: Path) -> list[Path]:
+def subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 

@@ -21,6 +21,7 @@ from tasks.data_kinds import data_spec as data_spec  # re-exported: `tasks.spec`
 from tasks.errors import DataError, SpecError
 from tasks.families import FAMILIES, FamilyOptions, ModelSpec, families_of
 
+DEFAULT_WORKDIR = ".transferflow"
 PER_CLASS_METRICS = ("precision", "recall", "f1")
 AGGREGATE_METRICS = ("accuracy", "macro_f1", "balanced_accuracy")
 
@@ -304,7 +305,8 @@ class Spec(_Frozen):
     drift: DriftSpec = DriftSpec()
     retrain: RetrainSpec = RetrainSpec()
     registry: RegistrySpec
-    workdir: Path = Field(Path(".transferflow"), description="Caches, splits and the default MLflow store.")
+    workdir: Path = Field(Path(DEFAULT_WORKDIR), description="Caches, splits, reports and the default MLflow store; "
+                                                          "relative to the config's folder.")
 
     @property
     def modality(self) -> str:
@@ -385,6 +387,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         for field in ("path", "val_path", "test_path"):  # the data, and given held-out files
             if isinstance(data.get(field), str):
                 data[field] = _absolute(data[field], base)
+    raw.setdefault("workdir", DEFAULT_WORKDIR)  # unset: beside the config, wherever the command runs from
     if isinstance(raw.get("workdir"), str):
         raw["workdir"] = _absolute(raw["workdir"], base)
     model = raw.get("model")

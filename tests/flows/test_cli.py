@@ -24,7 +24,7 @@ def test_cli_start_up_imports_no_heavy_library():
 def test_help_lists_the_commands():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    assert all(command in result.output for command in ("run", "validate", "predict", "schema"))
+    assert all(command in result.output for command in ("init", "run", "validate", "predict", "schema"))
 
 
 def test_the_config_schema_and_its_registries_import_no_heavy_library():

@@ -130,6 +130,16 @@ def test_validate_checks_a_good_config_without_training_or_tracking(tmp_path):
     assert report.startswith("# Data report: PASS") and "ants/notes.txt" in report and "| ants | 10 | 50.0% |" in report
 
 
+def test_init_writes_a_config_from_the_data_that_validate_accepts(tmp_path):
+    image_folder(tmp_path / "data", {"ants": 10, "bees": 10})
+    code, output = run_transferflow(["init", "data", "--task", "Tell ants from bees.", "--metric", "recall:bees>=0.8",
+                                     "--out", "ants.yaml"], cwd=tmp_path)
+    assert code == 0 and "image_folder, 2 classes, 20 examples" in output
+    code, output = run_transferflow(["validate", "ants.yaml"], cwd=tmp_path)
+    assert code == 0 and "Ready to run." in output and "contract: recall of class 'bees' >= 0.8" in output
+    assert (tmp_path / ".transferflow" / "reports").is_dir()  # the default workdir, beside the config
+
+
 def test_validate_exits_non_zero_on_a_failing_policy_and_still_writes_the_report(tmp_path):
     config = image_config(tmp_path, {"ants": 10, "bees": 10})
     config.write_text(config.read_text().replace("min_examples_per_class: 3", "min_examples_per_class: 3, "

@@ -31,9 +31,12 @@ def error_of(path: Path) -> str:
     return str(caught.value)
 
 
-def test_valid_config_gets_defaults_and_resolves_paths_against_the_config_folder(tmp_path):
+def test_valid_config_gets_defaults_and_resolves_paths_against_the_config_folder(tmp_path, monkeypatch):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     spec = load_spec(config(tmp_path))
     assert spec.data.path == (tmp_path / "data").resolve()
+    assert spec.workdir == (tmp_path / ".transferflow").resolve()  # unset: beside the config, not the cwd
     assert spec.split.validation_fraction == 0.15 and spec.split.test_fraction == 0.15
     assert spec.finetune.lr_ratio == 0.1 and spec.finetune.early_stopping.patience == 2
     assert spec.runtime.device == "auto" and spec.runtime.num_workers == "auto"
