@@ -27,6 +27,7 @@ METRIC_PHRASE = re.compile(r"^\s*(?P<name>[A-Za-z][A-Za-z0-9_]*)\s*(?:[:(]\s*(?P
                            r"\s*>=\s*(?P<target>[0-9.]+)\s*$")
 METRIC_EXAMPLES = '"macro_f1>=0.85", "accuracy>=0.9" or "recall:<class>>=0.9"'
 SHOWN_CLASSES = 12
+GIVEN_SPLIT_COLUMN = "split"  # a CSV column of train / val / test values: taken as the given splits
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class DataSurvey:
     kind: str
     modality: str
     counts: dict[str, int]
-    columns: dict[str, str]    # text_column / label_column for a CSV; empty for images
+    columns: dict[str, str]    # text_column / label_column (and split_column) for a CSV; empty for images
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def _survey_image_folder(path: Path) -> DataSurvey:
 
 
 def _survey_csv(path: Path, text_column: str | None, label_column: str | None) -> DataSurvey:
-    from tasks.data import read_csv
+    from tasks.data import SPLIT_NAMES, read_csv
 
     frame = read_csv(path)
     columns = [str(c) for c in frame.columns]
@@ -88,8 +89,11 @@ def _survey_csv(path: Path, text_column: str | None, label_column: str | None) -
                         f"{columns}. Fix: name yours with {' and '.join(f'{m.split()[0]} <column>' for m in missing)}.")
     labels = frame[label].dropna()
     counts = labels.astype(str).value_counts().sort_index()
-    return DataSurvey("csv_text", "text", {str(k): int(v) for k, v in counts.items()},
-                      {"text_column": text, "label_column": label})
+    columns_found = {"text_column": text, "label_column": label}
+    if GIVEN_SPLIT_COLUMN in columns and frame[GIVEN_SPLIT_COLUMN].fillna("").str.strip().str.lower().isin(
+            SPLIT_NAMES).all():
+        columns_found["split_column"] = GIVEN_SPLIT_COLUMN   # given splits: respected, test carved if absent
+    return DataSurvey("csv_text", "text", {str(k): int(v) for k, v in counts.items()}, columns_found)
 
 
 def parse_metric(phrase: str, classes: list[str]) -> dict[str, Any]:
@@ -177,7 +181,7 @@ def _yaml(spec: dict[str, Any], survey: DataSurvey) -> str:
 
 def _non_default_columns(survey: DataSurvey) -> dict[str, str]:
     defaults = {"text_column": "text", "label_column": "label"}
-    return {field: column for field, column in survey.columns.items() if column != defaults[field]}
+    return {field: column for field, column in survey.columns.items() if column != defaults.get(field)}
 
 
 def _relative(path: Path, folder: Path) -> str:

@@ -59,6 +59,19 @@ def test_a_csv_with_other_column_names_needs_them_named_and_then_loads(tmp_path)
     assert spec.candidates[0].family == "hf_text" and written.survey.counts == {"billing": 2, "tech": 1}
 
 
+def test_a_csv_split_column_of_split_names_is_taken_as_given_splits_and_any_other_is_not(tmp_path):
+    csv = tmp_path / "given.csv"
+    frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"],
+                          "split": ["train", "Train ", "validation", "test"]})
+    frame.to_csv(csv, index=False)
+    spec = load_spec(write_starter_config(tmp_path / "g.yaml", csv, "Tell x from y.", "accuracy>=0.9").path)
+    assert spec.data.split_column == "split"
+    frame.assign(split=["train", "train", "holdout", "test"]).to_csv(csv, index=False)
+    spec = load_spec(write_starter_config(tmp_path / "g.yaml", csv, "Tell x from y.", "accuracy>=0.9",
+                                          force=True).path)
+    assert spec.data.split_column is None
+
+
 def test_labels_yaml_would_read_as_booleans_stay_strings(tmp_path):
     csv = tmp_path / "answers.csv"
     pd.DataFrame({"text": ["x", "y", "z"], "label": ["yes", "no", "yes"]}).to_csv(csv, index=False)
