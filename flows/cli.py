@@ -84,7 +84,7 @@ def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | Non
 @app.command()
 def validate(config: Path = typer.Argument(..., help="YAML config"), data: Path | None = DataOption) -> None:
     """Steps 1-4 only: config, data checks, split, label audit, leakage check, base model; writes the
-    data report under <workdir>/reports/<data fingerprint>/. No training, no MLflow store. Exits 2
+    data report under <workdir>/reports/<model>/<data fingerprint>/. No training, no MLflow store. Exits 2
     when a check or data policy stops the run (the report says why)."""
     with _user_errors():
         _check_config(config, data)

@@ -1,6 +1,6 @@
 """One data-quality report per run, with one verdict at the top: what every data check found, in
 the order the flow ran them, as files a person opens (`report.md` first) in
-`<workdir>/reports/<data fingerprint>/`, beside the lists each check wrote (label_issues.csv,
+`<workdir>/reports/<model>/<data fingerprint>/`, beside the lists each check wrote (label_issues.csv,
 leakage_pairs.csv, the Great Expectations result and its Data Docs). The training flow logs the
 folder to its MLflow run and shows the report in the Prefect UI; `transferflow validate` prints
 its verdict and path. A failing policy still writes the report (what was found up to the stop)."""
@@ -20,8 +20,10 @@ SHOWN_ROWS = 10
 CELL_WIDTH = 80
 
 
-def report_folder(workdir: Path, fingerprint: str) -> Path:
-    return workdir / "reports" / fingerprint[:16]
+def report_folder(workdir: Path, model_name: str, fingerprint: str) -> Path:
+    """One folder per registry model and data: two configs on the same data keep their own reports
+    (their policies may differ); two runs of one model on one data share it."""
+    return workdir / "reports" / model_name / fingerprint[:16]
 
 
 @dataclass(frozen=True)

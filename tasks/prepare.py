@@ -102,7 +102,7 @@ def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None
     from tasks.data_report import report_folder
 
     dataset = dataset or load_data(spec)                        # 2. data + label quality
-    folder = report_folder(spec.workdir, dataset.fingerprint)
+    folder = report_folder(spec.workdir, spec.registry.model_name, dataset.fingerprint)
     sections = [odd_inputs_section(spec, dataset, folder)]
     quality: QualitySummary | None = None
     try:

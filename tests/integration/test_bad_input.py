@@ -118,8 +118,8 @@ def test_validate_checks_a_good_config_without_training_or_tracking(tmp_path):
     assert "Skipped 1 file(s) outside the class folders: README.md" in output
     assert "1 quarantined: ants/notes.txt (ants): unsupported format (.txt;" in output
     assert not (tmp_path / "work" / "mlflow.db").exists() and not (tmp_path / "work" / "checkpoints").exists()
-    # The whole data report, under reports/<data fingerprint>/, its verdict and path printed.
-    (folder,) = (tmp_path / "work" / "reports").iterdir()
+    # The whole data report, under reports/<model>/<data fingerprint>/, its verdict and path printed.
+    (folder,) = (tmp_path / "work" / "reports" / "ants").iterdir()
     assert "Data report: PASS with warnings (odd inputs and conflicting labels" in output
     assert str(folder / "report.md") in output.replace("\n", "").replace(" ", "") or \
         str(folder / "report.md") in output
@@ -147,7 +147,7 @@ def test_validate_exits_non_zero_on_a_failing_policy_and_still_writes_the_report
     (tmp_path / "data" / "bees" / "empty.png").write_bytes(b"")
     code, output = run_transferflow(["validate", str(config)], cwd=tmp_path)
     assert code == 2 and "Ready to run." not in output and "Traceback" not in output
-    (folder,) = (tmp_path / "work" / "reports").iterdir()
+    (folder,) = (tmp_path / "work" / "reports" / "ants").iterdir()
     assert "Data report:" in output and "report.md" in output
     report = (folder / "report.md").read_text()
     assert report.splitlines()[0].startswith("# Data report: FAIL") and "bees/empty.png" in report

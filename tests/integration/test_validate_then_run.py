@@ -16,7 +16,7 @@ def test_the_run_after_validate_reuses_its_embeddings_and_report(tmp_path):
     config.write_text(config.read_text().replace("target: 0.9", "target: 0.5"))
     code, output = run_transferflow(["validate", str(config)], cwd=tmp_path)
     assert code == 0, output
-    (folder,) = (tmp_path / "work" / "reports").iterdir()
+    (folder,) = (tmp_path / "work" / "reports" / "ants").iterdir()
     validated = (folder / "report.md").read_text()
     assert not (tmp_path / "work" / "mlflow.db").exists()
 

@@ -3,7 +3,7 @@ to FAIL, class counts with shares, and a word when the metric's class is rare.""
 
 from __future__ import annotations
 
-from tasks.data_report import DataReport, Section, markdown_table, rare_class_hint, write_report
+from tasks.data_report import DataReport, Section, markdown_table, rare_class_hint, report_folder, write_report
 
 COUNTS = {"ham": 900, "spam": 100}
 
@@ -48,6 +48,13 @@ def test_a_rare_metric_class_is_named_with_the_class_weighted_loss():
     assert rare_class_hint({"a": 40, "b": 40, "c": 17}, "c") is None
     assert rare_class_hint({"a": 40, "b": 40, "c": 15}, "c") is not None
     assert rare_class_hint(COUNTS, None) is None and "Rare metric class" not in report(metric_class=None).markdown()
+
+
+def test_two_models_on_one_data_keep_their_own_report_folder_and_one_model_keeps_one(tmp_path):
+    fingerprint = "ab" * 32
+    ants, wasps = report_folder(tmp_path, "ants", fingerprint), report_folder(tmp_path, "wasps", fingerprint)
+    assert ants != wasps and ants == report_folder(tmp_path, "ants", fingerprint)
+    assert ants.parent.parent == wasps.parent.parent == tmp_path / "reports" and ants.name == fingerprint[:16]
 
 
 def test_markdown_tables_escape_cells_and_say_how_many_rows_are_left_out():
