@@ -126,8 +126,8 @@ def parse_metric(phrase: str, classes: list[str]) -> dict[str, Any]:
 def write_starter_config(out: Path, data: Path, task: str, metric: str, model_name: str | None = None,
                          text_column: str | None = None, label_column: str | None = None,
                          force: bool = False) -> StarterConfig:
-    """Survey the data, write the config to `out` (atomically; an existing file only with
-    `force`), load it back as `run` would, and return it with warnings about the data."""
+    """Survey the data, check the config loads as `run` would load it, then write it to `out`
+    (atomically; over an existing file only with `force`); return it with warnings about the data."""
     from tasks.atomic import write_text_atomic
     from tasks.spec import load_spec
 
@@ -145,12 +145,16 @@ def write_starter_config(out: Path, data: Path, task: str, metric: str, model_na
         "model": DEFAULT_MODELS[survey.modality],
         "registry": {"model_name": model_name or _slug(data.stem if data.is_file() else data.name)},
     }
-    write_text_atomic(out, _yaml(spec, survey))
+    text = _yaml(spec, survey)
+    trial = out.with_name(f".{out.name}.init-check")  # beside `out`: its relative paths resolve the same
+    write_text_atomic(trial, text)
     try:
-        load_spec(out)
-    except SpecError:
-        out.unlink()      # written by this call a moment ago: a config that does not load is no start
-        raise
+        load_spec(trial)           # as `run` will load it; a file that fails never replaces `out`
+    except SpecError as error:
+        raise SpecError(str(error).replace(str(trial), str(out))) from None
+    finally:
+        trial.unlink(missing_ok=True)
+    write_text_atomic(out, text)
     return StarterConfig(out, survey, _data_warnings(survey))
 
 

@@ -117,6 +117,9 @@ def test_an_existing_file_is_kept_unless_forced(tmp_path):
     with pytest.raises(SpecError, match=r"exists\. Fix: choose another --out, or pass --force"):
         write_starter_config(out, data, "Tell a from b.", "accuracy>=0.9")
     assert out.read_text() == "mine"
+    with pytest.raises(SpecError, match=rf"(?s){out}: invalid config.*metric.target"):
+        write_starter_config(out, data, "Tell a from b.", "accuracy>=1.5", force=True)
+    assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "d"]
     write_starter_config(out, data, "Tell a from b.", "accuracy>=0.9", force=True)
     assert load_spec(out).metric.name == "accuracy"
 
