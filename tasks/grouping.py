@@ -117,8 +117,9 @@ def perceptual_hashes(paths: list[object], example_ids: list[str], cache: Path |
     if cache is not None and fresh:
         from tasks.atomic import write_text_atomic
 
+        shard = sha256_text("\n".join(sorted(fresh)))[:24]   # named by its ids: one set, one file
         cache.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(cache / f"{sha256_text(chr(10).join(sorted(fresh)))[:24]}.json", json.dumps(fresh))
+        write_text_atomic(cache / f"{shard}.json", json.dumps(fresh))
     return [known[i] if i in known else fresh[i] for i in example_ids]
 
 

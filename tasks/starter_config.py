@@ -159,9 +159,9 @@ def write_starter_config(out: Path, data: Path, task: str, metric: str, model_na
 
 
 def _data_warnings(survey: DataSurvey) -> tuple[str, ...]:
-    from tasks.spec import data_spec
+    from tasks.data_kinds.base import DataKindOptions
 
-    needed = data_spec({"kind": survey.kind, "path": "."}).min_examples_per_class
+    needed = DataKindOptions.model_fields["min_examples_per_class"].default
     few = {label: n for label, n in survey.counts.items() if n < needed}
     return tuple(f"class '{label}' has {n} example(s); the quality check asks for {needed} "
                  "(data.min_examples_per_class): add examples, or lower that field" for label, n in few.items())

@@ -170,6 +170,8 @@ def test_a_csv_header_without_a_named_column_fails_when_the_config_loads(tmp_pat
     message = error_of(bad)
     assert str(bad) in message and "held.csv: column(s) ['label'] not found (data.label_column='label')" in message
     assert "['text', 'category']" in message and "Fix: set the field" in message
+    no_split = write_config(tmp_path, base + "data: {kind: csv_text, path: main.csv, split_column: fold}\n")
+    assert "main.csv: column(s) ['fold'] not found (data.split_column='fold')" in error_of(no_split)
 
 
 def test_csv_kind_needs_a_file(tmp_path):
