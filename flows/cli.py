@@ -151,13 +151,13 @@ def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champ
     """Predict with a registered model: label and probability per input. Files are read here and
     sent as a served model gets them (image bytes, texts), never as paths."""
     with _user_errors():
-        from tasks.predict import check_modality, load_model, predict_in_batches, read_inputs, write_predictions
+        from tasks.predict import check_modality, predict_in_batches, read_inputs, registered_model, write_predictions
 
         model_inputs = read_inputs(inputs or [], column)
         check_servers(mlflow=True)
-        model = load_model(model_uri, workdir.expanduser())
-        check_modality(model_inputs, model, model_uri)
-        answers = predict_in_batches(model, model_inputs)
+        with registered_model(model_uri, workdir.expanduser()) as model:
+            check_modality(model_inputs, model, model_uri)
+            answers = predict_in_batches(model, model_inputs)
         if out is not None:
             written = write_predictions(answers, out.expanduser())
             console.print(f"Wrote {len(answers)} prediction(s) to {written}", soft_wrap=True, highlight=False)

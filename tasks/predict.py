@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,9 +122,16 @@ def write_predictions(answers: pd.DataFrame, out: Path) -> Path:
     return write_text_atomic(out, answers.to_csv(index=False))
 
 
-def load_model(model_uri: str, workdir: Path) -> Any:
-    """The registered pyfunc, found through an explicit client for the workdir's store (or
-    MLFLOW_TRACKING_URI's, as set): MLflow's own `models:/` lookup uses the process-wide URI."""
+@contextmanager
+def registered_model(model_uri: str, workdir: Path) -> Iterator[Any]:
+    """The registered pyfunc, running on the code it was registered with.
+
+    A version carries a copy of the `tasks` package it was built by (its `code/` folder, which
+    MLflow puts first on sys.path when it loads the version). While the version loads and answers,
+    this process's own `tasks` modules are set aside, so the version imports its own copy, even
+    where this transferflow has moved or renamed a module since; they come back afterwards. Use the
+    model only inside the block. The version is found through an explicit client for the workdir's
+    store (or MLFLOW_TRACKING_URI's, as set): MLflow's own `models:/` lookup uses the process-wide URI."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -129,12 +139,24 @@ def load_model(model_uri: str, workdir: Path) -> Any:
     if not match:
         raise _cannot_load(model_uri, "not a registered model's URI")
     client = _existing_store_client(workdir, model_uri)
+    ours = _set_aside("tasks")
     try:
-        version = (client.get_model_version_by_alias(match["name"], match["alias"]) if match["alias"]
-                   else client.get_model_version(match["name"], match["version"]))
-        return mlflow.pyfunc.load_model(client.get_model_version_download_uri(version.name, version.version))
-    except (MlflowException, OSError) as exc:
-        raise _cannot_load(model_uri, str(exc).splitlines()[0]) from None
+        try:
+            version = (client.get_model_version_by_alias(match["name"], match["alias"]) if match["alias"]
+                       else client.get_model_version(match["name"], match["version"]))
+            model = mlflow.pyfunc.load_model(client.get_model_version_download_uri(version.name, version.version))
+        except (MlflowException, OSError) as exc:
+            raise _cannot_load(model_uri, str(exc).splitlines()[0]) from None
+        yield model
+    finally:
+        _set_aside("tasks")
+        sys.modules.update(ours)
+
+
+def _set_aside(package: str) -> dict[str, Any]:
+    """Remove `package` and its submodules from the import cache, returning them."""
+    names = [name for name in sys.modules if name == package or name.startswith(f"{package}.")]
+    return {name: sys.modules.pop(name) for name in names}
 
 
 def _existing_store_client(workdir: Path, model_uri: str) -> Any:

@@ -167,15 +167,14 @@ def test_a_folder_of_images_in_batches_to_a_csv(image_workdir, tmp_path):
     assert list(written.columns) == ["input", "label", "probability", "p_ants", "p_bees"]
     files = sorted(p for p in folder.rglob("*.png"))
     assert written["input"].tolist() == [str(p.relative_to(folder)) for p in files]
-    from tasks.predict import load_model
+    from tasks.predict import registered_model
 
-    served = load_model("models:/insects@champion", image_workdir).predict(
-        pd.DataFrame({"input": [base64.b64encode(p.read_bytes()).decode() for p in files]}))
+    with registered_model("models:/insects@champion", image_workdir) as model:
+        served = model.predict(pd.DataFrame({"input": [base64.b64encode(p.read_bytes()).decode() for p in files]}))
+        small = predict_in_batches(model, read_inputs([folder], "text"), batch_size=7)  # 10 batches, same answers
     assert written["label"].tolist() == served["label"].tolist()
     assert written["p_bees"].to_numpy() == pytest.approx(served["p_bees"].to_numpy(), abs=1e-6)
     assert mlflow.get_tracking_uri() != f"sqlite:///{image_workdir / 'mlflow.db'}"
-    small = predict_in_batches(load_model("models:/insects@champion", image_workdir),
-                               read_inputs([folder], "text"), batch_size=7)  # 10 batches, same answers
     assert small["label"].tolist() == served["label"].tolist()
 
 
