@@ -23,7 +23,7 @@ from flows.runtime import (
     start_local_engine_early,
 )
 from flows.serve import DEFAULT_CRON, DEFAULT_DRIFT_EVERY
-from tasks.errors import TransferflowError
+from tasks.core.errors import TransferflowError
 
 if TYPE_CHECKING:
     from flows.transfer_learning import RunSummary

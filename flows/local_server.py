@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.errors import TransferflowError
+from tasks.core.errors import TransferflowError
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 120.0  # ~9 s when idle; several times that on two busy cores

@@ -16,7 +16,7 @@ import urllib.request
 from importlib.metadata import entry_points
 from urllib.parse import urlsplit
 
-from tasks.errors import TransferflowError
+from tasks.core.errors import TransferflowError
 
 TIMEOUT_S = 5.0
 # MLflow's own tracking-store schemes; plugins add theirs as `mlflow.tracking_store` entry points.

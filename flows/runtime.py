@@ -87,7 +87,7 @@ class HideUserErrorTracebacks(logging.Filter):
     data the message is the whole story (the CLI prints it), so the traceback is dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from tasks.errors import TransferflowError
+        from tasks.core.errors import TransferflowError
 
         if record.exc_info and isinstance(record.exc_info[1], TransferflowError):
             record.exc_info, record.exc_text = None, None

@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tasks.errors import TransferflowError
+from tasks.core.errors import TransferflowError
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment

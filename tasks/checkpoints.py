@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
-from tasks.errors import TransferflowError
+from tasks.core.errors import TransferflowError
 from tasks.families import model_spec
 from tasks.operating_point import OperatingPoint
 from tasks.spec import ModelSpec
@@ -52,7 +52,7 @@ class Checkpoint:
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
     """Write the checkpoint atomically (a reader sees the old file or the whole new one)."""
-    from tasks.atomic import write_atomic
+    from tasks.core.atomic import write_atomic
 
     stored = {
         "format_version": FORMAT_VERSION, "model": checkpoint.model.model_dump(mode="json"),

@@ -8,7 +8,6 @@ as examples are listed in `LoadedData.skipped_files`, never dropped silently.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from tasks.atomic import write_atomic
-from tasks.errors import DataError
+from tasks.core.atomic import write_atomic
+from tasks.core.errors import DataError
+from tasks.core.hashing import sha256_file, sha256_text
 from tasks.spec import DataSpec, check_class_keys
 
 if TYPE_CHECKING:
@@ -52,24 +52,6 @@ def skipped_summary(skipped_files: Sequence[str]) -> str:
     more = f" (+{len(skipped_files) - SHOWN_SKIPPED} more)" if len(skipped_files) > SHOWN_SKIPPED else ""
     return (f"Skipped {len(skipped_files)} file(s) outside the class folders: "
             f"{', '.join(skipped_files[:SHOWN_SKIPPED])}{more}")
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fingerprint(ids: pd.Series | list[str], labels: pd.Series | list[str]) -> str:
-    """Hash of the sorted distinct (id, label) pairs: it names this exact labeled dataset."""
-    pairs = sorted(set(zip(map(str, ids), map(str, labels), strict=True)))
-    return sha256_text("\n".join(f"{i}\t{label}" for i, label in pairs))
 
 
 def load_examples(data: DataSpec) -> LoadedData:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tasks.atomic import write_text_atomic
+from tasks.core.atomic import write_text_atomic
 
 Outcome = Literal["ok", "warn", "fail"]
 REPORT_FILE = "report.md"

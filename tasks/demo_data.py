@@ -9,8 +9,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tasks.atomic import write_text_atomic
-from tasks.errors import DataError
+from tasks.core.atomic import write_text_atomic
+from tasks.core.errors import DataError
 
 # Written into the staging folder before anything else: only a folder holding it is ours to delete.
 STAGING_MARKER = ".transferflow-staging"

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks.errors import SpecError
+from tasks.core.errors import SpecError
 
 AVAILABLE = {
     "cuda": lambda: torch.cuda.is_available(),

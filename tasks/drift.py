@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tasks.errors import DataError
+from tasks.core.errors import DataError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -54,7 +54,7 @@ def locate_champion(workdir: Path, model_name: str, alias: str) -> ChampionRef:
     import os
 
     from tasks.champion import current_champion
-    from tasks.errors import TransferflowError
+    from tasks.core.errors import TransferflowError
     from tasks.tracking import client_for
 
     store = os.environ.get("MLFLOW_TRACKING_URI") or str(workdir / "mlflow.db")

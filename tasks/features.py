@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tasks.atomic import write_atomic, write_text_atomic
 from tasks.backbones import Backbone, backbone_cache_key
-from tasks.data import sha256_text
+from tasks.core.atomic import write_atomic, write_text_atomic
+from tasks.core.hashing import sha256_text
 
 
 class EmbeddingCache:

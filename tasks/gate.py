@@ -19,8 +19,8 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from tasks.atomic import exclusive_lock
 from tasks.champion import ChampionComparison
+from tasks.core.atomic import exclusive_lock
 from tasks.metrics import Guard, classification_metrics, contract_value, meets_target
 from tasks.spec import MetricSpec
 from tasks.tracking import end_run, experiment_id, log_scores, log_text, start_run

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from tasks.data import sha256_text
+from tasks.core.hashing import sha256_text
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PilImage
@@ -115,7 +115,7 @@ def perceptual_hashes(paths: list[object], example_ids: list[str], cache: Path |
     fresh = {example_id: perceptual_hash(path) for path, example_id in zip(paths, example_ids, strict=True)
              if example_id not in known}
     if cache is not None and fresh:
-        from tasks.atomic import write_text_atomic
+        from tasks.core.atomic import write_text_atomic
 
         shard = sha256_text("\n".join(sorted(fresh)))[:24]   # named by its ids: one set, one file
         cache.mkdir(parents=True, exist_ok=True)

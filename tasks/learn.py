@@ -106,7 +106,7 @@ def starting_point(spec: Spec, tracking: TrackingRef, tournament: bool = False) 
     """`retrain.start_from: champion`: the champion's fine-tuned backbone, when there is a champion.
     In a tournament only the candidate the champion was trained from can start from it; the
     others start from their pretrained weights (and say so)."""
-    from tasks.errors import SpecError
+    from tasks.core.errors import SpecError
     from tasks.tracking import client_for, log_params
     from tasks.warm_start import champion_starting_point
 
@@ -409,7 +409,7 @@ def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torc
     from dataclasses import replace
 
     from tasks.checkpoints import Checkpoint, save_checkpoint
-    from tasks.data import sha256_file
+    from tasks.core.hashing import sha256_file
     from tasks.tracking import client_for, end_run, log_history, log_params, log_scores, log_text, start_run
 
     folder = spec.workdir / "checkpoints" / tracking.run_id

@@ -99,9 +99,9 @@ def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> 
     import numpy as np
 
     from tasks.champion import restore_registered
+    from tasks.core.errors import DataError
     from tasks.drift import MAX_TESTED, class_mix_shift, load_reference, what_the_model_sees
     from tasks.drift_report import statistic_shifts
-    from tasks.errors import DataError
     from tasks.mmd import mmd_permutation_test
     from tasks.tracking import client_for
 
@@ -137,7 +137,7 @@ def keep_incoming_batch(spec: Spec, batch: IncomingBatch, report: DriftReport, t
     The folder is new: nothing that exists is overwritten or deleted."""
     import pandas as pd
 
-    from tasks.atomic import write_atomic, write_bytes_atomic, write_text_atomic
+    from tasks.core.atomic import write_atomic, write_bytes_atomic, write_text_atomic
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     folder = spec.workdir.resolve() / "incoming" / report.model_name / stamp

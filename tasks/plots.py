@@ -325,7 +325,7 @@ def leakage_figure(rows: Any) -> Any:
 
 def save_figure(figure: Figure, path: Path) -> Path:
     """Write the figure as a PNG atomically (the report links it) and close it."""
-    from tasks.atomic import write_bytes_atomic
+    from tasks.core.atomic import write_bytes_atomic
 
     try:
         return write_bytes_atomic(path, figure_png_bytes(figure))

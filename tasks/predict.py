@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.errors import TransferflowError
+from tasks.core.errors import TransferflowError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,7 +117,7 @@ def predict_in_batches(model: Any, inputs: list[ModelInput], batch_size: int = 6
 
 def write_predictions(answers: pd.DataFrame, out: Path) -> Path:
     """The predictions as a CSV, written atomically (a half-written file is never left behind)."""
-    from tasks.atomic import write_text_atomic
+    from tasks.core.atomic import write_text_atomic
 
     return write_text_atomic(out, answers.to_csv(index=False))
 

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.atomic import atomic_output
 from tasks.backbones import Backbone, backbone_cache_key
-from tasks.data import sha256_text
+from tasks.core.atomic import atomic_output
+from tasks.core.hashing import sha256_text
 from tasks.devices import autocast, to_device
 from tasks.loader import index_chunks, pinned
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.core.errors import DataError, DataQualityError
 from tasks.data_report import Outcome, Section
-from tasks.errors import DataError, DataQualityError
 from tasks.spec import Spec, load_spec
 from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_markdown, publish_table, step, tag_flow_run
@@ -184,7 +184,7 @@ def latest_incoming_batch(workdir: Path, model_name: str) -> Path | None:
 def validate_config(config_path: str, data_path: str | None = None) -> Spec:
     """The config, and that its base model's weights are on this machine (before any work)."""
     from tasks.backbones import locate_weights
-    from tasks.errors import SpecError, WeightsError
+    from tasks.core.errors import SpecError, WeightsError
 
     spec = load_spec(config_path, data_path)
     described = []
@@ -234,8 +234,9 @@ def start_tracking(spec: Spec, config_path: str) -> TrackingRef:
 def load_data(spec: Spec) -> DatasetRef:
     """The example table, without the odd inputs (`data.odd_inputs: drop`) and the examples under
     two labels (`data.conflicting_labels: drop`): both listed with their reason, never silent."""
-    from tasks.data import fingerprint, load_examples, save_table
-    from tasks.errors import DataError
+    from tasks.core.errors import DataError
+    from tasks.core.hashing import fingerprint
+    from tasks.data import load_examples, save_table
     from tasks.odd_inputs import take_out
 
     loaded = load_examples(spec.data)
@@ -258,7 +259,7 @@ def odd_inputs_section(spec: Spec, dataset: DatasetRef, folder: Path) -> Section
     """Step 2a's part of the report: what was taken out before any check (taken_out.csv)."""
     import pandas as pd
 
-    from tasks.atomic import write_text_atomic
+    from tasks.core.atomic import write_text_atomic
     from tasks.data_report import markdown_table
 
     taken_out = [("odd input", line) for line in dataset.odd_inputs] + \
@@ -285,7 +286,7 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, folder: Path) -> Qualit
     report when an error-level check fails)."""
     import json
 
-    from tasks.atomic import write_text_atomic
+    from tasks.core.atomic import write_text_atomic
     from tasks.data import LoadedData, read_table
     from tasks.data_docs import write_data_docs
     from tasks.quality import audit_labels
@@ -322,7 +323,7 @@ def _replace_folder(target: Path, build: Callable[[Path], Path]) -> Path:
     import shutil
     import uuid
 
-    from tasks.atomic import exclusive_lock
+    from tasks.core.atomic import exclusive_lock
 
     fresh = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
     built = build(fresh)
@@ -337,8 +338,8 @@ def _replace_folder(target: Path, build: Callable[[Path], Path]) -> Path:
 
 @step("3 split before training")
 def split_before_training(spec: Spec, dataset: DatasetRef) -> SplitRef:
+    from tasks.core.errors import DataError
     from tasks.data import read_table
-    from tasks.errors import DataError
     from tasks.split import split_examples, split_history_folder
 
     try:
@@ -391,7 +392,7 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     on the first base model's cached embeddings (the baseline reuses them), and act on
     `data.label_issues`: report, drop (a new manifest lists the dropped ids), or fail. Writes
     label_issues.csv, outliers.csv and, for images, label_suspects.png in the report folder."""
-    from tasks.atomic import write_text_atomic
+    from tasks.core.atomic import write_text_atomic
     from tasks.data import read_examples
     from tasks.data_report import markdown_table
     from tasks.label_audit import find_label_issues, find_outliers, to_drop
@@ -475,7 +476,7 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     model's embeddings, and `data.leakage`: drop the less held-out copy of each pair, report, or
     fail. Reads the test inputs (logged as a "leakage check" read, never an evaluation): never
     their labels. Writes leakage_pairs.csv (and for images leakage_pairs.png)."""
-    from tasks.atomic import write_text_atomic
+    from tasks.core.atomic import write_text_atomic
     from tasks.data import read_examples
     from tasks.data_report import markdown_table
     from tasks.leakage import calibrate, cross_split_pairs, less_held_out_copies

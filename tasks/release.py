@@ -53,7 +53,7 @@ def promotion_lock(spec: Spec) -> Iterator[None]:
     a stale view of the champion. A file lock holds it for every process sharing this workdir; with
     a Prefect server, its global concurrency limit `transferflow-promote-<model>` (leased, so a
     crashed holder frees it) also holds it for processes on other machines. Always in this order."""
-    from tasks.atomic import exclusive_lock
+    from tasks.core.atomic import exclusive_lock
     from tasks.model_limits import promotion_limit
 
     with (exclusive_lock(spec.workdir / "locks" / f"promote-{spec.registry.model_name}.lock"),
@@ -128,7 +128,8 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
     import numpy as np
 
     from tasks.checkpoints import legacy_config, restore_classifier_from, with_operating_point
-    from tasks.data import read_examples, sha256_file
+    from tasks.core.hashing import sha256_file
+    from tasks.data import read_examples
     from tasks.learn import on_runtime_device
     from tasks.metrics import classification_metrics
     from tasks.operating_point import apply_operating_point, choose_threshold, lower_bound

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from tasks.core.errors import DataError, SpecError
 from tasks.data_kinds import DATA_KINDS, DataSpec
 from tasks.data_kinds import data_spec as data_spec  # re-exported: `tasks.spec` is where configs are built
-from tasks.errors import DataError, SpecError
 from tasks.families import FAMILIES, FamilyOptions, ModelSpec, families_of
 
 DEFAULT_WORKDIR = ".transferflow"

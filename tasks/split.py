@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tasks.atomic import exclusive_lock, write_text_atomic
-from tasks.data import fingerprint, sha256_file, sha256_text
-from tasks.errors import DataError
+from tasks.core.atomic import exclusive_lock, write_text_atomic
+from tasks.core.errors import DataError
+from tasks.core.hashing import fingerprint, sha256_file, sha256_text
 from tasks.spec import SplitSpec
 
 SPLITS = ("train", "val", "test")

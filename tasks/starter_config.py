@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import SpecError
+from tasks.core.errors import SpecError
 
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "image": {"family": "torchvision", "name": "mobilenet_v2", "image_size": 224},
@@ -128,7 +128,7 @@ def write_starter_config(out: Path, data: Path, task: str, metric: str, model_na
                          force: bool = False) -> StarterConfig:
     """Survey the data, check the config loads as `run` would load it, then write it to `out`
     (atomically; over an existing file only with `force`); return it with warnings about the data."""
-    from tasks.atomic import write_text_atomic
+    from tasks.core.atomic import write_text_atomic
     from tasks.spec import load_spec
 
     out, data = out.expanduser().resolve(), data.expanduser().resolve()

@@ -100,7 +100,7 @@ def constraint_failure(parameters: int, throughput: float | None, constraints: C
 def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
                       contract: Contract) -> Tournament:
     """Probe every candidate on train/validation and keep the best eligible one (see module doc)."""
-    from tasks.errors import SpecError
+    from tasks.core.errors import SpecError
     from tasks.learn import probe_head
     from tasks.tracking import client_for, log_figure, log_text
 

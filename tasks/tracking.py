@@ -35,7 +35,7 @@ def client_for(workdir: Path) -> MlflowClient:
     uri = tracking_uri(workdir)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return _client(uri)
-    from tasks.atomic import exclusive_lock
+    from tasks.core.atomic import exclusive_lock
 
     with exclusive_lock(workdir / "locks" / "mlflow-store.lock"):
         return _client(uri)

@@ -17,7 +17,7 @@ from tasks.backbones.base import (
     pristine,
 )
 from tasks.backbones.weights import PinnedWeights, WeightsSource, file_sha256, network_allowed, seed_torch_hub
-from tasks.errors import WeightsError
+from tasks.core.errors import WeightsError
 
 __all__ = [
     "ADAPTERS", "Backbone", "EvalGeometry", "ImageBackbone", "PinnedWeights", "WeightsError", "WeightsSource",

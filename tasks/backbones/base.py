@@ -310,7 +310,7 @@ def chunked(items: list[nn.Module], groups: int | None) -> list[nn.Module]:
 
 def backbone_cache_key(backbone: Backbone) -> str:
     """What identifies an embedding apart from the example: model, exact weights, preprocessing."""
-    from tasks.data import sha256_text
+    from tasks.core.hashing import sha256_text
 
     spec = backbone.spec
     return sha256_text(f"{spec.family}/{spec.name}|{backbone.weights_sha256}|{backbone.preprocessing_id}")

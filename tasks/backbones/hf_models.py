@@ -23,7 +23,7 @@ from tasks.backbones.weights import (
     network_allowed,
     not_on_this_machine,
 )
-from tasks.errors import WeightsError
+from tasks.core.errors import WeightsError
 from tasks.families import FamilyOptions
 from tasks.families.hf_image import HfImageOptions
 from tasks.families.hf_text import HfTextOptions

@@ -15,7 +15,6 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from tasks.atomic import write_bytes_atomic
 from tasks.backbones.base import EvalGeometry, ImageBackbone, adapter
 from tasks.backbones.weights import (
     PinnedWeights,
@@ -27,7 +26,8 @@ from tasks.backbones.weights import (
     random_weights,
     torch_hub_checkpoints,
 )
-from tasks.errors import SpecError
+from tasks.core.atomic import write_bytes_atomic
+from tasks.core.errors import SpecError
 from tasks.families import FamilyOptions
 
 

@@ -28,7 +28,7 @@ from tasks.backbones.weights import (
     seed_torch_hub,
     torch_hub_checkpoints,
 )
-from tasks.errors import SpecError, WeightsError
+from tasks.core.errors import SpecError, WeightsError
 from tasks.families import FamilyOptions
 
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.errors import TransferflowError
+from tasks.core.errors import TransferflowError
 from tasks.predict import read_inputs
 from tests.registered_models import SMALL_IMAGE_MODEL, TEXT_MODEL, open_store, png_base64, register, save_checkpoint
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.serve import build_deployments, parse_every, plan
-from tasks.errors import TransferflowError
+from tasks.core.errors import TransferflowError
 from tests.conftest import write_config
 
 CONFIG = """

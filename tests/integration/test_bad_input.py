@@ -156,7 +156,7 @@ def test_validate_exits_non_zero_on_a_failing_policy_and_still_writes_the_report
 def test_the_flow_itself_rejects_a_bad_config_in_its_first_task(tmp_path):
     """Deployments call the flow without the CLI's quick pre-check: step 1 still stops it."""
     from flows.transfer_learning import transfer_learning
-    from tasks.errors import SpecError
+    from tasks.core.errors import SpecError
 
     config = image_config(tmp_path, {"ants": 4, "bees": 4}, "shuffle: true")
     with pytest.raises(SpecError, match="shuffle: unknown field"):

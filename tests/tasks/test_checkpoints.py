@@ -20,7 +20,7 @@ from tasks.checkpoints import (
     save_checkpoint,
     with_operating_point,
 )
-from tasks.errors import TransferflowError
+from tasks.core.errors import TransferflowError
 from tasks.operating_point import OperatingPoint
 from tests.registered_models import SMALL_IMAGE_MODEL, png_base64
 

@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tasks.data import fingerprint, load_examples, skipped_summary
-from tasks.errors import DataError
+from tasks.core.errors import DataError
+from tasks.core.hashing import fingerprint
+from tasks.data import load_examples, skipped_summary
 from tasks.spec import data_spec
 
 

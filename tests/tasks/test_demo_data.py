@@ -4,8 +4,8 @@ only a marked leftover staging folder is ever deleted."""
 import numpy as np
 import pytest
 
+from tasks.core.errors import DataError
 from tasks.demo_data import STAGING_MARKER, materialize
-from tasks.errors import DataError
 
 DIGITS = (np.arange(4 * 784).reshape(4, 784) % 256, np.array([0, 1, 0, 1]))
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from tasks.core.errors import SpecError
 from tasks.devices import autocast, prepare_module, resolve_device, resolve_num_workers, to_device
-from tasks.errors import SpecError
 
 
 @pytest.fixture

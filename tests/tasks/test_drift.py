@@ -17,9 +17,9 @@ from PIL import Image
 from scipy.spatial.distance import cdist
 from scipy.stats import binom
 
+from tasks.core.errors import DataError
 from tasks.drift import class_mix_shift, read_incoming
 from tasks.drift_report import statistic_shifts
-from tasks.errors import DataError
 from tasks.families import model_spec
 from tasks.mmd import mmd_permutation_test
 from tests.conftest import shared_dataset
@@ -98,7 +98,7 @@ def sms_embeddings(request):
     from sklearn.model_selection import train_test_split
 
     from tasks.backbones import load_backbone
-    from tasks.data import sha256_text
+    from tasks.core.hashing import sha256_text
     from tasks.features import cached_embeddings, open_cache
 
     sms = pd.read_csv(shared_dataset("sms_spam") / "sms_spam.csv").drop_duplicates("text")

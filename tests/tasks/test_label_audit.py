@@ -119,7 +119,7 @@ def run_audit(path, folder, policy, fraction=0.05):
 def test_label_policies_report_drop_within_the_cap_or_fail(noisy_banking_run, capsys):
     import json
 
-    from tasks.errors import DataQualityError
+    from tasks.core.errors import DataQualityError
 
     path, folder, flipped = noisy_banking_run
     split, reported = run_audit(path, folder, "report")

@@ -141,7 +141,7 @@ def run_leakage_check(path, folder, policy, **data_fields):
 
 
 def test_leakage_policies_drop_report_or_fail_and_the_read_is_logged_as_a_leakage_check(leaky_csv, tmp_path):
-    from tasks.errors import DataQualityError
+    from tasks.core.errors import DataQualityError
     from tasks.split import recorded_test_reads
 
     path, truncated, originals = leaky_csv

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.errors import DataError
+from tasks.core.errors import DataError
 from tasks.metrics import classification_metrics, contract_value, is_improvement, meets_target
 from tasks.spec import MetricSpec, check_class_keys, class_metric_key
 

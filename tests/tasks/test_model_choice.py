@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tasks.backbones import WeightsError, load_backbone, locate_weights
-from tasks.errors import SpecError
+from tasks.core.errors import SpecError
 from tasks.families import model_spec
 from tests.tasks.test_backbones import sample_inputs
 

@@ -16,7 +16,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import precision_recall_fscore_support
 
 from tasks.checkpoints import Checkpoint, read_checkpoint, save_checkpoint
-from tasks.data import sha256_file
+from tasks.core.hashing import sha256_file
 from tasks.learn import StageResult, contract_for
 from tasks.metrics import Contract, Guard, classification_metrics
 from tasks.operating_point import OperatingPoint, apply_operating_point, choose_threshold, lower_bound

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from tasks.core.errors import SpecError
 from tasks.data_kinds import DATA_KINDS
-from tasks.errors import SpecError
 from tasks.families import families_of
 from tasks.spec import Spec, json_schema, load_spec
 from tests.conftest import write_config

@@ -5,8 +5,8 @@ import re
 import pandas as pd
 import pytest
 
-from tasks.data import fingerprint, sha256_text
-from tasks.errors import DataError
+from tasks.core.errors import DataError
+from tasks.core.hashing import fingerprint, sha256_text
 from tasks.spec import SplitSpec
 from tasks.split import (
     HISTORY_FILE,

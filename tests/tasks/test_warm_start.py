@@ -5,7 +5,7 @@ import re
 import pytest
 from mlflow import MlflowClient
 
-from tasks.errors import SpecError
+from tasks.core.errors import SpecError
 from tasks.families import model_spec
 from tasks.spec import RetrainSpec
 from tasks.warm_start import champion_starting_point, check_same_base_model
