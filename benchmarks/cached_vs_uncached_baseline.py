@@ -44,10 +44,10 @@ def main() -> None:
     import torch
 
     from tasks.backbones import load_backbone
+    from tasks.config.families import model_spec
+    from tasks.config.spec import MetricSpec, data_spec
     from tasks.data import load_examples
-    from tasks.families import model_spec
     from tasks.features import cached_embeddings, open_cache
-    from tasks.spec import MetricSpec, data_spec
     from tasks.train import Batches, Classifier, FitResult, fit, new_head
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))

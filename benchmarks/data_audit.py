@@ -41,12 +41,12 @@ def main() -> None:
     import torch
 
     from tasks.backbones import load_backbone
+    from tasks.config.families import model_spec
+    from tasks.config.spec import data_spec
     from tasks.data import load_examples
-    from tasks.families import model_spec
     from tasks.features import embed_inputs
     from tasks.grouping import group_keys
     from tasks.label_audit import find_label_issues, find_outliers
-    from tasks.spec import data_spec
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     table = load_examples(data_spec({"kind": "csv_text", "path": (args.data / "banking77" / "train.csv").resolve()})

@@ -35,11 +35,11 @@ def main() -> None:
     import torch
 
     from tasks.backbones import load_backbone
+    from tasks.config.spec import load_spec
     from tasks.demo_data import materialize
     from tasks.drift import input_statistics, read_incoming
     from tasks.features import embed_inputs
     from tasks.mmd import mmd_permutation_test
-    from tasks.spec import load_spec
 
     spec = load_spec(args.config)
     torch.set_num_threads(len(os.sched_getaffinity(0)))

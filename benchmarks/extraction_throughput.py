@@ -42,8 +42,8 @@ def main() -> None:
     import torch
 
     from tasks.backbones import ImageBackbone, load_backbone
+    from tasks.config.families import model_spec
     from tasks.devices import prepare_module, resolve_device, resolve_num_workers
-    from tasks.families import model_spec
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     device, workers = resolve_device("auto"), resolve_num_workers("auto")
@@ -68,8 +68,8 @@ def main() -> None:
 
 def load_inputs(data: Path, dataset: str, limit: int) -> list[str]:
     """Image paths (every split, the .gif skipped by the loader) or SMS texts, first `limit`."""
+    from tasks.config.spec import data_spec
     from tasks.data import load_examples
-    from tasks.spec import data_spec
 
     if dataset == "hymenoptera":
         raw = {"kind": "image_folder", "path": (data / "hymenoptera").resolve()}

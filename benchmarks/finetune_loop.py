@@ -78,9 +78,9 @@ def main() -> None:
 
 
 def load_task(name: str, args: argparse.Namespace) -> Task:
+    from tasks.config.families import model_spec
+    from tasks.config.spec import data_spec
     from tasks.data import load_examples
-    from tasks.families import model_spec
-    from tasks.spec import data_spec
     from tasks.train import class_indices
 
     if name == "hymenoptera":
@@ -121,7 +121,7 @@ def fresh_classifier(task: Task, device: Any) -> Any:
 def run_fit(model: Any, classifier: Any, k: int, train: Any, val: Any, task: Task, epochs: int, device: Any,
             label: str) -> tuple[float, float]:
     """Seconds and best validation accuracy of `fit` training the last k groups and the head."""
-    from tasks.spec import MetricSpec
+    from tasks.config.spec import MetricSpec
     from tasks.train import fit
 
     trainable = [*classifier.backbone.layer_groups()[-k:], classifier.head]

@@ -112,8 +112,8 @@ def drift(config: Path = typer.Argument(..., help="YAML config"),
     """Test new inputs against the champion's training reference (MMD permutation test on its own
     embeddings). Exits 0 with or without drift: the decision is in the output."""
     with _user_errors():
+        from tasks.config.spec import load_spec
         from tasks.drift import locate_champion, read_incoming
-        from tasks.spec import load_spec
 
         spec = load_spec(config)  # config, batch and champion are checked before the flow starts
         read_incoming(incoming, spec.modality, column or spec.data.csv_columns.text)
@@ -213,7 +213,7 @@ def split_reset(model: str = typer.Argument(..., help="Registry model name (regi
 @app.command()
 def schema() -> None:
     """Print the config's JSON schema (fields, defaults, allowed values)."""
-    from tasks.spec import json_schema
+    from tasks.config.spec import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
 
@@ -221,7 +221,7 @@ def schema() -> None:
 def _check_config(config: Path, data: Path | None) -> None:
     """Fail in a second on a config error, before the heavy imports and the Prefect engine start;
     the flow validates again as its first task (deployments run it without this command)."""
-    from tasks.spec import load_spec
+    from tasks.config.spec import load_spec
 
     load_spec(config, data)
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from prefect import flow
 
+from tasks.config.spec import Spec
 from tasks.decision_log import write_decision_log
 from tasks.learn import (
     Decisions,
@@ -45,7 +46,6 @@ from tasks.release import (
     set_operating_point,
     write_model_card,
 )
-from tasks.spec import Spec
 from tasks.split import SplitRef
 from tasks.step import label_flow_run
 

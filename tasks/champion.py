@@ -22,8 +22,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from tasks.config.spec import AGGREGATE_METRICS, MetricSpec
 from tasks.metrics import Guard, classification_metrics, contract_value
-from tasks.spec import AGGREGATE_METRICS, MetricSpec
 
 if TYPE_CHECKING:
     from tasks.checkpoints import Checkpoint

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
+from tasks.config.families import model_spec
+from tasks.config.spec import ModelSpec
 from tasks.core.errors import TransferflowError
-from tasks.families import model_spec
 from tasks.operating_point import OperatingPoint
-from tasks.spec import ModelSpec
 
 if TYPE_CHECKING:
     from tasks.train import Classifier

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from tasks.config.spec import DataSpec, check_class_keys
 from tasks.core.atomic import write_atomic
 from tasks.core.errors import DataError
 from tasks.core.hashing import sha256_file, sha256_text
-from tasks.spec import DataSpec, check_class_keys
 
 if TYPE_CHECKING:
-    from tasks.data_kinds.csv_text import CsvTextOptions
-    from tasks.data_kinds.image_folder import ImageFolderOptions
+    from tasks.config.data_kinds.csv_text import CsvTextOptions
+    from tasks.config.data_kinds.image_folder import ImageFolderOptions
     from tasks.odd_inputs import Quarantined
 
 # torchvision's ImageFolder extensions: a file with another extension is skipped and reported.

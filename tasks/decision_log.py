@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tasks.config.spec import Spec
 from tasks.prepare import TrackingRef
-from tasks.spec import Spec
 from tasks.step import artifact_key, publish_markdown, step
 
 DRIVING_NUMBERS = ("best_val_metric", "best_before", "baseline_val_metric", "best_epoch", "epochs", "guard_value")

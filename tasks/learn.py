@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from tasks.config.spec import Spec
 from tasks.metrics import Contract
 from tasks.prepare import DatasetRef, TrackingRef
-from tasks.spec import Spec
 from tasks.split import SplitRef
 from tasks.step import step
 from tasks.train import EpochRecord, FitResult

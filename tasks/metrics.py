@@ -1,6 +1,6 @@
 """Classification metrics, and the one metric the spec declares as the contract.
 
-Per-class scores are named by `tasks.spec.class_metric_key` everywhere (logging, the contract, diagnosis),
+Per-class scores are named by `tasks.config.spec.class_metric_key` everywhere (logging, the contract, diagnosis),
 so a label with characters MLflow cannot name is still read back under the key it was written to.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from tasks.spec import PER_CLASS_METRICS, MetricSpec, class_metric_key
+from tasks.config.spec import PER_CLASS_METRICS, MetricSpec, class_metric_key
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, float]:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
+from tasks.config.spec import Spec
 from tasks.drift import ChampionRef, IncomingBatch
 from tasks.drift_report import DriftReport
 from tasks.learn import StageResult
 from tasks.prepare import DatasetRef, TrackingRef
 from tasks.release import GateOutcome
-from tasks.spec import Spec
 from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
 

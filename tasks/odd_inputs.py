@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from tasks.spec import DataSpec
+from tasks.config.spec import DataSpec
 
 if TYPE_CHECKING:
     from tasks.data import LoadedData

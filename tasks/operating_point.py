@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.config.spec import PER_CLASS_METRICS, class_metric_key
 from tasks.metrics import Contract
-from tasks.spec import PER_CLASS_METRICS, class_metric_key
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
-from tasks.spec import PER_CLASS_METRICS, class_metric_key
+from tasks.config.spec import PER_CLASS_METRICS, class_metric_key
 from tasks.train import EpochRecord
 
 # A stage longer than this many epochs is drawn squeezed into this many x units; shorter stages get

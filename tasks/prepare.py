@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.config.spec import Spec, load_spec
 from tasks.core.errors import DataError, DataQualityError
 from tasks.data_report import Outcome, Section
-from tasks.spec import Spec, load_spec
 from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_markdown, publish_table, step, tag_flow_run
 
 if TYPE_CHECKING:
-    from tasks.families import FamilyOptions
+    from tasks.config.families import FamilyOptions
     from tasks.tournament import Tournament
 
 

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from tasks.config.spec import DataSpec, MetricSpec
 from tasks.data import LoadedData, skipped_summary
-from tasks.spec import DataSpec, MetricSpec
 
 Severity = Literal["error", "warning"]
 SHOWN_OFFENDERS = 5

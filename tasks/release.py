@@ -10,13 +10,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from tasks.champion import ChampionComparison
+from tasks.config.spec import Spec
 from tasks.gate import Exposure, GateDecision
 from tasks.learn import StageResult, contract_for
 from tasks.metrics import Guard
 from tasks.operating_point import OperatingPoint
 from tasks.prepare import DatasetRef, Prepared, TrackingRef
 from tasks.serving import Registration
-from tasks.spec import Spec
 from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
 

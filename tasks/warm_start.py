@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from mlflow import MlflowClient
 
+from tasks.config.families import model_spec
+from tasks.config.spec import ModelSpec, Spec
 from tasks.core.errors import SpecError
-from tasks.families import model_spec
-from tasks.spec import ModelSpec, Spec
 
 ENCODER_PREFIX = "encoder."  # how tasks.train.Classifier names the backbone's parameters
 

@@ -17,9 +17,9 @@ from mlflow import MlflowClient
 
 from tasks.backbones import load_backbone
 from tasks.checkpoints import legacy_config, read_checkpoint
-from tasks.families import model_spec
+from tasks.config.families import model_spec
+from tasks.config.spec import ModelSpec
 from tasks.serving import INPUT_DESCRIPTION, TASKS_PACKAGE, Registration, log_and_register, pip_requirements
-from tasks.spec import ModelSpec
 from tasks.train import Classifier, new_head
 
 SMALL_IMAGE_MODEL = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=32))

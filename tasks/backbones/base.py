@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from tasks.backbones.weights import RANDOM_SEED, WeightsSource
-from tasks.families import FAMILIES, FamilyOptions
+from tasks.config.families import FAMILIES, FamilyOptions
 
 ADAPTERS: dict[str, type[Backbone]] = {}
 

@@ -23,10 +23,10 @@ from tasks.backbones.weights import (
     network_allowed,
     not_on_this_machine,
 )
+from tasks.config.families import FamilyOptions
+from tasks.config.families.hf_image import HfImageOptions
+from tasks.config.families.hf_text import HfTextOptions
 from tasks.core.errors import WeightsError
-from tasks.families import FamilyOptions
-from tasks.families.hf_image import HfImageOptions
-from tasks.families.hf_text import HfTextOptions
 
 
 def _minilm_file() -> Path:

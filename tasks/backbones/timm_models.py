@@ -26,9 +26,9 @@ from tasks.backbones.weights import (
     random_weights,
     torch_hub_checkpoints,
 )
+from tasks.config.families import FamilyOptions
 from tasks.core.atomic import write_bytes_atomic
 from tasks.core.errors import SpecError
-from tasks.families import FamilyOptions
 
 
 def _efficientnet_lite0_file() -> Path:

@@ -28,8 +28,8 @@ from tasks.backbones.weights import (
     seed_torch_hub,
     torch_hub_checkpoints,
 )
+from tasks.config.families import FamilyOptions
 from tasks.core.errors import SpecError, WeightsError
-from tasks.families import FamilyOptions
 
 
 def _mobilenet_v2_file() -> Path:

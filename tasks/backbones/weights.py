@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.config.families import FamilyOptions
 from tasks.core.atomic import write_bytes_atomic
 from tasks.core.errors import WeightsError
 from tasks.core.hashing import sha256_file
-from tasks.families import FamilyOptions
 
 RANDOM_SEED = 0  # `weights: none` is a fixed random initialisation: the same embeddings every run
 

@@ -30,7 +30,8 @@ def test_help_lists_the_commands():
 def test_the_config_schema_and_its_registries_import_no_heavy_library():
     """Families and data kinds are found by importing their modules: none may pull in torch."""
     heavy = "('torch', 'torchvision', 'timm', 'transformers', 'pandas', 'mlflow', 'prefect')"
-    code = ("import sys, tasks.spec; from tasks.families import FAMILIES; from tasks.data_kinds import DATA_KINDS; "
+    code = ("import sys, tasks.config.spec; from tasks.config.families import FAMILIES; "
+            "from tasks.config.data_kinds import DATA_KINDS; "
             "assert len(FAMILIES) >= 4 and len(DATA_KINDS) >= 2; "
             f"print(sorted(m for m in {heavy} if m in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

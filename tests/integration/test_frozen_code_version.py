@@ -43,7 +43,7 @@ from mlflow import MlflowClient
 
 from tasks.backbones import load_backbone
 from tasks.checkpoints import legacy_config, read_checkpoint
-from tasks.families import model_spec
+from tasks.config.families import model_spec
 from tasks.serving import log_and_register
 from tasks.train import Classifier, new_head
 

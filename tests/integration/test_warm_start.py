@@ -12,7 +12,7 @@ import torch
 
 from flows.transfer_learning import transfer_learning
 from tasks.backbones import load_backbone
-from tasks.families import model_spec
+from tasks.config.families import model_spec
 from tasks.features import embed_inputs, open_cache
 from tasks.train import Classifier, new_head
 from tests.conftest import write_config

@@ -11,10 +11,10 @@ INTENTS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "pin_blocked"
 def split_intents_csv(path: Path, folder: Path, **data_fields: Any) -> tuple[Any, Any, Any, Any]:
     """Steps 2-3 on a CSV of those intents, as the flow runs them before its audits: the config
     (MiniLM, 32 tokens, the given `data_fields`), the saved dataset, its split and its table."""
+    from tasks.config.spec import Spec
     from tasks.core.hashing import fingerprint
     from tasks.data import load_examples, save_table
     from tasks.prepare import DatasetRef
-    from tasks.spec import Spec
     from tasks.split import split_examples
 
     spec = Spec.model_validate({

@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 from tasks.backbones import load_backbone
-from tasks.families import model_spec
+from tasks.config.families import model_spec
 
 IMAGE_MODELS = [("torchvision", "mobilenet_v2"), ("timm", "tf_efficientnet_lite0")]
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from tasks.backbones import WeightsError, clear_pristine_cache, file_sha256, load_backbone
+from tasks.config.families import FAMILIES, example_model, model_spec
 from tasks.core.hashing import sha256_file
-from tasks.families import FAMILIES, example_model, model_spec
 
 IMAGENET_BEE, IMAGENET_ANT = 309, 310
 FAMILY_NAMES = sorted(FAMILIES)

@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tasks.config.spec import data_spec
 from tasks.core.errors import DataError
 from tasks.core.hashing import fingerprint
 from tasks.data import load_examples, skipped_summary
-from tasks.spec import data_spec
 
 
 def image(path: Path, colour: int) -> Path:
@@ -160,7 +160,7 @@ def test_banking77_texts_in_both_shipped_files_stay_only_in_test(banking77, tmp_
     import json
     import re
 
-    from tasks.spec import SplitSpec
+    from tasks.config.spec import SplitSpec
     from tasks.split import split_examples
 
     spec = data_spec({"kind": "csv_text", "path": banking77 / "train.csv", "test_path": banking77 / "test.csv"})
@@ -182,7 +182,7 @@ def test_sms_spam_near_duplicates_never_straddle_splits(sms_spam, tmp_path):
     import json
     import re
 
-    from tasks.spec import SplitSpec
+    from tasks.config.spec import SplitSpec
     from tasks.split import split_examples
 
     table = load_examples(data_spec({"kind": "csv_text", "path": sms_spam})).table.drop_duplicates("example_id")

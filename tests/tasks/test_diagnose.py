@@ -2,9 +2,9 @@
 
 import numpy as np
 
+from tasks.config.spec import MetricSpec
 from tasks.diagnose import lagging_classes
 from tasks.metrics import classification_metrics
-from tasks.spec import MetricSpec
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)
 CLASSES = ["ok", "top-up failed!", "café"]

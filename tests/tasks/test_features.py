@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from tasks.backbones import backbone_cache_key
-from tasks.families import model_spec
+from tasks.config.families import model_spec
+from tasks.config.spec import ModelSpec
 from tasks.features import EmbeddingCache, cached_embeddings
-from tasks.spec import ModelSpec
 
 
 @dataclass

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import tasks.learn as learn
+from tasks.config.spec import FinetuneSpec, MetricSpec
 from tasks.learn import StageResult, choose_stage, gradual_unfreezing
 from tasks.metrics import Contract, Guard
-from tasks.spec import FinetuneSpec, MetricSpec
 from tasks.train import EpochRecord, class_weights_for, parameter_groups, warmup_cosine
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from tasks.config.spec import SplitSpec, data_spec
 from tasks.data import load_examples
 from tasks.grouping import MAX_HASH_DISTANCE, image_group_keys, perceptual_hash
-from tasks.spec import SplitSpec, data_spec
 from tasks.split import split_examples
 
 

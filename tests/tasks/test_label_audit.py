@@ -45,10 +45,10 @@ def banking_slice():
     import torch
 
     from tasks.backbones import load_backbone
+    from tasks.config.families import model_spec
+    from tasks.config.spec import data_spec
     from tasks.data import load_examples
-    from tasks.families import model_spec
     from tasks.features import embed_inputs
-    from tasks.spec import data_spec
     from tests.conftest import shared_dataset
 
     table = load_examples(data_spec({"kind": "csv_text", "path": shared_dataset("banking77") / "train.csv",
@@ -94,8 +94,8 @@ def test_clean_labels_give_few_suspects(banking_slice):
 @pytest.fixture
 def noisy_banking_run(tmp_path):
     """A workdir after step 3 on 5 banking77 intents (40 texts each) with 6 labels flipped."""
+    from tasks.config.spec import data_spec
     from tasks.data import load_examples
-    from tasks.spec import data_spec
     from tests.conftest import shared_dataset
 
     table = load_examples(data_spec({"kind": "csv_text", "path": shared_dataset("banking77") / "train.csv",
@@ -150,11 +150,11 @@ def test_the_hymenoptera_placeholder_saved_as_png_is_the_most_unusual_input(tmp_
     from PIL import Image
 
     from tasks.backbones import load_backbone
+    from tasks.config.families import model_spec
+    from tasks.config.spec import data_spec
     from tasks.data import load_examples
-    from tasks.families import model_spec
     from tasks.features import embed_inputs
     from tasks.label_audit import find_outliers
-    from tasks.spec import data_spec
     from tests.conftest import shared_dataset
 
     copy = tmp_path / "hymenoptera"

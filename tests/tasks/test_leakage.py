@@ -115,8 +115,8 @@ def leaky_csv(tmp_path, banking77):
     """Five banking77 intents, 30 texts each, split given: 20 train, 5 val, 5 test per intent;
     then three train rows that are the three longest test texts with their last word cut (a
     truncation the normalized-text key cannot see)."""
+    from tasks.config.spec import data_spec
     from tasks.data import load_examples
-    from tasks.spec import data_spec
 
     table = load_examples(data_spec({"kind": "csv_text", "path": banking77 / "train.csv",
                                      "select_classes": INTENTS})).table

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from tasks.config.spec import MetricSpec
 from tasks.learn import StageResult, choose_stage
 from tasks.metrics import Contract
-from tasks.spec import MetricSpec
 
 MACRO_F1 = MetricSpec(name="macro_f1", target=0.95)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tasks.champion import ChampionComparison
+from tasks.config.spec import MetricSpec
 from tasks.gate import Exposure, decide, exposure_of, record_test_evaluation
-from tasks.spec import MetricSpec
 from tasks.tracking import client_for
 
 TAGS = {"test_fingerprint": "t", "data_fingerprint": "d", "source_run_id": "r"}

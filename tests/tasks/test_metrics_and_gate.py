@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from tasks.config.spec import MetricSpec, check_class_keys, class_metric_key
 from tasks.core.errors import DataError
 from tasks.metrics import classification_metrics, contract_value, is_improvement, meets_target
-from tasks.spec import MetricSpec, check_class_keys, class_metric_key
 
 CLASSES = ["ham", "spam"]
 

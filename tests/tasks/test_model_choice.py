@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tasks.backbones import WeightsError, load_backbone, locate_weights
+from tasks.config.families import model_spec
 from tasks.core.errors import SpecError
-from tasks.families import model_spec
 from tests.tasks.test_backbones import sample_inputs
 
 # The tiny BERT's vocabulary and tokenizer are MiniLM's (a BERT wordpiece tokenizer).

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tasks.config.spec import data_spec
 from tasks.data import load_examples
 from tasks.odd_inputs import PLACEHOLDER_COPIES, take_out
-from tasks.spec import data_spec
 from tests.conftest import small_image
 
 

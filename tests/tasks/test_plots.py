@@ -13,8 +13,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
+from tasks.config.spec import class_metric_key
 from tasks.plots import STAGE_WIDTH_CAP, figure_png_bytes, learning_curves_figure, per_class_figure
-from tasks.spec import class_metric_key
 from tasks.train import EpochRecord
 
 CLASSES = ["ham", "spam", "top-up failed!"]

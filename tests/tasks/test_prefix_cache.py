@@ -11,7 +11,8 @@ from PIL import Image
 from torch import nn
 
 from tasks.backbones import Backbone, load_backbone
-from tasks.families import model_spec
+from tasks.config.families import model_spec
+from tasks.config.spec import ModelSpec
 from tasks.loader import Batches
 from tasks.prefix_cache import (
     PrefixBatches,
@@ -19,7 +20,6 @@ from tasks.prefix_cache import (
     can_cache_prefix,
     compute_prefix_outputs,
 )
-from tasks.spec import ModelSpec
 from tasks.train import Classifier, _train_mode
 
 MOBILENET = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=64))

@@ -12,7 +12,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from tasks.champion import registered_artifacts, registered_checkpoint, restore_registered
-from tasks.families import model_spec
+from tasks.config.families import model_spec
 from tasks.serving import decode_image
 from tests.registered_models import (
     SMALL_IMAGE_MODEL,

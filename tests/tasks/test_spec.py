@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from tasks.config.data_kinds import DATA_KINDS
+from tasks.config.families import families_of
+from tasks.config.spec import Spec, json_schema, load_spec
 from tasks.core.errors import SpecError
-from tasks.data_kinds import DATA_KINDS
-from tasks.families import families_of
-from tasks.spec import Spec, json_schema, load_spec
 from tests.conftest import write_config
 
 VALID = """

@@ -5,9 +5,9 @@ import re
 import pandas as pd
 import pytest
 
+from tasks.config.spec import SplitSpec
 from tasks.core.errors import DataError
 from tasks.core.hashing import fingerprint, sha256_text
-from tasks.spec import SplitSpec
 from tasks.split import (
     HISTORY_FILE,
     quarantined_test_ids,

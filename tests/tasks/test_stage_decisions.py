@@ -3,8 +3,8 @@ which they apply when several do (overfitting and a lagging class act first)."""
 
 import pytest
 
+from tasks.config.spec import MetricSpec
 from tasks.diagnose import StageContext, decide_next_step, lagging_classes
-from tasks.spec import MetricSpec
 from tasks.train import EpochRecord, FitResult
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)

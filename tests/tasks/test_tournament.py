@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.families import model_spec
-from tasks.spec import CandidatesSpec, FinetuneSpec
+from tasks.config.families import model_spec
+from tasks.config.spec import CandidatesSpec, FinetuneSpec
 from tasks.tournament import CandidateResult, constraint_failure, rank_candidates
 
 A = model_spec({"family": "torchvision", "name": "mobilenet_v2"})

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tasks.spec import MetricSpec
+from tasks.config.spec import MetricSpec
 from tasks.train import Batches, FitResult, _train_mode, fit, new_head, predict_proba
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)

@@ -5,9 +5,9 @@ import re
 import pytest
 from mlflow import MlflowClient
 
+from tasks.config.families import model_spec
+from tasks.config.spec import RetrainSpec
 from tasks.core.errors import SpecError
-from tasks.families import model_spec
-from tasks.spec import RetrainSpec
 from tasks.warm_start import champion_starting_point, check_same_base_model
 from tests.conftest import write_config
 
@@ -24,7 +24,7 @@ def test_only_the_same_base_model_can_be_a_starting_point():
 
 
 def test_no_champion_means_the_pretrained_weights(tmp_path):
-    from tasks.spec import load_spec
+    from tasks.config.spec import load_spec
 
     config = write_config(tmp_path, f"""
 task: Flag spam.

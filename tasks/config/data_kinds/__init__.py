@@ -1,4 +1,4 @@
-"""The data kinds, found by module: adding `tasks/data_kinds/<kind>.py` (options and its loader) is
+"""The data kinds, found by module: adding `tasks/config/data_kinds/<kind>.py` (options and its loader) is
 all a new kind takes. `DataSpec` is the discriminated union of the registered options classes on
 `kind`; everything else (the schema, the modality check, the path check, loading and the
 readability check) reads the registry."""
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from tasks.data_kinds.base import DATA_KINDS, CsvColumns, DataKindOptions, data_kind
+from tasks.config.data_kinds.base import DATA_KINDS, CsvColumns, DataKindOptions, data_kind
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":

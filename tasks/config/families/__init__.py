@@ -1,4 +1,4 @@
-"""The model families, found by module: adding `tasks/families/<family>.py` (options) and the
+"""The model families, found by module: adding `tasks/config/families/<family>.py` (options) and the
 adapter module it names is all a new family takes. `ModelSpec` is the discriminated union of the
 registered options classes on `family`; everything else (the schema, the modality check, the
 served model's requirements, the model card) reads the registry."""
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from tasks.families.base import FAMILIES, NO_WEIGHTS, FamilyOptions, model_family
+from tasks.config.families.base import FAMILIES, NO_WEIGHTS, FamilyOptions, model_family
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != "base":

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from tasks.families.base import FamilyOptions, model_family
+from tasks.config.families.base import FamilyOptions, model_family
 
 # Short names and their hub ids: both spellings are the same model (and the same cache key).
 SHORT_NAMES = {"sentence-transformers/all-MiniLM-L6-v2": "all-MiniLM-L6-v2"}

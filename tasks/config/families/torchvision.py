@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from tasks.families.base import FamilyOptions, model_family
+from tasks.config.families.base import FamilyOptions, model_family
 
 
 @model_family

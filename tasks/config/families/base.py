@@ -1,6 +1,6 @@
 """What a config may say about a base model, per family, and the registry the schema is built from.
 
-Each family is one options class (this module's `FamilyOptions` subclassed in `tasks/families/`)
+Each family is one options class (this module's `FamilyOptions` subclassed in `tasks/config/families/`)
 registered with `@model_family`: its fields are the config's fields, its class variables say which
 modality it reads, which field sizes its inputs, what a served model needs installed and where
 its adapter lives. Nothing here imports torch, so `transferflow validate` and the CLI start fast;

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from tasks.data_kinds.base import CsvColumns, DataKindOptions, data_kind
+from tasks.config.data_kinds.base import CsvColumns, DataKindOptions, data_kind
 
 if TYPE_CHECKING:
     from tasks.data import LoadedData

@@ -1,6 +1,6 @@
 """What a config may say about its data, per kind, and the registry the schema is built from.
 
-Each kind is one options class (this module's `DataKindOptions` subclassed in `tasks/data_kinds/`)
+Each kind is one options class (this module's `DataKindOptions` subclassed in `tasks/config/data_kinds/`)
 registered with `@data_kind`: its fields are the config's fields, its class variables say what the
 data holds and whether `path` is a folder or a file, and its `load` reads the examples. Nothing here
 imports pandas or torch, so `transferflow validate` and the CLI start fast; the loader (in

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from tasks.config.data_kinds import DATA_KINDS, DataSpec
+from tasks.config.data_kinds import data_spec as data_spec  # re-exported: `tasks.spec` is where configs are built
+from tasks.config.families import FAMILIES, FamilyOptions, ModelSpec, families_of
 from tasks.core.errors import DataError, SpecError
-from tasks.data_kinds import DATA_KINDS, DataSpec
-from tasks.data_kinds import data_spec as data_spec  # re-exported: `tasks.spec` is where configs are built
-from tasks.families import FAMILIES, FamilyOptions, ModelSpec, families_of
 
 DEFAULT_WORKDIR = ".transferflow"
 PER_CLASS_METRICS = ("precision", "recall", "f1")
