@@ -46,7 +46,7 @@ def main() -> None:
     from tasks.backbones import load_backbone
     from tasks.config.families import model_spec
     from tasks.config.spec import MetricSpec, data_spec
-    from tasks.data import load_examples
+    from tasks.data.table import load_examples
     from tasks.features import cached_embeddings, open_cache
     from tasks.train import Batches, Classifier, FitResult, fit, new_head
 

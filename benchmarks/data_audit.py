@@ -43,9 +43,9 @@ def main() -> None:
     from tasks.backbones import load_backbone
     from tasks.config.families import model_spec
     from tasks.config.spec import data_spec
-    from tasks.data import load_examples
+    from tasks.data.grouping import group_keys
+    from tasks.data.table import load_examples
     from tasks.features import embed_inputs
-    from tasks.grouping import group_keys
     from tasks.label_audit import find_label_issues, find_outliers
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))

@@ -36,7 +36,7 @@ def main() -> None:
 
     from tasks.backbones import load_backbone
     from tasks.config.spec import load_spec
-    from tasks.demo_data import materialize
+    from tasks.data.demo_data import materialize
     from tasks.drift import input_statistics, read_incoming
     from tasks.features import embed_inputs
     from tasks.mmd import mmd_permutation_test

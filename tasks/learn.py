@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 
 from tasks.config.spec import Spec
+from tasks.data.split import SplitRef
 from tasks.metrics import Contract
 from tasks.prepare import DatasetRef, TrackingRef
-from tasks.split import SplitRef
 from tasks.step import step
 from tasks.train import EpochRecord, FitResult
 
@@ -392,8 +392,8 @@ def choose_stage(stages: list[StageResult], contract: Contract) -> StageResult:
 
 
 def _train_val_examples(dataset: DatasetRef, split: SplitRef) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    from tasks.data import read_examples
-    from tasks.split import train_val_ids
+    from tasks.data.split import train_val_ids
+    from tasks.data.table import read_examples
 
     table = read_examples(dataset.table_path)
     train_ids, val_ids = train_val_ids(split.manifest_path)

@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 
 from tasks.config.spec import Spec
+from tasks.data.split import SplitRef
 from tasks.drift import ChampionRef, IncomingBatch
 from tasks.drift_report import DriftReport
 from tasks.learn import StageResult
 from tasks.prepare import DatasetRef, TrackingRef
 from tasks.release import GateOutcome
-from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
 
 DRIFT_EVENT = "transferflow.drift.detected"
@@ -36,11 +36,11 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
 
     from tasks.backbones import load_backbone
     from tasks.checkpoints import legacy_config, restore_classifier_from
-    from tasks.data import read_examples
+    from tasks.data.split import train_val_ids
+    from tasks.data.table import read_examples
     from tasks.drift import REFERENCE_DIR, log_reference, what_the_model_sees
     from tasks.features import cached_embeddings, open_cache
     from tasks.learn import on_runtime_device
-    from tasks.split import train_val_ids
     from tasks.tracking import client_for
 
     classes, batch_size = list(dataset.classes), spec.train.batch_size

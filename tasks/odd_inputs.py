@@ -18,31 +18,23 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from tasks.config.spec import DataSpec
+from tasks.data.table import Quarantined
 
 if TYPE_CHECKING:
-    from tasks.data import LoadedData
+    from tasks.data.table import LoadedData
 
 PLACEHOLDER_COPIES = 3  # the same file content under this many names is a placeholder, not data
 
 
-@dataclass(frozen=True)
-class Quarantined:
-    """One input taken out (or, under `fail`, flagged), where a person finds it and why."""
-
-    source: str
-    label: str
-    reason: str
-
-    def describe(self) -> str:
-        return f"{self.source} ({self.label}): {self.reason}"
-
-
 def odd_inputs(table: pd.DataFrame, data: DataSpec) -> list[Quarantined]:
     """Every row of the table that is no fit example, with its reason (one decode per input)."""
+    from tasks.data.readers import reader_for
+
+    reader = reader_for(data)
     found = []
     copies = table.groupby("example_id")["source"].transform("count")
     for row, count in zip(table.itertuples(index=False), copies, strict=True):
-        reason = data.odd_reason(row.input)
+        reason = reader.odd_reason(data, row.input)
         if reason is None and count >= PLACEHOLDER_COPIES and data.MODALITY == "image":
             reason = f"placeholder: the same image under {count} names"
         if reason is not None:

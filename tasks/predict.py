@@ -67,7 +67,7 @@ def read_inputs(paths: list[Path], text_column: str) -> list[ModelInput]:
 
 
 def _read_folder(folder: Path) -> list[ModelInput]:
-    from tasks.data import IMAGE_EXTENSIONS
+    from tasks.data.table import IMAGE_EXTENSIONS
 
     images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not images:
@@ -77,7 +77,7 @@ def _read_folder(folder: Path) -> list[ModelInput]:
 
 
 def _read_texts(path: Path, text_column: str) -> list[ModelInput]:
-    from tasks.data import read_csv
+    from tasks.data.table import read_csv
 
     frame = read_csv(path)
     if text_column not in frame.columns:

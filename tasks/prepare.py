@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.config.spec import Spec, load_spec
 from tasks.core.errors import DataError, DataQualityError
+from tasks.data.split import SplitRef
 from tasks.data_report import Outcome, Section
-from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_markdown, publish_table, step, tag_flow_run
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ def load_data(spec: Spec) -> DatasetRef:
     two labels (`data.conflicting_labels: drop`): both listed with their reason, never silent."""
     from tasks.core.errors import DataError
     from tasks.core.hashing import fingerprint
-    from tasks.data import load_examples, save_table
+    from tasks.data.table import load_examples, save_table
     from tasks.odd_inputs import take_out
 
     loaded = load_examples(spec.data)
@@ -287,7 +287,7 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, folder: Path) -> Qualit
     import json
 
     from tasks.core.atomic import write_text_atomic
-    from tasks.data import LoadedData, read_table
+    from tasks.data.table import LoadedData, read_table
     from tasks.data_docs import write_data_docs
     from tasks.quality import audit_labels
 
@@ -339,8 +339,8 @@ def _replace_folder(target: Path, build: Callable[[Path], Path]) -> Path:
 @step("3 split before training")
 def split_before_training(spec: Spec, dataset: DatasetRef) -> SplitRef:
     from tasks.core.errors import DataError
-    from tasks.data import read_table
-    from tasks.split import split_examples, split_history_folder
+    from tasks.data.split import split_examples, split_history_folder
+    from tasks.data.table import read_table
 
     try:
         split = split_examples(read_table(dataset.table_path), spec.split, dataset.fingerprint,
@@ -393,10 +393,10 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     `data.label_issues`: report, drop (a new manifest lists the dropped ids), or fail. Writes
     label_issues.csv, outliers.csv and, for images, label_suspects.png in the report folder."""
     from tasks.core.atomic import write_text_atomic
-    from tasks.data import read_examples
+    from tasks.data.split import train_val_ids, without_examples
+    from tasks.data.table import read_examples
     from tasks.data_report import markdown_table
     from tasks.label_audit import find_label_issues, find_outliers, to_drop
-    from tasks.split import train_val_ids, without_examples
 
     train_ids, val_ids = train_val_ids(split.manifest_path)
     table = read_examples(dataset.table_path)
@@ -477,10 +477,10 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     fail. Reads the test inputs (logged as a "leakage check" read, never an evaluation): never
     their labels. Writes leakage_pairs.csv (and for images leakage_pairs.png)."""
     from tasks.core.atomic import write_text_atomic
-    from tasks.data import read_examples
+    from tasks.data.split import quarantined_test_ids, train_val_ids, without_examples
+    from tasks.data.table import read_examples
     from tasks.data_report import markdown_table
     from tasks.leakage import calibrate, cross_split_pairs, less_held_out_copies
-    from tasks.split import quarantined_test_ids, train_val_ids, without_examples
 
     train_ids, val_ids = train_val_ids(split.manifest_path)
     if len(train_ids) < MIN_TRAIN_FOR_LEAKAGE:

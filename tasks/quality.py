@@ -21,7 +21,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from tasks.config.spec import DataSpec, MetricSpec
-from tasks.data import LoadedData, skipped_summary
+from tasks.data.table import LoadedData, skipped_summary
 
 Severity = Literal["error", "warning"]
 SHOWN_OFFENDERS = 5

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.champion import ChampionComparison
 from tasks.config.spec import Spec
+from tasks.data.split import SplitRef
 from tasks.gate import Exposure, GateDecision
 from tasks.learn import StageResult, contract_for
 from tasks.metrics import Guard
 from tasks.operating_point import OperatingPoint
 from tasks.prepare import DatasetRef, Prepared, TrackingRef
 from tasks.serving import Registration
-from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
 
 if TYPE_CHECKING:
@@ -129,11 +129,11 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
 
     from tasks.checkpoints import legacy_config, restore_classifier_from, with_operating_point
     from tasks.core.hashing import sha256_file
-    from tasks.data import read_examples
+    from tasks.data.split import train_val_ids
+    from tasks.data.table import read_examples
     from tasks.learn import on_runtime_device
     from tasks.metrics import classification_metrics
     from tasks.operating_point import apply_operating_point, choose_threshold, lower_bound
-    from tasks.split import train_val_ids
     from tasks.tracking import client_for, log_scores
     from tasks.train import Batches, class_indices, predict_proba
 
@@ -180,13 +180,13 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     """The only reader of the test ids. Records the evaluation, and the ids it read, in the ledger."""
     from tasks.champion import score_champion
     from tasks.checkpoints import legacy_config, restore_classifier_from
-    from tasks.data import read_examples
+    from tasks.data.split import quarantined_test_ids
+    from tasks.data.table import read_examples
     from tasks.gate import exposure_of, fresh_part_metric, record_test_evaluation
     from tasks.learn import on_runtime_device
     from tasks.metrics import classification_metrics, contract_value
     from tasks.operating_point import apply_operating_point
     from tasks.plots import confusion_matrix_figure
-    from tasks.split import quarantined_test_ids
     from tasks.tracking import client_for, log_figure, log_scores
     from tasks.train import Batches, class_indices, predict_proba
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from tasks.config.families import FamilyOptions
 from tasks.config.spec import CandidatesSpec, Spec
+from tasks.data.split import SplitRef
 from tasks.metrics import Contract
 from tasks.prepare import DatasetRef, TrackingRef
-from tasks.split import SplitRef
 from tasks.step import artifact_key, publish_table, step
 
 THROUGHPUT_SAMPLE = 64  # training inputs timed per candidate (after one warm-up batch)

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from sklearn.metrics import accuracy_score
 
 from flows.transfer_learning import transfer_learning
-from tasks.split import recorded_test_reads
+from tasks.data.split import recorded_test_reads
 from tests.conftest import write_config
 from tests.integration.conftest import hymenoptera_slice, run_transferflow
 from tests.integration.evidence import image_labels, image_payload, manifest_splits, predict_registered

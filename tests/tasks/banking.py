@@ -13,9 +13,9 @@ def split_intents_csv(path: Path, folder: Path, **data_fields: Any) -> tuple[Any
     (MiniLM, 32 tokens, the given `data_fields`), the saved dataset, its split and its table."""
     from tasks.config.spec import Spec
     from tasks.core.hashing import fingerprint
-    from tasks.data import load_examples, save_table
+    from tasks.data.split import split_examples
+    from tasks.data.table import load_examples, save_table
     from tasks.prepare import DatasetRef
-    from tasks.split import split_examples
 
     spec = Spec.model_validate({
         "task": "banking intents", "metric": {"name": "macro_f1", "target": 0.8},

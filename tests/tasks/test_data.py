@@ -6,7 +6,7 @@ from PIL import Image
 from tasks.config.spec import data_spec
 from tasks.core.errors import DataError
 from tasks.core.hashing import fingerprint
-from tasks.data import load_examples, skipped_summary
+from tasks.data.table import load_examples, skipped_summary
 
 
 def image(path: Path, colour: int) -> Path:
@@ -161,7 +161,7 @@ def test_banking77_texts_in_both_shipped_files_stay_only_in_test(banking77, tmp_
     import re
 
     from tasks.config.spec import SplitSpec
-    from tasks.split import split_examples
+    from tasks.data.split import split_examples
 
     spec = data_spec({"kind": "csv_text", "path": banking77 / "train.csv", "test_path": banking77 / "test.csv"})
     table = load_examples(spec).table
@@ -183,7 +183,7 @@ def test_sms_spam_near_duplicates_never_straddle_splits(sms_spam, tmp_path):
     import re
 
     from tasks.config.spec import SplitSpec
-    from tasks.split import split_examples
+    from tasks.data.split import split_examples
 
     table = load_examples(data_spec({"kind": "csv_text", "path": sms_spam})).table.drop_duplicates("example_id")
     words = table["input"].map(lambda text: " ".join(re.findall(r"\w+", str(text).lower())))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tasks.core.errors import DataError
-from tasks.demo_data import STAGING_MARKER, materialize
+from tasks.data.demo_data import STAGING_MARKER, materialize
 
 DIGITS = (np.arange(4 * 784).reshape(4, 784) % 256, np.array([0, 1, 0, 1]))
 

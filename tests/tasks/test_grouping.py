@@ -1,4 +1,4 @@
-"""Near-copy keys for images (`tasks.grouping`): a re-encoded or resized copy shares its original's
+"""Near-copy keys for images (`tasks.data.grouping`): a re-encoded or resized copy shares its original's
 key, different images and nearly uniform images of different colours do not, an unreadable file
 keeps its own id, and the split never puts two near-copies in different splits."""
 
@@ -13,9 +13,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from tasks.config.spec import SplitSpec, data_spec
-from tasks.data import load_examples
-from tasks.grouping import MAX_HASH_DISTANCE, image_group_keys, perceptual_hash
-from tasks.split import split_examples
+from tasks.data.grouping import MAX_HASH_DISTANCE, image_group_keys, perceptual_hash
+from tasks.data.split import split_examples
+from tasks.data.table import load_examples
 
 
 def photo(seed: int, size: tuple[int, int] = (128, 96)) -> Image.Image:
@@ -138,7 +138,7 @@ def test_an_unreadable_image_keeps_its_own_id(tmp_path):
 
 
 def test_cached_hashes_give_the_same_keys_and_only_new_images_are_decoded_again(tmp_path, monkeypatch):
-    import tasks.grouping as grouping
+    import tasks.data.table.grouping as grouping
 
     paths = [saved(photo(seed), tmp_path / f"{seed}.png") for seed in range(4)]
     paths += [saved(reencoded(photo(0), 80), tmp_path / "0-copy.jpg"), tmp_path / "missing.png"]

@@ -116,7 +116,7 @@ def leaky_csv(tmp_path, banking77):
     then three train rows that are the three longest test texts with their last word cut (a
     truncation the normalized-text key cannot see)."""
     from tasks.config.spec import data_spec
-    from tasks.data import load_examples
+    from tasks.data.table import load_examples
 
     table = load_examples(data_spec({"kind": "csv_text", "path": banking77 / "train.csv",
                                      "select_classes": INTENTS})).table
@@ -142,7 +142,7 @@ def run_leakage_check(path, folder, policy, **data_fields):
 
 def test_leakage_policies_drop_report_or_fail_and_the_read_is_logged_as_a_leakage_check(leaky_csv, tmp_path):
     from tasks.core.errors import DataQualityError
-    from tasks.split import recorded_test_reads
+    from tasks.data.split import recorded_test_reads
 
     path, truncated, originals = leaky_csv
     split, (dropped_split, section), text_of = run_leakage_check(path, tmp_path, "drop")

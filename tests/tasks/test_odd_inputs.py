@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from tasks.config.spec import data_spec
-from tasks.data import load_examples
+from tasks.data.readers import reader_for
+from tasks.data.table import load_examples
 from tasks.odd_inputs import PLACEHOLDER_COPIES, take_out
 from tests.conftest import small_image
 
@@ -101,5 +102,6 @@ def test_mnist_sized_digits_pass_and_slivers_and_blanks_do_not(size, colour, exp
         for y in range(5, 23):
             image.putpixel((14, y), 255)
         image.save(path)
-    reason = data_spec({"kind": "image_folder", "path": tmp_path}).odd_reason(path)
+    data = data_spec({"kind": "image_folder", "path": tmp_path})
+    reason = reader_for(data).odd_reason(data, path)
     assert (reason is None) if expected is None else reason.startswith(expected)

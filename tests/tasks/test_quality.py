@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.config.spec import MetricSpec, data_spec
-from tasks.data import LoadedData, load_examples
+from tasks.data.table import LoadedData, load_examples
 from tasks.data_docs import write_data_docs
 from tasks.odd_inputs import take_out
 from tasks.quality import audit_labels

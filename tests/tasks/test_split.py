@@ -8,7 +8,7 @@ import pytest
 from tasks.config.spec import SplitSpec
 from tasks.core.errors import DataError
 from tasks.core.hashing import fingerprint, sha256_text
-from tasks.split import (
+from tasks.data.split import (
     HISTORY_FILE,
     quarantined_test_ids,
     recorded_test_reads,
@@ -117,7 +117,7 @@ def test_test_read_without_a_user_name_is_logged_with_the_uid(tmp_path, monkeypa
     def no_user_name():
         raise failure
 
-    monkeypatch.setattr("tasks.split.getpass.getuser", no_user_name)
+    monkeypatch.setattr("tasks.data.split.getpass.getuser", no_user_name)
     assert len(quarantined_test_ids(ref.manifest_path, reader="final evaluation")) == 15
     assert recorded_test_reads(ref.manifest_path)[0]["user"] == f"uid {os.getuid()}"
 
@@ -291,7 +291,7 @@ def test_a_refused_first_split_records_nothing(tmp_path):
     ("\uff26\uff35\uff2c\uff2c width", "full width"),  # full-width letters: NFKC
 ])
 def test_texts_equal_up_to_case_spacing_and_punctuation_share_a_group_key(text, same_as):
-    from tasks.grouping import normalized_text
+    from tasks.data.grouping import normalized_text
 
     assert normalized_text(text) == normalized_text(same_as) != ""
     assert normalized_text(text) != normalized_text("sorry i will call later")

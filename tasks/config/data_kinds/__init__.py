@@ -1,7 +1,7 @@
-"""The data kinds, found by module: adding `tasks/config/data_kinds/<kind>.py` (options and its loader) is
-all a new kind takes. `DataSpec` is the discriminated union of the registered options classes on
-`kind`; everything else (the schema, the modality check, the path check, loading and the
-readability check) reads the registry."""
+"""The data kinds, found by module: adding `tasks/config/data_kinds/<kind>.py` (options) and its
+reader (`tasks/data/readers/<kind>.py`) is all a new kind takes. `DataSpec` is the discriminated
+union of the registered options classes on `kind`; everything else (the schema, the modality
+check, the path check, loading and the readability check) reads the registry."""
 
 from __future__ import annotations
 

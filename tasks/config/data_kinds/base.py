@@ -2,20 +2,17 @@
 
 Each kind is one options class (this module's `DataKindOptions` subclassed in `tasks/config/data_kinds/`)
 registered with `@data_kind`: its fields are the config's fields, its class variables say what the
-data holds and whether `path` is a folder or a file, and its `load` reads the examples. Nothing here
-imports pandas or torch, so `transferflow validate` and the CLI start fast; the loader (in
-`tasks/data.py`) is imported only when data is read.
+data holds and whether `path` is a folder or a file. Nothing here imports pandas or torch, so
+`transferflow validate` and the CLI start fast; the kind's reader (`tasks/data/readers/<kind>.py`,
+found by the kind's name) loads the examples and judges each input.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple, get_args
+from typing import ClassVar, Literal, NamedTuple, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
-
-if TYPE_CHECKING:
-    from tasks.data import LoadedData
 
 
 class CsvColumns(NamedTuple):
@@ -72,18 +69,6 @@ class DataKindOptions(BaseModel):
     PATH_IS_FOLDER: ClassVar[bool]   # `path` names a folder (else a file): checked when the config loads
     PATH_SHAPE: ClassVar[str]        # what `path` must be, in words, for that check's message
     READABLE: ClassVar[str]          # the quality check's name for "every input can be read"
-
-    def load(self) -> LoadedData:
-        """The example table (see `tasks.data`); a kind imports its loader here, not at module level."""
-        raise NotImplementedError
-
-    def readable(self, value: object) -> bool:
-        """Whether one loaded input (a table's `input` cell) can be read by a model."""
-        return self.odd_reason(value) is None
-
-    def odd_reason(self, value: object) -> str | None:
-        """Why one loaded input is no fit example (quarantined by `odd_inputs`), or None."""
-        raise NotImplementedError
 
     def problem_before_loading(self) -> str | None:
         """What a quick look (no data read) finds wrong with the data for this config, or None: checked

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from tasks.config.data_kinds.base import CsvColumns, DataKindOptions, data_kind
-
-if TYPE_CHECKING:
-    from tasks.data import LoadedData
 
 
 @data_kind
@@ -31,21 +28,6 @@ class CsvTextOptions(DataKindOptions):
     PATH_IS_FOLDER = False
     PATH_SHAPE = "a CSV file"
     READABLE = "texts are non-empty"
-
-    def load(self) -> LoadedData:
-        from tasks.data import load_csv_text  # pandas: imported when data is read, not when a config is
-
-        return load_csv_text(self)
-
-    def odd_reason(self, value: object) -> str | None:
-        """Missing, empty or whitespace-only texts, and texts with bytes that are not UTF-8."""
-        if not isinstance(value, str):
-            return "missing text"
-        if not value.strip():
-            return "empty text (whitespace only)"
-        if "\ufffd" in value:
-            return "undecodable bytes (not UTF-8)"
-        return None
 
     @property
     def csv_columns(self) -> CsvColumns:

@@ -58,7 +58,7 @@ def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: st
                    modality: str | None = None, hash_cache: Path | None = None) -> SplitRef:
     """Split this data along the history in `folder` (one per registry model): recorded examples
     keep their split, new ones are assigned (stratified) and recorded, and the run's manifest is
-    written once per history and data. With a `modality`, near-copies (`tasks.grouping`) form
+    written once per history and data. With a `modality`, near-copies (`tasks.data.grouping`) form
     groups that are assigned as one: a group never straddles splits, and a new example joins the
     split of a recorded near-copy."""
     examples, notes = _distinct_examples(table)
@@ -242,7 +242,7 @@ def _grouped(examples: pd.DataFrame, modality: str | None,
              hash_cache: Path | None = None) -> tuple[pd.DataFrame, list[str]]:
     """A `group` column; a group whose members are given in several splits goes, whole, to the
     most held-out one (as an example given twice does)."""
-    from tasks.grouping import NEAR_COPY_RULE, group_keys
+    from tasks.data.grouping import NEAR_COPY_RULE, group_keys
 
     groups = group_keys(examples, modality, hash_cache) if modality else examples["example_id"]
     examples = examples.assign(group=groups.to_numpy())

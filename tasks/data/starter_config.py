@@ -62,7 +62,8 @@ def survey_data(path: Path, text_column: str | None = None, label_column: str | 
 
 def _survey_image_folder(path: Path) -> DataSurvey:
     from tasks.config.data_kinds.image_folder import ImageFolderOptions
-    from tasks.data import IMAGE_EXTENSIONS, label_roots, subdirs
+    from tasks.data.readers.image_folder import label_roots
+    from tasks.data.table import IMAGE_EXTENSIONS, subdirs
 
     counts: dict[str, int] = {}
     for _, label_root in label_roots(ImageFolderOptions(kind="image_folder", path=path)):
@@ -76,7 +77,7 @@ def _survey_image_folder(path: Path) -> DataSurvey:
 
 
 def _survey_csv(path: Path, text_column: str | None, label_column: str | None) -> DataSurvey:
-    from tasks.data import SPLIT_NAMES, read_csv
+    from tasks.data.table import SPLIT_NAMES, read_csv
 
     frame = read_csv(path)
     columns = [str(c) for c in frame.columns]

@@ -1,0 +1,23 @@
+"""Each data kind's reader, found by the kind's name: `tasks/data/readers/<kind>.py` defines
+`load(options) -> LoadedData` and `odd_reason(options, input) -> str | None`. The options live in
+tasks/config/data_kinds (no pandas there); adding a kind is one options module and one reader."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from tasks.config.data_kinds import DataKindOptions
+    from tasks.data.table import LoadedData
+
+
+class Reader(Protocol):
+    def load(self, data: DataKindOptions) -> LoadedData: ...
+
+    def odd_reason(self, data: DataKindOptions, value: object) -> str | None: ...
+
+
+def reader_for(data: DataKindOptions) -> Reader:
+    """The reader module of `data.kind` (imported on first use: pandas, PIL)."""
+    return importlib.import_module(f"{__name__}.{data.kind}")
