@@ -43,12 +43,14 @@ def main() -> None:
 
     import torch
 
-    from tasks.backbones import load_backbone
     from tasks.config.families import model_spec
     from tasks.config.spec import MetricSpec, data_spec
     from tasks.data.table import load_examples
-    from tasks.features import cached_embeddings, open_cache
-    from tasks.train import Batches, Classifier, FitResult, fit, new_head
+    from tasks.models.backbones import load_backbone
+    from tasks.models.classifier import Classifier, new_head
+    from tasks.models.features import cached_embeddings, open_cache
+    from tasks.models.loader import Batches
+    from tasks.training.fit import FitResult, fit
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     table = load_examples(data_spec({"kind": "image_folder", "path": data})).table  # skips the .gif

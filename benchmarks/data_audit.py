@@ -40,13 +40,13 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from tasks.backbones import load_backbone
     from tasks.config.families import model_spec
     from tasks.config.spec import data_spec
     from tasks.data.grouping import group_keys
     from tasks.data.table import load_examples
-    from tasks.features import embed_inputs
     from tasks.label_audit import find_label_issues, find_outliers
+    from tasks.models.backbones import load_backbone
+    from tasks.models.features import embed_inputs
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     table = load_examples(data_spec({"kind": "csv_text", "path": (args.data / "banking77" / "train.csv").resolve()})

@@ -34,12 +34,12 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from tasks.backbones import load_backbone
     from tasks.config.spec import load_spec
     from tasks.data.demo_data import materialize
     from tasks.drift import input_statistics, read_incoming
-    from tasks.features import embed_inputs
     from tasks.mmd import mmd_permutation_test
+    from tasks.models.backbones import load_backbone
+    from tasks.models.features import embed_inputs
 
     spec = load_spec(args.config)
     torch.set_num_threads(len(os.sched_getaffinity(0)))

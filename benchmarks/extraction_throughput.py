@@ -1,4 +1,4 @@
-"""Embedding extraction: transferflow's path (`tasks.features.embed_inputs`: DataLoader decoding,
+"""Embedding extraction: transferflow's path (`tasks.models.features.embed_inputs`: DataLoader decoding,
 inference mode, the backbone's own preprocessing) vs a bare `torch.inference_mode` forward loop
 with the same model, batch size and preprocessing, for each offline model.
 
@@ -41,9 +41,9 @@ def main() -> None:
 
     import torch
 
-    from tasks.backbones import ImageBackbone, load_backbone
     from tasks.config.families import model_spec
-    from tasks.devices import prepare_module, resolve_device, resolve_num_workers
+    from tasks.models.backbones import ImageBackbone, load_backbone
+    from tasks.models.devices import prepare_module, resolve_device, resolve_num_workers
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     device, workers = resolve_device("auto"), resolve_num_workers("auto")
@@ -100,7 +100,7 @@ def bare_loop(backbone: Any, inputs: list[str], batch_size: int, device: Any) ->
 
 
 def transferflow_path(backbone: Any, inputs: list[str], batch_size: int, workers: int) -> None:
-    from tasks.features import embed_inputs
+    from tasks.models.features import embed_inputs
 
     embed_inputs(backbone, inputs, batch_size, workers)
 

@@ -4,7 +4,7 @@ A fine-tuning stage trains the last k layer groups of the backbone with the head
 measures, in one run, on real data (MobileNetV2 on the ants-vs-bees photos, MiniLM on SMS spam):
 
   (a) a bare PyTorch loop (AdamW, cross-entropy, an accuracy pass over validation each epoch)
-      vs (b) `tasks.train.fit` on the same model, data, batch size and unfrozen groups: what the
+      vs (b) `tasks.training.fit.fit` on the same model, data, batch size and unfrozen groups: what the
       loop's extras cost (lr schedule, parameter groups, metrics, best-epoch copies, progress);
   (c) for k = 1, 2, 3 unfrozen groups, a stage with the frozen-prefix cache off (the whole
       backbone every epoch) vs on (the frozen prefix once, then only the trainable suffix).
@@ -64,7 +64,7 @@ def main() -> None:
 
     import torch
 
-    from tasks.devices import resolve_device, resolve_num_workers
+    from tasks.models.devices import resolve_device, resolve_num_workers
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     device, workers = resolve_device("auto"), resolve_num_workers("auto")
@@ -81,7 +81,7 @@ def load_task(name: str, args: argparse.Namespace) -> Task:
     from tasks.config.families import model_spec
     from tasks.config.spec import data_spec
     from tasks.data.table import load_examples
-    from tasks.train import class_indices
+    from tasks.models.classifier import class_indices
 
     if name == "hymenoptera":
         root = (args.data / "hymenoptera").resolve()
@@ -108,9 +108,9 @@ def _at_most(frame: Any, limit: int | None) -> Any:
 
 def fresh_classifier(task: Task, device: Any) -> Any:
     """The pretrained backbone with the same new head every time (seeded)."""
-    from tasks.backbones import ImageBackbone, load_backbone
-    from tasks.devices import prepare_module
-    from tasks.train import Classifier, new_head
+    from tasks.models.backbones import ImageBackbone, load_backbone
+    from tasks.models.classifier import Classifier, new_head
+    from tasks.models.devices import prepare_module
 
     backbone = load_backbone(task.spec)
     classifier = Classifier(backbone, new_head(backbone.dim, len(task.classes), seed=0))
@@ -122,7 +122,7 @@ def run_fit(model: Any, classifier: Any, k: int, train: Any, val: Any, task: Tas
             label: str) -> tuple[float, float]:
     """Seconds and best validation accuracy of `fit` training the last k groups and the head."""
     from tasks.config.spec import MetricSpec
-    from tasks.train import fit
+    from tasks.training.fit import fit
 
     trainable = [*classifier.backbone.layer_groups()[-k:], classifier.head]
     start = time.perf_counter()
@@ -139,8 +139,8 @@ def bare_loop(classifier: Any, k: int, task: Task, args: argparse.Namespace, dev
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from tasks.devices import autocast
-    from tasks.train import _train_mode
+    from tasks.models.devices import autocast
+    from tasks.training.fit import _train_mode
 
     backbone = classifier.backbone
     trainable = [*backbone.layer_groups()[-k:], classifier.head]
@@ -185,7 +185,7 @@ def bare_loop(classifier: Any, k: int, task: Task, args: argparse.Namespace, dev
 
 
 def compare_loops(task: Task, args: argparse.Namespace, device: Any, workers: int) -> None:
-    from tasks.loader import Batches
+    from tasks.models.loader import Batches
 
     k = args.groups[0]
     bare_s, bare_acc = bare_loop(fresh_classifier(task, device), k, task, args, device, workers)
@@ -200,7 +200,7 @@ def compare_loops(task: Task, args: argparse.Namespace, device: Any, workers: in
 
 
 def compare_prefix_cache(task: Task, args: argparse.Namespace, device: Any, workers: int) -> None:
-    from tasks.loader import Batches
+    from tasks.models.loader import Batches
     from tasks.prefix_cache import PrefixBatches, SuffixClassifier, compute_prefix_outputs
 
     print(f"  prefix cache off vs on, a stage of {args.epochs} epochs (on = the prefix pass + the epochs):")

@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 # (module, function, what it computes): wrapped in the child; nested calls count once.
 COMPUTE = [
-    ("tasks.features", "embed_inputs", "embedding (decode + forward)"),
-    ("tasks.train", "fit", "training (head, fine-tuning epochs, their validation)"),
-    ("tasks.train", "predict_proba", "test pass (decode + forward)"),
+    ("tasks.models.features", "embed_inputs", "embedding (decode + forward)"),
+    ("tasks.training.fit", "fit", "training (head, fine-tuning epochs, their validation)"),
+    ("tasks.training.fit", "predict_proba", "test pass (decode + forward)"),
     ("tasks.odd_inputs", "odd_inputs", "odd-inputs check: decode every input"),
 ]
 

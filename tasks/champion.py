@@ -26,8 +26,8 @@ from tasks.config.spec import AGGREGATE_METRICS, MetricSpec
 from tasks.metrics import Guard, classification_metrics, contract_value
 
 if TYPE_CHECKING:
-    from tasks.checkpoints import Checkpoint
-    from tasks.train import Classifier
+    from tasks.models.checkpoints import Checkpoint
+    from tasks.models.classifier import Classifier
 
 LEGACY_CONFIG = "model_config.json"  # beside the bare state dict of a version registered by older code
 
@@ -89,8 +89,8 @@ def score_champion(client: MlflowClient, model_name: str, alias: str, inputs: li
         return ChampionComparison(None, None)
     import torch
 
-    from tasks.operating_point import apply_operating_point
-    from tasks.train import Batches, predict_proba
+    from tasks.models.classifier import apply_operating_point, predict_proba
+    from tasks.models.loader import Batches
 
     classifier, checkpoint = restore_registered(client, str(version.run_id))
     champion_classes = checkpoint.classes
@@ -114,7 +114,7 @@ def registered_checkpoint(client: MlflowClient, run_id: str) -> Checkpoint:
     """The checkpoint a registered version serves (see tasks.serving.save_pyfunc), read from the
     version's own artifacts. A version registered before checkpoints described themselves holds a
     bare state dict beside model_config.json, which says the model and classes."""
-    from tasks.checkpoints import read_checkpoint
+    from tasks.models.checkpoints import read_checkpoint
 
     with tempfile.TemporaryDirectory() as folder:
         artifacts = Path(client.download_artifacts(run_id, "model/artifacts", folder))
@@ -130,7 +130,7 @@ def registered_artifacts(client: MlflowClient, run_id: str) -> Iterator[tuple[di
     legacy versions alike. (The warm start reads this view; new readers use `registered_checkpoint`.)"""
     import torch
 
-    from tasks.checkpoints import legacy_config
+    from tasks.models.checkpoints import legacy_config
 
     checkpoint = registered_checkpoint(client, run_id)
     with tempfile.TemporaryDirectory() as folder:
@@ -141,7 +141,7 @@ def registered_artifacts(client: MlflowClient, run_id: str) -> Iterator[tuple[di
 
 def restore_registered(client: MlflowClient, run_id: str) -> tuple[Classifier, Checkpoint]:
     """The registered classifier and its checkpoint (classes, operating point), from the version's artifacts."""
-    from tasks.checkpoints import build_classifier
+    from tasks.models.checkpoints import build_classifier
 
     checkpoint = registered_checkpoint(client, run_id)
     return build_classifier(checkpoint), checkpoint

@@ -11,7 +11,7 @@ from typing import Literal
 
 from tasks.config.spec import MetricSpec, class_metric_key
 from tasks.metrics import Contract, Guard, is_improvement, meets_target
-from tasks.train import FitResult
+from tasks.training.fit import FitResult
 
 LAGGING_CLASS_GAP = 0.15  # a class's recall this far below the mean recall is called lagging
 

@@ -22,8 +22,8 @@ from tasks.core.errors import DataError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from tasks.backbones import Backbone
-    from tasks.train import Classifier
+    from tasks.models.backbones import Backbone
+    from tasks.models.classifier import Classifier
 
 REFERENCE_DIR = "drift_reference"
 MIN_INCOMING = 10       # below this a two-sample test has almost no power: refuse rather than reassure
@@ -169,7 +169,7 @@ def what_the_model_sees(classifier: Classifier, classes: list[str], modality: st
     """Embeddings (computed here unless given), the champion's predicted class mix and input statistics."""
     import torch
 
-    from tasks.features import embed_inputs
+    from tasks.models.features import embed_inputs
 
     if embeddings is None:
         embeddings = embed_inputs(classifier.backbone, inputs, batch_size)

@@ -22,7 +22,7 @@ from tasks.data.split import SplitRef
 from tasks.metrics import Contract
 from tasks.prepare import DatasetRef, TrackingRef
 from tasks.step import step
-from tasks.train import EpochRecord, FitResult
+from tasks.training.fit import EpochRecord, FitResult
 
 if TYPE_CHECKING:
     from tasks.diagnose import StageDecision
@@ -81,8 +81,8 @@ class Decisions:
 def on_runtime_device(spec: Spec, backbone: Any, module: torch.nn.Module | None = None) -> torch.device:
     """Move `module` (default: the backbone's encoder) to `runtime.device`, channels_last for
     convnets; returns the device."""
-    from tasks.backbones import ImageBackbone
-    from tasks.devices import prepare_module, resolve_device
+    from tasks.models.backbones import ImageBackbone
+    from tasks.models.devices import prepare_module, resolve_device
 
     device = resolve_device(spec.runtime.device)
     prepare_module(module or backbone.module, device, convnet=isinstance(backbone, ImageBackbone))
@@ -137,8 +137,9 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     a champion's backbone (`start`), the head is new too: the classes may have changed. With
     `class_weights` (a lagging class), the head is re-fit with a class-weighted loss: cheap, the
     embeddings come from the cache. `prefix` names the stages of a tournament's later candidates."""
-    from tasks.backbones import load_backbone
-    from tasks.train import Classifier, class_weights_for
+    from tasks.models.backbones import load_backbone
+    from tasks.models.classifier import Classifier
+    from tasks.training.fit import class_weights_for
 
     contract = contract or contract_for(spec, dataset, split)
     backbone = load_backbone(spec.model)
@@ -171,9 +172,11 @@ def probe_head(spec: Spec, backbone: Any, dataset: DatasetRef, split: SplitRef, 
     """A new linear head fit on the frozen backbone's train embeddings (cached: computed once per
     model, weights and preprocessing), best epoch on validation: the baseline, and the probe the
     base-model tournament scores every candidate with. Returns (fit, head, computed, reused)."""
-    from tasks.devices import resolve_num_workers
-    from tasks.features import cached_embeddings, open_cache
-    from tasks.train import Batches, class_indices, class_weights_for, fit, new_head
+    from tasks.models.classifier import class_indices, new_head
+    from tasks.models.devices import resolve_num_workers
+    from tasks.models.features import cached_embeddings, open_cache
+    from tasks.models.loader import Batches
+    from tasks.training.fit import class_weights_for, fit
 
     examples, classes = _train_val_examples(dataset, split)
     cache = open_cache(spec.workdir, backbone)
@@ -199,7 +202,7 @@ def probe_head(spec: Spec, backbone: Any, dataset: DatasetRef, split: SplitRef, 
 
 
 def _train_targets(dataset: DatasetRef, split: SplitRef) -> torch.Tensor:
-    from tasks.train import class_indices
+    from tasks.models.classifier import class_indices
 
     examples, classes = _train_val_examples(dataset, split)
     return class_indices(examples["train"]["label"], classes)
@@ -212,9 +215,10 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
     the head: discriminative lrs (head at head lr x lr_ratio, each deeper group x group_lr_decay),
     warm-up then cosine decay, the best epoch kept. A regularized retry raises augmentation one
     level, weight decay x10 and label smoothing."""
-    from tasks.checkpoints import legacy_config
-    from tasks.devices import resolve_device, resolve_num_workers
-    from tasks.train import class_indices, class_weights_for, fit, restore_classifier
+    from tasks.models.checkpoints import legacy_config
+    from tasks.models.classifier import class_indices, restore_classifier
+    from tasks.models.devices import resolve_device, resolve_num_workers
+    from tasks.training.fit import class_weights_for, fit
 
     settings = spec.finetune
     device = resolve_device(spec.runtime.device)
@@ -264,10 +268,10 @@ def _stage_inputs(spec: Spec, classifier: Any, depth: int, augment: str, example
     """What `fit` trains on: without random augmentation, the still-frozen prefix's outputs are
     computed once per stage (in RAM, or memory-mapped under `<workdir>/prefix_cache` when large)
     and each epoch runs only the unfrozen part; with augmentation the whole network runs."""
-    from tasks.backbones import ImageBackbone
-    from tasks.devices import prepare_module, resolve_num_workers
+    from tasks.models.backbones import ImageBackbone
+    from tasks.models.devices import prepare_module, resolve_num_workers
+    from tasks.models.loader import Batches
     from tasks.prefix_cache import PrefixBatches, SuffixClassifier, can_cache_prefix, compute_prefix_outputs
-    from tasks.train import Batches
 
     backbone, size, pin = classifier.backbone, spec.train.batch_size, device.type == "cuda"
     prepare_module(classifier, device, convnet=isinstance(backbone, ImageBackbone))
@@ -353,7 +357,7 @@ def _next_plan(decision: StageDecision, plan: StagePlan, per_stage: int, total_g
 
 
 def _layer_groups_of(spec: Spec) -> list[torch.nn.Module]:
-    from tasks.backbones import load_backbone
+    from tasks.models.backbones import load_backbone
 
     return load_backbone(spec.model).layer_groups()
 
@@ -408,8 +412,8 @@ def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torc
     nested MLflow run under the flow's parent run."""
     from dataclasses import replace
 
-    from tasks.checkpoints import Checkpoint, save_checkpoint
     from tasks.core.hashing import sha256_file
+    from tasks.models.checkpoints import Checkpoint, save_checkpoint
     from tasks.tracking import client_for, end_run, log_history, log_params, log_scores, log_text, start_run
 
     folder = spec.workdir / "checkpoints" / tracking.run_id

@@ -34,13 +34,13 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
         return 0
     import numpy as np
 
-    from tasks.backbones import load_backbone
-    from tasks.checkpoints import legacy_config, restore_classifier_from
     from tasks.data.split import train_val_ids
     from tasks.data.table import read_examples
     from tasks.drift import REFERENCE_DIR, log_reference, what_the_model_sees
-    from tasks.features import cached_embeddings, open_cache
     from tasks.learn import on_runtime_device
+    from tasks.models.backbones import load_backbone
+    from tasks.models.checkpoints import legacy_config, restore_classifier_from
+    from tasks.models.features import cached_embeddings, open_cache
     from tasks.tracking import client_for
 
     classes, batch_size = list(dataset.classes), spec.train.batch_size

@@ -10,33 +10,13 @@ Pure numpy (no Prefect, no torch): the served pyfunc imports `apply_operating_po
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any
 
 import numpy as np
 
 from tasks.config.spec import PER_CLASS_METRICS, class_metric_key
 from tasks.metrics import Contract
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """Answer `class_name` when p(class_name) >= threshold, otherwise the likeliest other class."""
-
-    class_name: str
-    threshold: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """The form a checkpoint stores (plain values, so `torch.load(weights_only=True)` reads it)."""
-        return {"class": self.class_name, "threshold": self.threshold}
-
-    @classmethod
-    def from_dict(cls, stored: dict[str, Any]) -> OperatingPoint:
-        return cls(str(stored["class"]), float(stored["threshold"]))
-
-    def describe(self) -> str:
-        return f"answer {self.class_name} when p({self.class_name}) >= {self.threshold:.4f}, else the likeliest other"
+from tasks.models.classifier import OperatingPoint
 
 
 def threshold_scores(p_class: np.ndarray, is_class: np.ndarray) -> dict[str, np.ndarray]:
@@ -109,16 +89,3 @@ def choose_threshold(p_class: np.ndarray, is_class: np.ndarray, contract: Contra
 
     best = max(meeting or keeping, key=rank)
     return OperatingPoint(metric.class_name, float(table["threshold"][best]))
-
-
-def apply_operating_point(probabilities: np.ndarray, classes: list[str],
-                          operating_point: OperatingPoint | None) -> np.ndarray:
-    """Predicted class indices: the class when p(class) >= threshold, otherwise the argmax of the
-    other classes; plain argmax when there is no operating point. Probabilities are not changed."""
-    if operating_point is None:
-        return probabilities.argmax(axis=1)
-    index = classes.index(operating_point.class_name)
-    others = probabilities.astype(np.float64, copy=True)
-    others[:, index] = -np.inf
-    return np.where(probabilities[:, index] >= operating_point.threshold, index, others.argmax(axis=1))
-

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix
 
 from tasks.config.spec import PER_CLASS_METRICS, class_metric_key
-from tasks.train import EpochRecord
+from tasks.training.fit import EpochRecord
 
 # A stage longer than this many epochs is drawn squeezed into this many x units; shorter stages get
 # one unit per epoch. The baseline head often runs 60 cheap epochs while a fine-tuning stage runs 3:

@@ -4,7 +4,7 @@ While a stage trains the last k layer groups, the groups before them are frozen,
 random augmentation their output for an example never changes. So the stage runs that prefix
 once over each split (eval mode, inference mode, the deterministic preprocessing), and every epoch
 pays only for the trainable suffix: `SuffixClassifier` is the classifier from the cut onwards,
-`PrefixBatches` serves the stored outputs like `tasks.loader.Batches` serves inputs.
+`PrefixBatches` serves the stored outputs like `tasks.models.loader.Batches` serves inputs.
 
 Outputs stay in RAM within a memory budget; past it they are written once as memory-mapped .npy
 files under the caller's cache folder, keyed by the backbone (model, weights, preprocessing), the
@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.backbones import Backbone, backbone_cache_key
 from tasks.core.atomic import atomic_output
 from tasks.core.hashing import sha256_text
-from tasks.devices import autocast, to_device
-from tasks.loader import index_chunks, pinned
+from tasks.models.backbones import Backbone, backbone_cache_key
+from tasks.models.devices import autocast, to_device
+from tasks.models.loader import index_chunks, pinned
 
 if TYPE_CHECKING:
-    from tasks.train import Classifier
+    from tasks.models.classifier import Classifier
 
 # Per split. Past it, outputs go to disk: MiniLM's hidden states for 5,000 texts of 64 tokens are
 # ~0.5 GB, MobileNetV2's at 224 px with one group trainable ~75 KB an image.
@@ -78,7 +78,7 @@ class PrefixOutputs:
 
 @dataclass
 class PrefixBatches:
-    """`tasks.loader.Batches` over stored prefix outputs: same length, same order for the same
+    """`tasks.models.loader.Batches` over stored prefix outputs: same length, same order for the same
     generator, same targets, so a stage's results do not depend on whether the cache was used."""
 
     outputs: PrefixOutputs

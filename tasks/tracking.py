@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 if TYPE_CHECKING:
-    from tasks.train import EpochRecord
+    from tasks.training.fit import EpochRecord
 
 PARENT_TAG = "mlflow.parentRunId"
 

@@ -19,7 +19,7 @@ from tasks.config.families import model_spec
 from tasks.config.spec import ModelSpec, Spec
 from tasks.core.errors import SpecError
 
-ENCODER_PREFIX = "encoder."  # how tasks.train.Classifier names the backbone's parameters
+ENCODER_PREFIX = "encoder."  # how tasks.training.fit.Classifier names the backbone's parameters
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from mlflow import MlflowClient
 
-from tasks.backbones import load_backbone
-from tasks.checkpoints import legacy_config, read_checkpoint
 from tasks.config.families import model_spec
 from tasks.config.spec import ModelSpec
+from tasks.models.backbones import load_backbone
+from tasks.models.checkpoints import legacy_config, read_checkpoint
+from tasks.models.classifier import Classifier, new_head
 from tasks.serving import INPUT_DESCRIPTION, TASKS_PACKAGE, Registration, log_and_register, pip_requirements
-from tasks.train import Classifier, new_head
 
 SMALL_IMAGE_MODEL = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=32))
 TEXT_MODEL = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=16))

@@ -174,7 +174,7 @@ def test_a_stage_trains_only_its_unfrozen_groups(runs):
     last group learned."""
     import torch
 
-    from tasks.backbones import load_backbone
+    from tasks.models.backbones import load_backbone
 
     summaries, _, _ = runs
     summary = summaries["finetune"]

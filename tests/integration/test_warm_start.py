@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from flows.transfer_learning import transfer_learning
-from tasks.backbones import load_backbone
 from tasks.config.families import model_spec
-from tasks.features import embed_inputs, open_cache
-from tasks.train import Classifier, new_head
+from tasks.models.backbones import load_backbone
+from tasks.models.classifier import Classifier, new_head
+from tasks.models.features import embed_inputs, open_cache
 from tests.conftest import write_config
 from tests.integration.conftest import csv_slice, run_transferflow
 from tests.integration.evidence import text_labels
@@ -91,7 +91,7 @@ def test_a_retrain_starts_from_the_champions_backbone(tmp_path, sms_spam):
     pretrained_cache = open_cache(workdir, load_backbone(TEXT_MODEL)).folder
     caches = [p for p in (workdir / "embeddings").iterdir() if p.is_dir() and p != pretrained_cache]
     assert len(caches) == 1
-    from tasks.features import EmbeddingCache
+    from tasks.models.features import EmbeddingCache
 
     cached = EmbeddingCache(caches[0].parent, caches[0].name)
     assert np.allclose(cached.get([some_id])[0], expected, atol=1e-4)

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
-from tasks.backbones import load_backbone
 from tasks.config.families import model_spec
+from tasks.models.backbones import load_backbone
 
 IMAGE_MODELS = [("torchvision", "mobilenet_v2"), ("timm", "tf_efficientnet_lite0")]
 

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from tasks.backbones import WeightsError, clear_pristine_cache, file_sha256, load_backbone
 from tasks.config.families import FAMILIES, example_model, model_spec
 from tasks.core.hashing import sha256_file
+from tasks.models.backbones import WeightsError, clear_pristine_cache, file_sha256, load_backbone
 
 IMAGENET_BEE, IMAGENET_ANT = 309, 310
 FAMILY_NAMES = sorted(FAMILIES)
@@ -50,7 +50,7 @@ def sample_inputs(modality: str, folder: Path) -> list[str]:
 
 def wheel_of(family: str, name: str):
     """The adapter module's WHEELS entry's PinnedWeights for a wheel-shipped model."""
-    from tasks.backbones.base import adapter_for
+    from tasks.models.backbones.base import adapter_for
 
     module = __import__(adapter_for(model_spec({"family": family, "name": name})).__module__, fromlist=["WHEELS"])
     entry = module.WHEELS[name]
@@ -98,9 +98,9 @@ def test_each_family_round_trips_a_checkpoint_and_the_served_pyfunc(family, tmp_
     pyfunc built from it answers two inputs with those probabilities."""
     import mlflow
 
-    from tasks.checkpoints import Checkpoint, restore_classifier_from, save_checkpoint
+    from tasks.models.checkpoints import Checkpoint, restore_classifier_from, save_checkpoint
+    from tasks.models.classifier import Classifier, new_head
     from tasks.serving import save_pyfunc
-    from tasks.train import Classifier, new_head
 
     spec = example_model(family, tmp_path)
     backbone = load_backbone(spec)
@@ -197,7 +197,7 @@ def test_a_digest_is_computed_once_until_the_file_changes(tmp_path, monkeypatch)
     path = tmp_path / "weights.bin"
     path.write_bytes(b"a" * 64)
     reads = []
-    monkeypatch.setattr("tasks.backbones.weights.sha256_file", lambda p: reads.append(p) or sha256_file(p))
+    monkeypatch.setattr("tasks.models.backbones.weights.sha256_file", lambda p: reads.append(p) or sha256_file(p))
     first = file_sha256(path)
     assert file_sha256(path) == first and len(reads) == 1
     path.write_bytes(b"b" * 64)  # same size: only the mtime tells

@@ -61,10 +61,9 @@ def split_decision_checkpoint(folder, paths: list[str], low_threshold: bool = Fa
     `low_threshold`, its stored operating point answers bees below that boundary too."""
     import torch
 
-    from tasks.backbones import load_backbone
-    from tasks.checkpoints import Checkpoint, save_checkpoint
-    from tasks.operating_point import OperatingPoint
-    from tasks.train import Classifier, new_head
+    from tasks.models.backbones import load_backbone
+    from tasks.models.checkpoints import Checkpoint, save_checkpoint
+    from tasks.models.classifier import Classifier, OperatingPoint, new_head
 
     backbone = load_backbone(SMALL_IMAGE_MODEL)
     classifier = Classifier(backbone, new_head(backbone.dim, 2, seed=0))

@@ -8,20 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.backbones import load_backbone
-from tasks.checkpoints import (
+from tasks.core.errors import TransferflowError
+from tasks.models.backbones import load_backbone
+from tasks.models.checkpoints import (
     FORMAT_VERSION,
     Checkpoint,
-    capture_rng,
     legacy_config,
     read_checkpoint,
     restore_classifier_from,
-    restore_rng,
     save_checkpoint,
     with_operating_point,
 )
-from tasks.core.errors import TransferflowError
-from tasks.operating_point import OperatingPoint
+from tasks.models.classifier import OperatingPoint
+from tasks.training.rng import capture_rng, restore_rng
 from tests.registered_models import SMALL_IMAGE_MODEL, png_base64
 
 CLASSES = ["ants", "bees", "wasps"]
@@ -30,7 +29,7 @@ CLASSES = ["ants", "bees", "wasps"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A classifier whose head took two optimizer steps, with its optimizer and scheduler."""
-    from tasks.train import Classifier, new_head
+    from tasks.models.classifier import Classifier, new_head
 
     backbone = load_backbone(SMALL_IMAGE_MODEL)
     classifier = Classifier(backbone, new_head(backbone.dim, len(CLASSES), seed=0))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tasks.core.errors import SpecError
-from tasks.devices import autocast, prepare_module, resolve_device, resolve_num_workers, to_device
+from tasks.models.devices import autocast, prepare_module, resolve_device, resolve_num_workers, to_device
 
 
 @pytest.fixture

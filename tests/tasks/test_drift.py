@@ -97,9 +97,9 @@ def sms_embeddings(request):
     Kept in pytest's cache folder through the project's embedding cache: later runs read them."""
     from sklearn.model_selection import train_test_split
 
-    from tasks.backbones import load_backbone
     from tasks.core.hashing import sha256_text
-    from tasks.features import cached_embeddings, open_cache
+    from tasks.models.backbones import load_backbone
+    from tasks.models.features import cached_embeddings, open_cache
 
     sms = pd.read_csv(shared_dataset("sms_spam") / "sms_spam.csv").drop_duplicates("text")
     banking = pd.read_csv(shared_dataset("banking77") / "train.csv").sample(40, random_state=0)

@@ -4,10 +4,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tasks.backbones import backbone_cache_key
 from tasks.config.families import model_spec
 from tasks.config.spec import ModelSpec
-from tasks.features import EmbeddingCache, cached_embeddings
+from tasks.models.backbones import backbone_cache_key
+from tasks.models.features import EmbeddingCache, cached_embeddings
 
 
 @dataclass
@@ -78,7 +78,7 @@ def test_a_shard_whose_array_write_fails_leaves_nothing_behind(tmp_path, monkeyp
         handle.write(b"\x93NUMPY half")
         raise OSError("disk full")
 
-    monkeypatch.setattr("tasks.features.np.save", crash)
+    monkeypatch.setattr("tasks.models.features.np.save", crash)
     with pytest.raises(OSError, match="disk full"):
         cache.put(["a"], np.ones((1, 3)))
     assert list((tmp_path / "key").iterdir()) == []
@@ -89,8 +89,8 @@ def test_decoding_in_worker_processes_gives_the_same_embeddings_in_input_order(t
     """Extraction decodes through a DataLoader; with workers the batches come back in input order."""
     import torch
 
-    from tasks.backbones import load_backbone
-    from tasks.features import embed_inputs
+    from tasks.models.backbones import load_backbone
+    from tasks.models.features import embed_inputs
     from tests.tasks.test_backbones import sample_inputs
 
     backbone = load_backbone(model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=32)))

@@ -44,11 +44,11 @@ def banking_slice():
     """Five intents of banking77's training file, embedded once with MiniLM (32 tokens)."""
     import torch
 
-    from tasks.backbones import load_backbone
     from tasks.config.families import model_spec
     from tasks.config.spec import data_spec
     from tasks.data.table import load_examples
-    from tasks.features import embed_inputs
+    from tasks.models.backbones import load_backbone
+    from tasks.models.features import embed_inputs
     from tests.conftest import shared_dataset
 
     table = load_examples(data_spec({"kind": "csv_text", "path": shared_dataset("banking77") / "train.csv",
@@ -149,12 +149,12 @@ def test_the_hymenoptera_placeholder_saved_as_png_is_the_most_unusual_input(tmp_
 
     from PIL import Image
 
-    from tasks.backbones import load_backbone
     from tasks.config.families import model_spec
     from tasks.config.spec import data_spec
     from tasks.data.table import load_examples
-    from tasks.features import embed_inputs
     from tasks.label_audit import find_outliers
+    from tasks.models.backbones import load_backbone
+    from tasks.models.features import embed_inputs
     from tests.conftest import shared_dataset
 
     copy = tmp_path / "hymenoptera"

@@ -1,4 +1,4 @@
-"""tasks.loader.Batches serves exactly the batches of the original in-memory class (same order
+"""tasks.models.loader.Batches serves exactly the batches of the original in-memory class (same order
 for the same generator, same content), with or without decoding workers."""
 
 from collections.abc import Iterator
@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 import torch
 
-from tasks.loader import Batches
+from tasks.models.loader import Batches
 
 
 def reference_batches(inputs: Any, targets: torch.Tensor, batch_size: int, prepare: Any,
                       generator: torch.Generator | None) -> Iterator[tuple[Any, torch.Tensor]]:
-    """The loop `tasks.train.Batches` ran before this module (kept here as the specification)."""
+    """The loop `tasks.training.fit.Batches` ran before this module (kept here as the specification)."""
     order = torch.randperm(len(targets), generator=generator) if generator else torch.arange(len(targets))
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
@@ -83,7 +83,7 @@ def test_decoding_leaves_the_global_random_stream_alone():
 
 
 def test_both_batch_sources_satisfy_the_protocol_fit_can_take():
-    from tasks.loader import Minibatches
+    from tasks.models.loader import Minibatches
     from tasks.prefix_cache import PrefixBatches, PrefixOutputs
 
     sources: list[Minibatches] = [

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.backbones import WeightsError, load_backbone, locate_weights
 from tasks.config.families import model_spec
 from tasks.core.errors import SpecError
+from tasks.models.backbones import WeightsError, load_backbone, locate_weights
 from tests.tasks.test_backbones import sample_inputs
 
 # The tiny BERT's vocabulary and tokenizer are MiniLM's (a BERT wordpiece tokenizer).
@@ -82,7 +82,7 @@ def test_generic_layer_groups_of_random_architectures(raw, groups, dim, cuts, tm
 
 def test_a_random_architecture_is_the_same_every_load_and_keyed_apart_from_pretrained():
     """`weights: none` is seeded: the same embeddings every run, so its cache entries stay valid."""
-    from tasks.backbones import backbone_cache_key, clear_pristine_cache
+    from tasks.models.backbones import backbone_cache_key, clear_pristine_cache
 
     spec = model_spec({"family": "torchvision", "name": "mobilenet_v2", "image_size": 32, "weights": "none"})
     first = load_backbone(spec)

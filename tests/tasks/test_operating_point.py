@@ -15,13 +15,14 @@ import torch
 from scipy.stats import binomtest
 from sklearn.metrics import precision_recall_fscore_support
 
-from tasks.checkpoints import Checkpoint, read_checkpoint, save_checkpoint
 from tasks.config.spec import MetricSpec, Spec
 from tasks.core.hashing import sha256_file
 from tasks.data.split import SplitRef
 from tasks.learn import StageResult, contract_for
 from tasks.metrics import Contract, Guard, classification_metrics
-from tasks.operating_point import OperatingPoint, apply_operating_point, choose_threshold, lower_bound
+from tasks.models.checkpoints import Checkpoint, read_checkpoint, save_checkpoint
+from tasks.models.classifier import OperatingPoint, apply_operating_point
+from tasks.operating_point import choose_threshold, lower_bound
 from tasks.prepare import DatasetRef, TrackingRef
 from tasks.serving import log_and_register
 from tests.registered_models import SMALL_IMAGE_MODEL, open_store, png_base64
@@ -171,9 +172,10 @@ def run(tmp_path_factory):
     """A workdir as the flow leaves it before step 6b: a table, a split manifest, a parent MLflow run
     and the selected stage's checkpoint (an untrained head, its bias set so that p(bees) straddles
     0.5 on these images, with labels that mostly follow p(bees) but put the boundary lower)."""
-    from tasks.backbones import load_backbone
+    from tasks.models.backbones import load_backbone
+    from tasks.models.classifier import Classifier, new_head, predict_proba
+    from tasks.models.loader import Batches
     from tasks.tracking import client_for, experiment_id, start_run
-    from tasks.train import Batches, Classifier, new_head, predict_proba
 
     folder = tmp_path_factory.mktemp("run")
     paths = {name: colour_images(folder, n, seed) for seed, (name, n) in enumerate(
@@ -226,8 +228,9 @@ def thresholded(run):
 
 
 def probabilities_of(checkpoint_path: Path, inputs: list[str]) -> np.ndarray:
-    from tasks.checkpoints import restore_classifier_from
-    from tasks.train import Batches, predict_proba
+    from tasks.models.checkpoints import restore_classifier_from
+    from tasks.models.classifier import predict_proba
+    from tasks.models.loader import Batches
 
     classifier, _ = restore_classifier_from(checkpoint_path)
     return predict_proba(classifier, Batches(inputs, torch.zeros(len(inputs), dtype=torch.long), 8,

@@ -15,7 +15,7 @@ from matplotlib.text import Text
 
 from tasks.config.spec import class_metric_key
 from tasks.plots import STAGE_WIDTH_CAP, figure_png_bytes, learning_curves_figure, per_class_figure
-from tasks.train import EpochRecord
+from tasks.training.fit import EpochRecord
 
 CLASSES = ["ham", "spam", "top-up failed!"]
 

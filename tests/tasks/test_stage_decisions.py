@@ -5,7 +5,7 @@ import pytest
 
 from tasks.config.spec import MetricSpec
 from tasks.diagnose import StageContext, decide_next_step, lagging_classes
-from tasks.train import EpochRecord, FitResult
+from tasks.training.fit import EpochRecord, FitResult
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)
 CLASSES = ["a", "b"]

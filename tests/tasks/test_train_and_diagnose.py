@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from tasks.config.spec import MetricSpec
-from tasks.train import Batches, FitResult, _train_mode, fit, new_head, predict_proba
+from tasks.models.classifier import new_head, predict_proba
+from tasks.models.loader import Batches
+from tasks.training.fit import FitResult, _train_mode, fit
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)
 

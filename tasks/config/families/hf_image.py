@@ -24,7 +24,7 @@ class HfImageOptions(FamilyOptions):
 
     MODALITY = "image"
     INPUT_SIZE = "image_size"
-    ADAPTER = "tasks.backbones.hf_models"
+    ADAPTER = "tasks.models.backbones.hf_models"
     SERVING_REQUIREMENTS = ("transformers==5.24.*",)
     # No vision encoder's weights ship in a wheel: the example is a tiny random ViT from its config.
     EXAMPLE: ClassVar[dict[str, Any]] = {"family": "hf_image", "name": "tiny-vit", "weights": "none"}

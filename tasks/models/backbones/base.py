@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tasks.backbones.weights import RANDOM_SEED, WeightsSource
 from tasks.config.families import FAMILIES, FamilyOptions
+from tasks.models.backbones.weights import RANDOM_SEED, WeightsSource
 
 ADAPTERS: dict[str, type[Backbone]] = {}
 

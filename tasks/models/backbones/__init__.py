@@ -1,8 +1,9 @@
-"""Base models: one adapter per family (`tasks/backbones/<family>_models.py`, registered with
+"""Base models: one adapter per family (`tasks/models/backbones/<family>_models.py`, registered with
 `@adapter`), behind the Backbone contract in `base.py`; weights are located and checked in
 `weights.py`. Import from here."""
 
-from tasks.backbones.base import (
+from tasks.core.errors import WeightsError
+from tasks.models.backbones.base import (
     ADAPTERS,
     Backbone,
     EvalGeometry,
@@ -16,8 +17,7 @@ from tasks.backbones.base import (
     locate_weights,
     pristine,
 )
-from tasks.backbones.weights import PinnedWeights, WeightsSource, file_sha256, network_allowed, seed_torch_hub
-from tasks.core.errors import WeightsError
+from tasks.models.backbones.weights import PinnedWeights, WeightsSource, file_sha256, network_allowed, seed_torch_hub
 
 __all__ = [
     "ADAPTERS", "Backbone", "EvalGeometry", "ImageBackbone", "PinnedWeights", "WeightsError", "WeightsSource",

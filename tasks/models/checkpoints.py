@@ -12,21 +12,19 @@ classes in a separate `model_config.json`; `read_checkpoint(path, legacy_config=
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from tasks.config.families import model_spec
 from tasks.config.spec import ModelSpec
 from tasks.core.errors import TransferflowError
-from tasks.operating_point import OperatingPoint
+from tasks.models.classifier import OperatingPoint
 
 if TYPE_CHECKING:
-    from tasks.train import Classifier
+    from tasks.models.classifier import Classifier
 
 FORMAT_VERSION = 1
 
@@ -109,8 +107,8 @@ def build_classifier(checkpoint: Checkpoint) -> Classifier:
     """The checkpoint's classifier on a freshly loaded backbone: frozen, in eval mode."""
     from torch import nn
 
-    from tasks.backbones import load_backbone
-    from tasks.train import Classifier
+    from tasks.models.backbones import load_backbone
+    from tasks.models.classifier import Classifier
 
     backbone = load_backbone(checkpoint.model)
     classifier = Classifier(backbone, nn.Linear(backbone.dim, len(checkpoint.classes)))
@@ -124,37 +122,3 @@ def restore_classifier_from(path: Path, legacy_config: dict[str, Any] | None = N
     """The classifier a checkpoint file holds, and what the file says about it."""
     checkpoint = read_checkpoint(path, legacy_config)
     return build_classifier(checkpoint), checkpoint
-
-
-def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
-    """The random states a resumed run needs to continue the same sequence: torch (CPU, and CUDA
-    when present), numpy's and Python's global generators, and any named torch generators (e.g.
-    the one that shuffles batches). Stored as tensors and plain values (weights_only-safe)."""
-    kind, keys, position, has_gauss, cached_gaussian = cast(tuple[str, np.ndarray, int, int, float],
-                                                             np.random.get_state(legacy=True))
-    version, internal, gauss_next = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
-        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
-                   "gauss_next": gauss_next},
-        "generators": {name: generator.get_state() for name, generator in (generators or {}).items()},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
-    """Put back what `capture_rng` captured (CUDA only where it was captured and is present)."""
-    torch.set_rng_state(state["torch"])
-    saved = state["numpy"]
-    np.random.set_state((saved["kind"], saved["keys"].numpy().astype(np.uint32), saved["position"],
-                         saved["has_gauss"], saved["cached_gaussian"]))
-    python = state["python"]
-    random.setstate((python["version"], tuple(int(x) for x in python["internal"].tolist()), python["gauss_next"]))
-    for name, generator in (generators or {}).items():
-        generator.set_state(state["generators"][name])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

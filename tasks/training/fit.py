@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,24 +17,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tasks.backbones import Backbone
 from tasks.config.spec import MetricSpec
-from tasks.devices import autocast, to_device
-from tasks.loader import Batches
 from tasks.metrics import Contract, Guard, classification_metrics
-
-
-class Classifier(nn.Module):
-    """Backbone encoder + linear head: raw inputs (preprocessed) -> class logits."""
-
-    def __init__(self, backbone: Backbone, head: nn.Linear) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.encoder = backbone.module  # registered so parameters and state_dict include it
-        self.head = head
-
-    def forward(self, batch: Any) -> torch.Tensor:
-        return self.head(self.backbone.embed(batch))
+from tasks.models.classifier import predict_proba
+from tasks.models.devices import autocast, to_device
+from tasks.models.loader import Batches
 
 
 @dataclass
@@ -112,7 +98,7 @@ def fit(model: nn.Module, trainable: list[nn.Module], train: Batches, val: Batch
             stale += 1
             if stale >= patience:
                 break
-    from tasks.checkpoints import capture_rng
+    from tasks.training.rng import capture_rng
 
     last_state = {"weights": copy.deepcopy(model.state_dict()), "optimizer": optimizer.state_dict(),
                   "scheduler": scheduler.state_dict(), "epoch": len(history),
@@ -184,16 +170,6 @@ def _train_mode(model: nn.Module, trainable: list[nn.Module]) -> None:
                 layer.eval()
 
 
-def predict_proba(model: nn.Module, batches: Batches) -> np.ndarray:
-    """Class probabilities [n, classes] in input order, computed on the device the model is on."""
-    device = next(model.parameters()).device
-    model.eval()
-    with torch.inference_mode(), autocast(device):
-        chunks = [torch.softmax(model(to_device(inputs, device)).float(), dim=1).cpu()
-                  for inputs, _ in batches.iterate()]
-    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
-
-
 def _validate(model: nn.Module, val: Batches, class_weights: torch.Tensor | None, contract: Contract,
               classes: list[str], epoch: int, train_loss: float) -> EpochRecord:
     """Validation loss is the plain (weighted) cross-entropy, without label smoothing, so stages
@@ -203,22 +179,3 @@ def _validate(model: nn.Module, val: Batches, class_weights: torch.Tensor | None
                                       weight=class_weights.cpu() if class_weights is not None else None).item()
     scores = classification_metrics(val.targets.numpy(), probabilities.argmax(1).numpy(), classes)
     return EpochRecord(epoch, train_loss, val_loss, scores, contract.value(scores))
-
-
-def new_head(dim: int, n_classes: int, seed: int) -> nn.Linear:
-    torch.manual_seed(seed)
-    return nn.Linear(dim, n_classes)
-
-
-def class_indices(labels: Sequence[str], classes: list[str]) -> torch.Tensor:
-    """Labels -> their positions in `classes` (the order of the model's outputs)."""
-    index = {name: i for i, name in enumerate(classes)}
-    return torch.tensor([index[label] for label in labels], dtype=torch.long)
-
-
-def restore_classifier(checkpoint: Path, legacy_config: dict[str, Any] | None = None) -> Classifier:
-    """The classifier a checkpoint file holds, frozen: the file says which model and classes (a
-    bare state dict from an older version needs `legacy_config`, see `tasks.checkpoints`)."""
-    from tasks.checkpoints import restore_classifier_from
-
-    return restore_classifier_from(checkpoint, legacy_config)[0]

@@ -68,7 +68,7 @@ class Batches:
     `num_workers` > 0, worker processes run `prepare` ahead of the model, and stay alive across
     epochs (re-forking them each epoch from a large heap cost more than it saved, STACK.md).
     A tensor (cached embeddings or prefix outputs) is sliced directly: there is nothing to decode.
-    `pin_memory` pins each batch so `tasks.devices.to_device` copies it to the GPU asynchronously.
+    `pin_memory` pins each batch so `tasks.models.devices.to_device` copies it to the GPU asynchronously.
     """
 
     inputs: Sequence[Any] | torch.Tensor

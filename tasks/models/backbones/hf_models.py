@@ -14,8 +14,12 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from tasks.backbones.base import Backbone, adapter, chunked, mean_pool
-from tasks.backbones.weights import (
+from tasks.config.families import FamilyOptions
+from tasks.config.families.hf_image import HfImageOptions
+from tasks.config.families.hf_text import HfTextOptions
+from tasks.core.errors import WeightsError
+from tasks.models.backbones.base import Backbone, adapter, chunked, mean_pool
+from tasks.models.backbones.weights import (
     PinnedWeights,
     WeightsSource,
     folder_weights_sha256,
@@ -23,10 +27,6 @@ from tasks.backbones.weights import (
     network_allowed,
     not_on_this_machine,
 )
-from tasks.config.families import FamilyOptions
-from tasks.config.families.hf_image import HfImageOptions
-from tasks.config.families.hf_text import HfTextOptions
-from tasks.core.errors import WeightsError
 
 
 def _minilm_file() -> Path:

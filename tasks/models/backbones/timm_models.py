@@ -15,8 +15,11 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from tasks.backbones.base import EvalGeometry, ImageBackbone, adapter
-from tasks.backbones.weights import (
+from tasks.config.families import FamilyOptions
+from tasks.core.atomic import write_bytes_atomic
+from tasks.core.errors import SpecError
+from tasks.models.backbones.base import EvalGeometry, ImageBackbone, adapter
+from tasks.models.backbones.weights import (
     PinnedWeights,
     WeightsSource,
     file_sha256,
@@ -26,9 +29,6 @@ from tasks.backbones.weights import (
     random_weights,
     torch_hub_checkpoints,
 )
-from tasks.config.families import FamilyOptions
-from tasks.core.atomic import write_bytes_atomic
-from tasks.core.errors import SpecError
 
 
 def _efficientnet_lite0_file() -> Path:
