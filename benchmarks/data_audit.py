@@ -40,11 +40,11 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from tasks.audit.label_audit import find_label_issues, find_outliers
     from tasks.config.families import model_spec
     from tasks.config.spec import data_spec
     from tasks.data.grouping import group_keys
     from tasks.data.table import load_examples
-    from tasks.label_audit import find_label_issues, find_outliers
     from tasks.models.backbones import load_backbone
     from tasks.models.features import embed_inputs
 
@@ -98,7 +98,7 @@ def outliers_against_cleanlab(features) -> None:
     import numpy as np
     from cleanlab.outlier import OutOfDistribution
 
-    from tasks.label_audit import OUTLIER_NEIGHBOURS, outlier_scores
+    from tasks.audit.label_audit import OUTLIER_NEIGHBOURS, outlier_scores
 
     started = time.perf_counter()
     theirs = OutOfDistribution(params={"k": OUTLIER_NEIGHBOURS}).fit_score(features=features, verbose=False)
@@ -113,7 +113,7 @@ def outliers_against_cleanlab(features) -> None:
 
 def leakage_check(vectors, ids, rng):
     """As the flow runs it: calibrate on train, then every cross-split pair above the threshold."""
-    from tasks.leakage import calibrate, cross_split_pairs
+    from tasks.audit.leakage import calibrate, cross_split_pairs
 
     splits = rng.choice(["train", "val", "test"], size=len(ids), p=[0.7, 0.15, 0.15])
     threshold = calibrate(vectors[splits == "train"]).threshold
@@ -125,7 +125,7 @@ def synthetic_leakage(sizes: list[int], dim: int) -> None:
     embeddings: many near neighbours) with 100 planted near-copies across splits."""
     import numpy as np
 
-    from tasks.leakage import calibrate, cross_split_pairs
+    from tasks.audit.leakage import calibrate, cross_split_pairs
 
     print(f"\nleakage check on synthetic {dim}-d vectors (clustered, 100 planted cross-split near-copies):")
     print("| examples | calibrate s | search s | planted found | pairs |")

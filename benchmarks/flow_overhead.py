@@ -35,7 +35,7 @@ COMPUTE = [
     ("tasks.models.features", "embed_inputs", "embedding (decode + forward)"),
     ("tasks.training.fit", "fit", "training (head, fine-tuning epochs, their validation)"),
     ("tasks.training.fit", "predict_proba", "test pass (decode + forward)"),
-    ("tasks.odd_inputs", "odd_inputs", "odd-inputs check: decode every input"),
+    ("tasks.audit.odd_inputs", "odd_inputs", "odd-inputs check: decode every input"),
 ]
 
 

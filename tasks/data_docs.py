@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks.quality import RUN_NAME, QualityReport
+from tasks.audit.quality import RUN_NAME, QualityReport
 
 SITE_NAME = "transferflow"
 STATIC_REFERENCE = re.compile(r"static/[\w./-]+")

@@ -234,10 +234,10 @@ def start_tracking(spec: Spec, config_path: str) -> TrackingRef:
 def load_data(spec: Spec) -> DatasetRef:
     """The example table, without the odd inputs (`data.odd_inputs: drop`) and the examples under
     two labels (`data.conflicting_labels: drop`): both listed with their reason, never silent."""
+    from tasks.audit.odd_inputs import take_out
     from tasks.core.errors import DataError
     from tasks.core.hashing import fingerprint
     from tasks.data.table import load_examples, save_table
-    from tasks.odd_inputs import take_out
 
     loaded = load_examples(spec.data)
     kept = take_out(loaded, spec.data)
@@ -286,10 +286,10 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, folder: Path) -> Qualit
     report when an error-level check fails)."""
     import json
 
+    from tasks.audit.quality import audit_labels
     from tasks.core.atomic import write_text_atomic
     from tasks.data.table import LoadedData, read_table
     from tasks.data_docs import write_data_docs
-    from tasks.quality import audit_labels
 
     loaded = LoadedData(read_table(dataset.table_path), dataset.declared_classes, dataset.skipped_files)
     report = audit_labels(loaded, spec.data, spec.metric, dataset.odd_inputs, dataset.conflicts_dropped)
@@ -388,15 +388,15 @@ def split_section(split: SplitRef) -> Section:
 @step("3b audit labels (train and validation)")
 def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef | None,
                        folder: Path) -> tuple[SplitRef, Section]:
-    """Rank the training and validation examples whose label the data disputes (tasks.label_audit),
+    """Rank the training and validation examples whose label the data disputes (tasks.audit.label_audit),
     on the first base model's cached embeddings (the baseline reuses them), and act on
     `data.label_issues`: report, drop (a new manifest lists the dropped ids), or fail. Writes
     label_issues.csv, outliers.csv and, for images, label_suspects.png in the report folder."""
+    from tasks.audit.label_audit import find_label_issues, find_outliers, to_drop
     from tasks.core.atomic import write_text_atomic
     from tasks.data.split import train_val_ids, without_examples
     from tasks.data.table import read_examples
     from tasks.data_report import markdown_table
-    from tasks.label_audit import find_label_issues, find_outliers, to_drop
 
     train_ids, val_ids = train_val_ids(split.manifest_path)
     table = read_examples(dataset.table_path)
@@ -472,15 +472,15 @@ def _publish_label_issues(spec: Spec, tracking: TrackingRef | None, found: Any) 
 @step("3c check leakage across splits")
 def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef | None,
                   folder: Path) -> tuple[SplitRef, Section]:
-    """Near-copies across splits that the group keys missed (tasks.leakage), on the first base
+    """Near-copies across splits that the group keys missed (tasks.audit.leakage), on the first base
     model's embeddings, and `data.leakage`: drop the less held-out copy of each pair, report, or
     fail. Reads the test inputs (logged as a "leakage check" read, never an evaluation): never
     their labels. Writes leakage_pairs.csv (and for images leakage_pairs.png)."""
+    from tasks.audit.leakage import calibrate, cross_split_pairs, less_held_out_copies
     from tasks.core.atomic import write_text_atomic
     from tasks.data.split import quarantined_test_ids, train_val_ids, without_examples
     from tasks.data.table import read_examples
     from tasks.data_report import markdown_table
-    from tasks.leakage import calibrate, cross_split_pairs, less_held_out_copies
 
     train_ids, val_ids = train_val_ids(split.manifest_path)
     if len(train_ids) < MIN_TRAIN_FOR_LEAKAGE:

@@ -138,7 +138,7 @@ def test_an_unreadable_image_keeps_its_own_id(tmp_path):
 
 
 def test_cached_hashes_give_the_same_keys_and_only_new_images_are_decoded_again(tmp_path, monkeypatch):
-    import tasks.data.table.grouping as grouping
+    import tasks.data.grouping as grouping
 
     paths = [saved(photo(seed), tmp_path / f"{seed}.png") for seed in range(4)]
     paths += [saved(reencoded(photo(0), 80), tmp_path / "0-copy.jpg"), tmp_path / "missing.png"]

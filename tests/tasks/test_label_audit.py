@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.label_audit import find_label_issues, out_of_fold_probabilities
+from tasks.audit.label_audit import find_label_issues, out_of_fold_probabilities
 from tests.tasks.banking import INTENTS, split_intents_csv
 
 
@@ -27,7 +27,7 @@ def test_the_probe_minimizes_scikit_learns_logistic_regression_objective():
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from tasks.label_audit import PROBE_C, _fit_probe
+    from tasks.audit.label_audit import PROBE_C, _fit_probe
 
     rng = np.random.default_rng(1)
     features = rng.normal(size=(300, 12)) + np.repeat(rng.normal(size=(3, 12)), 100, axis=0)
@@ -149,10 +149,10 @@ def test_the_hymenoptera_placeholder_saved_as_png_is_the_most_unusual_input(tmp_
 
     from PIL import Image
 
+    from tasks.audit.label_audit import find_outliers
     from tasks.config.families import model_spec
     from tasks.config.spec import data_spec
     from tasks.data.table import load_examples
-    from tasks.label_audit import find_outliers
     from tasks.models.backbones import load_backbone
     from tasks.models.features import embed_inputs
     from tests.conftest import shared_dataset
@@ -175,7 +175,7 @@ def test_one_pass_outlier_scores_equal_cleanlabs_out_of_distribution():
     search instead of its two: clustered vectors with a few far-off points, and an exact copy."""
     from cleanlab.outlier import OutOfDistribution
 
-    from tasks.label_audit import outlier_scores
+    from tasks.audit.label_audit import outlier_scores
 
     rng = np.random.default_rng(4)
     vectors = np.repeat(rng.normal(size=(12, 48)), 25, axis=0) + 0.3 * rng.normal(size=(300, 48))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.leakage import MIN_SIMILARITY, calibrate, cross_split_pairs, less_held_out_copies
+from tasks.audit.leakage import MIN_SIMILARITY, calibrate, cross_split_pairs, less_held_out_copies
 from tests.tasks.banking import INTENTS, split_intents_csv
 
 

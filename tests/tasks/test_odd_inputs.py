@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tasks.audit.odd_inputs import PLACEHOLDER_COPIES, take_out
 from tasks.config.spec import data_spec
 from tasks.data.readers import reader_for
 from tasks.data.table import load_examples
-from tasks.odd_inputs import PLACEHOLDER_COPIES, take_out
 from tests.conftest import small_image
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.audit.odd_inputs import take_out
+from tasks.audit.quality import audit_labels
 from tasks.config.spec import MetricSpec, data_spec
 from tasks.data.table import LoadedData, load_examples
 from tasks.data_docs import write_data_docs
-from tasks.odd_inputs import take_out
-from tasks.quality import audit_labels
 from tests.conftest import small_image
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)

@@ -61,7 +61,7 @@ def outlier_scores(features: np.ndarray, k: int = OUTLIER_NEIGHBOURS) -> np.ndar
     from cleanlab.outlier import transform_distances_to_scores
     from sklearn.neighbors import NearestNeighbors
 
-    from tasks.leakage import normalized
+    from tasks.audit.leakage import normalized
 
     index = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(normalized(features))
     distances, _ = index.kneighbors()                    # no query: each example's neighbours exclude itself

@@ -1,0 +1,2 @@
+"""Data checks before any training: odd inputs, the Great Expectations quality suite, the label
+audit (cleanlab) and leakage across splits. Imports tasks.core, tasks.config, tasks.data and tasks.models."""
