@@ -201,7 +201,7 @@ def compare_loops(task: Task, args: argparse.Namespace, device: Any, workers: in
 
 def compare_prefix_cache(task: Task, args: argparse.Namespace, device: Any, workers: int) -> None:
     from tasks.models.loader import Batches
-    from tasks.prefix_cache import PrefixBatches, SuffixClassifier, compute_prefix_outputs
+    from tasks.training.prefix_cache import PrefixBatches, SuffixClassifier, compute_prefix_outputs
 
     print(f"  prefix cache off vs on, a stage of {args.epochs} epochs (on = the prefix pass + the epochs):")
     for k in args.groups:

@@ -23,7 +23,6 @@ from tasks.learn import (
     starting_point,
     train_baseline,
 )
-from tasks.metrics import Contract
 from tasks.model_limits import retrain_limit
 from tasks.monitor import store_drift_reference
 from tasks.prepare import (
@@ -48,6 +47,7 @@ from tasks.release import (
     write_model_card,
 )
 from tasks.step import label_flow_run
+from tasks.training.metrics import Contract
 
 Trigger = Literal["manual", "schedule", "drift"]  # what started a run: its name and tags say so
 

@@ -23,7 +23,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from tasks.config.spec import AGGREGATE_METRICS, MetricSpec
-from tasks.metrics import Guard, classification_metrics, contract_value
+from tasks.training.metrics import Guard, classification_metrics, contract_value
 
 if TYPE_CHECKING:
     from tasks.models.checkpoints import Checkpoint

@@ -10,8 +10,8 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from tasks.config.spec import MetricSpec, class_metric_key
-from tasks.metrics import Contract, Guard, is_improvement, meets_target
 from tasks.training.fit import FitResult
+from tasks.training.metrics import Contract, Guard, is_improvement, meets_target
 
 LAGGING_CLASS_GAP = 0.15  # a class's recall this far below the mean recall is called lagging
 

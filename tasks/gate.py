@@ -22,8 +22,8 @@ from mlflow.entities import Run
 from tasks.champion import ChampionComparison
 from tasks.config.spec import MetricSpec
 from tasks.core.atomic import exclusive_lock
-from tasks.metrics import Guard, classification_metrics, contract_value, meets_target
 from tasks.tracking import end_run, experiment_id, log_scores, log_text, start_run
+from tasks.training.metrics import Guard, classification_metrics, contract_value, meets_target
 
 LEDGER_EXPERIMENT = "transferflow-test-ledger"
 READ_IDS_ARTIFACT = "test_ids.json"

@@ -19,10 +19,10 @@ import torch
 
 from tasks.config.spec import Spec
 from tasks.data.split import SplitRef
-from tasks.metrics import Contract
 from tasks.prepare import DatasetRef, TrackingRef
 from tasks.step import step
 from tasks.training.fit import EpochRecord, FitResult
+from tasks.training.metrics import Contract
 
 if TYPE_CHECKING:
     from tasks.diagnose import StageDecision
@@ -92,7 +92,7 @@ def on_runtime_device(spec: Spec, backbone: Any, module: torch.nn.Module | None 
 def contract_for(spec: Spec, dataset: DatasetRef, split: SplitRef) -> Contract:
     """The declared metric with its guard; the guard's default follows the class's share of the
     training split (the all-one-class predictor's precision)."""
-    from tasks.metrics import resolve_guard
+    from tasks.training.metrics import resolve_guard
 
     if spec.metric.guard_name is None:
         return Contract(spec.metric)
@@ -271,7 +271,7 @@ def _stage_inputs(spec: Spec, classifier: Any, depth: int, augment: str, example
     from tasks.models.backbones import ImageBackbone
     from tasks.models.devices import prepare_module, resolve_num_workers
     from tasks.models.loader import Batches
-    from tasks.prefix_cache import PrefixBatches, SuffixClassifier, can_cache_prefix, compute_prefix_outputs
+    from tasks.training.prefix_cache import PrefixBatches, SuffixClassifier, can_cache_prefix, compute_prefix_outputs
 
     backbone, size, pin = classifier.backbone, spec.train.batch_size, device.type == "cuda"
     prepare_module(classifier, device, convnet=isinstance(backbone, ImageBackbone))

@@ -15,8 +15,8 @@ from statistics import NormalDist
 import numpy as np
 
 from tasks.config.spec import PER_CLASS_METRICS, class_metric_key
-from tasks.metrics import Contract
 from tasks.models.classifier import OperatingPoint
+from tasks.training.metrics import Contract
 
 
 def threshold_scores(p_class: np.ndarray, is_class: np.ndarray) -> dict[str, np.ndarray]:

@@ -14,11 +14,11 @@ from tasks.config.spec import Spec
 from tasks.data.split import SplitRef
 from tasks.gate import Exposure, GateDecision
 from tasks.learn import StageResult, contract_for
-from tasks.metrics import Guard
 from tasks.models.classifier import OperatingPoint
 from tasks.prepare import DatasetRef, Prepared, TrackingRef
 from tasks.serving import Registration
 from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
+from tasks.training.metrics import Guard
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -131,12 +131,12 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
     from tasks.data.split import train_val_ids
     from tasks.data.table import read_examples
     from tasks.learn import on_runtime_device
-    from tasks.metrics import classification_metrics
     from tasks.models.checkpoints import legacy_config, restore_classifier_from, with_operating_point
     from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
     from tasks.models.loader import Batches
     from tasks.operating_point import choose_threshold, lower_bound
     from tasks.tracking import client_for, log_scores
+    from tasks.training.metrics import classification_metrics
 
     classes, class_name = list(dataset.classes), spec.metric.class_name
     config = legacy_config(spec.model, classes)  # for a stage saved as a bare state dict
@@ -184,12 +184,12 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     from tasks.data.table import read_examples
     from tasks.gate import exposure_of, fresh_part_metric, record_test_evaluation
     from tasks.learn import on_runtime_device
-    from tasks.metrics import classification_metrics, contract_value
     from tasks.models.checkpoints import legacy_config, restore_classifier_from
     from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
     from tasks.models.loader import Batches
     from tasks.plots import confusion_matrix_figure
     from tasks.tracking import client_for, log_figure, log_scores
+    from tasks.training.metrics import classification_metrics, contract_value
 
     classes = list(dataset.classes)
     guard = contract_for(spec, dataset, split).guard

@@ -20,9 +20,9 @@ from typing import Any
 from tasks.config.families import FamilyOptions
 from tasks.config.spec import CandidatesSpec, Spec
 from tasks.data.split import SplitRef
-from tasks.metrics import Contract
 from tasks.prepare import DatasetRef, TrackingRef
 from tasks.step import artifact_key, publish_table, step
+from tasks.training.metrics import Contract
 
 THROUGHPUT_SAMPLE = 64  # training inputs timed per candidate (after one warm-up batch)
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 class Minibatches(Protocol):
     """What the training loop needs from a source of batches: `Batches` here, and
-    `tasks.prefix_cache.PrefixBatches` for stored frozen-prefix outputs."""
+    `tasks.training.prefix_cache.PrefixBatches` for stored frozen-prefix outputs."""
 
     targets: torch.Tensor
 

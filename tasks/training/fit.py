@@ -18,10 +18,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tasks.config.spec import MetricSpec
-from tasks.metrics import Contract, Guard, classification_metrics
 from tasks.models.classifier import predict_proba
 from tasks.models.devices import autocast, to_device
 from tasks.models.loader import Batches
+from tasks.training.metrics import Contract, Guard, classification_metrics
 
 
 @dataclass

@@ -108,7 +108,7 @@ def test_the_champions_score_matches_its_served_predictions(tmp_path, low_thresh
 
 def test_a_champion_answering_bees_everywhere_is_scored_against_the_guard(tmp_path):
     """The champion's guarded score is computed on the same test split: breaking it, it blocks nobody."""
-    from tasks.metrics import Guard
+    from tasks.training.metrics import Guard
 
     store = open_store(tmp_path)
     paths = []

@@ -4,7 +4,7 @@ import numpy as np
 
 from tasks.config.spec import MetricSpec
 from tasks.diagnose import lagging_classes
-from tasks.metrics import classification_metrics
+from tasks.training.metrics import classification_metrics
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)
 CLASSES = ["ok", "top-up failed!", "café"]

@@ -12,8 +12,8 @@ from torch import nn
 import tasks.learn as learn
 from tasks.config.spec import FinetuneSpec, MetricSpec
 from tasks.learn import StageResult, choose_stage, gradual_unfreezing
-from tasks.metrics import Contract, Guard
 from tasks.training.fit import EpochRecord, class_weights_for, parameter_groups, warmup_cosine
+from tasks.training.metrics import Contract, Guard
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)
 

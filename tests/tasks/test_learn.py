@@ -7,7 +7,7 @@ import pytest
 
 from tasks.config.spec import MetricSpec
 from tasks.learn import StageResult, choose_stage
-from tasks.metrics import Contract
+from tasks.training.metrics import Contract
 
 MACRO_F1 = MetricSpec(name="macro_f1", target=0.95)
 

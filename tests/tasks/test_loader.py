@@ -84,7 +84,7 @@ def test_decoding_leaves_the_global_random_stream_alone():
 
 def test_both_batch_sources_satisfy_the_protocol_fit_can_take():
     from tasks.models.loader import Minibatches
-    from tasks.prefix_cache import PrefixBatches, PrefixOutputs
+    from tasks.training.prefix_cache import PrefixBatches, PrefixOutputs
 
     sources: list[Minibatches] = [
         Batches(torch.zeros(3, 2), torch.arange(3), 2),

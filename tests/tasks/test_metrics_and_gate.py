@@ -3,7 +3,7 @@ import pytest
 
 from tasks.config.spec import MetricSpec, check_class_keys, class_metric_key
 from tasks.core.errors import DataError
-from tasks.metrics import classification_metrics, contract_value, is_improvement, meets_target
+from tasks.training.metrics import classification_metrics, contract_value, is_improvement, meets_target
 
 CLASSES = ["ham", "spam"]
 
@@ -79,7 +79,7 @@ def gate_on(y_true: np.ndarray, y_pred: np.ndarray, metric: MetricSpec, prevalen
     """The gate's decision on these test answers, with the guard resolved as the flow does."""
     from tasks.champion import ChampionComparison
     from tasks.gate import Exposure, decide
-    from tasks.metrics import resolve_guard
+    from tasks.training.metrics import resolve_guard
 
     scores = classification_metrics(y_true, y_pred, CLASSES)
     guard = resolve_guard(metric, prevalence)
@@ -106,7 +106,7 @@ def test_a_precision_contract_met_by_answering_the_class_once_fails_its_recall_g
 def test_a_declared_guard_is_the_floor_and_a_guard_needs_its_value():
     from tasks.champion import ChampionComparison
     from tasks.gate import Exposure, decide
-    from tasks.metrics import Guard
+    from tasks.training.metrics import Guard
 
     declared = MetricSpec(name="recall", **{"class": "spam"}, target=0.9, guard={"precision": 0.3})
     assert gate_on(np.array([0] * 80 + [1] * 20), np.array([0] * 40 + [1] * 60), declared, prevalence=0.2).passed

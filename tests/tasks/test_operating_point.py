@@ -19,12 +19,12 @@ from tasks.config.spec import MetricSpec, Spec
 from tasks.core.hashing import sha256_file
 from tasks.data.split import SplitRef
 from tasks.learn import StageResult, contract_for
-from tasks.metrics import Contract, Guard, classification_metrics
 from tasks.models.checkpoints import Checkpoint, read_checkpoint, save_checkpoint
 from tasks.models.classifier import OperatingPoint, apply_operating_point
 from tasks.operating_point import choose_threshold, lower_bound
 from tasks.prepare import DatasetRef, TrackingRef
 from tasks.serving import log_and_register
+from tasks.training.metrics import Contract, Guard, classification_metrics
 from tests.registered_models import SMALL_IMAGE_MODEL, open_store, png_base64
 
 CLASSES = ["ants", "bees"]

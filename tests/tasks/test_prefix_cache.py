@@ -15,13 +15,8 @@ from tasks.config.spec import ModelSpec
 from tasks.models.backbones import Backbone, load_backbone
 from tasks.models.classifier import Classifier
 from tasks.models.loader import Batches
-from tasks.prefix_cache import (
-    PrefixBatches,
-    SuffixClassifier,
-    can_cache_prefix,
-    compute_prefix_outputs,
-)
 from tasks.training.fit import _train_mode
+from tasks.training.prefix_cache import PrefixBatches, SuffixClassifier, can_cache_prefix, compute_prefix_outputs
 
 MOBILENET = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=64))
 MINILM = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2"))

@@ -3,7 +3,7 @@
 A Backbone offers `preprocess` (raw inputs -> model inputs), `embed` (model inputs -> [n, d]) and
 `layer_groups()` ordered input -> output, so gradual unfreezing is "unfreeze the last k groups"
 for every family; `split_at(k)` cuts `embed` there into the frozen prefix (computed once per
-stage, tasks/prefix_cache.py) and the trainable suffix where the family can cut exactly, and
+stage, tasks/training/prefix_cache.py) and the trainable suffix where the family can cut exactly, and
 `training_preprocess(level)` adds random augmentation for fine-tuning.
 
 Each family's adapter subclasses Backbone and registers with `@adapter("<family>")`; it
