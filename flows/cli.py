@@ -151,7 +151,13 @@ def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champ
     """Predict with a registered model: label and probability per input. Files are read here and
     sent as a served model gets them (image bytes, texts), never as paths."""
     with _user_errors():
-        from tasks.predict import check_modality, predict_in_batches, read_inputs, registered_model, write_predictions
+        from tasks.registry.predict import (
+            check_modality,
+            predict_in_batches,
+            read_inputs,
+            registered_model,
+            write_predictions,
+        )
 
         model_inputs = read_inputs(inputs or [], column)
         check_servers(mlflow=True)

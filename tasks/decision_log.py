@@ -28,7 +28,7 @@ def decisions_markdown(entries: list[dict[str, Any]], metric_key: str, selected:
 
 @step("write decision log")
 def write_decision_log(spec: Spec, entries: list[dict[str, Any]], selected: str, tracking: TrackingRef) -> str:
-    from tasks.tracking import client_for, log_text
+    from tasks.registry.tracking import client_for, log_text
 
     client = client_for(spec.workdir)
     markdown = decisions_markdown(entries, spec.metric.key, selected)

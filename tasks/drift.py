@@ -53,9 +53,9 @@ def locate_champion(workdir: Path, model_name: str, alias: str) -> ChampionRef:
     """The version holding the alias, read without creating an MLflow store where none exists."""
     import os
 
-    from tasks.champion import current_champion
     from tasks.core.errors import TransferflowError
-    from tasks.tracking import client_for
+    from tasks.registry.champion import current_champion
+    from tasks.registry.tracking import client_for
 
     store = os.environ.get("MLFLOW_TRACKING_URI") or str(workdir / "mlflow.db")
     missing = TransferflowError(f"model '{model_name}' has no version with alias '{alias}' yet (store: {store}). "

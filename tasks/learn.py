@@ -1,7 +1,7 @@
 """Recipe steps 5-6 as Prefect tasks: the frozen-backbone baseline on cached embeddings, then
 gradual unfreezing driven by the validation curves, and model selection on validation only.
 
-After each fine-tuning stage `tasks.diagnose.decide_next_step` reads the curves and returns one
+After each fine-tuning stage `tasks.decisions.diagnose.decide_next_step` reads the curves and returns one
 action with its reason; `gradual_unfreezing` carries it out (unfreeze the next groups, retry once
 regularized, switch on a class-weighted loss, or stop) and keeps the decision log. Every stage
 saves the full classifier (backbone + head) as a checkpoint, so selection, the test evaluation
@@ -25,8 +25,8 @@ from tasks.training.fit import EpochRecord, FitResult
 from tasks.training.metrics import Contract
 
 if TYPE_CHECKING:
-    from tasks.diagnose import StageDecision
-    from tasks.warm_start import StartingPoint
+    from tasks.decisions.diagnose import StageDecision
+    from tasks.registry.warm_start import StartingPoint
 
 AUGMENT_LEVELS = ("none", "light", "standard")
 
@@ -107,8 +107,8 @@ def starting_point(spec: Spec, tracking: TrackingRef, tournament: bool = False) 
     In a tournament only the candidate the champion was trained from can start from it; the
     others start from their pretrained weights (and say so)."""
     from tasks.core.errors import SpecError
-    from tasks.tracking import client_for, log_params
-    from tasks.warm_start import champion_starting_point
+    from tasks.registry.tracking import client_for, log_params
+    from tasks.registry.warm_start import champion_starting_point
 
     client = client_for(spec.workdir)
     start = None
@@ -295,7 +295,7 @@ def gradual_unfreezing(spec: Spec, dataset: DatasetRef, split: SplitRef, baselin
                        contract: Contract, prefix: str = "") -> tuple[list[StageResult], Decisions]:
     """Fine-tune a little, read the validation curves, act: until a decision says stop or
     `finetune.max_stages` is reached. Each stage starts from the best weights so far."""
-    from tasks.diagnose import StageContext, decide_next_step
+    from tasks.decisions.diagnose import StageContext, decide_next_step
 
     settings, decisions, stages = spec.finetune, Decisions(), [baseline]
     if baseline.meets_target:
@@ -369,7 +369,7 @@ def select_on_validation(spec: Spec, stages: list[StageResult], decisions: Decis
     earlier, simpler model). The curves the choice rests on, and the selected model's per-class
     scores, are logged with it."""
     from tasks.plots import learning_curves_figure, per_class_figure
-    from tasks.tracking import client_for, log_figure
+    from tasks.registry.tracking import client_for, log_figure
 
     selected = choose_stage(stages, contract)
     client = client_for(spec.workdir)
@@ -414,7 +414,7 @@ def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torc
 
     from tasks.core.hashing import sha256_file
     from tasks.models.checkpoints import Checkpoint, save_checkpoint
-    from tasks.tracking import client_for, end_run, log_history, log_params, log_scores, log_text, start_run
+    from tasks.registry.tracking import client_for, end_run, log_history, log_params, log_scores, log_text, start_run
 
     folder = spec.workdir / "checkpoints" / tracking.run_id
     best = Checkpoint(model=spec.model, classes=classes, weights=_own_weights(classifier), stage=name,

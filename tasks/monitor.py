@@ -41,7 +41,7 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     from tasks.models.backbones import load_backbone
     from tasks.models.checkpoints import legacy_config, restore_classifier_from
     from tasks.models.features import cached_embeddings, open_cache
-    from tasks.tracking import client_for
+    from tasks.registry.tracking import client_for
 
     classes, batch_size = list(dataset.classes), spec.train.batch_size
     train_ids, _ = train_val_ids(split.manifest_path)
@@ -98,12 +98,12 @@ def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> 
     """Embed the batch with the champion's own backbone and test it against the stored reference."""
     import numpy as np
 
-    from tasks.champion import restore_registered
     from tasks.core.errors import DataError
     from tasks.drift import MAX_TESTED, class_mix_shift, load_reference, what_the_model_sees
     from tasks.drift_report import statistic_shifts
     from tasks.mmd import mmd_permutation_test
-    from tasks.tracking import client_for
+    from tasks.registry.champion import restore_registered
+    from tasks.registry.tracking import client_for
 
     client = client_for(spec.workdir)
     what = f"model '{champion.model_name}' version {champion.version}"
@@ -181,8 +181,8 @@ def publish_drift_report(spec: Spec, config_path: str, report: DriftReport, trig
 
 def _log_drift_run(spec: Spec, report: DriftReport, trigger: str) -> str:
     """One finished MLflow run per check: numbers, the markdown report, its JSON and the plot."""
-    from tasks import tracking
     from tasks.drift_report import drift_figure, render_markdown
+    from tasks.registry import tracking
 
     name = report.model_name
     client = tracking.client_for(spec.workdir)

@@ -147,8 +147,8 @@ def unchanged_since_champion(spec: Spec, dataset: DatasetRef, tracking: Tracking
                              trigger: str) -> UnchangedData | None:
     """A retrain that a schedule or a drift alarm started is worth training only on data the
     champion has not seen; by hand, a run always trains (the user asked for it)."""
-    from tasks.champion import current_champion
-    from tasks.tracking import client_for, log_text
+    from tasks.registry.champion import current_champion
+    from tasks.registry.tracking import client_for, log_text
 
     if trigger == "manual":
         return None
@@ -203,7 +203,7 @@ def validate_config(config_path: str, data_path: str | None = None) -> Spec:
 def tracked_flow_run(spec: Spec, config_path: str) -> Iterator[TrackingRef]:
     """The flow's MLflow parent run: RUNNING while the steps run, then FINISHED, or FAILED when
     any step (or an interrupt) stops the flow."""
-    from tasks.tracking import client_for, end_run
+    from tasks.registry.tracking import client_for, end_run
 
     tracking = start_tracking(spec, config_path)
     try:
@@ -218,7 +218,7 @@ def tracked_flow_run(spec: Spec, config_path: str) -> Iterator[TrackingRef]:
 def start_tracking(spec: Spec, config_path: str) -> TrackingRef:
     from prefect.runtime import flow_run
 
-    from tasks.tracking import client_for, experiment_id, log_file, log_params, start_run
+    from tasks.registry.tracking import client_for, experiment_id, log_file, log_params, start_run
 
     client = client_for(spec.workdir)
     experiment = experiment_id(client, spec.registry.model_name, spec.workdir)
@@ -365,7 +365,7 @@ def record_split(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tra
                   "Examples per split (test quarantined until the final evaluation)")
     if tracking is None:
         return
-    from tasks.tracking import client_for, log_file, log_params
+    from tasks.registry.tracking import client_for, log_file, log_params
 
     client = client_for(spec.workdir)
     log_file(client, tracking.run_id, split.manifest_path, "split")
@@ -423,7 +423,7 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
         files.append("label_suspects.png")
     _publish_label_issues(spec, tracking, found)
     if tracking is not None:
-        from tasks.tracking import client_for, log_params
+        from tasks.registry.tracking import client_for, log_params
 
         log_params(client_for(spec.workdir), tracking.run_id, {"label_audit_embeddings_computed": computed,
                                                                "label_issues_found": len(found)})
@@ -510,7 +510,7 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     print(f"Leakage check ({spec.candidates[0].describe()} embeddings, {calibration.describe()}): {len(pairs)} "
           "near-copy pair(s) across splits" + (f": {shown}" if shown else ""))
     if tracking is not None:
-        from tasks.tracking import client_for, log_params
+        from tasks.registry.tracking import client_for, log_params
 
         log_params(client_for(spec.workdir), tracking.run_id, {
             "leakage_threshold": round(calibration.threshold, 6), "leakage_pairs_found": len(pairs)})
@@ -546,7 +546,7 @@ def finish_data_report(spec: Spec, dataset: DatasetRef, class_counts: dict[str, 
                      f"Data report for {spec.data.path}: {report.verdict()}")
     print(f"Data report: {report.verdict()} ({path})")
     if tracking is not None:
-        from tasks.tracking import client_for, log_file
+        from tasks.registry.tracking import client_for, log_file
 
         client = client_for(spec.workdir)
         for name in dict.fromkeys([path.name, *(name.split("/")[0] for section in sections for name in section.files)]):

@@ -9,14 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from tasks.champion import ChampionComparison
 from tasks.config.spec import Spec
 from tasks.data.split import SplitRef
-from tasks.gate import Exposure, GateDecision
+from tasks.decisions.gate import ChampionComparison, Exposure, GateDecision
 from tasks.learn import StageResult, contract_for
 from tasks.models.classifier import OperatingPoint
 from tasks.prepare import DatasetRef, Prepared, TrackingRef
-from tasks.serving import Registration
+from tasks.registry.serving import Registration
 from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
 from tasks.training.metrics import Guard
 
@@ -79,7 +78,7 @@ def version_history(client: MlflowClient, model_name: str, alias: str) -> str:
     """A markdown table of the model's versions, newest first, from their evidence tags."""
     from datetime import UTC, datetime
 
-    from tasks.champion import current_champion
+    from tasks.registry.champion import current_champion
 
     holder_version = current_champion(client, model_name, alias)  # search results may carry no aliases
     holder = str(holder_version.version) if holder_version else None
@@ -121,7 +120,7 @@ def guard_tags(test: TestResult) -> dict[str, str]:
 def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                         tracking: TrackingRef) -> StageResult:
     """Per-class contracts: the threshold on p(class) chosen on validation probabilities of the
-    selected model (see tasks.operating_point.choose_threshold), written into a new checkpoint that
+    selected model (see tasks.decisions.operating_point.choose_threshold), written into a new checkpoint that
     the test evaluation, registration and serving answer with. Aggregate contracts keep argmax."""
     if spec.metric.class_name is None:
         return selected
@@ -130,12 +129,12 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
     from tasks.core.hashing import sha256_file
     from tasks.data.split import train_val_ids
     from tasks.data.table import read_examples
+    from tasks.decisions.operating_point import choose_threshold, lower_bound
     from tasks.learn import on_runtime_device
     from tasks.models.checkpoints import legacy_config, restore_classifier_from, with_operating_point
     from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
     from tasks.models.loader import Batches
-    from tasks.operating_point import choose_threshold, lower_bound
-    from tasks.tracking import client_for, log_scores
+    from tasks.registry.tracking import client_for, log_scores
     from tasks.training.metrics import classification_metrics
 
     classes, class_name = list(dataset.classes), spec.metric.class_name
@@ -179,16 +178,17 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
 def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                           tracking: TrackingRef) -> TestResult:
     """The only reader of the test ids. Records the evaluation, and the ids it read, in the ledger."""
-    from tasks.champion import score_champion
     from tasks.data.split import quarantined_test_ids
     from tasks.data.table import read_examples
-    from tasks.gate import exposure_of, fresh_part_metric, record_test_evaluation
+    from tasks.decisions.gate import fresh_part_metric
     from tasks.learn import on_runtime_device
     from tasks.models.checkpoints import legacy_config, restore_classifier_from
     from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
     from tasks.models.loader import Batches
     from tasks.plots import confusion_matrix_figure
-    from tasks.tracking import client_for, log_figure, log_scores
+    from tasks.registry.champion import score_champion
+    from tasks.registry.ledger import exposure_of, record_test_evaluation
+    from tasks.registry.tracking import client_for, log_figure, log_scores
     from tasks.training.metrics import classification_metrics, contract_value
 
     classes = list(dataset.classes)
@@ -228,10 +228,10 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
 @step("7b gate and register")
 def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                       test: TestResult, tracking: TrackingRef) -> GateOutcome:
-    from tasks.gate import decide
+    from tasks.decisions.gate import decide
     from tasks.models.checkpoints import legacy_config, read_checkpoint
-    from tasks.serving import log_and_register
-    from tasks.tracking import client_for
+    from tasks.registry.serving import log_and_register
+    from tasks.registry.tracking import client_for
 
     decision = decide(test.value, spec.metric, test.exposure, test.fresh_value, spec.gate.min_fresh_test,
                       test.champion, spec.gate.max_regression, test.guard, test.guard_value)
@@ -275,8 +275,8 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
                      test: TestResult, outcome: GateOutcome, tracking: TrackingRef,
                      decisions: list[dict[str, Any]] | None = None) -> str:
     from tasks.model_card import CardFacts, render_model_card
-    from tasks.serving import INPUT_DESCRIPTION
-    from tasks.tracking import client_for, log_text
+    from tasks.registry.serving import INPUT_DESCRIPTION
+    from tasks.registry.tracking import client_for, log_text
 
     modality = spec.model.MODALITY
     dataset, quality, split, base_model = prepared.dataset, prepared.quality, prepared.split, prepared.base_model

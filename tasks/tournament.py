@@ -102,7 +102,7 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
     """Probe every candidate on train/validation and keep the best eligible one (see module doc)."""
     from tasks.core.errors import SpecError
     from tasks.learn import probe_head
-    from tasks.tracking import client_for, log_figure, log_text
+    from tasks.registry.tracking import client_for, log_figure, log_text
 
     constraints = spec.tournament
     assert constraints is not None, "choose_base_model needs `model: {candidates: [...]}`"

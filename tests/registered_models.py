@@ -1,5 +1,5 @@
 """Small real registered models for tests: a pretrained backbone with a seeded, untrained linear
-head, registered through tasks.serving into a SQLite store in a test's workdir (where
+head, registered through tasks.registry.serving into a SQLite store in a test's workdir (where
 `transferflow predict --workdir` looks for it). `register_legacy` registers a version exactly as
 transferflow did before checkpoints described themselves, to prove such versions still load."""
 
@@ -20,7 +20,14 @@ from tasks.config.spec import ModelSpec
 from tasks.models.backbones import load_backbone
 from tasks.models.checkpoints import legacy_config, read_checkpoint
 from tasks.models.classifier import Classifier, new_head
-from tasks.serving import INPUT_DESCRIPTION, TASKS_PACKAGE, Registration, log_and_register, pip_requirements
+from tasks.registry.serving import (
+    INPUT_DESCRIPTION,
+    PYFUNC_ENTRY,
+    TASKS_PACKAGE,
+    Registration,
+    log_and_register,
+    pip_requirements,
+)
 
 SMALL_IMAGE_MODEL = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=32))
 TEXT_MODEL = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=16))
@@ -63,7 +70,7 @@ def register(store: Store, checkpoint: Path, model: ModelSpec, classes: list[str
 
 def register_legacy(store: Store, weights_path: Path, model: ModelSpec, classes: list[str], model_name: str,
                     alias: str = "champion", batch_size: int = 4) -> Registration:
-    """A version as `tasks.serving.log_and_register` made it before checkpoints described themselves
+    """A version as `tasks.registry.serving.log_and_register` made it before checkpoints described themselves
     (a frozen copy of that code): artifacts `weights` (a bare state dict) and `config`
     (model_config.json with the model spec, the classes and the batch size)."""
     from mlflow.models import ModelSignature
@@ -83,7 +90,7 @@ def register_legacy(store: Store, weights_path: Path, model: ModelSpec, classes:
         config_path.write_text(json.dumps({"model": saved_model, "classes": classes, "batch_size": batch_size}))
         model_dir = folder / "model"
         save_model(
-            path=str(model_dir), python_model=str(TASKS_PACKAGE / "pyfunc_model.py"),
+            path=str(model_dir), python_model=str(PYFUNC_ENTRY),
             artifacts={"weights": str(weights_path), "config": str(config_path)},
             code_paths=[str(TASKS_PACKAGE)], pip_requirements=pip_requirements(model), signature=signature,
             metadata={"input_modality": modality, "input": INPUT_DESCRIPTION[modality]},

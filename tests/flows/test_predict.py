@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tasks.core.errors import TransferflowError
-from tasks.predict import read_inputs
+from tasks.registry.predict import read_inputs
 from tests.registered_models import SMALL_IMAGE_MODEL, TEXT_MODEL, open_store, png_base64, register, save_checkpoint
 
 TRANSFERFLOW = Path(sys.executable).parent / "transferflow"
@@ -150,7 +150,7 @@ def test_a_folder_of_images_in_batches_to_a_csv(image_workdir, tmp_path):
     import mlflow
     import pandas as pd
 
-    from tasks.predict import predict_in_batches
+    from tasks.registry.predict import predict_in_batches
 
     folder = tmp_path / "incoming"
     colours = [(i * 37 % 256, i * 91 % 256, i * 53 % 256) for i in range(70)]
@@ -167,7 +167,7 @@ def test_a_folder_of_images_in_batches_to_a_csv(image_workdir, tmp_path):
     assert list(written.columns) == ["input", "label", "probability", "p_ants", "p_bees"]
     files = sorted(p for p in folder.rglob("*.png"))
     assert written["input"].tolist() == [str(p.relative_to(folder)) for p in files]
-    from tasks.predict import registered_model
+    from tasks.registry.predict import registered_model
 
     with registered_model("models:/insects@champion", image_workdir) as model:
         served = model.predict(pd.DataFrame({"input": [base64.b64encode(p.read_bytes()).decode() for p in files]}))

@@ -160,7 +160,7 @@ def test_each_test_metric_recomputed_from_its_registered_model(retrains):
 OPEN_STORE = """
 import sys
 from pathlib import Path
-from tasks.tracking import client_for, experiment_id
+from tasks.registry.tracking import client_for, experiment_id
 workdir = Path(sys.argv[1])
 experiment_id(client_for(workdir), "sms-concurrent", workdir)
 """

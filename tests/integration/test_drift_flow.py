@@ -128,8 +128,8 @@ def test_an_in_domain_batch_is_not_flagged_and_nothing_is_stored(checked):
 def test_a_batch_from_another_domain_is_flagged_with_a_recomputed_score(checked):
     """The score is recomputed with numpy from the stored reference and the champion backbone's
     embeddings of the batch; the p-value is at its floor 1/(permutations + 1)."""
-    from tasks.champion import restore_registered
     from tasks.models.features import embed_inputs
+    from tasks.registry.champion import restore_registered
 
     _, reports, client, folder, _ = checked
     report = reports["shifted"]

@@ -44,7 +44,7 @@ from mlflow import MlflowClient
 from tasks.models.backbones import load_backbone
 from tasks.models.checkpoints import legacy_config, read_checkpoint
 from tasks.config.families import model_spec
-from tasks.serving import log_and_register
+from tasks.registry.serving import log_and_register
 from tasks.training.fit import Classifier, new_head
 
 model = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=32))
@@ -106,7 +106,7 @@ def test_the_version_answers_with_its_own_modules_and_ours_come_back(frozen_vers
     import pandas as pd
 
     import tasks
-    from tasks.predict import registered_model
+    from tasks.registry.predict import registered_model
 
     workdir, images, _ = frozen_version
     ours = sys.modules["tasks"]

@@ -62,7 +62,7 @@ def test_a_retrain_starts_from_the_champions_backbone(tmp_path, sms_spam):
 
     baseline = summary.stages[0]
     assert baseline.started_from == "champion v1" and "embeddings computed" in baseline.notes
-    from tasks.tracking import client_for
+    from tasks.registry.tracking import client_for
 
     client = client_for(workdir)
     assert client.get_run(summary.run_id).data.tags["started_from"] == "champion v1"

@@ -100,7 +100,7 @@ def test_each_family_round_trips_a_checkpoint_and_the_served_pyfunc(family, tmp_
 
     from tasks.models.checkpoints import Checkpoint, restore_classifier_from, save_checkpoint
     from tasks.models.classifier import Classifier, new_head
-    from tasks.serving import save_pyfunc
+    from tasks.registry.serving import save_pyfunc
 
     spec = example_model(family, tmp_path)
     backbone = load_backbone(spec)
@@ -126,7 +126,7 @@ def test_each_family_round_trips_a_checkpoint_and_the_served_pyfunc(family, tmp_
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_each_familys_served_requirements_come_from_its_registration(family, tmp_path):
-    from tasks.serving import CORE_REQUIREMENTS, pip_requirements
+    from tasks.registry.serving import CORE_REQUIREMENTS, pip_requirements
 
     spec = example_model(family, tmp_path)
     needed = pip_requirements(spec)

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import recall_score
 
-from tasks.champion import ChampionComparison, comparability, score_champion
 from tasks.config.spec import MetricSpec
-from tasks.gate import Exposure, decide
+from tasks.decisions.gate import ChampionComparison, Exposure, decide
+from tasks.registry.champion import comparability, score_champion
 from tests.registered_models import SMALL_IMAGE_MODEL, open_store, png_base64, register
 
 MACRO_F1 = MetricSpec(name="macro_f1", target=0.8)

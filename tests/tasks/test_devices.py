@@ -70,7 +70,7 @@ def test_batches_and_modules_move_with_their_layout():
 
 
 def test_a_served_model_follows_transferflow_device(monkeypatch):
-    from tasks.serving import serving_device
+    from tasks.registry.serving import serving_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)

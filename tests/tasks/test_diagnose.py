@@ -3,7 +3,7 @@
 import numpy as np
 
 from tasks.config.spec import MetricSpec
-from tasks.diagnose import lagging_classes
+from tasks.decisions.diagnose import lagging_classes
 from tasks.training.metrics import classification_metrics
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)

@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from tasks.champion import ChampionComparison
 from tasks.config.spec import MetricSpec
-from tasks.gate import Exposure, decide, exposure_of, record_test_evaluation
-from tasks.tracking import client_for
+from tasks.decisions.gate import ChampionComparison, Exposure, decide
+from tasks.registry.ledger import exposure_of, record_test_evaluation
+from tasks.registry.tracking import client_for
 
 TAGS = {"test_fingerprint": "t", "data_fingerprint": "d", "source_run_id": "r"}
 
@@ -82,7 +82,7 @@ def test_gate_passes_on_the_whole_split_and_states_the_exposure():
 def test_fresh_part_metric_is_the_metric_on_the_never_read_examples_only():
     from sklearn.metrics import recall_score
 
-    from tasks.gate import fresh_part_metric
+    from tasks.decisions.gate import fresh_part_metric
 
     y_true = np.array([1, 1, 1, 1, 0, 0, 1, 1])
     y_pred = np.array([1, 0, 0, 0, 0, 1, 1, 1])

@@ -77,8 +77,7 @@ SPAM = MetricSpec(name="recall", **{"class": "spam"}, target=0.9)
 
 def gate_on(y_true: np.ndarray, y_pred: np.ndarray, metric: MetricSpec, prevalence: float):
     """The gate's decision on these test answers, with the guard resolved as the flow does."""
-    from tasks.champion import ChampionComparison
-    from tasks.gate import Exposure, decide
+    from tasks.decisions.gate import ChampionComparison, Exposure, decide
     from tasks.training.metrics import resolve_guard
 
     scores = classification_metrics(y_true, y_pred, CLASSES)
@@ -104,8 +103,7 @@ def test_a_precision_contract_met_by_answering_the_class_once_fails_its_recall_g
 
 
 def test_a_declared_guard_is_the_floor_and_a_guard_needs_its_value():
-    from tasks.champion import ChampionComparison
-    from tasks.gate import Exposure, decide
+    from tasks.decisions.gate import ChampionComparison, Exposure, decide
     from tasks.training.metrics import Guard
 
     declared = MetricSpec(name="recall", **{"class": "spam"}, target=0.9, guard={"precision": 0.3})
@@ -116,7 +114,7 @@ def test_a_declared_guard_is_the_floor_and_a_guard_needs_its_value():
 
 
 def test_a_champion_that_breaks_the_guard_holds_no_challenger_back():
-    from tasks.champion import ChampionComparison
+    from tasks.decisions.gate import ChampionComparison
 
     cheat = ChampionComparison("3", 1.0, broken_guard="precision_spam >= 0.6000", guard_value=0.2)
     assert cheat.allows(0.91, max_regression=0.0)

@@ -18,12 +18,12 @@ from sklearn.metrics import precision_recall_fscore_support
 from tasks.config.spec import MetricSpec, Spec
 from tasks.core.hashing import sha256_file
 from tasks.data.split import SplitRef
+from tasks.decisions.operating_point import choose_threshold, lower_bound
 from tasks.learn import StageResult, contract_for
 from tasks.models.checkpoints import Checkpoint, read_checkpoint, save_checkpoint
 from tasks.models.classifier import OperatingPoint, apply_operating_point
-from tasks.operating_point import choose_threshold, lower_bound
 from tasks.prepare import DatasetRef, TrackingRef
-from tasks.serving import log_and_register
+from tasks.registry.serving import log_and_register
 from tasks.training.metrics import Contract, Guard, classification_metrics
 from tests.registered_models import SMALL_IMAGE_MODEL, open_store, png_base64
 
@@ -175,7 +175,7 @@ def run(tmp_path_factory):
     from tasks.models.backbones import load_backbone
     from tasks.models.classifier import Classifier, new_head, predict_proba
     from tasks.models.loader import Batches
-    from tasks.tracking import client_for, experiment_id, start_run
+    from tasks.registry.tracking import client_for, experiment_id, start_run
 
     folder = tmp_path_factory.mktemp("run")
     paths = {name: colour_images(folder, n, seed) for seed, (name, n) in enumerate(
@@ -238,7 +238,7 @@ def probabilities_of(checkpoint_path: Path, inputs: list[str]) -> np.ndarray:
 
 
 def test_the_threshold_is_chosen_on_validation_and_stored_in_a_new_checkpoint(run, thresholded):
-    from tasks.tracking import client_for
+    from tasks.registry.tracking import client_for
 
     spec, dataset, split, selected, tracking, table = run
     val = table.iloc[20:44]

@@ -11,9 +11,9 @@ import pytest
 import torch
 from mlflow.exceptions import MlflowException
 
-from tasks.champion import registered_artifacts, registered_checkpoint, restore_registered
 from tasks.config.families import model_spec
-from tasks.serving import decode_image
+from tasks.registry.champion import registered_artifacts, registered_checkpoint, restore_registered
+from tasks.registry.serving import decode_image
 from tests.registered_models import (
     SMALL_IMAGE_MODEL,
     open_store,

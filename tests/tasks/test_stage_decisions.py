@@ -4,7 +4,7 @@ which they apply when several do (overfitting and a lagging class act first)."""
 import pytest
 
 from tasks.config.spec import MetricSpec
-from tasks.diagnose import StageContext, decide_next_step, lagging_classes
+from tasks.decisions.diagnose import StageContext, decide_next_step, lagging_classes
 from tasks.training.fit import EpochRecord, FitResult
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from tasks.config.families import model_spec
 from tasks.config.spec import RetrainSpec
 from tasks.core.errors import SpecError
-from tasks.warm_start import champion_starting_point, check_same_base_model
+from tasks.registry.warm_start import champion_starting_point, check_same_base_model
 from tests.conftest import write_config
 
 MINILM = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2"))

@@ -1,32 +1,19 @@
-"""The gate: one test evaluation, a ledger of what every evaluation read, and the decision.
+"""The gate: the decision that alone may move the `champion` alias, from one test read.
 
-A test example that earlier evaluations have used has informed choices and is no longer
-untouched. The ledger (an MLflow experiment, one run per evaluation with the ids it read) counts
-that exposure per example, within one split history of one registry model, so growing the data
-does not reset the count: the gate reports how much of its test split is fresh, and the metric
-on the fresh part alone when there is enough of it.
+It passes when the whole test split meets the target, keeps the guard, and the challenger does not
+trail the current champion by more than `gate.max_regression` on the same test examples. How much
+of the test split earlier evaluations already read (tasks/registry/ledger.py) is evidence beside
+it, with the metric on the fresh part alone when there is enough of it.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-from collections import Counter
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
-from mlflow import MlflowClient
-from mlflow.entities import Run
 
-from tasks.champion import ChampionComparison
 from tasks.config.spec import MetricSpec
-from tasks.core.atomic import exclusive_lock
-from tasks.tracking import end_run, experiment_id, log_scores, log_text, start_run
 from tasks.training.metrics import Guard, classification_metrics, contract_value, meets_target
-
-LEDGER_EXPERIMENT = "transferflow-test-ledger"
-READ_IDS_ARTIFACT = "test_ids.json"
 
 
 @dataclass(frozen=True)
@@ -47,6 +34,36 @@ class Exposure:
             return f"all {self.n_test} test examples are fresh (no earlier evaluation read them)"
         return (f"{self.seen_before} of {self.n_test} test examples were used by {self.prior_evaluations} earlier "
                 f"evaluation(s), up to {self.max_prior_uses} time(s) each; {self.fresh} are fresh")
+
+
+@dataclass(frozen=True)
+class ChampionComparison:
+    """What the gate knows about the current champion on this run's test split."""
+
+    version: str | None           # None: no champion yet
+    value: float | None           # its declared metric on this test split; None when not compared
+    skipped_because: str = ""     # why a champion was not compared
+    broken_guard: str = ""        # the guard the champion breaks on this test split, if it does
+    guard_value: float | None = None  # the champion's guarded score there
+
+    def allows(self, challenger: float, max_regression: float) -> bool:
+        """Every supported metric is higher-is-better: the challenger may trail by max_regression.
+        A champion that breaks the guard blocks nobody: its score is bought by answering the class
+        everywhere (a challenger that breaks it too fails the gate on its own guard)."""
+        return self.value is None or bool(self.broken_guard) or challenger >= self.value - max_regression
+
+    def describe(self, challenger: float, max_regression: float) -> str:
+        if self.version is None:
+            return "no champion yet"
+        if self.value is None:
+            return f"champion version {self.version} not compared: {self.skipped_because}"
+        if self.broken_guard:
+            return (f"champion version {self.version} scores {self.value:.4f} on the same test split, but breaks the "
+                    f"guard {self.broken_guard} there ({self.guard_value:.4f}), so it cannot hold back the challenger")
+        margin = challenger - self.value
+        verdict = "not worse beyond" if self.allows(challenger, max_regression) else "WORSE than allowed by"
+        return (f"champion version {self.version} scores {self.value:.4f} on the same test split; the challenger is "
+                f"{margin:+.4f} ({verdict} gate.max_regression {max_regression:g})")
 
 
 @dataclass(frozen=True)
@@ -89,39 +106,6 @@ class GateDecision:
         return text
 
 
-def record_test_evaluation(client: MlflowClient, workdir: Path, model_name: str, split_history: str,
-                           test_ids: list[str], tags: dict[str, str], metric_key: str,
-                           value: float) -> tuple[dict[str, int], int]:
-    """Add this evaluation (and the ids it read) to the ledger. Returns, per test id, how many
-    earlier evaluations of this model and split history read it, and how many earlier
-    evaluations read any of them.
-
-    Counting and recording happen under one exclusive file lock in the workdir, so concurrent
-    runs on this machine cannot both count the same prior evaluations. (Run ids and client-side
-    start times give no commit order, so record-then-count alone is not exact.)"""
-    ledger = experiment_id(client, LEDGER_EXPERIMENT, workdir)
-    wanted = set(test_ids)
-    with exclusive_lock(workdir / "locks" / "test-ledger.lock"):
-        uses: Counter[str] = Counter()
-        touching = 0
-        for run in _all_runs(client, ledger, f"tags.registered_model = '{model_name}' "
-                                             f"and tags.split_history = '{split_history}'"):
-            read = wanted & set(_read_ids(client, run.info.run_id))
-            uses.update(read)
-            touching += bool(read)
-        run_id = start_run(client, ledger, f"{model_name}-test-{split_history[:8]}", tags={
-            **tags, "registered_model": model_name, "split_history": split_history, "metric": metric_key})
-        log_text(client, run_id, json.dumps(sorted(wanted)), READ_IDS_ARTIFACT)
-    log_scores(client, run_id, {metric_key: value})
-    end_run(client, run_id, succeeded=True)
-    return {example_id: uses[example_id] for example_id in test_ids}, touching
-
-
-def exposure_of(prior_uses: dict[str, int], prior_evaluations: int) -> Exposure:
-    seen = [n for n in prior_uses.values() if n]
-    return Exposure(len(prior_uses), len(seen), prior_evaluations, max(seen, default=0))
-
-
 def fresh_part_metric(y_true: np.ndarray, y_pred: np.ndarray, prior_uses: list[int], classes: list[str],
                       metric: MetricSpec, min_fresh: int) -> float | None:
     """The declared metric on the test examples no earlier evaluation read: worth reporting only
@@ -130,11 +114,6 @@ def fresh_part_metric(y_true: np.ndarray, y_pred: np.ndarray, prior_uses: list[i
     if fresh.all() or fresh.sum() < min_fresh:
         return None
     return contract_value(classification_metrics(y_true[fresh], y_pred[fresh], classes), metric)
-
-
-def _read_ids(client: MlflowClient, run_id: str) -> list[str]:
-    with tempfile.TemporaryDirectory() as folder:
-        return json.loads(Path(client.download_artifacts(run_id, READ_IDS_ARTIFACT, folder)).read_text())
 
 
 def decide(test_value: float, metric: MetricSpec, exposure: Exposure, fresh_value: float | None, min_fresh: int,
@@ -149,15 +128,3 @@ def decide(test_value: float, metric: MetricSpec, exposure: Exposure, fresh_valu
                             champion, max_regression, guard, guard_value)
     passed = meets_target(test_value, metric) and decision.guard_holds and champion.allows(test_value, max_regression)
     return replace(decision, passed=passed)
-
-
-def _all_runs(client: MlflowClient, experiment: str, filter_string: str) -> list[Run]:
-    runs: list[Run] = []
-    page_token = None
-    while True:
-        page = client.search_runs([experiment], filter_string=filter_string, max_results=1000,
-                                  page_token=page_token)
-        runs += page
-        page_token = page.token
-        if not page_token:
-            return runs

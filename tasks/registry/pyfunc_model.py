@@ -3,6 +3,6 @@
 
 from mlflow.models import set_model
 
-from tasks.serving import TransferflowModel
+from tasks.registry.serving import TransferflowModel
 
 set_model(TransferflowModel())

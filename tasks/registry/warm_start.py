@@ -37,9 +37,9 @@ class StartingPoint:
 def champion_starting_point(client: MlflowClient, spec: Spec, folder: Path) -> StartingPoint | None:
     """The champion's encoder weights written under `folder`, or None when there is no champion
     yet (the first run of a model starts from the pretrained weights)."""
-    from tasks.champion import current_champion, registered_artifacts
     from tasks.core.atomic import write_atomic
     from tasks.core.hashing import sha256_file
+    from tasks.registry.champion import current_champion, registered_artifacts
 
     champion = current_champion(client, spec.registry.model_name, spec.registry.alias)
     if champion is None:

@@ -41,7 +41,8 @@ CORE_REQUIREMENTS = [
 def pip_requirements(model: FamilyOptions) -> list[str]:
     """The served model's pip requirements: the core, then what its family and model add."""
     return [*CORE_REQUIREMENTS, *model.serving_requirements()]
-TASKS_PACKAGE = Path(__file__).resolve().parent
+TASKS_PACKAGE = Path(__file__).resolve().parents[1]  # the whole `tasks` package is logged with every version
+PYFUNC_ENTRY = Path(__file__).resolve().parent / "pyfunc_model.py"  # the version's "models from code" file
 REGISTERED_CHECKPOINT = "checkpoint.pt"  # the file name of a version's `weights` artifact
 # What a client sends, by modality: the version's description and the MLmodel metadata say it.
 INPUT_DESCRIPTION = {
@@ -162,7 +163,7 @@ def save_pyfunc(folder: Path, checkpoint: Checkpoint, batch_size: int) -> Path:
     weights = save_checkpoint(folder / REGISTERED_CHECKPOINT, checkpoint.for_serving())
     model_dir = folder / "model"
     save_model(
-        path=str(model_dir), python_model=str(TASKS_PACKAGE / "pyfunc_model.py"),
+        path=str(model_dir), python_model=str(PYFUNC_ENTRY),
         artifacts={"weights": str(weights)}, model_config={"batch_size": batch_size},
         code_paths=[str(TASKS_PACKAGE)], pip_requirements=pip_requirements(checkpoint.model), signature=signature,
         metadata={"input_modality": modality, "input": INPUT_DESCRIPTION[modality]},

@@ -13,7 +13,6 @@ import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from tasks.config.spec import AGGREGATE_METRICS, MetricSpec
+from tasks.decisions.gate import ChampionComparison
 from tasks.training.metrics import Guard, classification_metrics, contract_value
 
 if TYPE_CHECKING:
@@ -30,36 +30,6 @@ if TYPE_CHECKING:
     from tasks.models.classifier import Classifier
 
 LEGACY_CONFIG = "model_config.json"  # beside the bare state dict of a version registered by older code
-
-
-@dataclass(frozen=True)
-class ChampionComparison:
-    """What the gate knows about the current champion on this run's test split."""
-
-    version: str | None           # None: no champion yet
-    value: float | None           # its declared metric on this test split; None when not compared
-    skipped_because: str = ""     # why a champion was not compared
-    broken_guard: str = ""        # the guard the champion breaks on this test split, if it does
-    guard_value: float | None = None  # the champion's guarded score there
-
-    def allows(self, challenger: float, max_regression: float) -> bool:
-        """Every supported metric is higher-is-better: the challenger may trail by max_regression.
-        A champion that breaks the guard blocks nobody: its score is bought by answering the class
-        everywhere (a challenger that breaks it too fails the gate on its own guard)."""
-        return self.value is None or bool(self.broken_guard) or challenger >= self.value - max_regression
-
-    def describe(self, challenger: float, max_regression: float) -> str:
-        if self.version is None:
-            return "no champion yet"
-        if self.value is None:
-            return f"champion version {self.version} not compared: {self.skipped_because}"
-        if self.broken_guard:
-            return (f"champion version {self.version} scores {self.value:.4f} on the same test split, but breaks the "
-                    f"guard {self.broken_guard} there ({self.guard_value:.4f}), so it cannot hold back the challenger")
-        margin = challenger - self.value
-        verdict = "not worse beyond" if self.allows(challenger, max_regression) else "WORSE than allowed by"
-        return (f"champion version {self.version} scores {self.value:.4f} on the same test split; the challenger is "
-                f"{margin:+.4f} ({verdict} gate.max_regression {max_regression:g})")
 
 
 def current_champion(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
@@ -111,7 +81,7 @@ def score_champion(client: MlflowClient, model_name: str, alias: str, inputs: li
 
 
 def registered_checkpoint(client: MlflowClient, run_id: str) -> Checkpoint:
-    """The checkpoint a registered version serves (see tasks.serving.save_pyfunc), read from the
+    """The checkpoint a registered version serves (see tasks.registry.serving.save_pyfunc), read from the
     version's own artifacts. A version registered before checkpoints described themselves holds a
     bare state dict beside model_config.json, which says the model and classes."""
     from tasks.models.checkpoints import read_checkpoint

@@ -161,7 +161,7 @@ def _set_aside(package: str) -> dict[str, Any]:
 
 def _existing_store_client(workdir: Path, model_uri: str) -> Any:
     """A client for a store that exists: opening a missing SQLite file would create one."""
-    from tasks.tracking import client_for
+    from tasks.registry.tracking import client_for
 
     store = workdir / "mlflow.db"
     if not os.environ.get("MLFLOW_TRACKING_URI") and not store.is_file():
