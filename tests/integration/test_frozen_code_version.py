@@ -41,11 +41,11 @@ import pandas as pd
 import torch
 from mlflow import MlflowClient
 
-from tasks.models.backbones import load_backbone
-from tasks.models.checkpoints import legacy_config, read_checkpoint
-from tasks.config.families import model_spec
-from tasks.registry.serving import log_and_register
-from tasks.training.fit import Classifier, new_head
+from tasks.backbones import load_backbone
+from tasks.checkpoints import legacy_config, read_checkpoint
+from tasks.families import model_spec
+from tasks.serving import log_and_register
+from tasks.train import Classifier, new_head
 
 model = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=32))
 backbone = load_backbone(model)
