@@ -36,10 +36,10 @@ def main() -> None:
 
     from tasks.config.spec import load_spec
     from tasks.data.demo_data import materialize
-    from tasks.drift import input_statistics, read_incoming
-    from tasks.mmd import mmd_permutation_test
     from tasks.models.backbones import load_backbone
     from tasks.models.features import embed_inputs
+    from tasks.monitoring.drift import input_statistics, read_incoming
+    from tasks.monitoring.mmd import mmd_permutation_test
 
     spec = load_spec(args.config)
     torch.set_num_threads(len(os.sched_getaffinity(0)))

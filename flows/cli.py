@@ -113,7 +113,7 @@ def drift(config: Path = typer.Argument(..., help="YAML config"),
     embeddings). Exits 0 with or without drift: the decision is in the output."""
     with _user_errors():
         from tasks.config.spec import load_spec
-        from tasks.drift import locate_champion, read_incoming
+        from tasks.monitoring.drift import locate_champion, read_incoming
 
         spec = load_spec(config)  # config, batch and champion are checked before the flow starts
         read_incoming(incoming, spec.modality, column or spec.data.csv_columns.text)

@@ -368,8 +368,8 @@ def select_on_validation(spec: Spec, stages: list[StageResult], decisions: Decis
     """The best stage on validation by the contract (guard first, then the metric; ties keep the
     earlier, simpler model). The curves the choice rests on, and the selected model's per-class
     scores, are logged with it."""
-    from tasks.plots import learning_curves_figure, per_class_figure
     from tasks.registry.tracking import client_for, log_figure
+    from tasks.reports.plots import learning_curves_figure, per_class_figure
 
     selected = choose_stage(stages, contract)
     client = client_for(spec.workdir)

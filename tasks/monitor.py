@@ -13,9 +13,9 @@ import torch
 
 from tasks.config.spec import Spec
 from tasks.data.split import SplitRef
-from tasks.drift import ChampionRef, IncomingBatch
-from tasks.drift_report import DriftReport
 from tasks.learn import StageResult
+from tasks.monitoring.drift import ChampionRef, IncomingBatch
+from tasks.monitoring.drift_report import DriftReport
 from tasks.prepare import DatasetRef, TrackingRef
 from tasks.release import GateOutcome
 from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
@@ -36,11 +36,11 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
 
     from tasks.data.split import train_val_ids
     from tasks.data.table import read_examples
-    from tasks.drift import REFERENCE_DIR, log_reference, what_the_model_sees
     from tasks.learn import on_runtime_device
     from tasks.models.backbones import load_backbone
     from tasks.models.checkpoints import legacy_config, restore_classifier_from
     from tasks.models.features import cached_embeddings, open_cache
+    from tasks.monitoring.drift import REFERENCE_DIR, log_reference, what_the_model_sees
     from tasks.registry.tracking import client_for
 
     classes, batch_size = list(dataset.classes), spec.train.batch_size
@@ -76,7 +76,7 @@ def _same_weights(module: torch.nn.Module, other: torch.nn.Module) -> bool:
 
 @step("read incoming batch")
 def read_incoming_batch(spec: Spec, incoming: str, text_column: str | None) -> IncomingBatch:
-    from tasks.drift import read_incoming
+    from tasks.monitoring.drift import read_incoming
 
     batch = read_incoming(Path(incoming), spec.modality, text_column or spec.data.csv_columns.text)
     print(f"Incoming: {len(batch.inputs)} {batch.modality} input(s) from {batch.source}")
@@ -88,7 +88,7 @@ def read_incoming_batch(spec: Spec, incoming: str, text_column: str | None) -> I
 
 @step("find the champion")
 def find_champion(spec: Spec) -> ChampionRef:
-    from tasks.drift import locate_champion
+    from tasks.monitoring.drift import locate_champion
 
     return locate_champion(spec.workdir, spec.registry.model_name, spec.registry.alias)
 
@@ -99,9 +99,9 @@ def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> 
     import numpy as np
 
     from tasks.core.errors import DataError
-    from tasks.drift import MAX_TESTED, class_mix_shift, load_reference, what_the_model_sees
-    from tasks.drift_report import statistic_shifts
-    from tasks.mmd import mmd_permutation_test
+    from tasks.monitoring.drift import MAX_TESTED, class_mix_shift, load_reference, what_the_model_sees
+    from tasks.monitoring.drift_report import statistic_shifts
+    from tasks.monitoring.mmd import mmd_permutation_test
     from tasks.registry.champion import restore_registered
     from tasks.registry.tracking import client_for
 
@@ -167,7 +167,7 @@ def keep_incoming_batch(spec: Spec, batch: IncomingBatch, report: DriftReport, t
 def publish_drift_report(spec: Spec, config_path: str, report: DriftReport, trigger: str) -> DriftReport:
     """The report in MLflow (experiment `<model>-drift`) and the Prefect UI; on drift, the event
     `transferflow.drift.detected` that a retrain deployment can be triggered by."""
-    from tasks.drift_report import render_markdown
+    from tasks.monitoring.drift_report import render_markdown
 
     report = replace(report, mlflow_run_id=_log_drift_run(spec, report, trigger))
     publish_markdown(artifact_key(report.model_name, "drift"), render_markdown(report),
@@ -181,7 +181,7 @@ def publish_drift_report(spec: Spec, config_path: str, report: DriftReport, trig
 
 def _log_drift_run(spec: Spec, report: DriftReport, trigger: str) -> str:
     """One finished MLflow run per check: numbers, the markdown report, its JSON and the plot."""
-    from tasks.drift_report import drift_figure, render_markdown
+    from tasks.monitoring.drift_report import drift_figure, render_markdown
     from tasks.registry import tracking
 
     name = report.model_name

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.config.spec import Spec, load_spec
 from tasks.core.errors import DataError, DataQualityError
 from tasks.data.split import SplitRef
-from tasks.data_report import Outcome, Section
+from tasks.reports.data_report import Outcome, Section
 from tasks.step import artifact_key, publish_markdown, publish_table, step, tag_flow_run
 
 if TYPE_CHECKING:
@@ -97,9 +97,9 @@ class Prepared:
 def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None = None) -> Prepared:
     """Steps 2-4, shared by the training flow and `validate` (which tracks nothing, and loads
     every candidate instead of running their tournament). Steps 2-3 also write the data report
-    (`tasks.data_report`), whether they pass or a policy stops the run. `dataset`: step 2a's
+    (`tasks.reports.data_report`), whether they pass or a policy stops the run. `dataset`: step 2a's
     result when the caller has loaded the data already (the flow, to see whether it is new)."""
-    from tasks.data_report import report_folder
+    from tasks.reports.data_report import report_folder
 
     dataset = dataset or load_data(spec)                        # 2. data + label quality
     folder = report_folder(spec.workdir, spec.registry.model_name, dataset.fingerprint)
@@ -260,7 +260,7 @@ def odd_inputs_section(spec: Spec, dataset: DatasetRef, folder: Path) -> Section
     import pandas as pd
 
     from tasks.core.atomic import write_text_atomic
-    from tasks.data_report import markdown_table
+    from tasks.reports.data_report import markdown_table
 
     taken_out = [("odd input", line) for line in dataset.odd_inputs] + \
         [("conflicting labels", line) for line in dataset.conflicts_dropped]
@@ -289,7 +289,7 @@ def check_label_quality(spec: Spec, dataset: DatasetRef, folder: Path) -> Qualit
     from tasks.audit.quality import audit_labels
     from tasks.core.atomic import write_text_atomic
     from tasks.data.table import LoadedData, read_table
-    from tasks.data_docs import write_data_docs
+    from tasks.reports.data_docs import write_data_docs
 
     loaded = LoadedData(read_table(dataset.table_path), dataset.declared_classes, dataset.skipped_files)
     report = audit_labels(loaded, spec.data, spec.metric, dataset.odd_inputs, dataset.conflicts_dropped)
@@ -396,7 +396,7 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     from tasks.core.atomic import write_text_atomic
     from tasks.data.split import train_val_ids, without_examples
     from tasks.data.table import read_examples
-    from tasks.data_report import markdown_table
+    from tasks.reports.data_report import markdown_table
 
     train_ids, val_ids = train_val_ids(split.manifest_path)
     table = read_examples(dataset.table_path)
@@ -417,7 +417,7 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     write_text_atomic(folder / "outliers.csv", outliers.to_csv(index=False))
     files = ["label_issues.csv", "outliers.csv"]
     if spec.modality == "image" and not found.empty:
-        from tasks.plots import save_figure, suspects_figure
+        from tasks.reports.plots import save_figure, suspects_figure
 
         save_figure(suspects_figure(found.head(16)), folder / "label_suspects.png")
         files.append("label_suspects.png")
@@ -480,7 +480,7 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     from tasks.core.atomic import write_text_atomic
     from tasks.data.split import quarantined_test_ids, train_val_ids, without_examples
     from tasks.data.table import read_examples
-    from tasks.data_report import markdown_table
+    from tasks.reports.data_report import markdown_table
 
     train_ids, val_ids = train_val_ids(split.manifest_path)
     if len(train_ids) < MIN_TRAIN_FOR_LEAKAGE:
@@ -501,7 +501,7 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     write_text_atomic(folder / "leakage_pairs.csv", pairs.to_csv(index=False))
     files = ["leakage_pairs.csv"]
     if spec.modality == "image" and not pairs.empty:
-        from tasks.plots import leakage_figure, save_figure
+        from tasks.reports.plots import leakage_figure, save_figure
 
         save_figure(leakage_figure(pairs.head(8)), folder / "leakage_pairs.png")
         files.append("leakage_pairs.png")
@@ -537,7 +537,7 @@ def finish_data_report(spec: Spec, dataset: DatasetRef, class_counts: dict[str, 
                        tracking: TrackingRef | None, folder: Path, stopped: str | None = None) -> ReportRef:
     """Write report.md, show it in the Prefect UI, and log it with every file its sections wrote to
     the MLflow run (under quality/). `class_counts`: the label-quality check's (distinct examples)."""
-    from tasks.data_report import DataReport, write_report
+    from tasks.reports.data_report import DataReport, write_report
 
     report = DataReport(str(spec.data.path), dataset.fingerprint, class_counts, spec.metric.class_name,
                         tuple(sections), stopped)

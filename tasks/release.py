@@ -185,10 +185,10 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     from tasks.models.checkpoints import legacy_config, restore_classifier_from
     from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
     from tasks.models.loader import Batches
-    from tasks.plots import confusion_matrix_figure
     from tasks.registry.champion import score_champion
     from tasks.registry.ledger import exposure_of, record_test_evaluation
     from tasks.registry.tracking import client_for, log_figure, log_scores
+    from tasks.reports.plots import confusion_matrix_figure
     from tasks.training.metrics import classification_metrics, contract_value
 
     classes = list(dataset.classes)
@@ -274,9 +274,9 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
 def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], selected: StageResult,
                      test: TestResult, outcome: GateOutcome, tracking: TrackingRef,
                      decisions: list[dict[str, Any]] | None = None) -> str:
-    from tasks.model_card import CardFacts, render_model_card
     from tasks.registry.serving import INPUT_DESCRIPTION
     from tasks.registry.tracking import client_for, log_text
+    from tasks.reports.model_card import CardFacts, render_model_card
 
     modality = spec.model.MODALITY
     dataset, quality, split, base_model = prepared.dataset, prepared.quality, prepared.split, prepared.base_model

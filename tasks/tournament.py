@@ -119,7 +119,7 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
     client = client_for(spec.workdir)
     log_text(client, tracking.run_id, table, "tournament/candidates.md")
     log_text(client, tracking.run_id, json.dumps([asdict(r) for r in results], indent=2), "tournament/candidates.json")
-    from tasks.plots import tournament_figure
+    from tasks.reports.plots import tournament_figure
 
     log_figure(client, tracking.run_id, tournament_figure(results, spec.metric.key, spec.metric.target),
                "tournament/metric_vs_throughput.png")

@@ -9,7 +9,7 @@ Errors stop the flow before any training; warnings are reported and the flow goe
 
 Each expectation carries its check's name (GX `description`) and severity (error: GX "critical"),
 so the GX validation results (`QualityReport.gx_results`, plain JSON) and the Data Docs rendered
-from them (tasks/data_docs.py) read as the report does.
+from them (tasks/reports/data_docs.py) read as the report does.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ to FAIL, class counts with shares, and a word when the metric's class is rare.""
 
 from __future__ import annotations
 
-from tasks.data_report import DataReport, Section, markdown_table, rare_class_hint, report_folder, write_report
+from tasks.reports.data_report import DataReport, Section, markdown_table, rare_class_hint, report_folder, write_report
 
 COUNTS = {"ham": 900, "spam": 100}
 

@@ -14,7 +14,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
 from tasks.config.spec import class_metric_key
-from tasks.plots import STAGE_WIDTH_CAP, figure_png_bytes, learning_curves_figure, per_class_figure
+from tasks.reports.plots import STAGE_WIDTH_CAP, figure_png_bytes, learning_curves_figure, per_class_figure
 from tasks.training.fit import EpochRecord
 
 CLASSES = ["ham", "spam", "top-up failed!"]
@@ -219,7 +219,7 @@ def test_figure_png_bytes_is_a_png():
 def test_the_suspects_contact_sheet_shows_each_image_with_given_and_suggested_labels(tmp_path):
     import pandas as pd
 
-    from tasks.plots import suspects_figure
+    from tasks.reports.plots import suspects_figure
     from tests.conftest import small_image
 
     paths = []
@@ -239,7 +239,7 @@ def test_leakage_pairs_are_drawn_side_by_side_with_their_similarity(tmp_path):
     import pandas as pd
     from PIL import Image
 
-    from tasks.plots import leakage_figure, save_figure
+    from tasks.reports.plots import leakage_figure, save_figure
     from tests.conftest import small_image
 
     for name, colour in [("t.png", (200, 30, 30)), ("a.png", (190, 35, 30)), ("v.png", (20, 30, 200)),

@@ -12,7 +12,7 @@ from tasks.audit.odd_inputs import take_out
 from tasks.audit.quality import audit_labels
 from tasks.config.spec import MetricSpec, data_spec
 from tasks.data.table import LoadedData, load_examples
-from tasks.data_docs import write_data_docs
+from tasks.reports.data_docs import write_data_docs
 from tests.conftest import small_image
 
 ACCURACY = MetricSpec(name="accuracy", target=0.9)

@@ -41,7 +41,7 @@ class DriftReport:
     score: float                 # unbiased MMD^2 between reference and incoming embeddings
     alpha: float
     n: int                       # incoming inputs
-    n_tested: int                # of them in the test (all, up to tasks.drift.MAX_TESTED)
+    n_tested: int                # of them in the test (all, up to tasks.monitoring.drift.MAX_TESTED)
     reference_n: int
     permutations: int
     bandwidth: float

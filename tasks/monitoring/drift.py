@@ -4,7 +4,7 @@ The reference is a sample of the champion's training examples embedded by its ow
 fine-tuned) at promotion, stored as artifacts of the version's run under `drift_reference/`:
 `embeddings.npy` and `reference.json` (class mix the champion predicts on them, input statistics).
 A drift check embeds the incoming inputs with the same backbone, so both samples are what the
-model sees, and compares them with the MMD permutation test (tasks/mmd.py).
+model sees, and compares them with the MMD permutation test (tasks/monitoring/mmd.py).
 """
 
 from __future__ import annotations
