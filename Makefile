@@ -23,10 +23,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/transferflow run configs/digits-demo.yaml
 
-# The linter and the type checker run first, so pytest's summary stays the last line.
+# The linter, the type checker and the layer rule (import-linter) run first, so pytest's summary
+# stays the last line.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest

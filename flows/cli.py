@@ -27,7 +27,7 @@ from tasks.core.errors import TransferflowError
 
 if TYPE_CHECKING:
     from flows.transfer_learning import RunSummary
-    from tasks.prepare import Prepared
+    from tasks.steps.refs import Prepared
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Declarative transfer learning: one YAML config, one metric, a gated Prefect flow.")
@@ -70,7 +70,7 @@ def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | Non
         create_prefect_home()
         wait_for_engine = start_local_engine_early()
         from flows.transfer_learning import transfer_learning
-        from tasks.prepare import UnchangedData
+        from tasks.steps.refs import UnchangedData
 
         import_flow_libraries()
         wait_for_engine()

@@ -8,10 +8,16 @@ from dataclasses import replace
 
 from prefect import flow
 
-from tasks.monitor import check_for_drift, find_champion, keep_incoming_batch, publish_drift_report, read_incoming_batch
 from tasks.monitoring.drift_report import DriftReport
-from tasks.prepare import validate_config
-from tasks.step import label_flow_run, tag_flow_run
+from tasks.steps.monitor import (
+    check_for_drift,
+    find_champion,
+    keep_incoming_batch,
+    publish_drift_report,
+    read_incoming_batch,
+)
+from tasks.steps.step import label_flow_run, tag_flow_run
+from tasks.steps.validate import validate_config
 
 
 @flow(name="drift-check", log_prints=True)

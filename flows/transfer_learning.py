@@ -11,42 +11,31 @@ from typing import Any, Literal
 
 from prefect import flow
 
+from flows.prepare import prepare
 from tasks.config.spec import Spec
 from tasks.data.split import SplitRef
-from tasks.decision_log import write_decision_log
-from tasks.learn import (
-    Decisions,
-    StageResult,
-    contract_for,
+from tasks.decisions.log import Decisions
+from tasks.steps.base_model import load_base_model
+from tasks.steps.data import load_data
+from tasks.steps.learn import (
     gradual_unfreezing,
     select_on_validation,
     starting_point,
     train_baseline,
+    write_decision_log,
 )
-from tasks.model_limits import retrain_limit
-from tasks.monitor import store_drift_reference
-from tasks.prepare import (
-    Prepared,
-    QualitySummary,
-    TrackingRef,
-    UnchangedData,
-    load_base_model,
-    load_data,
-    prepare,
-    tracked_flow_run,
-    unchanged_since_champion,
-    validate_config,
-)
-from tasks.release import (
-    GateOutcome,
-    TestResult,
+from tasks.steps.limits import retrain_limit
+from tasks.steps.monitor import store_drift_reference, unchanged_since_champion
+from tasks.steps.refs import GateOutcome, Prepared, QualitySummary, StageResult, TestResult, TrackingRef, UnchangedData
+from tasks.steps.release import (
     evaluate_once_on_test,
     gate_and_register,
     promotion_lock,
     set_operating_point,
     write_model_card,
 )
-from tasks.step import label_flow_run
+from tasks.steps.step import label_flow_run
+from tasks.steps.validate import tracked_flow_run, validate_config
 from tasks.training.metrics import Contract
 
 Trigger = Literal["manual", "schedule", "drift"]  # what started a run: its name and tags say so
@@ -84,14 +73,14 @@ def transfer_learning(config_path: str, data_path: str | None = None,
             return unchanged
         prepared = prepare(spec, tracking, dataset)                           # 2-4. audit, split, model
         split = prepared.split
-        contract = contract_for(spec, dataset, split)                        # the metric and its guard
+        contract = prepared.contract                                          # the metric and its guard
         stages, decisions, trained = train_candidates(spec, prepared, tracking, contract)  # 5-6.
         selected = select_on_validation(spec, stages, decisions, tracking, contract, list(dataset.classes))
         spec, prepared = trained[selected.name]                               # the selected stage's base model
         write_decision_log(spec, decisions.entries, selected.name, tracking)
-        selected = set_operating_point(spec, dataset, split, selected, tracking)  # per-class contracts
+        selected = set_operating_point(spec, dataset, split, selected, tracking, contract)  # per-class
         with promotion_lock(spec):                                            # 7. test once, gate
-            test = evaluate_once_on_test(spec, dataset, split, selected, tracking)
+            test = evaluate_once_on_test(spec, dataset, split, selected, tracking, contract)
             outcome = gate_and_register(spec, dataset, split, selected, test, tracking)
         write_model_card(spec, prepared, stages, selected, test, outcome, tracking, decisions.entries)
         store_drift_reference(spec, dataset, split, selected, outcome, tracking)  # 7d. drift reference

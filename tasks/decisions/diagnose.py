@@ -1,7 +1,7 @@
 """Read a fine-tuning stage's validation curves and turn them into a decision with its reasons.
 
 The declared metric decides; the losses explain. `decide_next_step` returns one action with
-its reason and numbers; `tasks.learn.gradual_unfreezing` carries it out.
+its reason and numbers; `tasks.steps.learn.gradual_unfreezing` carries it out.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tasks.config.spec import Spec
 from tasks.core.errors import SpecError
 
 AVAILABLE = {
@@ -89,3 +90,14 @@ def prepare_module(module: nn.Module, device: torch.device, convnet: bool) -> nn
     if convnet:
         module.to(memory_format=torch.channels_last)
     return module
+
+
+def on_runtime_device(spec: Spec, backbone: Any, module: torch.nn.Module | None = None) -> torch.device:
+    """Move `module` (default: the backbone's encoder) to `runtime.device`, channels_last for
+    convnets; returns the device."""
+    from tasks.models.backbones import ImageBackbone
+    from tasks.models.devices import prepare_module, resolve_device
+
+    device = resolve_device(spec.runtime.device)
+    prepare_module(module or backbone.module, device, convnet=isinstance(backbone, ImageBackbone))
+    return device

@@ -245,7 +245,7 @@ def _aggregate_reference(axes: Axes, val_scores: dict[str, float], metric_key: s
 def tournament_figure(results: list[Any], metric_key: str, target: float) -> Any:
     """The base-model tournament: each candidate's validation metric (bars, the target as a line)
     beside its embedding throughput on this machine; dropped candidates hatched, the chosen one
-    outlined. `results` are tasks.tournament.CandidateResult rows."""
+    outlined. `results` are tasks.decisions.tournament.CandidateResult rows."""
     names = [r.model.split(" (")[0] for r in results]
     x = np.arange(len(results))
     figure, (metric_axes, speed_axes) = plt.subplots(1, 2, figsize=(max(7.0, 1.6 * len(results) + 3), 4))

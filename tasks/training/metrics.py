@@ -6,6 +6,7 @@ so a label with characters MLflow cannot name is still read back under the key i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,3 +102,12 @@ class Contract:
         if self.guard_holds(candidate) != self.guard_holds(incumbent):
             return self.guard_holds(candidate)
         return self.value(candidate) > self.value(incumbent) + min_delta
+
+
+def contract_for(metric: MetricSpec, train_labels: Sequence[object]) -> Contract:
+    """The declared metric with its guard; the guard's default follows the class's share of the
+    training labels (the all-one-class predictor's precision)."""
+    if metric.guard_name is None:
+        return Contract(metric)
+    prevalence = sum(label == metric.class_name for label in train_labels) / max(len(train_labels), 1)
+    return Contract(metric, resolve_guard(metric, prevalence))

@@ -357,7 +357,7 @@ def scheduled_rerun(runs):
 
 
 def test_a_scheduled_retrain_on_unchanged_data_trains_and_reads_nothing(runs, scheduled_rerun):
-    from tasks.prepare import UnchangedData
+    from tasks.steps.refs import UnchangedData
 
     summaries, client, _ = runs
     scheduled_rerun, reads_before_rerun = scheduled_rerun

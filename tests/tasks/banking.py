@@ -15,7 +15,7 @@ def split_intents_csv(path: Path, folder: Path, **data_fields: Any) -> tuple[Any
     from tasks.core.hashing import fingerprint
     from tasks.data.split import split_examples
     from tasks.data.table import load_examples, save_table
-    from tasks.prepare import DatasetRef
+    from tasks.steps.refs import DatasetRef
 
     spec = Spec.model_validate({
         "task": "banking intents", "metric": {"name": "macro_f1", "target": 0.8},

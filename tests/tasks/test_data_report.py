@@ -69,7 +69,7 @@ def test_two_runs_swapping_in_their_data_docs_at_once_both_succeed(tmp_path):
     time, and the folder ends up holding one whole site."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tasks.prepare import _replace_folder
+    from tasks.steps.data import _replace_folder
 
     def build(run: int):
         def write(fresh):

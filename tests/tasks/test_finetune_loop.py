@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-import tasks.learn as learn
+import tasks.steps.learn as learn
 from tasks.config.spec import FinetuneSpec, MetricSpec
-from tasks.learn import StageResult, choose_stage, gradual_unfreezing
+from tasks.steps.learn import choose_stage, gradual_unfreezing
+from tasks.steps.refs import StageResult
 from tasks.training.fit import EpochRecord, class_weights_for, parameter_groups, warmup_cosine
 from tasks.training.metrics import Contract, Guard
 

@@ -110,7 +110,7 @@ def noisy_banking_run(tmp_path):
 
 
 def run_audit(path, folder, policy, fraction=0.05):
-    from tasks.prepare import audit_label_errors
+    from tasks.steps.split import audit_label_errors
 
     spec, dataset, split, _ = split_intents_csv(path, folder, label_issues=policy, max_drop_fraction=fraction)
     return split, audit_label_errors.fn(spec, dataset, split, None, folder / "report")[0]

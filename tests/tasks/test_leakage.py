@@ -132,7 +132,7 @@ def leaky_csv(tmp_path, banking77):
 
 
 def run_leakage_check(path, folder, policy, **data_fields):
-    from tasks.prepare import check_leakage
+    from tasks.steps.split import check_leakage
 
     spec, dataset, split, table = split_intents_csv(path, folder, split_column="split", leakage=policy,
                                                     min_examples_per_class=5, **data_fields)

@@ -19,12 +19,11 @@ from tasks.config.spec import MetricSpec, Spec
 from tasks.core.hashing import sha256_file
 from tasks.data.split import SplitRef
 from tasks.decisions.operating_point import choose_threshold, lower_bound
-from tasks.learn import StageResult, contract_for
 from tasks.models.checkpoints import Checkpoint, read_checkpoint, save_checkpoint
 from tasks.models.classifier import OperatingPoint, apply_operating_point
-from tasks.prepare import DatasetRef, TrackingRef
 from tasks.registry.serving import log_and_register
-from tasks.training.metrics import Contract, Guard, classification_metrics
+from tasks.steps.refs import DatasetRef, StageResult, TrackingRef
+from tasks.training.metrics import Contract, Guard, classification_metrics, contract_for
 from tests.registered_models import SMALL_IMAGE_MODEL, open_store, png_base64
 
 CLASSES = ["ants", "bees"]
@@ -221,10 +220,15 @@ def run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def thresholded(run):
-    from tasks.release import set_operating_point
+    from tasks.steps.release import set_operating_point
 
     spec, dataset, split, selected, tracking, _ = run
-    return set_operating_point.fn(spec, dataset, split, selected, tracking)
+    return set_operating_point.fn(spec, dataset, split, selected, tracking, contract_of(spec, dataset, split))
+
+
+def contract_of(spec, dataset, split):
+    """The contract as the flow computes it once, after the split, from the training labels."""
+    return contract_for(spec.metric, list(dataset.train_val_examples(split)["train"]["label"]))
 
 
 def probabilities_of(checkpoint_path: Path, inputs: list[str]) -> np.ndarray:
@@ -243,7 +247,7 @@ def test_the_threshold_is_chosen_on_validation_and_stored_in_a_new_checkpoint(ru
     spec, dataset, split, selected, tracking, table = run
     val = table.iloc[20:44]
     p_val = probabilities_of(selected.checkpoint, list(val["input"]))
-    contract = contract_for(spec, dataset, split)
+    contract = contract_of(spec, dataset, split)
     assert contract.guard == Guard("precision_bees", 0.6, explicit=True)
     expected = choose_threshold(p_val[:, 1], (val["label"] == "bees").to_numpy(), contract,
                                 split.sizes["test"] / split.sizes["val"])
@@ -266,7 +270,7 @@ def test_the_threshold_is_chosen_on_validation_and_stored_in_a_new_checkpoint(ru
 
 
 def test_the_test_evaluation_answers_at_the_stored_threshold(run, thresholded):
-    from tasks.release import evaluate_once_on_test
+    from tasks.steps.release import evaluate_once_on_test
 
     spec, dataset, split, _, tracking, table = run
     point = read_checkpoint(thresholded.checkpoint).operating_point
@@ -277,7 +281,7 @@ def test_the_test_evaluation_answers_at_the_stored_threshold(run, thresholded):
     at_argmax = classification_metrics(y_true, p_test.argmax(1), CLASSES)
     assert at_threshold != at_argmax  # the threshold changes answers on these test images
 
-    result = evaluate_once_on_test.fn(spec, dataset, split, thresholded, tracking)
+    result = evaluate_once_on_test.fn(spec, dataset, split, thresholded, tracking, contract_of(spec, dataset, split))
     assert result.operating_point == point
     assert result.scores == pytest.approx(at_threshold)
     assert result.guard is not None and result.guard_value == pytest.approx(at_threshold["precision_bees"])
@@ -300,8 +304,9 @@ def test_the_served_pyfunc_answers_at_the_stored_threshold(run, thresholded, tmp
 
 
 def test_an_aggregate_contract_leaves_the_selected_stage_unchanged(run):
-    from tasks.release import set_operating_point
+    from tasks.steps.release import set_operating_point
 
     spec, dataset, split, selected, tracking, _ = run
     macro = spec.model_copy(update={"metric": MetricSpec(name="macro_f1", target=0.9)})
-    assert set_operating_point.fn(macro, dataset, split, selected, tracking) is selected
+    contract = contract_of(macro, dataset, split)
+    assert set_operating_point.fn(macro, dataset, split, selected, tracking, contract) is selected

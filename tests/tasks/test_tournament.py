@@ -7,7 +7,7 @@ import pytest
 
 from tasks.config.families import model_spec
 from tasks.config.spec import CandidatesSpec, FinetuneSpec
-from tasks.tournament import CandidateResult, constraint_failure, rank_candidates
+from tasks.decisions.tournament import CandidateResult, constraint_failure, rank_candidates
 
 A = model_spec({"family": "torchvision", "name": "mobilenet_v2"})
 B = model_spec({"family": "timm", "name": "tf_efficientnet_lite0"})
@@ -50,9 +50,9 @@ def test_stop_no_gain_moves_on_to_the_next_candidate_and_says_so(monkeypatch):
     second gets its own (prefixed) baseline and stages; the third is never tried once the second
     locks in. Each stage maps to its own one-model config."""
     import flows.transfer_learning as flow
-    from tasks.learn import Decisions
-    from tasks.prepare import BaseModelRef, Prepared
-    from tasks.tournament import Tournament
+    from tasks.decisions.log import Decisions
+    from tasks.decisions.tournament import Tournament
+    from tasks.steps.refs import BaseModelRef, Prepared
 
     trained_models, prefixes = [], []
     monkeypatch.setattr(flow, "starting_point", lambda spec, tracking, tournament=False: None)
@@ -73,7 +73,7 @@ def test_stop_no_gain_moves_on_to_the_next_candidate_and_says_so(monkeypatch):
     monkeypatch.setattr(flow, "gradual_unfreezing", unfreezing)
     spec = SimpleNamespace(tournament=object(),
                            with_model=lambda model: SimpleNamespace(model=model, finetune=FinetuneSpec()))
-    prepared = Prepared(None, None, None, BaseModelRef("a", 8, 2), Tournament([], [A, B, C]))
+    prepared = Prepared(None, None, None, BaseModelRef("a", 8, 2), None, Tournament([], [A, B, C]))
     stages, decisions, trained = flow.train_candidates(spec, prepared, None, None)
     assert trained_models == [A, B] and prefixes == ["", "tf_efficientnet_lite0-"]
     assert [s.name for s in stages] == ["baseline", "finetune-1", "tf_efficientnet_lite0-baseline",
@@ -86,8 +86,8 @@ def test_stop_no_gain_moves_on_to_the_next_candidate_and_says_so(monkeypatch):
 
 def test_without_a_tournament_stop_no_gain_ends_the_run(monkeypatch):
     import flows.transfer_learning as flow
-    from tasks.learn import Decisions
-    from tasks.prepare import BaseModelRef, Prepared
+    from tasks.decisions.log import Decisions
+    from tasks.steps.refs import BaseModelRef, Prepared
 
     monkeypatch.setattr(flow, "starting_point", lambda spec, tracking, tournament=False: None)
     monkeypatch.setattr(flow, "train_baseline", lambda *a, prefix="", **k: FakeStage(name="baseline"))
@@ -100,5 +100,6 @@ def test_without_a_tournament_stop_no_gain_ends_the_run(monkeypatch):
     monkeypatch.setattr(flow, "gradual_unfreezing", unfreezing)
     spec = SimpleNamespace(tournament=None, candidates=[A],
                            with_model=lambda model: SimpleNamespace(model=model, finetune=FinetuneSpec()))
-    stages, decisions, _ = flow.train_candidates(spec, Prepared(None, None, None, BaseModelRef("a", 8, 2)), None, None)
+    prepared = Prepared(None, None, None, BaseModelRef("a", 8, 2), None)
+    stages, decisions, _ = flow.train_candidates(spec, prepared, None, None)
     assert [e["action"] for e in decisions.entries] == ["stop_no_gain"] and len(stages) == 2

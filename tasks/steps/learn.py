@@ -1,17 +1,17 @@
 """Recipe steps 5-6 as Prefect tasks: the frozen-backbone baseline on cached embeddings, then
 gradual unfreezing driven by the validation curves, and model selection on validation only.
 
-After each fine-tuning stage `tasks.decisions.diagnose.decide_next_step` reads the curves and returns one
-action with its reason; `gradual_unfreezing` carries it out (unfreeze the next groups, retry once
-regularized, switch on a class-weighted loss, or stop) and keeps the decision log. Every stage
-saves the full classifier (backbone + head) as a checkpoint, so selection, the test evaluation
-and registration treat all stages alike.
+After each fine-tuning stage `tasks.decisions.diagnose.decide_next_step` reads the curves and returns
+one action with its reason; `gradual_unfreezing` carries it out (unfreeze the next groups, retry
+once regularized, switch on a class-weighted loss, or stop) and keeps the decision log. Every stage
+saves the full classifier (backbone + head) as a checkpoint, so selection, the test evaluation and
+registration treat all stages alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -19,38 +19,19 @@ import torch
 
 from tasks.config.spec import Spec
 from tasks.data.split import SplitRef
-from tasks.prepare import DatasetRef, TrackingRef
-from tasks.step import step
-from tasks.training.fit import EpochRecord, FitResult
+from tasks.decisions.log import Decisions, decisions_markdown
+from tasks.models.devices import on_runtime_device
+from tasks.steps.refs import DatasetRef, StageResult, TrackingRef
+from tasks.steps.step import artifact_key, publish_markdown, step
+from tasks.training.fit import FitResult
 from tasks.training.metrics import Contract
 
 if TYPE_CHECKING:
     from tasks.decisions.diagnose import StageDecision
     from tasks.registry.warm_start import StartingPoint
 
+
 AUGMENT_LEVELS = ("none", "light", "standard")
-
-
-@dataclass(frozen=True)
-class StageResult:
-    name: str
-    run_id: str
-    val_value: float
-    val_scores: dict[str, float]
-    checkpoint: Path
-    checkpoint_sha256: str
-    history: list[EpochRecord]
-    notes: str
-    keep: bool
-    meets_target: bool  # target reached and guard kept, on validation
-    started_from: str = "pretrained"  # the backbone weights training began with
-    best_epoch: int = 1
-    stopped_early: bool = False
-    unfrozen_groups: int = 0
-    operating_point: dict[str, Any] | None = None  # {"class", "threshold"} for per-class contracts
-
-    def as_fit(self) -> FitResult:
-        return FitResult(self.history, self.best_epoch, self.val_value, self.stopped_early)
 
 
 @dataclass(frozen=True)
@@ -62,43 +43,6 @@ class StagePlan:
     groups: int
     regularized: bool = False
     class_weights: bool = False
-
-
-@dataclass
-class Decisions:
-    """The decision log: {stage, action, reason, numbers} per decision, in order."""
-
-    entries: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, stage: str, action: str, reason: str, numbers: dict[str, float] | None = None) -> None:
-        self.entries.append({"stage": stage, "action": action, "reason": reason, "numbers": numbers or {}})
-        print(f"Decision after {stage}: {action}: {reason}")
-
-    def after(self, stage: str) -> str | None:
-        return next((e["action"] for e in reversed(self.entries) if e["stage"] == stage), None)
-
-
-def on_runtime_device(spec: Spec, backbone: Any, module: torch.nn.Module | None = None) -> torch.device:
-    """Move `module` (default: the backbone's encoder) to `runtime.device`, channels_last for
-    convnets; returns the device."""
-    from tasks.models.backbones import ImageBackbone
-    from tasks.models.devices import prepare_module, resolve_device
-
-    device = resolve_device(spec.runtime.device)
-    prepare_module(module or backbone.module, device, convnet=isinstance(backbone, ImageBackbone))
-    return device
-
-
-def contract_for(spec: Spec, dataset: DatasetRef, split: SplitRef) -> Contract:
-    """The declared metric with its guard; the guard's default follows the class's share of the
-    training split (the all-one-class predictor's precision)."""
-    from tasks.training.metrics import resolve_guard
-
-    if spec.metric.guard_name is None:
-        return Contract(spec.metric)
-    examples, _ = _train_val_examples(dataset, split)
-    prevalence = float((examples["train"]["label"] == spec.metric.class_name).mean())
-    return Contract(spec.metric, resolve_guard(spec.metric, prevalence))
 
 
 @step("5a starting point")
@@ -131,7 +75,7 @@ def starting_point(spec: Spec, tracking: TrackingRef, tournament: bool = False) 
 
 @step("5 feature-extraction baseline")
 def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
-                   start: StartingPoint | None = None, contract: Contract | None = None,
+                   start: StartingPoint | None, contract: Contract,
                    class_weights: bool = False, prefix: str = "") -> StageResult:
     """Frozen backbone, embeddings computed once (cached), a new linear head trained on them. From
     a champion's backbone (`start`), the head is new too: the classes may have changed. With
@@ -139,14 +83,17 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     embeddings come from the cache. `prefix` names the stages of a tournament's later candidates."""
     from tasks.models.backbones import load_backbone
     from tasks.models.classifier import Classifier
+    from tasks.models.devices import resolve_num_workers
     from tasks.training.fit import class_weights_for
+    from tasks.training.probe import probe_head
 
-    contract = contract or contract_for(spec, dataset, split)
     backbone = load_backbone(spec.model)
     if start:
         backbone.load_starting_point(start.weights, start.sha256, start.describe())
     device = on_runtime_device(spec, backbone)
-    result, head, computed, reused = probe_head(spec, backbone, dataset, split, contract, device, class_weights)
+    result, head, computed, reused = probe_head(
+        backbone, dataset.train_val_examples(split), list(dataset.classes), spec.train, contract, device,
+        spec.workdir, resolve_num_workers(spec.runtime.num_workers), class_weights)
     classes = list(dataset.classes)
     weights = class_weights_for(_train_targets(dataset, split), len(classes)) if class_weights else None
     backbone.module.to("cpu")
@@ -167,44 +114,10 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
                          contract, unfrozen_groups=0, classes=classes)
 
 
-def probe_head(spec: Spec, backbone: Any, dataset: DatasetRef, split: SplitRef, contract: Contract,
-               device: torch.device, class_weights: bool = False) -> tuple[FitResult, torch.nn.Linear, int, int]:
-    """A new linear head fit on the frozen backbone's train embeddings (cached: computed once per
-    model, weights and preprocessing), best epoch on validation: the baseline, and the probe the
-    base-model tournament scores every candidate with. Returns (fit, head, computed, reused)."""
-    from tasks.models.classifier import class_indices, new_head
-    from tasks.models.devices import resolve_num_workers
-    from tasks.models.features import cached_embeddings, open_cache
-    from tasks.models.loader import Batches
-    from tasks.training.fit import class_weights_for, fit
-
-    examples, classes = _train_val_examples(dataset, split)
-    cache = open_cache(spec.workdir, backbone)
-    features, computed = {}, 0
-    workers = resolve_num_workers(spec.runtime.num_workers)
-    for name, frame in examples.items():
-        embeddings, newly = cached_embeddings(cache, backbone, list(frame.index), list(frame["input"]),
-                                              spec.train.batch_size, workers)
-        features[name], computed = torch.from_numpy(embeddings), computed + newly
-    reused = sum(len(f) for f in examples.values()) - computed
-    print(f"Embeddings: {computed} computed, {reused} reused from the cache")
-    head = new_head(backbone.dim, len(classes), spec.train.seed)
-    targets = {name: class_indices(frame["label"], classes) for name, frame in examples.items()}
-    weights = class_weights_for(targets["train"], len(classes)) if class_weights else None
-    result = fit(head, [head], Batches(features["train"], targets["train"], spec.train.batch_size),
-                 Batches(features["val"], targets["val"], 1024),
-                 lr=spec.train.head_learning_rate, weight_decay=spec.train.weight_decay,
-                 epochs=spec.train.head_epochs, patience=spec.train.head_patience,
-                 metric=spec.metric, guard=contract.guard, classes=classes, seed=spec.train.seed,
-                 description=f"{spec.model.name} head" + (" (class-weighted)" if class_weights else ""),
-                 class_weights=weights, device=device)
-    return result, head, computed, reused
-
-
 def _train_targets(dataset: DatasetRef, split: SplitRef) -> torch.Tensor:
     from tasks.models.classifier import class_indices
 
-    examples, classes = _train_val_examples(dataset, split)
+    examples, classes = dataset.train_val_examples(split), list(dataset.classes)
     return class_indices(examples["train"]["label"], classes)
 
 
@@ -222,7 +135,7 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
 
     settings = spec.finetune
     device = resolve_device(spec.runtime.device)
-    examples, classes = _train_val_examples(dataset, split)
+    examples, classes = dataset.train_val_examples(split), list(dataset.classes)
     classifier = restore_classifier(start.checkpoint, legacy_config(spec.model, classes))
     backbone = classifier.backbone
     groups = backbone.layer_groups()
@@ -395,15 +308,6 @@ def choose_stage(stages: list[StageResult], contract: Contract) -> StageResult:
     return selected
 
 
-def _train_val_examples(dataset: DatasetRef, split: SplitRef) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    from tasks.data.split import train_val_ids
-    from tasks.data.table import read_examples
-
-    table = read_examples(dataset.table_path)
-    train_ids, val_ids = train_val_ids(split.manifest_path)
-    return {"train": table.loc[train_ids], "val": table.loc[val_ids]}, list(dataset.classes)
-
-
 def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torch.nn.Module, result: FitResult,
                   notes: str, params: dict[str, object], started_from: str, contract: Contract,
                   unfrozen_groups: int, classes: list[str]) -> StageResult:
@@ -453,3 +357,20 @@ def _own_weights(classifier: torch.nn.Module, state: dict[str, torch.Tensor] | N
         if set(mapped) <= set(weights):
             return weights | mapped
     raise ValueError(f"weights of another model: {sorted(state)[:3]}... are not the classifier's")
+
+
+@step("write decision log")
+def write_decision_log(spec: Spec, entries: list[dict[str, Any]], selected: str, tracking: TrackingRef) -> str:
+    from tasks.registry.tracking import client_for, log_text
+
+    client = client_for(spec.workdir)
+    markdown = decisions_markdown(entries, spec.metric.key, selected)
+    log_text(client, tracking.run_id, json.dumps(entries, indent=2), "decisions.json")
+    log_text(client, tracking.run_id, markdown, "decisions.md")
+    artifact_uri = client.get_run(tracking.run_id).info.artifact_uri
+    publish_markdown(artifact_key(spec.registry.model_name, "decisions"),
+                     markdown + f"\nCurves: `{artifact_uri}/plots/learning_curves.png`, per-class validation "
+                                f"scores: `{artifact_uri}/plots/per_class_validation.png` (MLflow run "
+                                f"`{tracking.run_id}`).\n",
+                     "What the validation curves said after each stage, and what was done")
+    return markdown

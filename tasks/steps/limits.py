@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 
-from tasks.step import artifact_key
+from tasks.steps.step import artifact_key
 
 # Renewed in the background while held; a crashed holder's slot frees within this many seconds.
 LEASE_SECONDS = 60.0

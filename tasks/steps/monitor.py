@@ -1,6 +1,6 @@
-"""Monitoring steps as Prefect tasks: the drift reference stored when a version is promoted (step
-7d), and the drift check: read the incoming batch, find the champion, test, keep a drifted batch
-for labeling, report. Each returns plain values."""
+"""Monitoring steps as Prefect tasks: whether a scheduled or drift-triggered retrain has anything new
+to learn from, the drift reference stored when a version is promoted (step 7d), and the drift
+check: read the incoming batch, find the champion, test, keep a drifted batch for labeling, report."""
 
 from __future__ import annotations
 
@@ -12,13 +12,51 @@ from pathlib import Path
 import torch
 
 from tasks.config.spec import Spec
+from tasks.core.errors import DataError
 from tasks.data.split import SplitRef
-from tasks.learn import StageResult
 from tasks.monitoring.drift import ChampionRef, IncomingBatch
 from tasks.monitoring.drift_report import DriftReport
-from tasks.prepare import DatasetRef, TrackingRef
-from tasks.release import GateOutcome
-from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
+from tasks.steps.refs import DatasetRef, GateOutcome, StageResult, TrackingRef, UnchangedData
+from tasks.steps.step import artifact_key, publish_markdown, step, tag_flow_run
+
+
+@step("retrain: anything new to learn from?")
+def unchanged_since_champion(spec: Spec, dataset: DatasetRef, tracking: TrackingRef,
+                             trigger: str) -> UnchangedData | None:
+    """A retrain that a schedule or a drift alarm started is worth training only on data the
+    champion has not seen; by hand, a run always trains (the user asked for it)."""
+    from tasks.registry.champion import current_champion
+    from tasks.registry.tracking import client_for, log_text
+
+    if trigger == "manual":
+        return None
+    client = client_for(spec.workdir)
+    champion = current_champion(client, spec.registry.model_name, spec.registry.alias)
+    if champion is None or champion.tags.get("data_fingerprint") != dataset.fingerprint:
+        return None
+    reason = (f"nothing new to learn from: the data ({dataset.fingerprint[:12]}) is the data champion version "
+              f"{champion.version} was trained on, so this {trigger}-triggered run audits, splits, trains and "
+              "registers nothing (the champion's run holds the data report)")
+    waiting = latest_incoming_batch(spec.workdir, spec.registry.model_name) if trigger == "drift" else None
+    if waiting:
+        reason += (f". The drifted batch waits for labels in {waiting}: label it, add it to {spec.data.path} "
+                   "and run again")
+    client.set_tag(tracking.run_id, "decision", "nothing-new")
+    log_text(client, tracking.run_id, reason, "nothing_new.txt")
+    publish_markdown(artifact_key(spec.registry.model_name, "gate-decision"),
+                     f"# Nothing new to learn from\n\n{reason}",
+                     "Test metric vs target, and what happened in the registry")
+    tag_flow_run("decision:nothing-new")
+    print(reason)
+    return UnchangedData(tracking.run_id, str(champion.version), reason)
+
+
+def latest_incoming_batch(workdir: Path, model_name: str) -> Path | None:
+    """The newest batch a drift check kept for this model (`<workdir>/incoming/<model>/<UTC stamp>`)."""
+    folder = workdir / "incoming" / model_name
+    batches = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return batches[-1] if batches else None
+
 
 DRIFT_EVENT = "transferflow.drift.detected"
 
@@ -36,9 +74,9 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
 
     from tasks.data.split import train_val_ids
     from tasks.data.table import read_examples
-    from tasks.learn import on_runtime_device
     from tasks.models.backbones import load_backbone
     from tasks.models.checkpoints import legacy_config, restore_classifier_from
+    from tasks.models.devices import on_runtime_device
     from tasks.models.features import cached_embeddings, open_cache
     from tasks.monitoring.drift import REFERENCE_DIR, log_reference, what_the_model_sees
     from tasks.registry.tracking import client_for
@@ -98,7 +136,6 @@ def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> 
     """Embed the batch with the champion's own backbone and test it against the stored reference."""
     import numpy as np
 
-    from tasks.core.errors import DataError
     from tasks.monitoring.drift import MAX_TESTED, class_mix_shift, load_reference, what_the_model_sees
     from tasks.monitoring.drift_report import statistic_shifts
     from tasks.monitoring.mmd import mmd_permutation_test

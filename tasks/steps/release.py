@@ -1,48 +1,24 @@
-"""Recipe step 7 as Prefect tasks: the operating point (chosen on validation, the last choice made
-before the test read), one evaluation on the quarantined test split, the gate, the registry (alias
-only on pass) and the model card."""
+"""Recipe steps 6b-7c as Prefect tasks: the operating point (chosen on validation, the last choice
+made before the test read), one evaluation on the quarantined test split, the gate, the registry
+(alias only on pass) and the model card."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from tasks.config.spec import Spec
 from tasks.data.split import SplitRef
-from tasks.decisions.gate import ChampionComparison, Exposure, GateDecision
-from tasks.learn import StageResult, contract_for
-from tasks.models.classifier import OperatingPoint
-from tasks.prepare import DatasetRef, Prepared, TrackingRef
+from tasks.decisions.gate import ChampionComparison, GateDecision
 from tasks.registry.serving import Registration
-from tasks.step import artifact_key, publish_markdown, step, tag_flow_run
-from tasks.training.metrics import Guard
+from tasks.steps.refs import DatasetRef, GateOutcome, Prepared, StageResult, TestResult, TrackingRef
+from tasks.steps.step import artifact_key, publish_markdown, step, tag_flow_run
+from tasks.training.metrics import Contract
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-
-
-@dataclass(frozen=True)
-class TestResult:
-    scores: dict[str, float]
-    value: float
-    n_examples: int
-    exposure: Exposure
-    fresh_value: float | None  # the metric on the fresh examples alone, when there are enough
-    champion: ChampionComparison  # the current champion on the same test examples
-    guard: Guard | None = None  # the contract's guard (recall/precision contracts)
-    operating_point: OperatingPoint | None = None  # the stored threshold the answers were taken at
-
-    @property
-    def guard_value(self) -> float | None:
-        return self.scores[self.guard.key] if self.guard else None
-
-
-@dataclass(frozen=True)
-class GateOutcome:
-    decision: GateDecision
-    registration: Registration
 
 
 @contextmanager
@@ -53,7 +29,7 @@ def promotion_lock(spec: Spec) -> Iterator[None]:
     a Prefect server, its global concurrency limit `transferflow-promote-<model>` (leased, so a
     crashed holder frees it) also holds it for processes on other machines. Always in this order."""
     from tasks.core.atomic import exclusive_lock
-    from tasks.model_limits import promotion_limit
+    from tasks.steps.limits import promotion_limit
 
     with (exclusive_lock(spec.workdir / "locks" / f"promote-{spec.registry.model_name}.lock"),
           promotion_limit(spec.registry.model_name)):
@@ -118,7 +94,7 @@ def guard_tags(test: TestResult) -> dict[str, str]:
 
 @step("6b set the operating point on validation")
 def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
-                        tracking: TrackingRef) -> StageResult:
+                        tracking: TrackingRef, contract: Contract) -> StageResult:
     """Per-class contracts: the threshold on p(class) chosen on validation probabilities of the
     selected model (see tasks.decisions.operating_point.choose_threshold), written into a new checkpoint that
     the test evaluation, registration and serving answer with. Aggregate contracts keep argmax."""
@@ -127,12 +103,10 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
     import numpy as np
 
     from tasks.core.hashing import sha256_file
-    from tasks.data.split import train_val_ids
-    from tasks.data.table import read_examples
     from tasks.decisions.operating_point import choose_threshold, lower_bound
-    from tasks.learn import on_runtime_device
     from tasks.models.checkpoints import legacy_config, restore_classifier_from, with_operating_point
     from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
+    from tasks.models.devices import on_runtime_device
     from tasks.models.loader import Batches
     from tasks.registry.tracking import client_for, log_scores
     from tasks.training.metrics import classification_metrics
@@ -141,12 +115,10 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
     config = legacy_config(spec.model, classes)  # for a stage saved as a bare state dict
     classifier, _ = restore_classifier_from(selected.checkpoint, config)
     on_runtime_device(spec, classifier.backbone, classifier)
-    _, val_ids = train_val_ids(split.manifest_path)
-    val = read_examples(dataset.table_path).loc[val_ids]
+    val = dataset.train_val_examples(split)["val"]
     y_true = class_indices(val["label"], classes)
     probabilities = predict_proba(classifier, Batches(list(val["input"]), y_true, spec.train.batch_size,
                                                       classifier.backbone.preprocess))
-    contract = contract_for(spec, dataset, split)
     target = classes.index(class_name)
     test_to_val = split.sizes["test"] / max(split.sizes["val"], 1)  # sizes only: no test label is read
     point = choose_threshold(probabilities[:, target], y_true.numpy() == target, contract, test_to_val)
@@ -176,14 +148,14 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
 
 @step("7a evaluate once on the test set")
 def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
-                          tracking: TrackingRef) -> TestResult:
+                          tracking: TrackingRef, contract: Contract) -> TestResult:
     """The only reader of the test ids. Records the evaluation, and the ids it read, in the ledger."""
     from tasks.data.split import quarantined_test_ids
     from tasks.data.table import read_examples
     from tasks.decisions.gate import fresh_part_metric
-    from tasks.learn import on_runtime_device
     from tasks.models.checkpoints import legacy_config, restore_classifier_from
     from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
+    from tasks.models.devices import on_runtime_device
     from tasks.models.loader import Batches
     from tasks.registry.champion import score_champion
     from tasks.registry.ledger import exposure_of, record_test_evaluation
@@ -192,7 +164,7 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     from tasks.training.metrics import classification_metrics, contract_value
 
     classes = list(dataset.classes)
-    guard = contract_for(spec, dataset, split).guard
+    guard = contract.guard
     classifier, checkpoint = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
     on_runtime_device(spec, classifier.backbone, classifier)
     test_ids = quarantined_test_ids(split.manifest_path, reader=f"evaluate_once_on_test run {tracking.run_id}")

@@ -1,99 +1,36 @@
-"""Recipe step 4 with several candidate base models: a tournament measured on this machine.
-
-Each candidate embeds train and validation once (the content-addressed embedding cache makes a
-repeat free, and the winner's baseline reuses them), the same probe head (the baseline's linear
-head, same settings and seed) is fit on each, and each is scored on validation with the declared
-contract. Alongside: encoder parameters, embedding width, embedding throughput (inputs/s, timed
-on a sample of the training inputs here) and peak memory. `max_params` and `min_throughput` drop
-what the hardware cannot run. The test split is never read.
-"""
+"""Recipe step 4 as Prefect tasks: load the pretrained base model, or with several candidates run
+the tournament measured on this machine (train and validation only; the test split is never read)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from tasks.config.families import FamilyOptions
 from tasks.config.spec import CandidatesSpec, Spec
 from tasks.data.split import SplitRef
-from tasks.prepare import DatasetRef, TrackingRef
-from tasks.step import artifact_key, publish_table, step
+from tasks.decisions.tournament import CandidateResult, Tournament, constraint_failure, rank_candidates
+from tasks.steps.refs import BaseModelRef, DatasetRef, TrackingRef
+from tasks.steps.step import artifact_key, publish_table, step
 from tasks.training.metrics import Contract
 
 THROUGHPUT_SAMPLE = 64  # training inputs timed per candidate (after one warm-up batch)
 
 
-@dataclass(frozen=True)
-class CandidateResult:
-    """One candidate's row of the tournament table."""
+@step("4 load base model")
+def load_base_model(spec: Spec) -> BaseModelRef:
+    from tasks.models.backbones import load_backbone
 
-    model: str                    # family:name (weights)
-    parameters: int
-    dim: int
-    throughput: float | None      # inputs/s embedded on this machine (None: dropped before measuring)
-    peak_memory_mib: float | None
-    val_value: float | None       # the declared metric of the probe on validation
-    guard_value: float | None
-    guard_ok: bool
-    status: str                   # "chosen", "ranked N", or "dropped: why"
-    seconds: float
-
-    def row(self, metric_key: str, guard_key: str | None) -> dict[str, Any]:
-        row: dict[str, Any] = {"candidate": self.model, "status": self.status, f"val {metric_key}": self.val_value}
-        if guard_key:
-            row[f"val {guard_key}"] = self.guard_value
-        return row | {"parameters": self.parameters, "embedding dim": self.dim, "inputs/s": self.throughput,
-                      "peak memory MiB": self.peak_memory_mib, "seconds": round(self.seconds, 1)}
-
-
-@dataclass(frozen=True)
-class Tournament:
-    """The table, and the eligible candidates best first (the fine-tuning diagnosis moves on to
-    the next one when a base model gains nothing over its baseline)."""
-
-    results: list[CandidateResult]
-    ranking: list[FamilyOptions]
-
-    @property
-    def chosen(self) -> FamilyOptions:
-        return self.ranking[0]
-
-    def markdown(self, metric_key: str, guard_key: str | None) -> str:
-        rows = [r.row(metric_key, guard_key) for r in self.results]
-        header = list(rows[0])
-        lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-        for row in rows:
-            lines.append("| " + " | ".join(_cell(row[k]) for k in header) + " |")
-        return "\n".join(lines) + "\n"
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}" if value <= 1 else f"{value:,.1f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def rank_candidates(results: list[tuple[FamilyOptions, CandidateResult]]) -> list[FamilyOptions]:
-    """Eligible candidates, best first: guard kept, then the metric, then throughput; ties keep
-    the config's order."""
-    eligible = [(index, model, r) for index, (model, r) in enumerate(results) if not r.status.startswith("dropped")]
-    eligible.sort(key=lambda item: (not item[2].guard_ok, -(item[2].val_value or 0.0), -(item[2].throughput or 0.0),
-                                    item[0]))
-    return [model for _, model, _ in eligible]
-
-
-def constraint_failure(parameters: int, throughput: float | None, constraints: CandidatesSpec) -> str | None:
-    if constraints.max_params is not None and parameters > constraints.max_params:
-        return f"dropped: {parameters:,} parameters > max_params {constraints.max_params:,}"
-    if constraints.min_throughput is not None and throughput is not None and throughput < constraints.min_throughput:
-        return f"dropped: {throughput:,.1f} inputs/s < min_throughput {constraints.min_throughput:g}"
-    return None
+    backbone = load_backbone(spec.model)
+    groups = len(backbone.layer_groups())
+    print(f"Base model {backbone.source}: {backbone.dim}-d embeddings, {groups} layer groups, "
+          f"{backbone.parameter_count:,} parameters")
+    return BaseModelRef(backbone.source, backbone.dim, groups, spec.model.family, spec.model.name,
+                        backbone.weights.description, backbone.weights_sha256, backbone.parameter_count)
 
 
 @step("4 choose the base model (tournament)")
@@ -101,8 +38,8 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
                       contract: Contract) -> Tournament:
     """Probe every candidate on train/validation and keep the best eligible one (see module doc)."""
     from tasks.core.errors import SpecError
-    from tasks.learn import probe_head
     from tasks.registry.tracking import client_for, log_figure, log_text
+    from tasks.training.probe import probe_head
 
     constraints = spec.tournament
     assert constraints is not None, "choose_base_model needs `model: {candidates: [...]}`"
@@ -139,9 +76,8 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
 
 def _probe_candidate(spec: Spec, dataset: DatasetRef, split: SplitRef, contract: Contract,
                      constraints: CandidatesSpec, probe_head: Any) -> CandidateResult:
-    from tasks.learn import _train_val_examples, on_runtime_device
     from tasks.models.backbones import load_backbone
-    from tasks.models.devices import resolve_num_workers
+    from tasks.models.devices import on_runtime_device, resolve_num_workers
 
     started = time.perf_counter()
     model = spec.model
@@ -153,7 +89,7 @@ def _probe_candidate(spec: Spec, dataset: DatasetRef, split: SplitRef, contract:
         return CandidateResult(model.describe(), parameters, dim, None, None, None, None, False, dropped,
                                time.perf_counter() - started)
     device = on_runtime_device(spec, backbone)
-    examples, _ = _train_val_examples(dataset, split)
+    examples = dataset.train_val_examples(split)
     sample = list(examples["train"]["input"])[:THROUGHPUT_SAMPLE]
     throughput, peak = measure_embedding(backbone, sample, spec.train.batch_size, device,
                                          resolve_num_workers(spec.runtime.num_workers))
@@ -162,7 +98,8 @@ def _probe_candidate(spec: Spec, dataset: DatasetRef, split: SplitRef, contract:
         print(f"{model.describe()}: {dropped}")
         return CandidateResult(model.describe(), parameters, dim, throughput, peak, None, None, False, dropped,
                                time.perf_counter() - started)
-    result, _, _, _ = probe_head(spec, backbone, dataset, split, contract, device)
+    result, _, _, _ = probe_head(backbone, examples, list(dataset.classes), spec.train, contract, device,
+                                 spec.workdir, resolve_num_workers(spec.runtime.num_workers))
     scores = result.best.val_scores
     guard_value = scores[contract.guard.key] if contract.guard else None
     print(f"{model.describe()}: validation {spec.metric.key} {result.best_val_metric:.4f}, {throughput:,.1f} inputs/s")

@@ -1,0 +1,50 @@
+"""Steps 2-4 in order, shared by the training flow and `validate`: load and audit the data, split it
+before any training, and load (or choose) the base model."""
+
+from __future__ import annotations
+
+from tasks.config.spec import Spec
+from tasks.core.errors import DataError, DataQualityError
+from tasks.steps.base_model import choose_base_model, load_base_model
+from tasks.steps.data import check_label_quality, finish_data_report, load_data, odd_inputs_section
+from tasks.steps.refs import DatasetRef, Prepared, QualitySummary, TrackingRef
+from tasks.steps.split import audit_label_errors, check_leakage, record_split, split_before_training, split_section
+from tasks.training.metrics import contract_for
+
+
+def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None = None) -> Prepared:
+    """Steps 2-4, shared by the training flow and `validate` (which tracks nothing, and loads
+    every candidate instead of running their tournament). Steps 2-3 also write the data report
+    (`tasks.reports.data_report`), whether they pass or a policy stops the run. `dataset`: step 2a's
+    result when the caller has loaded the data already (the flow, to see whether it is new)."""
+    from tasks.reports.data_report import report_folder
+
+    dataset = dataset or load_data(spec)                        # 2. data + label quality
+    folder = report_folder(spec.workdir, spec.registry.model_name, dataset.fingerprint)
+    sections = [odd_inputs_section(spec, dataset, folder)]
+    quality: QualitySummary | None = None
+    try:
+        quality = check_label_quality(spec, dataset, folder)
+        sections.append(quality.section)
+        if not quality.passed:
+            raise DataQualityError(f"{spec.data.path}: the label-quality check failed; nothing was trained.\n"
+                                   f"{quality.failure}")
+        first_split = split_before_training(spec, dataset)  # 3. test quarantined from here
+        sections.append(split_section(first_split))
+        split, audit = audit_label_errors(spec, dataset, first_split, tracking, folder)  # 3b. labels disputed
+        sections.append(audit)
+        split, leaks = check_leakage(spec, dataset, split, tracking, folder)      # 3c. near-copies across splits
+        sections.append(leaks)
+        record_split(spec, dataset, split, tracking, before_drops=first_split)
+    except DataError as error:
+        counts = quality.class_counts if quality else {}
+        stopped = finish_data_report(spec, dataset, counts, sections, tracking, folder, stopped=str(error))
+        raise type(error)(f"{error}\nData report: {stopped.path}") from None
+    report = finish_data_report(spec, dataset, quality.class_counts, sections, tracking, folder)
+    contract = contract_for(spec.metric, list(dataset.train_val_examples(split)["train"]["label"]))  # metric + guard
+    if spec.tournament is None or tracking is None:             # 4. pretrained, offline
+        models = [load_base_model(spec.with_model(model)) for model in spec.candidates]
+        return Prepared(dataset, quality, split, models[0], contract, report=report)
+    tournament = choose_base_model(spec, dataset, split, tracking, contract)
+    return Prepared(dataset, quality, split, load_base_model(spec.with_model(tournament.chosen)), contract,
+                    tournament, report)

@@ -1,0 +1,50 @@
+"""The probe: a new linear head fit on a frozen backbone's cached embeddings, best epoch on
+validation. It is the feature-extraction baseline (step 5), and the score the base-model
+tournament (step 4) ranks every candidate by, with the same settings and seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from tasks.config.spec import TrainSpec
+from tasks.training.fit import FitResult
+from tasks.training.metrics import Contract
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def probe_head(backbone: Any, examples: dict[str, pd.DataFrame], classes: list[str], train: TrainSpec,
+               contract: Contract, device: torch.device, workdir: Path, num_workers: int = 0,
+               class_weights: bool = False) -> tuple[FitResult, torch.nn.Linear, int, int]:
+    """Fit the head on `examples["train"]`, keep its best epoch on `examples["val"]` (input and
+    label columns, indexed by example id). Embeddings come from the content-addressed cache under
+    `workdir` (computed once per model, weights and preprocessing). Returns (fit, head, computed,
+    reused)."""
+    from tasks.models.classifier import class_indices, new_head
+    from tasks.models.features import cached_embeddings, open_cache
+    from tasks.models.loader import Batches
+    from tasks.training.fit import class_weights_for, fit
+
+    cache = open_cache(workdir, backbone)
+    features, computed = {}, 0
+    for name, frame in examples.items():
+        embeddings, newly = cached_embeddings(cache, backbone, list(frame.index), list(frame["input"]),
+                                              train.batch_size, num_workers)
+        features[name], computed = torch.from_numpy(embeddings), computed + newly
+    reused = sum(len(f) for f in examples.values()) - computed
+    print(f"Embeddings: {computed} computed, {reused} reused from the cache")
+    head = new_head(backbone.dim, len(classes), train.seed)
+    targets = {name: class_indices(frame["label"], classes) for name, frame in examples.items()}
+    weights = class_weights_for(targets["train"], len(classes)) if class_weights else None
+    result = fit(head, [head], Batches(features["train"], targets["train"], train.batch_size),
+                 Batches(features["val"], targets["val"], 1024),
+                 lr=train.head_learning_rate, weight_decay=train.weight_decay,
+                 epochs=train.head_epochs, patience=train.head_patience,
+                 metric=contract.metric, guard=contract.guard, classes=classes, seed=train.seed,
+                 description=f"{backbone.spec.name} head" + (" (class-weighted)" if class_weights else ""),
+                 class_weights=weights, device=device)
+    return result, head, computed, reused
