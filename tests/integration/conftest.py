@@ -33,6 +33,34 @@ def default_mlflow_store(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+SMS_CONFIG: dict[str, dict | str] = {
+    "task": "Flag SMS messages that are spam.",
+    "metric": {"name": "accuracy", "target": 0.5},
+    "model": {"family": "hf_text", "name": "all-MiniLM-L6-v2", "max_tokens": 32},
+    "finetune": {"max_stages": 0},
+    "registry": {"model_name": "sms-spam"},
+}
+
+
+def sms_config(folder: Path, data: Path, workdir: Path, **overrides: dict | str) -> Path:
+    """`folder/config.yaml` for the SMS spam slice at `data` (classes ham and spam): the one config
+    the text integration tests share. Each override replaces a section's keys (e.g.
+    `train={"head_epochs": 10}` or `metric={"name": "f1", "class": "spam", "target": 0.5}`)."""
+    import yaml
+
+    config: dict[str, dict | str] = {section: dict(value) if isinstance(value, dict) else value
+                                     for section, value in SMS_CONFIG.items()}
+    for section, value in overrides.items():
+        current = config.get(section)
+        config[section] = {**current, **value} if isinstance(current, dict) and isinstance(value, dict) else value
+    config["data"] = {"kind": "csv_text", "path": str(data), "classes": ["ham", "spam"]}
+    config["workdir"] = str(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def hymenoptera_slice(source: Path, destination: Path, per_class: int) -> Path:
     """The first `per_class` JPEGs of each class in train/ and val/, linked (not copied)."""
     for split in ("train", "val"):

@@ -72,7 +72,7 @@ def test_missing_data_path(tmp_path):
 
 
 def test_corrupt_image_stops_the_run_under_odd_inputs_fail(tmp_path):
-    """(The default, `drop`, quarantines it with its reason: tests/tasks/test_odd_inputs.py.)"""
+    """(The default, `drop`, quarantines it with its reason: tests/unit/audit/test_odd_inputs.py.)"""
     config = image_config(tmp_path, {"ants": 4, "bees": 4})
     config.write_text(config.read_text().replace("min_examples_per_class: 3", "min_examples_per_class: 3, "
                                                  "odd_inputs: fail"))

@@ -22,22 +22,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import write_config
-from tests.integration.conftest import csv_slice
+from tests.integration.conftest import csv_slice, sms_config
 from tests.integration.evidence import predict_registered, text_labels
 
 pytestmark = pytest.mark.integration
 MODEL = "sms-concurrent"
-CONFIG = """
-task: Flag SMS messages that are spam.
-metric: {{name: accuracy, target: 0.5}}
-data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
-model: {{family: hf_text, name: all-MiniLM-L6-v2, max_tokens: 32}}
-train: {{head_epochs: {epochs}, head_learning_rate: {lr}}}
-finetune: {{max_stages: 0}}
-registry: {{model_name: {model}}}
-workdir: {workdir}
-"""
 # A trained head, and one with a learning rate ten times too small that ends near "always ham"
 # (it still beats the 0.5 target: two thirds of the messages are ham). On this slice and split
 # they score 0.83 and 0.67: two passing challengers with different test metrics.
@@ -66,8 +55,8 @@ def retrains(request, tmp_path_factory):
     processes = {}
     for head, (epochs, lr) in HEADS.items():
         (folder / head).mkdir()
-        config = write_config(folder / head, CONFIG.format(data=data, epochs=epochs, lr=lr, model=MODEL,
-                                                           workdir=folder / "work"))
+        config = sms_config(folder / head, data, folder / "work", metric={"target": 0.5},
+                            train={"head_epochs": epochs, "head_learning_rate": lr}, registry={"model_name": MODEL})
         # Output to a file, not a pipe: a full pipe nobody reads yet would block the process.
         with (folder / head / "output.log").open("w") as log:
             # Each user's own PREFECT_HOME, as the CLI's default (./.transferflow/prefect) gives them.

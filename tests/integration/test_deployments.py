@@ -12,22 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_config
-from tests.integration.conftest import csv_slice, run_transferflow
+from tests.integration.conftest import csv_slice, run_transferflow, sms_config
 
 pytestmark = pytest.mark.integration
 
 MODEL = "Spam_Filter.v1"  # a name that needs slugging in limit names
-CONFIG = """
-task: Flag SMS messages that are spam.
-metric: {{name: accuracy, target: 0.5}}
-data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
-model: {{family: hf_text, name: all-MiniLM-L6-v2, max_tokens: 16}}
-train: {{head_epochs: 10}}
-finetune: {{max_stages: 0}}
-registry: {{model_name: {model}}}
-workdir: {workdir}
-"""
 RUN_TIMEOUT_S = 240
 
 
@@ -47,7 +36,8 @@ def served(tmp_path, sms_spam, prefect_api):
     from flows.runtime import ALLOCATOR_SETTINGS
 
     data = csv_slice(sms_spam, tmp_path / "sms.csv", {"ham": 30, "spam": 15})
-    config = write_config(tmp_path, CONFIG.format(data=data, workdir=tmp_path / "work", model=MODEL))
+    config = sms_config(tmp_path, data, tmp_path / "work", model={"max_tokens": 16}, train={"head_epochs": 10},
+                        registry={"model_name": MODEL})
     log = tmp_path / "serve.log"
     with log.open("w") as output:
         process = subprocess.Popen(
@@ -119,7 +109,8 @@ def test_serve_with_a_server_that_does_not_answer_says_which_variable_to_fix(tmp
     from flows.local_server import free_port
 
     data = csv_slice(sms_spam, tmp_path / "sms.csv", {"ham": 10, "spam": 10})
-    config = write_config(tmp_path, CONFIG.format(data=data, workdir=tmp_path / "work", model=MODEL))
+    config = sms_config(tmp_path, data, tmp_path / "work", model={"max_tokens": 16}, train={"head_epochs": 10},
+                        registry={"model_name": MODEL})
     dead = f"http://127.0.0.1:{free_port()}/api"
     code, output = run_transferflow(["serve", str(config), "--incoming", "in"], cwd=tmp_path, PREFECT_API_URL=dead)
     assert code == 2 and f"PREFECT_API_URL={dead} does not answer" in output and "Fix:" in output, output
@@ -135,7 +126,8 @@ def test_serve_without_a_server_starts_one_on_loopback_and_stops_it_by_pid(tmp_p
     from flows.runtime import ALLOCATOR_SETTINGS
 
     data = csv_slice(sms_spam, tmp_path / "sms.csv", {"ham": 10, "spam": 10})
-    config = write_config(tmp_path, CONFIG.format(data=data, workdir=tmp_path / "work", model=MODEL))
+    config = sms_config(tmp_path, data, tmp_path / "work", model={"max_tokens": 16}, train={"head_epochs": 10},
+                        registry={"model_name": MODEL})
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     log, server_pid = tmp_path / "serve.log", None
     with log.open("w") as output:

@@ -22,23 +22,12 @@ from scipy.spatial.distance import cdist
 from flows.drift import drift_check
 from flows.transfer_learning import transfer_learning
 from tests.conftest import shared_dataset, small_image, write_config
-from tests.integration.conftest import csv_slice, run_transferflow
+from tests.integration.conftest import csv_slice, run_transferflow, sms_config
 from tests.integration.evidence import manifest_splits, predict_registered, text_labels
 
 pytestmark = pytest.mark.integration
 
 MODEL = "spam-watch"
-TEXT_CONFIG = """
-task: Flag SMS messages that are spam.
-metric: {{name: f1, class: spam, target: 0.5}}
-data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
-model: {{family: hf_text, name: all-MiniLM-L6-v2, max_tokens: 32}}
-finetune: {{max_stages: 0}}
-gate: {{min_fresh_test: 3}}
-drift: {{permutations: 199}}
-registry: {{model_name: spam-watch}}
-workdir: {workdir}
-"""
 IMAGE_CONFIG = """
 task: Tell ants from bees.
 metric: {{name: accuracy, target: 0.9}}
@@ -78,7 +67,8 @@ def checked(tmp_path_factory):
     folder = tmp_path_factory.mktemp("drift-flow")
     source = shared_dataset("sms_spam") / "sms_spam.csv"
     data = csv_slice(source, folder / "sms.csv", {"ham": 140, "spam": 60})
-    config = write_config(folder, TEXT_CONFIG.format(data=data, workdir=folder / "work"))
+    config = sms_config(folder, data, folder / "work", metric={"name": "f1", "class": "spam", "target": 0.5},
+                        gate={"min_fresh_test": 3}, drift={"permutations": 199}, registry={"model_name": MODEL})
     summary = transfer_learning(str(config))
     assert summary.outcome.decision.passed, summary.outcome.decision.reason
     with source.open(newline="", encoding="utf-8") as handle:

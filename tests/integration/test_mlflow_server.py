@@ -15,23 +15,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import write_config
-from tests.integration.conftest import csv_slice, run_transferflow
+from tests.integration.conftest import csv_slice, run_transferflow, sms_config
 from tests.integration.evidence import predict_registered, text_labels
 from tests.mlflow_server import MlflowServer, mlflow_server
 
 pytestmark = pytest.mark.integration
 MODEL = "sms-on-server"
-CONFIG = """
-task: Flag SMS messages that are spam.
-metric: {{name: accuracy, target: 0.6}}
-data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
-model: {{family: hf_text, name: all-MiniLM-L6-v2, max_tokens: 32}}
-train: {{head_epochs: 40}}
-finetune: {{max_stages: 0}}
-registry: {{model_name: {model}}}
-workdir: {workdir}
-"""
 LOCAL_STORES = ("mlflow.db", "mlruns", "mlartifacts")
 
 
@@ -50,7 +39,8 @@ def server_run(tracking_server: MlflowServer, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("server-run")
     data = csv_slice(shared_dataset("sms_spam") / "sms_spam.csv", folder / "sms.csv", {"ham": 80, "spam": 40})
-    config = write_config(folder, CONFIG.format(data=data, model=MODEL, workdir=folder / "work"))
+    config = sms_config(folder, data, folder / "work", metric={"target": 0.6}, train={"head_epochs": 40},
+                        registry={"model_name": MODEL})
     inputs = folder / "inputs.csv"
     texts = ["WINNER!! Claim your free prize now, call 09061701461", "Ok, see you at home later"]
     pd.DataFrame({"text": texts}).to_csv(inputs, index=False)

@@ -10,23 +10,11 @@ from mlflow import MlflowClient
 from sklearn.metrics import f1_score
 
 from flows.transfer_learning import transfer_learning
-from tests.conftest import write_config
-from tests.integration.conftest import csv_slice
+from tests.integration.conftest import csv_slice, sms_config
 from tests.integration.evidence import manifest_splits, predict_registered, text_labels
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-task: Flag SMS messages that are spam.
-metric: {{name: f1, class: spam, target: {target}}}
-data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
-model: {{family: hf_text, name: all-MiniLM-L6-v2, max_tokens: 32}}
-train: {{head_epochs: {head_epochs}, head_learning_rate: {lr}}}
-finetune: {{max_stages: 1, epochs_per_stage: 1, class_weights: {weights}}}
-gate: {{min_fresh_test: 3}}
-registry: {{model_name: sms-spam}}
-workdir: {workdir}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +38,11 @@ def runs(tmp_path_factory):
             (folder / name).mkdir()
             # The forced fine-tuning run weights the rare spam class from its baseline on.
             weights = "on" if name == "finetune" else "auto"
-            config = write_config(folder / name, CONFIG.format(target=target, data=csv, head_epochs=head_epochs,
-                                                               lr=lr, weights=weights, workdir=folder / "work"))
+            config = sms_config(folder / name, csv, folder / "work",
+                                metric={"name": "f1", "class": "spam", "target": target},
+                                train={"head_epochs": head_epochs, "head_learning_rate": lr},
+                                finetune={"max_stages": 1, "epochs_per_stage": 1, "class_weights": weights},
+                                gate={"min_fresh_test": 3})
             # The grown data arrives as a scheduled retrain would see it: new data, so it trains.
             summaries[name] = transfer_learning(str(config), trigger="schedule" if name == "grown" else "manual")
     return summaries, MlflowClient(store), grown, folder

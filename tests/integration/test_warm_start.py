@@ -15,24 +15,12 @@ from tasks.config.families import model_spec
 from tasks.models.backbones import load_backbone
 from tasks.models.classifier import Classifier, new_head
 from tasks.models.features import embed_inputs, open_cache
-from tests.conftest import write_config
-from tests.integration.conftest import csv_slice, run_transferflow
+from tests.integration.conftest import csv_slice, run_transferflow, sms_config
 from tests.integration.evidence import text_labels
 from tests.registered_models import SMALL_IMAGE_MODEL, open_store, register, save_checkpoint
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-task: Flag SMS messages that are spam.
-metric: {{name: accuracy, target: 0.5}}
-data: {{kind: csv_text, path: {data}, classes: [ham, spam]}}
-model: {{family: hf_text, name: all-MiniLM-L6-v2, max_tokens: 16}}
-train: {{head_epochs: 15}}
-finetune: {{max_stages: 0}}
-retrain: {{start_from: {start_from}}}
-registry: {{model_name: sms-spam}}
-workdir: {workdir}
-"""
 TEXT_MODEL = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=16))
 
 
@@ -56,7 +44,8 @@ def test_a_retrain_starts_from_the_champions_backbone(tmp_path, sms_spam):
     data = csv_slice(sms_spam, tmp_path / "sms.csv", {"ham": 40, "spam": 30})
     workdir = tmp_path / "work"
     champion_encoder = fine_tuned_champion(workdir)
-    config = write_config(tmp_path, CONFIG.format(data=data, workdir=workdir, start_from="champion"))
+    config = sms_config(tmp_path, data, workdir, model={"max_tokens": 16}, train={"head_epochs": 15},
+                        retrain={"start_from": "champion"})
 
     summary = transfer_learning(str(config))
 
@@ -102,7 +91,8 @@ def test_a_champion_on_another_base_model_is_refused_before_training(tmp_path, s
     workdir = tmp_path / "work"
     store = open_store(workdir)
     register(store, save_checkpoint(tmp_path, SMALL_IMAGE_MODEL, 2), SMALL_IMAGE_MODEL, ["ham", "spam"], "sms-spam")
-    config = write_config(tmp_path, CONFIG.format(data=data, workdir=workdir, start_from="champion"))
+    config = sms_config(tmp_path, data, workdir, model={"max_tokens": 16}, train={"head_epochs": 15},
+                        retrain={"start_from": "champion"})
 
     code, output = run_transferflow(["run", str(config)], cwd=tmp_path)
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tasks.audit.leakage import MIN_SIMILARITY, calibrate, cross_split_pairs, less_held_out_copies
-from tests.tasks.banking import INTENTS, split_intents_csv
+from tests.banking import INTENTS, split_intents_csv
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:

@@ -91,7 +91,7 @@ def test_decoding_in_worker_processes_gives_the_same_embeddings_in_input_order(t
 
     from tasks.models.backbones import load_backbone
     from tasks.models.features import embed_inputs
-    from tests.tasks.test_backbones import sample_inputs
+    from tests.unit.models.test_backbones import sample_inputs
 
     backbone = load_backbone(model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=32)))
     inputs = [path for _ in range(3) for path in sample_inputs("image", tmp_path)][::-1]  # 6 images, 2 kinds

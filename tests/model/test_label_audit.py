@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from tasks.audit.label_audit import find_label_issues, out_of_fold_probabilities
-from tests.tasks.banking import INTENTS, split_intents_csv
+from tests.banking import INTENTS, split_intents_csv
 
 
 def test_out_of_fold_probabilities_come_from_probes_that_never_saw_the_row():

@@ -12,7 +12,7 @@ import torch
 from tasks.config.families import model_spec
 from tasks.core.errors import SpecError
 from tasks.models.backbones import WeightsError, load_backbone, locate_weights
-from tests.tasks.test_backbones import sample_inputs
+from tests.unit.models.test_backbones import sample_inputs
 
 # The tiny BERT's vocabulary and tokenizer are MiniLM's (a BERT wordpiece tokenizer).
 TINY_BERT = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 5,
