@@ -45,7 +45,7 @@ def main() -> None:
 
     from tasks.config.families import model_spec
     from tasks.config.spec import MetricSpec, data_spec
-    from tasks.data.table import load_examples
+    from tasks.data.readers import load_examples
     from tasks.models.backbones import load_backbone
     from tasks.models.classifier import Classifier, new_head
     from tasks.models.features import cached_embeddings, open_cache

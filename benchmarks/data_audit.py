@@ -44,7 +44,7 @@ def main() -> None:
     from tasks.config.families import model_spec
     from tasks.config.spec import data_spec
     from tasks.data.grouping import group_keys
-    from tasks.data.table import load_examples
+    from tasks.data.readers import load_examples
     from tasks.models.backbones import load_backbone
     from tasks.models.features import embed_inputs
 

@@ -69,7 +69,7 @@ def main() -> None:
 def load_inputs(data: Path, dataset: str, limit: int) -> list[str]:
     """Image paths (every split, the .gif skipped by the loader) or SMS texts, first `limit`."""
     from tasks.config.spec import data_spec
-    from tasks.data.table import load_examples
+    from tasks.data.readers import load_examples
 
     if dataset == "hymenoptera":
         raw = {"kind": "image_folder", "path": (data / "hymenoptera").resolve()}

@@ -80,7 +80,7 @@ def main() -> None:
 def load_task(name: str, args: argparse.Namespace) -> Task:
     from tasks.config.families import model_spec
     from tasks.config.spec import data_spec
-    from tasks.data.table import load_examples
+    from tasks.data.readers import load_examples
     from tasks.models.classifier import class_indices
 
     if name == "hymenoptera":

@@ -13,8 +13,9 @@ def split_intents_csv(path: Path, folder: Path, **data_fields: Any) -> tuple[Any
     (MiniLM, 32 tokens, the given `data_fields`), the saved dataset, its split and its table."""
     from tasks.config.spec import Spec
     from tasks.core.hashing import fingerprint
+    from tasks.data.readers import load_examples
     from tasks.data.split import split_examples
-    from tasks.data.table import load_examples, save_table
+    from tasks.data.table import save_table
     from tasks.steps.refs import DatasetRef
 
     spec = Spec.model_validate({

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.config.spec import DataSpec, check_class_keys
 from tasks.core.atomic import write_atomic
 from tasks.core.errors import DataError
 
@@ -57,18 +56,6 @@ def skipped_summary(skipped_files: Sequence[str]) -> str:
     more = f" (+{len(skipped_files) - SHOWN_SKIPPED} more)" if len(skipped_files) > SHOWN_SKIPPED else ""
     return (f"Skipped {len(skipped_files)} file(s) outside the class folders: "
             f"{', '.join(skipped_files[:SHOWN_SKIPPED])}{more}")
-
-
-def load_examples(data: DataSpec) -> LoadedData:
-    """Read the data the spec points at, with its kind's loader."""
-    from tasks.data.readers import reader_for
-
-    loaded = reader_for(data).load(data)
-    if loaded.table.empty:
-        raise DataError(f"{data.path}: no examples found. Fix: check data.path and data.select_classes.")
-    labels = loaded.table["label"].dropna()
-    check_class_keys(loaded.declared_classes or sorted(labels.unique()), data.path)
-    return loaded
 
 
 def subdirs(folder: Path) -> list[Path]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,14 +49,6 @@ def class_indices(labels: Sequence[str], classes: list[str]) -> torch.Tensor:
     """Labels -> their positions in `classes` (the order of the model's outputs)."""
     index = {name: i for i, name in enumerate(classes)}
     return torch.tensor([index[label] for label in labels], dtype=torch.long)
-
-
-def restore_classifier(checkpoint: Path, legacy_config: dict[str, Any] | None = None) -> Classifier:
-    """The classifier a checkpoint file holds, frozen: the file says which model and classes (a
-    bare state dict from an older version needs `legacy_config`, see `tasks.models.checkpoints`)."""
-    from tasks.models.checkpoints import restore_classifier_from
-
-    return restore_classifier_from(checkpoint, legacy_config)[0]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks.config.spec import Spec
 from tasks.core.errors import SpecError
 
 AVAILABLE = {
@@ -92,12 +91,11 @@ def prepare_module(module: nn.Module, device: torch.device, convnet: bool) -> nn
     return module
 
 
-def on_runtime_device(spec: Spec, backbone: Any, module: torch.nn.Module | None = None) -> torch.device:
-    """Move `module` (default: the backbone's encoder) to `runtime.device`, channels_last for
-    convnets; returns the device."""
+def on_runtime_device(setting: str, backbone: Any, module: torch.nn.Module | None = None) -> torch.device:
+    """Move `module` (default: the backbone's encoder) to the device `runtime.device` names,
+    channels_last for convnets; returns the device."""
     from tasks.models.backbones import ImageBackbone
-    from tasks.models.devices import prepare_module, resolve_device
 
-    device = resolve_device(spec.runtime.device)
+    device = resolve_device(setting)
     prepare_module(module or backbone.module, device, convnet=isinstance(backbone, ImageBackbone))
     return device

@@ -34,15 +34,15 @@ def client_for(workdir: Path) -> MlflowClient:
     store at once would both run MLflow's schema migrations, and one would crash."""
     uri = tracking_uri(workdir)
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return _client(uri)
+        return client_of(uri)
     from tasks.core.atomic import exclusive_lock
 
     with exclusive_lock(workdir / "locks" / "mlflow-store.lock"):
-        return _client(uri)
+        return client_of(uri)
 
 
 @functools.cache
-def _client(uri: str) -> MlflowClient:
+def client_of(uri: str) -> MlflowClient:
     """One client per store and process, with both stores opened now: opening a SQLite store
     checks (and on first use creates) its schema, which is slow and must not race."""
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -38,7 +38,7 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
                       contract: Contract) -> Tournament:
     """Probe every candidate on train/validation and keep the best eligible one (see module doc)."""
     from tasks.core.errors import SpecError
-    from tasks.registry.tracking import client_for, log_figure, log_text
+    from tasks.registry.tracking import log_figure, log_text
     from tasks.training.probe import probe_head
 
     constraints = spec.tournament
@@ -53,7 +53,7 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
     tournament = Tournament(results, ranking)
     guard_key = contract.guard.key if contract.guard else None
     table = tournament.markdown(spec.metric.key, guard_key)
-    client = client_for(spec.workdir)
+    client = tracking.client
     log_text(client, tracking.run_id, table, "tournament/candidates.md")
     log_text(client, tracking.run_id, json.dumps([asdict(r) for r in results], indent=2), "tournament/candidates.json")
     from tasks.reports.plots import tournament_figure
@@ -88,7 +88,7 @@ def _probe_candidate(spec: Spec, dataset: DatasetRef, split: SplitRef, contract:
         print(f"{model.describe()}: {dropped}")
         return CandidateResult(model.describe(), parameters, dim, None, None, None, None, False, dropped,
                                time.perf_counter() - started)
-    device = on_runtime_device(spec, backbone)
+    device = on_runtime_device(spec.runtime.device, backbone)
     examples = dataset.train_val_examples(split)
     sample = list(examples["train"]["input"])[:THROUGHPUT_SAMPLE]
     throughput, peak = measure_embedding(backbone, sample, spec.train.batch_size, device,

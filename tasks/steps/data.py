@@ -20,7 +20,8 @@ def load_data(spec: Spec) -> DatasetRef:
     two labels (`data.conflicting_labels: drop`): both listed with their reason, never silent."""
     from tasks.audit.odd_inputs import take_out
     from tasks.core.hashing import fingerprint
-    from tasks.data.table import load_examples, save_table
+    from tasks.data.readers import load_examples
+    from tasks.data.table import save_table
 
     loaded = load_examples(spec.data)
     kept = take_out(loaded, spec.data)
@@ -132,9 +133,9 @@ def finish_data_report(spec: Spec, dataset: DatasetRef, class_counts: dict[str, 
                      f"Data report for {spec.data.path}: {report.verdict()}")
     print(f"Data report: {report.verdict()} ({path})")
     if tracking is not None:
-        from tasks.registry.tracking import client_for, log_file
+        from tasks.registry.tracking import log_file
 
-        client = client_for(spec.workdir)
+        client = tracking.client
         for name in dict.fromkeys([path.name, *(name.split("/")[0] for section in sections for name in section.files)]):
             if (folder / name).is_dir():  # the Data Docs site
                 client.log_artifacts(tracking.run_id, str(folder / name), f"quality/{name}")

@@ -51,10 +51,10 @@ def starting_point(spec: Spec, tracking: TrackingRef, tournament: bool = False) 
     In a tournament only the candidate the champion was trained from can start from it; the
     others start from their pretrained weights (and say so)."""
     from tasks.core.errors import SpecError
-    from tasks.registry.tracking import client_for, log_params
+    from tasks.registry.tracking import log_params
     from tasks.registry.warm_start import champion_starting_point
 
-    client = client_for(spec.workdir)
+    client = tracking.client
     start = None
     if spec.retrain.start_from == "champion":
         try:
@@ -90,7 +90,7 @@ def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     backbone = load_backbone(spec.model)
     if start:
         backbone.load_starting_point(start.weights, start.sha256, start.describe())
-    device = on_runtime_device(spec, backbone)
+    device = on_runtime_device(spec.runtime.device, backbone)
     result, head, computed, reused = probe_head(
         backbone, dataset.train_val_examples(split), list(dataset.classes), spec.train, contract, device,
         spec.workdir, resolve_num_workers(spec.runtime.num_workers), class_weights)
@@ -128,15 +128,15 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
     the head: discriminative lrs (head at head lr x lr_ratio, each deeper group x group_lr_decay),
     warm-up then cosine decay, the best epoch kept. A regularized retry raises augmentation one
     level, weight decay x10 and label smoothing."""
-    from tasks.models.checkpoints import legacy_config
-    from tasks.models.classifier import class_indices, restore_classifier
+    from tasks.models.checkpoints import legacy_config, restore_classifier_from
+    from tasks.models.classifier import class_indices
     from tasks.models.devices import resolve_device, resolve_num_workers
     from tasks.training.fit import class_weights_for, fit
 
     settings = spec.finetune
     device = resolve_device(spec.runtime.device)
     examples, classes = dataset.train_val_examples(split), list(dataset.classes)
-    classifier = restore_classifier(start.checkpoint, legacy_config(spec.model, classes))
+    classifier, _ = restore_classifier_from(start.checkpoint, legacy_config(spec.model, classes))
     backbone = classifier.backbone
     groups = backbone.layer_groups()
     depth = min(plan.groups, len(groups))
@@ -281,11 +281,11 @@ def select_on_validation(spec: Spec, stages: list[StageResult], decisions: Decis
     """The best stage on validation by the contract (guard first, then the metric; ties keep the
     earlier, simpler model). The curves the choice rests on, and the selected model's per-class
     scores, are logged with it."""
-    from tasks.registry.tracking import client_for, log_figure
+    from tasks.registry.tracking import log_figure
     from tasks.reports.plots import learning_curves_figure, per_class_figure
 
     selected = choose_stage(stages, contract)
-    client = client_for(spec.workdir)
+    client = tracking.client
     actions = {entry["stage"]: entry["action"] for entry in decisions.entries}
     target = spec.metric.target
     log_figure(client, tracking.run_id, learning_curves_figure(
@@ -318,7 +318,7 @@ def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torc
 
     from tasks.core.hashing import sha256_file
     from tasks.models.checkpoints import Checkpoint, save_checkpoint
-    from tasks.registry.tracking import client_for, end_run, log_history, log_params, log_scores, log_text, start_run
+    from tasks.registry.tracking import end_run, log_history, log_params, log_scores, log_text, start_run
 
     folder = spec.workdir / "checkpoints" / tracking.run_id
     best = Checkpoint(model=spec.model, classes=classes, weights=_own_weights(classifier), stage=name,
@@ -330,7 +330,7 @@ def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torc
             best, weights=_own_weights(classifier, last["weights"]), epoch=last["epoch"], optimizer=last["optimizer"],
             scheduler=last["scheduler"], rng=last["rng"]))
     best_scores = result.best.val_scores
-    client = client_for(spec.workdir)
+    client = tracking.client
     run_id = start_run(client, tracking.experiment_id, name, parent_run_id=tracking.run_id, tags={"stage": name})
     log_params(client, run_id, {**params, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
                                 "stopped_early": result.stopped_early, "batch_size": spec.train.batch_size})
@@ -361,9 +361,9 @@ def _own_weights(classifier: torch.nn.Module, state: dict[str, torch.Tensor] | N
 
 @step("write decision log")
 def write_decision_log(spec: Spec, entries: list[dict[str, Any]], selected: str, tracking: TrackingRef) -> str:
-    from tasks.registry.tracking import client_for, log_text
+    from tasks.registry.tracking import log_text
 
-    client = client_for(spec.workdir)
+    client = tracking.client
     markdown = decisions_markdown(entries, spec.metric.key, selected)
     log_text(client, tracking.run_id, json.dumps(entries, indent=2), "decisions.json")
     log_text(client, tracking.run_id, markdown, "decisions.md")

@@ -26,11 +26,11 @@ def unchanged_since_champion(spec: Spec, dataset: DatasetRef, tracking: Tracking
     """A retrain that a schedule or a drift alarm started is worth training only on data the
     champion has not seen; by hand, a run always trains (the user asked for it)."""
     from tasks.registry.champion import current_champion
-    from tasks.registry.tracking import client_for, log_text
+    from tasks.registry.tracking import log_text
 
     if trigger == "manual":
         return None
-    client = client_for(spec.workdir)
+    client = tracking.client
     champion = current_champion(client, spec.registry.model_name, spec.registry.alias)
     if champion is None or champion.tags.get("data_fingerprint") != dataset.fingerprint:
         return None
@@ -79,7 +79,6 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     from tasks.models.devices import on_runtime_device
     from tasks.models.features import cached_embeddings, open_cache
     from tasks.monitoring.drift import REFERENCE_DIR, log_reference, what_the_model_sees
-    from tasks.registry.tracking import client_for
 
     classes, batch_size = list(dataset.classes), spec.train.batch_size
     train_ids, _ = train_val_ids(split.manifest_path)
@@ -88,13 +87,13 @@ def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     ids = [train_ids[i] for i in sorted(picked)]
     inputs = list(read_examples(dataset.table_path).loc[ids, "input"])
     classifier, _ = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
-    on_runtime_device(spec, classifier.backbone, classifier)
+    on_runtime_device(spec.runtime.device, classifier.backbone, classifier)
     frozen = _same_weights(classifier.backbone.module, load_backbone(spec.model).module)
     # The embedding cache holds pretrained-backbone embeddings: valid only when fine-tuning changed nothing.
     embeddings = (cached_embeddings(open_cache(spec.workdir, classifier.backbone), classifier.backbone, ids, inputs,
                                     batch_size)[0] if frozen else None)
     seen = what_the_model_sees(classifier, classes, spec.model.MODALITY, inputs, batch_size, embeddings)
-    client = client_for(spec.workdir)
+    client = tracking.client
     registration = outcome.registration
     log_reference(client, tracking.run_id, seen, {
         "model_name": registration.model_name, "version": registration.version, "classes": classes,

@@ -18,6 +18,7 @@ from tasks.training.metrics import Contract, Guard
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mlflow import MlflowClient
 
     from tasks.config.families import FamilyOptions
     from tasks.decisions.tournament import Tournament
@@ -25,10 +26,19 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TrackingRef:
-    """The flow run's MLflow parent run; steps that also serve `validate` accept None (no tracking)."""
+    """The flow run's MLflow parent run, and the store it lives in; steps that also serve
+    `validate` accept None (no tracking)."""
 
     run_id: str
     experiment_id: str
+    store: str  # the tracking URI: the workdir's SQLite file or MLFLOW_TRACKING_URI's server
+
+    @property
+    def client(self) -> MlflowClient:
+        """The run's one client (one per store and process: a task on another worker opens its own)."""
+        from tasks.registry.tracking import client_of
+
+        return client_of(self.store)
 
 
 @dataclass(frozen=True)

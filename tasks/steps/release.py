@@ -108,13 +108,13 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
     from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
     from tasks.models.devices import on_runtime_device
     from tasks.models.loader import Batches
-    from tasks.registry.tracking import client_for, log_scores
+    from tasks.registry.tracking import log_scores
     from tasks.training.metrics import classification_metrics
 
     classes, class_name = list(dataset.classes), spec.metric.class_name
     config = legacy_config(spec.model, classes)  # for a stage saved as a bare state dict
     classifier, _ = restore_classifier_from(selected.checkpoint, config)
-    on_runtime_device(spec, classifier.backbone, classifier)
+    on_runtime_device(spec.runtime.device, classifier.backbone, classifier)
     val = dataset.train_val_examples(split)["val"]
     y_true = class_indices(val["label"], classes)
     probabilities = predict_proba(classifier, Batches(list(val["input"]), y_true, spec.train.batch_size,
@@ -133,7 +133,7 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
     trials = int((y_true.numpy() == target).sum() if spec.metric.name == "recall" else (answers == target).sum())
     bound = float(lower_bound(np.array(scores[spec.metric.key]), np.array(trials), test_to_val,
                               spec.metric.confidence)) if spec.metric.name != "f1" else None
-    client = client_for(spec.workdir)
+    client = tracking.client
     log_scores(client, tracking.run_id, {"operating_threshold": point.threshold})
     log_scores(client, tracking.run_id, scores, prefix="val_at_threshold_")
     if bound is not None:
@@ -159,14 +159,14 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     from tasks.models.loader import Batches
     from tasks.registry.champion import score_champion
     from tasks.registry.ledger import exposure_of, record_test_evaluation
-    from tasks.registry.tracking import client_for, log_figure, log_scores
+    from tasks.registry.tracking import log_figure, log_scores
     from tasks.reports.plots import confusion_matrix_figure
     from tasks.training.metrics import classification_metrics, contract_value
 
     classes = list(dataset.classes)
     guard = contract.guard
     classifier, checkpoint = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
-    on_runtime_device(spec, classifier.backbone, classifier)
+    on_runtime_device(spec.runtime.device, classifier.backbone, classifier)
     test_ids = quarantined_test_ids(split.manifest_path, reader=f"evaluate_once_on_test run {tracking.run_id}")
     table = read_examples(dataset.table_path).loc[test_ids]
     y_true = class_indices(table["label"], classes)
@@ -176,7 +176,7 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
     y_pred = apply_operating_point(probabilities, classes, checkpoint.operating_point)
     scores = classification_metrics(y_true.numpy(), y_pred, classes)
     value = contract_value(scores, spec.metric)
-    client = client_for(spec.workdir)
+    client = tracking.client
     log_scores(client, tracking.run_id, scores, prefix="test_")
     log_figure(client, tracking.run_id, confusion_matrix_figure(
         y_true.numpy(), y_pred, classes, f"test confusion matrix ({selected.name})"), "plots/test_confusion_matrix.png")
@@ -203,11 +203,10 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
     from tasks.decisions.gate import decide
     from tasks.models.checkpoints import legacy_config, read_checkpoint
     from tasks.registry.serving import log_and_register
-    from tasks.registry.tracking import client_for
 
     decision = decide(test.value, spec.metric, test.exposure, test.fresh_value, spec.gate.min_fresh_test,
                       test.champion, spec.gate.max_regression, test.guard, test.guard_value)
-    client = client_for(spec.workdir)
+    client = tracking.client
     champion_evidence = champion_tags(test.champion)
     evidence = {
         "metric": spec.metric.key, "test_metric": f"{test.value:.6f}", "target": f"{spec.metric.target:g}",
@@ -247,7 +246,7 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
                      test: TestResult, outcome: GateOutcome, tracking: TrackingRef,
                      decisions: list[dict[str, Any]] | None = None) -> str:
     from tasks.registry.serving import INPUT_DESCRIPTION
-    from tasks.registry.tracking import client_for, log_text
+    from tasks.registry.tracking import log_text
     from tasks.reports.model_card import CardFacts, render_model_card
 
     modality = spec.model.MODALITY
@@ -281,7 +280,7 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
         test_value=test.value, target=spec.metric.target, decision=outcome.decision.verdict,
         decision_reason=outcome.decision.reason, registered_version=outcome.registration.version,
         mlflow_run_id=tracking.run_id))
-    client = client_for(spec.workdir)
+    client = tracking.client
     log_text(client, tracking.run_id, card, "model_card.md")
     # The registry page renders a version's description as markdown: the card is what a reviewer sees.
     client.update_model_version(outcome.registration.model_name, outcome.registration.version,

@@ -44,9 +44,9 @@ def record_split(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tra
                   "Examples per split (test quarantined until the final evaluation)")
     if tracking is None:
         return
-    from tasks.registry.tracking import client_for, log_file, log_params
+    from tasks.registry.tracking import log_file, log_params
 
-    client = client_for(spec.workdir)
+    client = tracking.client
     log_file(client, tracking.run_id, split.manifest_path, "split")
     params = {"data_fingerprint": dataset.fingerprint, "test_fingerprint": split.test_fingerprint,
               "split_manifest_sha256": split.manifest_sha256, **{f"n_{k}": v for k, v in split.sizes.items()}}
@@ -102,9 +102,9 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
         files.append("label_suspects.png")
     _publish_label_issues(spec, tracking, found)
     if tracking is not None:
-        from tasks.registry.tracking import client_for, log_params
+        from tasks.registry.tracking import log_params
 
-        log_params(client_for(spec.workdir), tracking.run_id, {"label_audit_embeddings_computed": computed,
+        log_params(tracking.client, tracking.run_id, {"label_audit_embeddings_computed": computed,
                                                                "label_issues_found": len(found)})
     rows = found.drop(columns=["input", "example_id"]).to_dict("records")
     body = markdown_table(rows) + "\n\nMost unusual inputs (reported, never dropped): " + "; ".join(
@@ -189,9 +189,9 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     print(f"Leakage check ({spec.candidates[0].describe()} embeddings, {calibration.describe()}): {len(pairs)} "
           "near-copy pair(s) across splits" + (f": {shown}" if shown else ""))
     if tracking is not None:
-        from tasks.registry.tracking import client_for, log_params
+        from tasks.registry.tracking import log_params
 
-        log_params(client_for(spec.workdir), tracking.run_id, {
+        log_params(tracking.client, tracking.run_id, {
             "leakage_threshold": round(calibration.threshold, 6), "leakage_pairs_found": len(pairs)})
     body = (f"Threshold: {calibration.describe()}.\n\n" + markdown_table(pairs[[
         "held_out_split", "held_out_source", "other_split", "other_source", "similarity"]].to_dict("records")))

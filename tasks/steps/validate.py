@@ -35,22 +35,22 @@ def validate_config(config_path: str, data_path: str | None = None) -> Spec:
 def tracked_flow_run(spec: Spec, config_path: str) -> Iterator[TrackingRef]:
     """The flow's MLflow parent run: RUNNING while the steps run, then FINISHED, or FAILED when
     any step (or an interrupt) stops the flow."""
-    from tasks.registry.tracking import client_for, end_run
+    from tasks.registry.tracking import end_run
 
     tracking = start_tracking(spec, config_path)
     try:
         yield tracking
     except BaseException:
-        end_run(client_for(spec.workdir), tracking.run_id, succeeded=False)
+        end_run(tracking.client, tracking.run_id, succeeded=False)
         raise
-    end_run(client_for(spec.workdir), tracking.run_id, succeeded=True)
+    end_run(tracking.client, tracking.run_id, succeeded=True)
 
 
 @step("start tracking")
 def start_tracking(spec: Spec, config_path: str) -> TrackingRef:
     from prefect.runtime import flow_run
 
-    from tasks.registry.tracking import client_for, experiment_id, log_file, log_params, start_run
+    from tasks.registry.tracking import client_for, experiment_id, log_file, log_params, start_run, tracking_uri
 
     client = client_for(spec.workdir)
     experiment = experiment_id(client, spec.registry.model_name, spec.workdir)
@@ -59,4 +59,4 @@ def start_tracking(spec: Spec, config_path: str) -> TrackingRef:
     })
     log_params(client, run_id, spec.model_dump(mode="json", by_alias=True))
     log_file(client, run_id, Path(config_path), "config")
-    return TrackingRef(run_id, experiment)
+    return TrackingRef(run_id, experiment, tracking_uri(spec.workdir))

@@ -46,7 +46,7 @@ def banking_slice():
 
     from tasks.config.families import model_spec
     from tasks.config.spec import data_spec
-    from tasks.data.table import load_examples
+    from tasks.data.readers import load_examples
     from tasks.models.backbones import load_backbone
     from tasks.models.features import embed_inputs
     from tests.conftest import shared_dataset
@@ -95,7 +95,7 @@ def test_clean_labels_give_few_suspects(banking_slice):
 def noisy_banking_run(tmp_path):
     """A workdir after step 3 on 5 banking77 intents (40 texts each) with 6 labels flipped."""
     from tasks.config.spec import data_spec
-    from tasks.data.table import load_examples
+    from tasks.data.readers import load_examples
     from tests.conftest import shared_dataset
 
     table = load_examples(data_spec({"kind": "csv_text", "path": shared_dataset("banking77") / "train.csv",
@@ -152,7 +152,7 @@ def test_the_hymenoptera_placeholder_saved_as_png_is_the_most_unusual_input(tmp_
     from tasks.audit.label_audit import find_outliers
     from tasks.config.families import model_spec
     from tasks.config.spec import data_spec
-    from tasks.data.table import load_examples
+    from tasks.data.readers import load_examples
     from tasks.models.backbones import load_backbone
     from tasks.models.features import embed_inputs
     from tests.conftest import shared_dataset

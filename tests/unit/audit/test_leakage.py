@@ -116,7 +116,7 @@ def leaky_csv(tmp_path, banking77):
     then three train rows that are the three longest test texts with their last word cut (a
     truncation the normalized-text key cannot see)."""
     from tasks.config.spec import data_spec
-    from tasks.data.table import load_examples
+    from tasks.data.readers import load_examples
 
     table = load_examples(data_spec({"kind": "csv_text", "path": banking77 / "train.csv",
                                      "select_classes": INTENTS})).table

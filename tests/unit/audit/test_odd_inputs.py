@@ -9,8 +9,7 @@ from PIL import Image
 
 from tasks.audit.odd_inputs import PLACEHOLDER_COPIES, take_out
 from tasks.config.spec import data_spec
-from tasks.data.readers import reader_for
-from tasks.data.table import load_examples
+from tasks.data.readers import load_examples, reader_for
 from tests.conftest import small_image
 
 

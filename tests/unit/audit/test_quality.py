@@ -11,7 +11,8 @@ import pandas as pd
 from tasks.audit.odd_inputs import take_out
 from tasks.audit.quality import audit_labels
 from tasks.config.spec import MetricSpec, data_spec
-from tasks.data.table import LoadedData, load_examples
+from tasks.data.readers import load_examples
+from tasks.data.table import LoadedData
 from tasks.reports.data_docs import write_data_docs
 from tests.conftest import small_image
 

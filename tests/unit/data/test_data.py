@@ -6,7 +6,8 @@ from PIL import Image
 from tasks.config.spec import data_spec
 from tasks.core.errors import DataError
 from tasks.core.hashing import fingerprint
-from tasks.data.table import load_examples, skipped_summary
+from tasks.data.readers import load_examples
+from tasks.data.table import skipped_summary
 
 
 def image(path: Path, colour: int) -> Path:

@@ -14,8 +14,8 @@ from PIL import Image, ImageOps
 
 from tasks.config.spec import SplitSpec, data_spec
 from tasks.data.grouping import MAX_HASH_DISTANCE, image_group_keys, perceptual_hash
+from tasks.data.readers import load_examples
 from tasks.data.split import split_examples
-from tasks.data.table import load_examples
 
 
 def photo(seed: int, size: tuple[int, int] = (128, 96)) -> Image.Image:

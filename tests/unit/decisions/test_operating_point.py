@@ -174,7 +174,7 @@ def run(tmp_path_factory):
     from tasks.models.backbones import load_backbone
     from tasks.models.classifier import Classifier, new_head, predict_proba
     from tasks.models.loader import Batches
-    from tasks.registry.tracking import client_for, experiment_id, start_run
+    from tasks.registry.tracking import client_for, experiment_id, start_run, tracking_uri
 
     folder = tmp_path_factory.mktemp("run")
     paths = {name: colour_images(folder, n, seed) for seed, (name, n) in enumerate(
@@ -212,7 +212,7 @@ def run(tmp_path_factory):
     selected = StageResult("baseline", "r", 0.5, {}, stage_path, sha256_file(stage_path), [], "", True, False)
     client = client_for(spec.workdir)
     experiment = experiment_id(client, "tests", spec.workdir)
-    tracking = TrackingRef(start_run(client, experiment, "parent"), experiment)
+    tracking = TrackingRef(start_run(client, experiment, "parent"), experiment, tracking_uri(spec.workdir))
     dataset = DatasetRef(folder / "table.parquet", "fingerprint", tuple(CLASSES), None, ())
     split = SplitRef(manifest, "sha", counts, "test-fingerprint", (), "history")
     return spec, dataset, split, selected, tracking, table
