@@ -92,45 +92,23 @@ def read_incoming(path: Path, modality: str, text_column: str) -> IncomingBatch:
 
 
 def _read_images(folder: Path) -> IncomingBatch:
-    from PIL import Image
-
-    from tasks.data.table import IMAGE_EXTENSIONS
+    from tasks.data.unlabeled import read_image_folder
 
     if not folder.is_dir():
         raise DataError(f"{folder}: the model reads images. Fix: pass a folder of images as --incoming.")
-    files = sorted(p for p in folder.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-    if not images:
-        raise DataError(f"{folder}: no image files in this folder (extensions {', '.join(IMAGE_EXTENSIONS)}). "
-                        "Fix: pass a folder of images as --incoming.")
-    unreadable = []
-    for image in images:
-        try:
-            with Image.open(image) as opened:
-                opened.load()  # decodes it all: a truncated file fails here, not halfway through the check
-        except (OSError, ValueError, SyntaxError):  # what PIL raises on damaged or foreign bytes
-            unreadable.append(image)
-    if unreadable:
-        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-        raise DataError(f"{unreadable[0]}: not an image file PIL can read{more}. "
-                        "Fix: remove or replace the unreadable file(s), then run the check again.")
-    others = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
-    return IncomingBatch(folder, "image", tuple(map(str, images)), tuple(str(p.relative_to(folder)) for p in images),
-                         skipped=tuple(str(p.relative_to(folder)) for p in others))
+    found = read_image_folder(folder, "pass a folder of images as --incoming.")
+    return IncomingBatch(folder, "image", tuple(map(str, found.images)), found.relative(),
+                         skipped=tuple(str(p.relative_to(folder)) for p in found.skipped))
 
 
 def _read_texts(path: Path, text_column: str) -> IncomingBatch:
-    from tasks.data.table import read_csv
+    from tasks.data.unlabeled import read_text_column
 
     if not path.is_file() or path.suffix.lower() != ".csv":
         raise DataError(f"{path}: the model reads texts. Fix: pass a CSV file with a '{text_column}' column "
                         "as --incoming.")
-    frame = read_csv(path)
-    if text_column not in frame.columns:
-        raise DataError(f"{path}: no column '{text_column}' (columns: {list(frame.columns)}). "
-                        "Fix: pass --column NAME, or set data.text_column in the config.")
-    return IncomingBatch(path, "text", tuple(frame[text_column].fillna("")), text_column=text_column)
+    texts = read_text_column(path, text_column, "pass --column NAME, or set data.text_column in the config.")
+    return IncomingBatch(path, "text", tuple(texts), text_column=text_column)
 
 
 def input_statistics(backbone: Backbone, modality: str, inputs: list[str]) -> dict[str, list[float]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import TransferflowError
+from tasks.data.table import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,35 +68,26 @@ def read_inputs(paths: list[Path], text_column: str) -> list[ModelInput]:
 
 
 def _read_folder(folder: Path) -> list[ModelInput]:
-    from tasks.data.table import IMAGE_EXTENSIONS
+    from tasks.data.unlabeled import read_image_folder
 
-    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not images:
-        raise TransferflowError(f"{folder}: no image files in this folder (extensions "
-                                f"{', '.join(IMAGE_EXTENSIONS)}). Fix: pass a folder of images.")
-    return [_read_image(p, str(p.relative_to(folder))) for p in images]
+    found = read_image_folder(folder, "pass a folder of images.")
+    return [ModelInput(path, shown) for path, shown in zip(found.images, found.relative(), strict=True)]
 
 
 def _read_texts(path: Path, text_column: str) -> list[ModelInput]:
-    from tasks.data.table import read_csv
+    from tasks.data.unlabeled import read_text_column
 
-    frame = read_csv(path)
-    if text_column not in frame.columns:
-        raise TransferflowError(f"{path}: no column '{text_column}' (columns: {list(frame.columns)}). "
-                                "Fix: pass --column NAME.")
-    return [ModelInput(path, text[:60], text) for text in frame[text_column].fillna("")]
+    return [ModelInput(path, text[:60], text) for text in read_text_column(path, text_column)]
 
 
 def _read_image(path: Path, shown: str) -> ModelInput:
-    """Checked now (PIL reads the header only), sent later."""
-    from PIL import Image
+    """A single named image file, decoded whole now (sent later)."""
+    from tasks.data.unlabeled import check_images_decode
 
-    try:
-        with Image.open(path):
-            pass
-    except OSError:  # PIL's UnidentifiedImageError included
-        raise TransferflowError(f"{path}: not an image file PIL can read. "
-                                "Fix: pass image files, or CSV files of texts (with --column).") from None
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise TransferflowError(f"{path}: not an image file (extensions {', '.join(IMAGE_EXTENSIONS)}). "
+                                "Fix: pass image files, or CSV files of texts (with --column).")
+    check_images_decode([path])
     return ModelInput(path, shown)
 
 
