@@ -5,17 +5,14 @@ check, the path check, loading and the readability check) reads the registry."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
 from tasks.config.data_kinds.base import DATA_KINDS, CsvColumns, DataKindOptions, data_kind
+from tasks.core.plugins import import_submodules
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, __path__)
 
 if TYPE_CHECKING:  # every member is a DataKindOptions: that is all code outside a kind relies on
     DataSpec = DataKindOptions

@@ -10,9 +10,11 @@ found by the kind's name) loads the examples and judges each input.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal, NamedTuple, get_args
+from typing import ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.core.plugins import Registry
 
 
 class CsvColumns(NamedTuple):
@@ -87,13 +89,5 @@ class DataKindOptions(BaseModel):
         return CsvColumns()
 
 
-DATA_KINDS: dict[str, type[DataKindOptions]] = {}
-
-
-def data_kind(cls: type[DataKindOptions]) -> type[DataKindOptions]:
-    """Register a kind's options class under the literal value of its `kind` field."""
-    (name,) = get_args(cls.model_fields["kind"].annotation)
-    if name in DATA_KINDS:
-        raise ValueError(f"data kind '{name}' is registered twice ({DATA_KINDS[name].__module__}, {cls.__module__})")
-    DATA_KINDS[name] = cls
-    return cls
+DATA_KINDS: Registry[type[DataKindOptions]] = Registry("data kind")
+data_kind = DATA_KINDS.by_literal("kind")  # @data_kind registers an options class under its `kind`

@@ -5,19 +5,16 @@ served model's requirements, the model card) reads the registry."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
 from tasks.config.families.base import FAMILIES, NO_WEIGHTS, FamilyOptions, model_family
+from tasks.core.plugins import import_submodules
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, __path__)
 
 if TYPE_CHECKING:  # every member is a FamilyOptions: that is all code outside a family relies on
     ModelSpec = FamilyOptions

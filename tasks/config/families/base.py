@@ -10,9 +10,11 @@ the adapter module (which loads weights) is imported only when a model is built.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, get_args
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.core.plugins import Registry
 
 NO_WEIGHTS = "none"  # `weights: none`: random initialisation (tests, from-scratch baselines)
 
@@ -68,16 +70,8 @@ class FamilyOptions(BaseModel):
         return f"{self.family}:{self.name}{weights}"
 
 
-FAMILIES: dict[str, type[FamilyOptions]] = {}
-
-
-def model_family(cls: type[FamilyOptions]) -> type[FamilyOptions]:
-    """Register a family's options class under the literal value of its `family` field."""
-    (name,) = get_args(cls.model_fields["family"].annotation)
-    if name in FAMILIES:
-        raise ValueError(f"model family '{name}' is registered twice ({FAMILIES[name].__module__}, {cls.__module__})")
-    FAMILIES[name] = cls
-    return cls
+FAMILIES: Registry[type[FamilyOptions]] = Registry("model family")
+model_family = FAMILIES.by_literal("family")  # @model_family registers an options class under its `family`
 
 
 def _looks_like_path(text: str) -> bool:

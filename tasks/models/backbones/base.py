@@ -26,18 +26,18 @@ import torch
 from torch import nn
 
 from tasks.config.families import FAMILIES, FamilyOptions
+from tasks.core.plugins import Registry
 from tasks.models.backbones.weights import RANDOM_SEED, WeightsSource
 
-ADAPTERS: dict[str, type[Backbone]] = {}
+ADAPTERS: Registry[type[Backbone]] = Registry("backbone adapter")
 
 
 def adapter(family: str) -> Callable[[type[Backbone]], type[Backbone]]:
     """Register the Backbone class that loads models of `family` (a registered options family)."""
     def register(cls: type[Backbone]) -> type[Backbone]:
         if family not in FAMILIES:
-            raise ValueError(f"@adapter('{family}'): no options class registers that family in tasks/families")
-        ADAPTERS[family] = cls
-        return cls
+            raise ValueError(f"@adapter('{family}'): no options class registers that family in tasks/config/families")
+        return ADAPTERS.add(family, cls)
     return register
 
 
