@@ -198,7 +198,7 @@ class EarlyStoppingSpec(_Frozen):
 
 class FinetuneSpec(_Frozen):
     """Gradual unfreezing: stages unfreeze layer groups from the output end, each decided by the
-    previous stage's validation curves (see `transferflow schema` and the README's decision table)."""
+    previous stage's validation curves (see `transferflow schema` and the decision table in docs/training.md)."""
 
     max_stages: int = Field(3, ge=0, description="Fine-tuning stages at most (a regularized retry is not "
                                                  "counted); 0 disables fine-tuning.")
