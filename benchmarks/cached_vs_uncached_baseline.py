@@ -23,11 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars off: the printed numbers are the output
+from offline import SHARED_DATASETS, offline_preamble
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DEFAULT_DATA = REPO / ".." / "shared" / "datasets" / "hymenoptera"
+REPO = offline_preamble()
+DEFAULT_DATA = SHARED_DATASETS / "hymenoptera"
 
 
 def main() -> None:

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars off: the printed numbers are the output
+from offline import offline_preamble
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = offline_preamble()
 
 
 def main() -> None:

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TQDM_DISABLE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from offline import SHARED_DATASETS, offline_preamble
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DEFAULT_DATA = REPO / ".." / "shared" / "datasets"
+REPO = offline_preamble()
+DEFAULT_DATA = SHARED_DATASETS
 MODELS = [
     ({"family": "torchvision", "name": "mobilenet_v2", "image_size": 224}, "hymenoptera"),
     ({"family": "timm", "name": "tf_efficientnet_lite0", "image_size": 224}, "hymenoptera"),

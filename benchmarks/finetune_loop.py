@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars off: the printed numbers are the output
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from offline import SHARED_DATASETS, offline_preamble
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DEFAULT_DATA = REPO / ".." / "shared" / "datasets"
+REPO = offline_preamble()
+DEFAULT_DATA = SHARED_DATASETS
 LR, WEIGHT_DECAY = 3e-4, 1e-4  # a fine-tuning lr (head lr 3e-3 x finetune.lr_ratio 0.1)
 
 

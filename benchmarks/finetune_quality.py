@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 import yaml
+from offline import SHARED_DATASETS, offline_preamble
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
+REPO = offline_preamble()
+SHARED = SHARED_DATASETS
 ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 CASES = {
     "demo": ("digits-demo.yaml", {}),

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import yaml
+from offline import offline_preamble
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = offline_preamble()
 
 from flows.local_server import local_prefect_server  # noqa: E402
 from flows.runtime import ALLOCATOR_SETTINGS  # noqa: E402

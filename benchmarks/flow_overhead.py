@@ -28,7 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from offline import offline_preamble
+
+REPO = offline_preamble()
 ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 # (module, function, what it computes): wrapped in the child; nested calls count once.
 COMPUTE = [

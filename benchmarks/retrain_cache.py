@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 import yaml
+from offline import offline_preamble
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = offline_preamble()
 ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 
 

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 import yaml
+from offline import offline_preamble
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = offline_preamble()
 ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 CANDIDATES = [{"family": "torchvision", "name": "mobilenet_v2"}, {"family": "timm", "name": "tf_efficientnet_lite0"}]
 CHILD = """
