@@ -12,7 +12,7 @@ from typing import Any, Literal
 from prefect import flow
 
 from flows.prepare import prepare
-from tasks.config.spec import Spec
+from tasks.config.spec import OneModelSpec, Spec
 from tasks.data.split import SplitRef
 from tasks.decisions.log import Decisions
 from tasks.steps.base_model import load_base_model
@@ -76,19 +76,19 @@ def transfer_learning(config_path: str, data_path: str | None = None,
         contract = prepared.contract                                          # the metric and its guard
         stages, decisions, trained = train_candidates(spec, prepared, tracking, contract)  # 5-6.
         selected = select_on_validation(spec, stages, decisions, tracking, contract, list(dataset.classes))
-        spec, prepared = trained[selected.name]                               # the selected stage's base model
-        write_decision_log(spec, decisions.entries, selected.name, tracking)
-        selected = set_operating_point(spec, dataset, split, selected, tracking, contract)  # per-class
-        with promotion_lock(spec):                                            # 7. test once, gate
-            test = evaluate_once_on_test(spec, dataset, split, selected, tracking, contract)
-            outcome = gate_and_register(spec, dataset, split, selected, test, tracking)
-        write_model_card(spec, prepared, stages, selected, test, outcome, tracking, decisions.entries)
-        store_drift_reference(spec, dataset, split, selected, outcome, tracking)  # 7d. drift reference
-    return RunSummary(spec, tracking.run_id, prepared, stages, decisions.entries, selected, test, outcome)
+        chosen, prepared = trained[selected.name]                             # the selected stage's base model
+        write_decision_log(chosen, decisions.entries, selected.name, tracking)
+        selected = set_operating_point(chosen, dataset, split, selected, tracking, contract)  # per-class
+        with promotion_lock(chosen):                                            # 7. test once, gate
+            test = evaluate_once_on_test(chosen, dataset, split, selected, tracking, contract)
+            outcome = gate_and_register(chosen, dataset, split, selected, test, tracking)
+        write_model_card(chosen, prepared, stages, selected, test, outcome, tracking, decisions.entries)
+        store_drift_reference(chosen, dataset, split, selected, outcome, tracking)  # 7d. drift reference
+    return RunSummary(chosen, tracking.run_id, prepared, stages, decisions.entries, selected, test, outcome)
 
 
 def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, contract: Contract
-                     ) -> tuple[list[StageResult], Decisions, dict[str, tuple[Spec, Prepared]]]:
+                     ) -> tuple[list[StageResult], Decisions, dict[str, tuple[OneModelSpec, Prepared]]]:
     """Steps 5-6 for the chosen base model; when fine-tuning finds it gains nothing over its
     baseline (`stop_no_gain`: likely unfit for this data) and a tournament ranked others, the
     next candidate gets its own baseline and stages (`next_candidate`). Returns every stage, the
@@ -96,7 +96,7 @@ def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, cont
     dataset, split = prepared.dataset, prepared.split
     ranking = prepared.ranking(spec)
     stages: list[StageResult] = []
-    decisions, trained = Decisions(), dict[str, tuple[Spec, Prepared]]()
+    decisions, trained = Decisions(), dict[str, tuple[OneModelSpec, Prepared]]()
     for rank, model in enumerate(ranking):
         one = spec.with_model(model)
         here = prepared if rank == 0 else replace(prepared, base_model=load_base_model(one))

@@ -293,8 +293,8 @@ class Spec(_Frozen):
     task: str = Field(min_length=3, description="The task in one sentence.")
     metric: MetricSpec
     data: DataSpec
-    if TYPE_CHECKING:  # after step 4 every step sees one model (`with_model`); before it, see `candidates`
-        model: ModelSpec
+    if TYPE_CHECKING:  # steps 1-4 read `candidates`; steps 5-7 get a OneModelSpec (`with_model`)
+        model: FamilyOptions | CandidatesSpec
     else:
         model: OneOrCandidates
     split: SplitSpec = SplitSpec()
@@ -324,9 +324,11 @@ class Spec(_Frozen):
         model: Any = self.model
         return model if isinstance(model, CandidatesSpec) else None
 
-    def with_model(self, model: FamilyOptions) -> Spec:
-        """This config with one base model (a tournament's choice): what steps 5-7 run with."""
-        return self.model_copy(update={"model": model})
+    def with_model(self, model: FamilyOptions) -> OneModelSpec:
+        """This config with one base model (a tournament's choice): what steps 5-7 run with. The
+        config was validated whole already, so the copy is built without validating again."""
+        fields = {name: getattr(self, name) for name in type(self).model_fields} | {"model": model}
+        return OneModelSpec.model_construct(_fields_set=self.model_fields_set, **fields)
 
     @model_validator(mode="after")
     def _modality_matches(self) -> Spec:
@@ -345,6 +347,16 @@ class Spec(_Frozen):
                 f"{', '.join(families)}"
             )
 
+
+
+class OneModelSpec(Spec):
+    """A config with exactly one base model: the type steps 4-7 take, so a tournament's candidate
+    list can never reach training, selection, the test read or the registry."""
+
+    if TYPE_CHECKING:
+        model: FamilyOptions
+    else:
+        model: ModelSpec
 
 def json_schema() -> dict[str, Any]:
     """The JSON schema of a config, defaults included."""

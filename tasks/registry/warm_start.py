@@ -16,7 +16,7 @@ import torch
 from mlflow import MlflowClient
 
 from tasks.config.families import model_spec
-from tasks.config.spec import ModelSpec, Spec
+from tasks.config.spec import ModelSpec, OneModelSpec
 from tasks.core.errors import SpecError
 
 ENCODER_PREFIX = "encoder."  # how tasks.training.fit.Classifier names the backbone's parameters
@@ -34,7 +34,7 @@ class StartingPoint:
         return f"champion v{self.version}"
 
 
-def champion_starting_point(client: MlflowClient, spec: Spec, folder: Path) -> StartingPoint | None:
+def champion_starting_point(client: MlflowClient, spec: OneModelSpec, folder: Path) -> StartingPoint | None:
     """The champion's encoder weights written under `folder`, or None when there is no champion
     yet (the first run of a model starts from the pretrained weights)."""
     from tasks.core.atomic import write_atomic

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config.families import FamilyOptions
-from tasks.config.spec import CandidatesSpec, Spec
+from tasks.config.spec import CandidatesSpec, OneModelSpec, Spec
 from tasks.data.split import SplitRef
 from tasks.decisions.tournament import CandidateResult, Tournament, constraint_failure, rank_candidates
 from tasks.steps.refs import BaseModelRef, DatasetRef, TrackingRef
@@ -22,7 +22,7 @@ THROUGHPUT_SAMPLE = 64  # training inputs timed per candidate (after one warm-up
 
 
 @step("4 load base model")
-def load_base_model(spec: Spec) -> BaseModelRef:
+def load_base_model(spec: OneModelSpec) -> BaseModelRef:
     from tasks.models.backbones import load_backbone
 
     backbone = load_backbone(spec.model)
@@ -74,7 +74,7 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
     return tournament
 
 
-def _probe_candidate(spec: Spec, dataset: DatasetRef, split: SplitRef, contract: Contract,
+def _probe_candidate(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, contract: Contract,
                      constraints: CandidatesSpec, probe_head: Any) -> CandidateResult:
     from tasks.models.backbones import load_backbone
     from tasks.models.devices import on_runtime_device, resolve_num_workers

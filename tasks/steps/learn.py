@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from tasks.config.spec import Spec
+from tasks.config.spec import OneModelSpec, Spec
 from tasks.data.split import SplitRef
 from tasks.decisions.log import Decisions, decisions_markdown
 from tasks.models.devices import on_runtime_device
@@ -46,7 +46,7 @@ class StagePlan:
 
 
 @step("5a starting point")
-def starting_point(spec: Spec, tracking: TrackingRef, tournament: bool = False) -> StartingPoint | None:
+def starting_point(spec: OneModelSpec, tracking: TrackingRef, tournament: bool = False) -> StartingPoint | None:
     """`retrain.start_from: champion`: the champion's fine-tuned backbone, when there is a champion.
     In a tournament only the candidate the champion was trained from can start from it; the
     others start from their pretrained weights (and say so)."""
@@ -74,7 +74,7 @@ def starting_point(spec: Spec, tracking: TrackingRef, tournament: bool = False) 
 
 
 @step("5 feature-extraction baseline")
-def train_baseline(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
+def train_baseline(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
                    start: StartingPoint | None, contract: Contract,
                    class_weights: bool = False, prefix: str = "") -> StageResult:
     """Frozen backbone, embeddings computed once (cached), a new linear head trained on them. From
@@ -122,7 +122,7 @@ def _train_targets(dataset: DatasetRef, split: SplitRef) -> torch.Tensor:
 
 
 @step("6 fine-tuning stage")
-def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: StageResult, plan: StagePlan,
+def fine_tune_stage(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, start: StageResult, plan: StagePlan,
                     tracking: TrackingRef, contract: Contract) -> StageResult:
     """Unfreeze the last `plan.groups` layer groups of the best model so far and train them with
     the head: discriminative lrs (head at head lr x lr_ratio, each deeper group x group_lr_decay),
@@ -176,7 +176,7 @@ def fine_tune_stage(spec: Spec, dataset: DatasetRef, split: SplitRef, start: Sta
                          unfrozen_groups=depth, classes=classes)
 
 
-def _stage_inputs(spec: Spec, classifier: Any, depth: int, augment: str, examples: dict[str, pd.DataFrame],
+def _stage_inputs(spec: OneModelSpec, classifier: Any, depth: int, augment: str, examples: dict[str, pd.DataFrame],
                   targets: dict[str, torch.Tensor], device: torch.device) -> tuple[Any, Any, Any, str]:
     """What `fit` trains on: without random augmentation, the still-frozen prefix's outputs are
     computed once per stage (in RAM, or memory-mapped under `<workdir>/prefix_cache` when large)
@@ -203,7 +203,7 @@ def _stage_inputs(spec: Spec, classifier: Any, depth: int, augment: str, example
                                                  if backbone.is_random(augment) else ""))
 
 
-def gradual_unfreezing(spec: Spec, dataset: DatasetRef, split: SplitRef, baseline: StageResult,
+def gradual_unfreezing(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, baseline: StageResult,
                        tracking: TrackingRef, start: StartingPoint | None,
                        contract: Contract, prefix: str = "") -> tuple[list[StageResult], Decisions]:
     """Fine-tune a little, read the validation curves, act: until a decision says stop or
@@ -269,7 +269,7 @@ def _next_plan(decision: StageDecision, plan: StagePlan, per_stage: int, total_g
     return None  # stop_overfit, stop_no_gain, lock_in
 
 
-def _layer_groups_of(spec: Spec) -> list[torch.nn.Module]:
+def _layer_groups_of(spec: OneModelSpec) -> list[torch.nn.Module]:
     from tasks.models.backbones import load_backbone
 
     return load_backbone(spec.model).layer_groups()
@@ -308,7 +308,7 @@ def choose_stage(stages: list[StageResult], contract: Contract) -> StageResult:
     return selected
 
 
-def _record_stage(spec: Spec, tracking: TrackingRef, name: str, classifier: torch.nn.Module, result: FitResult,
+def _record_stage(spec: OneModelSpec, tracking: TrackingRef, name: str, classifier: torch.nn.Module, result: FitResult,
                   notes: str, params: dict[str, object], started_from: str, contract: Contract,
                   unfrozen_groups: int, classes: list[str]) -> StageResult:
     """Checkpoint the stage (its best epoch, and its last epoch beside it with the optimizer,
@@ -360,7 +360,7 @@ def _own_weights(classifier: torch.nn.Module, state: dict[str, torch.Tensor] | N
 
 
 @step("write decision log")
-def write_decision_log(spec: Spec, entries: list[dict[str, Any]], selected: str, tracking: TrackingRef) -> str:
+def write_decision_log(spec: OneModelSpec, entries: list[dict[str, Any]], selected: str, tracking: TrackingRef) -> str:
     from tasks.registry.tracking import log_text
 
     client = tracking.client

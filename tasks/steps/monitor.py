@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.config.spec import Spec
+from tasks.config.spec import OneModelSpec, Spec
 from tasks.core.errors import DataError
 from tasks.data.split import SplitRef
 from tasks.monitoring.drift import ChampionRef, IncomingBatch
@@ -62,7 +62,7 @@ DRIFT_EVENT = "transferflow.drift.detected"
 
 
 @step("7d store drift reference")
-def store_drift_reference(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
+def store_drift_reference(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                           outcome: GateOutcome, tracking: TrackingRef) -> int:
     """On promotion only: embed up to drift.reference_size training examples (a seeded sample) with
     the promoted backbone and store them, with the class mix it predicts and input statistics, as

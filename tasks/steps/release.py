@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from tasks.config.spec import Spec
+from tasks.config.spec import OneModelSpec
 from tasks.data.split import SplitRef
 from tasks.decisions.gate import ChampionComparison, GateDecision
 from tasks.registry.serving import Registration
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def promotion_lock(spec: Spec) -> Iterator[None]:
+def promotion_lock(spec: OneModelSpec) -> Iterator[None]:
     """Step 7 as one critical section per model: read the champion, read the test ids once, score
     both, decide, set the alias. No other run can promote in between, so no run moves the alias on
     a stale view of the champion. A file lock holds it for every process sharing this workdir; with
@@ -93,7 +93,7 @@ def guard_tags(test: TestResult) -> dict[str, str]:
 
 
 @step("6b set the operating point on validation")
-def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
+def set_operating_point(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                         tracking: TrackingRef, contract: Contract) -> StageResult:
     """Per-class contracts: the threshold on p(class) chosen on validation probabilities of the
     selected model (see tasks.decisions.operating_point.choose_threshold), written into a new checkpoint that
@@ -147,7 +147,7 @@ def set_operating_point(spec: Spec, dataset: DatasetRef, split: SplitRef, select
 
 
 @step("7a evaluate once on the test set")
-def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
+def evaluate_once_on_test(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                           tracking: TrackingRef, contract: Contract) -> TestResult:
     """The only reader of the test ids. Records the evaluation, and the ids it read, in the ledger."""
     from tasks.data.split import quarantined_test_ids
@@ -198,7 +198,7 @@ def evaluate_once_on_test(spec: Spec, dataset: DatasetRef, split: SplitRef, sele
 
 
 @step("7b gate and register")
-def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
+def gate_and_register(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                       test: TestResult, tracking: TrackingRef) -> GateOutcome:
     from tasks.decisions.gate import decide
     from tasks.models.checkpoints import legacy_config, read_checkpoint
@@ -242,7 +242,7 @@ def gate_and_register(spec: Spec, dataset: DatasetRef, split: SplitRef, selected
 
 
 @step("7c write model card")
-def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], selected: StageResult,
+def write_model_card(spec: OneModelSpec, prepared: Prepared, stages: list[StageResult], selected: StageResult,
                      test: TestResult, outcome: GateOutcome, tracking: TrackingRef,
                      decisions: list[dict[str, Any]] | None = None) -> str:
     from tasks.registry.serving import INPUT_DESCRIPTION
@@ -288,7 +288,7 @@ def write_model_card(spec: Spec, prepared: Prepared, stages: list[StageResult], 
     return card
 
 
-def _confidence_note(spec: Spec) -> str:
+def _confidence_note(spec: OneModelSpec) -> str:
     """How sure the threshold was made of the test split (recall/precision contracts bound their score)."""
     if spec.metric.name not in ("recall", "precision"):
         return ""

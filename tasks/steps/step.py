@@ -6,13 +6,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def step(name: str) -> Callable[[Callable[..., Any]], Any]:
+
+def step(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """The Prefect task keeps the function's signature, so mypy checks every call a flow makes."""
     return task(name=name, cache_policy=NO_CACHE, persist_result=False, log_prints=True)
 
 

@@ -244,3 +244,22 @@ def test_a_guard_must_be_the_complementary_score(tmp_path, metric, extra, proble
 def test_a_confidence_belongs_to_recall_or_precision_contracts_and_lies_in_half_to_one(tmp_path, metric, extra,
                                                                                       problem):
     assert problem in error_of(config(tmp_path, metric=metric, extra_metric=extra))
+
+
+def test_with_model_gives_a_one_model_spec_that_refuses_a_candidate_list(tmp_path):
+    """Steps 4-7 take a OneModelSpec (mypy checks every call); a candidate list cannot be one."""
+    from tasks.config.families import model_spec
+    from tasks.config.spec import OneModelSpec
+
+    images = {"family": "torchvision", "name": "mobilenet_v2"}
+    other = {"family": "timm", "name": "tf_efficientnet_lite0"}
+    raw = {"task": "ants or bees", "metric": {"name": "accuracy", "target": 0.9},
+           "data": {"kind": "image_folder", "path": str(tmp_path)}, "model": {"candidates": [images, other]},
+           "registry": {"model_name": "insects"}}
+    tournament = Spec.model_validate(raw)
+    one = tournament.with_model(model_spec(other))
+    assert isinstance(one, OneModelSpec) and one.model == model_spec(other)
+    assert one.model_dump(exclude={"model"}) == tournament.model_dump(exclude={"model"})
+    assert OneModelSpec.model_validate({**raw, "model": images}).model == model_spec(images)
+    with pytest.raises(ValidationError):
+        OneModelSpec.model_validate(raw)
