@@ -112,7 +112,7 @@ def drift(config: Path = typer.Argument(..., help="YAML config"),
     """Test new inputs against the champion's training reference (MMD permutation test on its own
     embeddings). Exits 0 with or without drift: the decision is in the output."""
     with _user_errors():
-        from tasks.config.spec import load_spec
+        from tasks.config.loading import load_spec
         from tasks.monitoring.drift import locate_champion, read_incoming
 
         spec = load_spec(config)  # config, batch and champion are checked before the flow starts
@@ -227,7 +227,7 @@ def schema() -> None:
 def _check_config(config: Path, data: Path | None) -> None:
     """Fail in a second on a config error, before the heavy imports and the Prefect engine start;
     the flow validates again as its first task (deployments run it without this command)."""
-    from tasks.config.spec import load_spec
+    from tasks.config.loading import load_spec
 
     load_spec(config, data)
 

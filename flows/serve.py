@@ -62,7 +62,7 @@ def check_cron(cron: str) -> str:
 
 def plan(config: Path, incoming: Path, cron: str, drift_every: str) -> ServePlan:
     """Check every input before a server starts or a deployment is registered."""
-    from tasks.config.spec import load_spec
+    from tasks.config.loading import load_spec
 
     spec = load_spec(config, None)
     return ServePlan(config.expanduser().resolve(), incoming.expanduser().resolve(), spec.registry.model_name,

@@ -129,7 +129,7 @@ def write_starter_config(out: Path, data: Path, task: str, metric: str, model_na
                          force: bool = False) -> StarterConfig:
     """Survey the data, check the config loads as `run` would load it, then write it to `out`
     (atomically; over an existing file only with `force`); return it with warnings about the data."""
-    from tasks.config.spec import load_spec
+    from tasks.config.loading import load_spec
     from tasks.core.atomic import write_text_atomic
 
     out, data = out.expanduser().resolve(), data.expanduser().resolve()

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tasks.config.spec import Spec, load_spec
+from tasks.config.loading import load_spec
+from tasks.config.spec import Spec
 from tasks.steps.refs import TrackingRef
 from tasks.steps.step import step
 

@@ -5,7 +5,8 @@ from pydantic import ValidationError
 
 from tasks.config.data_kinds import DATA_KINDS
 from tasks.config.families import families_of
-from tasks.config.spec import Spec, json_schema, load_spec
+from tasks.config.loading import load_spec
+from tasks.config.spec import Spec, json_schema
 from tasks.core.errors import SpecError
 from tests.conftest import write_config
 

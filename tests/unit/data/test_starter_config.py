@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.config.spec import load_spec
+from tasks.config.loading import load_spec
 from tasks.core.errors import SpecError
 from tasks.data.starter_config import parse_metric, write_starter_config
 from tests.conftest import small_image

@@ -122,7 +122,7 @@ def test_empty_folder_unreadable_image_and_missing_column_name_the_fix(tmp_path)
 
 def test_a_drifted_image_batch_is_copied_with_its_folders_and_a_manifest(tmp_path):
     """The copies keep their paths inside the batch folder, byte for byte; the source is untouched."""
-    from tasks.config.spec import load_spec
+    from tasks.config.loading import load_spec
     from tasks.monitoring.drift_report import DriftReport
     from tasks.steps.monitor import keep_incoming_batch
     from tests.conftest import write_config
@@ -155,7 +155,7 @@ workdir: {tmp_path / "work"}
 
 def test_a_text_batch_is_read_and_stored_with_the_configs_columns(tmp_path):
     """The CSV columns come from the csv_text data block; the stored batch is ready to label and append."""
-    from tasks.config.spec import load_spec
+    from tasks.config.loading import load_spec
     from tasks.monitoring.drift_report import DriftReport
     from tasks.steps.monitor import keep_incoming_batch, read_incoming_batch
     from tests.conftest import write_config

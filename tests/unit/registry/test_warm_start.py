@@ -24,7 +24,7 @@ def test_only_the_same_base_model_can_be_a_starting_point():
 
 
 def test_no_champion_means_the_pretrained_weights(tmp_path):
-    from tasks.config.spec import load_spec
+    from tasks.config.loading import load_spec
 
     config = write_config(tmp_path, f"""
 task: Flag spam.
