@@ -72,8 +72,6 @@ def store_drift_reference(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
         return 0
     import numpy as np
 
-    from tasks.data.split import train_val_ids
-    from tasks.data.table import read_examples
     from tasks.models.backbones import load_backbone
     from tasks.models.checkpoints import legacy_config, restore_classifier_from
     from tasks.models.devices import on_runtime_device
@@ -81,11 +79,11 @@ def store_drift_reference(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
     from tasks.monitoring.drift import REFERENCE_DIR, log_reference, what_the_model_sees
 
     classes, batch_size = list(dataset.classes), spec.train.batch_size
-    train_ids, _ = train_val_ids(split.manifest_path)
-    picked = np.random.default_rng(spec.drift.seed).choice(len(train_ids), min(spec.drift.reference_size,
-                                                                                  len(train_ids)), replace=False)
-    ids = [train_ids[i] for i in sorted(picked)]
-    inputs = list(read_examples(dataset.table_path).loc[ids, "input"])
+    train = dataset.train_val_examples(split)["train"]
+    picked = np.random.default_rng(spec.drift.seed).choice(len(train), min(spec.drift.reference_size, len(train)),
+                                                           replace=False)
+    sample = train.iloc[sorted(picked)]
+    ids, inputs = list(sample.index), list(sample["input"])
     classifier, _ = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
     on_runtime_device(spec.runtime.device, classifier.backbone, classifier)
     frozen = _same_weights(classifier.backbone.module, load_backbone(spec.model).module)

@@ -71,15 +71,15 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     on the first base model's cached embeddings (the baseline reuses them), and act on
     `data.label_issues`: report, drop (a new manifest lists the dropped ids), or fail. Writes
     label_issues.csv, outliers.csv and, for images, label_suspects.png in the report folder."""
+    import pandas as pd
+
     from tasks.audit.label_audit import find_label_issues, find_outliers, to_drop
     from tasks.core.atomic import write_text_atomic
-    from tasks.data.split import train_val_ids, without_examples
-    from tasks.data.table import read_examples
+    from tasks.data.split import without_examples
     from tasks.reports.data_report import markdown_table
 
-    train_ids, val_ids = train_val_ids(split.manifest_path)
-    table = read_examples(dataset.table_path)
-    examples = table.loc[train_ids + val_ids].reset_index()
+    table = pd.concat(dataset.train_val_examples(split).values())
+    examples = table.reset_index()
     features, computed = _first_model_embeddings(spec, list(examples["example_id"]), list(examples["input"]))
     issues = find_label_issues(examples, features, list(dataset.classes), seed=spec.split.seed)
     found = issues.table.assign(source=issues.table["example_id"].map(table["source"]))
