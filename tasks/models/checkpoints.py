@@ -12,6 +12,7 @@ classes in a separate `model_config.json`; `read_checkpoint(path, legacy_config=
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,13 +97,6 @@ def _from_stored(path: Path, stored: dict[str, Any]) -> Checkpoint:
         scheduler=stored["scheduler"], rng=stored["rng"], format_version=stored["format_version"])
 
 
-def with_operating_point(path_in: Path, path_out: Path, operating_point: OperatingPoint | None,
-                         legacy_config: dict[str, Any] | None = None) -> Path:
-    """A copy of the checkpoint at `path_in`, answering at `operating_point`, written to `path_out`."""
-    checkpoint = read_checkpoint(path_in, legacy_config)
-    return save_checkpoint(path_out, replace(checkpoint, operating_point=operating_point))
-
-
 def build_classifier(checkpoint: Checkpoint) -> Classifier:
     """The checkpoint's classifier on a freshly loaded backbone: frozen, in eval mode."""
     from torch import nn
@@ -122,3 +116,37 @@ def restore_classifier_from(path: Path, legacy_config: dict[str, Any] | None = N
     """The classifier a checkpoint file holds, and what the file says about it."""
     checkpoint = read_checkpoint(path, legacy_config)
     return build_classifier(checkpoint), checkpoint
+
+
+_SELECTED: dict[tuple[str, str], tuple[Classifier, Checkpoint]] = {}
+_SELECTED_LOCK = threading.Lock()
+
+
+def restore_selected(path: Path, sha256: str,
+                     legacy_config: dict[str, Any] | None = None) -> tuple[Classifier, Checkpoint]:
+    """The selected stage's classifier, restored once per process and handed on: steps 6b, 7a and
+    7d name its checkpoint by path and content hash (plain values, as Prefect's retries want) and
+    get the same frozen classifier back. Another hash (another run, a rewritten file) restores anew
+    and lets the previous one go. Shared and frozen: callers move it and read it, never train it."""
+    key = (str(path.resolve()), sha256)
+    with _SELECTED_LOCK:
+        if key not in _SELECTED:
+            _SELECTED.clear()
+            _SELECTED[key] = restore_classifier_from(path, legacy_config)
+        return _SELECTED[key]
+
+
+def save_selected_answering_at(path: Path, sha256: str, path_out: Path, operating_point: OperatingPoint,
+                               legacy_config: dict[str, Any] | None = None) -> tuple[Path, str]:
+    """The selected checkpoint answering at `operating_point`, written to `path_out` from the restored
+    copy (the file is not read again); the classifier stays shared under the new file's hash, since
+    its weights are the same. Returns the new file and its sha256."""
+    from tasks.core.hashing import sha256_file
+
+    classifier, checkpoint = restore_selected(path, sha256, legacy_config)
+    described = replace(checkpoint, operating_point=operating_point)
+    written = save_checkpoint(path_out, described)
+    written_sha256 = sha256_file(written)
+    with _SELECTED_LOCK:
+        _SELECTED[(str(written.resolve()), written_sha256)] = (classifier, described)
+    return written, written_sha256

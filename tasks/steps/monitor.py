@@ -73,7 +73,7 @@ def store_drift_reference(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
     import numpy as np
 
     from tasks.models.backbones import load_backbone
-    from tasks.models.checkpoints import legacy_config, restore_classifier_from
+    from tasks.models.checkpoints import legacy_config, restore_selected
     from tasks.models.devices import on_runtime_device
     from tasks.models.features import cached_embeddings, open_cache
     from tasks.monitoring.drift import REFERENCE_DIR, log_reference, what_the_model_sees
@@ -84,7 +84,8 @@ def store_drift_reference(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
                                                            replace=False)
     sample = train.iloc[sorted(picked)]
     ids, inputs = list(sample.index), list(sample["input"])
-    classifier, _ = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
+    classifier, _ = restore_selected(selected.checkpoint, selected.checkpoint_sha256,
+                                     legacy_config(spec.model, classes))
     on_runtime_device(spec.runtime.device, classifier.backbone, classifier)
     frozen = _same_weights(classifier.backbone.module, load_backbone(spec.model).module)
     # The embedding cache holds pretrained-backbone embeddings: valid only when fine-tuning changed nothing.

@@ -102,9 +102,8 @@ def set_operating_point(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef
         return selected
     import numpy as np
 
-    from tasks.core.hashing import sha256_file
     from tasks.decisions.operating_point import choose_threshold, lower_bound
-    from tasks.models.checkpoints import legacy_config, restore_classifier_from, with_operating_point
+    from tasks.models.checkpoints import legacy_config, restore_selected, save_selected_answering_at
     from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
     from tasks.models.devices import on_runtime_device
     from tasks.models.loader import Batches
@@ -113,7 +112,7 @@ def set_operating_point(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef
 
     classes, class_name = list(dataset.classes), spec.metric.class_name
     config = legacy_config(spec.model, classes)  # for a stage saved as a bare state dict
-    classifier, _ = restore_classifier_from(selected.checkpoint, config)
+    classifier, _ = restore_selected(selected.checkpoint, selected.checkpoint_sha256, config)
     on_runtime_device(spec.runtime.device, classifier.backbone, classifier)
     val = dataset.train_val_examples(split)["val"]
     y_true = class_indices(val["label"], classes)
@@ -126,8 +125,9 @@ def set_operating_point(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef
         print(f"Operating point: no threshold on p({class_name}) keeps the guard "
               f"{contract.guard.describe() if contract.guard else ''} on validation; the model answers by argmax")
         return selected
-    path = with_operating_point(selected.checkpoint, selected.checkpoint.with_suffix(".operating-point.pt"), point,
-                                config)
+    thresholded = selected.checkpoint.with_suffix(".operating-point.pt")
+    path, path_sha256 = save_selected_answering_at(selected.checkpoint, selected.checkpoint_sha256, thresholded,
+                                                   point, config)
     answers = apply_operating_point(probabilities, classes, point)
     scores = classification_metrics(y_true.numpy(), answers, classes)
     trials = int((y_true.numpy() == target).sum() if spec.metric.name == "recall" else (answers == target).sum())
@@ -143,7 +143,7 @@ def set_operating_point(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef
     bounded = f" (lower bound {bound:.4f} at confidence {spec.metric.confidence:g})" if bound is not None else ""
     print(f"Operating point: {point.describe()} (validation {spec.metric.key} {scores[spec.metric.key]:.4f}"
           f"{bounded}{guarded}; argmax gave {selected.val_value:.4f})")
-    return replace(selected, checkpoint=path, checkpoint_sha256=sha256_file(path), operating_point=point.as_dict())
+    return replace(selected, checkpoint=path, checkpoint_sha256=path_sha256, operating_point=point.as_dict())
 
 
 @step("7a evaluate once on the test set")
@@ -153,7 +153,7 @@ def evaluate_once_on_test(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
     from tasks.data.split import quarantined_test_ids
     from tasks.data.table import read_examples
     from tasks.decisions.gate import fresh_part_metric
-    from tasks.models.checkpoints import legacy_config, restore_classifier_from
+    from tasks.models.checkpoints import legacy_config, restore_selected
     from tasks.models.classifier import apply_operating_point, class_indices, predict_proba
     from tasks.models.devices import on_runtime_device
     from tasks.models.loader import Batches
@@ -165,7 +165,8 @@ def evaluate_once_on_test(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
 
     classes = list(dataset.classes)
     guard = contract.guard
-    classifier, checkpoint = restore_classifier_from(selected.checkpoint, legacy_config(spec.model, classes))
+    classifier, checkpoint = restore_selected(selected.checkpoint, selected.checkpoint_sha256,
+                                              legacy_config(spec.model, classes))
     on_runtime_device(spec.runtime.device, classifier.backbone, classifier)
     test_ids = quarantined_test_ids(split.manifest_path, reader=f"evaluate_once_on_test run {tracking.run_id}")
     table = read_examples(dataset.table_path).loc[test_ids]

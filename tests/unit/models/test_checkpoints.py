@@ -16,8 +16,9 @@ from tasks.models.checkpoints import (
     legacy_config,
     read_checkpoint,
     restore_classifier_from,
+    restore_selected,
     save_checkpoint,
-    with_operating_point,
+    save_selected_answering_at,
 )
 from tasks.models.classifier import OperatingPoint
 from tasks.training.rng import capture_rng, restore_rng
@@ -125,14 +126,26 @@ def test_a_legacy_bare_state_dict_needs_its_config(trained, tmp_path):
     assert torch.equal(restored.head.weight, classifier.head.weight)
 
 
-def test_with_operating_point_writes_a_copy_that_answers_at_the_threshold(trained, tmp_path):
+def test_the_selected_classifier_is_restored_once_and_shared_by_its_thresholded_copy(trained, tmp_path):
+    from tasks.core.hashing import sha256_file
+
     classifier, _, _ = trained
     source = tmp_path / "bare.pt"
     torch.save(classifier.state_dict(), source)
+    config = legacy_config(SMALL_IMAGE_MODEL, CLASSES)
+    first, _ = restore_selected(source, sha256_file(source), config)
+    assert restore_selected(source, sha256_file(source), config)[0] is first  # restored once, handed on
     point = OperatingPoint("wasps", 0.2)
-    out = with_operating_point(source, tmp_path / "described.pt", point, legacy_config(SMALL_IMAGE_MODEL, CLASSES))
+    out, out_sha256 = save_selected_answering_at(source, sha256_file(source), tmp_path / "described.pt", point, config)
+    assert out_sha256 == sha256_file(out)
     assert read_checkpoint(out).operating_point == point and read_checkpoint(out).classes == CLASSES
     assert "format_version" not in torch.load(source, weights_only=True)  # the source is untouched
+    shared, described = restore_selected(out, out_sha256)
+    assert shared is first and described.operating_point == point  # same weights: not restored again
+    torch.save(classifier.state_dict(), out)  # the file rewritten: another content, restored anew
+    again, rewritten = restore_selected(out, sha256_file(out), config)
+    assert again is not first and rewritten.operating_point is None
+    assert torch.equal(again.head.weight, first.head.weight)
 
 
 def test_a_checkpoint_from_a_newer_format_is_refused_with_the_fix(tmp_path):
