@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, get_args
+from typing import Annotated, Any, TypeVar, Union, get_args
 
 T = TypeVar("T")
 
@@ -36,6 +36,13 @@ class Registry(dict[str, T]):
             (name,) = get_args(cls.model_fields[field].annotation)
             return self.add(name, cls)
         return register
+
+    def union(self, field: str) -> Any:
+        """Every registered options class as one pydantic discriminated union on `field`: the
+        type of a config field that takes any of them (`data:` by kind, `model:` by family)."""
+        from pydantic import Field
+
+        return Annotated[Union[tuple(self.values())], Field(discriminator=field)]  # noqa: UP007
 
 
 def import_submodules(package: str, path: Iterable[str], skip: tuple[str, ...] = ("base",)) -> None:

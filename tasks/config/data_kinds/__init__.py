@@ -5,9 +5,9 @@ check, the path check, loading and the readability check) reads the registry."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, TypeAdapter
+from pydantic import TypeAdapter
 
 from tasks.config.data_kinds.base import DATA_KINDS, CsvColumns, DataKindOptions, data_kind
 from tasks.core.plugins import import_submodules
@@ -17,7 +17,7 @@ import_submodules(__name__, __path__)
 if TYPE_CHECKING:  # every member is a DataKindOptions: that is all code outside a kind relies on
     DataSpec = DataKindOptions
 else:
-    DataSpec = Annotated[Union[tuple(DATA_KINDS.values())], Field(discriminator="kind")]  # noqa: UP007
+    DataSpec = DATA_KINDS.union("kind")
 _DATA_SPEC: TypeAdapter[DataKindOptions] = TypeAdapter(DataSpec)
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, TypeAdapter
+from pydantic import TypeAdapter
 
 from tasks.config.families.base import FAMILIES, NO_WEIGHTS, FamilyOptions, model_family
 from tasks.core.plugins import import_submodules
@@ -19,7 +19,7 @@ import_submodules(__name__, __path__)
 if TYPE_CHECKING:  # every member is a FamilyOptions: that is all code outside a family relies on
     ModelSpec = FamilyOptions
 else:
-    ModelSpec = Annotated[Union[tuple(FAMILIES.values())], Field(discriminator="family")]  # noqa: UP007
+    ModelSpec = FAMILIES.union("family")
 _MODEL_SPEC: TypeAdapter[FamilyOptions] = TypeAdapter(ModelSpec)
 
 
