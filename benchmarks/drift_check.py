@@ -32,7 +32,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from tasks.config.spec import load_spec
+    from tasks.config.loading import load_spec
     from tasks.data.demo_data import materialize
     from tasks.models.backbones import load_backbone
     from tasks.models.features import embed_inputs
