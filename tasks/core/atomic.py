@@ -2,7 +2,9 @@
 checkpoints): a reader sees the old file or the whole new one, never a truncated one.
 
 The temporary file has a unique name in the target's folder (so concurrent writers never share
-it, and the final rename stays on one filesystem), is fsynced, then renamed over the target.
+it, and the final rename stays on one filesystem), is fsynced, then renamed over the target. It is
+created as `open()` creates a file, mode 0666 less the umask (tempfile.mkstemp's 0600 would leave
+manifests, reports and predictions unreadable to the rest of a team sharing a workdir).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -21,9 +23,8 @@ def atomic_output(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on a clean exit it is fsynced and renamed onto
     `target`, on an error it is removed (the target is untouched)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    temporary = Path(name)
+    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
     try:
         yield temporary
         with temporary.open("rb+") as written:
