@@ -59,10 +59,13 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     if isinstance(raw.get("workdir"), str):
         raw["workdir"] = _absolute(raw["workdir"], base)
     model = raw.get("model")
-    if isinstance(model, dict):  # a local weights file or model folder, written relative to the config
-        for field in ("weights", "name"):
-            if isinstance(model.get(field), str) and model[field].startswith(("./", "../", "~")):
-                model[field] = _absolute(model[field], base)
+    if isinstance(model, dict):  # one model, or a tournament's candidates: each block alike
+        candidates = model.get("candidates")
+        for block in candidates if isinstance(candidates, list) else [model]:
+            if isinstance(block, dict):  # a local weights file or model folder, written relative to the config
+                for field in ("weights", "name"):
+                    if isinstance(block.get(field), str) and block[field].startswith(("./", "../", "~")):
+                        block[field] = _absolute(block[field], base)
 
 
 def _absolute(path: str, base: Path) -> str:

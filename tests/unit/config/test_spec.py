@@ -264,3 +264,21 @@ def test_with_model_gives_a_one_model_spec_that_refuses_a_candidate_list(tmp_pat
     assert OneModelSpec.model_validate({**raw, "model": images}).model == model_spec(images)
     with pytest.raises(ValidationError):
         OneModelSpec.model_validate(raw)
+
+
+def test_relative_weights_of_tournament_candidates_resolve_against_the_configs_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    (folder / "images").mkdir(parents=True)
+    config = write_config(folder, """
+task: ants or bees
+metric: {name: accuracy, target: 0.9}
+data: {kind: image_folder, path: images}
+model:
+  candidates:
+    - {family: torchvision, name: mobilenet_v2, weights: ./weights/mine.pth}
+    - {family: timm, name: tf_efficientnet_lite0}
+registry: {model_name: insects}
+""")
+    monkeypatch.chdir(tmp_path)  # the command runs elsewhere: the path is the config's, not the cwd's
+    spec = load_spec(config)
+    assert spec.candidates[0].weights == str((folder / "weights" / "mine.pth").resolve())
