@@ -147,11 +147,13 @@ def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champ
             column: str = typer.Option("text", help="Text column when an input is a CSV"),
             out: Path | None = typer.Option(None, "--out", help="Write all predictions to this CSV file "
                                                                 "(label, probability and p_<class> per input)"),
+            force: bool = typer.Option(False, "--force", help="Replace the --out file if it exists"),
             workdir: Path = typer.Option(Path(".transferflow"), help="Where the default MLflow store is")) -> None:
     """Predict with a registered model: label and probability per input. Files are read here and
     sent as a served model gets them (image bytes, texts), never as paths."""
     with _user_errors():
         from tasks.registry.predict import (
+            check_can_write,
             check_modality,
             predict_in_batches,
             read_inputs,
@@ -160,6 +162,8 @@ def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champ
         )
 
         model_inputs = read_inputs(inputs or [], column)
+        if out is not None:
+            check_can_write(out.expanduser(), force)  # before any work: an existing file is never lost
         check_servers(mlflow=True)
         with registered_model(model_uri, workdir.expanduser()) as model:
             check_modality(model_inputs, model, model_uri)

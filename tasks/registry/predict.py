@@ -107,6 +107,12 @@ def predict_in_batches(model: Any, inputs: list[ModelInput], batch_size: int = 6
     return answers
 
 
+def check_can_write(out: Path, force: bool) -> None:
+    """Refuse to replace an existing predictions file unless asked (`--force`), as `init` does."""
+    if out.exists() and not force:
+        raise TransferflowError(f"{out}: the file exists. Fix: pass --force to replace it, or another --out.")
+
+
 def write_predictions(answers: pd.DataFrame, out: Path) -> Path:
     """The predictions as a CSV, written atomically (a half-written file is never left behind)."""
     from tasks.core.atomic import write_text_atomic

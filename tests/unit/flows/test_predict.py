@@ -182,3 +182,17 @@ def test_a_folder_without_images_is_a_clear_error(image_workdir, tmp_path):
     (tmp_path / "empty").mkdir()
     result = predict("models:/insects@champion", str(tmp_path / "empty"), "--workdir", str(image_workdir))
     assert result.exit_code == 2 and "no image files in this folder" in result.output
+
+
+def test_an_existing_out_file_is_kept_unless_force_is_given(image_workdir, photo, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "predictions.csv"
+    out.write_text("mine,not yours\n")
+    refused = predict("models:/insects@champion", str(photo), "--out", str(out), "--workdir", str(image_workdir))
+    assert refused.exit_code == 2 and "the file exists. Fix: pass --force" in refused.output
+    assert out.read_text() == "mine,not yours\n"
+    replaced = predict("models:/insects@champion", str(photo), "--out", str(out), "--force",
+                       "--workdir", str(image_workdir))
+    assert replaced.exit_code == 0, replaced.output
+    assert list(pd.read_csv(out)["input"]) == [photo.name]
