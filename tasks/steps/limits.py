@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 
-from tasks.steps.step import artifact_key
+from tasks.steps.step import model_slug
 
 # Renewed in the background while held; a crashed holder's slot frees within this many seconds.
 LEASE_SECONDS = 60.0
 
 
 def limit_name(kind: str, model_name: str) -> str:
-    """`transferflow-<kind>-<model>`, slugged like artifact keys (lowercase, digits, dashes)."""
-    return artifact_key(f"transferflow-{kind}", model_name)
+    """`transferflow-<kind>-<model>`, the model slugged one-to-one as in artifact keys."""
+    return f"transferflow-{kind}-{model_slug(model_name)}"
 
 
 def server_configured() -> bool:

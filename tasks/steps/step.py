@@ -3,6 +3,7 @@ Prefect (our caches are content-addressed on disk), and its prints go to the run
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,7 +24,21 @@ def step(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
 def artifact_key(model_name: str, what: str) -> str:
     """Artifacts sharing a key form one history in the Prefect UI, so keys are per model (and
     keys allow only lowercase letters, digits and dashes)."""
-    return re.sub(r"[^a-z0-9]+", "-", f"{model_name}-{what}".lower()).strip("-")
+    return f"{model_slug(model_name)}-{_slug(what)}"
+
+
+def model_slug(model_name: str) -> str:
+    """The registry name as Prefect keys and limit names allow it, one-to-one: a name that slugging
+    changes (`sms_spam`, `SMS-Spam`) gets a short digest of itself, so it never shares its
+    artifacts' history or its concurrency limits with another model (`sms-spam`)."""
+    slug = _slug(model_name)
+    if slug == model_name:
+        return slug
+    return f"{slug}-{hashlib.sha256(model_name.encode('utf-8')).hexdigest()[:8]}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def label_flow_run(model_name: str, trigger: str) -> None:

@@ -3,6 +3,7 @@ with their schedules, a `transferflow.drift.detected` event for the served model
 `retrain` run of that config, which completes under the per-model concurrency limits."""
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -91,7 +92,8 @@ def test_a_drift_event_starts_a_retrain_of_the_served_config(served):
         assert run.state.is_completed(), f"{run.state}\n{log.read_text()[-3000:]}"
         assert run.parameters == {"config_path": str(config), "trigger": "drift"}
         assert run.name.startswith(f"{MODEL}-drift-") and {f"model:{MODEL}", "trigger:drift"} <= set(run.tags)
-        for name in ("transferflow-retrain-spam-filter-v1", "transferflow-promote-spam-filter-v1"):
+        digest = hashlib.sha256(MODEL.encode()).hexdigest()[:8]  # slugging changed the name: one-to-one suffix
+        for name in (f"transferflow-retrain-spam-filter-v1-{digest}", f"transferflow-promote-spam-filter-v1-{digest}"):
             limit = client.read_global_concurrency_limit_by_name(name)
             assert limit.limit == 1 and limit.active_slots == 0  # created, and released after the run
 
