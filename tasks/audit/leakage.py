@@ -15,9 +15,12 @@ cross-split pair above 0.87 (none are copies); SMS spam under MiniLM, typical 0.
 truncated message; five banking77 intents, typical 0.16, threshold 0.96: long test texts with
 their last word cut are found in train, a short one ("When will I recieve my new") is not.
 
-Index: exact search with scikit-learn's `NearestNeighbors(algorithm="brute")` on L2-normalized
-vectors (euclidean distance there is a monotone function of cosine). Exact, because a missed leak
-is the failure that matters here; brute force, because at these dimensions (384 to 1,280) tree
+Index: exact radius search with scikit-learn's `NearestNeighbors(algorithm="brute")` on
+L2-normalized vectors (euclidean distance there is a monotone function of cosine): every pair above
+the threshold, however many copies one example has (a spam template can have dozens; a k-nearest
+search with a fixed k under-reported them). Exact, because a missed leak is the failure that
+matters here; this path has no approximate switch yet (an index for millions of examples belongs
+with the scale-out work); brute force, because at these dimensions (384 to 1,280) tree
 indexes are no faster than one BLAS matrix product, which sklearn chunks to bound memory and runs
 on every core. scikit-learn is already a dependency; faiss would add a native wheel for the same
 exact search. The cost is quadratic: see benchmarks/data_audit.py for 100k and 1M projections.
@@ -32,7 +35,6 @@ import pandas as pd
 
 DISTANCE_RATIO = 0.25        # a copy is at most this share of the typical nearest-neighbour distance
 MIN_SIMILARITY = 0.90        # never call a pair below this cosine similarity a copy
-NEIGHBOURS = 10              # near-copies looked for per held-out example
 CALIBRATION_SAMPLE = 5000    # training examples whose nearest neighbour sets the typical distance
 HELD_OUT_ORDER = ("train", "val", "test")  # least held-out first
 
@@ -90,11 +92,9 @@ def calibrate(train: np.ndarray, ratio: float = DISTANCE_RATIO, sample: int = CA
     return Calibration(threshold, typical, ratio, len(queries))
 
 
-def cross_split_pairs(ids: list[str], splits: list[str], vectors: np.ndarray, threshold: float,
-                      neighbours: int = NEIGHBOURS) -> pd.DataFrame:
+def cross_split_pairs(ids: list[str], splits: list[str], vectors: np.ndarray, threshold: float) -> pd.DataFrame:
     """Every pair (a held-out example, an example of a less held-out split) with cosine similarity
-    >= `threshold`, most similar first: for each held-out example its `neighbours` nearest in each
-    less held-out split. Columns: PAIR_COLUMNS."""
+    >= `threshold`, most similar first. Columns: PAIR_COLUMNS."""
     from sklearn.neighbors import NearestNeighbors
 
     vectors = normalized(vectors)
@@ -109,13 +109,15 @@ def cross_split_pairs(ids: list[str], splits: list[str], vectors: np.ndarray, th
             pool = np.flatnonzero(split_array == other)
             if not len(pool):
                 continue
-            index = NearestNeighbors(n_neighbors=min(neighbours, len(pool)), algorithm="brute").fit(vectors[pool])
-            distances, nearest = index.kneighbors(vectors[queries])
-            hit_rows, hit_cols = np.nonzero(distances <= radius + 1e-6)
+            index = NearestNeighbors(algorithm="brute").fit(vectors[pool])
+            distances, nearest = index.radius_neighbors(vectors[queries], radius=radius + 1e-6)
+            counts = np.array([len(row) for row in nearest], dtype=np.int64)
+            if not counts.sum():
+                continue
             found.append(pd.DataFrame({
-                "held_out_split": held_out, "held_out_id": ids_array[queries[hit_rows]],
-                "other_split": other, "other_id": ids_array[pool[nearest[hit_rows, hit_cols]]],
-                "similarity": 1.0 - distances[hit_rows, hit_cols].astype(np.float64) ** 2 / 2,
+                "held_out_split": held_out, "held_out_id": ids_array[np.repeat(queries, counts)],
+                "other_split": other, "other_id": ids_array[pool[np.concatenate(nearest).astype(np.int64)]],
+                "similarity": 1.0 - np.concatenate(distances).astype(np.float64) ** 2 / 2,
             }))
     pairs = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=PAIR_COLUMNS)
     return pairs.sort_values(["similarity", "held_out_id", "other_id"], ascending=[False, True, True],

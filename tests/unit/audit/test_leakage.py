@@ -91,6 +91,27 @@ def test_planted_copies_are_found_across_splits_and_match_a_brute_force_search()
     assert list(pairs["similarity"]) == sorted(pairs["similarity"], reverse=True)
 
 
+def test_a_cluster_of_fifty_copies_is_found_whole_as_brute_force_finds_it():
+    """One spam template, 50 times in train with small edits, once in validation and once in test:
+    every one of the 100 pairs is a leak, well past any fixed number of nearest neighbours."""
+    rng = np.random.default_rng(6)
+    vectors = rng.normal(size=(120, 32))
+    splits = ["train"] * 100 + ["val"] * 10 + ["test"] * 10
+    ids = [f"e{i}" for i in range(120)]
+    template = rng.normal(size=32)
+    for copy in [*range(50), 100, 110]:         # 50 train copies, val e100, test e110
+        vectors[copy] = template + 0.01 * rng.normal(size=32)
+    pairs = cross_split_pairs(ids, splits, vectors, threshold=0.95)
+    similarity = unit(vectors) @ unit(vectors).T
+    rank = {"train": 0, "val": 1, "test": 2}
+    expected = {(ids[a], ids[b]) for a in range(120) for b in range(120)
+                if rank[splits[a]] > rank[splits[b]] and similarity[a, b] >= 0.95}
+    assert len(expected) == 50 + 51  # validation's copy x 50 in train; test's copy x 50 in train + 1 in val
+    assert set(zip(pairs["held_out_id"], pairs["other_id"], strict=True)) == expected
+    assert len(pairs) == len(expected)  # each pair once
+    assert set(less_held_out_copies(pairs)) == {*ids[:50], "e100"}
+
+
 def test_pairs_within_one_split_are_not_leakage():
     rng = np.random.default_rng(5)
     vectors = rng.normal(size=(40, 16))
