@@ -13,9 +13,11 @@ import json
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 
 from tasks.core.atomic import exclusive_lock
 from tasks.decisions.gate import Exposure
@@ -23,6 +25,7 @@ from tasks.registry.tracking import end_run, experiment_id, log_scores, log_text
 
 LEDGER_EXPERIMENT = "transferflow-test-ledger"
 READ_IDS_ARTIFACT = "test_ids.json"
+SPLIT_FOLDER = "split"  # where a flow run logs the split manifest it trained and tested on
 
 
 def record_test_evaluation(client: MlflowClient, workdir: Path, model_name: str, split_history: str,
@@ -42,12 +45,18 @@ def record_test_evaluation(client: MlflowClient, workdir: Path, model_name: str,
         touching = 0
         for run in _all_runs(client, ledger, f"tags.registered_model = '{model_name}' "
                                              f"and tags.split_history = '{split_history}'"):
-            read = wanted & set(_read_ids(client, run.info.run_id))
+            read = wanted & _ids_read_by(client, run, wanted)
             uses.update(read)
             touching += bool(read)
         run_id = start_run(client, ledger, f"{model_name}-test-{split_history[:8]}", tags={
-            **tags, "registered_model": model_name, "split_history": split_history, "metric": metric_key})
-        log_text(client, run_id, json.dumps(sorted(wanted)), READ_IDS_ARTIFACT)
+            **tags, "registered_model": model_name, "split_history": split_history, "metric": metric_key,
+            "test_ids": "pending"})
+        try:
+            log_text(client, run_id, json.dumps(sorted(wanted)), READ_IDS_ARTIFACT)
+        except BaseException:
+            end_run(client, run_id, succeeded=False)  # later counts read it as the whole test split
+            raise
+        client.set_tag(run_id, "test_ids", "logged")
     log_scores(client, run_id, {metric_key: value})
     end_run(client, run_id, succeeded=True)
     return {example_id: uses[example_id] for example_id in test_ids}, touching
@@ -58,13 +67,44 @@ def exposure_of(prior_uses: dict[str, int], prior_evaluations: int) -> Exposure:
     return Exposure(len(prior_uses), len(seen), prior_evaluations, max(seen, default=0))
 
 
+def _ids_read_by(client: MlflowClient, record: Run, wanted: set[str]) -> set[str]:
+    """The test ids an earlier evaluation read. A record whose ids never landed (the upload failed,
+    or the process died right after creating it) is reported and counted as having read its flow
+    run's whole logged test split, or, when that cannot be read either, every id this evaluation
+    reads: exposure may be over-counted, never under-counted, and one broken record never stops
+    the runs after it."""
+    ids = _read_json(client, record.info.run_id, READ_IDS_ARTIFACT)
+    if isinstance(ids, list):
+        return set(map(str, ids))
+    logged = _logged_test_split(client, record.data.tags.get("source_run_id", ""))
+    counted = logged if logged is not None else wanted
+    print(f"WARNING test ledger record {record.info.run_id} has no readable {READ_IDS_ARTIFACT}: counted as having "
+          + ("read its run's whole logged test split" if counted is not wanted else "read every test example here"))
+    return counted
 
 
-def _read_ids(client: MlflowClient, run_id: str) -> list[str]:
-    with tempfile.TemporaryDirectory() as folder:
-        return json.loads(Path(client.download_artifacts(run_id, READ_IDS_ARTIFACT, folder)).read_text())
+def _logged_test_split(client: MlflowClient, run_id: str) -> set[str] | None:
+    """The test ids of the split manifest a flow run logged (the test split never changes with
+    policy drops, so any manifest there names the same ids), or None."""
+    try:
+        files = client.list_artifacts(run_id, SPLIT_FOLDER) if run_id else []
+    except (MlflowException, OSError):
+        return None
+    for file in files:
+        manifest = None if file.is_dir else _read_json(client, run_id, file.path)
+        test = manifest.get("splits", {}).get("test") if isinstance(manifest, dict) else None
+        if isinstance(test, list):
+            return set(map(str, test))
+    return None
 
 
+def _read_json(client: MlflowClient, run_id: str, artifact: str) -> Any:
+    """An artifact's JSON, or None when it is missing or damaged."""
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            return json.loads(Path(client.download_artifacts(run_id, artifact, folder)).read_text())
+    except (MlflowException, OSError, ValueError):
+        return None
 
 
 def _all_runs(client: MlflowClient, experiment: str, filter_string: str) -> list[Run]:

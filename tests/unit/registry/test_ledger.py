@@ -93,3 +93,47 @@ def test_fresh_part_metric_is_the_metric_on_the_never_read_examples_only():
     assert expected == pytest.approx(1.0) and recall_score(y_true, y_pred) < 0.7  # so the mask matters
     assert fresh_part_metric(y_true, y_pred, uses, ["ham", "spam"], RECALL_SPAM, min_fresh=5) is None
     assert fresh_part_metric(y_true, y_pred, [0] * 8, ["ham", "spam"], RECALL_SPAM, min_fresh=1) is None
+
+
+def test_a_record_whose_ids_never_landed_is_counted_as_its_runs_whole_test_split(tmp_path, monkeypatch, capsys):
+    """A failed upload (a remote artifact store down, or a kill in that window) left a record
+    without its ids, and every later evaluation crashed reading it. Now the next one goes on and
+    counts it as having read the test split its flow run logged, never fewer."""
+    import json
+
+    import tasks.registry.ledger as ledger
+    from tasks.registry.tracking import start_run
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = client_for(tmp_path)
+    source = start_run(client, client.create_experiment("flows"), "the flow run")
+    client.log_text(source, json.dumps({"splits": {"train": ["t"], "val": ["v"], "test": ["a", "b"]}}),
+                    "split/abcd-ef.json")
+    tags = {**TAGS, "source_run_id": source}
+    real_log_text = ledger.log_text
+
+    def upload_fails(*args):
+        raise OSError("artifact store unreachable")
+
+    monkeypatch.setattr(ledger, "log_text", upload_fails)
+    with pytest.raises(OSError):
+        record_test_evaluation(client, tmp_path, "m", "h", ["a", "b"], tags, "accuracy", 0.9)
+    monkeypatch.setattr(ledger, "log_text", real_log_text)
+    uses, evaluations = record_test_evaluation(client, tmp_path, "m", "h", ["a", "b", "c"], TAGS, "accuracy", 0.9)
+    assert uses == {"a": 1, "b": 1, "c": 0} and evaluations == 1
+    assert "has no readable test_ids.json: counted as having read its run's whole logged test split" in \
+        capsys.readouterr().out
+    failed = client.search_runs([client.get_experiment_by_name("transferflow-test-ledger").experiment_id],
+                                "tags.test_ids = 'pending'")
+    assert [run.info.status for run in failed] == ["FAILED"]
+
+
+def test_a_record_without_ids_or_a_logged_split_counts_as_reading_everything(record, monkeypatch):
+    import tasks.registry.ledger as ledger
+
+    real_log_text = ledger.log_text
+    monkeypatch.setattr(ledger, "log_text", lambda *args: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError):
+        record(["a"])
+    monkeypatch.setattr(ledger, "log_text", real_log_text)
+    assert record(["a", "z"]) == ({"a": 1, "z": 1}, 1)  # over-counted, never under-counted
