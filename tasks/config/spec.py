@@ -74,8 +74,9 @@ class MetricSpec(_Frozen):
         description="recall/precision contracts only: a floor on the complementary score (precision for a "
                     "recall contract, recall for a precision contract), e.g. {precision: 0.5}. A result below it "
                     "fails like a missed target (best epoch, selection, gate). Default: halfway between the "
-                    "all-one-class predictor (precision = the class's prevalence) and 1, so calling everything "
-                    "the class never passes.")
+                    "trivial model that meets the contract and 1: precision (prevalence + 1) / 2 for a recall "
+                    "contract, so calling everything the class never passes; recall 0.5 for a precision "
+                    "contract, so answering the class once never passes.")
     confidence: float = Field(
         0.8, ge=0.5, lt=1.0,
         description="recall/precision contracts only: how sure the operating point chosen on validation should "

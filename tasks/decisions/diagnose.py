@@ -18,7 +18,11 @@ LAGGING_CLASS_GAP = 0.15  # a class's recall this far below the mean recall is c
 
 # What the curves say to do next (the fine-tuning issue's decision log). Pure: the numbers in,
 # one action and its reason out; the loop that carries the actions out is built on top of it.
-Action = Literal["unfreeze_next", "retry_regularized", "stop_overfit", "stop_no_gain", "class_weights_on", "lock_in"]
+# `stop_no_gain` is only the first stage failing to beat the frozen baseline (the base model is
+# likely unfit, so a tournament tries its next candidate); a later stage that stops improving below
+# the target is `stop_stalled` (fine-tuning this base model has given what it can).
+Action = Literal["unfreeze_next", "retry_regularized", "stop_overfit", "stop_no_gain", "stop_stalled",
+                 "class_weights_on", "lock_in"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ def _progress(stage: FitResult, context: StageContext, metric: MetricSpec, guard
         numbers |= {"guard_floor": guard.floor, "guard_value": best.val_scores[guard.key]}
     if not improved:
         verdict = "the target is met" if target_met else "the target is not met"
-        return StageDecision("lock_in" if target_met else "stop_no_gain",
+        return StageDecision("lock_in" if target_met else "stop_stalled",
                              f"validation {metric.key} stopped improving ({stage.best_val_metric:.4f}, best so far "
                              f"{context.best_before:.4f}) and {verdict}: the best model so far is kept", numbers)
     if context.groups_left == 0:

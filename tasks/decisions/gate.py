@@ -93,7 +93,7 @@ class GateDecision:
         relation = ">=" if self.test_value >= self.target else "<"
         text = f"test {self.metric} = {self.test_value:.4f} {relation} target {self.target:g}; "
         if self.guard is not None:
-            verdict = "holds" if self.guard_holds else "BROKEN: the contract is met by answering the class too often"
+            verdict = "holds" if self.guard_holds else f"BROKEN: the contract is met by {self.guard.broken_by()}"
             text += f"guard {self.guard.describe()}: test {self.guard.key} = {self.guard_value:.4f}, {verdict}; "
         text += f"{self.champion.describe(self.test_value, self.max_regression)}; {self.exposure.describe()}"
         if self.exposure.seen_before and self.fresh_value is not None:

@@ -266,7 +266,7 @@ def _next_plan(decision: StageDecision, plan: StagePlan, per_stage: int, total_g
         return StagePlan(plan.number + 1, f"{prefix}finetune-{plan.number + 1}", deeper, class_weights=class_weights)
     if decision.action == "class_weights_on":
         return StagePlan(plan.number + 1, f"{prefix}finetune-{plan.number + 1}", deeper, class_weights=True)
-    return None  # stop_overfit, stop_no_gain, lock_in
+    return None  # stop_overfit, stop_no_gain, stop_stalled, lock_in
 
 
 def _layer_groups_of(spec: OneModelSpec) -> list[torch.nn.Module]:

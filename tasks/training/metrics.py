@@ -60,21 +60,30 @@ class Guard:
     explicit: bool  # declared in the config, or the default derived from the class's prevalence
 
     def describe(self) -> str:
-        origin = "declared" if self.explicit else "default: halfway from the all-one-class predictor to 1"
+        trivial = "the all-one-class predictor" if self.key.startswith("precision") else "answering the class once"
+        origin = "declared" if self.explicit else f"default: halfway from {trivial} to 1"
         return f"{self.key} >= {self.floor:.4f} ({origin})"
+
+    def broken_by(self) -> str:
+        """How a model meets its contract while breaking this guard."""
+        return "answering the class too often" if self.key.startswith("precision") else \
+            "answering the class too rarely"
 
 
 def resolve_guard(metric: MetricSpec, prevalence: float) -> Guard | None:
     """The guard of a recall/precision contract; `prevalence` is the class's share of the training
-    split. The all-one-class predictor has precision = prevalence (and a precision contract's trivial
-    "predict it once" model has recall ~ 0), so the default floor sits halfway between that and 1."""
+    split. Each default floor sits halfway between the trivial model that meets the contract and 1:
+    a recall contract's all-one-class predictor has precision = prevalence; a precision contract's
+    "answer the class once" model has recall ~ 0, so its recall floor is 0.5 whatever the prevalence
+    (halfway from the prevalence would demand a recall of 0.935 of a class that is 87% of the data)."""
     name = metric.guard_name
     if name is None or metric.class_name is None:
         return None
     key = class_metric_key(name, metric.class_name)
     if metric.guard is not None:
         return Guard(key, metric.guard[name], explicit=True)  # type: ignore[index]
-    return Guard(key, prevalence + (1.0 - prevalence) / 2, explicit=False)
+    trivial = prevalence if name == "precision" else 0.0
+    return Guard(key, trivial + (1.0 - trivial) / 2, explicit=False)
 
 
 @dataclass(frozen=True)

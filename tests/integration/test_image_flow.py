@@ -131,7 +131,8 @@ def test_exposure_of_the_test_examples_grows_with_each_evaluation(runs):
             in summaries["finetune"].outcome.decision.reason)
 
 
-ACTIONS = {"unfreeze_next", "retry_regularized", "stop_overfit", "stop_no_gain", "class_weights_on", "lock_in"}
+ACTIONS = {"unfreeze_next", "retry_regularized", "stop_overfit", "stop_no_gain", "stop_stalled", "class_weights_on",
+           "lock_in"}
 
 
 def test_gradual_unfreezing_runs_stages_acts_on_decisions_and_logs_them(runs):

@@ -91,7 +91,8 @@ def test_a_model_calling_everything_the_class_fails_the_default_guard_at_the_gat
     everything_spam = gate_on(y_true, np.ones(100, dtype=int), SPAM, prevalence=0.2)
     assert everything_spam.test_value == 1.0 and not everything_spam.passed  # the target alone is met
     assert ("guard precision_spam >= 0.6000 (default: halfway from the all-one-class predictor to 1): test "
-            "precision_spam = 0.2000, BROKEN") in everything_spam.reason
+            "precision_spam = 0.2000, BROKEN: the contract is met by answering the class too often") in \
+        everything_spam.reason
     honest = gate_on(y_true, np.array([0] * 75 + [1] * 5 + [1] * 19 + [0]), SPAM, prevalence=0.2)
     assert honest.passed and "test precision_spam = 0.7917, holds" in honest.reason
 
@@ -100,6 +101,21 @@ def test_a_precision_contract_met_by_answering_the_class_once_fails_its_recall_g
     precise = MetricSpec(name="precision", **{"class": "spam"}, target=0.9)
     once = gate_on(np.array([0] * 80 + [1] * 20), np.array([0] * 99 + [1]), precise, prevalence=0.2)
     assert once.test_value == 1.0 and not once.passed and "test recall_spam = 0.0500, BROKEN" in once.reason
+    assert "answering the class too rarely" in once.reason and "too often" not in once.reason
+
+
+def test_a_precision_contracts_default_recall_floor_does_not_grow_with_the_class_share():
+    """Halfway from the trivial model to 1: for recall that model scores ~0, so the floor is 0.5,
+    not the 0.935 a prevalence-based floor gave a class that is 87% of the data."""
+    from tasks.training.metrics import resolve_guard
+
+    precise = MetricSpec(name="precision", **{"class": "spam"}, target=0.9)
+    assert resolve_guard(precise, prevalence=0.87).floor == 0.5 == resolve_guard(precise, prevalence=0.1).floor
+    assert resolve_guard(SPAM, prevalence=0.2).floor == pytest.approx(0.6)  # recall contracts: unchanged
+    # A precision-0.95 model finding 80% of a majority class passes (it failed the 0.935 floor).
+    y_true = np.array([0] * 13 + [1] * 87)
+    y_pred = np.array([0] * 12 + [1] + [1] * 70 + [0] * 17)
+    assert gate_on(y_true, y_pred, precise, prevalence=0.87).passed
 
 
 def test_a_declared_guard_is_the_floor_and_a_guard_needs_its_value():

@@ -52,7 +52,10 @@ def test_no_gain_over_the_baseline_after_the_first_stage_stops():
     assert decision.action == "stop_no_gain" and "base model is likely unfit" in decision.reason
     later = decide_next_step(stage([0.74, 0.75], [0.5, 0.45]), context(stage_number=2, best_before=0.80),
                              ACCURACY, CLASSES)
-    assert later.action == "stop_no_gain" and "stopped improving" in later.reason
+    # A later stage stalling below the target is another event: the base model did gain over its
+    # baseline, so a tournament must not call it unfit and move on to its next candidate.
+    assert later.action == "stop_stalled" and "stopped improving" in later.reason
+    assert "unfit" not in later.reason
 
 
 def test_a_lagging_class_switches_class_weights_on_once():

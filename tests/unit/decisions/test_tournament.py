@@ -103,3 +103,34 @@ def test_without_a_tournament_stop_no_gain_ends_the_run(monkeypatch):
     prepared = Prepared(None, None, None, BaseModelRef("a", 8, 2), None)
     stages, decisions, _ = flow.train_candidates(spec, prepared, None, None)
     assert [e["action"] for e in decisions.entries] == ["stop_no_gain"] and len(stages) == 2
+
+
+def test_a_later_stall_keeps_the_tournaments_choice(monkeypatch):
+    """`stop_stalled` (a later stage stopped improving below the target) is not `stop_no_gain`:
+    the chosen base model did gain over its baseline, so the next candidate is never trained."""
+    import flows.transfer_learning as flow
+    from tasks.decisions.log import Decisions
+    from tasks.decisions.tournament import Tournament
+    from tasks.steps.refs import BaseModelRef, Prepared
+
+    trained_models = []
+    monkeypatch.setattr(flow, "starting_point", lambda spec, tracking, tournament=False: None)
+
+    def baseline(spec, dataset, split, tracking, start, contract, class_weights=False, prefix=""):
+        trained_models.append(spec.model)
+        return FakeStage(name=f"{prefix}baseline")
+
+    def unfreezing(spec, dataset, split, base, tracking, start, contract, prefix=""):
+        log = Decisions()
+        log.add("finetune-1", "unfreeze_next", "stand-in")
+        log.add("finetune-2", "stop_stalled", "stand-in")
+        return [base, FakeStage(name="finetune-1"), FakeStage(name="finetune-2")], log
+
+    monkeypatch.setattr(flow, "train_baseline", baseline)
+    monkeypatch.setattr(flow, "gradual_unfreezing", unfreezing)
+    spec = SimpleNamespace(tournament=object(),
+                           with_model=lambda model: SimpleNamespace(model=model, finetune=FinetuneSpec()))
+    prepared = Prepared(None, None, None, BaseModelRef("a", 8, 2), None, Tournament([], [A, B, C]))
+    _, decisions, _ = flow.train_candidates(spec, prepared, None, None)
+    assert trained_models == [A]
+    assert [e["action"] for e in decisions.entries] == ["unfreeze_next", "stop_stalled"]
