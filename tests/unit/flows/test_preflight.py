@@ -132,9 +132,29 @@ def test_predict_with_a_tracking_uri_without_scheme(tmp_path):
 @pytest.mark.parametrize("uri", ["", "sqlite:///somewhere/mlflow.db", "postgresql+psycopg://tf@db/mlflow",
                                  "file:///tmp/mlruns", "/tmp/mlruns", "databricks"])
 def test_local_and_database_stores_are_not_contacted(monkeypatch, uri):
-    """Only http(s) stores are servers to check; MLflow opens the others itself."""
+    """Only http(s) stores are servers to check; MLflow opens the others itself: nothing is
+    requested and no socket connects (both recorded), and the check passes."""
+    import socket
+
+    import flows.preflight as preflight
+
+    contacts = []
+    monkeypatch.setattr(preflight, "_get", lambda url: contacts.append(url) or (200, "HTTP 200"))
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: contacts.append(address))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     check_mlflow_reachable()
+    assert contacts == []
+
+
+def test_an_http_store_is_contacted_once_at_its_health_endpoint(monkeypatch):
+    """The counterpart that proves the recording works: an http store is asked GET /health."""
+    import flows.preflight as preflight
+
+    asked = []
+    monkeypatch.setattr(preflight, "_get", lambda url: asked.append(url) or (200, "HTTP 200"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999/")
+    check_mlflow_reachable()
+    assert asked == ["http://127.0.0.1:5999/health"]
 
 
 def test_an_unset_prefect_url_means_the_local_engine(monkeypatch):
