@@ -1,9 +1,9 @@
 """`transferflow serve`: the two deployments of `deployments/prefect.yaml`, served from one local
 process (`prefect.serve`) for users without a work pool.
 
-- `retrain`: the training flow for one config on a cron schedule, and again whenever a
+- `retrain-<model>`: the training flow for one config on a cron schedule, and again whenever a
   `transferflow.drift.detected` event names this model (resource `transferflow.model.<name>`).
-- `drift-check`: the drift flow on an interval, reading the incoming batch at `--incoming`.
+- `drift-check-<model>`: the drift flow on an interval, reading the incoming batch at `--incoming`.
 
 Schedules and triggers live on a server, so this uses the one at PREFECT_API_URL, or starts a
 local `prefect server` on loopback for as long as it serves (stopped by its PID on the way out).
@@ -83,16 +83,21 @@ def build_deployments(serve_plan: ServePlan) -> list[RunnerDeployment]:
 
     from flows.drift import drift_check
     from flows.transfer_learning import transfer_learning
+    from tasks.steps.step import model_slug
 
     config, tags = str(serve_plan.config_path), [f"model:{serve_plan.model_name}"]
+    # Named per model: a second `serve` of another config on the same server adds its own pair
+    # instead of re-pointing this one's schedule and drift trigger.
+    slug = model_slug(serve_plan.model_name)
     # Module entrypoints: the runner's child processes import the installed package, whatever the cwd.
     module = EntrypointType.MODULE_PATH
     retrain = RunnerDeployment.from_flow(  # what `flow.to_deployment` calls, typed as sync
-        transfer_learning, "retrain", cron=serve_plan.cron, parameters={"config_path": config, "trigger": "schedule"},
+        transfer_learning, f"retrain-{slug}", cron=serve_plan.cron,
+        parameters={"config_path": config, "trigger": "schedule"},
         triggers=[drift_trigger(serve_plan.model_name, config)], tags=tags, entrypoint_type=module,
         description=f"Retrain {serve_plan.model_name} on a schedule and on drift: {config}")
     drift = RunnerDeployment.from_flow(
-        drift_check, "drift-check", interval=serve_plan.drift_every, tags=tags, entrypoint_type=module,
+        drift_check, f"drift-check-{slug}", interval=serve_plan.drift_every, tags=tags, entrypoint_type=module,
         parameters={"config_path": config, "incoming": str(serve_plan.incoming), "trigger": "schedule"},
         description=f"Check {serve_plan.incoming} for drift against {serve_plan.model_name}'s reference")
     return [retrain, drift]

@@ -65,7 +65,8 @@ def test_a_drift_event_starts_a_retrain_of_the_served_config(served):
     config, log = served
     with get_client(sync_client=True) as client:
         def registered():  # the runner registers the deployments one after another
-            names = ("transfer-learning/retrain", "drift-check/drift-check")
+            slug = f"spam-filter-v1-{hashlib.sha256(MODEL.encode()).hexdigest()[:8]}"
+            names = (f"transfer-learning/retrain-{slug}", f"drift-check/drift-check-{slug}")
             found = [_deployment(client, name) for name in names]
             return all(found) and client.read_automations_by_name(f"retrain {MODEL} on drift") and found
 

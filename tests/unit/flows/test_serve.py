@@ -1,6 +1,7 @@
 """`transferflow serve` without a server: what the two deployments carry, and bad options
 answered in one line before anything starts."""
 
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def test_bad_durations_are_refused(text):
 def test_the_deployments_carry_the_absolute_config_schedules_and_the_drift_trigger(config, monkeypatch):
     monkeypatch.chdir(config.parent)
     retrain, drift = build_deployments(plan(Path("config.yaml"), Path("incoming"), "15 4 * * *", "6h"))
-    assert (retrain.name, drift.name) == ("retrain", "drift-check")
+    slug = f"sms-spam-{hashlib.sha256(b'SMS_spam').hexdigest()[:8]}"  # SMS_spam, slugged one-to-one
+    assert (retrain.name, drift.name) == (f"retrain-{slug}", f"drift-check-{slug}")
     assert retrain.parameters == {"config_path": str(config), "trigger": "schedule"}
     assert [s.schedule.cron for s in retrain.schedules] == ["15 4 * * *"]
     [trigger] = retrain.triggers
@@ -61,3 +63,17 @@ def test_bad_options_exit_2_with_one_line(config, options, named):
     result = CliRunner().invoke(app, ["serve", str(config), "--incoming", "in", *options])
     assert result.exit_code == 2 and named in result.output and "Fix:" in result.output, result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_two_models_served_on_one_server_get_their_own_deployments(tmp_path):
+    """Named per model: serving a second config never re-points the first one's deployments."""
+    names = set()
+    for model in ("sms-spam", "support-tickets"):
+        folder = tmp_path / model
+        folder.mkdir()
+        (folder / "data.csv").write_text("text,label\nhi,ham\n")
+        config = write_config(folder, CONFIG.format(data=folder / "data.csv", workdir=folder / "work")
+                              .replace("model_name: SMS_spam", f"model_name: {model}"))
+        names |= {d.name for d in build_deployments(plan(config, folder / "incoming", "0 3 * * 1", "1d"))}
+    assert names == {"retrain-sms-spam", "drift-check-sms-spam", "retrain-support-tickets",
+                     "drift-check-support-tickets"}
