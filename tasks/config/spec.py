@@ -348,7 +348,6 @@ class Spec(_Frozen):
             )
 
 
-
 class OneModelSpec(Spec):
     """A config with exactly one base model: the type steps 4-7 take, so a tournament's candidate
     list can never reach training, selection, the test read or the registry."""

@@ -82,20 +82,21 @@ def train_baseline(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, tra
     `class_weights` (a lagging class), the head is re-fit with a class-weighted loss: cheap, the
     embeddings come from the cache. `prefix` names the stages of a tournament's later candidates."""
     from tasks.models.backbones import load_backbone
-    from tasks.models.classifier import Classifier
+    from tasks.models.classifier import Classifier, class_indices
     from tasks.models.devices import resolve_num_workers
     from tasks.training.fit import class_weights_for
     from tasks.training.probe import probe_head
 
+    examples, classes = dataset.train_val_examples(split), list(dataset.classes)  # read once, used twice
     backbone = load_backbone(spec.model)
     if start:
         backbone.load_starting_point(start.weights, start.sha256, start.describe())
     device = on_runtime_device(spec.runtime.device, backbone)
     result, head, computed, reused = probe_head(
-        backbone, dataset.train_val_examples(split), list(dataset.classes), spec.train, contract, device,
-        spec.workdir, resolve_num_workers(spec.runtime.num_workers), class_weights)
-    classes = list(dataset.classes)
-    weights = class_weights_for(_train_targets(dataset, split), len(classes)) if class_weights else None
+        backbone, examples, classes, spec.train, contract, device, spec.workdir,
+        resolve_num_workers(spec.runtime.num_workers), class_weights)
+    weights = (class_weights_for(class_indices(examples["train"]["label"], classes), len(classes))
+               if class_weights else None)
     backbone.module.to("cpu")
     head.to("cpu")
     meets = contract.meets(result.best.val_scores)
@@ -112,13 +113,6 @@ def train_baseline(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, tra
         params["class_weight_values"] = ",".join(f"{w:.3f}" for w in weights.tolist())
     return _record_stage(spec, tracking, name, Classifier(backbone, head), result, notes, params, origin,
                          contract, unfrozen_groups=0, classes=classes)
-
-
-def _train_targets(dataset: DatasetRef, split: SplitRef) -> torch.Tensor:
-    from tasks.models.classifier import class_indices
-
-    examples, classes = dataset.train_val_examples(split), list(dataset.classes)
-    return class_indices(examples["train"]["label"], classes)
 
 
 @step("6 fine-tuning stage")
