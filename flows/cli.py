@@ -203,19 +203,23 @@ app.add_typer(split_app, name="split")
 @split_app.command("reset")
 def split_reset(model: str = typer.Argument(..., help="Registry model name (registry.model_name)"),
                 workdir: Path = typer.Option(Path(".transferflow"), help="The work directory of its runs"),
+                alias: str = typer.Option("champion", help="The model's registry.alias"),
                 yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation")) -> None:
     """Start a new split history for MODEL: the next run assigns every example afresh."""
     with _user_errors():
-        from tasks.data.split import HISTORY_FILE, reset_split_history, split_history_folder
+        from tasks.registry.split_history_store import history_store, reset_consequences
 
-        folder = split_history_folder(workdir.expanduser().resolve(), model)
-        if not (folder / HISTORY_FILE).exists():
-            raise TransferflowError(f"{folder}: no split history for model '{model}'. Fix: pass the model's "
-                                    "registry.model_name and the --workdir its runs use.")
+        workdir = workdir.expanduser().resolve()
+        store = history_store(workdir, model)
+        if store.read().generation == 0:
+            raise TransferflowError(f"{store.describe()}: no split history for model '{model}'. Fix: pass the "
+                                    "model's registry.model_name and the --workdir (and MLFLOW_TRACKING_URI) its "
+                                    "runs use.")
+        console.print(reset_consequences(workdir, model, alias))
         if not yes:
             typer.confirm(f"Start a new split history for '{model}'? Examples may move between train, "
                           "validation and test, and the test ledger's exposure counts start again", abort=True)
-        retired = reset_split_history(folder)
+        retired = store.retire()
     console.print(f"New split history for '{model}': the next run assigns every example afresh; the test "
                   f"ledger's exposure counts start again. The old assignments are kept in {retired}.")
 

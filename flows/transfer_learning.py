@@ -101,7 +101,8 @@ def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, cont
         one = spec.with_model(model)
         here = prepared if rank == 0 else replace(prepared, base_model=load_base_model(one))
         prefix = "" if rank == 0 else f"{model.name.rsplit('/', 1)[-1]}-"
-        start = starting_point(one, tracking, tournament=spec.tournament is not None)  # pretrained, or the champion's
+        tournament = spec.tournament is not None
+        start = starting_point(one, split, tracking, tournament=tournament)  # pretrained, or the champion's
         baseline = train_baseline(one, dataset, split, tracking, start, contract,  # 5. frozen, cached
                                   class_weights=one.finetune.class_weights == "on", prefix=prefix)
         found, log = gradual_unfreezing(one, dataset, split, baseline, tracking, start, contract, prefix)  # 6.

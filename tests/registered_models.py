@@ -60,9 +60,17 @@ def save_checkpoint(folder: Path, model: ModelSpec, n_classes: int) -> Path:
     return checkpoint
 
 
+def log_split_manifest(store: Store, trained_on: list[str]) -> None:
+    """The split manifest a flow run logs (`split/`): the ids the registered version trained on."""
+    manifest = {"splits": {"train": trained_on, "val": [], "test": []}}
+    store.client.log_text(store.run_id, json.dumps(manifest), "split/manifest.json")
+
+
 def register(store: Store, checkpoint: Path, model: ModelSpec, classes: list[str], model_name: str,
-             alias: str = "champion") -> Registration:
-    """Register a checkpoint file (self-describing, or a bare state dict of `model` and `classes`)."""
+             alias: str = "champion", trained_on: list[str] | None = None) -> Registration:
+    """Register a checkpoint file (self-describing, or a bare state dict of `model` and `classes`),
+    its run's split manifest saying it trained on `trained_on` (ids)."""
+    log_split_manifest(store, trained_on or [])
     return log_and_register(store.client, store.run_id, read_checkpoint(checkpoint, legacy_config(model, classes)),
                             batch_size=4, model_name=model_name, alias=alias, evidence={"test_metric": "0.91"},
                             promote=True)
@@ -78,6 +86,7 @@ def register_legacy(store: Store, weights_path: Path, model: ModelSpec, classes:
     from mlflow.types import ColSpec, Schema
 
     client, run_id = store.client, store.run_id
+    log_split_manifest(store, [])
     modality = model.MODALITY
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)

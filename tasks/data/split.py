@@ -16,7 +16,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,15 +30,16 @@ from tasks.config.spec import SplitSpec
 from tasks.core.atomic import exclusive_lock, write_text_atomic
 from tasks.core.errors import DataError
 from tasks.core.hashing import fingerprint, sha256_file, sha256_text
+from tasks.data.split_history import FolderHistoryStore, HistoryStore
 
 SPLITS = ("train", "val", "test")
 SHOWN_EXAMPLES = 5
-HISTORY_FILE = "assignments.json"
+MAX_WRITE_ATTEMPTS = 20  # optimistic writes of the history that lost a race, then a clear error
 # (frame, how many to carve, seed, the split carved) -> (rest, carved)
 Carve = Callable[[pd.DataFrame, float, int, str], tuple[pd.DataFrame, pd.DataFrame]]
 
 HELD_OUT_PRIORITY = {"test": 0, "val": 1, "train": 2, "": 3}  # the most held-out split first
-TestReadPurpose = Literal["evaluation", "leakage check"]
+TestReadPurpose = Literal["evaluation", "leakage check", "lineage check"]
 
 @dataclass(frozen=True)
 class SplitRef:
@@ -55,7 +55,8 @@ class SplitRef:
 
 
 def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: str, folder: Path,
-                   modality: str | None = None, hash_cache: Path | None = None) -> SplitRef:
+                   modality: str | None = None, hash_cache: Path | None = None,
+                   store: HistoryStore | None = None) -> SplitRef:
     """Split this data along the history in `folder` (one per registry model): recorded examples
     keep their split, new ones are assigned (stratified) and recorded, and the run's manifest is
     written once per history and data. With a `modality`, near-copies (`tasks.data.grouping`) form
@@ -64,24 +65,30 @@ def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: st
     examples, notes = _distinct_examples(table)
     examples, group_notes = _grouped(examples, modality, hash_cache)
     notes += group_notes
-    with exclusive_lock(folder / ".lock"):
-        history = _read_history(folder)
-        recorded: dict[str, str] = history["splits"]
+    store = store or FolderHistoryStore(folder)
+    for _ in range(MAX_WRITE_ATTEMPTS):
+        history = store.read()
+        recorded = history.splits
         new = examples[~examples["example_id"].isin(recorded.keys())]
         carve = _carve if not recorded else _carve_in_proportion  # the first run guarantees coverage
-        assigned = (_assign_groups(new, examples, recorded, spec, notes, carve) if not new.empty
+        attempt_notes = list(notes)  # what assigning said, for this attempt only
+        assigned = (_assign_groups(new, examples, recorded, spec, attempt_notes, carve) if not new.empty
                     else {name: [] for name in SPLITS})
         assignment = {**recorded, **{i: name for name in SPLITS for i in assigned[name]}}
         splits = {name: sorted(i for i in examples["example_id"] if assignment[i] == name) for name in SPLITS}
         _check_every_class_in_every_split(splits, examples)
-        path = folder / f"{history['history'][:8]}-{dataset_fingerprint[:16]}.json"
-        if not path.exists():
+        if new.empty or store.write(history.next(assignment)):
+            break
+    else:
+        raise DataError(f"{store.describe()}: other runs kept changing the split history of this model; "
+                        f"{MAX_WRITE_ATTEMPTS} attempts to record the new examples lost the race. Fix: run again.")
+    notes = attempt_notes
+    path = folder / f"{history.id[:8]}-{dataset_fingerprint[:16]}.json"
+    with exclusive_lock(folder / ".lock"):
+        if not path.exists():  # one manifest per history and data: recorded splits never change
             notes += _history_notes(examples, recorded, assigned)
-            manifest = _manifest(examples, splits, assigned, notes, spec, dataset_fingerprint, history["history"])
+            manifest = _manifest(examples, splits, assigned, notes, spec, dataset_fingerprint, history.id)
             write_text_atomic(path, json.dumps(manifest, indent=1))
-        if not new.empty:
-            history["splits"] = assignment
-            write_text_atomic(folder / HISTORY_FILE, json.dumps(history))
     manifest = json.loads(path.read_text())
     return SplitRef(
         manifest_path=path,
@@ -90,7 +97,7 @@ def split_examples(table: pd.DataFrame, spec: SplitSpec, dataset_fingerprint: st
         test_fingerprint=manifest["test_fingerprint"],
         notes=tuple(manifest["notes"]),
         history=manifest["split_history"],
-        warnings=_given_split_disagreements(examples, recorded, folder / HISTORY_FILE),
+        warnings=_given_split_disagreements(examples, recorded, store.describe()),
     )
 
 
@@ -121,21 +128,8 @@ def without_examples(split: SplitRef, dropped: list[str], why: str, label_of: Ma
 
 
 def split_history_folder(workdir: Path, model_name: str) -> Path:
-    """Assignments are sticky per registry model: its versions are compared on one test set."""
+    """Where a model's run manifests (and, with the workdir's own store, its history) are kept."""
     return workdir / "splits" / model_name
-
-
-def reset_split_history(folder: Path) -> Path | None:
-    """Start a new split history: the current table is kept, renamed as retired (nothing is
-    deleted), and the next run assigns every example afresh. Returns the retired file."""
-    with exclusive_lock(folder / ".lock"):
-        current = folder / HISTORY_FILE
-        if not current.exists():
-            return None
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        retired = folder / f"assignments-retired-{stamp}.json"
-        os.replace(current, retired)
-        return retired
 
 
 def train_val_ids(manifest_path: Path) -> tuple[list[str], list[str]]:
@@ -147,7 +141,8 @@ def train_val_ids(manifest_path: Path) -> tuple[list[str], list[str]]:
 def quarantined_test_ids(manifest_path: Path, reader: str, purpose: TestReadPurpose = "evaluation") -> list[str]:
     """The test ids. The final evaluation reads them (purpose "evaluation": the one read that
     scores a model), and before it the leakage check ("leakage check": the inputs only, to find
-    near-copies across splits; never labels, never predictions). Every call is logged (and synced
+    near-copies across splits; never labels, never predictions) and the warm start ("lineage
+    check": the ids only, to refuse a champion that trained on any of them). Every call is logged (and synced
     to disk) before the ids are read, so a read that could not be logged fails instead."""
     with access_log_path(manifest_path).open("a") as log:
         log.write(json.dumps({
@@ -178,13 +173,6 @@ def _current_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError, ImportError):
         return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
-
-
-def _read_history(folder: Path) -> dict:
-    path = folder / HISTORY_FILE
-    if path.exists():
-        return json.loads(path.read_text())
-    return {"history": uuid.uuid4().hex, "started": datetime.now(UTC).isoformat(), "splits": {}}
 
 
 def _history_notes(examples: pd.DataFrame, recorded: dict[str, str], assigned: dict[str, list[str]]) -> list[str]:
@@ -354,7 +342,7 @@ def _check_every_class_in_every_split(splits: dict[str, list[str]], examples: pd
         )
 
 
-def _given_split_disagreements(examples: pd.DataFrame, recorded: dict[str, str], history: Path) -> tuple[str, ...]:
+def _given_split_disagreements(examples: pd.DataFrame, recorded: dict[str, str], history: str) -> tuple[str, ...]:
     """Recorded examples whose given split now says otherwise (files moved between split folders,
     a changed data.split_column). The recorded split wins, so the test set never moves; this
     makes the disagreement visible instead of silent."""

@@ -45,24 +45,36 @@ class ChampionComparison:
     skipped_because: str = ""     # why a champion was not compared
     broken_guard: str = ""        # the guard the champion breaks on this test split, if it does
     guard_value: float | None = None  # the champion's guarded score there
+    left_out: int = 0             # test examples the champion (or its warm-start lineage) trained on
+    challenger_value: float | None = None  # the challenger on the examples the champion was scored on,
+    #                                        when some were left out (else its whole-split value applies)
 
     def allows(self, challenger: float, max_regression: float) -> bool:
-        """Every supported metric is higher-is-better: the challenger may trail by max_regression.
-        A champion that breaks the guard blocks nobody: its score is bought by answering the class
-        everywhere (a challenger that breaks it too fails the gate on its own guard)."""
-        return self.value is None or bool(self.broken_guard) or challenger >= self.value - max_regression
+        """Every supported metric is higher-is-better: the challenger may trail by max_regression,
+        both scored on the same examples (those the champion never trained on). A champion that
+        breaks the guard blocks nobody: its score is bought by answering the class everywhere (a
+        challenger that breaks it too fails the gate on its own guard)."""
+        if self.value is None or self.broken_guard:
+            return True
+        return self.compared(challenger) >= self.value - max_regression
+
+    def compared(self, challenger: float) -> float:
+        """The challenger's score on the champion's comparison examples."""
+        return challenger if self.challenger_value is None else self.challenger_value
 
     def describe(self, challenger: float, max_regression: float) -> str:
         if self.version is None:
             return "no champion yet"
         if self.value is None:
             return f"champion version {self.version} not compared: {self.skipped_because}"
+        where = ("the same test split" if not self.left_out else
+                 f"the test examples it never trained on ({self.left_out} it trained on left out)")
         if self.broken_guard:
-            return (f"champion version {self.version} scores {self.value:.4f} on the same test split, but breaks the "
+            return (f"champion version {self.version} scores {self.value:.4f} on {where}, but breaks the "
                     f"guard {self.broken_guard} there ({self.guard_value:.4f}), so it cannot hold back the challenger")
-        margin = challenger - self.value
+        margin = self.compared(challenger) - self.value
         verdict = "not worse beyond" if self.allows(challenger, max_regression) else "WORSE than allowed by"
-        return (f"champion version {self.version} scores {self.value:.4f} on the same test split; the challenger is "
+        return (f"champion version {self.version} scores {self.value:.4f} on {where}; the challenger is "
                 f"{margin:+.4f} ({verdict} gate.max_regression {max_regression:g})")
 
 

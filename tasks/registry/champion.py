@@ -49,11 +49,14 @@ def comparability(metric: MetricSpec, champion_classes: list[str], challenger_cl
     return ""
 
 
-def score_champion(client: MlflowClient, model_name: str, alias: str, inputs: list[str], y_true: np.ndarray,
-                   classes: list[str], metric: MetricSpec, batch_size: int,
-                   guard: Guard | None = None) -> ChampionComparison:
-    """The champion's declared metric on these test inputs (labels as indices into `classes`), its
-    answers taken at its own stored operating point, as its pyfunc answers."""
+def score_champion(client: MlflowClient, model_name: str, alias: str, test_ids: list[str], inputs: list[str],
+                   y_true: np.ndarray, y_challenger: np.ndarray, classes: list[str], metric: MetricSpec,
+                   batch_size: int, min_fresh: int, guard: Guard | None = None) -> ChampionComparison:
+    """The champion's declared metric on these test examples (labels as indices into `classes`),
+    its answers taken at its own stored operating point, as its pyfunc answers. Examples the
+    champion or its warm-start lineage trained on (`tasks.registry.lineage`) are left out, and the
+    challenger (`y_challenger`, its answers on all of them) is scored on the same rest; with fewer
+    than `min_fresh` left there is no comparison."""
     version = current_champion(client, model_name, alias)
     if version is None:
         return ChampionComparison(None, None)
@@ -61,23 +64,38 @@ def score_champion(client: MlflowClient, model_name: str, alias: str, inputs: li
 
     from tasks.models.classifier import apply_operating_point, predict_proba
     from tasks.models.loader import Batches
+    from tasks.registry.lineage import learned_from
 
+    lineage = learned_from(client, model_name, version)
+    if lineage.unreadable:
+        return ChampionComparison(str(version.version), None, f"what it trained on cannot be read "
+                                  f"({lineage.unreadable}), so it cannot be scored only on examples it never saw")
+    keep = np.array([i not in lineage.ids for i in test_ids], dtype=bool)
+    left_out = int((~keep).sum())
+    if keep.sum() < min_fresh:
+        return ChampionComparison(str(version.version), None, (
+            f"it ({lineage.describe()}) trained on {left_out} of the {len(test_ids)} test examples; the "
+            f"{int(keep.sum())} left are fewer than gate.min_fresh_test ({min_fresh})"), left_out=left_out)
     classifier, checkpoint = restore_registered(client, str(version.run_id))
     champion_classes = checkpoint.classes
     why_not = comparability(metric, champion_classes, classes)
     if why_not:
         return ChampionComparison(str(version.version), None, why_not)
-    probabilities = predict_proba(classifier, Batches(inputs, torch.zeros(len(inputs), dtype=torch.long), batch_size,
-                                                      classifier.backbone.preprocess))
+    kept_inputs = [text for text, kept in zip(inputs, keep, strict=True) if kept]
+    probabilities = predict_proba(classifier, Batches(kept_inputs, torch.zeros(len(kept_inputs), dtype=torch.long),
+                                                      batch_size, classifier.backbone.preprocess))
     index = {label: i for i, label in enumerate(classes)}
     # A class the challenger does not know can only be a wrong answer here (-1 matches no label).
     y_pred = np.array([index.get(champion_classes[i], -1)
                        for i in apply_operating_point(probabilities, champion_classes, checkpoint.operating_point)])
-    scores = classification_metrics(y_true, y_pred, classes)
+    scores = classification_metrics(y_true[keep], y_pred, classes)
+    challenger = (contract_value(classification_metrics(y_true[keep], y_challenger[keep], classes), metric)
+                  if left_out else None)
     breaks = guard is not None and scores[guard.key] < guard.floor
     return ChampionComparison(str(version.version), contract_value(scores, metric),
                               broken_guard=guard.describe() if breaks and guard else "",
-                              guard_value=scores[guard.key] if guard else None)
+                              guard_value=scores[guard.key] if guard else None, left_out=left_out,
+                              challenger_value=challenger)
 
 
 def registered_checkpoint(client: MlflowClient, run_id: str) -> Checkpoint:

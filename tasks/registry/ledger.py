@@ -10,10 +10,8 @@ does not reset the count.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
@@ -21,11 +19,11 @@ from mlflow.exceptions import MlflowException
 
 from tasks.core.atomic import exclusive_lock
 from tasks.decisions.gate import Exposure
-from tasks.registry.tracking import end_run, experiment_id, log_scores, log_text, start_run
+from tasks.registry.lineage import SPLIT_FOLDER
+from tasks.registry.tracking import end_run, experiment_id, log_scores, log_text, read_json_artifact, start_run
 
 LEDGER_EXPERIMENT = "transferflow-test-ledger"
 READ_IDS_ARTIFACT = "test_ids.json"
-SPLIT_FOLDER = "split"  # where a flow run logs the split manifest it trained and tested on
 
 
 def record_test_evaluation(client: MlflowClient, workdir: Path, model_name: str, split_history: str,
@@ -73,7 +71,7 @@ def _ids_read_by(client: MlflowClient, record: Run, wanted: set[str]) -> set[str
     run's whole logged test split, or, when that cannot be read either, every id this evaluation
     reads: exposure may be over-counted, never under-counted, and one broken record never stops
     the runs after it."""
-    ids = _read_json(client, record.info.run_id, READ_IDS_ARTIFACT)
+    ids = read_json_artifact(client, record.info.run_id, READ_IDS_ARTIFACT)
     if isinstance(ids, list):
         return set(map(str, ids))
     logged = _logged_test_split(client, record.data.tags.get("source_run_id", ""))
@@ -91,20 +89,11 @@ def _logged_test_split(client: MlflowClient, run_id: str) -> set[str] | None:
     except (MlflowException, OSError):
         return None
     for file in files:
-        manifest = None if file.is_dir else _read_json(client, run_id, file.path)
+        manifest = None if file.is_dir else read_json_artifact(client, run_id, file.path)
         test = manifest.get("splits", {}).get("test") if isinstance(manifest, dict) else None
         if isinstance(test, list):
             return set(map(str, test))
     return None
-
-
-def _read_json(client: MlflowClient, run_id: str, artifact: str) -> Any:
-    """An artifact's JSON, or None when it is missing or damaged."""
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            return json.loads(Path(client.download_artifacts(run_id, artifact, folder)).read_text())
-    except (MlflowException, OSError, ValueError):
-        return None
 
 
 def _all_runs(client: MlflowClient, experiment: str, filter_string: str) -> list[Run]:

@@ -115,6 +115,19 @@ def log_figure(client: MlflowClient, run_id: str, figure: Any, artifact_file: st
     plt.close(figure)
 
 
+def read_json_artifact(client: MlflowClient, run_id: str, artifact: str) -> Any:
+    """An artifact's JSON, or None when it is missing or damaged."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            return json.loads(Path(client.download_artifacts(run_id, artifact, folder)).read_text())
+    except (MlflowException, OSError, ValueError):
+        return None
+
+
 def end_run(client: MlflowClient, run_id: str, succeeded: bool) -> None:
     client.set_terminated(run_id, "FINISHED" if succeeded else "FAILED")
 

@@ -9,11 +9,13 @@ trains anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 
 from tasks.config.families import model_spec
 from tasks.config.spec import ModelSpec, OneModelSpec
@@ -34,9 +36,12 @@ class StartingPoint:
         return f"champion v{self.version}"
 
 
-def champion_starting_point(client: MlflowClient, spec: OneModelSpec, folder: Path) -> StartingPoint | None:
+def champion_starting_point(client: MlflowClient, spec: OneModelSpec, folder: Path,
+                            test_ids: Callable[[], list[str]]) -> StartingPoint | None:
     """The champion's encoder weights written under `folder`, or None when there is no champion
-    yet (the first run of a model starts from the pretrained weights)."""
+    yet (the first run of a model starts from the pretrained weights). Refused when the champion
+    or its warm-start lineage trained on any of this run's test examples (`test_ids`, read only
+    when there is a champion)."""
     from tasks.core.atomic import write_atomic
     from tasks.core.hashing import sha256_file
     from tasks.registry.champion import current_champion, registered_artifacts
@@ -44,6 +49,7 @@ def champion_starting_point(client: MlflowClient, spec: OneModelSpec, folder: Pa
     champion = current_champion(client, spec.registry.model_name, spec.registry.alias)
     if champion is None:
         return None
+    check_never_saw_test(client, spec.registry.model_name, champion, test_ids())
     with registered_artifacts(client, str(champion.run_id)) as (config, weights):
         check_same_base_model(model_spec(config["model"], lenient=True), spec.model, spec.registry.model_name,
                               str(champion.version))
@@ -52,6 +58,22 @@ def champion_starting_point(client: MlflowClient, spec: OneModelSpec, folder: Pa
                if name.startswith(ENCODER_PREFIX)}
     saved = write_atomic(folder / f"start-champion-v{champion.version}.pt", lambda handle: torch.save(encoder, handle))
     return StartingPoint(str(champion.version), saved, sha256_file(saved))
+
+
+def check_never_saw_test(client: MlflowClient, model_name: str, champion: ModelVersion, test_ids: list[str]) -> None:
+    """Weights that learned a test example would be scored on the answers they learned."""
+    from tasks.registry.lineage import learned_from
+
+    lineage = learned_from(client, model_name, champion)
+    fix = ("Fix: set retrain.start_from: pretrained for this run (its weights then never saw this test split); "
+           "the champion was trained under another split history (a reset, or one begun in another workdir).")
+    if lineage.unreadable:
+        raise SpecError(f"retrain.start_from: champion refused: what champion version {champion.version} of "
+                        f"'{model_name}' trained on cannot be read ({lineage.unreadable}). {fix}")
+    seen = len(lineage.ids & set(test_ids))
+    if seen:
+        raise SpecError(f"retrain.start_from: champion refused: champion version {champion.version} of '{model_name}' "
+                        f"({lineage.describe()}) trained on {seen} of this run's {len(test_ids)} test examples. {fix}")
 
 
 def check_same_base_model(champion: ModelSpec, config: ModelSpec, model_name: str, version: str) -> None:

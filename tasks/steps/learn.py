@@ -46,11 +46,14 @@ class StagePlan:
 
 
 @step("5a starting point")
-def starting_point(spec: OneModelSpec, tracking: TrackingRef, tournament: bool = False) -> StartingPoint | None:
-    """`retrain.start_from: champion`: the champion's fine-tuned backbone, when there is a champion.
-    In a tournament only the candidate the champion was trained from can start from it; the
-    others start from their pretrained weights (and say so)."""
+def starting_point(spec: OneModelSpec, split: SplitRef, tracking: TrackingRef,
+                   tournament: bool = False) -> StartingPoint | None:
+    """`retrain.start_from: champion`: the champion's fine-tuned backbone, when there is a champion
+    that never trained on this run's test examples (their ids are read, logged as a "lineage
+    check": no input, no label). In a tournament only the candidate the champion was trained from
+    can start from it; the others start from their pretrained weights (and say so)."""
     from tasks.core.errors import SpecError
+    from tasks.data.split import quarantined_test_ids
     from tasks.registry.tracking import log_params
     from tasks.registry.warm_start import champion_starting_point
 
@@ -58,7 +61,9 @@ def starting_point(spec: OneModelSpec, tracking: TrackingRef, tournament: bool =
     start = None
     if spec.retrain.start_from == "champion":
         try:
-            start = champion_starting_point(client, spec, spec.workdir / "checkpoints" / tracking.run_id)
+            start = champion_starting_point(client, spec, spec.workdir / "checkpoints" / tracking.run_id, lambda: (
+                quarantined_test_ids(split.manifest_path, reader=f"starting_point run {tracking.run_id}: test ids only",
+                                     purpose="lineage check")))
         except SpecError as error:
             if not tournament or "was trained from" not in str(error):
                 raise

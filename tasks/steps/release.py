@@ -79,6 +79,8 @@ def champion_tags(champion: ChampionComparison) -> dict[str, str]:
     if champion.version is None:
         return {"champion_version": "none"}
     tags = {"champion_version": champion.version}
+    if champion.left_out:
+        tags["champion_test_examples_left_out"] = str(champion.left_out)
     if champion.value is None:
         return {**tags, "champion_comparison": f"skipped: {champion.skipped_because}"}
     return {**tags, "champion_test_metric": f"{champion.value:.6f}"}
@@ -190,8 +192,9 @@ def evaluate_once_on_test(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
                                     spec.metric, spec.gate.min_fresh_test)
     if fresh_value is not None:
         log_scores(client, tracking.run_id, {spec.metric.key: fresh_value}, prefix="test_fresh_")
-    champion = score_champion(client, spec.registry.model_name, spec.registry.alias, list(table["input"]),
-                              y_true.numpy(), classes, spec.metric, spec.train.batch_size, guard)
+    champion = score_champion(client, spec.registry.model_name, spec.registry.alias, test_ids, list(table["input"]),
+                              y_true.numpy(), y_pred, classes, spec.metric, spec.train.batch_size,
+                              spec.gate.min_fresh_test, guard)
     guarded = f" ({guard.key} {scores[guard.key]:.4f}, guard {guard.floor:.4f})" if guard else ""
     print(f"Test {spec.metric.key}: {value:.4f}{guarded} on {len(test_ids)} examples; {exposure.describe()}; "
           f"{champion.describe(value, spec.gate.max_regression)}")
@@ -203,6 +206,7 @@ def gate_and_register(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, 
                       test: TestResult, tracking: TrackingRef) -> GateOutcome:
     from tasks.decisions.gate import decide
     from tasks.models.checkpoints import legacy_config, read_checkpoint
+    from tasks.registry.lineage import MANIFEST_TAG, SPLIT_FOLDER, SPLIT_HISTORY_TAG, WARM_START_TAG, warm_start_version
     from tasks.registry.serving import log_and_register
 
     decision = decide(test.value, spec.metric, test.exposure, test.fresh_value, spec.gate.min_fresh_test,
@@ -219,6 +223,8 @@ def gate_and_register(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, 
         **({"test_fresh_metric": f"{test.fresh_value:.6f}"} if test.fresh_value is not None else {}),
         **champion_evidence, **guard_tags(test),
         "selected_stage": selected.name, "started_from": selected.started_from,
+        WARM_START_TAG: warm_start_version(selected.started_from) or "none", SPLIT_HISTORY_TAG: split.history,
+        MANIFEST_TAG: f"{SPLIT_FOLDER}/{split.manifest_path.name}",
         "checkpoint_sha256": selected.checkpoint_sha256,
         "run_id": tracking.run_id, **{f"n_{name}": str(size) for name, size in split.sizes.items()},
     }

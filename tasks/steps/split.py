@@ -18,13 +18,19 @@ MIN_TRAIN_FOR_LEAKAGE = 3   # the leakage threshold is calibrated on nearest nei
 
 @step("3 split before training")
 def split_before_training(spec: Spec, dataset: DatasetRef) -> SplitRef:
+    """The history is the registry model's, kept where its registry is (the tracking server, shared by
+    every workdir using it); with a Prefect server, writers of one model queue on its limit."""
     from tasks.data.split import split_examples, split_history_folder
     from tasks.data.table import read_table
+    from tasks.registry.split_history_store import history_store
+    from tasks.steps.limits import model_limit
 
+    model_name = spec.registry.model_name
     try:
-        split = split_examples(read_table(dataset.table_path), spec.split, dataset.fingerprint,
-                               split_history_folder(spec.workdir, spec.registry.model_name), spec.modality,
-                               hash_cache=spec.workdir / "phash")
+        with model_limit("split", model_name):
+            split = split_examples(read_table(dataset.table_path), spec.split, dataset.fingerprint,
+                                   split_history_folder(spec.workdir, model_name), spec.modality,
+                                   hash_cache=spec.workdir / "phash", store=history_store(spec.workdir, model_name))
     except DataError as error:
         raise DataError(f"{spec.data.path}: {error}") from None
     for warning in split.warnings:

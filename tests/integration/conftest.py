@@ -27,6 +27,15 @@ def prefect_api(tmp_path_factory):
         yield server
 
 
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory):
+    """A real MLflow tracking server for the session (per test worker), stopped by PID whatever happens."""
+    from tests.mlflow_server import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
+
+
 @pytest.fixture(autouse=True)
 def default_mlflow_store(monkeypatch):
     """Each test's MLflow store is the SQLite file in its own workdir."""

@@ -17,18 +17,11 @@ from mlflow import MlflowClient
 
 from tests.integration.conftest import csv_slice, run_transferflow, sms_config
 from tests.integration.evidence import predict_registered, text_labels
-from tests.mlflow_server import MlflowServer, mlflow_server
+from tests.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.integration
 MODEL = "sms-on-server"
 LOCAL_STORES = ("mlflow.db", "mlruns", "mlartifacts")
-
-
-@pytest.fixture(scope="session")
-def tracking_server(tmp_path_factory):
-    """A real MLflow tracking server for the whole session, stopped by PID whatever happens."""
-    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 import json
 import os
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,14 +10,13 @@ from tasks.config.spec import SplitSpec
 from tasks.core.errors import DataError
 from tasks.core.hashing import fingerprint, sha256_text
 from tasks.data.split import (
-    HISTORY_FILE,
     quarantined_test_ids,
     recorded_test_reads,
-    reset_split_history,
     split_examples,
     train_val_ids,
     without_examples,
 )
+from tasks.data.split_history import HISTORY_FILE, FolderHistoryStore, History
 
 
 def table(counts: dict[str, int], given: str = "", prefix: str = "") -> pd.DataFrame:
@@ -271,12 +271,62 @@ def test_reset_retires_the_history_without_deleting_it(tmp_path):
     data = table({"a": 50, "b": 50})
     split_examples(data, SplitSpec(), "fp", tmp_path)
     history = json.loads((tmp_path / HISTORY_FILE).read_text())
-    retired = reset_split_history(tmp_path)
-    assert retired is not None and json.loads(retired.read_text()) == history
+    retired = FolderHistoryStore(tmp_path).retire()
+    assert retired is not None and json.loads(Path(retired).read_text()) == history
     assert not (tmp_path / HISTORY_FILE).exists()
     fresh = split_examples(data, SplitSpec(seed=7), "fp", tmp_path)
     assert json.loads(fresh.manifest_path.read_text())["split_history"] != history["history"]
-    assert reset_split_history(tmp_path / "no-such-model") is None
+    assert FolderHistoryStore(tmp_path / "no-such-model").retire() is None
+
+
+class RacingStore(FolderHistoryStore):
+    """A folder store where another writer (a second workdir on the same server) records its own
+    assignments between this writer's read and its first write, `races` times."""
+
+    def __init__(self, folder, rival: pd.DataFrame, races: int = 1) -> None:
+        super().__init__(folder)
+        self.rival, self.races, self.writes = rival, races, 0
+
+    def write(self, history: History) -> bool:
+        self.writes += 1
+        if self.races:
+            self.races -= 1
+            split_examples(self.rival, SplitSpec(), f"rival-{self.races}", self.folder / "rival-manifests",
+                           store=FolderHistoryStore(self.folder))
+        return super().write(history)
+
+
+def test_a_writer_that_lost_the_race_rereads_and_loses_no_assignment(tmp_path):
+    """Optimistic writes: the rival's generation lands first, so this write is refused, and the
+    retry keeps both writers' assignments (the rival's examples keep the rival's splits)."""
+    first = table({"a": 50, "b": 50})
+    split_examples(first, SplitSpec(), "fp", tmp_path)
+    rival = pd.concat([first, table({"a": 30, "b": 30}, prefix="rival")], ignore_index=True)
+    ours = pd.concat([first, table({"a": 30, "b": 30}, prefix="ours")], ignore_index=True)
+    store = RacingStore(tmp_path, rival)
+    ref = split_examples(ours, SplitSpec(), "fp-ours", tmp_path, store=store)
+    assert store.writes == 2  # refused once, then stored
+    stored = FolderHistoryStore(tmp_path).read()
+    assert stored.generation == 3  # first run, the rival, then ours
+    rival_split = split_of(next((tmp_path / "rival-manifests").glob("*.json")))
+    assert {i: stored.splits[i] for i in rival_split} == rival_split  # the rival's assignments survived
+    assert {i: stored.splits[i] for i in split_of(ref.manifest_path)} == split_of(ref.manifest_path)
+    assert len(stored.splits) == 100 + 60 + 60
+
+
+def test_a_writer_that_keeps_losing_stops_with_a_clear_error(tmp_path):
+    from tasks.data.split import MAX_WRITE_ATTEMPTS
+
+    class AlwaysBeaten(FolderHistoryStore):
+        def write(self, history: History) -> bool:
+            return False
+
+    first = table({"a": 50, "b": 50})
+    split_examples(first, SplitSpec(), "fp", tmp_path)
+    grown = pd.concat([first, table({"a": 5, "b": 5}, prefix="new")], ignore_index=True)
+    with pytest.raises(DataError, match=f"{MAX_WRITE_ATTEMPTS} attempts .* lost the race. Fix: run again"):
+        split_examples(grown, SplitSpec(), "fp-2", tmp_path, store=AlwaysBeaten(tmp_path))
+    assert len(FolderHistoryStore(tmp_path).read().splits) == 100  # nothing half-recorded
 
 
 def test_a_refused_first_split_records_nothing(tmp_path):

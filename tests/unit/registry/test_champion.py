@@ -51,7 +51,8 @@ def test_a_comparison_needs_a_metric_defined_the_same_way_for_both():
 
 def test_no_registered_model_means_no_champion(tmp_path):
     store = open_store(tmp_path)
-    assert score_champion(store.client, "nobody", "champion", [], np.array([]), ["a"], MACRO_F1, 4) == \
+    assert score_champion(store.client, "nobody", "champion", [], [], np.array([]), np.array([]), ["a"], MACRO_F1, 4,
+                          1) == \
         ChampionComparison(None, None)
 
 
@@ -94,15 +95,16 @@ def test_the_champions_score_matches_its_served_predictions(tmp_path, low_thresh
     register(store, split_decision_checkpoint(tmp_path, paths, low_threshold), SMALL_IMAGE_MODEL, ["ants", "bees"],
              "insects")
     y_true = np.array([0, 1, 0, 1, 1, 0])
-    scored = score_champion(store.client, "insects", "champion", paths, y_true, ["ants", "bees"], RECALL_BEES, 4)
+    scored = score_champion(store.client, "insects", "champion", paths, paths, y_true, y_true, ["ants", "bees"],
+                            RECALL_BEES, 4, 1)
     served = mlflow.pyfunc.load_model(store.client.get_model_version_download_uri("insects", "1")).predict(
         pd.DataFrame({"input": [png_base64(c) for c in colours]}))
     assert (served["label"] == "bees").sum() == (5 if low_threshold else 3)  # the threshold is what answers
     expected = recall_score(["ants" if t == 0 else "bees" for t in y_true], served["label"], pos_label="bees")
     assert 0 < expected <= 1
     assert scored.version == "1" and scored.value == pytest.approx(expected)
-    reordered = score_champion(store.client, "insects", "champion", paths, 1 - y_true, ["bees", "ants"],
-                               RECALL_BEES, 4)  # the challenger lists its classes in another order
+    reordered = score_champion(store.client, "insects", "champion", paths, paths, 1 - y_true, 1 - y_true,
+                               ["bees", "ants"], RECALL_BEES, 4, 1)  # the challenger orders its classes otherwise
     assert reordered.value == pytest.approx(expected)
 
 
@@ -118,8 +120,51 @@ def test_a_champion_answering_bees_everywhere_is_scored_against_the_guard(tmp_pa
         paths.append(str(path))
     register(store, split_decision_checkpoint(tmp_path, paths, low_threshold=True), SMALL_IMAGE_MODEL,
              ["ants", "bees"], "insects")  # answers bees for all but one of these images
-    scored = score_champion(store.client, "insects", "champion", paths, np.array([0, 0, 0, 1]), ["ants", "bees"],
-                            RECALL_BEES, 4, Guard("precision_bees", 0.6, explicit=False))
+    scored = score_champion(store.client, "insects", "champion", paths, paths, np.array([0, 0, 0, 1]),
+                            np.array([0, 0, 0, 1]), ["ants", "bees"], RECALL_BEES, 4, 1,
+                            Guard("precision_bees", 0.6, explicit=False))
     assert scored.guard_value is not None and scored.guard_value <= 1 / 3  # 3 answers of bees, one bee
     assert scored.broken_guard == "precision_bees >= 0.6000 (default: halfway from the all-one-class predictor to 1)"
     assert scored.allows(0.5, 0.0)
+
+
+def test_the_champion_is_compared_only_on_test_examples_it_never_trained_on(tmp_path):
+    """The champion trained on two of six test images: both models are scored on the other four,
+    recomputed here from the served pyfunc's answers; with too few left there is no comparison."""
+    import mlflow
+
+    store = open_store(tmp_path)
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (250, 250, 250), (5, 5, 5), (120, 60, 200)]
+    paths = []
+    for i, colour in enumerate(colours):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(base64.b64decode(png_base64(colour)))
+        paths.append(str(path))
+    ids = [f"id-{i}" for i in range(6)]
+    register(store, split_decision_checkpoint(tmp_path, paths), SMALL_IMAGE_MODEL, ["ants", "bees"], "insects",
+             trained_on=["id-1", "id-4", "not-in-test"])
+    y_true = np.array([0, 1, 0, 1, 1, 0])
+    y_challenger = np.array([0, 1, 1, 1, 0, 0])
+    scored = score_champion(store.client, "insects", "champion", ids, paths, y_true, y_challenger, ["ants", "bees"],
+                            RECALL_BEES, 4, 4)
+    served = mlflow.pyfunc.load_model(store.client.get_model_version_download_uri("insects", "1")).predict(
+        pd.DataFrame({"input": [png_base64(c) for c in colours]}))["label"]
+    kept = [0, 2, 3, 5]
+    truth = ["ants" if y_true[i] == 0 else "bees" for i in kept]
+    assert scored.left_out == 2
+    assert scored.value == pytest.approx(recall_score(truth, [served[i] for i in kept], pos_label="bees"))
+    challenger = ["ants" if y_challenger[i] == 0 else "bees" for i in kept]
+    assert scored.challenger_value == pytest.approx(recall_score(truth, challenger, pos_label="bees"))
+    decision = decide(0.1, RECALL_BEES, FRESH, None, 30, scored, 0.0)
+    assert "on the test examples it never trained on (2 it trained on left out)" in decision.reason
+    too_few = score_champion(store.client, "insects", "champion", ids, paths, y_true, y_challenger, ["ants", "bees"],
+                             RECALL_BEES, 4, 5)
+    assert too_few.value is None and too_few.left_out == 2
+    assert "trained on 2 of the 6 test examples; the 4 left are fewer than gate.min_fresh_test (5)" in \
+        too_few.skipped_because
+
+
+def test_the_challenger_is_held_to_the_champion_on_the_same_examples():
+    champion = ChampionComparison("3", 0.80, left_out=5, challenger_value=0.70)
+    assert not champion.allows(0.95, 0.05)  # 0.95 on the whole split, but 0.70 where the champion has 0.80
+    assert ChampionComparison("3", 0.80, left_out=5, challenger_value=0.78).allows(0.60, 0.05)

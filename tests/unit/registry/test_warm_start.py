@@ -36,7 +36,53 @@ registry: {{model_name: nobody-yet}}
 """)
     (tmp_path / "x.csv").write_text("text,label\na,b\n")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert champion_starting_point(MlflowClient(uri, uri), load_spec(config), tmp_path) is None
+    never = lambda: pytest.fail("no test id is read without a champion")  # noqa: E731
+    assert champion_starting_point(MlflowClient(uri, uri), load_spec(config), tmp_path, never) is None
     assert RetrainSpec().start_from == "pretrained"
     with pytest.raises(ValueError, match="'pretrained' or 'champion'"):
         RetrainSpec.model_validate({"start_from": "latest"})
+
+
+def registered_lineage(tmp_path):
+    """Version 1 trained on a, b; version 2 (warm-started from 1) on c, d; 2 is the champion."""
+    from tests.registered_models import TEXT_MODEL, Store, open_store, register, save_checkpoint
+
+    store = open_store(tmp_path)
+    checkpoint = save_checkpoint(tmp_path, TEXT_MODEL, 2)
+    register(store, checkpoint, TEXT_MODEL, ["ham", "spam"], "sms", trained_on=["a", "b"])
+    second = Store(tmp_path, store.client, store.client.create_run(store.client.get_run(
+        store.run_id).info.experiment_id).info.run_id)
+    version = register(second, checkpoint, TEXT_MODEL, ["ham", "spam"], "sms", trained_on=["c", "d"]).version
+    store.client.set_model_version_tag("sms", version, "warm_started_from", "1")
+    return store.client, store.client.get_model_version("sms", version)
+
+
+def test_what_a_champion_learned_from_includes_its_warm_start_lineage(tmp_path):
+    from tasks.registry.lineage import learned_from
+
+    client, champion = registered_lineage(tmp_path)
+    lineage = learned_from(client, "sms", champion)
+    assert lineage.ids == {"a", "b", "c", "d"} and lineage.versions == ("2", "1") and not lineage.unreadable
+
+
+@pytest.mark.parametrize("test_ids, seen", [(["x", "y"], 0), (["a", "x"], 1), (["a", "c", "d", "y"], 3)])
+def test_a_warm_start_from_a_champion_that_trained_on_test_examples_is_refused(tmp_path, test_ids, seen):
+    from tasks.registry.warm_start import check_never_saw_test
+
+    client, champion = registered_lineage(tmp_path)
+    if not seen:
+        check_never_saw_test(client, "sms", champion, test_ids)
+        return
+    with pytest.raises(SpecError) as refused:
+        check_never_saw_test(client, "sms", champion, test_ids)
+    assert f"trained on {seen} of this run's {len(test_ids)} test examples" in str(refused.value)
+    assert "Fix: set retrain.start_from: pretrained" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_champion_whose_training_ids_cannot_be_read_is_never_a_starting_point(tmp_path):
+    from tasks.registry.warm_start import check_never_saw_test
+
+    client, champion = registered_lineage(tmp_path)
+    client.set_model_version_tag("sms", champion.version, "warm_started_from", "7")  # no such version
+    with pytest.raises(SpecError, match="warm-started from version 7, which cannot be read"):
+        check_never_saw_test(client, "sms", client.get_model_version("sms", champion.version), ["x"])

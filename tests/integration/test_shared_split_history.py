@@ -1,0 +1,122 @@
+"""Two workdirs, one real `mlflow server` and one real `prefect server`: the split history is the
+registry model's, on the server, so the test promise holds across workdirs and across a reset.
+
+The story, in one module-scoped sequence of real commands:
+1. workdir A validates alone: its history lives in A (no server yet);
+2. A runs against the server: A's history is imported there, version 1 is registered;
+3. workdir B validates and runs on grown data against the server: it uses that history (every old
+   example keeps its split), records there, creates no local store, and the test ledger counts
+   A's evaluation;
+4. `split reset` against the server says what it does to the champion comparison;
+5. A runs again: `retrain.start_from: champion` is refused (the champion trained on examples now
+   in the test split), then from pretrained weights the champion is compared only on the test
+   examples it never trained on. Every count is recounted from the runs' logged manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.integration.conftest import csv_slice, run_transferflow, sms_config
+from tests.mlflow_server import MlflowServer
+
+pytestmark = pytest.mark.integration
+MODEL = "shared-sms"
+ALLOW_SMALL_COMPARISONS = {"min_fresh_test": 5}
+
+
+def logged_splits(client: MlflowClient, run_id: str) -> dict[str, list[str]]:
+    """The split manifest a run logged (its `split/` artifact): what it trained, selected and tested on."""
+    [manifest] = [f for f in client.list_artifacts(run_id, "split") if not f.is_dir]
+    with tempfile.TemporaryDirectory() as folder:
+        return json.loads(Path(client.download_artifacts(run_id, manifest.path, folder)).read_text())["splits"]
+
+
+@pytest.fixture(scope="module")
+def story(tracking_server: MlflowServer, tmp_path_factory):
+    from tests.conftest import shared_dataset
+
+    folder = tmp_path_factory.mktemp("shared-history")
+    sms = shared_dataset("sms_spam") / "sms_spam.csv"
+    first = csv_slice(sms, folder / "first.csv", {"ham": 60, "spam": 30})
+    grown = csv_slice(sms, folder / "grown.csv", {"ham": 100, "spam": 50})  # the first rows, and more
+    work_a, work_b = folder / "a" / "work", folder / "b" / "work"
+    config_a = sms_config(folder / "a", first, work_a, registry={"model_name": MODEL}, gate=ALLOW_SMALL_COMPARISONS)
+    config_b = sms_config(folder / "b", grown, work_b, registry={"model_name": MODEL}, gate=ALLOW_SMALL_COMPARISONS)
+    steps: dict[str, tuple[int, str]] = {"validate A alone": run_transferflow(["validate", str(config_a)],
+                                                                            cwd=folder / "a")}
+    local_history = json.loads((work_a / "splits" / MODEL / "assignments.json").read_text())
+    server = {"MLFLOW_TRACKING_URI": tracking_server.url}
+    steps["run A"] = run_transferflow(["run", str(config_a)], cwd=folder / "a", **server)
+    steps["validate B"] = run_transferflow(["validate", str(config_b)], cwd=folder / "b", **server)
+    b_stores_after_validate = sorted(p.name for p in work_b.iterdir())
+    steps["run B"] = run_transferflow(["run", str(config_b)], cwd=folder / "b", **server)
+    steps["reset"] = run_transferflow(["split", "reset", MODEL, "--workdir", str(work_a), "--yes"], cwd=folder,
+                                      **server)
+    config_a = sms_config(folder / "a", grown, work_a, registry={"model_name": MODEL}, gate=ALLOW_SMALL_COMPARISONS,
+                          retrain={"start_from": "champion"})
+    steps["warm start after reset"] = run_transferflow(["run", str(config_a)], cwd=folder / "a", **server)
+    config_a = sms_config(folder / "a", grown, work_a, registry={"model_name": MODEL}, gate=ALLOW_SMALL_COMPARISONS)
+    steps["run A after reset"] = run_transferflow(["run", str(config_a)], cwd=folder / "a", **server)
+    return steps, local_history, b_stores_after_validate, MlflowClient(tracking_server.url, tracking_server.url)
+
+
+def versions(client: MlflowClient) -> list:
+    return sorted(client.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
+
+
+def test_a_workdir_history_is_imported_and_every_workdir_shares_it(story):
+    steps, local_history, b_stores, client = story
+    for name in ("validate A alone", "run A", "validate B", "run B"):
+        assert steps[name][0] == 0, f"{name}:\n{steps[name][1]}"
+    assert "imported from" in steps["run A"][1] and local_history["history"][:8] in steps["run A"][1]
+    v1, v2 = versions(client)[:2]
+    assert v1.tags["split_history"] == v2.tags["split_history"] == local_history["history"]
+    a_splits, b_splits = logged_splits(client, v1.run_id), logged_splits(client, v2.run_id)
+    split_in_b = {i: name for name, ids in b_splits.items() for i in ids}
+    assert all(split_in_b[i] == name for name, ids in a_splits.items() for i in ids)  # nothing moved
+    assert {i: local_history["splits"][i] for ids in a_splits.values() for i in ids} == \
+        {i: name for name, ids in a_splits.items() for i in ids}  # A's local assignments, as imported
+    assert "mlflow.db" not in b_stores and "mlartifacts" not in b_stores  # validate recorded on the server
+    kept = re.search(r"(\d+) example\(s\) kept their recorded split; (\d+) new", steps["validate B"][1])
+    assert kept and int(kept[1]) >= sum(map(len, a_splits.values())) and int(kept[2]) > 0, steps["validate B"][1]
+    # The ledger, shared: A's evaluation read A's test ids, which are all in B's test split.
+    assert int(v2.tags["test_examples_seen_before"]) == len(set(a_splits["test"]) & set(b_splits["test"])) > 0
+    assert v2.tags["champion_version"] == "1" and "champion_test_examples_left_out" not in v2.tags
+    assert "champion_test_metric" in v2.tags  # compared on the whole split: v1 never trained on any of it
+
+
+def test_after_a_reset_the_champion_is_never_scored_or_reused_on_what_it_trained_on(story):
+    steps, _, _, client = story
+    assert steps["reset"][0] == 0, steps["reset"][1]
+    assert "left out of its comparison with the next challenger" in steps["reset"][1]
+    assert "retrain.start_from: champion is refused" in steps["reset"][1]
+    code, refused = steps["warm start after reset"]
+    code_after, output_after = steps["run A after reset"]
+    assert code_after == 0, output_after
+    newest = versions(client)[-1]
+    champion = client.get_model_version(MODEL, newest.tags["champion_version"])
+    trained_on = {i for name in ("train", "val") for i in logged_splits(client, champion.run_id)[name]}
+    lineage_parent = champion.tags.get("warm_started_from", "none")
+    if lineage_parent != "none":  # the champion's warm-start lineage trained on these too
+        parent = client.get_model_version(MODEL, lineage_parent)
+        trained_on |= {i for name in ("train", "val") for i in logged_splits(client, parent.run_id)[name]}
+    test_ids = logged_splits(client, newest.run_id)["test"]
+    overlap = len(trained_on & set(test_ids))
+    assert overlap > 0, "the reset on grown data should put some of the champion's examples in the test split"
+    assert newest.tags["split_history"] != champion.tags["split_history"]
+    assert code != 0 and f"trained on {overlap} of this run's {len(test_ids)} test examples" in refused, refused
+    assert "Fix: set retrain.start_from: pretrained" in refused and "Traceback" not in refused
+    assert newest.tags["champion_test_examples_left_out"] == str(overlap)
+    if len(test_ids) - overlap >= ALLOW_SMALL_COMPARISONS["min_fresh_test"]:
+        assert "champion_test_metric" in newest.tags, newest.tags
+        assert f"({overlap} it trained on left out)" in newest.tags["decision_reason"]
+    else:
+        assert "fewer than gate.min_fresh_test" in newest.tags["champion_comparison"]
+    assert newest.tags["test_examples_seen_before"] == "0"  # a new history: its ledger starts again
