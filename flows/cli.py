@@ -109,8 +109,8 @@ def drift(config: Path = typer.Argument(..., help="YAML config"),
                                                                    "config's data.text_column)"),
           as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout (drift, p_value, "
                                                              "score, n, ...); logs go to stderr")) -> None:
-    """Test new inputs against the champion's training reference (MMD permutation test on its own
-    embeddings). Exits 0 with or without drift: the decision is in the output."""
+    """Test new inputs against the champion's reference, examples it never trained on (MMD permutation
+    test on its own embeddings). Exits 0 with or without drift: the decision is in the output."""
     with _user_errors():
         from tasks.config.loading import load_spec
         from tasks.monitoring.drift import locate_champion, read_incoming
@@ -130,6 +130,9 @@ def drift(config: Path = typer.Argument(..., help="YAML config"),
         return
     table = Table(title=f"drift check: {report.model_name} version {report.champion_version}", show_header=False)
     table.add_row("decision", f"[{'red' if report.drift else 'green'}]{report.verdict}[/]")
+    if report.already_checked:
+        table.add_row("already checked", f"the first verdict on this batch (MLflow run {report.already_checked}): "
+                                         "not tested, copied or evented again")
     table.add_row("p-value", f"{report.p_value:.4f} (alpha {report.alpha:g}, {report.permutations} permutations)")
     table.add_row("MMD^2", f"{report.score:.4g}")
     table.add_row("inputs", f"{report.n} incoming vs {report.reference_n} reference")
@@ -215,7 +218,7 @@ def split_reset(model: str = typer.Argument(..., help="Registry model name (regi
             raise TransferflowError(f"{store.describe()}: no split history for model '{model}'. Fix: pass the "
                                     "model's registry.model_name and the --workdir (and MLFLOW_TRACKING_URI) its "
                                     "runs use.")
-        console.print(reset_consequences(workdir, model, alias))
+        console.print(reset_consequences(workdir, model, alias), highlight=False, soft_wrap=True)
         if not yes:
             typer.confirm(f"Start a new split history for '{model}'? Examples may move between train, "
                           "validation and test, and the test ledger's exposure counts start again", abort=True)

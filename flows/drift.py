@@ -9,8 +9,10 @@ from dataclasses import replace
 from prefect import flow
 
 from tasks.monitoring.drift_report import DriftReport
+from tasks.monitoring.kept_batches import batch_digest
 from tasks.steps.monitor import (
     check_for_drift,
+    earlier_check,
     find_champion,
     keep_incoming_batch,
     publish_drift_report,
@@ -29,7 +31,13 @@ def drift_check(config_path: str, incoming: str, trigger: str = "manual",
     tag_flow_run(f"started-by:{trigger}")
     batch = read_incoming_batch(spec, incoming, text_column)          # checked whole before anything else
     champion = find_champion(spec)
-    report = check_for_drift(spec, champion, batch)                   # MMD permutation test on embeddings
+    digest = batch_digest(batch)
+    earlier = earlier_check(spec, champion, digest)                   # the same batch, the same champion
+    if earlier is not None:
+        tag_flow_run("drift:already-checked")
+        print(earlier.summary())
+        return earlier
+    report = check_for_drift(spec, champion, batch, digest)           # MMD permutation test on embeddings
     if report.drift:
         report = replace(report, stored_batch=keep_incoming_batch(spec, batch, report, trigger))
     return publish_drift_report(spec, config_path, report, trigger)  # MLflow, Prefect artifact, event

@@ -28,8 +28,10 @@ from tasks.steps.limits import retrain_limit
 from tasks.steps.monitor import store_drift_reference, unchanged_since_champion
 from tasks.steps.refs import GateOutcome, Prepared, QualitySummary, StageResult, TestResult, TrackingRef, UnchangedData
 from tasks.steps.release import (
+    all_or_nothing,
     evaluate_once_on_test,
     gate_and_register,
+    move_alias,
     promotion_lock,
     set_operating_point,
     write_model_card,
@@ -81,9 +83,11 @@ def transfer_learning(config_path: str, data_path: str | None = None,
         selected = set_operating_point(chosen, dataset, split, selected, tracking, contract)  # per-class
         with promotion_lock(chosen):                                            # 7. test once, gate
             test = evaluate_once_on_test(chosen, dataset, split, selected, tracking, contract)
-            outcome = gate_and_register(chosen, dataset, split, selected, test, tracking)
-        write_model_card(chosen, prepared, stages, selected, test, outcome, tracking, decisions.entries)
-        store_drift_reference(chosen, dataset, split, selected, outcome, tracking)  # 7d. drift reference
+            outcome = gate_and_register(chosen, dataset, split, selected, test, tracking)  # a version, no alias
+            with all_or_nothing(chosen, outcome, tracking):                     # else the version is removed
+                write_model_card(chosen, prepared, stages, selected, test, outcome, tracking, decisions.entries)
+                store_drift_reference(chosen, dataset, split, selected, outcome, tracking)  # 7d. drift reference
+                move_alias(chosen, outcome, tracking)                           # 7e. the last act
     return RunSummary(chosen, tracking.run_id, prepared, stages, decisions.entries, selected, test, outcome)
 
 

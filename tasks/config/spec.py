@@ -260,14 +260,17 @@ class GateSpec(_Frozen):
 
 
 class DriftSpec(_Frozen):
-    """The drift check: incoming inputs vs a reference sample of the champion's training embeddings."""
+    """The drift check: incoming inputs vs a reference of examples the champion never trained on."""
 
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Significance level: drift when the MMD permutation "
                          "test's p-value is below it (no drift is flagged more often than this).")
-    reference_size: int = Field(1000, ge=10, description="Training examples embedded and stored when a version "
-                                                         "is promoted.")
+    reference_size: int = Field(1000, ge=10, description="Examples the promoted weights never trained on "
+                                                         "(validation, then test inputs) embedded and stored when a "
+                                                         "version is promoted.")
     permutations: int = Field(500, ge=19, description="Permutations of the MMD test; p-values are multiples of "
                                                       "1/(permutations + 1).")
+    keep_batches: int = Field(20, ge=1, description="Drifted batches kept for labeling per model; beyond it the "
+                                                    "oldest that nobody has started labelling are removed.")
     seed: int = 0
 
 

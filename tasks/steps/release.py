@@ -230,8 +230,45 @@ def gate_and_register(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, 
     }
     checkpoint = read_checkpoint(selected.checkpoint, legacy_config(spec.model, list(dataset.classes)))
     registration = log_and_register(client, tracking.run_id, checkpoint, spec.train.batch_size,
-                                    spec.registry.model_name, spec.registry.alias, evidence, promote=decision.passed)
-    for key, value in {"decision": decision.verdict, **champion_evidence}.items():
+                                    spec.registry.model_name, spec.registry.alias, evidence, promote=False)
+    print(f"Gate {decision.verdict.upper()}: {decision.reason}; registered version {registration.version} "
+          "(the alias moves, if promoted, once its card and drift reference are stored)")
+    return GateOutcome(decision, registration)
+
+
+@contextmanager
+def all_or_nothing(spec: OneModelSpec, outcome: GateOutcome, tracking: TrackingRef) -> Iterator[None]:
+    """Around everything between registering a version and moving the alias (7c-7e): if any of it
+    fails, the new version is removed (a half-released model never stays in the registry), the
+    alias stays where it was, and the parent run is tagged `decision: incomplete` with the reason."""
+    from tasks.core.errors import ReleaseError
+
+    try:
+        yield
+    except BaseException as error:
+        registration, client = outcome.registration, tracking.client
+        client.delete_model_version(registration.model_name, registration.version)
+        reason = f"{type(error).__name__}: {error}".strip()
+        for key, value in {"decision": "incomplete", "decision_reason": reason,
+                           "gate_verdict": outcome.decision.verdict}.items():
+            client.set_tag(tracking.run_id, key, value)
+        tag_flow_run("decision:incomplete")
+        if not isinstance(error, Exception):
+            raise
+        raise ReleaseError(
+            f"the release of '{registration.model_name}' stopped before the alias moved ({reason}): version "
+            f"{registration.version} was removed, alias '{spec.registry.alias}' is unchanged, and MLflow run "
+            f"{tracking.run_id} is tagged decision: incomplete. Fix: the cause above, then run again.") from error
+
+
+@step("7e move the alias")
+def move_alias(spec: OneModelSpec, outcome: GateOutcome, tracking: TrackingRef) -> GateOutcome:
+    """The last act of a release, inside the promotion lock: with the version's card and drift
+    reference stored, the alias moves to it (if the gate passed) and the decision is announced."""
+    decision, registration, client = outcome.decision, outcome.registration, tracking.client
+    if decision.passed:
+        client.set_registered_model_alias(registration.model_name, spec.registry.alias, registration.version)
+    for key, value in {"decision": decision.verdict, **champion_tags(decision.champion)}.items():
         client.set_tag(tracking.run_id, key, value)
     alias_note = (f"alias `{spec.registry.alias}` now points at version {registration.version}" if decision.passed
                   else f"alias `{spec.registry.alias}` unchanged")
@@ -244,8 +281,8 @@ def gate_and_register(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, 
                      f"Every registered version of {spec.registry.model_name} and what the gate decided")
     tag_flow_run(f"decision:{decision.verdict}")
     emit_gate_event(spec.registry.model_name, decision, registration)
-    print(f"Gate {decision.verdict.upper()}: {decision.reason}; {alias_note}")
-    return GateOutcome(decision, registration)
+    print(f"Gate {decision.verdict.upper()}: {alias_note}")
+    return outcome
 
 
 @step("7c write model card")

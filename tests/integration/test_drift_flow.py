@@ -84,22 +84,30 @@ def checked(tmp_path_factory):
     reports = {"in_domain": drift_check(str(config), str(in_domain)).as_json()}
     checked_in_process = time.monotonic()
     reports["shifted"] = drift_json(config, shifted, folder)
+    reports["shifted again"] = drift_json(config, shifted, folder)  # the next scheduled check, same batch
     print(f"flow {started - began:.0f} s, in-process check {checked_in_process - started:.0f} s, "
           f"command {time.monotonic() - checked_in_process:.0f} s", file=sys.stderr)
     return summary, reports, MlflowClient(f"sqlite:///{folder / 'work' / 'mlflow.db'}"), folder, config
 
 
-def test_the_promoted_version_stores_a_reference_of_training_examples(checked):
-    """Only training examples, as many as there are (fewer than drift.reference_size); the class mix
-    stored is what the registered model predicts on them, recomputed through its pyfunc."""
+def test_the_promoted_version_stores_a_reference_of_examples_it_never_trained_on(checked):
+    """Every validation example, then test inputs (read after the gate, logged as such), never a
+    training example; the class mix stored is what the registered model predicts on them,
+    recomputed through its pyfunc."""
+    from tasks.data.split import recorded_test_reads
+
     summary, _, client, folder, _ = checked
     version = client.get_model_version_by_alias(MODEL, "champion")
     local = Path(client.download_artifacts(version.run_id, "drift_reference", str(folder / "reference")))
     facts = json.loads((local / "reference.json").read_text())
     embeddings = np.load(local / "embeddings.npy")
     splits = manifest_splits(summary.split.manifest_path)
-    assert sorted(facts["example_ids"]) == sorted(splits["train"])
-    assert embeddings.shape == (len(splits["train"]), 384) and facts["n"] == len(splits["train"])
+    ids = set(facts["example_ids"])
+    assert not ids & set(splits["train"]) and set(splits["val"]) <= ids <= set(splits["val"]) | set(splits["test"])
+    assert facts["sources"] == {"validation": len(splits["val"]), "test": len(ids) - len(splits["val"])}
+    assert embeddings.shape == (len(ids), 384) and facts["n"] == len(ids)
+    purposes = [r["purpose"] for r in recorded_test_reads(summary.split.manifest_path)]
+    assert purposes == ["leakage check", "evaluation", "drift reference"]  # after the gate, and logged
     truth = text_labels(folder / "sms.csv")
     predicted = predict_registered(client, MODEL, version.version, [truth[i][0] for i in facts["example_ids"]])
     shares = predicted["label"].value_counts(normalize=True)
@@ -157,7 +165,8 @@ def test_each_check_is_an_mlflow_run_and_a_prefect_artifact(checked):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     _, reports, client, _, _ = checked
-    for report in reports.values():
+    for name in ("in_domain", "shifted"):
+        report = reports[name]
         run = client.get_run(report["mlflow_run_id"])
         assert run.info.status == "FINISHED" and run.data.metrics["p_value"] == pytest.approx(report["p_value"])
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -167,6 +176,16 @@ def test_each_check_is_an_mlflow_run_and_a_prefect_artifact(checked):
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{MODEL}-drift"])))
     texts = sorted(str(a.data).split("\n")[0] for a in artifacts)
     assert len(texts) == 2 and "**DRIFT**" in texts[0] and "**no drift**" in texts[1]
+
+
+def test_a_batch_checked_again_keeps_its_first_verdict_and_is_not_copied_or_evented_again(checked):
+    _, reports, client, folder, _ = checked
+    first, again = reports["shifted"], reports["shifted again"]
+    assert again["already_checked"] == first["mlflow_run_id"] and again["drift"] is True
+    assert again["p_value"] == first["p_value"] and again["stored_batch"] == first["stored_batch"]
+    assert len(list((folder / "work" / "incoming" / MODEL).iterdir())) == 1  # copied once
+    experiment = client.get_experiment_by_name(f"{MODEL}-drift").experiment_id
+    assert len(client.search_runs([experiment])) == 2  # the repeat logged no third check
 
 
 def test_drift_emits_an_event_on_the_models_resource(checked):
@@ -183,7 +202,7 @@ def test_drift_emits_an_event_on_the_models_resource(checked):
         if events or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert len(events) == 1  # the in-domain check emitted nothing
+    assert len(events) == 1  # the in-domain check and the repeated one emitted nothing
     payload = events[0].payload
     assert payload["config_path"] == str(config.resolve()) and payload["n"] == 100
     assert payload["stored_batch"] == reports["shifted"]["stored_batch"]

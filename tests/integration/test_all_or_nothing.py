@@ -1,0 +1,87 @@
+"""Promotion is all or nothing: a failure while the card (7c) or the drift reference (7d) is stored
+leaves the old champion in place, no new version behind, the parent run tagged `decision:
+incomplete` with the reason, and a clear error as the command's last word (exit 2).
+
+The faults are injected at the project's own functions, in the real `transferflow run` process
+(`python -c` patches them, then calls the CLI), against the session's real Prefect server and a
+real SQLite MLflow store in the workdir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.integration.conftest import csv_slice, sms_config
+
+pytestmark = pytest.mark.integration
+MODEL = "sms-all-or-nothing"
+FAULTS = {  # where a release can break after the version is registered and before the alias moves
+    "7c model card": "import tasks.reports.model_card as module; module.render_model_card = fail",
+    "7d drift reference": "import tasks.monitoring.drift as module; module.log_reference = fail",
+}
+
+
+def run_with_fault(config: Path, cwd: Path, fault: str | None) -> tuple[int, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.runtime import ALLOCATOR_SETTINGS
+
+    patch = FAULTS[fault] if fault else ""
+    program = ("def fail(*args, **kwargs):\n    raise OSError('injected: the artifact store is down')\n"
+               f"{patch}\nfrom flows.cli import main\nmain()\n")
+    env = {**os.environ, **ALLOCATOR_SETTINGS, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    result = subprocess.run([sys.executable, "-c", program, "run", str(config)], cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    return result.returncode, result.stdout + result.stderr
+
+
+def last_line(output: str) -> str:
+    """The command's own last word: a clear error, not a traceback (Prefect's log of the failed
+    task above it keeps the fault's traceback for whoever debugs the artifact store)."""
+    return [line for line in output.splitlines() if line.strip()][-1]
+
+
+def newest_parent_run(client: MlflowClient):
+    experiment = client.get_experiment_by_name(MODEL).experiment_id
+    runs = client.search_runs([experiment], order_by=["attributes.start_time DESC"])
+    return next(run for run in runs if "mlflow.parentRunId" not in run.data.tags)
+
+
+def test_a_failed_card_or_drift_reference_promotes_nothing_and_leaves_nothing_behind(tmp_path):
+    from tests.conftest import shared_dataset
+
+    data = csv_slice(shared_dataset("sms_spam") / "sms_spam.csv", tmp_path / "sms.csv", {"ham": 40, "spam": 20})
+    config = sms_config(tmp_path, data, tmp_path / "work", registry={"model_name": MODEL},
+                        gate={"max_regression": 1.0})  # a rerun on the same data always passes the gate
+    client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
+
+    def versions() -> list[str]:
+        return sorted(str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
+
+    def champion() -> str | None:
+        model = client.get_registered_model(MODEL)
+        return model.aliases.get("champion")
+
+    code, output = run_with_fault(config, tmp_path, "7c model card")  # no champion yet
+    assert code == 2 and last_line(output).startswith("error: the release of"), output
+    assert "version 1 was removed, alias 'champion' is unchanged" in output and "injected" in output
+    assert versions() == [] and champion() is None
+    failed = newest_parent_run(client)
+    assert failed.data.tags["decision"] == "incomplete" and "injected" in failed.data.tags["decision_reason"]
+
+    code, output = run_with_fault(config, tmp_path, None)
+    assert code == 0, output
+    assert versions() == ["2"] and str(champion()) == "2"
+
+    code, output = run_with_fault(config, tmp_path, "7d drift reference")
+    assert code == 2 and last_line(output).startswith("error: the release of"), output
+    assert "version 3 was removed" in output
+    assert versions() == ["2"] and str(champion()) == "2"  # the old champion stays
+    failed = newest_parent_run(client)
+    assert failed.data.tags["decision"] == "incomplete" and failed.data.tags["gate_verdict"] == "promoted"
+    assert "OSError: injected" in failed.data.tags["decision_reason"]
