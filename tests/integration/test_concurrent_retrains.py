@@ -8,7 +8,9 @@ the same test split: its `champion_test_metric` is the first version's `test_met
 
 Both ways of running are covered: each process on its own local Prefect engine (the runs overlap;
 the file lock orders step 7), and both on one Prefect server (its per-model retrain limit queues
-the second run behind the first)."""
+the second run behind the first). On the server the weak run is started only once the strong one
+holds the limit (its split is printed), so the strong one is promoted first and the weak one is
+deterministically the challenger rejected as worse."""
 
 from __future__ import annotations
 
@@ -64,6 +66,8 @@ def retrains(request, tmp_path_factory):
                 [sys.executable, "-m", "flows.cli", "run", str(config)], cwd=folder / head,
                 env={**env, "PREFECT_HOME": str(folder / head / "prefect")}, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT)
+        if request.param == "prefect-server" and head == "strong":
+            wait_for_line(folder / head / "output.log", "Split: ", processes[head])  # it holds the limit now
     try:
         codes = {head: process.wait(timeout=600) for head, process in processes.items()}
     finally:
@@ -73,6 +77,16 @@ def retrains(request, tmp_path_factory):
                 process.wait()
     outputs = {head: (code, (folder / head / "output.log").read_text()) for head, code in codes.items()}
     return outputs, client, data, request.param
+
+
+def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: float = 300) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"no '{text}' in {timeout:.0f} s:\n{log.read_text()}"
+        time.sleep(0.5)
 
 
 def versions_in_promotion_order(client: MlflowClient):
@@ -112,7 +126,7 @@ def test_alias_points_at_the_better_passing_version(retrains):
 def test_tags_tell_the_story_in_promotion_order(retrains):
     """The first into step 7 met no champion and was promoted; the second was scored against it on
     the same test split and promoted only if it was not worse."""
-    outputs, client, _, _ = retrains
+    outputs, client, _, mode = retrains
     assert all(code == 0 for code, _ in outputs.values()), outputs
     first, second = versions_in_promotion_order(client)
     assert first.tags["champion_version"] == "none" and first.tags["decision"] == "promoted"
@@ -121,6 +135,9 @@ def test_tags_tell_the_story_in_promotion_order(retrains):
     assert float(second.tags["champion_test_metric"]) == pytest.approx(float(first.tags["test_metric"]), abs=1e-6)
     not_worse = float(second.tags["test_metric"]) >= float(first.tags["test_metric"])
     assert second.tags["decision"] == ("promoted" if not_worse else "rejected")
+    if mode == "prefect-server":  # ordered: the strong one first, so the weak one is rejected as worse
+        assert head_of(client, first) == "strong" and second.tags["decision"] == "rejected"
+        assert "WORSE than allowed by gate.max_regression" in second.tags["decision_reason"]
     for version in (first, second):
         run_tags = client.get_run(version.run_id).data.tags
         assert run_tags["decision"] == version.tags["decision"]

@@ -62,7 +62,7 @@ drift: {{keep_batches: 10}}
 
 
 def test_only_untouched_batches_beyond_the_limit_are_removed(kept):
-    spec, batches = kept
+    _, batches = kept
     oldest, labelling, added_to, newest = batches
     assert all(untouched(b) for b in batches)
     (labelling / "unlabeled" / "0.png").rename(labelling / "0.png")  # someone started sorting it
