@@ -250,3 +250,56 @@ def test_a_csv_without_the_text_column_answers_in_one_line_and_logs_nothing(chec
                    "no column 'text'", "Fix: pass --column NAME")
     assert len(client.search_runs([experiment])) == before
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == 1
+
+
+def insect_like(folder: Path, label: str, count: int, start: int = 0) -> None:
+    """Images of one class: warm (red-dominant) or cool (blue-dominant) textures, each distinct. Every
+    run of 30 consecutive `i` draws the same spread of colours (its own textures): in-domain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + count):
+        shade, other = 180 + (i % 30) * 2, 40 + i * 7 % 50
+        colour = (shade, other, 30 + i // 30) if label == "warm" else (30 + i // 30, other, shade)
+        small_image((24, 24), colour).save(folder / f"{label}-{i}.png")
+
+
+def test_an_image_champion_is_checked_end_to_end(tmp_path):
+    """The image path through the real flows: promote a MobileNetV2 champion (its reference: images
+    it never trained on), then check an in-domain batch (no drift, nothing kept) and a batch of
+    grey stripes (drift: kept under unlabeled/, byte for byte)."""
+    for label in ("warm", "cool"):
+        insect_like(tmp_path / "data" / label, label, 30)
+    config = write_config(tmp_path, f"""
+task: Tell warm textures from cool ones.
+metric: {{name: accuracy, target: 0.6}}
+data: {{kind: image_folder, path: {tmp_path / "data"}, min_examples_per_class: 3}}
+model: {{family: torchvision, name: mobilenet_v2, image_size: 32}}
+finetune: {{max_stages: 0}}
+gate: {{min_fresh_test: 3}}
+drift: {{permutations: 199}}
+registry: {{model_name: textures-watch}}
+workdir: {tmp_path / "work"}
+""")
+    summary = transfer_learning(str(config))
+    assert summary.outcome.decision.passed, summary.outcome.decision.reason
+    for label in ("warm", "cool"):
+        insect_like(tmp_path / "in-domain", label, 30, start=30)
+    stripes = tmp_path / "stripes"
+    stripes.mkdir()
+    for i in range(30):
+        pixels = np.zeros((24, 24, 3), dtype=np.uint8)
+        pixels[:, (i % 3)::3] = 200 + i
+        Image.fromarray(pixels).save(stripes / f"{i}.png")
+    quiet = drift_check(str(config), str(tmp_path / "in-domain"))
+    flagged = drift_check(str(config), str(stripes))
+    assert not quiet.drift and quiet.stored_batch is None and quiet.n == 60, quiet.summary()
+    assert flagged.drift and flagged.p_value == pytest.approx(1 / 200), flagged.summary()
+    kept = Path(flagged.stored_batch or "")
+    assert sorted(p.name for p in (kept / "unlabeled").iterdir()) == sorted(p.name for p in stripes.iterdir())
+    assert all((kept / "unlabeled" / p.name).read_bytes() == p.read_bytes() for p in stripes.iterdir())
+    splits = manifest_splits(summary.split.manifest_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("textures-watch", "champion")
+    facts = json.loads(Path(client.download_artifacts(version.run_id, "drift_reference/reference.json",
+                                                      str(tmp_path / "reference"))).read_text())
+    assert set(facts["example_ids"]) == set(splits["val"]) | set(splits["test"])  # fewer than reference_size
+    assert flagged.reference_n == len(facts["example_ids"])

@@ -55,7 +55,7 @@ def test_stop_no_gain_moves_on_to_the_next_candidate_and_says_so(monkeypatch):
     from tasks.steps.refs import BaseModelRef, Prepared
 
     trained_models, prefixes = [], []
-    monkeypatch.setattr(flow, "starting_point", lambda spec, tracking, tournament=False: None)
+    monkeypatch.setattr(flow, "starting_point", lambda spec, split, tracking, tournament=False: None)
     monkeypatch.setattr(flow, "load_base_model", lambda spec: BaseModelRef(spec.model.name, 8, 2))
 
     def baseline(spec, dataset, split, tracking, start, contract, class_weights=False, prefix=""):
@@ -89,7 +89,7 @@ def test_without_a_tournament_stop_no_gain_ends_the_run(monkeypatch):
     from tasks.decisions.log import Decisions
     from tasks.steps.refs import BaseModelRef, Prepared
 
-    monkeypatch.setattr(flow, "starting_point", lambda spec, tracking, tournament=False: None)
+    monkeypatch.setattr(flow, "starting_point", lambda spec, split, tracking, tournament=False: None)
     monkeypatch.setattr(flow, "train_baseline", lambda *a, prefix="", **k: FakeStage(name="baseline"))
 
     def unfreezing(spec, dataset, split, base, tracking, start, contract, prefix=""):
@@ -114,7 +114,7 @@ def test_a_later_stall_keeps_the_tournaments_choice(monkeypatch):
     from tasks.steps.refs import BaseModelRef, Prepared
 
     trained_models = []
-    monkeypatch.setattr(flow, "starting_point", lambda spec, tracking, tournament=False: None)
+    monkeypatch.setattr(flow, "starting_point", lambda spec, split, tracking, tournament=False: None)
 
     def baseline(spec, dataset, split, tracking, start, contract, class_weights=False, prefix=""):
         trained_models.append(spec.model)
