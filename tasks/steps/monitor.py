@@ -100,7 +100,14 @@ def store_drift_reference(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
                                  f"{REFERENCE_DIR}/ ({described} examples it never trained on)")
     print(f"Drift reference: {described} examples the promoted weights never trained on, embedded with its "
           f"backbone ({'pretrained' if frozen else 'fine-tuned'})")
+    if len(ids) < SMALL_REFERENCE:
+        print(f"WARNING the drift reference holds only {len(ids)} examples: with one small reference, this "
+              f"champion's false-alarm rate can stray far from drift.alpha {spec.drift.alpha:g} (measured: "
+              "benchmarks/drift_false_alarms.py). Add labeled data, or read an alarm with that in mind.")
     return len(ids)
+
+
+SMALL_REFERENCE = 200  # below it one reference's false-alarm rate varied up to 66% at alpha 0.05 (benchmarks)
 
 
 def reference_examples(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef,
