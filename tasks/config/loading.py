@@ -7,16 +7,20 @@ A validation error names the file, the field (as the YAML spells it) and the all
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from tasks.config.data_kinds import DATA_KINDS
 from tasks.config.families import FAMILIES
-from tasks.config.spec import DEFAULT_WORKDIR, UNION_TAGS, CandidatesSpec, Spec
+from tasks.config.spec import DEFAULT_WORKDIR, UNION_TAGS, CandidatesSpec, RuntimeSpec, Spec
 from tasks.core.errors import SpecError
+
+DEVICE_VARIABLE = "TRANSFERFLOW_DEVICE"
+DEVICES: tuple[str, ...] = get_args(RuntimeSpec.model_fields["device"].annotation)
 
 
 def load_spec(config_path: str | Path, data_path: str | Path | None = None) -> Spec:
@@ -28,12 +32,27 @@ def load_spec(config_path: str | Path, data_path: str | Path | None = None) -> S
         if isinstance(raw["data"], dict):
             raw["data"]["path"] = str(Path(data_path).expanduser().resolve())
     _resolve_paths(raw, config_path.resolve().parent)
+    _device_from_environment(raw)
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_format_validation_error(config_path, exc)) from None
     _check_data_path(config_path, spec)
     return spec
+
+
+def _device_from_environment(raw: dict[str, Any]) -> None:
+    """`TRANSFERFLOW_DEVICE` beats `runtime.device`: one config runs on whatever machine a work pool
+    sends it to (a GPU pool's job sets it), without a copy per machine."""
+    device = os.environ.get(DEVICE_VARIABLE, "").strip()
+    if not device:
+        return
+    if device not in DEVICES:
+        raise SpecError(f"{DEVICE_VARIABLE} is '{device}' in the environment. Fix: set it to one of "
+                        f"{', '.join(DEVICES)}, or unset it so the config's runtime.device applies.")
+    runtime = raw.setdefault("runtime", {})
+    if isinstance(runtime, dict):
+        runtime["device"] = device
 
 
 def _read_yaml(config_path: Path) -> dict[str, Any]:

@@ -32,6 +32,10 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device(next((kind for kind, present in AVAILABLE.items() if present()), "cpu"))
     if requested in AVAILABLE and not AVAILABLE[requested]():
+        if os.environ.get("TRANSFERFLOW_DEVICE", "").strip() == requested:  # the environment beat the config
+            raise SpecError(f"TRANSFERFLOW_DEVICE is '{requested}', but this machine has no {requested} device "
+                            f"(torch {torch.__version__}). Fix: unset TRANSFERFLOW_DEVICE or set it to auto (or "
+                            f"cpu) for this machine's jobs, or {FIXES[requested]}.")
         raise SpecError(f"runtime.device is '{requested}', but this machine has no {requested} device "
                         f"(torch {torch.__version__}). Fix: set `runtime.device: auto` (or cpu), or "
                         f"{FIXES[requested]}.")

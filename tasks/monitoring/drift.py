@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from tasks.models.backbones import Backbone
-    from tasks.models.classifier import Classifier
+    from tasks.models.classifier import Classifier, OperatingPoint
 
 REFERENCE_DIR = "drift_reference"
 MIN_INCOMING = 10       # below this a two-sample test has almost no power: refuse rather than reassure
@@ -144,16 +144,20 @@ def _text_statistics(backbone: Backbone, texts: list[str]) -> dict[str, list[flo
 
 
 def what_the_model_sees(classifier: Classifier, classes: list[str], modality: str, inputs: list[str],
-                        batch_size: int, embeddings: np.ndarray | None = None) -> Seen:
-    """Embeddings (computed here unless given), the champion's predicted class mix and input statistics."""
+                        batch_size: int, embeddings: np.ndarray | None = None,
+                        operating_point: OperatingPoint | None = None) -> Seen:
+    """Embeddings (computed here unless given), the class mix the model answers (at its operating
+    point, as its pyfunc does) and input statistics."""
     import torch
 
+    from tasks.models.classifier import apply_operating_point
     from tasks.models.features import embed_inputs
 
     if embeddings is None:
         embeddings = embed_inputs(classifier.backbone, inputs, batch_size)
     with torch.inference_mode():
-        predicted = classifier.head(torch.from_numpy(embeddings)).argmax(1).numpy()
+        probabilities = torch.softmax(classifier.head(torch.from_numpy(embeddings)), dim=1).numpy()
+    predicted = apply_operating_point(probabilities, classes, operating_point)
     counts = np.bincount(predicted, minlength=len(classes))
     mix = {label: float(c) / max(1, len(predicted)) for label, c in zip(classes, counts, strict=True)}
     return Seen(embeddings, mix, input_statistics(classifier.backbone, modality, inputs))

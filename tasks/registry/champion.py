@@ -72,7 +72,7 @@ def score_champion(client: MlflowClient, model_name: str, alias: str, test_ids: 
                                   f"({lineage.unreadable}), so it cannot be scored only on examples it never saw")
     keep = np.array([i not in lineage.ids for i in test_ids], dtype=bool)
     left_out = int((~keep).sum())
-    if keep.sum() < min_fresh:
+    if left_out and keep.sum() < min_fresh:  # the whole split, when nothing is left out, as before
         return ChampionComparison(str(version.version), None, (
             f"it ({lineage.describe()}) trained on {left_out} of the {len(test_ids)} test examples; the "
             f"{int(keep.sum())} left are fewer than gate.min_fresh_test ({min_fresh})"), left_out=left_out)

@@ -81,14 +81,15 @@ def store_drift_reference(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
 
     classes, batch_size = list(dataset.classes), spec.train.batch_size
     ids, inputs, sources = reference_examples(spec, dataset, split, tracking)
-    classifier, _ = restore_selected(selected.checkpoint, selected.checkpoint_sha256,
+    classifier, checkpoint = restore_selected(selected.checkpoint, selected.checkpoint_sha256,
                                      legacy_config(spec.model, classes))
     on_runtime_device(spec.runtime.device, classifier.backbone, classifier)
     frozen = _same_weights(classifier.backbone.module, load_backbone(spec.model).module)
     # The embedding cache holds pretrained-backbone embeddings: valid only when fine-tuning changed nothing.
     embeddings = (cached_embeddings(open_cache(spec.workdir, classifier.backbone), classifier.backbone, ids, inputs,
                                     batch_size)[0] if frozen else None)
-    seen = what_the_model_sees(classifier, classes, spec.model.MODALITY, inputs, batch_size, embeddings)
+    seen = what_the_model_sees(classifier, classes, spec.model.MODALITY, inputs, batch_size, embeddings,
+                               checkpoint.operating_point)
     client = tracking.client
     registration = outcome.registration
     described = " + ".join(f"{count} {name}" for name, count in sources.items() if count)
@@ -177,7 +178,8 @@ def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch, dig
                         "Fix: pass the kind of input the champion was trained on.")
     classifier, checkpoint = restore_registered(client, champion.run_id)
     classes = checkpoint.classes
-    seen = what_the_model_sees(classifier, classes, batch.modality, list(batch.inputs), spec.train.batch_size)
+    seen = what_the_model_sees(classifier, classes, batch.modality, list(batch.inputs), spec.train.batch_size,
+                               operating_point=checkpoint.operating_point)
     tested = seen.embeddings
     if len(tested) > MAX_TESTED:
         keep = np.random.default_rng(spec.drift.seed).choice(len(tested), MAX_TESTED, replace=False)

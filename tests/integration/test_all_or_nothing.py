@@ -4,7 +4,8 @@ incomplete` with the reason, and a clear error as the command's last word (exit 
 
 The faults are injected at the project's own functions, in the real `transferflow run` process
 (`python -c` patches them, then calls the CLI), against the session's real Prefect server and a
-real SQLite MLflow store in the workdir."""
+real SQLite MLflow store in the workdir. The champion in place is a real registered version
+(tests/registered_models.py: MiniLM with an untrained head), so both faults meet one."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.integration.conftest import csv_slice, sms_config
+from tests.registered_models import TEXT_MODEL, open_store, register, save_checkpoint
 
 pytestmark = pytest.mark.integration
 MODEL = "sms-all-or-nothing"
@@ -58,30 +60,22 @@ def test_a_failed_card_or_drift_reference_promotes_nothing_and_leaves_nothing_be
     data = csv_slice(shared_dataset("sms_spam") / "sms_spam.csv", tmp_path / "sms.csv", {"ham": 40, "spam": 20})
     config = sms_config(tmp_path, data, tmp_path / "work", registry={"model_name": MODEL},
                         gate={"max_regression": 1.0})  # a rerun on the same data always passes the gate
-    client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
+    (tmp_path / "work").mkdir()
+    store = open_store(tmp_path / "work")
+    register(store, save_checkpoint(tmp_path, TEXT_MODEL, 2), TEXT_MODEL, ["ham", "spam"], MODEL)
+    client = store.client
 
     def versions() -> list[str]:
         return sorted(str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
 
     def champion() -> str | None:
-        model = client.get_registered_model(MODEL)
-        return model.aliases.get("champion")
+        return client.get_registered_model(MODEL).aliases.get("champion")
 
-    code, output = run_with_fault(config, tmp_path, "7c model card")  # no champion yet
-    assert code == 2 and last_line(output).startswith("error: the release of"), output
-    assert "version 1 was removed, alias 'champion' is unchanged" in output and "injected" in output
-    assert versions() == [] and champion() is None
-    failed = newest_parent_run(client)
-    assert failed.data.tags["decision"] == "incomplete" and "injected" in failed.data.tags["decision_reason"]
-
-    code, output = run_with_fault(config, tmp_path, None)
-    assert code == 0, output
-    assert versions() == ["2"] and str(champion()) == "2"
-
-    code, output = run_with_fault(config, tmp_path, "7d drift reference")
-    assert code == 2 and last_line(output).startswith("error: the release of"), output
-    assert "version 3 was removed" in output
-    assert versions() == ["2"] and str(champion()) == "2"  # the old champion stays
-    failed = newest_parent_run(client)
-    assert failed.data.tags["decision"] == "incomplete" and failed.data.tags["gate_verdict"] == "promoted"
-    assert "OSError: injected" in failed.data.tags["decision_reason"]
+    for fault, new_version in (("7c model card", "2"), ("7d drift reference", "3")):
+        code, output = run_with_fault(config, tmp_path, fault)
+        assert code == 2 and last_line(output).startswith("error: the release of"), output
+        assert f"version {new_version} was removed, alias 'champion' is unchanged" in output
+        assert versions() == ["1"] and str(champion()) == "1", fault  # the old champion stays, nothing new
+        failed = newest_parent_run(client)
+        assert failed.data.tags["decision"] == "incomplete" and failed.data.tags["gate_verdict"] == "promoted"
+        assert "OSError: injected" in failed.data.tags["decision_reason"], fault
