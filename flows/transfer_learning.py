@@ -29,6 +29,7 @@ from tasks.steps.monitor import store_drift_reference, unchanged_since_champion
 from tasks.steps.refs import GateOutcome, Prepared, QualitySummary, StageResult, TestResult, TrackingRef, UnchangedData
 from tasks.steps.release import (
     all_or_nothing,
+    announce_decision,
     evaluate_once_on_test,
     gate_and_register,
     move_alias,
@@ -88,6 +89,7 @@ def transfer_learning(config_path: str, data_path: str | None = None,
                 write_model_card(chosen, prepared, stages, selected, test, outcome, tracking, decisions.entries)
                 store_drift_reference(chosen, dataset, split, selected, outcome, tracking)  # 7d. drift reference
                 move_alias(chosen, outcome, tracking)                           # 7e. the last act
+            announce_decision(chosen, outcome, tracking)                        # 7f. artifacts, event
     return RunSummary(chosen, tracking.run_id, prepared, stages, decisions.entries, selected, test, outcome)
 
 

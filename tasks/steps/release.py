@@ -264,12 +264,22 @@ def all_or_nothing(spec: OneModelSpec, outcome: GateOutcome, tracking: TrackingR
 @step("7e move the alias")
 def move_alias(spec: OneModelSpec, outcome: GateOutcome, tracking: TrackingRef) -> GateOutcome:
     """The last act of a release, inside the promotion lock: with the version's card and drift
-    reference stored, the alias moves to it (if the gate passed) and the decision is announced."""
+    reference stored, the run's decision is tagged and then, if the gate passed, the alias moves.
+    Nothing follows the move inside `all_or_nothing`, so a failure there can never remove a
+    version that already holds the alias."""
     decision, registration, client = outcome.decision, outcome.registration, tracking.client
-    if decision.passed:
-        client.set_registered_model_alias(registration.model_name, spec.registry.alias, registration.version)
     for key, value in {"decision": decision.verdict, **champion_tags(decision.champion)}.items():
         client.set_tag(tracking.run_id, key, value)
+    if decision.passed:
+        client.set_registered_model_alias(registration.model_name, spec.registry.alias, registration.version)
+    return outcome
+
+
+@step("7f announce the decision")
+def announce_decision(spec: OneModelSpec, outcome: GateOutcome, tracking: TrackingRef) -> GateOutcome:
+    """What the registry now says, for people and automations: the Prefect artifacts (the gate
+    decision, the version history), the flow run's tag and the `transferflow.model.*` event."""
+    decision, registration, client = outcome.decision, outcome.registration, tracking.client
     alias_note = (f"alias `{spec.registry.alias}` now points at version {registration.version}" if decision.passed
                   else f"alias `{spec.registry.alias}` unchanged")
     publish_markdown(artifact_key(spec.registry.model_name, "gate-decision"),
