@@ -8,7 +8,10 @@ with cleanlab's own fit_score on all texts), the near-copy group keys
 across a seeded 70/15/15 split). The scaling run repeats each part on random subsets of 2,500 and
 5,000 texts and on all 10,003, fits seconds = a * n^b per part, and projects to 100k and 1M
 examples. Then the leakage check alone runs for real at 25k, 50k and 100k synthetic 384-d vectors
-(with planted near-copies it must find), since its cost is the one that grows quadratically.
+(with planted near-copies it must find), since its cost is the one that grows quadratically, and
+the approximate path (faiss IVF, recall checked against exact search; what the flow switches to
+above data.exact_search_max) at 1M: leakage pairs and the outlier ranking's k-NN, planted copies
+found, against the exact cost projected from the measured sizes.
 Never asserts. Run by hand (see benchmarks/README.md):  python benchmarks/data_audit.py
 """
 
@@ -31,7 +34,15 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--synthetic", type=int, nargs="*", default=[25_000, 50_000, 100_000],
                         help="sizes of the synthetic leakage-check run (none: skip it)")
+    parser.add_argument("--approximate", type=int, nargs="*", default=[1_000_000],
+                        help="sizes of the synthetic run through the faiss IVF path (none: skip it)")
+    parser.add_argument("--skip-banking", action="store_true", help="only the synthetic runs")
     args = parser.parse_args()
+    if args.skip_banking:  # MiniLM's 384 dimensions, without the banking77 part
+        exact_law = synthetic_leakage(args.synthetic, 384) if args.synthetic else None
+        for size in args.approximate:
+            approximate_audit(size, 384, exact_law)
+        return
 
     import numpy as np
     import torch
@@ -84,8 +95,9 @@ def main() -> None:
         b, log_a = np.polyfit(np.log(sizes), np.log(np.maximum(seconds, 1e-6)), 1)
         projected = {n: float(np.exp(log_a) * n ** b) for n in (100_000, 1_000_000)}
         print(f"- {part}: exponent {b:.2f}; 100k: {projected[100_000]:,.0f} s, 1M: {projected[1_000_000]:,.0f} s")
-    if args.synthetic:
-        synthetic_leakage(args.synthetic, features.shape[1])
+    exact_law = synthetic_leakage(args.synthetic, features.shape[1]) if args.synthetic else None
+    for size in args.approximate:
+        approximate_audit(size, features.shape[1], exact_law)
 
 
 def outliers_against_cleanlab(features) -> None:
@@ -116,7 +128,61 @@ def leakage_check(vectors, ids, rng):
     return cross_split_pairs(ids, list(splits), vectors, threshold)
 
 
-def synthetic_leakage(sizes: list[int], dim: int) -> None:
+def planted_vectors(size: int, dim: int, rng):  # type: ignore[no-untyped-def]
+    """Clustered random vectors (like embeddings: many near neighbours), split 70/15/15, with 100
+    train near-copies of test examples planted. Returns vectors, splits, originals, planted rows."""
+    import numpy as np
+
+    centres = rng.normal(size=(max(size // 100, 2), dim)).astype(np.float32)
+    vectors = np.empty((size, dim), dtype=np.float32)
+    for start in range(0, size, 100_000):  # in chunks: the noise of 1M x 384 doubles would take 3 GB
+        stop = min(start + 100_000, size)
+        vectors[start:stop] = (centres[rng.integers(0, len(centres), stop - start)]
+                               + 0.6 * rng.normal(size=(stop - start, dim)).astype(np.float32))
+    splits = np.where(np.arange(size) < int(size * 0.7), "train", np.where(np.arange(size) < int(size * 0.85),
+                                                                           "val", "test"))
+    planted = rng.choice(np.flatnonzero(splits == "train"), 100, replace=False)
+    originals = rng.choice(np.flatnonzero(splits == "test"), 100, replace=False)
+    vectors[planted] = vectors[originals] + 0.01 * rng.normal(size=(100, dim)).astype(np.float32)
+    return vectors, splits, originals, planted
+
+
+def approximate_audit(size: int, dim: int, exact_law: tuple[float, float] | None) -> None:
+    """The IVF path at `size`: calibration (exact, a 5,000-query sample), the checked range search
+    across splits, and the outlier ranking's k-NN distances."""
+    import numpy as np
+
+    from tasks.audit.approximate import knn_distances
+    from tasks.audit.label_audit import OUTLIER_NEIGHBOURS
+    from tasks.audit.leakage import calibrate, cross_split_pairs_approximate, normalized
+
+    vectors, splits, originals, planted = planted_vectors(size, dim, np.random.default_rng(2))
+    ids = [str(i) for i in range(size)]
+    started = time.perf_counter()
+    calibration = calibrate(vectors[splits == "train"])
+    calibrated = time.perf_counter() - started
+    started = time.perf_counter()
+    pairs, checks = cross_split_pairs_approximate(ids, list(splits), vectors, calibration.threshold)
+    searched = time.perf_counter() - started
+    found = set(zip(pairs["held_out_id"], pairs["other_id"], strict=True))
+    hits = sum((str(o), str(p)) in found for o, p in zip(originals, planted, strict=True))
+    started = time.perf_counter()
+    knn_distances(normalized(vectors), OUTLIER_NEIGHBOURS)
+    ranked = time.perf_counter() - started
+    print(f"\napproximate audit at {size:,} synthetic {dim}-d vectors (faiss IVF):")
+    print(f"- leakage: calibrate {calibrated:.1f} s, search {searched:.1f} s (index tuning included), "
+          f"planted found {hits}/100, {len(pairs)} pairs")
+    for check in checks:
+        print(f"  - {check}")
+    print(f"- outlier ranking k-NN (k={OUTLIER_NEIGHBOURS}): {ranked:.1f} s")
+    if exact_law is not None:
+        b, log_a = exact_law
+        projected = float(np.exp(log_a) * size ** b)
+        print(f"- exact leakage check projected at {size:,}: {projected:,.0f} s; IVF measured "
+              f"{calibrated + searched:,.0f} s: exact / IVF {projected / (calibrated + searched):.1f}x")
+
+
+def synthetic_leakage(sizes: list[int], dim: int) -> tuple[float, float] | None:
     """The leakage check at sizes the shared data does not reach: clustered random vectors (like
     embeddings: many near neighbours) with 100 planted near-copies across splits."""
     import numpy as np
@@ -129,13 +195,7 @@ def synthetic_leakage(sizes: list[int], dim: int) -> None:
     rng = np.random.default_rng(1)
     measured = []
     for size in sizes:
-        centres = rng.normal(size=(max(size // 100, 2), dim)).astype(np.float32)
-        vectors = centres[rng.integers(0, len(centres), size)] + 0.6 * rng.normal(size=(size, dim)).astype(np.float32)
-        splits = np.where(np.arange(size) < int(size * 0.7), "train", np.where(np.arange(size) < int(size * 0.85),
-                                                                               "val", "test"))
-        planted = rng.choice(np.flatnonzero(splits == "train"), 100, replace=False)
-        originals = rng.choice(np.flatnonzero(splits == "test"), 100, replace=False)
-        vectors[planted] = vectors[originals] + 0.01 * rng.normal(size=(100, dim)).astype(np.float32)
+        vectors, splits, originals, planted = planted_vectors(size, dim, rng)
         ids = [str(i) for i in range(size)]
         started = time.perf_counter()
         calibration = calibrate(vectors[splits == "train"])
@@ -147,10 +207,11 @@ def synthetic_leakage(sizes: list[int], dim: int) -> None:
         hits = sum((str(o), str(p)) in found for o, p in zip(originals, planted, strict=True))
         measured.append(calibrated + searched)
         print(f"| {size:,} | {calibrated:.2f} | {searched:.2f} | {hits}/100 | {len(pairs)} |", flush=True)
-    if len(sizes) > 1:
-        b, log_a = np.polyfit(np.log(sizes), np.log(measured), 1)
-        print(f"- exponent {b:.2f}; projected 1M: {np.exp(log_a) * 1e6 ** b:,.0f} s "
-              f"(exact search; an approximate index such as faiss IVF would be the next step there)")
+    if len(sizes) < 2:
+        return None
+    b, log_a = np.polyfit(np.log(sizes), np.log(measured), 1)
+    print(f"- exponent {b:.2f}; projected 1M: {np.exp(log_a) * 1e6 ** b:,.0f} s (exact search)")
+    return float(b), float(log_a)
 
 
 if __name__ == "__main__":

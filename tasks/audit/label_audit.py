@@ -39,19 +39,21 @@ class LabelIssues:
         return self.table.head(k)
 
 
-def find_outliers(examples: pd.DataFrame, features: np.ndarray, shown: int = OUTLIERS_SHOWN) -> pd.DataFrame:
+def find_outliers(examples: pd.DataFrame, features: np.ndarray, shown: int = OUTLIERS_SHOWN,
+                  exact_search_max: int | None = None) -> pd.DataFrame:
     """The inputs least like the rest, most unusual first: placeholders, blank scans, another
     language. Reported, never dropped: an unusual example may be the valuable one."""
     if len(examples) <= OUTLIER_NEIGHBOURS:
         return pd.DataFrame(columns=["example_id", "input", "label", "score"])
-    scores = outlier_scores(features)
+    scores = outlier_scores(features, exact_search_max=exact_search_max)
     order = np.argsort(scores, kind="stable")[:shown]
     rows = examples.iloc[order]
     return pd.DataFrame({"example_id": rows["example_id"].to_numpy(), "input": rows["input"].to_numpy(),
                          "label": rows["label"].to_numpy(), "score": scores[order]})
 
 
-def outlier_scores(features: np.ndarray, k: int = OUTLIER_NEIGHBOURS) -> np.ndarray:
+def outlier_scores(features: np.ndarray, k: int = OUTLIER_NEIGHBOURS,
+                   exact_search_max: int | None = None) -> np.ndarray:
     """cleanlab's OutOfDistribution feature score, exp(-d / median d) with d an example's mean
     cosine distance to its k nearest other examples (1 = typical, near 0 = unlike anything), from
     one exact k-NN pass. cleanlab's own `fit_score` runs that quadratic search twice (a fit check,
@@ -63,9 +65,15 @@ def outlier_scores(features: np.ndarray, k: int = OUTLIER_NEIGHBOURS) -> np.ndar
 
     from tasks.audit.leakage import normalized
 
-    index = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(normalized(features))
-    distances, _ = index.kneighbors()                    # no query: each example's neighbours exclude itself
-    average = (distances.astype(np.float64) ** 2 / 2).mean(axis=1)
+    vectors = normalized(features)
+    if exact_search_max is not None and len(vectors) > exact_search_max:  # quadratic: a checked IVF index
+        from tasks.audit.approximate import knn_distances
+
+        average = knn_distances(vectors, k).mean(axis=1)
+    else:
+        index = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(vectors)
+        distances, _ = index.kneighbors()                # no query: each example's neighbours exclude itself
+        average = (distances.astype(np.float64) ** 2 / 2).mean(axis=1)
     scores = transform_distances_to_scores(average, t=1, scaling_factor=max(float(np.median(average)),
                                                                             100 * np.finfo(np.float64).eps))
     scores[average < 100 * np.finfo(np.float64).epsneg] = 1.0   # copies: cleanlab's precision-error rule

@@ -19,11 +19,12 @@ Index: exact radius search with scikit-learn's `NearestNeighbors(algorithm="brut
 L2-normalized vectors (euclidean distance there is a monotone function of cosine): every pair above
 the threshold, however many copies one example has (a spam template can have dozens; a k-nearest
 search with a fixed k under-reported them). Exact, because a missed leak is the failure that
-matters here; this path has no approximate switch yet (an index for millions of examples belongs
-with the scale-out work); brute force, because at these dimensions (384 to 1,280) tree
-indexes are no faster than one BLAS matrix product, which sklearn chunks to bound memory and runs
-on every core. scikit-learn is already a dependency; faiss would add a native wheel for the same
-exact search. The cost is quadratic: see benchmarks/data_audit.py for 100k and 1M projections.
+matters here; brute force, because at these dimensions (384 to 1,280) tree indexes are no faster
+than one BLAS matrix product, which sklearn chunks to bound memory and runs on every core. The
+cost is quadratic, so above `data.exact_search_max` examples (200k) the search switches to
+`cross_split_pairs_approximate`: a faiss IVF range search at the same threshold, whose recall is
+measured against exact search before it is trusted (tasks/audit/approximate.py). See
+benchmarks/data_audit.py for both at 1M.
 """
 
 from __future__ import annotations
@@ -122,6 +123,32 @@ def cross_split_pairs(ids: list[str], splits: list[str], vectors: np.ndarray, th
     pairs = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=PAIR_COLUMNS)
     return pairs.sort_values(["similarity", "held_out_id", "other_id"], ascending=[False, True, True],
                              kind="stable").reset_index(drop=True)[PAIR_COLUMNS]
+
+
+def cross_split_pairs_approximate(ids: list[str], splits: list[str], vectors: np.ndarray, threshold: float,
+                                  seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """`cross_split_pairs` through a self-checked faiss IVF index per less held-out split (train,
+    then validation), queried by every more held-out example at once (`tasks.audit.approximate`).
+    Returns the pairs and, per index, how it was tuned and what recall it measured."""
+    from tasks.audit.approximate import range_pairs, tuned_index
+
+    vectors = normalized(vectors)
+    ids_array, split_array = np.asarray(ids, dtype=object), np.asarray(splits, dtype=object)
+    found, checks = [], []
+    for rank, other in enumerate(HELD_OUT_ORDER[:-1]):
+        pool = np.flatnonzero(split_array == other)
+        queries = np.flatnonzero(np.isin(split_array, HELD_OUT_ORDER[rank + 1:]))
+        if not len(pool) or not len(queries):
+            continue
+        index, check = tuned_index(vectors[pool], vectors[queries], threshold, seed)
+        checks.append(f"{other} ({len(pool)} examples) searched by {len(queries)}: {check.describe()}")
+        query_rows, pool_rows, similarities = range_pairs(index, vectors[queries], threshold)
+        found.append(pd.DataFrame({
+            "held_out_split": split_array[queries[query_rows]], "held_out_id": ids_array[queries[query_rows]],
+            "other_split": other, "other_id": ids_array[pool[pool_rows]], "similarity": similarities}))
+    pairs = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=PAIR_COLUMNS)
+    return pairs.sort_values(["similarity", "held_out_id", "other_id"], ascending=[False, True, True],
+                             kind="stable").reset_index(drop=True)[PAIR_COLUMNS], checks
 
 
 def less_held_out_copies(pairs: pd.DataFrame) -> list[str]:

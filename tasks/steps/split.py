@@ -94,7 +94,8 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     print(f"Label audit ({spec.candidates[0].describe()} embeddings, cleanlab on out-of-fold probe probabilities, "
           f"{issues.audited} train/validation examples): {len(found)} disputed label(s)"
           + (f": {shown}" if shown else ""))
-    outliers = find_outliers(examples, features).assign(source=lambda frame: frame["example_id"].map(table["source"]))
+    outliers = find_outliers(examples, features, exact_search_max=spec.data.exact_search_max).assign(
+        source=lambda frame: frame["example_id"].map(table["source"]))
     print("Most unusual inputs (cleanlab OutOfDistribution on the embeddings, reported only): "
           + "; ".join(f"{r.source} ({r.score:.3f})" for r in outliers.head(3).itertuples()))
     folder.mkdir(parents=True, exist_ok=True)
@@ -161,7 +162,7 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     model's embeddings, and `data.leakage`: drop the less held-out copy of each pair, report, or
     fail. Reads the test inputs (logged as a "leakage check" read, never an evaluation): never
     their labels. Writes leakage_pairs.csv (and for images leakage_pairs.png)."""
-    from tasks.audit.leakage import calibrate, cross_split_pairs, less_held_out_copies
+    from tasks.audit.leakage import calibrate, cross_split_pairs, cross_split_pairs_approximate, less_held_out_copies
     from tasks.core.atomic import write_text_atomic
     from tasks.data.split import quarantined_test_ids, train_val_ids, without_examples
     from tasks.data.table import read_examples
@@ -178,7 +179,14 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     table = read_examples(dataset.table_path)
     features, _ = _first_model_embeddings(spec, ids, list(table.loc[ids, "input"]))
     calibration = calibrate(features[:len(train_ids)], seed=spec.split.seed, fixed=spec.data.leakage_similarity)
-    pairs = cross_split_pairs(ids, splits, features, calibration.threshold)
+    index_checks: list[str] = []
+    if len(ids) > spec.data.exact_search_max:  # exact search is quadratic: a faiss IVF index, recall checked
+        pairs, index_checks = cross_split_pairs_approximate(ids, splits, features, calibration.threshold,
+                                                            spec.split.seed)
+        print("Leakage search: approximate above data.exact_search_max "
+              f"({spec.data.exact_search_max}): " + "; ".join(index_checks))
+    else:
+        pairs = cross_split_pairs(ids, splits, features, calibration.threshold)
     for side in ("held_out", "other"):
         pairs[f"{side}_source"] = pairs[f"{side}_id"].map(table["source"])
         pairs[f"{side}_input"] = pairs[f"{side}_id"].map(table["input"])
@@ -199,7 +207,9 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
 
         log_params(tracking.client, tracking.run_id, {
             "leakage_threshold": round(calibration.threshold, 6), "leakage_pairs_found": len(pairs)})
-    body = (f"Threshold: {calibration.describe()}.\n\n" + markdown_table(pairs[[
+    search = ("Search: approximate, " + "; ".join(index_checks) + ".\n\n" if index_checks
+              else "Search: exact (every pair above the threshold).\n\n")
+    body = (f"Threshold: {calibration.describe()}.\n\n{search}" + markdown_table(pairs[[
         "held_out_split", "held_out_source", "other_split", "other_source", "similarity"]].to_dict("records")))
     policy = f"leakage: {spec.data.leakage}"
     if pairs.empty or spec.data.leakage == "report":

@@ -60,6 +60,10 @@ class DataKindOptions(BaseModel):
                                           "Unset: calibrated on train (1 - 0.25 x the median nearest-neighbour "
                                           "distance, at least 0.90); the report shows the calibrated value beside "
                                           "a set one. Lower it to catch looser copies (short truncations).")
+    exact_search_max: int = Field(
+        200_000, ge=10, description="Above this many examples, the leakage check and the outlier ranking search "
+                                      "neighbours with a faiss IVF index instead of exactly (quadratic: ~40-80 min at "
+                                      "1M on 2 cores), its recall checked against exact search and reported.")
     max_drop_fraction: float = Field(0.05, gt=0.0, le=0.5, description="label_issues: drop removes at most this "
                                                                          "share of train + validation.")
     min_examples_per_class: int = Field(10, ge=1, description="Fewer examples in a class fails the check.")

@@ -191,3 +191,17 @@ def test_leakage_policies_drop_report_or_fail_and_the_read_is_logged_as_a_leakag
     assert len(loose) > auto_pairs and loose["similarity"].min() >= 0.75   # a set threshold is the one applied
     with pytest.raises(DataQualityError, match=r"near-copy pair\(s\).*data\.leakage: fail.*Fix:"):
         run_leakage_check(path, tmp_path, "fail")
+
+
+def test_above_exact_search_max_the_step_searches_approximately_and_finds_the_same_pairs(leaky_csv, tmp_path):
+    """The step's switch (data.exact_search_max), on the same planted truncations: the same pairs
+    as the exact search, and the report says which search ran and how well it was checked."""
+    path, _, _ = leaky_csv
+    _, (_, exact), _ = run_leakage_check(path, tmp_path / "exact", "report")
+    exact_pairs = pd.read_csv(tmp_path / "exact" / "report" / "leakage_pairs.csv")
+    _, (_, approximate), _ = run_leakage_check(path, tmp_path / "approximate", "report", exact_search_max=10)
+    found = pd.read_csv(tmp_path / "approximate" / "report" / "leakage_pairs.csv")
+    key = ["held_out_id", "other_id"]
+    assert len(exact_pairs) >= 3 and found[key].equals(exact_pairs[key])
+    assert "Search: exact" in exact.body and "Search: approximate" in approximate.body
+    assert "recall" in approximate.body and "planted near-copies found" in approximate.body
