@@ -20,6 +20,18 @@ from flows.runtime import apply_defaults  # noqa: E402  (settings must precede P
 apply_defaults()
 
 
+# The longest test files (module fixtures that run several flows), started first: with
+# `--dist loadfile` each worker takes the next file in collection order, so a long file left for
+# last would run alone while the other worker idles.
+LONGEST_FIRST = ("test_shared_split_history.py", "test_concurrent_retrains.py", "test_all_or_nothing.py",
+                 "test_drift_flow.py", "test_mlflow_server.py", "test_image_flow.py", "test_work_pool_worker.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def shared_dataset(name: str) -> Path:
     path = SHARED_DATASETS / name
     if not path.exists():

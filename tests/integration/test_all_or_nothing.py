@@ -2,8 +2,9 @@
 leaves the old champion in place, no new version behind, the parent run tagged `decision:
 incomplete` with the reason, and a clear error as the command's last word (exit 2).
 
-The faults are injected at the project's own functions, in the real `transferflow run` process
-(`python -c` patches them, then calls the CLI), against the session's real Prefect server and a
+The faults are injected at the project's own functions: the card's in the real `transferflow run`
+process (`python -c` patches it, then calls the CLI: the exit code), the drift reference's in the
+flow run in process (the same checks, without a second process start), against the session's real Prefect server and a
 real SQLite MLflow store in the workdir. The champion in place is a real registered version
 (tests/registered_models.py: MiniLM with an untrained head), so both faults meet one."""
 
@@ -24,16 +25,15 @@ pytestmark = pytest.mark.integration
 MODEL = "sms-all-or-nothing"
 FAULTS = {  # where a release can break after the version is registered and before the alias moves
     "7c model card": "import tasks.reports.model_card as module; module.render_model_card = fail",
-    "7d drift reference": "import tasks.monitoring.drift as module; module.log_reference = fail",
 }
 
 
-def run_with_fault(config: Path, cwd: Path, fault: str | None) -> tuple[int, str]:
+def run_with_fault(config: Path, cwd: Path, fault: str) -> tuple[int, str]:
     from prefect.settings import PREFECT_API_URL
 
     from flows.runtime import ALLOCATOR_SETTINGS
 
-    patch = FAULTS[fault] if fault else ""
+    patch = FAULTS[fault]
     program = ("def fail(*args, **kwargs):\n    raise OSError('injected: the artifact store is down')\n"
                f"{patch}\nfrom flows.cli import main\nmain()\n")
     env = {**os.environ, **ALLOCATOR_SETTINGS, "PREFECT_API_URL": PREFECT_API_URL.value()}
@@ -71,11 +71,27 @@ def test_a_failed_card_or_drift_reference_promotes_nothing_and_leaves_nothing_be
     def champion() -> str | None:
         return client.get_registered_model(MODEL).aliases.get("champion")
 
-    for fault, new_version in (("7c model card", "2"), ("7d drift reference", "3")):
-        code, output = run_with_fault(config, tmp_path, fault)
-        assert code == 2 and last_line(output).startswith("error: the release of"), output
-        assert f"version {new_version} was removed, alias 'champion' is unchanged" in output
-        assert versions() == ["1"] and str(champion()) == "1", fault  # the old champion stays, nothing new
-        failed = newest_parent_run(client)
-        assert failed.data.tags["decision"] == "incomplete" and failed.data.tags["gate_verdict"] == "promoted"
-        assert "OSError: injected" in failed.data.tags["decision_reason"], fault
+    code, output = run_with_fault(config, tmp_path, "7c model card")  # the command, for its exit code
+    assert code == 2 and last_line(output).startswith("error: the release of"), output
+    assert "version 2 was removed, alias 'champion' is unchanged" in output
+    check_nothing_released(client, versions(), champion())
+
+    import tasks.monitoring.drift as drift  # the flow in process, for the second fault: the same checks
+    from flows.transfer_learning import transfer_learning
+    from tasks.core.errors import ReleaseError
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError("injected: the artifact store is down")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(drift, "log_reference", fail)
+        with pytest.raises(ReleaseError, match="version 3 was removed, alias 'champion' is unchanged"):
+            transfer_learning(str(config))
+    check_nothing_released(client, versions(), champion())
+
+
+def check_nothing_released(client: MlflowClient, versions: list[str], champion: str | None) -> None:
+    assert versions == ["1"] and str(champion) == "1"  # the old champion stays, nothing new
+    failed = newest_parent_run(client)
+    assert failed.data.tags["decision"] == "incomplete" and failed.data.tags["gate_verdict"] == "promoted"
+    assert "OSError: injected" in failed.data.tags["decision_reason"]
