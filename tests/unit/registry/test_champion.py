@@ -56,6 +56,19 @@ def test_no_registered_model_means_no_champion(tmp_path):
         ChampionComparison(None, None)
 
 
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (250, 250, 250), (5, 5, 5), (120, 60, 200)]
+
+
+def image_files(folder, colours: list[tuple[int, int, int]]) -> list[str]:
+    """One PNG per colour, written as a client's base64 bytes decode, for score_champion to read."""
+    paths = []
+    for i, colour in enumerate(colours):
+        path = folder / f"{i}.png"
+        path.write_bytes(base64.b64decode(png_base64(colour)))
+        paths.append(str(path))
+    return paths
+
+
 def split_decision_checkpoint(folder, paths: list[str], low_threshold: bool = False):
     """An untrained head whose bias puts the decision boundary in the middle of these images, so
     the champion answers both classes (a constant answer would make any comparison trivial). With
@@ -86,12 +99,8 @@ def test_the_champions_score_matches_its_served_predictions(tmp_path, low_thresh
     import mlflow
 
     store = open_store(tmp_path)
-    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (250, 250, 250), (5, 5, 5), (120, 60, 200)]
-    paths = []
-    for i, colour in enumerate(colours):
-        path = tmp_path / f"{i}.png"
-        path.write_bytes(base64.b64decode(png_base64(colour)))
-        paths.append(str(path))
+    paths = image_files(tmp_path, COLOURS)
+    colours = COLOURS
     register(store, split_decision_checkpoint(tmp_path, paths, low_threshold), SMALL_IMAGE_MODEL, ["ants", "bees"],
              "insects")
     y_true = np.array([0, 1, 0, 1, 1, 0])
@@ -134,12 +143,8 @@ def test_the_champion_is_compared_only_on_test_examples_it_never_trained_on(tmp_
     import mlflow
 
     store = open_store(tmp_path)
-    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (250, 250, 250), (5, 5, 5), (120, 60, 200)]
-    paths = []
-    for i, colour in enumerate(colours):
-        path = tmp_path / f"{i}.png"
-        path.write_bytes(base64.b64decode(png_base64(colour)))
-        paths.append(str(path))
+    paths = image_files(tmp_path, COLOURS)
+    colours = COLOURS
     ids = [f"id-{i}" for i in range(6)]
     register(store, split_decision_checkpoint(tmp_path, paths), SMALL_IMAGE_MODEL, ["ants", "bees"], "insects",
              trained_on=["id-1", "id-4", "not-in-test"])
