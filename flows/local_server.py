@@ -69,15 +69,17 @@ def answers(api_url: str, timeout: float = 2.0) -> bool:
 
 
 @contextmanager
-def local_prefect_server(home: Path, port: int | None = None) -> Iterator[LocalServer]:
+def local_prefect_server(home: Path, port: int | None = None,
+                        environment: dict[str, str] | None = None) -> Iterator[LocalServer]:
     """Start `prefect server start` on 127.0.0.1 (a free port unless given) with its own
-    PREFECT_HOME, wait until /api/health answers, yield it, and stop it by PID on exit."""
+    PREFECT_HOME, wait until /api/health answers, yield it, and stop it by PID on exit.
+    `environment` adds server settings, e.g. PREFECT_API_DATABASE_CONNECTION_URL."""
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = home / f"server-{port}.log"
     with log.open("ab") as output:
         process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", HOST,
-                                    "--port", str(port)], env=server_environment(home, port),
+                                    "--port", str(port)], env={**server_environment(home, port), **(environment or {})},
                                    stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # Ctrl-C reaches us, and we stop it in order
     server = LocalServer(process.pid, port, home, log)

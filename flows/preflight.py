@@ -5,6 +5,11 @@ client retries a refused connection with exponential backoff (MLFLOW_HTTP_REQUES
 and the failure ends in a traceback. Here one GET of the server's health endpoint, with a short
 timeout, answers in a second with one line naming the variable and the fix. Only the standard
 library is used, so the CLI stays quick to start.
+
+A PostgreSQL URI the command itself connects to (MLFLOW_TRACKING_URI as a database, or
+PREFECT_API_DATABASE_CONNECTION_URL for the Prefect engine or server this command starts) gets one
+login attempt, through asyncpg (which Prefect ships), so a wrong password or an unreachable
+database is one line before anything is written, not a SQLAlchemy traceback mid-run.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import urllib.error
 import urllib.request
 from importlib.metadata import entry_points
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from tasks.core.errors import TransferflowError
 
@@ -23,6 +28,7 @@ TIMEOUT_S = 5.0
 DATABASE_ENGINES = ("sqlite", "postgresql", "mysql", "mssql")
 MLFLOW_SCHEMES = ("", "file", "databricks", "databricks-uc", "uc", "http", "https")
 LOCAL_STORE = "unset it to use the SQLite store in the workdir"
+PREFECT_DATABASE_VARIABLE = "PREFECT_API_DATABASE_CONNECTION_URL"
 
 
 class ServerUnreachableError(TransferflowError):
@@ -42,6 +48,9 @@ def check_mlflow_reachable() -> None:
     MLflow has a store for (a typo such as `localhost:5000` would fail deep inside the flow)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     scheme = urlsplit(uri).scheme.lower()
+    if _is_postgresql(uri):
+        check_database_login("MLFLOW_TRACKING_URI", uri, LOCAL_STORE)
+        return
     if scheme not in ("http", "https"):
         if scheme.split("+")[0] not in DATABASE_ENGINES and scheme not in MLFLOW_SCHEMES + _plugin_schemes():
             raise ServerUnreachableError(
@@ -64,6 +73,10 @@ def check_prefect_reachable() -> None:
     """A set PREFECT_API_URL must answer GET <url>/health; unset, Prefect starts a local engine."""
     url = os.environ.get("PREFECT_API_URL", "")
     if not url:
+        database = os.environ.get(PREFECT_DATABASE_VARIABLE, "")
+        if _is_postgresql(database):  # the engine or server this command starts will use it
+            check_database_login(PREFECT_DATABASE_VARIABLE, database, f"unset {PREFECT_DATABASE_VARIABLE} to use "
+                                 "Prefect's SQLite file, or set PREFECT_API_URL to a running server")
         return
     fix = ("correct the URL (it ends in /api, e.g. http://127.0.0.1:4200/api), or unset PREFECT_API_URL to run "
            "on a temporary local engine")
@@ -77,6 +90,41 @@ def check_prefect_reachable() -> None:
     if status != 200:
         raise ServerUnreachableError(
             f"PREFECT_API_URL={url} answers, but not as a Prefect API (GET /health: {reason}). Fix: {fix}.")
+
+
+def check_database_login(variable: str, uri: str, alternative: str) -> None:
+    """Log in to the PostgreSQL database at `uri` once (TIMEOUT_S); the message hides the password."""
+    import asyncio
+
+    import asyncpg  # ships with Prefect
+
+    parts = urlsplit(uri)
+    plain = urlunsplit(("postgresql", *parts[1:]))  # asyncpg takes libpq's URI, without SQLAlchemy's +driver
+
+    async def login() -> None:
+        connection = await asyncpg.connect(plain, timeout=TIMEOUT_S)
+        await connection.close()
+
+    try:
+        asyncio.run(login())
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as error:
+        raise ServerUnreachableError(
+            f"{variable}={hide_password(uri)}: the database refused or did not answer ({_describe(error)}). Fix: "
+            f"check the user, password, host, port and database name in it (the server's pg_hba.conf must allow "
+            f"this host), or {alternative}.") from None
+
+
+def hide_password(uri: str) -> str:
+    """`uri` with its password, if any, replaced by ***: messages and logs never show it."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user_info, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user_info.split(':', 1)[0]}:***@{host}"))
+
+
+def _is_postgresql(uri: str) -> bool:
+    return urlsplit(uri).scheme.lower().split("+")[0] in ("postgresql", "postgres")
 
 
 def _get(url: str) -> tuple[int | None, str]:
@@ -101,7 +149,7 @@ def _describe(reason: object) -> str:
         return f"no answer in {TIMEOUT_S:g} s"
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror[0].lower() + reason.strerror[1:]
-    return str(reason)
+    return str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
 
 
 def _plugin_schemes() -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""A real `mlflow server` for tests: SQLite backend and served artifacts in a temporary folder,
+"""A real `mlflow server` for tests: a SQLite (or given PostgreSQL) backend and served artifacts in a temporary folder,
 bound to 127.0.0.1 on a free port, one worker (~500 MB instead of ~2.8 GB for the default four).
 
 It runs in its own session (process group) with its own HOME, and is stopped by that group's id
@@ -42,15 +42,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def mlflow_server(folder: Path) -> Iterator[MlflowServer]:
-    """Start the server, wait until GET /health answers, yield it; always stop it."""
+def mlflow_server(folder: Path, backend_store_uri: str | None = None) -> Iterator[MlflowServer]:
+    """Start the server, wait until GET /health answers, yield it; always stop it. A database
+    backend (PostgreSQL) gets `mlflow db upgrade` first, as a team's set-up does."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "home").mkdir(exist_ok=True)
     port = free_port()
     env = {**os.environ, "HOME": str(folder / "home"), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
            "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    command = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+    backend_store_uri = backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}"
+    if not backend_store_uri.startswith("sqlite:"):
+        subprocess.run([str(BIN / "mlflow"), "db", "upgrade", backend_store_uri], env=env, cwd=folder, check=True,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=STARTUP_TIMEOUT_S)
+    command = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_store_uri,
                "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
                "--port", str(port), "--workers", "1"]
     with (folder / "server.log").open("w") as log:

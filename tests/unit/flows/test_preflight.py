@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.preflight import ServerUnreachableError, check_mlflow_reachable, check_prefect_reachable
+from flows.preflight import ServerUnreachableError, check_mlflow_reachable, check_prefect_reachable, hide_password
 from flows.runtime import ALLOCATOR_SETTINGS
 from tests.conftest import write_config
 from tests.mlflow_server import free_port
@@ -129,11 +129,11 @@ def test_predict_with_a_tracking_uri_without_scheme(tmp_path):
                                         "no store for the scheme 'localhost'", "http://HOST:PORT")
 
 
-@pytest.mark.parametrize("uri", ["", "sqlite:///somewhere/mlflow.db", "postgresql+psycopg://tf@db/mlflow",
-                                 "file:///tmp/mlruns", "/tmp/mlruns", "databricks"])
-def test_local_and_database_stores_are_not_contacted(monkeypatch, uri):
-    """Only http(s) stores are servers to check; MLflow opens the others itself: nothing is
-    requested and no socket connects (both recorded), and the check passes."""
+@pytest.mark.parametrize("uri", ["", "sqlite:///somewhere/mlflow.db", "file:///tmp/mlruns", "/tmp/mlruns",
+                                 "databricks"])
+def test_local_stores_are_not_contacted(monkeypatch, uri):
+    """Only servers and PostgreSQL databases are checked; MLflow opens local stores itself: nothing
+    is requested and no socket connects (both recorded), and the check passes."""
     import socket
 
     import flows.preflight as preflight
@@ -173,3 +173,40 @@ def test_prefect_url_that_is_not_http(monkeypatch, url):
     monkeypatch.setenv("PREFECT_API_URL", url)
     with pytest.raises(ServerUnreachableError, match=f"PREFECT_API_URL={url}: not an http"):
         check_prefect_reachable()
+
+
+@pytest.mark.parametrize("variable", ["MLFLOW_TRACKING_URI", "PREFECT_API_DATABASE_CONNECTION_URL"])
+def test_an_unreachable_postgresql_database_is_one_line_without_its_password(monkeypatch, variable):
+    """Nothing listens on the port: the login fails at once. (A wrong password against a real
+    server: tests/integration/test_team_servers.py.)"""
+    uri = f"postgresql+asyncpg://tf:s3cret@127.0.0.1:{free_port()}/prefect"
+    monkeypatch.setenv(variable, uri)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    check = check_mlflow_reachable if variable == "MLFLOW_TRACKING_URI" else check_prefect_reachable
+    with pytest.raises(ServerUnreachableError) as raised:
+        check()
+    message = str(raised.value)
+    assert message.startswith(f"{variable}=postgresql+asyncpg://tf:***@127.0.0.1:") and "s3cret" not in message
+    assert "refused or did not answer" in message and "Fix:" in message
+
+
+def test_the_prefect_database_is_not_contacted_when_a_server_is_set(monkeypatch):
+    """With PREFECT_API_URL set, the server owns its database: only its /health is asked."""
+    import flows.preflight as preflight
+
+    asked = []
+    monkeypatch.setattr(preflight, "_get", lambda url: asked.append(url) or (200, "HTTP 200"))
+    monkeypatch.setattr(preflight, "check_database_login", lambda *args: asked.append(args))
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4299/api")
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "postgresql+asyncpg://tf:x@127.0.0.1:1/prefect")
+    check_prefect_reachable()
+    assert asked == ["http://127.0.0.1:4299/api/health"]
+
+
+@pytest.mark.parametrize(("uri", "shown"), [
+    ("postgresql://tf:pa:ss@db:5432/mlflow", "postgresql://tf:***@db:5432/mlflow"),
+    ("postgresql+psycopg://tf:p%40ss@db/mlflow?sslmode=require", "postgresql+psycopg://tf:***@db/mlflow?sslmode=require"),
+    ("postgresql://tf@db/mlflow", "postgresql://tf@db/mlflow"),
+])
+def test_passwords_are_hidden(uri, shown):
+    assert hide_password(uri) == shown

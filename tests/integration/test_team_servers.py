@@ -1,13 +1,21 @@
-"""The flow against a real `mlflow server` (SQLite backend, artifacts served) on loopback, through
-MLFLOW_TRACKING_URI: the version is registered with its evidence and the alias set, as seen over
-HTTP; the artifacts live on the server, not in the workdir; `transferflow predict` loads the
-champion from the server; and no local store appears anywhere."""
+"""The flow against a team's servers, both on PostgreSQL, as docs/operations.md sets them up: a real
+PostgreSQL with a password, `mlflow server` on `postgresql+psycopg://` with served artifacts (after
+`mlflow db upgrade`), and `prefect server` on `postgresql+asyncpg://` with pg_trgm. Reached only
+through MLFLOW_TRACKING_URI and PREFECT_API_URL:
+- the version is registered with its evidence and the alias set, as seen over MLflow's HTTP API;
+- the flow run is Completed, as seen over Prefect's HTTP API;
+- the rows are in PostgreSQL (read with psql), the split history on the MLflow server;
+- the artifacts live on the server, not in the workdir, and no local store appears anywhere;
+- `transferflow predict` loads the champion from the server;
+- a wrong password is one line naming the variable, exit 2, nothing written."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -17,19 +25,47 @@ from mlflow import MlflowClient
 
 from tests.integration.conftest import csv_slice, run_transferflow, sms_config
 from tests.integration.evidence import predict_registered, text_labels
-from tests.mlflow_server import MlflowServer
+from tests.mlflow_server import MlflowServer, mlflow_server
+from tests.postgres_server import PostgresServer, postgres_server
 
 pytestmark = pytest.mark.integration
 MODEL = "sms-on-server"
 LOCAL_STORES = ("mlflow.db", "mlruns", "mlartifacts")
 
 
+@dataclass(frozen=True)
+class Team:
+    database: PostgresServer
+    mlflow: MlflowServer
+    prefect_api_url: str
+
+
 @pytest.fixture(scope="module")
-def server_run(tracking_server: MlflowServer, tmp_path_factory):
-    """One `transferflow run` and one `transferflow predict`, both pointed at the server only by
-    MLFLOW_TRACKING_URI, run from a folder of their own (where MLflow's defaults would land)."""
+def team(tmp_path_factory) -> Iterator[Team]:
+    from flows.local_server import local_prefect_server
+
+    folder = tmp_path_factory.mktemp("team-servers")
+    with postgres_server(("mlflow", "prefect"), extensions={"prefect": "pg_trgm"}) as database:
+        prefect_database = {"PREFECT_API_DATABASE_CONNECTION_URL": database.uri("prefect", "asyncpg")}
+        with (mlflow_server(folder / "mlflow", database.uri("mlflow", "psycopg")) as mlflow,
+              local_prefect_server(folder / "prefect-home", environment=prefect_database) as prefect):
+            yield Team(database, mlflow, prefect.api_url)
+
+
+@pytest.fixture(scope="module")
+def tracking_server(team: Team) -> MlflowServer:
+    """This file's MLflow server is the team's, on PostgreSQL (not the session's SQLite one)."""
+    return team.mlflow
+
+
+@pytest.fixture(scope="module")
+def server_run(team: Team, tmp_path_factory):
+    """One `transferflow run` and one `transferflow predict`, both pointed at the servers only by
+    MLFLOW_TRACKING_URI and PREFECT_API_URL, run from a folder of their own (where MLflow's defaults
+    would land)."""
     from tests.conftest import shared_dataset
 
+    tracking_server = team.mlflow
     folder = tmp_path_factory.mktemp("server-run")
     data = csv_slice(shared_dataset("sms_spam") / "sms_spam.csv", folder / "sms.csv", {"ham": 80, "spam": 40})
     config = sms_config(folder, data, folder / "work", metric={"target": 0.6}, train={"head_epochs": 40},
@@ -39,7 +75,7 @@ def server_run(tracking_server: MlflowServer, tmp_path_factory):
     pd.DataFrame({"text": texts}).to_csv(inputs, index=False)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", tracking_server.url)
-        ran = run_transferflow(["run", str(config)], cwd=folder)
+        ran = run_transferflow(["run", str(config)], cwd=folder, PREFECT_API_URL=team.prefect_api_url)
         predicted = run_transferflow(["predict", f"models:/{MODEL}@champion", str(inputs), "--out",
                                       str(folder / "predictions.csv")], cwd=folder)
     return ran, predicted, folder, data, texts
@@ -117,3 +153,52 @@ def test_predict_loads_the_champion_from_the_server(server_run, tracking_server,
     assert written["input"].tolist() == texts
     assert written["label"].tolist() == direct["label"].tolist()
     assert written["probability"].to_numpy() == pytest.approx(direct["probability"].to_numpy(), abs=1e-6)
+
+
+def test_the_flow_run_is_completed_on_the_team_prefect_server(server_run, team):
+    (code, output), _, _, _, _ = server_run
+    assert code == 0, output
+    answer = httpx.post(f"{team.prefect_api_url}/flow_runs/filter", json={"limit": 50}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    runs = [(run["name"], run["state_type"], run["tags"]) for run in answer.json()]
+    assert [state for _, state, _ in runs] == ["COMPLETED"], runs
+    assert f"model:{MODEL}" in runs[0][2] and "decision:promoted" in runs[0][2]
+    assert team.database.psql("prefect", "SELECT name, state_type FROM flow_run").split() == [
+        f"{runs[0][0]}|COMPLETED"]
+
+
+def test_runs_registry_and_split_history_are_rows_in_postgresql(server_run, team):
+    """What the HTTP APIs showed is stored in PostgreSQL: read back with psql, independently of MLflow."""
+    (code, output), _, _, _, _ = server_run
+    assert code == 0, output
+    psql = team.database.psql
+    assert psql("mlflow", "SELECT name FROM registered_models").split() == [MODEL]
+    assert psql("mlflow", "SELECT alias, version FROM registered_model_aliases").split() == ["champion|1"]
+    experiments = set(psql("mlflow", "SELECT name FROM experiments").split())
+    assert "transferflow-split-histories" in experiments
+    history = rest(team.mlflow, "experiments/get-by-name", experiment_name="transferflow-split-histories")
+    experiment_id = history["experiment"]["experiment_id"]
+    anchors = httpx.post(f"{team.mlflow.url}/api/2.0/mlflow/runs/search", json={"experiment_ids": [experiment_id]},
+                         timeout=30).json()["runs"]
+    assert len(anchors) == 1
+    generations = rest(team.mlflow, "artifacts/list", run_id=anchors[0]["info"]["run_id"], path="generations")
+    assert [int(f["path"].split("/")[1].split("-")[0]) for f in generations["files"]] == [1]
+    assert psql("mlflow", f"SELECT status FROM runs WHERE experiment_id = {experiment_id}").split() == ["FINISHED"]
+
+
+@pytest.mark.parametrize("variable", ["MLFLOW_TRACKING_URI", "PREFECT_API_DATABASE_CONNECTION_URL"])
+def test_a_wrong_database_password_is_one_line_and_nothing_is_written(team, tmp_path, variable):
+    """A real server with scram-sha-256 refuses it: one line naming the variable (password hidden),
+    exit 2, no workdir and no store."""
+    data = tmp_path / "sms.csv"
+    data.write_text("text,label\n" + "".join(f"message {i},{'spam' if i % 2 else 'ham'}\n" for i in range(40)))
+    config = sms_config(tmp_path, data, tmp_path / "work")
+    database = "mlflow" if variable == "MLFLOW_TRACKING_URI" else "prefect"
+    wrong = team.database.uri(database, "psycopg" if database == "mlflow" else "asyncpg", password="wrong-password")
+    code, output = run_transferflow(["run", str(config)], cwd=tmp_path, PREFECT_API_URL="", **{variable: wrong})
+    lines = output.strip().splitlines()
+    assert code == 2 and len(lines) == 1, output
+    assert lines[0].startswith(f"error: {variable}=postgresql+") and ":***@127.0.0.1:" in lines[0], lines[0]
+    assert "wrong-password" not in output and "password authentication failed" in lines[0] and "Fix:" in lines[0]
+    assert not (tmp_path / "work").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name in (*LOCAL_STORES, ".transferflow")]
