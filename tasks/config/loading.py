@@ -21,6 +21,8 @@ from tasks.core.errors import SpecError
 
 DEVICE_VARIABLE = "TRANSFERFLOW_DEVICE"
 DEVICES: tuple[str, ...] = get_args(RuntimeSpec.model_fields["device"].annotation)
+TASK_RUNNER_VARIABLE = "TRANSFERFLOW_TASK_RUNNER"
+TASK_RUNNERS: tuple[str, ...] = get_args(RuntimeSpec.model_fields["task_runner"].annotation)
 
 
 def load_spec(config_path: str | Path, data_path: str | Path | None = None) -> Spec:
@@ -32,7 +34,7 @@ def load_spec(config_path: str | Path, data_path: str | Path | None = None) -> S
         if isinstance(raw["data"], dict):
             raw["data"]["path"] = str(Path(data_path).expanduser().resolve())
     _resolve_paths(raw, config_path.resolve().parent)
-    _device_from_environment(raw)
+    _runtime_from_environment(raw)
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
@@ -41,18 +43,21 @@ def load_spec(config_path: str | Path, data_path: str | Path | None = None) -> S
     return spec
 
 
-def _device_from_environment(raw: dict[str, Any]) -> None:
-    """`TRANSFERFLOW_DEVICE` beats `runtime.device`: one config runs on whatever machine a work pool
-    sends it to (a GPU pool's job sets it), without a copy per machine."""
-    device = os.environ.get(DEVICE_VARIABLE, "").strip()
-    if not device:
-        return
-    if device not in DEVICES:
-        raise SpecError(f"{DEVICE_VARIABLE} is '{device}' in the environment. Fix: set it to one of "
-                        f"{', '.join(DEVICES)}, or unset it so the config's runtime.device applies.")
-    runtime = raw.setdefault("runtime", {})
-    if isinstance(runtime, dict):
-        runtime["device"] = device
+def _runtime_from_environment(raw: dict[str, Any]) -> None:
+    """`TRANSFERFLOW_DEVICE` beats `runtime.device`, `TRANSFERFLOW_TASK_RUNNER` beats
+    `runtime.task_runner`: one config runs on whatever machine a work pool sends it to (a GPU
+    pool's job sets the device), without a copy per machine."""
+    for variable, field, allowed in ((DEVICE_VARIABLE, "device", DEVICES),
+                                     (TASK_RUNNER_VARIABLE, "task_runner", TASK_RUNNERS)):
+        value = os.environ.get(variable, "").strip()
+        if not value:
+            continue
+        if value not in allowed:
+            raise SpecError(f"{variable} is '{value}' in the environment. Fix: set it to one of "
+                            f"{', '.join(allowed)}, or unset it so the config's runtime.{field} applies.")
+        runtime = raw.setdefault("runtime", {})
+        if isinstance(runtime, dict):
+            runtime[field] = value
 
 
 def _read_yaml(config_path: Path) -> dict[str, Any]:

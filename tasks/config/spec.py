@@ -232,8 +232,28 @@ class FinetuneSpec(_Frozen):
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
+class DaskSpec(_Frozen):
+    """The Dask cluster of `runtime.task_runner: dask`."""
+
+    address: str | None = Field(None, description="A running Dask scheduler (tcp://HOST:8786); unset: a "
+                                                   "LocalCluster of worker processes on loopback for this run.")
+    workers: int = Field(2, ge=1, description="Worker processes of the LocalCluster (ignored with an address).")
+    threads_per_worker: int = Field(1, ge=1, description="Threads of each LocalCluster worker, and torch's thread "
+                                                         "count in it.")
+
+
 class RuntimeSpec(_Frozen):
     """Where training and inference run."""
+
+    task_runner: Literal["local", "dask"] = Field(
+        "local", description="Where the embedding shards run: local (one after another in the flow's process) or "
+                             "dask (in parallel on a Dask cluster; needs a Prefect server, which `transferflow run` "
+                             "starts on loopback when PREFECT_API_URL is unset). TRANSFERFLOW_TASK_RUNNER or "
+                             "`--task-runner` override it.")
+    dask: DaskSpec = Field(default_factory=DaskSpec)
+    shard_size: int = Field(
+        2048, ge=16, description="Examples per embedding task: fixed shards of the sorted example ids, each "
+                                 "written to the cache as it finishes, so a crash keeps every finished shard.")
 
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="auto: CUDA when present, else Apple MPS when present, else CPU.")

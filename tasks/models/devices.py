@@ -76,6 +76,12 @@ def autocast(device: torch.device) -> Iterator[None]:
         yield
 
 
+def embedding_precision(device: torch.device) -> str:
+    """The device class and precision `autocast` gives embeddings there: cuda-bf16, cpu-fp32, ..."""
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return f"{device.type}-{'bf16' if bf16 else 'fp32'}"
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     """A tensor, or a dict of tensors (a tokenizer's output), on `device`. Pinned tensors copy
     asynchronously, so the next batch's transfer overlaps this batch's compute."""

@@ -13,8 +13,6 @@ from tasks.reports.data_report import Section
 from tasks.steps.refs import DatasetRef, TrackingRef
 from tasks.steps.step import artifact_key, publish_table, step
 
-MIN_TRAIN_FOR_LEAKAGE = 3   # the leakage threshold is calibrated on nearest neighbours within train
-
 
 @step("3 split before training")
 def split_before_training(spec: Spec, dataset: DatasetRef) -> SplitRef:
@@ -137,12 +135,13 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
 
 def _first_model_embeddings(spec: Spec, ids: list[str], inputs: list[str]) -> tuple[Any, int]:
     """The frozen embeddings of the first base model (the one the baseline starts with), from the
-    cache or computed into it, and how many were computed."""
+    cache step 3a filled (computed here only for an example it did not embed), and how many were computed."""
     from tasks.models.backbones import load_backbone
-    from tasks.models.devices import resolve_num_workers
+    from tasks.models.devices import on_runtime_device, resolve_num_workers
     from tasks.models.features import cached_embeddings, open_cache
 
     backbone = load_backbone(spec.candidates[0])
+    on_runtime_device(spec.runtime.device, backbone)  # the device step 3a embedded on: the same cache key
     return cached_embeddings(open_cache(spec.workdir, backbone), backbone, ids, inputs, spec.train.batch_size,
                              resolve_num_workers(spec.runtime.num_workers))
 
@@ -162,7 +161,13 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     model's embeddings, and `data.leakage`: drop the less held-out copy of each pair, report, or
     fail. Reads the test inputs (logged as a "leakage check" read, never an evaluation): never
     their labels. Writes leakage_pairs.csv (and for images leakage_pairs.png)."""
-    from tasks.audit.leakage import calibrate, cross_split_pairs, cross_split_pairs_approximate, less_held_out_copies
+    from tasks.audit.leakage import (
+        MIN_TRAIN_FOR_LEAKAGE,
+        calibrate,
+        cross_split_pairs,
+        cross_split_pairs_approximate,
+        less_held_out_copies,
+    )
     from tasks.core.atomic import write_text_atomic
     from tasks.data.split import quarantined_test_ids, train_val_ids, without_examples
     from tasks.data.table import read_examples

@@ -26,5 +26,6 @@ def test_the_run_after_validate_reuses_its_embeddings_and_report(tmp_path):
     runs = [run for run in client.search_runs([e.experiment_id for e in client.search_experiments()])
             if "label_audit_embeddings_computed" in run.data.params]
     assert len(runs) == 1 and runs[0].data.params["label_audit_embeddings_computed"] == "0"
+    assert runs[0].data.params["embed_computed"] == "0" and int(runs[0].data.params["embed_examples"]) == 24
     assert (folder / "report.md").read_text() == validated  # same data, same checks, same report
     assert client.list_artifacts(runs[0].info.run_id, "quality")

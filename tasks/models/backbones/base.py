@@ -309,8 +309,13 @@ def chunked(items: list[nn.Module], groups: int | None) -> list[nn.Module]:
 
 
 def backbone_cache_key(backbone: Backbone) -> str:
-    """What identifies an embedding apart from the example: model, exact weights, preprocessing."""
+    """What identifies an embedding apart from the example: model, exact weights, preprocessing,
+    and the numeric precision of the device the encoder sits on (bf16 GPU embeddings never mix
+    with float32 CPU ones)."""
     from tasks.core.hashing import sha256_text
+    from tasks.models.devices import embedding_precision
 
     spec = backbone.spec
-    return sha256_text(f"{spec.family}/{spec.name}|{backbone.weights_sha256}|{backbone.preprocessing_id}")
+    weight = next(backbone.module.parameters(), None)
+    precision = embedding_precision(weight.device if weight is not None else torch.device("cpu"))
+    return sha256_text(f"{spec.family}/{spec.name}|{backbone.weights_sha256}|{backbone.preprocessing_id}|{precision}")

@@ -7,6 +7,7 @@ retry a refused connection for minutes, so a missing check fails here by timing 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -16,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from flows.preflight import ServerUnreachableError, check_mlflow_reachable, check_prefect_reachable, hide_password
+from flows.preflight import (
+    ServerUnreachableError,
+    check_dask_scheduler,
+    check_mlflow_reachable,
+    check_prefect_reachable,
+    hide_password,
+)
 from flows.runtime import ALLOCATOR_SETTINGS
 from tests.conftest import write_config
 from tests.mlflow_server import free_port
@@ -210,3 +217,30 @@ def test_the_prefect_database_is_not_contacted_when_a_server_is_set(monkeypatch)
 ])
 def test_passwords_are_hidden(uri, shown):
     assert hide_password(uri) == shown
+
+
+def test_a_dask_scheduler_that_does_not_answer_is_one_line_with_the_fix(tmp_path):
+    """Through the real command: a config on Dask whose scheduler is down stops before anything starts."""
+    data = tmp_path / "sms.csv"
+    data.write_text("text,label\n" + "".join(f"message {i},{'spam' if i % 2 else 'ham'}\n" for i in range(40)))
+    address = f"tcp://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path, CONFIG.format(data=data, workdir=tmp_path / "work")
+                          + f"runtime: {{task_runner: dask, dask: {{address: '{address}'}}}}\n")
+    code, lines = transferflow(["run", str(config)], tmp_path)
+    assert_one_line_and_nothing_created(code, lines, tmp_path, f"runtime.dask.address {address}: no Dask scheduler "
+                                        "answers (connection refused)", "dask scheduler")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "http://127.0.0.1:8786", "tcp://127.0.0.1:port"])
+def test_a_dask_address_that_is_no_scheduler_address(address):
+    with pytest.raises(ServerUnreachableError, match=f"runtime.dask.address {re.escape(address)}: .*Fix: start it"):
+        check_dask_scheduler(address)
+
+
+def test_a_listening_scheduler_port_passes():
+    import socket
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_dask_scheduler(f"tcp://127.0.0.1:{listening.getsockname()[1]}")

@@ -1,5 +1,6 @@
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ class FakeBackbone:
     preprocessing_id: str = "resize73-crop64"
     dim: int = 3
     embedded: int = 0
+    module: Any = field(default_factory=lambda: __import__("torch").nn.Linear(1, 1))  # where it runs
 
     def preprocess(self, inputs):
         return inputs
@@ -40,6 +42,18 @@ def test_cache_key_changes_with_weights_preprocessing_and_model():
     assert backbone_cache_key(FakeBackbone(MOBILENET, preprocessing_id="resize256-crop224")) != base
     other = model_spec(dict(family="timm", name="tf_efficientnet_lite0", image_size=64))
     assert backbone_cache_key(FakeBackbone(other)) != base
+
+
+def test_cache_key_changes_with_the_device_class_and_precision():
+    """bf16 GPU embeddings never mix with fp32 CPU ones. With no GPU here, a module on PyTorch's
+    `meta` device stands for "another device": the key must differ from the CPU one."""
+    import torch
+
+    from tasks.models.devices import embedding_precision
+
+    assert embedding_precision(torch.device("cpu")) == "cpu-fp32"
+    elsewhere = FakeBackbone(MOBILENET, module=torch.nn.Linear(1, 1, device="meta"))
+    assert backbone_cache_key(elsewhere) != backbone_cache_key(FakeBackbone(MOBILENET))
 
 
 def test_embeddings_are_computed_once_and_reused_across_cache_instances(tmp_path):

@@ -1,5 +1,6 @@
-"""TRANSFERFLOW_DEVICE beats runtime.device, so a work pool's job decides the device of any config;
-a wrong value, or a device the machine lacks, is one error naming the variable."""
+"""TRANSFERFLOW_DEVICE beats runtime.device and TRANSFERFLOW_TASK_RUNNER beats runtime.task_runner,
+so a work pool's job decides the device (or a command's --task-runner the runner) of any config; a
+wrong value, or a device the machine lacks, is one error naming the variable."""
 
 from __future__ import annotations
 
@@ -56,3 +57,16 @@ def test_a_device_the_machine_lacks_names_where_it_was_asked_for(monkeypatch):
     monkeypatch.delenv("TRANSFERFLOW_DEVICE")
     with pytest.raises(SpecError, match=r"runtime\.device is 'cuda', but this machine has no cuda device"):
         resolve_device("cuda")
+
+
+def test_the_task_runner_variable_beats_the_config_and_a_wrong_one_names_it(tmp_path, monkeypatch):
+    config = config_with(tmp_path, "runtime: {task_runner: dask, dask: {workers: 3}}")
+    monkeypatch.delenv("TRANSFERFLOW_TASK_RUNNER", raising=False)
+    spec = load_spec(config)
+    assert (spec.runtime.task_runner, spec.runtime.dask.workers, spec.runtime.dask.address) == ("dask", 3, None)
+    monkeypatch.setenv("TRANSFERFLOW_TASK_RUNNER", "local")
+    assert load_spec(config).runtime.task_runner == "local"
+    monkeypatch.setenv("TRANSFERFLOW_TASK_RUNNER", "ray")
+    with pytest.raises(SpecError, match=re.escape("TRANSFERFLOW_TASK_RUNNER is 'ray' in the environment. Fix: set it "
+                                                  "to one of local, dask, or unset it")):
+        load_spec(config)

