@@ -7,9 +7,10 @@ time (textured 64 px PNGs, one per example), with MobileNetV2 at --image-size:
 Every pass embeds into a fresh cache, through the real `embed_shard` task inside a real flow run on
 a real local Prefect server (what `transferflow run --task-runner dask` starts). Reported per
 runner: cluster start (entering the runner), embedding wall time, images/s, and the ratio against
-in process. Then the per-shard overhead of the local runner: the same images in shards of each
---shard-sizes against one shard holding all of them; the default `runtime.shard_size` must keep
-it under 2%. On 2 cores expect no gain from Dask: it measures overheads. It never asserts.
+in process. Then the fixed cost of a shard on the local runner and on Dask (1 x 2): --overhead-tasks
+tasks of one image each, their time per task less one image's compute, shown as a share of a
+shard's compute at each of --shard-sizes; the default `runtime.shard_size` must keep it under 2%.
+On 2 cores expect no gain from Dask: it measures overheads. It never asserts.
 Run by hand (see benchmarks/README.md):  python benchmarks/sharded_extraction.py [--images 20000]
 """
 
@@ -31,8 +32,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=2048, help="shards of the runner comparison")
-    parser.add_argument("--shard-sizes", default="128,512,2048", help="shard sizes of the overhead comparison")
-    parser.add_argument("--overhead-images", type=int, default=4096, help="images of the overhead comparison")
+    parser.add_argument("--shard-sizes", default="256,512,1024,2048,4096", help="shard sizes the overhead is shown at")
+    parser.add_argument("--overhead-tasks", type=int, default=64, help="one-image tasks timed per runner")
     args = parser.parse_args()
 
     from flows.local_server import local_prefect_server
@@ -87,30 +88,34 @@ def benchmark(args: argparse.Namespace, paths: list[str], folder: Path) -> None:
         print(f"{len(paths)} images at {args.image_size} px, shards of {args.shard_size}\n")
         print("| runner | cluster start s | embedding s | images/s | vs in process |")
         print("| --- | ---: | ---: | ---: | ---: |")
-        baseline = None
+        baseline, rates = None, []
         for number, (name, runtime) in enumerate(runners):
             start, wall = embed_all(model, runtime, folder / f"cache-{number}", ids, paths, args.shard_size)
             rate = len(ids) / wall
             baseline = baseline or rate
+            rates.append(rate)
             print(f"| {name} | {start:.1f} | {wall:.1f} | {rate:,.0f} | {rate / baseline:.2f} |", flush=True)
-        some_ids, some_paths = ids[:args.overhead_images], paths[:args.overhead_images]
-        local = RuntimeSpec(task_runner="local")
-        _, one = embed_all(model, local, folder / "cache-one", some_ids, some_paths, len(some_ids))
-        print(f"\nPer-shard overhead, in process, {len(some_ids)} images (one shard: {one:.1f} s)\n")
-        print("| shard size | shards | embedding s | overhead per shard s | overhead |")
-        print("| ---: | ---: | ---: | ---: | ---: |")
-        for size in [int(s) for s in args.shard_sizes.split(",")]:
-            _, wall = embed_all(model, local, folder / f"cache-{size}", some_ids, some_paths, size)
-            shards = -(-len(some_ids) // size)
-            print(f"| {size} | {shards} | {wall:.1f} | {(wall - one) / max(shards - 1, 1):.3f} | "
-                  f"{(wall - one) / one:+.1%} |", flush=True)
+        print(f"\nPer-shard overhead: {args.overhead_tasks} tasks of one image each per runner; their time per "
+              "task less one image's compute is the fixed cost of a shard, shown as a share of a shard's compute\n")
+        sizes = [int(s) for s in args.shard_sizes.split(",")]
+        print("| runner | s per one-image task | fixed cost per shard s | " + " | ".join(
+            f"overhead at {size}" for size in sizes) + " |")
+        print("| --- | ---: | ---: | " + " | ".join("---:" for _ in sizes) + " |")
+        for number, (name, runtime) in enumerate(runners[:2]):
+            rate = rates[number]
+            _, wall = embed_all(model, runtime, folder / f"overhead-{number}", ids[:args.overhead_tasks + 4],
+                                paths[:args.overhead_tasks + 4], 1, warm_up=4)
+            fixed = wall / args.overhead_tasks - 1 / rate
+            print(f"| {name} | {wall / args.overhead_tasks:.3f} | {fixed:.3f} | " + " | ".join(
+                f"{fixed / (size / rate):.1%}" for size in sizes) + " |", flush=True)
 
     measure()
 
 
-def embed_all(model: Any, runtime: Any, workdir: Path, ids: list[str], paths: list[str],
-              shard_size: int) -> tuple[float, float]:
-    """(seconds to start the runner, seconds to embed every shard) into a fresh cache."""
+def embed_all(model: Any, runtime: Any, workdir: Path, ids: list[str], paths: list[str], shard_size: int,
+              warm_up: int = 0) -> tuple[float, float]:
+    """(seconds to start the runner, seconds to embed the shards) into a fresh cache; the first
+    `warm_up` shards run before the clock starts (each worker then has its backbone loaded)."""
     from tasks.steps.embed import embed_shard, fixed_shards
     from tasks.steps.runners import task_runner
 
@@ -120,9 +125,11 @@ def embed_all(model: Any, runtime: Any, workdir: Path, ids: list[str], paths: li
     started = time.perf_counter()
     with task_runner(runtime) as run_all:
         ready = time.perf_counter()
-        run_all(embed_shard, calls)
+        run_all(embed_shard, calls[:warm_up])
+        timed = time.perf_counter()
+        run_all(embed_shard, calls[warm_up:])
         done = time.perf_counter()
-    return ready - started, done - ready
+    return ready - started, done - timed
 
 
 if __name__ == "__main__":

@@ -25,11 +25,13 @@ from tasks.models.backbones import Backbone, backbone_cache_key
 class EmbeddingCache:
     """Embeddings of one backbone, keyed by example id."""
 
-    def __init__(self, root: Path, backbone_key: str) -> None:
+    def __init__(self, root: Path, backbone_key: str, read_index: bool = True) -> None:
+        """`read_index=False`: a writer that never reads the shards already there (each costs a file
+        read), for a task that only adds the embeddings it was given to compute."""
         self.folder = root / backbone_key
         self.folder.mkdir(parents=True, exist_ok=True)
         self._index: dict[str, tuple[Path, int]] = {}
-        for ids_file in sorted(self.folder.glob("*.ids.json")):
+        for ids_file in sorted(self.folder.glob("*.ids.json")) if read_index else []:
             shard = ids_file.with_name(ids_file.name.removesuffix(".ids.json") + ".npy")
             ids = _read_ids(ids_file)
             if shard.exists() and ids is not None:
@@ -51,6 +53,8 @@ class EmbeddingCache:
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
 
     def put(self, ids: list[str], embeddings: np.ndarray) -> None:
+        if len(ids) != len(embeddings):  # a shard whose rows and ids disagree would poison every later read
+            raise ValueError(f"{len(ids)} example ids but {len(embeddings)} embeddings: nothing was cached")
         name = sha256_text("\n".join(ids))[:24]
         array = embeddings.astype(np.float32)
         shard = write_atomic(self.folder / f"{name}.npy", lambda handle: np.save(handle, array))
@@ -68,8 +72,8 @@ def _read_ids(ids_file: Path) -> list[str] | None:
     return ids if isinstance(ids, list) and all(isinstance(i, str) for i in ids) else None
 
 
-def open_cache(workdir: Path, backbone: Backbone) -> EmbeddingCache:
-    return EmbeddingCache(workdir / "embeddings", backbone_cache_key(backbone))
+def open_cache(workdir: Path, backbone: Backbone, read_index: bool = True) -> EmbeddingCache:
+    return EmbeddingCache(workdir / "embeddings", backbone_cache_key(backbone), read_index)
 
 
 def embed_inputs(backbone: Backbone, inputs: list[str], batch_size: int, num_workers: int = 0) -> np.ndarray:

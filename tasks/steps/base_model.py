@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config.families import FamilyOptions
-from tasks.config.spec import CandidatesSpec, OneModelSpec, Spec
+from tasks.config.spec import OneModelSpec, Spec
 from tasks.data.split import SplitRef
 from tasks.decisions.tournament import CandidateResult, Tournament, constraint_failure, rank_candidates
 from tasks.steps.refs import BaseModelRef, DatasetRef, TrackingRef
+from tasks.steps.runners import task_runner
 from tasks.steps.step import artifact_key, publish_table, step
 from tasks.training.metrics import Contract
 
 THROUGHPUT_SAMPLE = 64  # training inputs timed per candidate (after one warm-up batch)
+ELIGIBLE = "eligible"   # measured within the constraints: probed next
 
 
 @step("4 load base model")
@@ -33,20 +35,89 @@ def load_base_model(spec: OneModelSpec) -> BaseModelRef:
                         backbone.weights.description, backbone.weights_sha256, backbone.parameter_count)
 
 
-@step("4 choose the base model (tournament)")
 def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
                       contract: Contract) -> Tournament:
-    """Probe every candidate on train/validation and keep the best eligible one (see module doc)."""
-    from tasks.core.errors import SpecError
-    from tasks.registry.tracking import log_figure, log_text
-    from tasks.training.probe import probe_head
+    """The tournament, a flow-level step: every candidate measured one at a time, then the probes of
+    those the constraints keep, as parallel tasks on the run's task runner, then the ranking.
 
+    Throughput and peak memory are measured in one task before any probe starts, each candidate
+    alone on the machine: timed while other candidates' probes share its cores (or its GPU), a fast
+    model would look slow, and `min_throughput` could drop the wrong one."""
     constraints = spec.tournament
     assert constraints is not None, "choose_base_model needs `model: {candidates: [...]}`"
-    scored: list[tuple[FamilyOptions, CandidateResult]] = []
+    measured = measure_candidates(spec, dataset, split)
+    probing = [(model, result) for model, result in zip(constraints.candidates, measured, strict=True)
+               if result.status == ELIGIBLE]
+    with task_runner(spec.runtime) as run_all:
+        probed = run_all(probe_candidate, [{"spec": spec.with_model(model), "dataset": dataset, "split": split,
+                                            "contract": contract, "measured": result} for model, result in probing])
+    by_model = {id(model): result for (model, _), result in zip(probing, probed, strict=True)}
+    scored = [(model, by_model.get(id(model), result)) for model, result in zip(constraints.candidates, measured,
+                                                                              strict=True)]
+    return record_tournament(spec, tracking, contract, scored)
+
+
+@step("4 measure candidates (one at a time)")
+def measure_candidates(spec: Spec, dataset: DatasetRef, split: SplitRef) -> list[CandidateResult]:
+    """Parameters, then throughput and peak memory on a sample of training inputs, for each candidate
+    in turn; a candidate outside `max_params` or `min_throughput` is dropped with the reason."""
+    from tasks.models.backbones import load_backbone
+    from tasks.models.devices import on_runtime_device, resolve_num_workers
+
+    constraints = spec.tournament
+    assert constraints is not None
+    sample = list(dataset.train_val_examples(split)["train"]["input"])[:THROUGHPUT_SAMPLE]
+    results = []
     for model in constraints.candidates:
-        scored.append((model, _probe_candidate(spec.with_model(model), dataset, split, contract, constraints,
-                                               probe_head)))
+        started = time.perf_counter()
+        one = spec.with_model(model)
+        backbone = load_backbone(model)
+        parameters, dim = backbone.parameter_count, backbone.dim
+        throughput, peak = None, None
+        dropped = constraint_failure(parameters, None, constraints)
+        if not dropped:
+            device = on_runtime_device(one.runtime.device, backbone)
+            throughput, peak = measure_embedding(backbone, sample, one.train.batch_size, device,
+                                                 resolve_num_workers(one.runtime.num_workers))
+            dropped = constraint_failure(parameters, throughput, constraints)
+        if dropped:
+            print(f"{model.describe()}: {dropped}")
+        results.append(CandidateResult(model.describe(), parameters, dim, throughput, peak, None, None, False,
+                                       dropped or ELIGIBLE, time.perf_counter() - started))
+        del backbone
+    return results
+
+
+@step("4 probe candidate")
+def probe_candidate(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, contract: Contract,
+                    measured: CandidateResult) -> CandidateResult:
+    """The probe head on the candidate's frozen embeddings (cached), its best epoch on validation."""
+    from tasks.models.backbones import load_backbone
+    from tasks.models.devices import on_runtime_device, resolve_num_workers
+    from tasks.training.probe import probe_head
+
+    started = time.perf_counter()
+    backbone = load_backbone(spec.model)
+    device = on_runtime_device(spec.runtime.device, backbone)
+    result, _, _, _ = probe_head(backbone, dataset.train_val_examples(split), list(dataset.classes), spec.train,
+                                 contract, device, spec.workdir, resolve_num_workers(spec.runtime.num_workers))
+    scores = result.best.val_scores
+    guard_value = scores[contract.guard.key] if contract.guard else None
+    print(f"{spec.model.describe()}: validation {spec.metric.key} {result.best_val_metric:.4f}, "
+          f"{measured.throughput or 0:,.1f} inputs/s")
+    return replace(measured, val_value=result.best_val_metric, guard_value=guard_value,
+                   guard_ok=contract.guard_holds(scores), seconds=measured.seconds + time.perf_counter() - started)
+
+
+@step("4 choose the base model (tournament)")
+def record_tournament(spec: Spec, tracking: TrackingRef, contract: Contract,
+                      scored: list[tuple[FamilyOptions, CandidateResult]]) -> Tournament:
+    """Rank the probed candidates, keep the best eligible one, and log the table and its chart."""
+    from tasks.core.errors import SpecError
+    from tasks.registry.tracking import log_figure, log_text
+
+    constraints = spec.tournament
+    assert constraints is not None
     ranking = rank_candidates(scored)
     results = [replace(r, status="chosen" if ranking and m is ranking[0] else
                               (f"ranked {ranking.index(m) + 1}" if m in ranking else r.status)) for m, r in scored]
@@ -72,39 +143,6 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
     client.set_tag(tracking.run_id, "base_model", ranking[0].describe())
     print(f"Base model chosen: {ranking[0].describe()}")
     return tournament
-
-
-def _probe_candidate(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, contract: Contract,
-                     constraints: CandidatesSpec, probe_head: Any) -> CandidateResult:
-    from tasks.models.backbones import load_backbone
-    from tasks.models.devices import on_runtime_device, resolve_num_workers
-
-    started = time.perf_counter()
-    model = spec.model
-    backbone = load_backbone(model)
-    parameters, dim = backbone.parameter_count, backbone.dim
-    dropped = constraint_failure(parameters, None, constraints)
-    if dropped:
-        print(f"{model.describe()}: {dropped}")
-        return CandidateResult(model.describe(), parameters, dim, None, None, None, None, False, dropped,
-                               time.perf_counter() - started)
-    device = on_runtime_device(spec.runtime.device, backbone)
-    examples = dataset.train_val_examples(split)
-    sample = list(examples["train"]["input"])[:THROUGHPUT_SAMPLE]
-    throughput, peak = measure_embedding(backbone, sample, spec.train.batch_size, device,
-                                         resolve_num_workers(spec.runtime.num_workers))
-    dropped = constraint_failure(parameters, throughput, constraints)
-    if dropped:
-        print(f"{model.describe()}: {dropped}")
-        return CandidateResult(model.describe(), parameters, dim, throughput, peak, None, None, False, dropped,
-                               time.perf_counter() - started)
-    result, _, _, _ = probe_head(backbone, examples, list(dataset.classes), spec.train, contract, device,
-                                 spec.workdir, resolve_num_workers(spec.runtime.num_workers))
-    scores = result.best.val_scores
-    guard_value = scores[contract.guard.key] if contract.guard else None
-    print(f"{model.describe()}: validation {spec.metric.key} {result.best_val_metric:.4f}, {throughput:,.1f} inputs/s")
-    return CandidateResult(model.describe(), parameters, dim, throughput, peak, result.best_val_metric, guard_value,
-                           contract.guard_holds(scores), "eligible", time.perf_counter() - started)
 
 
 def measure_embedding(backbone: Any, inputs: list[Any], batch_size: int, device: Any,

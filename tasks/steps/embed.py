@@ -2,9 +2,11 @@
 and the baseline (5) read, with the first base model, into the content-addressed cache. Those
 steps then only read it.
 
-The examples are cut into fixed shards of their sorted ids (`runtime.shard_size`), one
-`embed_shard` task each, which writes its own cache shard as it finishes: a crash keeps every
-finished shard, and a rerun computes only what is missing. The shards run one after another in
+The examples are cut into fixed shards of their sorted ids (`runtime.shard_size`). The flow opens
+the cache once and gives each shard that lacks embeddings one `embed_shard` task with its missing
+ids; the task writes them as its own cache shard when it finishes, without reading the others
+(which would make every task's cost grow with the cache). A crash keeps every finished shard, and
+a rerun runs tasks only for what is missing. The shards run one after another in
 the flow's process, or in parallel on Dask (`runtime.task_runner`, tasks.steps.runners); on Dask
 every worker process loads the backbone once, and the data must be on a path the workers can read.
 """
@@ -12,9 +14,10 @@ every worker process loads the backbone once, and the data must be on a path the
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.config.spec import ModelSpec, RuntimeSpec, Spec
 from tasks.data.split import SplitRef
@@ -22,21 +25,23 @@ from tasks.steps.refs import DatasetRef, TrackingRef
 from tasks.steps.runners import task_runner
 from tasks.steps.step import step
 
+if TYPE_CHECKING:
+    from tasks.models.features import EmbeddingCache
+
 _LOADED: dict[str, Any] = {}  # backbone per model and device, once per (worker) process
 
 
 @dataclass(frozen=True)
 class ShardDone:
-    examples: int
-    computed: int      # the rest were in the cache already
+    computed: int
     process: int       # the PID that embedded it: which worker, on Dask
 
 
 @dataclass(frozen=True)
 class Embedded:
     examples: int
-    computed: int
-    shards: int
+    computed: int      # the rest were in the cache already
+    shards: int        # fixed shards of all the ids; only those with missing ids ran a task
     processes: int     # distinct processes that ran a shard
 
 
@@ -49,12 +54,20 @@ def fixed_shards(ids: list[str], shard_size: int) -> list[list[str]]:
 @step("3a embed shard")
 def embed_shard(model: ModelSpec, runtime: RuntimeSpec, workdir: Path, ids: list[str], inputs: list[str],
                 batch_size: int) -> ShardDone:
-    """Embed the shard's examples missing from the cache and write them as one cache shard."""
-    from tasks.models.features import cached_embeddings, open_cache
+    """Embed the shard's examples that were missing from the cache and write them as one cache
+    shard (the cache's other shards are not read: the flow found what was missing)."""
+    from tasks.models.features import embed_inputs, open_cache
 
     backbone = _backbone(model, runtime)
-    _, computed = cached_embeddings(open_cache(workdir, backbone), backbone, ids, inputs, batch_size)
-    return ShardDone(len(ids), computed, os.getpid())
+    open_cache(workdir, backbone, read_index=False).put(ids, embed_inputs(backbone, inputs, batch_size))
+    return ShardDone(len(ids), os.getpid())
+
+
+def missing_per_shard(cache: EmbeddingCache, ids: list[str], shard_size: int) -> list[list[str]]:
+    """Each fixed shard's ids that the cache lacks; shards already complete are left out."""
+    missing = set(cache.missing(ids))
+    shards = [[i for i in shard if i in missing] for shard in fixed_shards(ids, shard_size)]
+    return [shard for shard in shards if shard]
 
 
 def _backbone(model: ModelSpec, runtime: RuntimeSpec) -> Any:
@@ -69,29 +82,34 @@ def _backbone(model: ModelSpec, runtime: RuntimeSpec) -> Any:
     return _LOADED[key]
 
 
+def _nothing_to_run(task: object, calls: list[dict[str, Any]]) -> list[Any]:
+    return []
+
+
 def embed_examples(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef | None) -> Embedded:
     """Every train, validation and (for the leakage check: inputs only, the read logged) test example,
     embedded with the first base model. A flow-level step: it maps `embed_shard` over the shards."""
     from tasks.audit.leakage import MIN_TRAIN_FOR_LEAKAGE
     from tasks.data.split import quarantined_test_ids, train_val_ids
     from tasks.data.table import read_examples
+    from tasks.models.features import open_cache
 
     train_ids, val_ids = train_val_ids(split.manifest_path)
     test_ids = (quarantined_test_ids(split.manifest_path, reader="embed_examples: test inputs, no labels",
                                      purpose="leakage check") if len(train_ids) >= MIN_TRAIN_FOR_LEAKAGE else [])
     inputs = read_examples(dataset.table_path)["input"]
-    shards = fixed_shards(train_ids + val_ids + test_ids, spec.runtime.shard_size)
-    model = spec.candidates[0]
+    ids, model = train_ids + val_ids + test_ids, spec.candidates[0]
+    todo = missing_per_shard(open_cache(spec.workdir, _backbone(model, spec.runtime)), ids, spec.runtime.shard_size)
     calls = [{"model": model, "runtime": spec.runtime, "workdir": spec.workdir, "ids": shard,
-              "inputs": list(inputs.loc[shard]), "batch_size": spec.train.batch_size} for shard in shards]
-    with task_runner(spec.runtime) as run_all:
+              "inputs": list(inputs.loc[shard]), "batch_size": spec.train.batch_size} for shard in todo]
+    with task_runner(spec.runtime) if calls else nullcontext(_nothing_to_run) as run_all:
         done: list[ShardDone] = run_all(embed_shard, calls)
     _LOADED.clear()  # this process's copy (the local runner's) is not needed again: free its memory
-    embedded = Embedded(sum(d.examples for d in done), sum(d.computed for d in done), len(done),
-                        len({d.process for d in done}))
+    shards = len(fixed_shards(ids, spec.runtime.shard_size))
+    embedded = Embedded(len(set(ids)), sum(d.computed for d in done), shards, len({d.process for d in done}))
     print(f"Embeddings ({model.describe()}, {spec.runtime.task_runner} task runner): {embedded.examples} examples "
-          f"in {embedded.shards} shard(s) of up to {spec.runtime.shard_size}, {embedded.computed} computed, the rest "
-          f"from the cache; {embedded.processes} process(es)")
+          f"in {shards} shard(s) of up to {spec.runtime.shard_size}, {len(done)} with examples to compute, "
+          f"{embedded.computed} computed, the rest from the cache; {embedded.processes} process(es)")
     if tracking is not None:
         from tasks.registry.tracking import log_params
 

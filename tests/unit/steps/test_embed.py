@@ -9,7 +9,7 @@ import pytest
 
 from tasks.config.families import model_spec
 from tasks.config.spec import RuntimeSpec
-from tasks.steps.embed import embed_shard, fixed_shards
+from tasks.steps.embed import embed_shard, fixed_shards, missing_per_shard
 from tasks.steps.runners import task_runner
 
 
@@ -27,15 +27,21 @@ def test_a_crash_keeps_every_finished_shard_and_the_rerun_computes_only_the_rest
     model = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=16))
     texts = [f"message number {i} about {'money' if i % 2 else 'dinner'}" for i in range(12)]
     ids = [f"id-{i:02d}" for i in range(12)]
-    calls = [{"model": model, "runtime": RuntimeSpec(), "workdir": tmp_path, "ids": shard,
-              "inputs": [texts[ids.index(i)] for i in shard], "batch_size": 4} for shard in fixed_shards(ids, 4)]
-    broken = [*calls[:2], {**calls[2], "inputs": calls[2]["inputs"][:1]}]  # the third shard fails
-    with task_runner(RuntimeSpec()) as run_all, pytest.raises(ValueError):
-        run_all(embed_shard.fn, broken)
     backbone = load_backbone(model)
-    cache = open_cache(tmp_path, backbone)
-    assert cache.missing(ids) == ids[8:]  # the two finished shards are in the cache
+
+    def calls(shards: list[list[str]]) -> list[dict]:
+        return [{"model": model, "runtime": RuntimeSpec(), "workdir": tmp_path, "ids": shard,
+                 "inputs": [texts[ids.index(i)] for i in shard], "batch_size": 4} for shard in shards]
+
+    first = calls(missing_per_shard(open_cache(tmp_path, backbone), ids, 4))
+    assert [c["ids"] for c in first] == [ids[0:4], ids[4:8], ids[8:12]]
+    broken = [*first[:2], {**first[2], "inputs": first[2]["inputs"][:1]}]  # the third shard fails
+    with task_runner(RuntimeSpec()) as run_all, pytest.raises(ValueError, match="nothing was cached"):
+        run_all(embed_shard.fn, broken)
+    assert open_cache(tmp_path, backbone).missing(ids) == ids[8:]  # the two finished shards are kept
+    rerun = calls(missing_per_shard(open_cache(tmp_path, backbone), ids, 4))
+    assert [c["ids"] for c in rerun] == [ids[8:12]]
     with task_runner(RuntimeSpec()) as run_all:
-        done = run_all(embed_shard.fn, calls)
-    assert [d.computed for d in done] == [0, 0, 4]
+        assert [d.computed for d in run_all(embed_shard.fn, rerun)] == [4]
+    assert missing_per_shard(open_cache(tmp_path, backbone), ids, 4) == []
     np.testing.assert_allclose(open_cache(tmp_path, backbone).get(ids), embed_inputs(backbone, texts, 4), atol=1e-5)
