@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--shard-size", type=int, default=2048, help="shards of the runner comparison")
+    parser.add_argument("--shard-size", type=int, default=4096, help="shards of the runner comparison")
     parser.add_argument("--shard-sizes", default="256,512,1024,2048,4096", help="shard sizes the overhead is shown at")
-    parser.add_argument("--overhead-tasks", type=int, default=64, help="one-image tasks timed per runner")
+    parser.add_argument("--overhead-tasks", type=int, default=64, help="one-image tasks timed per runner (0: skip)")
     args = parser.parse_args()
 
     from flows.local_server import local_prefect_server
@@ -95,6 +96,8 @@ def benchmark(args: argparse.Namespace, paths: list[str], folder: Path) -> None:
             baseline = baseline or rate
             rates.append(rate)
             print(f"| {name} | {start:.1f} | {wall:.1f} | {rate:,.0f} | {rate / baseline:.2f} |", flush=True)
+        if not args.overhead_tasks:
+            return
         print(f"\nPer-shard overhead: {args.overhead_tasks} tasks of one image each per runner; their time per "
               "task less one image's compute is the fixed cost of a shard, shown as a share of a shard's compute\n")
         sizes = [int(s) for s in args.shard_sizes.split(",")]
@@ -127,8 +130,10 @@ def embed_all(model: Any, runtime: Any, workdir: Path, ids: list[str], paths: li
         ready = time.perf_counter()
         run_all(embed_shard, calls[:warm_up])
         timed = time.perf_counter()
-        run_all(embed_shard, calls[warm_up:])
+        shards = run_all(embed_shard, calls[warm_up:])
         done = time.perf_counter()
+    processes = Counter(shard.process for shard in shards)
+    print(f"  ({len(shards)} shards over {len(processes)} process(es): {sorted(processes.values())})", flush=True)
     return ready - started, done - timed
 
 
