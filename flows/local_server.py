@@ -130,6 +130,20 @@ def server_for_dask_workers(needed: bool) -> Iterator[None]:
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
             with temporary_settings({PREFECT_API_URL: server.api_url}):
-                yield
+                try:
+                    yield
+                finally:
+                    drain_to_server()
         finally:
             os.environ.pop("PREFECT_API_URL", None)
+
+
+def drain_to_server(timeout_s: float = 15.0) -> None:
+    """Send the logs and events Prefect still holds to the server before it stops. Left queued,
+    Prefect's background workers retry the closed port when the process exits (a minute here,
+    ending in "Error logging to API")."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=timeout_s)

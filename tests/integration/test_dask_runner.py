@@ -174,3 +174,23 @@ def test_the_same_decisions_selected_stage_and_test_metric(both_runs):
     assert [(d["stage"], d["action"]) for d in entries] == [(d["stage"], d["action"]) for d in local.decisions]
     assert version.tags["selected_stage"] == local.selected.name
     assert float(version.tags["test_metric"]) == pytest.approx(local.test.value, abs=1e-6)
+
+
+def test_without_a_prefect_server_the_command_starts_one_for_the_workers_and_stops_it(tmp_path):
+    """On the ephemeral engine each Dask worker would start its own API server: with PREFECT_API_URL
+    unset, `--task-runner dask` runs on a real local server it starts, then stops (its port no longer
+    answers), and the logs reach it before it stops (no "Error logging to API" at exit)."""
+    from flows.local_server import answers
+    from tests.conftest import shared_dataset
+    from tests.integration.conftest import csv_slice, run_transferflow, sms_config
+
+    data = csv_slice(shared_dataset("sms_spam") / "sms_spam.csv", tmp_path / "sms.csv", {"ham": 30, "spam": 15})
+    config = sms_config(tmp_path, data, tmp_path / "work", model={"max_tokens": 16}, runtime={"shard_size": 16})
+    code, output = run_transferflow(["validate", str(config), "--task-runner", "dask"], cwd=tmp_path,
+                                    PREFECT_API_URL="")
+    assert code == 0, output[-5000:]
+    url = re.search(r"Dask task runner: a local Prefect server for this run at (http://127\.0\.0\.1:\d+)", output)
+    assert url, output[-3000:]
+    assert re.search(r"45 examples in 3 shard\(s\) of up to 16, 3 with examples to compute, 45 computed", output)
+    assert "Ready to run." in output and "Error logging to API" not in output
+    assert not answers(f"{url.group(1)}/api")
