@@ -23,8 +23,9 @@ apply_defaults()
 # The longest test files (module fixtures that run several flows), started first: with
 # `--dist loadfile` each worker takes the next file in collection order, so a long file left for
 # last would run alone while the other worker idles.
-LONGEST_FIRST = ("test_shared_split_history.py", "test_concurrent_retrains.py", "test_all_or_nothing.py",
-                 "test_drift_flow.py", "test_team_servers.py", "test_image_flow.py", "test_work_pool_worker.py")
+LONGEST_FIRST = ("test_dask_runner.py", "test_shared_split_history.py", "test_concurrent_retrains.py",
+                 "test_all_or_nothing.py", "test_drift_flow.py", "test_team_servers.py", "test_image_flow.py",
+                 "test_work_pool_worker.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
