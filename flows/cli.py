@@ -257,7 +257,13 @@ def _check_config(config: Path, data: Path | None, task_runner: str | None = Non
 
 
 def _on_dask(spec: Spec) -> bool:
-    return spec.runtime.task_runner == "dask"
+    """Whether the run uses Dask; checks first that prefect-dask is installed (an optional extra)."""
+    if spec.runtime.task_runner != "dask":
+        return False
+    from tasks.steps.runners import require_prefect_dask
+
+    require_prefect_dask()
+    return True
 
 
 @contextmanager

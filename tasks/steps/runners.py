@@ -44,6 +44,7 @@ def task_runner(runtime: RuntimeSpec) -> Iterator[RunAll[Any]]:
 def dask_task_runner(spec: DaskSpec) -> Any:
     """prefect-dask's runner: for `spec.address` an existing scheduler, else a LocalCluster of
     `spec.workers` processes with `spec.threads_per_worker` threads each (torch's too)."""
+    require_prefect_dask()
     import dask
     from prefect_dask import DaskTaskRunner
 
@@ -56,3 +57,14 @@ def dask_task_runner(spec: DaskSpec) -> Any:
                                           "processes": True, "host": "127.0.0.1",
                                           # None still serves on :8787; a free port cannot clash
                                           "dashboard_address": "127.0.0.1:0"})
+
+
+def require_prefect_dask() -> None:
+    """prefect-dask is an optional extra: without it, one line with the fix, not an ImportError."""
+    import importlib.util
+
+    from tasks.core.errors import SpecError
+
+    if importlib.util.find_spec("prefect_dask") is None:
+        raise SpecError("runtime.task_runner is dask, but prefect-dask is not installed. Fix: pip install "
+                        "'transferflow[dask]', or set runtime.task_runner: local (or pass --task-runner local).")

@@ -45,3 +45,17 @@ def test_a_crash_keeps_every_finished_shard_and_the_rerun_computes_only_the_rest
         assert [d.computed for d in run_all(embed_shard.fn, rerun)] == [4]
     assert missing_per_shard(open_cache(tmp_path, backbone), ids, 4) == []
     np.testing.assert_allclose(open_cache(tmp_path, backbone).get(ids), embed_inputs(backbone, texts, 4), atol=1e-5)
+
+
+def test_dask_without_prefect_dask_installed_is_one_error_with_the_fix(monkeypatch):
+    import importlib.util
+
+    from tasks.core.errors import SpecError
+    from tasks.steps.runners import require_prefect_dask
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "prefect_dask" else real(name))
+    with pytest.raises(SpecError, match=r"prefect-dask is not installed\. Fix: pip install 'transferflow\[dask\]'"):
+        require_prefect_dask()
+    monkeypatch.undo()
+    require_prefect_dask()  # installed here (make test installs the extra): no error
