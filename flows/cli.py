@@ -71,9 +71,10 @@ def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | Non
     """Run the whole recipe: checks, split, baseline, fine-tuning, one test evaluation, gate."""
     with _user_errors():
         spec = _check_config(config, data, task_runner)
-        check_servers(prefect=True, mlflow=True, dask=spec.runtime.dask.address if _on_dask(spec) else None)
+        on_dask = _on_dask(spec)
+        check_servers(prefect=True, mlflow=True, dask=spec.runtime.dask.address if on_dask else None)
         create_prefect_home()
-        with server_for_dask_workers(_on_dask(spec)):
+        with server_for_dask_workers(on_dask):
             wait_for_engine = start_local_engine_early()
             from flows.transfer_learning import transfer_learning
             from tasks.steps.refs import UnchangedData
@@ -95,9 +96,10 @@ def validate(config: Path = typer.Argument(..., help="YAML config"), data: Path 
     when a check or data policy stops the run (the report says why)."""
     with _user_errors():
         spec = _check_config(config, data, task_runner)
-        check_servers(prefect=True, dask=spec.runtime.dask.address if _on_dask(spec) else None)
+        on_dask = _on_dask(spec)
+        check_servers(prefect=True, dask=spec.runtime.dask.address if on_dask else None)
         create_prefect_home()
-        with server_for_dask_workers(_on_dask(spec)):
+        with server_for_dask_workers(on_dask):
             from flows.transfer_learning import validate_only
 
             spec, prepared = validate_only(str(config), str(data) if data else None)

@@ -51,9 +51,9 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
     with task_runner(spec.runtime) as run_all:
         probed = run_all(probe_candidate, [{"spec": spec.with_model(model), "dataset": dataset, "split": split,
                                             "contract": contract, "measured": result} for model, result in probing])
-    by_model = {id(model): result for (model, _), result in zip(probing, probed, strict=True)}
-    scored = [(model, by_model.get(id(model), result)) for model, result in zip(constraints.candidates, measured,
-                                                                              strict=True)]
+    probes = iter(probed)  # in the candidates' order: each eligible one takes the next probe
+    scored = [(model, next(probes) if result.status == ELIGIBLE else result)
+              for model, result in zip(constraints.candidates, measured, strict=True)]
     return record_tournament(spec, tracking, contract, scored)
 
 

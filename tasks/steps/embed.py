@@ -14,7 +14,6 @@ every worker process loads the backbone once, and the data must be on a path the
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,10 +81,6 @@ def _backbone(model: ModelSpec, runtime: RuntimeSpec) -> Any:
     return _LOADED[key]
 
 
-def _nothing_to_run(task: object, calls: list[dict[str, Any]]) -> list[Any]:
-    return []
-
-
 def embed_examples(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef | None) -> Embedded:
     """Every train, validation and (for the leakage check: inputs only, the read logged) test example,
     embedded with the first base model. A flow-level step: it maps `embed_shard` over the shards."""
@@ -102,8 +97,10 @@ def embed_examples(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     todo = missing_per_shard(open_cache(spec.workdir, _backbone(model, spec.runtime)), ids, spec.runtime.shard_size)
     calls = [{"model": model, "runtime": spec.runtime, "workdir": spec.workdir, "ids": shard,
               "inputs": list(inputs.loc[shard]), "batch_size": spec.train.batch_size} for shard in todo]
-    with task_runner(spec.runtime) if calls else nullcontext(_nothing_to_run) as run_all:
-        done: list[ShardDone] = run_all(embed_shard, calls)
+    done: list[ShardDone] = []
+    if calls:  # a fully cached run starts no runner (on Dask: no cluster)
+        with task_runner(spec.runtime) as run_all:
+            done = run_all(embed_shard, calls)
     _LOADED.clear()  # this process's copy (the local runner's) is not needed again: free its memory
     shards = len(fixed_shards(ids, spec.runtime.shard_size))
     embedded = Embedded(len(set(ids)), sum(d.computed for d in done), shards, len({d.process for d in done}))

@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from tasks.config.families import model_spec
 from tasks.config.spec import ModelSpec
@@ -20,7 +21,7 @@ class FakeBackbone:
     preprocessing_id: str = "resize73-crop64"
     dim: int = 3
     embedded: int = 0
-    module: Any = field(default_factory=lambda: __import__("torch").nn.Linear(1, 1))  # where it runs
+    module: Any = field(default_factory=lambda: torch.nn.Linear(1, 1))  # where it runs: the cache key's device
 
     def preprocess(self, inputs):
         return inputs
@@ -47,8 +48,6 @@ def test_cache_key_changes_with_weights_preprocessing_and_model():
 def test_cache_key_changes_with_the_device_class_and_precision():
     """bf16 GPU embeddings never mix with fp32 CPU ones. With no GPU here, a module on PyTorch's
     `meta` device stands for "another device": the key must differ from the CPU one."""
-    import torch
-
     from tasks.models.devices import embedding_precision
 
     assert embedding_precision(torch.device("cpu")) == "cpu-fp32"
