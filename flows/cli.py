@@ -67,7 +67,10 @@ def init(data: Path = typer.Argument(..., help="Your labeled data: a folder of c
 
 @app.command()
 def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | None = DataOption,
-        task_runner: str | None = TaskRunnerOption) -> None:
+        task_runner: str | None = TaskRunnerOption,
+        resume: bool = typer.Option(False, "--resume", help="Continue this model's last killed (or failed) run: "
+                                    "finished steps come from its persisted results, a stage from its last epoch")
+        ) -> None:
     """Run the whole recipe: checks, split, baseline, fine-tuning, one test evaluation, gate."""
     with _user_errors():
         spec = _check_config(config, data, task_runner)
@@ -81,7 +84,7 @@ def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | Non
 
             import_flow_libraries()
             wait_for_engine()
-            summary = transfer_learning(str(config), str(data) if data else None)
+            summary = transfer_learning(str(config), str(data) if data else None, resume=resume)
     if isinstance(summary, UnchangedData):  # only a scheduled or drift-triggered run can stop here
         console.print(summary.reason, highlight=False, soft_wrap=True)
         return

@@ -9,6 +9,7 @@ from tasks.steps.base_model import choose_base_model, load_base_model
 from tasks.steps.data import check_label_quality, finish_data_report, load_data, odd_inputs_section
 from tasks.steps.embed import embed_examples
 from tasks.steps.refs import DatasetRef, Prepared, QualitySummary, TrackingRef
+from tasks.steps.resume import cached
 from tasks.steps.split import audit_label_errors, check_leakage, record_split, split_before_training, split_section
 from tasks.training.metrics import contract_for
 
@@ -25,7 +26,7 @@ def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None
     sections = [odd_inputs_section(spec, dataset, folder)]
     quality: QualitySummary | None = None
     try:
-        quality = check_label_quality(spec, dataset, folder)
+        quality = cached(check_label_quality)(spec, dataset, folder)
         sections.append(quality.section)
         if not quality.passed:
             raise DataQualityError(f"{spec.data.path}: the label-quality check failed; nothing was trained.\n"
@@ -33,9 +34,9 @@ def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None
         first_split = split_before_training(spec, dataset)  # 3. test quarantined from here
         sections.append(split_section(first_split))
         embed_examples(spec, dataset, first_split, tracking)          # 3a. into the cache, in shards (local or Dask)
-        split, audit = audit_label_errors(spec, dataset, first_split, tracking, folder)  # 3b. labels disputed
+        split, audit = cached(audit_label_errors)(spec, dataset, first_split, tracking, folder)  # 3b. labels disputed
         sections.append(audit)
-        split, leaks = check_leakage(spec, dataset, split, tracking, folder)      # 3c. near-copies across splits
+        split, leaks = cached(check_leakage)(spec, dataset, split, tracking, folder)  # 3c. near-copies across splits
         sections.append(leaks)
         record_split(spec, dataset, split, tracking, before_drops=first_split)
     except DataError as error:
@@ -45,8 +46,8 @@ def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None
     report = finish_data_report(spec, dataset, quality.class_counts, sections, tracking, folder)
     contract = contract_for(spec.metric, list(dataset.train_val_examples(split)["train"]["label"]))  # metric + guard
     if spec.tournament is None or tracking is None:             # 4. pretrained, offline
-        models = [load_base_model(spec.with_model(model)) for model in spec.candidates]
+        models = [cached(load_base_model)(spec.with_model(model)) for model in spec.candidates]
         return Prepared(dataset, quality, split, models[0], contract, report=report)
     tournament = choose_base_model(spec, dataset, split, tracking, contract)
-    return Prepared(dataset, quality, split, load_base_model(spec.with_model(tournament.chosen)), contract,
+    return Prepared(dataset, quality, split, cached(load_base_model)(spec.with_model(tournament.chosen)), contract,
                     tournament, report)

@@ -37,6 +37,7 @@ from tasks.steps.release import (
     set_operating_point,
     write_model_card,
 )
+from tasks.steps.resume import cached, fill_resumed_run, resuming, start_chain
 from tasks.steps.step import label_flow_run
 from tasks.steps.validate import tracked_flow_run, validate_config
 from tasks.training.metrics import Contract
@@ -65,31 +66,42 @@ class RunSummary:
 
 
 @flow(name="transfer-learning", log_prints=True)
-def transfer_learning(config_path: str, data_path: str | None = None,
-                      trigger: Trigger = "manual") -> RunSummary | UnchangedData:
+def transfer_learning(config_path: str, data_path: str | None = None, trigger: Trigger = "manual",
+                      resume: bool = False) -> RunSummary | UnchangedData:
+    """`resume`: continue the last killed run of this model (`tasks.steps.resume`): a new flow run
+    and MLflow run, the finished steps taken from the chain's persisted results."""
     spec = validate_config(config_path, data_path)                            # 1. the contract
     label_flow_run(spec.registry.model_name, trigger)
-    with retrain_limit(spec.registry.model_name), tracked_flow_run(spec, config_path) as tracking:
-        dataset = load_data(spec)                                             # 2a. the data and its fingerprint
-        unchanged = unchanged_since_champion(spec, dataset, tracking, trigger)
-        if unchanged:                                          # a retrain with nothing new: no audit, no split
-            return unchanged
-        prepared = prepare(spec, tracking, dataset)                           # 2-4. audit, split, model
-        split = prepared.split
-        contract = prepared.contract                                          # the metric and its guard
-        stages, decisions, trained = train_candidates(spec, prepared, tracking, contract)  # 5-6.
-        selected = select_on_validation(spec, stages, decisions, tracking, contract, list(dataset.classes))
-        chosen, prepared = trained[selected.name]                             # the selected stage's base model
-        write_decision_log(chosen, decisions.entries, selected.name, tracking)
-        selected = set_operating_point(chosen, dataset, split, selected, tracking, contract)  # per-class
-        with promotion_lock(chosen):                                            # 7. test once, gate
-            test = evaluate_once_on_test(chosen, dataset, split, selected, tracking, contract)
-            outcome = gate_and_register(chosen, dataset, split, selected, test, tracking)  # a version, no alias
-            with all_or_nothing(chosen, outcome, tracking):                     # else the version is removed
-                write_model_card(chosen, prepared, stages, selected, test, outcome, tracking, decisions.entries)
-                store_drift_reference(chosen, dataset, split, selected, outcome, tracking)  # 7d. drift reference
-                move_alias(chosen, outcome, tracking)                           # 7e. the last act
-            announce_decision(chosen, outcome, tracking)                        # 7f. artifacts, event
+    with retrain_limit(spec.registry.model_name):
+        chain = start_chain(spec, config_path, resume)                        # fresh, or the killed run's
+        with tracked_flow_run(spec, config_path, chain) as tracking, resuming(chain):
+            summary = run_recipe(spec, tracking, trigger)
+            fill_resumed_run(chain, tracking)                                 # what cached steps had logged
+    return summary
+
+
+def run_recipe(spec: Spec, tracking: TrackingRef, trigger: Trigger) -> RunSummary | UnchangedData:
+    """Steps 2-7 inside the run's MLflow parent run and resume chain."""
+    dataset = load_data(spec)                                                 # 2a. the data and its fingerprint
+    unchanged = unchanged_since_champion(spec, dataset, tracking, trigger)
+    if unchanged:                                              # a retrain with nothing new: no audit, no split
+        return unchanged
+    prepared = prepare(spec, tracking, dataset)                               # 2-4. audit, split, model
+    split = prepared.split
+    contract = prepared.contract                                              # the metric and its guard
+    stages, decisions, trained = train_candidates(spec, prepared, tracking, contract)  # 5-6.
+    selected = cached(select_on_validation)(spec, stages, decisions, tracking, contract, list(dataset.classes))
+    chosen, prepared = trained[selected.name]                                 # the selected stage's base model
+    write_decision_log(chosen, decisions.entries, selected.name, tracking)
+    selected = set_operating_point(chosen, dataset, split, selected, tracking, contract)  # per-class
+    with promotion_lock(chosen):                                              # 7. test once, gate
+        test = evaluate_once_on_test(chosen, dataset, split, selected, tracking, contract)
+        outcome = gate_and_register(chosen, dataset, split, selected, test, tracking)  # a version, no alias
+        with all_or_nothing(chosen, outcome, tracking):                       # else the version is removed
+            write_model_card(chosen, prepared, stages, selected, test, outcome, tracking, decisions.entries)
+            store_drift_reference(chosen, dataset, split, selected, outcome, tracking)  # 7d. drift reference
+            move_alias(chosen, outcome, tracking)                             # 7e. the last act
+        announce_decision(chosen, outcome, tracking)                          # 7f. artifacts, event
     return RunSummary(chosen, tracking.run_id, prepared, stages, decisions.entries, selected, test, outcome)
 
 
@@ -105,11 +117,11 @@ def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, cont
     decisions, trained = Decisions(), dict[str, tuple[OneModelSpec, Prepared]]()
     for rank, model in enumerate(ranking):
         one = spec.with_model(model)
-        here = prepared if rank == 0 else replace(prepared, base_model=load_base_model(one))
+        here = prepared if rank == 0 else replace(prepared, base_model=cached(load_base_model)(one))
         prefix = "" if rank == 0 else f"{model.name.rsplit('/', 1)[-1]}-"
         tournament = spec.tournament is not None
         start = starting_point(one, split, tracking, tournament=tournament)  # pretrained, or the champion's
-        baseline = train_baseline(one, dataset, split, tracking, start, contract,  # 5. frozen, cached
+        baseline = cached(train_baseline)(one, dataset, split, tracking, start, contract,  # 5. frozen, cached
                                   class_weights=one.finetune.class_weights == "on", prefix=prefix)
         found, log = gradual_unfreezing(one, dataset, split, baseline, tracking, start, contract, prefix)  # 6.
         stages += found

@@ -28,10 +28,14 @@ READ_IDS_ARTIFACT = "test_ids.json"
 
 def record_test_evaluation(client: MlflowClient, workdir: Path, model_name: str, split_history: str,
                            test_ids: list[str], tags: dict[str, str], metric_key: str,
-                           value: float) -> tuple[dict[str, int], int]:
+                           value: float, repeats_runs: tuple[str, ...] = ()) -> tuple[dict[str, int], int]:
     """Add this evaluation (and the ids it read) to the ledger. Returns, per test id, how many
     earlier evaluations of this model and split history read it, and how many earlier
     evaluations read any of them.
+
+    `repeats_runs`: the killed runs a resumed run continues. A record of theirs for the same
+    checkpoint (`tags["checkpoint_sha256"]`) and the same ids is this very evaluation, taken again
+    after a kill in step 7: it is neither counted as an earlier one nor recorded a second time.
 
     Counting and recording happen under one exclusive file lock in the workdir, so concurrent
     runs on this machine cannot both count the same prior evaluations. (Run ids and client-side
@@ -41,11 +45,19 @@ def record_test_evaluation(client: MlflowClient, workdir: Path, model_name: str,
     with exclusive_lock(workdir / "locks" / "test-ledger.lock"):
         uses: Counter[str] = Counter()
         touching = 0
+        repeated: str | None = None
         for run in _all_runs(client, ledger, f"tags.registered_model = '{model_name}' "
                                              f"and tags.split_history = '{split_history}'"):
             read = wanted & _ids_read_by(client, run, wanted)
+            if repeated is None and _same_evaluation(run, tags, repeats_runs) and read == wanted:
+                repeated = run.info.run_id
+                continue
             uses.update(read)
             touching += bool(read)
+        if repeated is not None:
+            print(f"Test ledger: record {repeated} is this evaluation, taken by the killed run before the resume "
+                  "(same checkpoint, same test ids): not recorded or counted twice")
+            return {example_id: uses[example_id] for example_id in test_ids}, touching
         run_id = start_run(client, ledger, f"{model_name}-test-{split_history[:8]}", tags={
             **tags, "registered_model": model_name, "split_history": split_history, "metric": metric_key,
             "test_ids": "pending"})
@@ -58,6 +70,12 @@ def record_test_evaluation(client: MlflowClient, workdir: Path, model_name: str,
     log_scores(client, run_id, {metric_key: value})
     end_run(client, run_id, succeeded=True)
     return {example_id: uses[example_id] for example_id in test_ids}, touching
+
+
+def _same_evaluation(record: Run, tags: dict[str, str], repeats_runs: tuple[str, ...]) -> bool:
+    recorded = record.data.tags
+    return (recorded.get("source_run_id") in repeats_runs and recorded.get("test_ids") == "logged"
+            and bool(tags.get("checkpoint_sha256")) and recorded.get("checkpoint_sha256") == tags["checkpoint_sha256"])
 
 
 def exposure_of(prior_uses: dict[str, int], prior_evaluations: int) -> Exposure:

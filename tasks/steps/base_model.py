@@ -15,6 +15,7 @@ from tasks.config.spec import OneModelSpec, Spec
 from tasks.data.split import SplitRef
 from tasks.decisions.tournament import CandidateResult, Tournament, constraint_failure, rank_candidates
 from tasks.steps.refs import BaseModelRef, DatasetRef, TrackingRef
+from tasks.steps.resume import cached
 from tasks.steps.runners import task_runner
 from tasks.steps.step import artifact_key, publish_table, step
 from tasks.training.metrics import Contract
@@ -45,11 +46,11 @@ def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking
     model would look slow, and `min_throughput` could drop the wrong one."""
     constraints = spec.tournament
     assert constraints is not None, "choose_base_model needs `model: {candidates: [...]}`"
-    measured = measure_candidates(spec, dataset, split)
+    measured = cached(measure_candidates)(spec, dataset, split)
     probing = [(model, result) for model, result in zip(constraints.candidates, measured, strict=True)
                if result.status == ELIGIBLE]
     with task_runner(spec.runtime) as run_all:
-        probed = run_all(probe_candidate, [{"spec": spec.with_model(model), "dataset": dataset, "split": split,
+        probed = run_all(cached(probe_candidate), [{"spec": spec.with_model(model), "dataset": dataset, "split": split,
                                             "contract": contract, "measured": result} for model, result in probing])
     probes = iter(probed)  # in the candidates' order: each eligible one takes the next probe
     scored = [(model, next(probes) if result.status == ELIGIBLE else result)

@@ -22,6 +22,7 @@ from tasks.data.split import SplitRef
 from tasks.decisions.log import Decisions, decisions_markdown
 from tasks.models.devices import on_runtime_device
 from tasks.steps.refs import DatasetRef, StageResult, TrackingRef
+from tasks.steps.resume import cached, epochs_folder
 from tasks.steps.step import artifact_key, publish_markdown, step
 from tasks.training.fit import FitResult
 from tasks.training.metrics import Contract
@@ -158,7 +159,9 @@ def fine_tune_stage(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, st
                  patience=settings.early_stopping.patience, min_delta=settings.early_stopping.min_delta,
                  warmup=settings.warmup, label_smoothing=smoothing, metric=spec.metric, guard=contract.guard,
                  classes=classes, seed=spec.train.seed + plan.number, description=plan.name,
-                 show_batches=True, class_weights=weights, device=device)
+                 show_batches=True, class_weights=weights, device=device,
+                 epochs_folder=epochs_folder("6 fine-tuning stage", spec=spec, dataset=dataset, split=split,
+                                             start=start, plan=plan, contract=contract))
     classifier.to("cpu")  # checkpoints and later steps read CPU tensors
     notes = (f"last {depth} of {len(groups)} layer group(s) unfrozen from {start.name}; lr {lr:g} (head) down to "
              f"{lr * scales[0]:g}; augment {augment}, weight decay {weight_decay:g}, label smoothing {smoothing:g}"
@@ -225,7 +228,7 @@ def gradual_unfreezing(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef,
                      class_weights=settings.class_weights == "on")
     best, class_weights = baseline, settings.class_weights == "on"
     while True:
-        stage = fine_tune_stage(spec, dataset, split, best, plan, tracking, contract)
+        stage = cached(fine_tune_stage)(spec, dataset, split, best, plan, tracking, contract)
         stages.append(stage)
         context = StageContext(
             stage_number=plan.number, baseline_value=baseline.val_value, best_before=best.val_value,
@@ -244,7 +247,7 @@ def gradual_unfreezing(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef,
         decisions.add(stage.name, decision.action, reason, decision.numbers)
         if decision.action == "class_weights_on":
             class_weights = True
-            refit = train_baseline(spec, dataset, split, tracking, start, contract, class_weights=True,
+            refit = cached(train_baseline)(spec, dataset, split, tracking, start, contract, class_weights=True,
                                    prefix=prefix)
             stages.append(refit)
             if contract.better(refit.val_scores, best.val_scores):

@@ -14,6 +14,7 @@ from tasks.data.split import SplitRef
 from tasks.decisions.gate import ChampionComparison, GateDecision
 from tasks.registry.serving import Registration
 from tasks.steps.refs import DatasetRef, GateOutcome, Prepared, StageResult, TestResult, TrackingRef
+from tasks.steps.resume import resumed_runs
 from tasks.steps.step import artifact_key, publish_markdown, step, tag_flow_run
 from tasks.training.metrics import Contract
 
@@ -186,7 +187,8 @@ def evaluate_once_on_test(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
     prior_uses, prior_evaluations = record_test_evaluation(
         client, spec.workdir, spec.registry.model_name, split.history, test_ids,
         {"test_fingerprint": split.test_fingerprint, "data_fingerprint": dataset.fingerprint,
-         "source_run_id": tracking.run_id}, spec.metric.key, value)
+         "source_run_id": tracking.run_id, "checkpoint_sha256": selected.checkpoint_sha256}, spec.metric.key, value,
+        repeats_runs=resumed_runs())
     exposure = exposure_of(prior_uses, prior_evaluations)
     fresh_value = fresh_part_metric(y_true.numpy(), y_pred, [prior_uses[i] for i in test_ids], classes,
                                     spec.metric, spec.gate.min_fresh_test)

@@ -10,6 +10,7 @@ from pathlib import Path
 from tasks.config.loading import load_spec
 from tasks.config.spec import Spec
 from tasks.steps.refs import TrackingRef
+from tasks.steps.resume import ResumeChain
 from tasks.steps.step import step
 
 
@@ -33,12 +34,13 @@ def validate_config(config_path: str, data_path: str | None = None) -> Spec:
 
 
 @contextmanager
-def tracked_flow_run(spec: Spec, config_path: str) -> Iterator[TrackingRef]:
+def tracked_flow_run(spec: Spec, config_path: str, chain: ResumeChain | None = None) -> Iterator[TrackingRef]:
     """The flow's MLflow parent run: RUNNING while the steps run, then FINISHED, or FAILED when
-    any step (or an interrupt) stops the flow."""
+    any step (or an interrupt) stops the flow; a kill leaves it RUNNING until `--resume` marks it
+    KILLED. Tagged with its resume chain and, when resumed, the run it continues."""
     from tasks.registry.tracking import end_run
 
-    tracking = start_tracking(spec, config_path)
+    tracking = start_tracking(spec, config_path, chain)
     try:
         yield tracking
     except BaseException:
@@ -48,15 +50,18 @@ def tracked_flow_run(spec: Spec, config_path: str) -> Iterator[TrackingRef]:
 
 
 @step("start tracking")
-def start_tracking(spec: Spec, config_path: str) -> TrackingRef:
+def start_tracking(spec: Spec, config_path: str, chain: ResumeChain | None = None) -> TrackingRef:
     from prefect.runtime import flow_run
 
+    from tasks.registry.resume_chain import CHAIN_TAG, RESUMED_FROM_TAG, process_tags
     from tasks.registry.tracking import client_for, experiment_id, log_file, log_params, start_run, tracking_uri
 
     client = client_for(spec.workdir)
     experiment = experiment_id(client, spec.registry.model_name, spec.workdir)
     run_id = start_run(client, experiment, f"transfer-learning-{flow_run.name or 'local'}", tags={
         "task": spec.task, "contract": spec.metric.describe(), "prefect_flow_run_id": str(flow_run.id or ""),
+        **process_tags(), **({CHAIN_TAG: chain.chain_id} if chain else {}),
+        **({RESUMED_FROM_TAG: chain.resumed_from} if chain and chain.resumed_from else {}),
     })
     log_params(client, run_id, spec.model_dump(mode="json", by_alias=True))
     log_file(client, run_id, Path(config_path), "config")

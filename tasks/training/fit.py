@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,12 +54,18 @@ def fit(model: nn.Module, trainable: list[nn.Module], train: Batches, val: Batch
         seed: int, description: str, class_weights: torch.Tensor | None = None,
         show_batches: bool = False, guard: Guard | None = None, lr_scales: Sequence[float] | None = None,
         warmup: float = 0.0, label_smoothing: float = 0.0, min_delta: float = 0.0,
-        device: torch.device | None = None) -> FitResult:
+        device: torch.device | None = None, epochs_folder: Path | None = None) -> FitResult:
     """Train `trainable` inside `model`; keep and restore the best validation epoch.
 
     `lr_scales` (one per trainable module, default 1) give discriminative learning rates: the head
     at `lr`, deeper layer groups lower. The best epoch is the best on the declared metric among
-    epochs that keep the guard (`Contract.better`); a gain under `min_delta` is no gain."""
+    epochs that keep the guard (`Contract.better`); a gain under `min_delta` is no gain.
+
+    With `epochs_folder`, every finished epoch is saved there (`tasks.training.epoch_checkpoint`),
+    and a fit that finds one there continues after it: a killed stage loses at most one epoch."""
+    from tasks.training.epoch_checkpoint import EpochState, latest_epoch, save_epoch
+    from tasks.training.rng import capture_rng, restore_rng
+
     contract = Contract(metric, guard)
     device = device or torch.device("cpu")
     model.to(device)
@@ -74,8 +81,20 @@ def fit(model: nn.Module, trainable: list[nn.Module], train: Batches, val: Batch
     loss_fn = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
     history: list[EpochRecord] = []
     best_state, best_scores, best_epoch, stale = copy.deepcopy(model.state_dict()), None, 0, 0
-    epoch_bar = tqdm(range(1, epochs + 1), desc=description, unit="epoch", disable=show_batches)
+    first = 1
+    saved = latest_epoch(epochs_folder) if epochs_folder else None
+    if saved:
+        model.load_state_dict(saved.weights)
+        optimizer.load_state_dict(saved.optimizer)
+        scheduler.load_state_dict(saved.scheduler)
+        restore_rng(saved.rng, {"shuffle": generator})
+        history, best_state, best_scores = saved.history, saved.best_state, saved.best_scores
+        best_epoch, stale, first = saved.best_epoch, saved.stale, saved.epoch + 1
+        print(f"{description}: resumed after epoch {saved.epoch} (its checkpoint in {epochs_folder})")
+    epoch_bar = tqdm(range(first, epochs + 1), desc=description, unit="epoch", disable=show_batches)
     for epoch in epoch_bar:
+        if stale >= patience:
+            break
         _train_mode(model, trainable)
         losses = []
         batches = train.iterate(generator)
@@ -96,10 +115,10 @@ def fit(model: nn.Module, trainable: list[nn.Module], train: Batches, val: Batch
             best_state, best_scores, best_epoch, stale = copy.deepcopy(model.state_dict()), record.val_scores, epoch, 0
         else:
             stale += 1
-            if stale >= patience:
-                break
-    from tasks.training.rng import capture_rng
-
+        if epochs_folder:
+            save_epoch(epochs_folder, EpochState(
+                epoch, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
+                capture_rng({"shuffle": generator}), history, best_state, best_scores, best_epoch, stale))
     last_state = {"weights": copy.deepcopy(model.state_dict()), "optimizer": optimizer.state_dict(),
                   "scheduler": scheduler.state_dict(), "epoch": len(history),
                   "rng": capture_rng({"shuffle": generator})}

@@ -111,3 +111,78 @@ def test_fit_trains_only_the_trainable_block_and_no_batchnorm_statistics_move():
             assert torch.equal(after[f"{norm}.{key}"], before[f"{norm}.{key}"]), f"{norm}.{key} moved"
     for key in ("1.0.weight", "1.0.bias", "1.1.weight", "1.1.bias"):
         assert not torch.equal(after[key], before[key]), f"{key} did not learn"
+
+
+class KilledAt(Exception):
+    pass
+
+
+@dataclass
+class DiesAtEpoch(Batches):
+    """Training batches whose `die_at`-th epoch raises before its first batch: a kill between epochs."""
+
+    die_at: int = 0
+    epochs_served: int = 0
+
+    def iterate(self, generator=None):
+        self.epochs_served += 1
+        if self.epochs_served == self.die_at:
+            raise KilledAt(f"killed before epoch {self.die_at}")
+        yield from super().iterate(generator)
+
+
+def noisy_model() -> nn.Module:
+    """A small net with dropout, so the global random state matters as much as the shuffle generator."""
+    torch.manual_seed(7)
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+
+
+def fit_noisy(model: nn.Module, train: Batches, val: Batches, folder=None, patience: int = 10) -> FitResult:
+    return fit(model, [model], train, val, lr=0.05, weight_decay=0.01, epochs=6, patience=patience,
+               metric=ACCURACY, classes=["a", "b"], seed=3, description="test", warmup=0.2, epochs_folder=folder)
+
+
+def test_a_fit_killed_between_epochs_resumes_from_its_last_epoch_exactly_as_an_uninterrupted_one(tmp_path):
+    from tasks.training.epoch_checkpoint import latest_epoch
+
+    features, labels = separable(120, 0)
+    labels = torch.where(torch.rand(120, generator=torch.Generator().manual_seed(1)) < 0.2, 1 - labels, labels)
+    val = Batches(*separable(60, 1), 64)
+    whole_model = noisy_model()
+    whole = fit_noisy(whole_model, Batches(features, labels, 16), val)
+    import random
+
+    import numpy as np
+
+    killed_model = noisy_model()
+    with pytest.raises(KilledAt):
+        fit_noisy(killed_model, DiesAtEpoch(features, labels, 16, die_at=4), val, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-0003.pt"]  # only the last finished epoch is kept
+    assert latest_epoch(tmp_path).epoch == 3
+    torch.manual_seed(999), np.random.seed(999), random.seed(999)  # the new process's states differ
+    resumed_model = noisy_model()  # fresh weights: everything must come from the checkpoint
+    resumed = fit_noisy(resumed_model, Batches(features, labels, 16), val, tmp_path)
+    assert [r.epoch for r in resumed.history] == [1, 2, 3, 4, 5, 6]
+    assert [r.train_loss for r in resumed.history] == pytest.approx([r.train_loss for r in whole.history], abs=1e-6)
+    assert [r.val_loss for r in resumed.history] == pytest.approx([r.val_loss for r in whole.history], abs=1e-6)
+    assert resumed.best_epoch == whole.best_epoch
+    for key, value in whole_model.state_dict().items():
+        torch.testing.assert_close(resumed_model.state_dict()[key], value, atol=1e-6, rtol=0)
+    assert whole.history[3].train_loss != whole.history[2].train_loss  # the epochs after the kill really trained
+
+
+def test_a_fit_killed_after_its_patience_ran_out_runs_no_further_epoch(tmp_path):
+    """The checkpoint of the epoch that exhausted the patience ends the fit: resuming from it runs
+    nothing more and returns the same best epoch and weights."""
+    def run(head: nn.Module, train: Batches) -> FitResult:
+        return fit(head, [head], train, Batches(*separable(100, 1), 100), lr=0.05, weight_decay=0.0, epochs=20,
+                   patience=2, metric=ACCURACY, classes=["a", "b"], seed=0, description="test",
+                   epochs_folder=tmp_path)
+
+    first_head = new_head(4, 2, seed=0)
+    first = run(first_head, FlippedAfterFirstEpoch(*separable(200, 0), 16))
+    assert first.stopped_early and len(first.history) == 3 and [p.name for p in tmp_path.iterdir()] == ["epoch-0003.pt"]
+    again_head = new_head(4, 2, seed=5)
+    again = run(again_head, DiesAtEpoch(*separable(200, 0), 16, die_at=1))  # any epoch run would raise
+    assert len(again.history) == 3 and again.best_epoch == 1 and again.stopped_early
+    assert torch.equal(again_head.weight, first_head.weight)
