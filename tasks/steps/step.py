@@ -1,5 +1,6 @@
-"""How a recipe step becomes a Prefect task: named for the UI, never cached or persisted by
-Prefect (our caches are content-addressed on disk), and its prints go to the run's logs."""
+"""How a recipe step becomes a Prefect task: named for the UI, not cached or persisted by Prefect
+(our caches are content-addressed on disk; a training flow's resume chain turns caching on for the
+steps it may reuse, `tasks.steps.resume.cached`), and its prints go to the run's logs."""
 
 from __future__ import annotations
 

