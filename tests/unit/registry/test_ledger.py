@@ -137,3 +137,29 @@ def test_a_record_without_ids_or_a_logged_split_counts_as_reading_everything(rec
         record(["a"])
     monkeypatch.setattr(ledger, "log_text", real_log_text)
     assert record(["a", "z"]) == ({"a": 1, "z": 1}, 1)  # over-counted, never under-counted
+
+
+def test_a_resumed_runs_repeat_of_the_killed_runs_evaluation_is_neither_recorded_nor_counted_twice(tmp_path,
+                                                                                                    monkeypatch):
+    from tasks.registry.ledger import LEDGER_EXPERIMENT
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = client_for(tmp_path)
+
+    def evaluate(run: str, checkpoint: str, ids: list[str], repeats: tuple[str, ...] = ()) -> tuple[dict, int]:
+        tags = {**TAGS, "source_run_id": run, "checkpoint_sha256": checkpoint}
+        return record_test_evaluation(client, tmp_path, "m", "h", ids, tags, "accuracy", 0.9, repeats_runs=repeats)
+
+    def records() -> int:
+        return len(client.search_runs([client.get_experiment_by_name(LEDGER_EXPERIMENT).experiment_id]))
+
+    assert evaluate("earlier", "c0", ["a"]) == ({"a": 0, }, 0)
+    assert evaluate("killed", "c1", ["a", "b"]) == ({"a": 1, "b": 0}, 1)
+    assert records() == 2
+    # The resumed run evaluates the same checkpoint on the same ids: the killed run's record is this one.
+    assert evaluate("resumed", "c1", ["a", "b"], repeats=("killed",)) == ({"a": 1, "b": 0}, 1)
+    assert records() == 2
+    # Another checkpoint (or no resume) is another evaluation: recorded, and the killed one counts.
+    assert evaluate("resumed", "c2", ["a", "b"], repeats=("killed",)) == ({"a": 2, "b": 1}, 2)
+    assert evaluate("other", "c1", ["a", "b"]) == ({"a": 3, "b": 2}, 3)
+    assert records() == 4
