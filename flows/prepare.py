@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tasks.config.spec import Spec
 from tasks.core.errors import DataError, DataQualityError
-from tasks.steps.base_model import choose_base_model, load_base_model
+from tasks.steps.base_model import choose_base_model, eligible, load_base_model, measure_candidates
 from tasks.steps.data import check_label_quality, finish_data_report, load_data, odd_inputs_section
 from tasks.steps.embed import embed_examples
 from tasks.steps.refs import DatasetRef, Prepared, QualitySummary, TrackingRef
@@ -48,6 +48,10 @@ def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None
     if spec.tournament is None or tracking is None:             # 4. pretrained, offline
         models = [cached(load_base_model)(spec.with_model(model)) for model in spec.candidates]
         return Prepared(dataset, quality, split, models[0], contract, report=report)
-    tournament = choose_base_model(spec, dataset, split, tracking, contract)
+    measured = cached(measure_candidates)(spec, dataset, split)              # each alone on the machine
+    for candidate in eligible(measured):
+        if candidate:                                                         # the first is embedded (3a)
+            embed_examples(spec, dataset, split, tracking, candidate)         # train + val, in shards
+    tournament = choose_base_model(spec, dataset, split, tracking, contract, measured)
     return Prepared(dataset, quality, split, cached(load_base_model)(spec.with_model(tournament.chosen)), contract,
                     tournament, report)

@@ -38,12 +38,14 @@ class StartingPoint:
 
 def champion_starting_point(client: MlflowClient, spec: OneModelSpec, folder: Path,
                             test_ids: Callable[[], list[str]]) -> StartingPoint | None:
-    """The champion's encoder weights written under `folder`, or None when there is no champion
-    yet (the first run of a model starts from the pretrained weights). Refused when the champion
+    """The champion's encoder weights written under `folder` (named by their hash), or None when
+    there is no champion yet (the first run of a model starts from the pretrained weights). Refused when the champion
     or its warm-start lineage trained on any of this run's test examples (`test_ids`, read only
     when there is a champion)."""
-    from tasks.core.atomic import write_atomic
-    from tasks.core.hashing import sha256_file
+    import hashlib
+    import io
+
+    from tasks.core.atomic import write_bytes_atomic
     from tasks.registry.champion import current_champion, registered_artifacts
 
     champion = current_champion(client, spec.registry.model_name, spec.registry.alias)
@@ -56,8 +58,12 @@ def champion_starting_point(client: MlflowClient, spec: OneModelSpec, folder: Pa
         state = torch.load(weights, map_location="cpu", weights_only=True)
     encoder = {name.removeprefix(ENCODER_PREFIX): tensor for name, tensor in state.items()
                if name.startswith(ENCODER_PREFIX)}
-    saved = write_atomic(folder / f"start-champion-v{champion.version}.pt", lambda handle: torch.save(encoder, handle))
-    return StartingPoint(str(champion.version), saved, sha256_file(saved))
+    # Named by content: a resumed run finds the same file, hence the same key for every step after it.
+    buffer = io.BytesIO()
+    torch.save(encoder, buffer)
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    saved = write_bytes_atomic(folder / f"start-champion-v{champion.version}-{digest[:16]}.pt", buffer.getvalue())
+    return StartingPoint(str(champion.version), saved, digest)
 
 
 def check_never_saw_test(client: MlflowClient, model_name: str, champion: ModelVersion, test_ids: list[str]) -> None:

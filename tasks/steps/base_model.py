@@ -37,25 +37,31 @@ def load_base_model(spec: OneModelSpec) -> BaseModelRef:
 
 
 def choose_base_model(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
-                      contract: Contract) -> Tournament:
-    """The tournament, a flow-level step: every candidate measured one at a time, then the probes of
-    those the constraints keep, as parallel tasks on the run's task runner, then the ranking.
+                      contract: Contract, measured: list[CandidateResult]) -> Tournament:
+    """The tournament, a flow-level step, after `measure_candidates` (and the eligible candidates'
+    embeddings, step 3a's machinery): the probes of those the constraints keep, as parallel tasks
+    on the run's task runner, then the ranking.
 
     Throughput and peak memory are measured in one task before any probe starts, each candidate
     alone on the machine: timed while other candidates' probes share its cores (or its GPU), a fast
     model would look slow, and `min_throughput` could drop the wrong one."""
     constraints = spec.tournament
     assert constraints is not None, "choose_base_model needs `model: {candidates: [...]}`"
-    measured = cached(measure_candidates)(spec, dataset, split)
     probing = [(model, result) for model, result in zip(constraints.candidates, measured, strict=True)
                if result.status == ELIGIBLE]
     with task_runner(spec.runtime) as run_all:
         probed = run_all(cached(probe_candidate), [{"spec": spec.with_model(model), "dataset": dataset, "split": split,
-                                            "contract": contract, "measured": result} for model, result in probing])
+                                                    "contract": contract, "measured": result}
+                                                   for model, result in probing])
     probes = iter(probed)  # in the candidates' order: each eligible one takes the next probe
     scored = [(model, next(probes) if result.status == ELIGIBLE else result)
               for model, result in zip(constraints.candidates, measured, strict=True)]
     return record_tournament(spec, tracking, contract, scored)
+
+
+def eligible(measured: list[CandidateResult]) -> list[int]:
+    """The indexes (in `spec.candidates`) of the candidates the constraints keep: each is probed."""
+    return [index for index, result in enumerate(measured) if result.status == ELIGIBLE]
 
 
 @step("4 measure candidates (one at a time)")

@@ -1,6 +1,7 @@
 """3a. Embed once, before the checks: every example the label audit (3b), the leakage check (3c)
-and the baseline (5) read, with the first base model, into the content-addressed cache. Those
-steps then only read it.
+and the baseline (5) read, with the first base model, into the content-addressed cache; and, in a
+tournament, each eligible candidate's training and validation examples before the probes (4).
+Those steps then only read it.
 
 The examples are cut into fixed shards of their sorted ids (`runtime.shard_size`). The flow opens
 the cache once and gives each shard that lacks embeddings one `embed_shard` task with its missing
@@ -81,9 +82,13 @@ def _backbone(model: ModelSpec, runtime: RuntimeSpec) -> Any:
     return _LOADED[key]
 
 
-def embed_examples(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef | None) -> Embedded:
-    """Every train, validation and (for the leakage check: inputs only, the read logged) test example,
-    embedded with the first base model. A flow-level step: it maps `embed_shard` over the shards."""
+def embed_examples(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef | None,
+                   candidate: int = 0) -> Embedded:
+    """Every example a later step reads, embedded by the base model `spec.candidates[candidate]`. The
+    first model (the audit's, the leakage check's, the baseline's): train, validation and the test
+    inputs (for the leakage check: no labels, the read logged). A tournament's other eligible
+    candidates: train and validation, which their probes read. A flow-level step: it maps
+    `embed_shard` over the shards."""
     from tasks.audit.leakage import MIN_TRAIN_FOR_LEAKAGE
     from tasks.data.split import quarantined_test_ids, train_val_ids
     from tasks.data.table import read_examples
@@ -91,9 +96,10 @@ def embed_examples(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
 
     train_ids, val_ids = train_val_ids(split.manifest_path)
     test_ids = (quarantined_test_ids(split.manifest_path, reader="embed_examples: test inputs, no labels",
-                                     purpose="leakage check") if len(train_ids) >= MIN_TRAIN_FOR_LEAKAGE else [])
+                                     purpose="leakage check")
+                if candidate == 0 and len(train_ids) >= MIN_TRAIN_FOR_LEAKAGE else [])
     inputs = read_examples(dataset.table_path)["input"]
-    ids, model = train_ids + val_ids + test_ids, spec.candidates[0]
+    ids, model = train_ids + val_ids + test_ids, spec.candidates[candidate]
     todo = missing_per_shard(open_cache(spec.workdir, _backbone(model, spec.runtime)), ids, spec.runtime.shard_size)
     calls = [{"model": model, "runtime": spec.runtime, "workdir": spec.workdir, "ids": shard,
               "inputs": list(inputs.loc[shard]), "batch_size": spec.train.batch_size} for shard in todo]
@@ -110,7 +116,8 @@ def embed_examples(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: T
     if tracking is not None:
         from tasks.registry.tracking import log_params
 
+        suffix = f"_candidate_{candidate + 1}" if candidate else ""
         log_params(tracking.client, tracking.run_id, {
-            "task_runner": spec.runtime.task_runner, "embed_shards": embedded.shards,
-            "embed_examples": embedded.examples, "embed_computed": embedded.computed})
+            "task_runner": spec.runtime.task_runner, f"embed_shards{suffix}": embedded.shards,
+            f"embed_examples{suffix}": embedded.examples, f"embed_computed{suffix}": embedded.computed})
     return embedded

@@ -62,7 +62,7 @@ def starting_point(spec: OneModelSpec, split: SplitRef, tracking: TrackingRef,
     start = None
     if spec.retrain.start_from == "champion":
         try:
-            start = champion_starting_point(client, spec, spec.workdir / "checkpoints" / tracking.run_id, lambda: (
+            start = champion_starting_point(client, spec, spec.workdir / "checkpoints" / "starting-points", lambda: (
                 quarantined_test_ids(split.manifest_path, reader=f"starting_point run {tracking.run_id}: test ids only",
                                      purpose="lineage check")))
         except SpecError as error:

@@ -118,3 +118,14 @@ def test_the_prefect_ui_shows_the_tournament_table(tournaments):
     assert len(artifacts) == 1 and artifacts[0].type == "table"
     text = str(artifacts[0].data)
     assert "torchvision:mobilenet_v2" in text and "timm:tf_efficientnet_lite0" in text and "chosen" in text
+
+
+def test_the_other_candidate_is_embedded_in_shards_before_its_probe_which_only_reads_the_cache(tournaments):
+    """Step 3a's shards embed each eligible candidate's training and validation examples (never the
+    test inputs); a candidate the constraints drop is never embedded."""
+    summaries, client = tournaments
+    summary = summaries["open"]
+    params = client.get_run(summary.run_id).data.params
+    train_val = summary.split.sizes["train"] + summary.split.sizes["val"]
+    assert params["embed_examples_candidate_2"] == params["embed_computed_candidate_2"] == str(train_val)
+    assert "embed_examples_candidate_2" not in client.get_run(summaries["small"].run_id).data.params
