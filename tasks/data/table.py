@@ -1,7 +1,7 @@
 """Load labeled examples into one table with stable content-hash ids, and fingerprint it.
 
 The table has one row per example: `example_id` (sha256 of the file bytes or the text),
-`input` (image path or text), `label`, `given_split` (train / val / test when the data comes
+`input` (file path or text), `label`, `given_split` (train / val / test when the data comes
 pre-split, else empty) and `source` (where a person finds the example). Files that are not read
 as examples are listed in `LoadedData.skipped_files`, never dropped silently.
 """
@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.config.data_kinds.audio_folder import AudioFolderOptions
+from tasks.config.data_kinds.image_folder import ImageFolderOptions
 from tasks.core.atomic import write_atomic
 from tasks.core.errors import DataError
 
 # torchvision's ImageFolder extensions: a file with another extension is skipped and reported.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = ImageFolderOptions.EXTENSIONS
+AUDIO_EXTENSIONS = AudioFolderOptions.EXTENSIONS
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 COLUMNS = ["example_id", "input", "label", "given_split", "source"]
 SHOWN_SKIPPED = 5

@@ -1,42 +1,48 @@
 """Unlabeled inputs, read one way wherever they come in: `transferflow predict` and the drift
-check take a folder of images (recursive) or a CSV of texts.
+check take a folder of images or sound files (recursive) or a CSV of texts.
 
-One rule for both: hidden files and folders (a name starting with a dot, such as .DS_Store or
-.ipynb_checkpoints) are never inputs; files without an image extension are skipped and listed;
-every image is decoded whole before anything is sent or tested, so a truncated file is named at
-once rather than failing a batch halfway.
+One rule for all: hidden files and folders (a name starting with a dot, such as .DS_Store or
+.ipynb_checkpoints) are never inputs; files without the modality's extensions are skipped and
+listed; every file is decoded whole before anything is sent or tested, so a truncated file is
+named at once rather than failing a batch halfway.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.core.errors import DataError
-from tasks.data.table import IMAGE_EXTENSIONS, read_csv
+from tasks.data.table import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, read_csv
 
 
 @dataclass(frozen=True)
-class ImageFolder:
+class InputFolder:
     folder: Path
-    images: tuple[Path, ...]   # sorted, recursive, hidden parts excluded
-    skipped: tuple[Path, ...]  # visible files that are not images (reported, never read)
+    files: tuple[Path, ...]    # sorted, recursive, hidden parts excluded
+    skipped: tuple[Path, ...]  # visible files of no kind asked for (reported, never read)
 
     def relative(self) -> tuple[str, ...]:
-        """Each image's path inside the folder: how results name it and a stored batch keeps it."""
-        return tuple(str(p.relative_to(self.folder)) for p in self.images)
+        """Each file's path inside the folder: how results name it and a stored batch keeps it."""
+        return tuple(str(p.relative_to(self.folder)) for p in self.files)
 
 
-def read_image_folder(folder: Path, fix: str) -> ImageFolder:
-    """The folder's images, each decoded whole. `fix` ends the message when there are none."""
+def read_input_folder(folder: Path, modality: str, fix: str) -> InputFolder:
+    """The folder's files of `modality` (image or audio), each decoded whole. `fix` ends the
+    message when there are none."""
+    extensions, noun, check = FILE_KINDS[modality]
     files = sorted(p for p in folder.rglob("*") if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    images = tuple(p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not images:
-        raise DataError(f"{folder}: no image files in this folder (extensions {', '.join(IMAGE_EXTENSIONS)}). "
-                        f"Fix: {fix}")
-    check_images_decode(images)
-    return ImageFolder(folder, images, tuple(p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS))
+    found = tuple(p for p in files if p.suffix.lower() in extensions)
+    if not found:
+        raise DataError(f"{folder}: no {noun}s in this folder (extensions {', '.join(extensions)}). Fix: {fix}")
+    check(found)
+    return InputFolder(folder, found, tuple(p for p in files if p.suffix.lower() not in extensions))
+
+
+def read_image_folder(folder: Path, fix: str) -> InputFolder:
+    return read_input_folder(folder, "image", fix)
 
 
 def check_images_decode(images: tuple[Path, ...] | list[Path]) -> None:
@@ -50,10 +56,34 @@ def check_images_decode(images: tuple[Path, ...] | list[Path]) -> None:
                 opened.load()
         except (OSError, ValueError, SyntaxError):  # what PIL raises on damaged or foreign bytes
             unreadable.append(image)
+    _name_unreadable(unreadable, "an image file PIL can read")
+
+
+def check_sounds_decode(sounds: tuple[Path, ...] | list[Path]) -> None:
+    """Decode each sound file whole (libsndfile): name the first that fails, and how many more do."""
+    import soundfile
+
+    unreadable = []
+    for sound in sounds:
+        try:
+            soundfile.read(sound, dtype="float32")
+        except (RuntimeError, OSError, ValueError):  # LibsndfileError is a RuntimeError
+            unreadable.append(sound)
+    _name_unreadable(unreadable, "a sound file libsndfile can read")
+
+
+def _name_unreadable(unreadable: list[Path], what: str) -> None:
     if unreadable:
         more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
-        raise DataError(f"{unreadable[0]}: not an image file PIL can read{more}. "
+        raise DataError(f"{unreadable[0]}: not {what}{more}. "
                         "Fix: remove or replace the unreadable file(s), then try again.")
+
+
+# The modalities whose inputs are files: their extensions, what they are called, their decode check.
+FILE_KINDS: dict[str, tuple[tuple[str, ...], str, Callable[[tuple[Path, ...] | list[Path]], None]]] = {
+    "image": (IMAGE_EXTENSIONS, "image file", check_images_decode),
+    "audio": (AUDIO_EXTENSIONS, "sound file", check_sounds_decode),
+}
 
 
 def read_text_column(path: Path, column: str, fix: str = "pass --column NAME.") -> list[str]:

@@ -36,7 +36,7 @@ class IncomingBatch:
     """New unlabeled inputs: image paths or texts, and where they came from."""
 
     source: Path
-    modality: str                    # "image" or "text"
+    modality: str                    # "image", "text" or "audio"
     inputs: tuple[str, ...]          # image file paths, or the texts
     relative: tuple[str, ...] = ()   # images: path inside the folder (kept when the batch is stored)
     text_column: str = "text"
@@ -79,26 +79,27 @@ class Seen:
 
 
 def read_incoming(path: Path, modality: str, text_column: str) -> IncomingBatch:
-    """An image folder (recursive) or a CSV of texts, checked whole: an unreadable file, an empty
-    folder or a missing column is an error naming it, never a silently smaller batch."""
+    """A folder of images or sound files (recursive) or a CSV of texts, checked whole: an unreadable
+    file, an empty folder or a missing column is an error naming it, never a silently smaller batch."""
     path = path.expanduser().resolve()
     if not path.exists():
         raise DataError(f"{path}: incoming batch not found. Fix: pass --incoming "
-                        f"{'a folder of images' if modality == 'image' else 'a CSV file of texts'}.")
-    batch = _read_images(path) if modality == "image" else _read_texts(path, text_column)
+                        f"{'a CSV file of texts' if modality == 'text' else f'a folder of {modality} files'}.")
+    batch = _read_texts(path, text_column) if modality == "text" else _read_files(path, modality)
     if len(batch.inputs) < MIN_INCOMING:
         raise DataError(f"{path}: {len(batch.inputs)} input(s); the drift test needs at least {MIN_INCOMING}. "
                         "Fix: pass a larger batch.")
     return batch
 
 
-def _read_images(folder: Path) -> IncomingBatch:
-    from tasks.data.unlabeled import read_image_folder
+def _read_files(folder: Path, modality: str = "image") -> IncomingBatch:
+    from tasks.data.unlabeled import FILE_KINDS, read_input_folder
 
+    noun = FILE_KINDS[modality][1]
     if not folder.is_dir():
-        raise DataError(f"{folder}: the model reads images. Fix: pass a folder of images as --incoming.")
-    found = read_image_folder(folder, "pass a folder of images as --incoming.")
-    return IncomingBatch(folder, "image", tuple(map(str, found.images)), found.relative(),
+        raise DataError(f"{folder}: the model reads {noun}s. Fix: pass a folder of {noun}s as --incoming.")
+    found = read_input_folder(folder, modality, f"pass a folder of {noun}s as --incoming.")
+    return IncomingBatch(folder, modality, tuple(map(str, found.files)), found.relative(),
                          skipped=tuple(str(p.relative_to(folder)) for p in found.skipped))
 
 
@@ -114,8 +115,32 @@ def _read_texts(path: Path, text_column: str) -> IncomingBatch:
 
 def input_statistics(backbone: Backbone, modality: str, inputs: list[str]) -> dict[str, list[float]]:
     """Per input, what a person checks first: image size and brightness; text length and the
-    share of its tokens the tokenizer does not know."""
-    return _image_statistics(inputs) if modality == "image" else _text_statistics(backbone, inputs)
+    share of its tokens the tokenizer does not know; a clip's duration, loudness, sample rate and
+    share of silence."""
+    if modality == "image":
+        return _image_statistics(inputs)
+    if modality == "audio":
+        return _audio_statistics(inputs)
+    return _text_statistics(backbone, inputs)
+
+
+def _audio_statistics(paths: list[str]) -> dict[str, list[float]]:
+    """Duration (s), RMS loudness (dBFS), the file's sample rate (Hz), and the share of 20 ms frames
+    quieter than -60 dBFS."""
+    import soundfile
+
+    stats: dict[str, list[float]] = {"duration_s": [], "rms_dbfs": [], "sample_rate": [], "silent_share": []}
+    for path in paths:
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        mono = samples.mean(axis=1)
+        stats["duration_s"].append(len(mono) / rate)
+        stats["rms_dbfs"].append(float(20 * np.log10(max(float(np.sqrt(np.mean(np.square(mono)))), 1e-10))))
+        stats["sample_rate"].append(float(rate))
+        frame = max(1, rate // 50)
+        frames = mono[: len(mono) // frame * frame].reshape(-1, frame)
+        quiet = np.sqrt(np.mean(np.square(frames), axis=1)) < 1e-3 if len(frames) else np.array([1.0])
+        stats["silent_share"].append(float(np.mean(quiet)))
+    return stats
 
 
 def _image_statistics(paths: list[str]) -> dict[str, list[float]]:

@@ -21,8 +21,8 @@ MANIFEST = "manifest.json"
 
 
 def batch_digest(batch: IncomingBatch) -> str:
-    """The batch's content: image bytes with their paths inside the folder, or the texts in order."""
-    if batch.modality == "image":
+    """The batch's content: file bytes with their paths inside the folder, or the texts in order."""
+    if batch.modality != "text":
         parts = [f"{relative}\t{sha256_file(Path(path))}" for relative, path in zip(batch.relative, batch.inputs,
                                                                                     strict=True)]
     else:

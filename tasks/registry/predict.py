@@ -1,7 +1,7 @@
 """`transferflow predict`: the user's local files in, a registered model's answers out.
 
-The model gets what a served model gets over HTTP: each image file's bytes base64-encoded, a
-CSV's texts as texts, never a path. Looking a model up never creates an MLflow store.
+The model gets what a served model gets over HTTP: each image or sound file's bytes
+base64-encoded, a CSV's texts as texts, never a path. Looking a model up never creates an MLflow store.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import TransferflowError
-from tasks.data.table import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,8 +44,11 @@ class ModelInput:
 
 
 def modality_of(path: Path) -> str:
-    """A CSV holds texts; any other input file is an image."""
-    return "text" if path.suffix.lower() == ".csv" else "image"
+    """A CSV holds texts, a file with a sound extension audio; any other input file is an image."""
+    from tasks.data.table import AUDIO_EXTENSIONS
+
+    suffix = path.suffix.lower()
+    return "text" if suffix == ".csv" else "audio" if suffix in AUDIO_EXTENSIONS else "image"
 
 
 def read_inputs(paths: list[Path], text_column: str) -> list[ModelInput]:
@@ -63,15 +65,19 @@ def read_inputs(paths: list[Path], text_column: str) -> list[ModelInput]:
         elif not path.is_file():
             raise TransferflowError(f"{path}: input file not found.")
         else:
-            inputs += _read_texts(path, text_column) if modality_of(path) == "text" else [_read_image(path, path.name)]
+            inputs += _read_texts(path, text_column) if modality_of(path) == "text" else [_read_file(path, path.name)]
     return inputs
 
 
 def _read_folder(folder: Path) -> list[ModelInput]:
-    from tasks.data.unlabeled import read_image_folder
+    """The folder's sound files if it holds any, else its images (a model reads one modality)."""
+    from tasks.data.table import AUDIO_EXTENSIONS
+    from tasks.data.unlabeled import read_input_folder
 
-    found = read_image_folder(folder, "pass a folder of images.")
-    return [ModelInput(path, shown) for path, shown in zip(found.images, found.relative(), strict=True)]
+    sounds = any(p.suffix.lower() in AUDIO_EXTENSIONS for p in folder.rglob("*") if p.is_file())
+    found = read_input_folder(folder, "audio" if sounds else "image",
+                              "pass a folder of sound files." if sounds else "pass a folder of images.")
+    return [ModelInput(path, shown) for path, shown in zip(found.files, found.relative(), strict=True)]
 
 
 def _read_texts(path: Path, text_column: str) -> list[ModelInput]:
@@ -80,14 +86,17 @@ def _read_texts(path: Path, text_column: str) -> list[ModelInput]:
     return [ModelInput(path, text[:60], text) for text in read_text_column(path, text_column)]
 
 
-def _read_image(path: Path, shown: str) -> ModelInput:
-    """A single named image file, decoded whole now (sent later)."""
-    from tasks.data.unlabeled import check_images_decode
+def _read_file(path: Path, shown: str) -> ModelInput:
+    """A single named image or sound file, decoded whole now (sent later)."""
+    from tasks.data.unlabeled import FILE_KINDS
 
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise TransferflowError(f"{path}: not an image file (extensions {', '.join(IMAGE_EXTENSIONS)}). "
-                                "Fix: pass image files, or CSV files of texts (with --column).")
-    check_images_decode([path])
+    modality = modality_of(path)
+    extensions, _, check = FILE_KINDS[modality]
+    if path.suffix.lower() not in extensions:
+        everything = ", ".join(e for kind in FILE_KINDS.values() for e in kind[0])
+        raise TransferflowError(f"{path}: not an image or sound file (extensions {everything}). "
+                                "Fix: pass image or sound files, or CSV files of texts (with --column).")
+    check([path])
     return ModelInput(path, shown)
 
 
@@ -183,6 +192,6 @@ def check_modality(inputs: list[ModelInput], model: Any, model_uri: str) -> None
                                 "file paths. Fix: register a new version with `transferflow run`.")
     wrong = next((item for item in inputs if item.modality != expected), None)
     if wrong:
-        wanted = "image files" if expected == "image" else "CSV files of texts (with --column)"
+        wanted = {"image": "image files", "audio": "sound files"}.get(expected, "CSV files of texts (with --column)")
         raise TransferflowError(f"{wrong.source}: '{model_uri}' reads {expected}s, not {wrong.modality}s. "
                                 f"Fix: pass {wanted}.")

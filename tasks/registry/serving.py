@@ -48,6 +48,8 @@ REGISTERED_CHECKPOINT = "checkpoint.pt"  # the file name of a version's `weights
 INPUT_DESCRIPTION = {
     "image": "column `input`: each image file's bytes, base64-encoded (never a path on the server)",
     "text": "column `input`: the raw texts",
+    "audio": "column `input`: each sound file's bytes (wav, flac, ogg or mp3), base64-encoded (never a path on the "
+             "server); stereo is mixed down, and a clip longer than the model's max_seconds is cut to its middle",
 }
 
 
@@ -67,7 +69,7 @@ class TransferflowModel(PythonModel):
         legacy = json.loads(Path(context.artifacts["config"]).read_text()) if "config" in context.artifacts else None
         self.classifier, checkpoint = restore_classifier_from(Path(context.artifacts["weights"]), legacy)
         self.classifier.to(serving_device())
-        self.reads_images = checkpoint.model.MODALITY == "image"
+        self.modality = checkpoint.model.MODALITY
         self.classes: list[str] = checkpoint.classes
         self.operating_point = checkpoint.operating_point
         self.batch_size: int = int((legacy or context.model_config)["batch_size"])
@@ -80,8 +82,8 @@ class TransferflowModel(PythonModel):
         from tasks.models.loader import Batches
 
         inputs = list(model_input["input"] if isinstance(model_input, pd.DataFrame) else model_input)
-        if self.reads_images:
-            inputs = [decode_image(value, row) for row, value in enumerate(inputs)]
+        if self.modality in FILE_CHECKS:
+            inputs = [decode_file(value, row, self.modality) for row, value in enumerate(inputs)]
         batches = Batches(inputs, torch.zeros(len(inputs), dtype=torch.long), self.batch_size,
                           self.classifier.backbone.preprocess)
         probabilities = predict_proba(self.classifier, batches)
@@ -104,18 +106,33 @@ def serving_device() -> Any:
     return resolve_device(os.environ.get("TRANSFERFLOW_DEVICE", "auto"))
 
 
-def decode_image(value: str, row: int) -> io.BytesIO:
-    """base64 text -> the image's bytes in memory, which the backbone's preprocessing opens like a
-    file. Anything else, a path above all, is refused without touching the disk."""
+def _image_header(data: io.BytesIO) -> None:
     from PIL import Image
 
+    with Image.open(data):  # reads the header only: is this an image at all?
+        pass
+
+
+def _sound_header(data: io.BytesIO) -> None:
+    import soundfile
+
+    soundfile.info(data)  # reads the header only: is this a sound file libsndfile knows?
+
+
+# The modalities whose requests carry files (base64 bytes), and how their header is checked.
+FILE_CHECKS = {"image": (_image_header, "image"), "audio": (_sound_header, "sound file")}
+
+
+def decode_file(value: str, row: int, modality: str = "image") -> io.BytesIO:
+    """base64 text -> the file's bytes in memory, which the backbone's preprocessing opens like a
+    file. Anything else, a path above all, is refused without touching the disk."""
+    check, noun = FILE_CHECKS[modality]
     try:
         data = base64.b64decode(value, validate=True)
-        with Image.open(io.BytesIO(data)):  # reads the header only: is this an image at all?
-            pass
-    except (TypeError, ValueError, OSError):  # not text, not base64, not an image PIL knows
-        raise MlflowException(f"input row {row}: not base64-encoded image bytes. "
-                              "Fix: send base64-encoded image bytes, not a path.",
+        check(io.BytesIO(data))
+    except (TypeError, ValueError, OSError, RuntimeError):  # not text, not base64, not a file the decoder knows
+        raise MlflowException(f"input row {row}: not base64-encoded {noun} bytes. "
+                              f"Fix: send base64-encoded {noun} bytes, not a path.",
                               error_code=INVALID_PARAMETER_VALUE) from None
     return io.BytesIO(data)
 

@@ -208,11 +208,11 @@ def keep_incoming_batch(spec: Spec, batch: IncomingBatch, report: DriftReport, t
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     folder = spec.workdir.resolve() / "incoming" / report.model_name / stamp
     folder.mkdir(parents=True, exist_ok=False)
-    if batch.modality == "image":
+    if batch.modality != "text":
         files = [f"unlabeled/{relative}" for relative in batch.relative]
         for path, stored in zip(batch.inputs, files, strict=True):
             write_bytes_atomic(folder / stored, Path(path).read_bytes())
-        how = "Move each image in unlabeled/ into <data.path>/<label>/, then run `transferflow run CONFIG`."
+        how = "Move each file in unlabeled/ into <data.path>/<label>/, then run `transferflow run CONFIG`."
     else:
         files = ["texts.csv"]
         columns = spec.data.csv_columns

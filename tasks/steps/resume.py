@@ -225,8 +225,6 @@ def fill_resumed_run(chain: ResumeChain, tracking: TrackingRef) -> dict[str, int
     that registers the version holds its whole story. Never overwrites what this run logged."""
     from tasks.registry.resume_chain import fill_from_earlier_runs
 
-    if not chain.earlier_runs:
-        return {}
     copied = fill_from_earlier_runs(tracking.client, tracking.run_id, chain.earlier_runs)
     print("Filled from the killed run(s) " + ", ".join(chain.earlier_runs) + ": "
           + ", ".join(f"{count} {what}" for what, count in copied.items()))

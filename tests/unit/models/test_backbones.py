@@ -34,9 +34,15 @@ def cold_module_cache():
 
 
 def sample_inputs(modality: str, folder: Path) -> list[str]:
-    """Two texts, or two small images of different colours and shapes."""
+    """Two texts, two sound files (a tone, a stereo chirp at another rate), or two small images of
+    different colours and shapes."""
     if modality == "text":
         return ["My card has not arrived yet", "What is the exchange rate?"]
+    if modality == "audio":
+        from tests.sounds import chirp, tone, write
+
+        stereo = np.stack([chirp(200, 3000, rate=22_050), chirp(3000, 200, rate=22_050)], axis=1)
+        return [write(folder / "sample-0.wav", tone(440)), write(folder / "sample-1.flac", stereo, rate=22_050)]
     from PIL import Image
 
     paths = []

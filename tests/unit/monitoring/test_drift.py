@@ -97,7 +97,7 @@ def test_class_mix_shift_is_the_total_variation_distance():
 def test_empty_folder_unreadable_image_and_missing_column_name_the_fix(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataError, match=r"empty: no image files in this folder.*Fix: pass a folder of images"):
+    with pytest.raises(DataError, match=r"empty: no image files in this folder.*Fix: pass a folder of image files"):
         read_incoming(empty, "image", "text")
     images = tmp_path / "images"
     images.mkdir()

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from tasks.config.families import model_spec
 from tasks.registry.champion import registered_artifacts, registered_checkpoint, restore_registered
-from tasks.registry.serving import decode_image
+from tasks.registry.serving import decode_file
 from tests.registered_models import (
     SMALL_IMAGE_MODEL,
     open_store,
@@ -79,14 +79,14 @@ def test_a_path_is_refused_and_never_opened(champion, image_on_disk, sent):
 def test_decoded_image_is_read_in_memory():
     from PIL import Image
 
-    with Image.open(decode_image(png_base64(), row=0)) as image:
+    with Image.open(decode_file(png_base64(), row=0)) as image:
         assert image.size == (40, 30)
 
 
 @pytest.mark.parametrize("value", ["", "aGVsbG8=", None, b"\x89PNG\r\n"])
 def test_decode_refuses_what_is_not_base64_of_an_image(value):
     with pytest.raises(MlflowException, match="input row 3: not base64-encoded image bytes"):
-        decode_image(value, row=3)
+        decode_file(value, row=3)
 
 
 def test_registration_leaves_the_flow_run_open(registered):

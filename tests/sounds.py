@@ -1,0 +1,34 @@
+"""Synthetic sound files for unit tests, made on the machine (nothing downloaded): tones, chirps,
+noise bursts and silence, written with soundfile at any rate, channel count and format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def tone(hz: float, seconds: float = 0.5, rate: int = 16_000, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def chirp(start_hz: float, end_hz: float, seconds: float = 0.5, rate: int = 16_000) -> np.ndarray:
+    """A linear sweep from start_hz to end_hz."""
+    t = np.arange(round(seconds * rate)) / rate
+    phase = 2 * np.pi * (start_hz * t + (end_hz - start_hz) * t ** 2 / (2 * seconds))
+    return (0.5 * np.sin(phase)).astype(np.float32)
+
+
+def noise_burst(seconds: float = 0.5, rate: int = 16_000, seed: int = 0, amplitude: float = 0.3) -> np.ndarray:
+    return (amplitude * np.random.default_rng(seed).standard_normal(round(seconds * rate))).clip(-1, 1).astype(
+        np.float32)
+
+
+def write(path: Path, samples: np.ndarray, rate: int = 16_000, subtype: str | None = None) -> str:
+    """`samples` ([n] mono or [n, channels]) to `path`; the format follows the suffix."""
+    import soundfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, samples, rate, subtype=subtype)
+    return str(path)
