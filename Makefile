@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 export MALLOC_MMAP_THRESHOLD_ := 4294967296
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: install demo test lint postgresql
+.PHONY: install demo test lint postgresql audio-tools
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -39,8 +39,14 @@ postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
+# The audio example and tests speak their words with Debian's espeak-ng (tasks/data/spoken_words.py):
+# installed here when absent, as PostgreSQL is.
+audio-tools:
+	@command -v espeak-ng >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
+
 # Two workers, a test file each at a time (module fixtures stay shared): the integration tests wait
 # on subprocesses and servers much of their time, so two files in parallel took the suite here from
 # 15 to 11 minutes. Each worker starts its own session Prefect server.
-test: lint postgresql
+test: lint postgresql audio-tools
 	$(BIN)/python -m pytest -n 2 --dist loadfile

@@ -1,8 +1,9 @@
 """Embedding extraction: transferflow's path (`tasks.models.features.embed_inputs`: DataLoader decoding,
 inference mode, the backbone's own preprocessing) vs a bare `torch.inference_mode` forward loop
-with the same model, batch size and preprocessing, for each offline model.
+with the same model, batch size and preprocessing, for each offline model (for sound files: decode,
+resample, log-mel spectrogram and forward).
 
-Goal (issue 8): transferflow reaches at least 90% of the bare loop's throughput. Both sides are
+Goal (issues 8 and 20): transferflow reaches at least 90% of the bare loop's throughput. Both sides are
 timed alternately, `--rounds` times each, after one warm-up pass; the best round of each counts
 (the least disturbed by the rest of the machine). Prints inputs/s and the ratio; never asserts.
 Run by hand (see benchmarks/README.md):  python benchmarks/extraction_throughput.py [--limit 256]
@@ -24,6 +25,8 @@ MODELS = [
     ({"family": "torchvision", "name": "mobilenet_v2", "image_size": 224}, "hymenoptera"),
     ({"family": "timm", "name": "tf_efficientnet_lite0", "image_size": 224}, "hymenoptera"),
     ({"family": "hf_text", "name": "all-MiniLM-L6-v2", "max_tokens": 128}, "sms_spam"),
+    ({"family": "spectrogram", "name": "mobilenet_v2", "max_seconds": 1.0, "n_mels": 128, "image_size": 224},
+     "spoken_words"),
 ]
 
 
@@ -33,6 +36,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=256, help="inputs embedded per timed pass")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=["image", "text", "audio"], help="only the models of this modality")
     args = parser.parse_args()
 
     import torch
@@ -48,6 +52,8 @@ def main() -> None:
     print("| model | bare loop inputs/s | transferflow inputs/s | transferflow / bare |")
     print("| --- | ---: | ---: | ---: |")
     for raw, dataset in MODELS:
+        if args.only and args.only != model_spec(raw).MODALITY:
+            continue
         backbone = load_backbone(model_spec(raw))
         prepare_module(backbone.module, device, convnet=isinstance(backbone, ImageBackbone))
         inputs = load_inputs(args.data, dataset, args.limit)
@@ -63,11 +69,22 @@ def main() -> None:
 
 
 def load_inputs(data: Path, dataset: str, limit: int) -> list[str]:
-    """Image paths (every split, the .gif skipped by the loader) or SMS texts, first `limit`."""
+    """Image paths (every split, the .gif skipped by the loader), SMS texts, or spoken-word clips
+    (made once with espeak-ng under the system temp folder), first `limit`."""
+    import tempfile
+
     from tasks.config.spec import data_spec
     from tasks.data.readers import load_examples
+    from tasks.data.spoken_words import WORDS, write_spoken_words
 
-    if dataset == "hymenoptera":
+    if dataset == "spoken_words":
+        folder = Path(tempfile.gettempdir()) / f"transferflow-bench-spoken-words-{limit}"
+        if not folder.exists():
+            staging = folder.with_name(folder.name + ".partial")
+            write_spoken_words(staging, clips_per_word=-(-limit // len(WORDS)))
+            staging.rename(folder)
+        raw = {"kind": "audio_folder", "path": folder}
+    elif dataset == "hymenoptera":
         raw = {"kind": "image_folder", "path": (data / "hymenoptera").resolve()}
     else:
         raw = {"kind": "csv_text", "path": (data / "sms_spam" / "sms_spam.csv").resolve()}

@@ -158,29 +158,36 @@ def drift(config: Path = typer.Argument(..., help="YAML config"),
 
 @app.command()
 def predict(model_uri: str = typer.Argument(..., help="e.g. models:/digits@champion"),
-            inputs: list[Path] | None = typer.Argument(None, help="Image files, folders of images, or CSV files "
-                                                                  "of texts"),
-            column: str = typer.Option("text", help="Text column when an input is a CSV"),
+            inputs: list[Path] | None = typer.Argument(None, help="Image or sound files, folders of them, or CSV "
+                                                                  "files of texts or of sound-file paths"),
+            column: str = typer.Option("text", help="The column of texts (or of sound-file paths, relative to the "
+                                                    "CSV's folder) when an input is a CSV"),
             out: Path | None = typer.Option(None, "--out", help="Write all predictions to this CSV file "
                                                                 "(label, probability and p_<class> per input)"),
             force: bool = typer.Option(False, "--force", help="Replace the --out file if it exists"),
             workdir: Path = typer.Option(Path(".transferflow"), help="Where the default MLflow store is")) -> None:
     """Predict with a registered model: label and probability per input. Files are read here and
-    sent as a served model gets them (image bytes, texts), never as paths."""
+    sent as a served model gets them (image or sound bytes, texts), never as paths; a CSV is read
+    as the model reads it (texts, or a list of sound files for an audio model)."""
     with _user_errors():
         from tasks.registry.predict import (
             check_can_write,
+            check_given,
             check_modality,
             predict_in_batches,
             read_inputs,
+            registered_modality,
             registered_model,
             write_predictions,
         )
 
-        model_inputs = read_inputs(inputs or [], column)
+        check_given(inputs or [])
         if out is not None:
             check_can_write(out.expanduser(), force)  # before any work: an existing file is never lost
         check_servers(mlflow=True)
+        # The model's modality from its metadata (no weights load), so the inputs are read, and a bad
+        # one named, before the model loads.
+        model_inputs = read_inputs(inputs or [], column, registered_modality(model_uri, workdir.expanduser()))
         with registered_model(model_uri, workdir.expanduser()) as model:
             check_modality(model_inputs, model, model_uri)
             answers = predict_in_batches(model, model_inputs)

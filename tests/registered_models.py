@@ -32,6 +32,7 @@ from tasks.registry.serving import (
 
 SMALL_IMAGE_MODEL = model_spec(dict(family="torchvision", name="mobilenet_v2", image_size=32))
 TEXT_MODEL = model_spec(dict(family="hf_text", name="all-MiniLM-L6-v2", max_tokens=16))
+AUDIO_MODEL = model_spec(dict(family="spectrogram", name="mobilenet_v2", max_seconds=0.5, n_mels=32, image_size=32))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Synthetic sound files for unit tests, made on the machine (nothing downloaded): tones, chirps,
-noise bursts and silence, written with soundfile at any rate, channel count and format."""
+noise bursts and silence, written with soundfile at any rate, channel count and format
+(`pcm16`: exact 16-bit samples, the same numbers in every lossless container)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,13 @@ def write(path: Path, samples: np.ndarray, rate: int = 16_000, subtype: str | No
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(path, samples, rate, subtype=subtype)
     return str(path)
+
+
+def silence(seconds: float = 0.5, rate: int = 16_000) -> np.ndarray:
+    return np.zeros(round(seconds * rate), dtype=np.float32)
+
+
+def pcm16(samples: np.ndarray) -> np.ndarray:
+    """`samples` in [-1, 1] as 16-bit integers on the decoder's scale (int / 32768 decodes back),
+    clipped at full scale: written as int16, wav and flac hold exactly these numbers."""
+    return np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32768), -32768, 32767).astype(np.int16)

@@ -1,9 +1,11 @@
 """Inputs no model should learn from, and examples whose label the data contradicts, taken out
 before the split with their reason: never silently skipped, always in the report and the summary.
 
-Odd inputs: what the kind's `odd_reason` says of one input (zero-byte, undecodable, tiny or
-constant images; missing, empty or non-UTF-8 texts), what the loader could not read as an example
-(unsupported formats), and one image under many names (a placeholder such as "image not found",
+Odd inputs: what the check of the data's modality (`tasks.data.input_checks`, chosen by the kind's
+MODALITY, so `audio_folder` and `csv_audio` judge a clip alike) says of one input (zero-byte,
+undecodable, tiny or constant images; undecodable, too short, silent or clipped sound files;
+missing, empty or non-UTF-8 texts), what the loader could not read as an example (unsupported
+formats), and one file's content under many names (a placeholder such as "image not found",
 whatever its format). `data.odd_inputs: drop` (default) quarantines them; `fail` keeps them in
 the table so the label-quality check stops the run listing them.
 Conflicting labels: `data.conflicting_labels: drop` removes every copy of an example that appears
@@ -17,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from tasks.config.data_kinds.base import ClassFolderOptions
 from tasks.config.spec import DataSpec
+from tasks.data.input_checks import input_check
 from tasks.data.table import Quarantined
 
 if TYPE_CHECKING:
@@ -28,16 +30,15 @@ PLACEHOLDER_COPIES = 3  # the same file content under this many names is a place
 
 
 def odd_inputs(table: pd.DataFrame, data: DataSpec) -> list[Quarantined]:
-    """Every row of the table that is no fit example, with its reason (one decode per input)."""
-    from tasks.data.readers import reader_for
-
-    reader = reader_for(data)
+    """Every row of the table that is no fit example, with its reason (one decode per input). Copies
+    count by distinct names: a CSV listing one file on two rows is a duplicate, not a placeholder."""
+    check = input_check(data)
     found = []
-    copies = table.groupby("example_id")["source"].transform("count")
+    copies = table.groupby("example_id")["input"].transform("nunique")
     for row, count in zip(table.itertuples(index=False), copies, strict=True):
-        reason = reader.odd_reason(data, row.input)
-        if reason is None and count >= PLACEHOLDER_COPIES and isinstance(data, ClassFolderOptions):
-            reason = f"placeholder: the same {data.NOUN.removesuffix('s')} under {count} names"
+        reason = check.reason(row.input)
+        if reason is None and count >= PLACEHOLDER_COPIES and check.file_noun is not None:
+            reason = f"placeholder: the same {check.file_noun} under {count} names"
         if reason is not None:
             found.append(Quarantined(str(row.source), str(row.label), reason))
     return found

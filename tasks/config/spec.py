@@ -214,9 +214,12 @@ class FinetuneSpec(_Frozen):
     warmup: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of a stage's steps with a linear lr "
                                                            "warm-up (then cosine decay).")
     augment: Literal["none", "light", "standard"] = Field(
-        "none", description="Random image augmentation (images only). none keeps the frozen-prefix cache on; a "
-                            "regularized retry goes one level up. light: small crops and shifts; standard: also "
-                            "flips and colour jitter (do not use for data where a flip changes the label).")
+        "none", description="Random augmentation of the inputs (images and sound; texts have none). none keeps the "
+                            "frozen-prefix cache on; a regularized retry goes one level up. Images: light, small "
+                            "crops and shifts; standard, also flips and colour jitter (do not use for data where a "
+                            "flip changes the label). Sound: light, a time shift and SpecAugment time and frequency "
+                            "masks; standard, also noise at 20-40 dB SNR (gain is not varied: the log-mel front end "
+                            "is gain invariant).")
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="0.1 is used in a regularized retry when 0.")
     class_weights: Literal["auto", "on", "off"] = Field(

@@ -9,6 +9,7 @@ maintenance. soundfile's wheel bundles libsndfile (wav, flac, ogg/vorbis, mp3).
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,8 @@ def odd_clip_reason(source: Any) -> str | None:
     if facts.seconds == 0:
         return "zero-length audio (no samples)"
     if facts.seconds < MIN_SECONDS:
-        return f"too short: {facts.seconds * 1000:.0f} ms (under {MIN_SECONDS * 1000:.0f} ms)"
+        shown = math.floor(round(facts.seconds * 1000, 6))  # floored: a clip just under the floor never reads as it
+        return f"too short: {shown} ms (under {MIN_SECONDS * 1000:.0f} ms)"
     if facts.rms < SILENCE_RMS:
         return f"digital silence (RMS {facts.rms:.1e}, under {SILENCE_RMS:g})"
     if facts.clipped_share > MAX_CLIPPED_SHARE:
@@ -85,6 +87,8 @@ def content_key(source: Any, sample_rate: int) -> str:
     bits: the same sound in another lossless container (wav, flac) or sample format (16-bit, float)
     gets the same key, so its copies form one near-copy group. Chosen over an acoustic fingerprint
     (chromaprint: a C library and a binary to install) because the leakage check's embedding
-    similarity already catches the looser copies, lossy re-encodings and resamplings included."""
-    quantised = np.round(np.clip(decode(source, sample_rate), -1.0, 1.0) * 32767).astype("<i2")
+    similarity already catches the looser copies, lossy re-encodings and resamplings included.
+    The 16-bit grid is the decoder's own (a 16-bit sample s decodes to s / 32768): a 16-bit file
+    keys as its very samples, and a float copy is rounded to the nearest of them."""
+    quantised = np.clip(np.round(decode(source, sample_rate) * 32768.0), -32768, 32767).astype("<i2")
     return hashlib.sha256(quantised.tobytes()).hexdigest()

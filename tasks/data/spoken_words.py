@@ -1,6 +1,6 @@
 """The audio example's data, made on this machine (nothing is downloaded): a few command words
 spoken by Debian's espeak-ng in many voices, speeds and pitches, each placed at a random offset in
-a one-second clip with background noise mixed in at 5-25 dB SNR, written as 16 kHz wav files in
+a one-second clip with background noise mixed in at 10-30 dB SNR, written as 16 kHz wav files in
 the audio-folder layout (<word>/<clip>.wav). Seeded: the same files every time.
 """
 
@@ -18,7 +18,8 @@ from tasks.core.errors import DataError
 WORDS = ("yes", "no", "up", "down", "left", "right", "stop", "go")
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 VARIANTS = ("", "+m1", "+m3", "+m5", "+f1", "+f2", "+f4", "+klatt")
-CLIPS_PER_WORD = 60
+CLIPS_PER_WORD = 120
+SNR_DB = (10.0, 30.0)  # the speech's level over the noise's, drawn per clip
 RATE = 16_000
 SEED = 2026
 
@@ -32,7 +33,7 @@ def write_spoken_words(folder: Path, clips_per_word: int = CLIPS_PER_WORD, words
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         raise DataError("data.materialize_from: spoken_words needs Debian's espeak-ng to speak the words. "
-                        "Fix: apt-get install espeak-ng (the Makefile's `make install` does).")
+                        "Fix: `make audio-tools` (or apt-get install espeak-ng).")
     generator = np.random.default_rng(SEED)
     written = 0
     with tempfile.TemporaryDirectory() as scratch:
@@ -51,7 +52,7 @@ def write_spoken_words(folder: Path, clips_per_word: int = CLIPS_PER_WORD, words
 
 
 def _in_noise(speech: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-    """The word at a random offset in one second of coloured noise, at a random SNR of 5-25 dB."""
+    """The word at a random offset in one second of coloured noise, at a random SNR in SNR_DB."""
     speech = speech[:RATE]
     clip = np.zeros(RATE, dtype=np.float32)
     offset = int(generator.integers(0, RATE - len(speech) + 1))
@@ -61,5 +62,5 @@ def _in_noise(speech: np.ndarray, generator: np.random.Generator) -> np.ndarray:
     smoothing = float(generator.uniform(0.0, 0.95))  # 0: white noise; near 1: a low rumble
     noise = lfilter([1.0], [1.0, -smoothing], generator.standard_normal(RATE))
     speech_rms = float(np.sqrt(np.mean(np.square(clip[offset:offset + len(speech)]))))
-    noise *= speech_rms / (float(np.sqrt(np.mean(np.square(noise)))) * 10 ** (generator.uniform(5, 25) / 20))
+    noise *= speech_rms / (float(np.sqrt(np.mean(np.square(noise)))) * 10 ** (generator.uniform(*SNR_DB) / 20))
     return np.clip(clip + noise, -1.0, 1.0).astype(np.float32)

@@ -61,6 +61,15 @@ def skipped_summary(skipped_files: Sequence[str]) -> str:
             f"{', '.join(skipped_files[:SHOWN_SKIPPED])}{more}")
 
 
+def unsupported_format(file: Path, extensions: tuple[str, ...], noun: str) -> str | None:
+    """Why a listed or found file is no example of a kind of files (None: its format is one of
+    `extensions`): one message whether a class folder or a CSV named the file."""
+    suffix = file.suffix.lower()
+    if suffix in extensions:
+        return None
+    return f"unsupported format ({suffix or 'no extension'}; {noun} are {', '.join(extensions)})"
+
+
 def subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 

@@ -1,7 +1,11 @@
 """`transferflow predict`: the user's local files in, a registered model's answers out.
 
 The model gets what a served model gets over HTTP: each image or sound file's bytes
-base64-encoded, a CSV's texts as texts, never a path. Looking a model up never creates an MLflow store.
+base64-encoded, a CSV's texts as texts, never a path. A CSV is read as the registered model reads
+it (`registered_modality`, from the version's metadata before its weights load): for an audio model
+its column holds sound-file paths, each relative to the CSV's folder as `kind: csv_audio` reads
+them; for another, or when the modality is unknown, it is such a list only if every value names a
+sound file, else texts. Looking a model up never creates an MLflow store.
 """
 
 from __future__ import annotations
@@ -51,13 +55,20 @@ def modality_of(path: Path) -> str:
     return "text" if suffix == ".csv" else "audio" if suffix in AUDIO_EXTENSIONS else "image"
 
 
-def read_inputs(paths: list[Path], text_column: str) -> list[ModelInput]:
-    """Image files are shown by name, a folder contributes its images (recursively, shown by their
-    path inside it), a CSV the texts of its `text_column`. `~` is expanded, since a quoted path
-    reaches us unexpanded."""
+def check_given(paths: list[Path]) -> None:
+    """Refuse an empty input list before any model is looked up."""
     if not paths:
-        raise TransferflowError("no inputs given. Fix: name image files, folders of images or CSV files of "
-                                "texts after the model, e.g. `transferflow predict models:/digits@champion digit.png`.")
+        raise TransferflowError("no inputs given. Fix: name image or sound files, folders of them, or CSV files of "
+                                "texts or of sound-file paths after the model, e.g. "
+                                "`transferflow predict models:/digits@champion digit.png`.")
+
+
+def read_inputs(paths: list[Path], text_column: str, modality: str | None = None) -> list[ModelInput]:
+    """Image files are shown by name, a folder contributes its images (recursively, shown by their
+    path inside it), a CSV the values of its `text_column`: texts, or sound files as `modality` (the
+    model's, where known) or the values say (see the module docstring). `~` is expanded, since a
+    quoted path reaches us unexpanded."""
+    check_given(paths)
     inputs: list[ModelInput] = []
     for path in (p.expanduser() for p in paths):
         if path.is_dir():
@@ -65,7 +76,8 @@ def read_inputs(paths: list[Path], text_column: str) -> list[ModelInput]:
         elif not path.is_file():
             raise TransferflowError(f"{path}: input file not found.")
         else:
-            inputs += _read_texts(path, text_column) if modality_of(path) == "text" else [_read_file(path, path.name)]
+            inputs += _read_csv(path, text_column, modality) if modality_of(path) == "text" \
+                else [_read_file(path, path.name)]
     return inputs
 
 
@@ -80,10 +92,39 @@ def _read_folder(folder: Path) -> list[ModelInput]:
     return [ModelInput(path, shown) for path, shown in zip(found.files, found.relative(), strict=True)]
 
 
-def _read_texts(path: Path, text_column: str) -> list[ModelInput]:
-    from tasks.data.unlabeled import read_text_column
+def _read_csv(path: Path, column: str, modality: str | None) -> list[ModelInput]:
+    """A CSV's `column` as texts, or as sound files listed relative to the CSV's folder (shown as
+    written): each must be a file inside that folder, of a sound format, that decodes."""
+    from tasks.data.listed_files import listed_files
+    from tasks.data.table import AUDIO_EXTENSIONS
+    from tasks.data.unlabeled import check_sounds_decode, read_text_column
 
-    return [ModelInput(path, text[:60], text) for text in read_text_column(path, text_column)]
+    values = read_text_column(path, column)
+    if not lists_sound_files(values, modality):
+        return [ModelInput(path, text[:60], text) for text in values]
+    rows = range(2, len(values) + 2)  # as a spreadsheet numbers them (the header is row 1)
+    files = listed_files(path, zip(rows, values, strict=True), column, "--column",
+                         "or pass --column NAME of the column of sound-file paths.")
+    foreign = [f"row {row}: '{value}'" for row, value, file in zip(rows, values, files, strict=True)
+               if file.suffix.lower() not in AUDIO_EXTENSIONS]
+    if foreign:
+        raise TransferflowError(f"{path}: {len(foreign)} row(s) of column '{column}' (--column) name no sound file "
+                                f"(extensions {', '.join(AUDIO_EXTENSIONS)}): {'; '.join(foreign[:5])}. "
+                                "Fix: list sound files only.")
+    check_sounds_decode(files)
+    return [ModelInput(file, value) for file, value in zip(files, values, strict=True)]
+
+
+def lists_sound_files(values: list[str], modality: str | None) -> bool:
+    """Whether a CSV column is a list of sound files: always for an audio model (so a bad row is
+    named as a bad path); for any other, or an unknown model, when every non-empty value has a sound
+    file's extension (so a text model refuses the list instead of reading file names as texts)."""
+    from tasks.data.table import AUDIO_EXTENSIONS
+
+    if modality == "audio":
+        return True
+    named = [value.strip() for value in values if value.strip()]
+    return bool(named) and all(Path(value).suffix.lower() in AUDIO_EXTENSIONS for value in named)
 
 
 def _read_file(path: Path, shown: str) -> ModelInput:
@@ -142,22 +183,55 @@ def registered_model(model_uri: str, workdir: Path) -> Iterator[Any]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    match = MODEL_URI.fullmatch(model_uri)
-    if not match:
-        raise _cannot_load(model_uri, "not a registered model's URI")
+    match = _parsed(model_uri)
     client = _existing_store_client(workdir, model_uri)
     ours = _set_aside("tasks")
     try:
         try:
-            version = (client.get_model_version_by_alias(match["name"], match["alias"]) if match["alias"]
-                       else client.get_model_version(match["name"], match["version"]))
-            model = mlflow.pyfunc.load_model(client.get_model_version_download_uri(version.name, version.version))
+            model = mlflow.pyfunc.load_model(_download_uri(client, match))
         except (MlflowException, OSError) as exc:
             raise _cannot_load(model_uri, str(exc).splitlines()[0]) from None
         yield model
     finally:
         _set_aside("tasks")
         sys.modules.update(ours)
+
+
+def registered_modality(model_uri: str, workdir: Path) -> str | None:
+    """What the registered version reads ("image", "text", "audio"; None for a version registered
+    before versions said so), from its MLmodel file alone: neither its weights nor its code load,
+    so the inputs can be read as the model reads them before it loads (a missing file is named
+    without waiting for the weights)."""
+    import tempfile
+
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    match = _parsed(model_uri)
+    client = _existing_store_client(workdir, model_uri)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            mlmodel = download_artifacts(artifact_uri=f"{_download_uri(client, match)}/MLmodel", dst_path=folder)
+            metadata = Model.load(mlmodel).metadata
+    except (MlflowException, OSError) as exc:
+        raise _cannot_load(model_uri, str(exc).splitlines()[0]) from None
+    modality = (metadata or {}).get("input_modality")
+    return str(modality) if modality is not None else None
+
+
+def _parsed(model_uri: str) -> re.Match[str]:
+    match = MODEL_URI.fullmatch(model_uri)
+    if not match:
+        raise _cannot_load(model_uri, "not a registered model's URI")
+    return match
+
+
+def _download_uri(client: Any, match: re.Match[str]) -> str:
+    """Where the version of a parsed `models:/` URI (by alias or number) is stored."""
+    version = (client.get_model_version_by_alias(match["name"], match["alias"]) if match["alias"]
+               else client.get_model_version(match["name"], match["version"]))
+    return str(client.get_model_version_download_uri(version.name, version.version))
 
 
 def _set_aside(package: str) -> dict[str, Any]:
@@ -192,6 +266,7 @@ def check_modality(inputs: list[ModelInput], model: Any, model_uri: str) -> None
                                 "file paths. Fix: register a new version with `transferflow run`.")
     wrong = next((item for item in inputs if item.modality != expected), None)
     if wrong:
-        wanted = {"image": "image files", "audio": "sound files"}.get(expected, "CSV files of texts (with --column)")
+        wanted = {"image": "image files", "audio": "sound files, or CSV files listing them (with --column)"}.get(
+            expected, "CSV files of texts (with --column)")
         raise TransferflowError(f"{wrong.source}: '{model_uri}' reads {expected}s, not {wrong.modality}s. "
                                 f"Fix: pass {wanted}.")

@@ -13,13 +13,22 @@ import pandas as pd
 from mlflow import MlflowClient
 
 
-def image_labels(root: Path) -> dict[str, tuple[Path, str]]:
-    """Example id (sha256 of the bytes) -> (file, label from its folder name), for every image."""
+def file_labels(root: Path, suffixes: tuple[str, ...]) -> dict[str, tuple[Path, str]]:
+    """Example id (sha256 of the bytes) -> (file, label from its folder name), for every file with one
+    of these suffixes."""
     found = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+        if path.is_file() and path.suffix.lower() in suffixes:
             found[hashlib.sha256(path.read_bytes()).hexdigest()] = (path, path.parent.name)
     return found
+
+
+def image_labels(root: Path) -> dict[str, tuple[Path, str]]:
+    return file_labels(root, (".jpg", ".jpeg", ".png"))
+
+
+def sound_labels(root: Path) -> dict[str, tuple[Path, str]]:
+    return file_labels(root, (".wav", ".flac", ".ogg", ".mp3"))
 
 
 def text_labels(csv_path: Path) -> dict[str, tuple[str, str]]:

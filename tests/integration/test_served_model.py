@@ -1,5 +1,5 @@
 """The registered model behind a real `mlflow models serve` on loopback: raw inputs over HTTP
-(image bytes as base64, texts), labels and probabilities back, and a path refused.
+(image and sound bytes as base64, texts), labels and probabilities back, and a path refused.
 
 Each server binds 127.0.0.1 on a free port, reads its own temporary store, and is stopped by
 its process group id when the test ends, passed or failed."""
@@ -18,7 +18,15 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.registered_models import SMALL_IMAGE_MODEL, TEXT_MODEL, open_store, png_base64, register, save_checkpoint
+from tests.registered_models import (
+    AUDIO_MODEL,
+    SMALL_IMAGE_MODEL,
+    TEXT_MODEL,
+    open_store,
+    png_base64,
+    register,
+    save_checkpoint,
+)
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -84,6 +92,11 @@ def text_server(tmp_path_factory):
     yield from served_model(tmp_path_factory, TEXT_MODEL, ["ham", "spam"], "sms")
 
 
+@pytest.fixture(scope="module")
+def audio_server(tmp_path_factory):
+    yield from served_model(tmp_path_factory, AUDIO_MODEL, ["chirp", "tone"], "sounds")
+
+
 def local_predictions(store, model_name: str, values: list[str]) -> pd.DataFrame:
     model = mlflow.pyfunc.load_model(store.client.get_model_version_download_uri(model_name, "1"))
     return model.predict(pd.DataFrame({"input": values}))
@@ -120,3 +133,31 @@ def test_the_served_text_model_answers_raw_texts(text_server):
     expected = local_predictions(store, "sms", texts)
     assert served["label"].tolist() == expected["label"].tolist()
     assert served["p_spam"].to_numpy() == pytest.approx(expected["p_spam"].to_numpy(), abs=1e-6)
+
+
+def wav_base64(samples, rate: int, folder: Path, name: str) -> str:
+    from tests.sounds import write
+
+    return base64.b64encode(Path(write(folder / name, samples, rate)).read_bytes()).decode()
+
+
+def test_the_served_audio_model_answers_base64_sound_bytes_and_refuses_a_path(audio_server, tmp_path):
+    """A mono 16 kHz tone and a stereo 44.1 kHz chirp as wav bytes: the server decodes, mixes down
+    and resamples them as the registered model does in process; a path on its disk is refused."""
+    import numpy as np
+
+    from tests.sounds import chirp, tone
+
+    url, store = audio_server
+    stereo = np.stack([chirp(300, 4000, rate=44_100), chirp(4000, 300, rate=44_100)], axis=1)
+    sounds = [wav_base64(tone(440), 16_000, tmp_path, "tone.wav"),
+              wav_base64(stereo, 44_100, tmp_path, "chirp.wav")]
+    response = invoke(url, sounds)
+    assert response.status_code == 200, response.text
+    served = pd.DataFrame(response.json()["predictions"])
+    expected = local_predictions(store, "sounds", sounds)
+    assert served["label"].tolist() == expected["label"].tolist()
+    assert served["p_tone"].to_numpy() == pytest.approx(expected["p_tone"].to_numpy(), abs=1e-6)
+    assert (served[["p_chirp", "p_tone"]].sum(axis=1) - 1).abs().max() < 1e-5
+    response = invoke(url, [str(tmp_path / "tone.wav")])
+    assert 400 <= response.status_code < 500 and "not a path" in response.text

@@ -9,6 +9,7 @@ found by the kind's name) loads the examples and judges each input.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import ClassVar, Literal, NamedTuple
 
@@ -71,7 +72,7 @@ class DataKindOptions(BaseModel):
         10.0, gt=1.0, description="Largest/smallest class above this is reported as a warning."
     )
 
-    MODALITY: ClassVar[str]          # "image" | "text": what the data holds, so what a model must read
+    MODALITY: ClassVar[str]          # "image" | "text" | "audio": what the data holds, so what a model must read
     PATH_IS_FOLDER: ClassVar[bool]   # `path` names a folder (else a file): checked when the config loads
     PATH_SHAPE: ClassVar[str]        # what `path` must be, in words, for that check's message
     READABLE: ClassVar[str]          # the quality check's name for "every input can be read"
@@ -112,3 +113,55 @@ class ClassFolderOptions(DataKindOptions):
     PATH_SHAPE = "a folder root/<label>/* or root/<train|val|test>/<label>/*"
     EXTENSIONS: ClassVar[tuple[str, ...]]  # the files that are examples; others are quarantined as unsupported
     NOUN: ClassVar[str]                    # what the files are, in messages ("images", "sound files")
+
+
+class CsvFileOptions(DataKindOptions):
+    """Kinds whose `path` is a UTF-8 CSV file with a header row, one row per example: an input column
+    (the field `INPUT_FIELD` names it) and a label column; given splits from `split_column` or from
+    held-out files beside it. One place for what `csv_text` and `csv_audio` share, so both read
+    their files, columns and given splits alike."""
+
+    label_column: str = "label"
+    split_column: str | None = Field(None, description="A column with given splits (train / val / test).")
+    val_path: Path | None = Field(None, description="A CSV file of given validation examples (same columns), e.g. "
+                                                    "a dataset's shipped dev set.")
+    test_path: Path | None = Field(None, description="A CSV file of given test examples (same columns), e.g. "
+                                                     "banking77's test.csv; examples also in `path` stay only here.")
+
+    PATH_IS_FOLDER = False
+    PATH_SHAPE = "a CSV file"
+    INPUT_FIELD: ClassVar[str]  # the field that names the input column ("text_column", "path_column")
+
+    @property
+    def input_column(self) -> str:
+        """The column each example's input is in, as this config names it."""
+        return str(getattr(self, self.INPUT_FIELD))
+
+    def files(self) -> list[tuple[Path, str | None]]:
+        """Each CSV file with the split all its rows belong to (None: the main file)."""
+        given = [(path, split) for path, split in ((self.val_path, "val"), (self.test_path, "test")) if path]
+        return [(self.path, None), *given]
+
+    def missing_columns(self, path: Path, columns: list[str], given: str | None) -> str | None:
+        """The problem when a file lacks a column this config names, in the loader's words, or None."""
+        split_column = self.split_column if given is None else None
+        missing = [c for c in (self.input_column, self.label_column, split_column) if c and c not in columns]
+        if not missing:
+            return None
+        field_names = {self.input_column: self.INPUT_FIELD, self.label_column: "label_column"}
+        fields = ", ".join(f"data.{field_names.get(c, 'split_column')}='{c}'" for c in missing)
+        return (f"{path}: column(s) {missing} not found ({fields}). Columns in the file: {columns}. "
+                "Fix: set the field to one of them.")
+
+    def problem_before_loading(self) -> str | None:
+        """A named column absent from a file's header row: found in a moment, where reading the data
+        would come only after the flow has started."""
+        for path, given in self.files():
+            try:
+                with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+                    header = next(csv.reader(handle), None)
+            except (OSError, csv.Error):
+                continue  # the loader says what is wrong with the file itself
+            if header and (problem := self.missing_columns(path, header, given)):
+                return problem
+        return None

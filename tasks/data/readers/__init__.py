@@ -1,6 +1,7 @@
 """Each data kind's reader, found by the kind's name: `tasks/data/readers/<kind>.py` defines
-`load(options) -> LoadedData` and `odd_reason(options, input) -> str | None`. The options live in
-tasks/config/data_kinds (no pandas there); adding a kind is one options module and one reader."""
+`load(options) -> LoadedData`. The options live in tasks/config/data_kinds (no pandas there);
+adding a kind is one options module and one reader. Whether one input is fit to learn from is
+judged by the data's modality, not its kind (`tasks/data/input_checks.py`)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
 
 class Reader(Protocol):
     def load(self, data: DataKindOptions) -> LoadedData: ...
-
-    def odd_reason(self, data: DataKindOptions, value: object) -> str | None: ...
 
 
 def reader_for(data: DataKindOptions) -> Reader:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tasks.config.data_kinds.audio_folder import AudioFolderOptions
 from tasks.data.readers.class_folders import load_class_folders
 from tasks.data.table import LoadedData
@@ -17,13 +15,3 @@ def load(data: AudioFolderOptions) -> LoadedData:
 
         materialize(data.materialize_from, data.path)
     return load_class_folders(data)
-
-
-def odd_reason(data: AudioFolderOptions, value: object) -> str | None:
-    """Zero-byte, undecodable, empty, too short, digitally silent or heavily clipped sound files."""
-    from tasks.core.audio import odd_clip_reason
-
-    path = Path(str(value))
-    if path.stat().st_size == 0:
-        return "zero-byte file"
-    return odd_clip_reason(path)

@@ -11,7 +11,7 @@ import pandas as pd
 from tasks.config.data_kinds.base import ClassFolderOptions
 from tasks.core.errors import DataError
 from tasks.core.hashing import sha256_file
-from tasks.data.table import COLUMNS, SPLIT_NAMES, LoadedData, Quarantined, files_in, subdirs
+from tasks.data.table import COLUMNS, SPLIT_NAMES, LoadedData, Quarantined, files_in, subdirs, unsupported_format
 
 
 def load_class_folders(data: ClassFolderOptions) -> LoadedData:
@@ -30,10 +30,8 @@ def load_class_folders(data: ClassFolderOptions) -> LoadedData:
             classes.add(label_dir.name)
             for file in sorted(p for p in label_dir.rglob("*") if p.is_file()):
                 relative = str(file.relative_to(root))
-                if file.suffix.lower() not in data.EXTENSIONS:
-                    unsupported.append(Quarantined(relative, label_dir.name, "unsupported format "
-                                                   f"({file.suffix.lower() or 'no extension'}; {data.NOUN} are "
-                                                   f"{', '.join(data.EXTENSIONS)})"))
+                if reason := unsupported_format(file, data.EXTENSIONS, data.NOUN):
+                    unsupported.append(Quarantined(relative, label_dir.name, reason))
                     continue
                 rows.append((sha256_file(file), str(file), label_dir.name, split_name, relative))
     if not classes:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.config.data_kinds.csv_text import CsvTextOptions
-from tasks.core.errors import DataError
 from tasks.core.hashing import sha256_text
-from tasks.data.table import SPLIT_NAMES, LoadedData, read_csv
+from tasks.data.readers.csv_files import example_table, read_rows, row_number
+from tasks.data.table import LoadedData
 
 
 def load(data: CsvTextOptions) -> LoadedData:
@@ -22,49 +22,9 @@ def load(data: CsvTextOptions) -> LoadedData:
 
 
 def _csv_table(path: Path, data: CsvTextOptions, given: str | None) -> pd.DataFrame:
-    """One CSV file's examples; `given` is the split every row of a given held-out file belongs to."""
-    if not path.is_file():
-        field_name = {None: "path", "val": "val_path", "test": "test_path"}[given]
-        raise DataError(f"{path}: data.{field_name} is not a file. Fix: point data.{field_name} at a CSV file.")
-    frame = read_csv(path)
-    if problem := data.missing_columns(path, list(frame.columns), given):
-        raise DataError(problem)
-    if data.select_classes:
-        frame = frame[frame[data.label_column].isin(data.select_classes)]
+    """One CSV file's examples; a missing text gets an id of its own row (the odd-input check names it)."""
+    frame = read_rows(path, data, given)
     texts = frame[data.text_column]
-    return pd.DataFrame(
-        {
-            "example_id": [
-                sha256_text(t) if isinstance(t, str) else sha256_text(f"<missing text, {path.name} row {i + 2}>")
-                for i, t in zip(frame.index, texts, strict=True)
-            ],
-            "input": texts.to_numpy(),
-            "label": frame[data.label_column].to_numpy(),
-            "given_split": [given] * len(frame) if given else _given_splits(frame, data, path),
-            "source": [f"{path.name}:row {i + 2}" for i in frame.index],
-        }
-    )
-
-
-def _given_splits(frame: pd.DataFrame, data: CsvTextOptions, path: Path) -> list[str]:
-    if not data.split_column:
-        return [""] * len(frame)
-    values = frame[data.split_column].fillna("").str.strip().str.lower()
-    unknown = sorted(set(values) - set(SPLIT_NAMES))
-    if unknown:
-        raise DataError(
-            f"{path}: column data.split_column='{data.split_column}' has values {unknown}; "
-            f"allowed: {sorted(SPLIT_NAMES)}."
-        )
-    return [SPLIT_NAMES[v] for v in values]
-
-
-def odd_reason(data: CsvTextOptions, value: object) -> str | None:
-    """Missing, empty or whitespace-only texts, and texts with bytes that are not UTF-8."""
-    if not isinstance(value, str):
-        return "missing text"
-    if not value.strip():
-        return "empty text (whitespace only)"
-    if "\ufffd" in value:
-        return "undecodable bytes (not UTF-8)"
-    return None
+    ids = [sha256_text(t) if isinstance(t, str) else sha256_text(f"<missing text, {path.name} row {row_number(i)}>")
+           for i, t in zip(frame.index, texts, strict=True)]
+    return example_table(path, data, given, frame, ids, texts.to_numpy())

@@ -4,6 +4,7 @@ AutoTokenizer or AutoImageProcessor, from a local folder or the local Hugging Fa
 Layer groups are the embeddings, then the encoder's layers (one group each, or `layer_groups`
 - 1 chunks), the final norm riding with the last. BERT-style text encoders (all-MiniLM-L6-v2
 among them) can cut exactly between groups for the prefix cache; other encoders run whole.
+`family: hf_audio` (hf_audio_models.py) builds on the same loading and grouping.
 """
 
 from __future__ import annotations
@@ -97,8 +98,13 @@ def build_auto_model(spec: FamilyOptions, weights: WeightsSource) -> nn.Module:
         model = AutoModel.from_config(AutoConfig.from_pretrained(cast(Path, weights.path)))
     else:
         model = AutoModel.from_pretrained(weights.path or spec.name)
-    vision = getattr(model, "vision_model", None)  # CLIP-style models: the image tower only
-    return cast(nn.Module, vision if spec.family == "hf_image" and vision is not None else model)
+    # CLIP/CLAP-style models: the image or the audio tower only; Whisper-style models: the encoder.
+    tower = getattr(model, {"hf_image": "vision_model", "hf_audio": "audio_model"}.get(spec.family, ""), None)
+    if tower is not None:
+        return cast(nn.Module, tower)
+    if spec.family == "hf_audio" and getattr(model.config, "is_encoder_decoder", False):
+        return cast(nn.Module, model.get_encoder())
+    return cast(nn.Module, model)
 
 
 def preprocessor_folder(spec: FamilyOptions, weights: WeightsSource) -> Path | str:
@@ -117,16 +123,21 @@ def encoder_layers(module: nn.Module) -> nn.ModuleList:
     return max(lists, key=len)
 
 
-def transformer_groups(module: nn.Module, groups: int | None) -> list[nn.Module]:
-    """[embeddings, layer chunks...]; a norm after the stack joins the last chunk."""
-    layers = encoder_layers(module)
-    embeddings = getattr(module, "embeddings", None)
+def transformer_groups(module: nn.Module, groups: int | None, *, layers: nn.ModuleList | None = None,
+                       front: list[nn.Module] | None = None, head: list[nn.Module] | None = None) -> list[nn.Module]:
+    """[embeddings, layer chunks...]; a norm after the stack joins the last chunk. `layers`, `front`
+    (what runs before the stack) and `head` (after it) default to the text and image encoders' names."""
+    layers = encoder_layers(module) if layers is None else layers
+    if front is None:
+        front = [m for m in [getattr(module, "embeddings", None)] if m is not None]
+    first = front[0] if len(front) == 1 else nn.ModuleList(front) if front else None
     chunks = chunked(list(layers), None if groups is None else groups - 1)
-    head = [m for name, m in module.named_children() if name in ("layernorm", "post_layernorm", "norm")]
+    if head is None:
+        head = [m for name, m in module.named_children() if name in ("layernorm", "post_layernorm", "norm")]
     if head:
         last = chunks[-1]
         chunks[-1] = nn.ModuleList([*(last if isinstance(last, nn.ModuleList) else [last]), *head])
-    return ([embeddings] if embeddings is not None else []) + chunks
+    return ([first] if first is not None else []) + chunks
 
 
 class _AutoModelBackbone(Backbone):

@@ -58,6 +58,7 @@ class LogMel:
     window: int                   # samples per Hann window
     mean: tuple[float, ...]       # the image model's normalization, per channel
     std: tuple[float, ...]
+    image_size: int | None = None  # resized to image_size x image_size; None keeps n_mels x frames
 
     @property
     def length(self) -> int:
@@ -81,6 +82,9 @@ class LogMel:
         return (decibels.clamp_min(floor) - floor) / TOP_DB
 
     def image(self, scaled: torch.Tensor) -> torch.Tensor:
+        if self.image_size is not None:
+            scaled = nn.functional.interpolate(scaled[None, None], size=(self.image_size, self.image_size),
+                                               mode="bilinear", align_corners=False)[0, 0]
         channels = [(scaled - mean) / std for mean, std in zip(self.mean, self.std, strict=True)]
         return torch.stack(channels)
 
@@ -145,9 +149,9 @@ class SpectrogramBackbone(Backbone):
         self.weights_sha256, self.started_from = image.weights_sha256, ""
         geometry = image.eval_geometry()
         self.front_end = LogMel(spec.sample_rate, spec.max_seconds, spec.n_mels,
-                                round(spec.sample_rate * spec.hop_ms / 1000), round(spec.sample_rate * spec.window_ms
-                                                                                     / 1000),
-                                tuple(geometry.mean), tuple(geometry.std))
+                                hop=round(spec.sample_rate * spec.hop_ms / 1000),
+                                window=round(spec.sample_rate * spec.window_ms / 1000),
+                                mean=tuple(geometry.mean), std=tuple(geometry.std), image_size=spec.image_size)
         self.freeze()
 
     @classmethod
@@ -174,7 +178,8 @@ class SpectrogramBackbone(Backbone):
     def preprocessing_id(self) -> str:
         front = self.front_end
         return (f"logmel;rate={front.sample_rate};seconds={front.seconds};mels={front.n_mels};hop={front.hop};"
-                f"window={front.window};fft={front.n_fft};top_db={TOP_DB};mean={front.mean};std={front.std}")
+                f"window={front.window};fft={front.n_fft};top_db={TOP_DB};size={front.image_size};mean={front.mean};"
+                f"std={front.std}")
 
     def preprocess(self, inputs: list[Any]) -> torch.Tensor:
         return decode_clips(inputs, self.front_end)

@@ -9,7 +9,8 @@ from PIL import Image
 
 from tasks.audit.odd_inputs import PLACEHOLDER_COPIES, take_out
 from tasks.config.spec import data_spec
-from tasks.data.readers import load_examples, reader_for
+from tasks.data.input_checks import input_check
+from tasks.data.readers import load_examples
 from tests.conftest import small_image
 
 
@@ -102,5 +103,5 @@ def test_mnist_sized_digits_pass_and_slivers_and_blanks_do_not(size, colour, exp
             image.putpixel((14, y), 255)
         image.save(path)
     data = data_spec({"kind": "image_folder", "path": tmp_path})
-    reason = reader_for(data).odd_reason(data, path)
+    reason = input_check(data).reason(path)
     assert (reason is None) if expected is None else reason.startswith(expected)

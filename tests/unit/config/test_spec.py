@@ -79,7 +79,7 @@ def test_model_must_match_the_data_modality(tmp_path):
 
 def test_an_unknown_family_lists_the_registered_ones(tmp_path):
     message = error_of(config(tmp_path, family="keras"))
-    assert "model.family: write one of: hf_image, hf_text, spectrogram, timm, torchvision" in message
+    assert "model.family: write one of: hf_audio, hf_image, hf_text, spectrogram, timm, torchvision" in message
 
 
 def test_a_field_of_another_family_is_refused_with_the_familys_own_fields(tmp_path):
@@ -131,8 +131,10 @@ SHARED_DATA_FIELDS = ("kind, path, classes, select_classes, duplicates, conflict
 
 @pytest.mark.parametrize("kind, family, model, field, own_fields", [
     ("image_folder", "torchvision", "mobilenet_v2", "split_column", "layout, materialize_from"),
-    ("csv_text", "hf_text", "all-MiniLM-L6-v2", "layout", "text_column, label_column, split_column, val_path, "
-                                                          "test_path"),
+    ("csv_text", "hf_text", "all-MiniLM-L6-v2", "layout", "label_column, split_column, val_path, test_path, "
+                                                          "text_column"),
+    ("csv_audio", "spectrogram", "mobilenet_v2", "text_column", "label_column, split_column, val_path, test_path, "
+                                                                "path_column"),
 ])
 def test_a_field_of_another_kind_is_refused_with_the_kinds_own_fields(tmp_path, kind, family, model, field,
                                                                       own_fields):
@@ -143,10 +145,11 @@ def test_a_field_of_another_kind_is_refused_with_the_kinds_own_fields(tmp_path, 
 
 
 def test_an_unknown_kind_lists_the_registered_ones(tmp_path):
-    assert "data.kind: write one of: audio_folder, csv_text, image_folder" in error_of(config(tmp_path, kind="parquet"))
+    kinds = "data.kind: write one of: audio_folder, csv_audio, csv_text, image_folder"
+    assert kinds in error_of(config(tmp_path, kind="parquet"))
     path = config(tmp_path)
     path.write_text(path.read_text().replace("kind: image_folder, ", ""))
-    assert "data.kind: write one of: audio_folder, csv_text, image_folder" in error_of(path)
+    assert kinds in error_of(path)
 
 
 def test_layout_defaults_to_auto(tmp_path):

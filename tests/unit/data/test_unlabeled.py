@@ -53,3 +53,45 @@ def test_texts_come_from_the_named_column_and_an_empty_cell_is_an_empty_text(tmp
     assert read_text_column(path, "message") == ["hello", ""]
     with pytest.raises(DataError, match=r"no column 'text' \(columns: \['id', 'message'\]\)"):
         read_text_column(path, "text")
+
+
+# --- sound files -------------------------------------------------------------------------------
+
+@pytest.fixture
+def sounds(tmp_path: Path) -> Path:
+    from tests.sounds import tone, write
+
+    root = tmp_path / "incoming"
+    for i, relative in enumerate(("a/1.wav", "b/2.flac", "b/3.OGG", "a/.4.wav", ".cache/5.wav",
+                                  "b/.ipynb_checkpoints/6.mp3")):
+        write(root / relative, tone(300 + 100 * i))
+    (root / "notes.txt").write_text("not a sound")
+    small_image((20, 20), (30, 90, 120)).save(root / "cover.png")
+    (root / ".DS_Store").write_bytes(b"\0\1")
+    return root
+
+
+def test_hidden_files_are_never_sound_inputs_and_other_files_are_listed(sounds):
+    from tasks.data.unlabeled import read_input_folder
+
+    found = read_input_folder(sounds, "audio", "pass a folder.")
+    assert found.relative() == ("a/1.wav", "b/2.flac", "b/3.OGG")
+    assert [p.name for p in found.skipped] == ["cover.png", "notes.txt"]
+
+
+def test_predict_and_the_drift_check_read_the_same_sound_files(sounds):
+    predicted = [item.shown for item in read_inputs([sounds], "text")]
+    drift = _read_files(sounds, "audio")
+    assert predicted == list(drift.relative) == ["a/1.wav", "b/2.flac", "b/3.OGG"]
+    assert drift.skipped == ("cover.png", "notes.txt")
+
+
+def test_a_sound_file_that_does_not_decode_is_named_by_both(sounds):
+    whole = (sounds / "b" / "2.flac").read_bytes()
+    (sounds / "b" / "2.flac").write_bytes(whole[:60] + b"\xff" * 200)  # the header kept, the frames garbage
+    (sounds / "a" / "1.wav").write_text("RIFF but really a shopping list")
+    for read in (lambda: read_inputs([sounds], "text"), lambda: _read_files(sounds, "audio")):
+        with pytest.raises(DataError, match=r"1\.wav: not a sound file libsndfile can read \(and 1 more\)"):
+            read()
+    with pytest.raises(DataError, match=r"2\.flac: not a sound file libsndfile can read\. Fix"):
+        read_inputs([sounds / "b" / "2.flac"], "text")

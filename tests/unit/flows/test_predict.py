@@ -1,5 +1,7 @@
 """`transferflow predict` reads the user's local files and sends the model what a served model
-gets (image bytes, texts); looking a model up never creates a store. Real MLflow, SQLite store."""
+gets (image or sound bytes, texts); a CSV is read as the registered model reads it (texts, or
+sound-file paths relative to the CSV's folder); looking a model up never creates a store. Real
+MLflow, SQLite store."""
 
 import base64
 import os
@@ -11,9 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from tasks.config.families import model_spec
 from tasks.core.errors import TransferflowError
-from tasks.registry.predict import read_inputs
+from tasks.registry.predict import modality_of, read_inputs
 from tests.registered_models import SMALL_IMAGE_MODEL, TEXT_MODEL, open_store, png_base64, register, save_checkpoint
+from tests.sounds import chirp, tone, write
 
 TRANSFERFLOW = Path(sys.executable).parent / "transferflow"
 
@@ -196,3 +200,143 @@ def test_an_existing_out_file_is_kept_unless_force_is_given(image_workdir, photo
                        "--workdir", str(image_workdir))
     assert replaced.exit_code == 0, replaced.output
     assert list(pd.read_csv(out)["input"]) == [photo.name]
+
+
+# --- sound files -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, modality", [("clip.wav", "audio"), ("CLIP.FLAC", "audio"), ("clip.ogg", "audio"),
+                                            ("clip.mp3", "audio"), ("texts.csv", "text"), ("photo.png", "image"),
+                                            ("photo.JPG", "image")])
+def test_a_files_modality_follows_its_extension_in_any_case(name, modality):
+    assert modality_of(Path(name)) == modality
+
+
+def test_sound_files_are_sent_as_their_base64_bytes(tmp_path):
+    clip = Path(write(tmp_path / "yes.flac", tone(440)))
+    [read] = read_inputs([clip], "text")
+    assert base64.b64decode(read.value) == clip.read_bytes()
+    assert read.shown == "yes.flac" and read.modality == "audio"
+
+
+def test_a_folder_of_sound_files_gives_its_sound_files_only(tmp_path):
+    folder = tmp_path / "incoming"
+    write(folder / "b" / "2.flac", tone(300))
+    write(folder / "a" / "1.wav", tone(500))
+    write(folder / "a" / ".3.wav", tone(700))  # hidden: never an input
+    (folder / "notes.txt").write_text("recorded on Tuesday")
+    (folder / "cover.png").write_bytes(base64.b64decode(png_base64()))
+    read = read_inputs([folder], "text")
+    assert [item.shown for item in read] == ["a/1.wav", "b/2.flac"]
+    assert {item.modality for item in read} == {"audio"}
+
+
+def test_a_file_named_like_a_sound_that_does_not_decode_is_named_before_anything_is_sent(tmp_path):
+    from tasks.core.errors import DataError
+
+    write(tmp_path / "incoming" / "fine.wav", tone(440))
+    fake = tmp_path / "incoming" / "fake.wav"
+    fake.write_text("a shopping list, not a sound\n" * 20)
+    for inputs in ([fake], [tmp_path / "incoming"]):
+        with pytest.raises(DataError, match=r"fake\.wav: not a sound file libsndfile can read"):
+            read_inputs(inputs, "text")
+
+
+@pytest.mark.parametrize("model_reads, sent, wanted", [("image", "clip.wav", "Fix: pass image files"),
+                                                       ("audio", "photo.png", "Fix: pass sound files")])
+def test_a_model_refuses_files_of_another_modality_naming_the_first(tmp_path, model_reads, sent, wanted):
+    from types import SimpleNamespace
+
+    from tasks.registry.predict import ModelInput, check_modality
+
+    model = SimpleNamespace(metadata=SimpleNamespace(metadata={"input_modality": model_reads}))
+    right = "photo.png" if sent == "clip.wav" else "clip.wav"
+    check_modality([ModelInput(tmp_path / right, right)], model, "models:/m@champion")  # its own modality passes
+    with pytest.raises(TransferflowError, match=rf"{sent}: 'models:/m@champion' reads {model_reads}s.*{wanted}"):
+        check_modality([ModelInput(tmp_path / right, right), ModelInput(tmp_path / sent, sent)], model,
+                       "models:/m@champion")
+
+
+# --- CSV files of sound-file paths -------------------------------------------------------------
+
+WORDS_MODEL = model_spec(dict(family="spectrogram", name="mobilenet_v2", max_seconds=0.5, n_mels=32))
+
+
+@pytest.fixture(scope="module")
+def audio_workdir(tmp_path_factory):
+    """A workdir whose default store holds `words@champion`, a small spectrogram (audio) model."""
+    workdir = tmp_path_factory.mktemp("audio") / "workdir"
+    workdir.mkdir()
+    register(open_store(workdir), save_checkpoint(workdir, WORDS_MODEL, 2), WORDS_MODEL, ["chirp", "tone"], "words")
+    return workdir
+
+
+@pytest.fixture
+def sound_list(tmp_path):
+    """batch/list.csv naming two sound files relative to its own folder, and a decoy of the same
+    name in another folder, the working folder of the tests that use it."""
+    folder = tmp_path / "batch"
+    write(folder / "clips" / "a.wav", tone(440))
+    write(folder / "clips" / "b.flac", chirp(300, 3000))
+    write(tmp_path / "elsewhere" / "clips" / "a.wav", tone(880, 0.3))
+    (folder / "list.csv").write_text("id,file\n1,clips/a.wav\n2,clips/b.flac\n")
+    return folder / "list.csv"
+
+
+def test_a_csv_of_sound_files_is_read_against_its_own_folder_and_sent_as_their_bytes(sound_list, monkeypatch):
+    monkeypatch.chdir(sound_list.parent.parent / "elsewhere")
+    read = read_inputs([sound_list], "file")  # the model's modality unknown: every value names a sound file
+    folder = sound_list.parent
+    assert [(item.shown, item.source, item.modality) for item in read] == [
+        ("clips/a.wav", folder / "clips" / "a.wav", "audio"), ("clips/b.flac", folder / "clips" / "b.flac", "audio")]
+    assert base64.b64decode(read[0].value) == (folder / "clips" / "a.wav").read_bytes()
+
+
+def test_for_an_audio_model_a_csv_row_naming_no_sound_file_inside_its_folder_is_named(tmp_path):
+    folder = tmp_path / "batch"
+    write(folder / "clips" / "a.wav", tone(440))
+    (folder / "clips" / "b").write_bytes((folder / "clips" / "a.wav").read_bytes())
+    write(tmp_path / "outside.wav", tone(440))
+    unnamed = folder / "unnamed.csv"
+    unnamed.write_text("file\nclips/a.wav\nclips/b\n")
+    assert {item.modality for item in read_inputs([unnamed], "file")} == {"text"}  # not every value a sound file
+    with pytest.raises(TransferflowError, match=r"unnamed\.csv: 1 row\(s\) of column 'file' \(--column\) name no "
+                                                r"sound file "
+                                                r".*row 3: 'clips/b'"):
+        read_inputs([unnamed], "file", "audio")  # the model reads sound: the list is read as one
+    escaping = folder / "escaping.csv"
+    escaping.write_text("file\nclips/a.wav\n../outside.wav\n")
+    with pytest.raises(TransferflowError, match=r"escaping\.csv: 1 row\(s\) of column 'file' \(--column\) name no "
+                                                r"file inside the CSV's folder .*row 3: '\.\./outside\.wav' is "
+                                                r"outside"):
+        read_inputs([escaping], "file", "audio")
+
+
+def test_an_audio_model_answers_a_csv_of_sound_files_as_it_answers_their_bytes(audio_workdir, sound_list, tmp_path,
+                                                                               monkeypatch):
+    import pandas as pd
+
+    from tasks.registry.predict import registered_model
+
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    out = tmp_path / "predictions.csv"
+    result = predict("models:/words@champion", str(sound_list), "--column", "file", "--out", str(out),
+                     "--workdir", str(audio_workdir))
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(out)
+    assert written["input"].tolist() == ["clips/a.wav", "clips/b.flac"]
+    files = [sound_list.parent / "clips" / "a.wav", sound_list.parent / "clips" / "b.flac"]
+    with registered_model("models:/words@champion", audio_workdir) as model:
+        served = model.predict(pd.DataFrame({"input": [base64.b64encode(p.read_bytes()).decode() for p in files]}))
+    assert written["label"].tolist() == served["label"].tolist()
+    assert written["p_tone"].to_numpy() == pytest.approx(served["p_tone"].to_numpy(), abs=1e-6)
+
+
+def test_a_csv_is_read_as_the_registered_model_reads_it(audio_workdir, text_workdir, sound_list, messages):
+    """An audio model reads a CSV as a list of sound files, so a CSV of texts is named row by row
+    (not refused as texts); a text model refuses a list of sound files (not reading file names as texts)."""
+    as_paths = predict("models:/words@champion", str(messages), "--column", "message", "--workdir", str(audio_workdir))
+    assert as_paths.exit_code == 2
+    assert "row 2: 'Free entry: win a prize now' not found" in as_paths.output and "Traceback" not in as_paths.output
+    as_texts = predict("models:/sms@champion", str(sound_list), "--column", "file", "--workdir", str(text_workdir))
+    assert as_texts.exit_code == 2
+    assert f"{sound_list.parent / 'clips' / 'a.wav'}: 'models:/sms@champion' reads texts, not audios" in as_texts.output

@@ -184,6 +184,7 @@ def test_unknown_names_and_weights_are_refused_with_the_fix(raw, field):
     {"family": "timm", "name": "convnext_atto"},
     {"family": "hf_text", "name": "bert-base-uncased"},
     {"family": "hf_image", "name": "facebook/dinov2-small"},
+    {"family": "hf_audio", "name": "facebook/wav2vec2-base"},
 ])
 def test_weights_not_on_this_machine_fail_with_where_they_were_looked_for(raw, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -179,3 +179,91 @@ workdir: {tmp_path / "work"}
     stored = Path(keep_incoming_batch.fn(spec, batch, report, "manual"))
     assert list(pd.read_csv(stored / "texts.csv").columns) == ["message", "category"]
     assert "Fill the 'category' column" in json.loads((stored / "manifest.json").read_text())["how_to_label"]
+
+
+# --- sound files -------------------------------------------------------------------------------
+
+def expected_audio_statistics(mono: np.ndarray, rate: int) -> dict[str, float]:
+    """Recomputed here, frame by frame: duration, RMS in dBFS, the rate, the share of whole 20 ms
+    frames whose RMS is under -60 dBFS (1e-3)."""
+    samples = mono.astype(np.float64)
+    frame = rate // 50
+    quiet = [np.sqrt(np.mean(samples[i:i + frame] ** 2)) < 1e-3 for i in range(0, len(samples) - frame + 1, frame)]
+    return {"duration_s": len(samples) / rate, "rms_dbfs": 20 * np.log10(np.sqrt(np.mean(samples ** 2))),
+            "sample_rate": float(rate), "silent_share": sum(quiet) / len(quiet)}
+
+
+def test_audio_statistics_match_a_numpy_recomputation_on_known_clips(tmp_path):
+    """A 16 kHz clip silent for its first 0.3 s, a 22.05 kHz stereo clip (mixed to the channels'
+    mean), and a 16-bit 44.1 kHz noise burst whose last partial frame is not counted."""
+    from tasks.monitoring.drift import input_statistics
+    from tests.sounds import chirp, noise_burst, pcm16, silence, tone, write
+
+    gap = np.concatenate([silence(0.3), tone(440, seconds=0.7)])
+    left, right = tone(300, seconds=0.5, rate=22_050), chirp(200, 4000, seconds=0.5, rate=22_050)
+    burst = pcm16(np.concatenate([noise_burst(0.2, rate=44_100), silence(0.05, rate=44_100)]))
+    clips = [(write(tmp_path / "gap.wav", gap, subtype="FLOAT"), gap, 16_000),
+             (write(tmp_path / "stereo.flac", np.stack([left, right], axis=1), rate=22_050, subtype="PCM_24"),
+              (left.astype(np.float64) + right) / 2, 22_050),
+             (write(tmp_path / "burst.wav", burst, rate=44_100), burst / 32768, 44_100)]
+    stats = input_statistics(None, "audio", [path for path, _, _ in clips])
+    assert set(stats) == {"duration_s", "rms_dbfs", "sample_rate", "silent_share"}
+    for index, (_, mono, rate) in enumerate(clips):
+        expected = expected_audio_statistics(mono, rate)
+        for name, value in expected.items():
+            assert stats[name][index] == pytest.approx(value, rel=1e-4, abs=1e-4), (index, name)
+    assert stats["sample_rate"] == [16_000.0, 22_050.0, 44_100.0]
+    assert stats["duration_s"] == pytest.approx([1.0, 0.5, 0.25])
+    assert stats["silent_share"][0] == pytest.approx(0.3)  # 15 of 50 frames
+    assert stats["rms_dbfs"][0] == pytest.approx(20 * np.log10(0.5 * np.sqrt(0.7 / 2)), abs=0.01)  # 0.7 s of tone
+
+
+def test_a_folder_of_sound_files_is_read_whole_and_its_problems_name_the_fix(tmp_path):
+    from tests.sounds import tone, write
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"empty: no sound files in this folder.*Fix: pass a folder of sound files"):
+        read_incoming(empty, "audio", "text")
+    sounds = tmp_path / "sounds"
+    for i in range(12):
+        write(sounds / ("day2" if i % 2 else "") / f"{i:02d}.{'flac' if i % 3 else 'wav'}", tone(200 + 50 * i))
+    (sounds / "notes.txt").write_text("not a sound")
+    (sounds / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt not really")
+    with pytest.raises(DataError, match=r"broken\.wav: not a sound file libsndfile can read.*Fix: remove or replace"):
+        read_incoming(sounds, "audio", "text")
+    (sounds / "broken.wav").unlink()
+    batch = read_incoming(sounds, "audio", "text")
+    assert batch.modality == "audio" and len(batch.inputs) == 12 and batch.skipped == ("notes.txt",)
+    assert batch.relative[:2] == ("00.wav", "02.flac") and "day2/01.flac" in batch.relative
+    with pytest.raises(DataError, match=r"the model reads sound files\. Fix: pass a folder of sound files"):
+        read_incoming(sounds / "00.wav", "audio", "text")
+
+
+def test_a_drifted_sound_batch_is_copied_with_its_folders_and_a_manifest(tmp_path):
+    from tasks.config.loading import load_spec
+    from tasks.monitoring.drift_report import DriftReport
+    from tasks.steps.monitor import keep_incoming_batch
+    from tests.conftest import write_config
+    from tests.sounds import tone, write
+
+    (tmp_path / "data" / "yes").mkdir(parents=True)
+    config = write_config(tmp_path, f"""
+task: Hear yes from no.
+metric: {{name: accuracy, target: 0.5}}
+data: {{kind: audio_folder, path: {tmp_path / "data"}}}
+model: {{family: spectrogram, name: mobilenet_v2}}
+registry: {{model_name: yn}}
+workdir: {tmp_path / "work"}
+""")
+    incoming = tmp_path / "incoming"
+    for i in range(11):
+        write(incoming / ("day2" if i % 2 else "") / f"{i}.wav", tone(200 + 30 * i))
+    batch = read_incoming(incoming, "audio", "text")
+    report = DriftReport("yn", "3", str(incoming), True, 0.001, 0.2, 0.05, 11, 11, 20, 199, 1.0,
+                         {"yes": 1.0}, {"yes": 1.0}, 0.0, {})
+    stored = Path(keep_incoming_batch.fn(load_spec(config), batch, report, "manual"))
+    manifest = json.loads((stored / "manifest.json").read_text())
+    assert manifest["n"] == 11 and sorted(manifest["files"]) == sorted(f"unlabeled/{r}" for r in batch.relative)
+    for relative in batch.relative:
+        assert (stored / "unlabeled" / relative).read_bytes() == (incoming / relative).read_bytes()

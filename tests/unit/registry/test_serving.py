@@ -1,11 +1,13 @@
-"""The registered pyfunc answers image bytes and never opens a path; registration goes through an
-explicit client, leaves the flow's run open, and is all-or-nothing; a version holds one
-self-describing checkpoint, and versions registered by older code still load and answer. Real
-MLflow, SQLite store."""
+"""The registered pyfunc answers image bytes (an audio model: sound-file bytes) and never opens a
+path; registration goes through an explicit client, leaves the flow's run open, and is
+all-or-nothing; a version holds one self-describing checkpoint, and versions registered by older
+code still load and answer. Real MLflow, SQLite store."""
 
 import base64
+from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -22,6 +24,7 @@ from tests.registered_models import (
     register_legacy,
     save_checkpoint,
 )
+from tests.sounds import chirp, pcm16, tone, write
 
 CLASSES = ["ants", "bees"]
 
@@ -87,6 +90,72 @@ def test_decoded_image_is_read_in_memory():
 def test_decode_refuses_what_is_not_base64_of_an_image(value):
     with pytest.raises(MlflowException, match="input row 3: not base64-encoded image bytes"):
         decode_file(value, row=3)
+
+
+# --- sound files -------------------------------------------------------------------------------
+
+def sound_file(folder: Path, suffix: str) -> tuple[Path, np.ndarray]:
+    """A 22.05 kHz tone as a sound file of `suffix`, with the 16-bit samples it holds."""
+    samples = pcm16(tone(440, seconds=0.5, rate=22_050))
+    return Path(write(folder / f"clip{suffix}", samples, rate=22_050)), samples
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg", ".mp3"])
+def test_decoded_sound_bytes_are_read_in_memory_as_the_file_they_came_from(tmp_path, suffix):
+    import soundfile
+
+    path, samples = sound_file(tmp_path, suffix)
+    data = decode_file(base64.b64encode(path.read_bytes()).decode("ascii"), row=0, modality="audio")
+    assert data.getvalue() == path.read_bytes()
+    decoded, rate = soundfile.read(data, dtype="int16")
+    assert rate == 22_050
+    if suffix in (".wav", ".flac"):  # lossless: the very samples
+        np.testing.assert_array_equal(decoded, samples)
+
+
+@pytest.mark.parametrize("value", ["", "aGVsbG8=", None, b"RIFF", png_base64(), "/etc/passwd",
+                                   base64.b64encode(b"/srv/clips/clip.wav").decode()],
+                         ids=["empty", "base64 of text", "None", "bytes", "an image", "a path", "base64 of a path"])
+def test_decode_refuses_what_is_not_base64_of_a_sound_file_with_the_fix(value):
+    with pytest.raises(MlflowException, match=r"input row 3: not base64-encoded sound file bytes\. "
+                                              r"Fix: send base64-encoded sound file bytes, not a path\.") as raised:
+        decode_file(value, row=3, modality="audio")
+    assert raised.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+@pytest.fixture(scope="module")
+def served_audio_model(tmp_path_factory):
+    """A spectrogram model saved as the registry serves it (not registered: no store needed)."""
+    from tasks.models.backbones import load_backbone
+    from tasks.models.checkpoints import Checkpoint
+    from tasks.models.classifier import Classifier, new_head
+    from tasks.registry.serving import save_pyfunc
+
+    folder = tmp_path_factory.mktemp("audio-model")
+    spec = model_spec({"family": "spectrogram", "name": "mobilenet_v2", "max_seconds": 0.5, "n_mels": 32})
+    backbone = load_backbone(spec)
+    classifier = Classifier(backbone, new_head(backbone.dim, 2, seed=0))
+    checkpoint = Checkpoint(model=spec, classes=["no", "yes"], weights=classifier.state_dict(), stage="test")
+    return classifier, mlflow.pyfunc.load_model(str(save_pyfunc(folder / "served", checkpoint, batch_size=2)))
+
+
+def test_a_served_audio_model_answers_sound_bytes_as_its_classifier_does(served_audio_model, tmp_path):
+    classifier, served = served_audio_model
+    assert served.metadata.metadata["input_modality"] == "audio"
+    paths = [sound_file(tmp_path, ".wav")[0], Path(write(tmp_path / "sweep.flac", chirp(300, 3000)))]
+    answer = served.predict(pd.DataFrame({"input": [base64.b64encode(p.read_bytes()).decode() for p in paths]}))
+    with torch.no_grad():
+        expected = torch.softmax(classifier(classifier.backbone.preprocess([str(p) for p in paths])), dim=1).numpy()
+    np.testing.assert_allclose(answer[["p_no", "p_yes"]].to_numpy(), expected, atol=1e-5)
+
+
+def test_a_served_audio_model_refuses_a_path(served_audio_model, tmp_path):
+    _, served = served_audio_model
+    path, _ = sound_file(tmp_path, ".wav")
+    good = base64.b64encode(path.read_bytes()).decode()
+    for sent in (str(path), base64.b64encode(str(path).encode()).decode()):
+        with pytest.raises(MlflowException, match="input row 1: not base64-encoded sound file bytes"):
+            served.predict(pd.DataFrame({"input": [good, sent]}))
 
 
 def test_registration_leaves_the_flow_run_open(registered):
