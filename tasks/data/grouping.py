@@ -41,6 +41,7 @@ import itertools
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,21 +74,21 @@ def normalized_text(text: str) -> str:
 
 
 def group_keys(examples: pd.DataFrame, modality: str, hash_cache: Path | None = None) -> pd.Series:
-    """One key per row of `examples` (columns example_id, input): equal keys, one group."""
-    if modality == "image":
-        return pd.Series(image_group_keys(list(examples["input"]), list(examples["example_id"]), hash_cache),
-                         index=examples.index)
-    if modality == "audio":
-        return pd.Series(audio_group_keys(list(examples["input"]), list(examples["example_id"])),
-                         index=examples.index)
-    if modality != "text":
+    """One key per row of `examples` (columns example_id, input): equal keys, one group. The keys of
+    a modality without an entry in GROUP_KEYS are the example ids (exact copies only)."""
+    keyed = GROUP_KEYS.get(modality)
+    if keyed is None:
         return examples["example_id"]
-    keys = [sha256_text("text:" + normalized_text(text)) if isinstance(text, str) and normalized_text(text)
-            else example_id for text, example_id in zip(examples["input"], examples["example_id"], strict=True)]
-    return pd.Series(keys, index=examples.index)
+    return pd.Series(keyed(list(examples["input"]), list(examples["example_id"]), hash_cache), index=examples.index)
 
 
-def audio_group_keys(paths: list[object], example_ids: list[str]) -> list[str]:
+def text_group_keys(texts: list[object], example_ids: list[str], _: Path | None = None) -> list[str]:
+    """Texts equal up to case, spacing and punctuation share one key; an empty one keeps its id."""
+    return [sha256_text("text:" + normalized_text(text)) if isinstance(text, str) and normalized_text(text)
+            else example_id for text, example_id in zip(texts, example_ids, strict=True)]
+
+
+def audio_group_keys(paths: list[object], example_ids: list[str], _: Path | None = None) -> list[str]:
     """Sound files whose decoded samples are equal (`tasks.core.audio.content_key`) share the
     smallest of their example ids as key; an unreadable file keeps its own."""
     from tasks.core.audio import content_key
@@ -220,3 +221,11 @@ def _close(first: np.ndarray | None, second: np.ndarray | None) -> bool:
     if first is None or second is None:
         return False
     return float(np.sqrt(np.mean((first - second) ** 2))) <= MAX_THUMBNAIL_RMS
+
+
+# One entry per modality: its near-copy keys from (inputs, example ids, the pHash cache folder).
+GROUP_KEYS: dict[str, Callable[[list[object], list[str], Path | None], list[str]]] = {
+    "image": image_group_keys,
+    "audio": audio_group_keys,
+    "text": text_group_keys,
+}

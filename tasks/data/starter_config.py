@@ -63,28 +63,27 @@ def survey_data(path: Path, text_column: str | None = None, label_column: str | 
 
 
 def _survey_class_folders(path: Path) -> DataSurvey:
-    """A folder of class folders: of sound files (`audio_folder`) when it holds more of them than
-    images, else of images (`image_folder`)."""
-    from tasks.config.data_kinds.audio_folder import AudioFolderOptions
-    from tasks.config.data_kinds.image_folder import ImageFolderOptions
+    """A folder of class folders, of the class-folder kind (`image_folder`, `audio_folder`, ...) whose
+    files it holds most of (ties to the first kind by name)."""
+    from tasks.config.data_kinds import DATA_KINDS, ClassFolderOptions
     from tasks.data.readers.class_folders import label_roots
     from tasks.data.table import subdirs
 
     by_kind: dict[str, dict[str, int]] = {}
-    for options in (ImageFolderOptions(kind="image_folder", path=path),
-                    AudioFolderOptions(kind="audio_folder", path=path)):
+    folder_kinds = sorted(name for name, kind in DATA_KINDS.items() if issubclass(kind, ClassFolderOptions))
+    for options in (DATA_KINDS[name].model_validate({"kind": name, "path": path}) for name in folder_kinds):
+        assert isinstance(options, ClassFolderOptions)
         counts: dict[str, int] = {}
         for _, label_root in label_roots(options):
             for label_dir in subdirs(label_root):
                 found = sum(1 for p in label_dir.rglob("*") if p.is_file() and p.suffix.lower() in options.EXTENSIONS)
                 counts[label_dir.name] = counts.get(label_dir.name, 0) + found
         by_kind[options.kind] = counts
-    kind = "audio_folder" if sum(by_kind["audio_folder"].values()) > sum(by_kind["image_folder"].values()) \
-        else "image_folder"
+    kind = max(folder_kinds, key=lambda name: (sum(by_kind[name].values()), -folder_kinds.index(name)))
     if not by_kind[kind]:
         raise SpecError(f"{path}: no class folders found. Fix: lay images or sound files out as {path}/<label>/<file> "
                         f"or {path}/<train|val|test>/<label>/<file>.")
-    return DataSurvey(kind, "audio" if kind == "audio_folder" else "image", dict(sorted(by_kind[kind].items())), {})
+    return DataSurvey(kind, DATA_KINDS[kind].MODALITY, dict(sorted(by_kind[kind].items())), {})
 
 
 def _survey_csv(path: Path, text_column: str | None, label_column: str | None) -> DataSurvey:

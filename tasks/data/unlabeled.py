@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.core.errors import DataError
-from tasks.data.table import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, read_csv
+from tasks.data.table import read_csv
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class InputFolder:
 def read_input_folder(folder: Path, modality: str, fix: str) -> InputFolder:
     """The folder's files of `modality` (image or audio), each decoded whole. `fix` ends the
     message when there are none."""
-    extensions, noun, check = FILE_KINDS[modality]
+    extensions, noun, check = file_kind(modality)
     files = sorted(p for p in folder.rglob("*") if p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     found = tuple(p for p in files if p.suffix.lower() in extensions)
@@ -79,11 +79,20 @@ def _name_unreadable(unreadable: list[Path], what: str) -> None:
                         "Fix: remove or replace the unreadable file(s), then try again.")
 
 
-# The modalities whose inputs are files: their extensions, what they are called, their decode check.
-FILE_KINDS: dict[str, tuple[tuple[str, ...], str, Callable[[tuple[Path, ...] | list[Path]], None]]] = {
-    "image": (IMAGE_EXTENSIONS, "image file", check_images_decode),
-    "audio": (AUDIO_EXTENSIONS, "sound file", check_sounds_decode),
+# The modalities whose inputs are files: what one is called, and its whole-file decode check. Their
+# extensions come from the data kinds' registry (`file_suffixes`).
+FILE_DECODERS: dict[str, tuple[str, Callable[[tuple[Path, ...] | list[Path]], None]]] = {
+    "image": ("image file", check_images_decode),
+    "audio": ("sound file", check_sounds_decode),
 }
+
+
+def file_kind(modality: str) -> tuple[tuple[str, ...], str, Callable[[tuple[Path, ...] | list[Path]], None]]:
+    """A file modality's extensions, noun and decode check."""
+    from tasks.config.data_kinds import file_suffixes
+
+    noun, check = FILE_DECODERS[modality]
+    return file_suffixes()[modality], noun, check
 
 
 def read_text_column(path: Path, column: str, fix: str = "pass --column NAME.") -> list[str]:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tasks.config.data_kinds import reads_files
 from tasks.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -84,8 +86,8 @@ def read_incoming(path: Path, modality: str, text_column: str) -> IncomingBatch:
     path = path.expanduser().resolve()
     if not path.exists():
         raise DataError(f"{path}: incoming batch not found. Fix: pass --incoming "
-                        f"{'a CSV file of texts' if modality == 'text' else f'a folder of {modality} files'}.")
-    batch = _read_texts(path, text_column) if modality == "text" else _read_files(path, modality)
+                        f"{f'a folder of {modality} files' if reads_files(modality) else 'a CSV file of texts'}.")
+    batch = _read_files(path, modality) if reads_files(modality) else _read_texts(path, text_column)
     if len(batch.inputs) < MIN_INCOMING:
         raise DataError(f"{path}: {len(batch.inputs)} input(s); the drift test needs at least {MIN_INCOMING}. "
                         "Fix: pass a larger batch.")
@@ -93,9 +95,9 @@ def read_incoming(path: Path, modality: str, text_column: str) -> IncomingBatch:
 
 
 def _read_files(folder: Path, modality: str = "image") -> IncomingBatch:
-    from tasks.data.unlabeled import FILE_KINDS, read_input_folder
+    from tasks.data.unlabeled import file_kind, read_input_folder
 
-    noun = FILE_KINDS[modality][1]
+    noun = file_kind(modality)[1]
     if not folder.is_dir():
         raise DataError(f"{folder}: the model reads {noun}s. Fix: pass a folder of {noun}s as --incoming.")
     found = read_input_folder(folder, modality, f"pass a folder of {noun}s as --incoming.")
@@ -116,12 +118,8 @@ def _read_texts(path: Path, text_column: str) -> IncomingBatch:
 def input_statistics(backbone: Backbone, modality: str, inputs: list[str]) -> dict[str, list[float]]:
     """Per input, what a person checks first: image size and brightness; text length and the
     share of its tokens the tokenizer does not know; a clip's duration, loudness, sample rate and
-    share of silence."""
-    if modality == "image":
-        return _image_statistics(inputs)
-    if modality == "audio":
-        return _audio_statistics(inputs)
-    return _text_statistics(backbone, inputs)
+    share of silence (`INPUT_STATISTICS`, one entry per modality)."""
+    return INPUT_STATISTICS[modality](backbone, inputs)
 
 
 def _audio_statistics(paths: list[str]) -> dict[str, list[float]]:
@@ -166,6 +164,15 @@ def _text_statistics(backbone: Backbone, texts: list[str]) -> dict[str, list[flo
         stats["unknown_token_share"] = [sum(i == tokenizer.unk_token_id for i in row) / len(row) if row else 0.0
                                         for row in ids]
     return stats
+
+
+# One entry per modality: what input_statistics reports for it (images and sounds by file, texts
+# with the model's tokenizer).
+INPUT_STATISTICS: dict[str, Callable[[Backbone, list[str]], dict[str, list[float]]]] = {
+    "image": lambda _, paths: _image_statistics(paths),
+    "audio": lambda _, paths: _audio_statistics(paths),
+    "text": _text_statistics,
+}
 
 
 def what_the_model_sees(classifier: Classifier, classes: list[str], modality: str, inputs: list[str],

@@ -14,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+from tasks.config.data_kinds import reads_files
 from tasks.core.hashing import sha256_file, sha256_text
 from tasks.monitoring.drift import IncomingBatch
 
@@ -22,7 +23,7 @@ MANIFEST = "manifest.json"
 
 def batch_digest(batch: IncomingBatch) -> str:
     """The batch's content: file bytes with their paths inside the folder, or the texts in order."""
-    if batch.modality != "text":
+    if reads_files(batch.modality):
         parts = [f"{relative}\t{sha256_file(Path(path))}" for relative, path in zip(batch.relative, batch.inputs,
                                                                                     strict=True)]
     else:

@@ -48,11 +48,11 @@ class ModelInput:
 
 
 def modality_of(path: Path) -> str:
-    """A CSV holds texts, a file with a sound extension audio; any other input file is an image."""
-    from tasks.data.table import AUDIO_EXTENSIONS
+    """A CSV holds texts (or sound-file paths: `_read_csv` decides); another file is of the modality
+    whose data kind lists its extension, and an unknown one is taken for an image (refused there)."""
+    from tasks.config.data_kinds import modality_of_file
 
-    suffix = path.suffix.lower()
-    return "text" if suffix == ".csv" else "audio" if suffix in AUDIO_EXTENSIONS else "image"
+    return "text" if path.suffix.lower() == ".csv" else modality_of_file(path) or "image"
 
 
 def check_given(paths: list[Path]) -> None:
@@ -82,13 +82,16 @@ def read_inputs(paths: list[Path], text_column: str, modality: str | None = None
 
 
 def _read_folder(folder: Path) -> list[ModelInput]:
-    """The folder's sound files if it holds any, else its images (a model reads one modality)."""
-    from tasks.data.table import AUDIO_EXTENSIONS
-    from tasks.data.unlabeled import read_input_folder
+    """The folder's files of its most common file modality (a model reads one; the others are
+    skipped and listed), images when it holds none."""
+    from collections import Counter
 
-    sounds = any(p.suffix.lower() in AUDIO_EXTENSIONS for p in folder.rglob("*") if p.is_file())
-    found = read_input_folder(folder, "audio" if sounds else "image",
-                              "pass a folder of sound files." if sounds else "pass a folder of images.")
+    from tasks.config.data_kinds import modality_of_file
+    from tasks.data.unlabeled import file_kind, read_input_folder
+
+    counts = Counter(m for p in folder.rglob("*") if p.is_file() and (m := modality_of_file(p)) is not None)
+    modality = max(sorted(counts), key=lambda m: counts[m]) if counts else "image"
+    found = read_input_folder(folder, modality, f"pass a folder of {file_kind(modality)[1]}s.")
     return [ModelInput(path, shown) for path, shown in zip(found.files, found.relative(), strict=True)]
 
 
@@ -96,8 +99,7 @@ def _read_csv(path: Path, column: str, modality: str | None) -> list[ModelInput]
     """A CSV's `column` as texts, or as sound files listed relative to the CSV's folder (shown as
     written): each must be a file inside that folder, of a sound format, that decodes."""
     from tasks.data.listed_files import listed_files
-    from tasks.data.table import AUDIO_EXTENSIONS
-    from tasks.data.unlabeled import check_sounds_decode, read_text_column
+    from tasks.data.unlabeled import file_kind, read_text_column
 
     values = read_text_column(path, column)
     if not lists_sound_files(values, modality):
@@ -105,11 +107,12 @@ def _read_csv(path: Path, column: str, modality: str | None) -> list[ModelInput]
     rows = range(2, len(values) + 2)  # as a spreadsheet numbers them (the header is row 1)
     files = listed_files(path, zip(rows, values, strict=True), column, "--column",
                          "or pass --column NAME of the column of sound-file paths.")
+    sound_extensions, _, check_sounds_decode = file_kind("audio")
     foreign = [f"row {row}: '{value}'" for row, value, file in zip(rows, values, files, strict=True)
-               if file.suffix.lower() not in AUDIO_EXTENSIONS]
+               if file.suffix.lower() not in sound_extensions]
     if foreign:
         raise TransferflowError(f"{path}: {len(foreign)} row(s) of column '{column}' (--column) name no sound file "
-                                f"(extensions {', '.join(AUDIO_EXTENSIONS)}): {'; '.join(foreign[:5])}. "
+                                f"(extensions {', '.join(sound_extensions)}): {'; '.join(foreign[:5])}. "
                                 "Fix: list sound files only.")
     check_sounds_decode(files)
     return [ModelInput(file, value) for file, value in zip(files, values, strict=True)]
@@ -119,22 +122,22 @@ def lists_sound_files(values: list[str], modality: str | None) -> bool:
     """Whether a CSV column is a list of sound files: always for an audio model (so a bad row is
     named as a bad path); for any other, or an unknown model, when every non-empty value has a sound
     file's extension (so a text model refuses the list instead of reading file names as texts)."""
-    from tasks.data.table import AUDIO_EXTENSIONS
+    from tasks.config.data_kinds import modality_of_file
 
     if modality == "audio":
         return True
     named = [value.strip() for value in values if value.strip()]
-    return bool(named) and all(Path(value).suffix.lower() in AUDIO_EXTENSIONS for value in named)
+    return bool(named) and all(modality_of_file(Path(value)) == "audio" for value in named)
 
 
 def _read_file(path: Path, shown: str) -> ModelInput:
     """A single named image or sound file, decoded whole now (sent later)."""
-    from tasks.data.unlabeled import FILE_KINDS
+    from tasks.config.data_kinds import file_suffixes
+    from tasks.data.unlabeled import file_kind
 
-    modality = modality_of(path)
-    extensions, _, check = FILE_KINDS[modality]
+    extensions, _, check = file_kind(modality_of(path))
     if path.suffix.lower() not in extensions:
-        everything = ", ".join(e for kind in FILE_KINDS.values() for e in kind[0])
+        everything = ", ".join(e for suffixes in file_suffixes().values() for e in suffixes)
         raise TransferflowError(f"{path}: not an image or sound file (extensions {everything}). "
                                 "Fix: pass image or sound files, or CSV files of texts (with --column).")
     check([path])

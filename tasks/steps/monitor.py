@@ -203,12 +203,13 @@ def keep_incoming_batch(spec: Spec, batch: IncomingBatch, report: DriftReport, t
     The folder is new: nothing that exists is overwritten or deleted."""
     import pandas as pd
 
+    from tasks.config.data_kinds import reads_files
     from tasks.core.atomic import write_atomic, write_bytes_atomic, write_text_atomic
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     folder = spec.workdir.resolve() / "incoming" / report.model_name / stamp
     folder.mkdir(parents=True, exist_ok=False)
-    if batch.modality != "text":
+    if reads_files(batch.modality):
         files = [f"unlabeled/{relative}" for relative in batch.relative]
         for path, stored in zip(batch.inputs, files, strict=True):
             write_bytes_atomic(folder / stored, Path(path).read_bytes())

@@ -100,7 +100,7 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     write_text_atomic(folder / "label_issues.csv", found.to_csv(index=False))
     write_text_atomic(folder / "outliers.csv", outliers.to_csv(index=False))
     files = ["label_issues.csv", "outliers.csv"]
-    if spec.modality == "image" and not found.empty:
+    if spec.data.PICTURED and not found.empty:
         from tasks.reports.plots import save_figure, suspects_figure
 
         save_figure(suspects_figure(found.head(16)), folder / "label_suspects.png")
@@ -198,7 +198,7 @@ def check_leakage(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: Tr
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(folder / "leakage_pairs.csv", pairs.to_csv(index=False))
     files = ["leakage_pairs.csv"]
-    if spec.modality == "image" and not pairs.empty:
+    if spec.data.PICTURED and not pairs.empty:
         from tasks.reports.plots import leakage_figure, save_figure
 
         save_figure(leakage_figure(pairs.head(8)), folder / "leakage_pairs.png")

@@ -76,6 +76,7 @@ class DataKindOptions(BaseModel):
     PATH_IS_FOLDER: ClassVar[bool]   # `path` names a folder (else a file): checked when the config loads
     PATH_SHAPE: ClassVar[str]        # what `path` must be, in words, for that check's message
     READABLE: ClassVar[str]          # the quality check's name for "every input can be read"
+    PICTURED: ClassVar[bool] = False  # reports can show its inputs as thumbnails (label suspects, leakage)
 
     def problem_before_loading(self) -> str | None:
         """What a quick look (no data read) finds wrong with the data for this config, or None: checked

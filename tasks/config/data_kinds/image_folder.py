@@ -20,6 +20,7 @@ class ImageFolderOptions(ClassFolderOptions):
 
     MODALITY = "image"
     READABLE = "image files decode"
+    PICTURED = True
     EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
     NOUN = "images"
 
