@@ -2,10 +2,11 @@
 that loads rather than from the schema.
 
 The data decides the kind (a folder of class folders: `image_folder`, or `audio_folder` when it holds
-sound files; a CSV file: `csv_text`), the classes (folder names, or the CSV's label column) and a
-base model whose weights ship on this machine (MobileNetV2 for images, MobileNetV2 on log-mel
-spectrograms for sound, MiniLM for texts). The user states the two things only they
-know: the task in one sentence and the one metric with its target (`--metric "recall:damaged>=0.9"`).
+sound files; a CSV file: `csv_text`, or `csv_audio` when its input column lists sound files), the
+classes (folder names, or the CSV's label column) and a base model whose weights ship on this
+machine (MobileNetV2 for images, MobileNetV2 on log-mel spectrograms for sound, MiniLM for texts).
+The user states the two things only they know: the task in one sentence and the one metric with
+its target (`--metric "recall:damaged>=0.9"`).
 The file is checked by the same loader `run` uses before `init` reports success, and an existing
 file is never overwritten unless asked.
 """
@@ -87,11 +88,15 @@ def _survey_class_folders(path: Path) -> DataSurvey:
 
 
 def _survey_csv(path: Path, text_column: str | None, label_column: str | None) -> DataSurvey:
+    """A CSV of texts (`csv_text`), or of sound-file paths (`csv_audio`) when every value of its input
+    column names a sound file. The input column: --text-column, else `text`, else `path` when the
+    file has a `path` column and no `text` one."""
+    from tasks.config.data_kinds import modality_of_file
     from tasks.data.table import SPLIT_NAMES, read_csv
 
     frame = read_csv(path)
     columns = [str(c) for c in frame.columns]
-    text = text_column or "text"
+    text = text_column or ("path" if "path" in columns and "text" not in columns else "text")
     label = label_column or "label"
     missing = [f"--{flag} {name}" for flag, name in (("text-column", text), ("label-column", label))
                if name not in columns]
@@ -100,11 +105,14 @@ def _survey_csv(path: Path, text_column: str | None, label_column: str | None) -
                         f"{columns}. Fix: name yours with {' and '.join(f'{m.split()[0]} <column>' for m in missing)}.")
     labels = frame[label].dropna()
     counts = labels.astype(str).value_counts().sort_index()
-    columns_found = {"text_column": text, "label_column": label}
+    values = [str(v).strip() for v in frame[text].dropna() if str(v).strip()]
+    sounds = bool(values) and all(modality_of_file(Path(v)) == "audio" for v in values)
+    columns_found = {"path_column" if sounds else "text_column": text, "label_column": label}
     if GIVEN_SPLIT_COLUMN in columns and frame[GIVEN_SPLIT_COLUMN].fillna("").str.strip().str.lower().isin(
             SPLIT_NAMES).all():
         columns_found["split_column"] = GIVEN_SPLIT_COLUMN   # given splits: respected, test carved if absent
-    return DataSurvey("csv_text", "text", {str(k): int(v) for k, v in counts.items()}, columns_found)
+    return DataSurvey("csv_audio" if sounds else "csv_text", "audio" if sounds else "text",
+                      {str(k): int(v) for k, v in counts.items()}, columns_found)
 
 
 def parse_metric(phrase: str, classes: list[str]) -> dict[str, Any]:
@@ -195,7 +203,7 @@ def _yaml(spec: dict[str, Any], survey: DataSurvey) -> str:
 
 
 def _non_default_columns(survey: DataSurvey) -> dict[str, str]:
-    defaults = {"text_column": "text", "label_column": "label"}
+    defaults = {"text_column": "text", "path_column": "path", "label_column": "label"}
     return {field: column for field, column in survey.columns.items() if column != defaults.get(field)}
 
 

@@ -199,11 +199,13 @@ def check_for_drift(spec: Spec, champion: ChampionRef, batch: IncomingBatch, dig
 @step("keep the drifted batch for labeling")
 def keep_incoming_batch(spec: Spec, batch: IncomingBatch, report: DriftReport, trigger: str) -> str:
     """Copy the batch under <workdir>/incoming/<model>/<UTC stamp>/ with a manifest: images under
-    `unlabeled/` (move each into a class folder), texts as a CSV with an empty `label` column.
+    `unlabeled/` (move each into a class folder; for a CSV of files, also a sheet of their rows with
+    an empty label), texts as a CSV with an empty `label` column.
     The folder is new: nothing that exists is overwritten or deleted."""
     import pandas as pd
 
     from tasks.config.data_kinds import reads_files
+    from tasks.config.data_kinds.base import CsvFileOptions
     from tasks.core.atomic import write_atomic, write_bytes_atomic, write_text_atomic
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -214,6 +216,14 @@ def keep_incoming_batch(spec: Spec, batch: IncomingBatch, report: DriftReport, t
         for path, stored in zip(batch.inputs, files, strict=True):
             write_bytes_atomic(folder / stored, Path(path).read_bytes())
         how = "Move each file in unlabeled/ into <data.path>/<label>/, then run `transferflow run CONFIG`."
+        if isinstance(spec.data, CsvFileOptions):  # a CSV that lists files: a sheet of its rows to fill in
+            input_field, label = getattr(spec.data, spec.data.INPUT_FIELD), spec.data.label_column
+            sheet = pd.DataFrame({input_field: files, label: ""})
+            write_text_atomic(folder / "to_label.csv", sheet.to_csv(index=False))
+            files.append("to_label.csv")
+            how = (f"Fill the '{label}' column of to_label.csv, copy unlabeled/ beside data.path and append the "
+                   "rows to it (their paths are relative to this folder, as to the CSV's), then run "
+                   "`transferflow run CONFIG`.")
     else:
         files = ["texts.csv"]
         columns = spec.data.csv_columns

@@ -226,3 +226,30 @@ def test_init_takes_the_kind_of_the_files_the_class_folders_mostly_hold(tmp_path
             write(data / label / f"{i}.wav", clip(i))
     written = write_starter_config(tmp_path / "c.yaml", data, "Tell a from b.", "accuracy>=0.9")
     assert written.survey.kind == kind and load_spec(written.path).data.kind == kind
+
+
+def test_init_on_a_csv_of_sound_paths_writes_a_csv_audio_config_that_loads_the_clips(tmp_path):
+    """A `path` column (no `text` one) whose values all name sound files is csv_audio; the written
+    config loads the clips as the reader reads them, relative to the CSV."""
+    from tasks.data.readers import load_examples
+
+    rows = ["path,label"]
+    for label in ("go", "stop"):
+        for i in range(3):
+            write(tmp_path / "clips" / f"{label}-{i}.wav", clip(i + 10 * len(label)))
+            rows.append(f"clips/{label}-{i}.wav,{label}")
+    (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")
+    written = write_starter_config(tmp_path / "c.yaml", tmp_path / "clips.csv", "Hear go from stop.", "accuracy>=0.9")
+    assert (written.survey.kind, written.survey.modality) == ("csv_audio", "audio")
+    assert "path_column" not in written.path.read_text()  # `path` is the default: not written
+    spec = load_spec(written.path)
+    assert spec.data.kind == "csv_audio" and spec.candidates[0].family == "spectrogram"
+    table = load_examples(spec.data).table
+    assert sorted(table["input"]) == sorted(str((tmp_path / "clips" / p).resolve()) for p in
+                                            [f"{w}-{i}.wav" for w in ("go", "stop") for i in range(3)])
+
+
+def test_init_on_a_csv_whose_column_mixes_texts_and_file_names_stays_csv_text(tmp_path):
+    (tmp_path / "t.csv").write_text("text,label\nplay go.wav now,go\nstop it,stop\n")
+    written = write_starter_config(tmp_path / "t.yaml", tmp_path / "t.csv", "Tell go from stop.", "accuracy>=0.9")
+    assert (written.survey.kind, written.survey.modality) == ("csv_text", "text")

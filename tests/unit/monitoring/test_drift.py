@@ -267,3 +267,38 @@ workdir: {tmp_path / "work"}
     assert manifest["n"] == 11 and sorted(manifest["files"]) == sorted(f"unlabeled/{r}" for r in batch.relative)
     for relative in batch.relative:
         assert (stored / "unlabeled" / relative).read_bytes() == (incoming / relative).read_bytes()
+
+
+def test_a_drifted_sound_batch_of_a_csv_audio_model_comes_with_a_sheet_of_rows_to_label(tmp_path):
+    """For a CSV that lists files, the batch holds the files and a to_label.csv in the CSV's own
+    columns (paths relative to the batch folder, labels empty), and the manifest says how to use it."""
+    import pandas as pd
+
+    from tasks.config.loading import load_spec
+    from tasks.monitoring.drift_report import DriftReport
+    from tasks.steps.monitor import keep_incoming_batch
+    from tests.conftest import write_config
+    from tests.sounds import tone, write
+
+    (tmp_path / "clips.csv").write_text("file,word\n")
+    config = write_config(tmp_path, f"""
+task: Hear yes from no.
+metric: {{name: accuracy, target: 0.5}}
+data: {{kind: csv_audio, path: {tmp_path / "clips.csv"}, path_column: file, label_column: word}}
+model: {{family: spectrogram, name: mobilenet_v2}}
+registry: {{model_name: yn}}
+workdir: {tmp_path / "work"}
+""")
+    incoming = tmp_path / "incoming"
+    for i in range(10):
+        write(incoming / f"{i}.wav", tone(200 + 30 * i))
+    batch = read_incoming(incoming, "audio", "text")
+    report = DriftReport("yn", "3", str(incoming), True, 0.001, 0.2, 0.05, 10, 10, 20, 199, 1.0,
+                         {"yes": 1.0}, {"yes": 1.0}, 0.0, {})
+    stored = Path(keep_incoming_batch.fn(load_spec(config), batch, report, "manual"))
+    sheet = pd.read_csv(stored / "to_label.csv", keep_default_na=False)
+    assert list(sheet.columns) == ["file", "word"] and set(sheet["word"]) == {""}
+    assert sorted(sheet["file"]) == sorted(f"unlabeled/{r}" for r in batch.relative)
+    assert all((stored / path).is_file() for path in sheet["file"])
+    manifest = json.loads((stored / "manifest.json").read_text())
+    assert "to_label.csv" in manifest["files"] and "Fill the 'word' column of to_label.csv" in manifest["how_to_label"]
