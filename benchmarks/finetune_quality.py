@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 from offline import SHARED_DATASETS, offline_preamble
@@ -27,7 +28,7 @@ from offline import SHARED_DATASETS, offline_preamble
 REPO = offline_preamble()
 SHARED = SHARED_DATASETS
 ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
-CASES = {
+CASES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "demo": ("digits-demo.yaml", {}),
     "ants": ("ants-vs-bees.yaml", {}),
     "ants-forced": ("ants-vs-bees.yaml", {"metric": {"target": 0.99}}),
