@@ -3,13 +3,16 @@
 Four words spoken by espeak-ng in many voices over noise (tasks/data/spoken_words.py), with planted
 bad inputs: a silent clip, a 50 ms clip, a text file named .wav, and one clip copied as FLAC under
 another name. A run with a modest target that the baseline meets (promoted), a run with an
-unreachable one that fine-tunes a stage on light-augmented clips (rejected), then a drift check of
-the champion on a batch of pure tones. Claims are checked against an independent
+unreachable one that fine-tunes a stage on light-augmented clips (rejected), a tournament between
+an image model on spectrograms and an audio encoder (a tiny random wav2vec2: no audio encoder's
+weights ship in a wheel) under another model name, then a drift check of the champion on a batch
+of pure tones. Claims are checked against an independent
 recomputation from the raw files and the registry.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -39,6 +42,21 @@ finetune: {{max_stages: 1, epochs_per_stage: 1, augment: light}}
 gate: {{min_fresh_test: 3}}
 drift: {{permutations: 199}}
 registry: {{model_name: {model}}}
+workdir: {workdir}
+"""
+
+
+TOURNAMENT = """
+task: Recognize which of four command words is spoken in a one-second clip.
+metric: {{name: accuracy, target: 0.4}}
+data: {{kind: audio_folder, path: {data}}}
+model:
+  candidates:
+    - {{family: spectrogram, name: mobilenet_v2, max_seconds: 1.0, n_mels: 32, image_size: 64}}
+    - {{family: hf_audio, name: "{encoder}", weights: none, max_seconds: 1.0}}
+train: {{batch_size: 16}}
+finetune: {{max_stages: 0}}
+registry: {{model_name: spoken-words-tournament}}
 workdir: {workdir}
 """
 
@@ -75,6 +93,18 @@ def audio_run(tmp_path_factory):
     summaries = {name: transfer_learning(str(config)) for name, config in configs.items()}
     client = MlflowClient(f"sqlite:///{folder / 'work' / 'mlflow.db'}")
     return summaries["pass"], client, data, planted, configs["pass"], folder, summaries["finetune"]
+
+
+@pytest.fixture(scope="module")
+def tournament(audio_run):
+    from tasks.config.families import example_model
+
+    _, client, data, _, _, folder, _ = audio_run
+    encoder = example_model("hf_audio", folder / "models")
+    (folder / "tournament").mkdir()
+    config = write_config(folder / "tournament", TOURNAMENT.format(data=data, workdir=folder / "work",
+                                                                   encoder=encoder.name))
+    return transfer_learning(str(config)), client
 
 
 def id_of(path: Path) -> str:
@@ -162,3 +192,20 @@ def test_a_stage_fine_tunes_on_augmented_clips_and_logs_its_decision(audio_run):
     assert stored["unfrozen_groups"] == 1 and stored["model"]["family"] == "spectrogram"
     assert "augment light" in stage.notes and "frozen prefix cached" not in stage.notes, stage.notes
     assert not finetuned.outcome.decision.passed
+
+
+def test_a_tournament_ranks_a_spectrogram_model_and_an_audio_encoder_on_validation(tournament):
+    """Both kinds of audio candidate are embedded and probed; the table's best on validation is the
+    chosen base model, and the registered version is built on it."""
+    import mlflow
+
+    summary, client = tournament
+    parent = client.get_run(summary.run_id)
+    rows = {row["model"]: row for row in json.loads(mlflow.artifacts.load_text(
+        f"{parent.info.artifact_uri}/tournament/candidates.json"))}
+    assert {model.split(":")[0] for model in rows} == {"spectrogram", "hf_audio"}
+    assert all(0.0 <= row["val_value"] <= 1.0 and row["throughput"] > 0 for row in rows.values())
+    best = max(rows.values(), key=lambda r: (r["val_value"], r["throughput"]))
+    assert best["status"] == "chosen" and parent.data.tags["base_model"] == best["model"]
+    assert f"{summary.spec.model.family}:{summary.spec.model.name}" == best["model"]
+    assert summary.stages[0].val_value == pytest.approx(best["val_value"])

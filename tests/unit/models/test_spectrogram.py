@@ -166,3 +166,19 @@ def test_the_preprocessing_id_changes_with_each_front_end_setting(setting, value
     base = load_backbone(model_spec(SPECTROGRAM)).preprocessing_id
     assert load_backbone(model_spec(SPECTROGRAM)).preprocessing_id == base
     assert load_backbone(model_spec({**SPECTROGRAM, setting: value})).preprocessing_id != base
+
+
+def test_without_augmentation_the_frozen_prefix_is_cached_and_cut_exactly(tmp_path):
+    """`augment: none` keeps the frozen-prefix cache on (the inputs repeat every epoch), and the
+    image model's prefix then suffix over a spectrogram equals the whole embedding; light turns the
+    cache off."""
+    from tasks.training.prefix_cache import can_cache_prefix
+
+    backbone = load_backbone(model_spec({"family": "spectrogram", "name": "mobilenet_v2", "max_seconds": 0.5,
+                                         "n_mels": 32, "image_size": 64}))
+    assert can_cache_prefix(backbone, "none", 1) and not can_cache_prefix(backbone, "light", 1)
+    clips = [write(tmp_path / "a.wav", chirp(300, 3000, seconds=0.5)), write(tmp_path / "b.wav", tone(880, 0.5))]
+    batch = backbone.preprocess(clips)
+    prefix, suffix = backbone.split_at(2)
+    with torch.inference_mode():
+        assert torch.allclose(suffix(prefix(batch)), backbone.embed(batch), atol=1e-5)
