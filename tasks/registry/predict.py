@@ -16,7 +16,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +33,11 @@ class ModelInput:
     source: Path              # the local file it comes from
     shown: str                # what the results show
     text: str | None = None   # a CSV's text; None for an image file, whose bytes are read when sent
+    # Set now, not when asked: checks run while the model's own (possibly older) code is imported.
+    modality: str = field(init=False)
 
-    @property
-    def modality(self) -> str:
-        return modality_of(self.source)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modality", modality_of(self.source))
 
     @property
     def value(self) -> str:
@@ -261,6 +262,15 @@ def _cannot_load(model_uri: str, reason: str) -> TransferflowError:
         "pointing at its store.")
 
 
+# What a modality's inputs are called, and how predict takes them (no import: `check_modality` runs
+# while the model's own code is imported).
+INPUTS_NAMED = {
+    "image": ("images", "image files, or folders of them"),
+    "audio": ("sound files", "sound files, folders of them, or CSV files listing them (with --column)"),
+    "text": ("texts", "CSV files of texts (with --column)"),
+}
+
+
 def check_modality(inputs: list[ModelInput], model: Any, model_uri: str) -> None:
     """Images for an image model, texts for a text model: name the first file that does not fit."""
     expected = (model.metadata.metadata or {}).get("input_modality")
@@ -269,7 +279,5 @@ def check_modality(inputs: list[ModelInput], model: Any, model_uri: str) -> None
                                 "file paths. Fix: register a new version with `transferflow run`.")
     wrong = next((item for item in inputs if item.modality != expected), None)
     if wrong:
-        wanted = {"image": "image files", "audio": "sound files, or CSV files listing them (with --column)"}.get(
-            expected, "CSV files of texts (with --column)")
-        raise TransferflowError(f"{wrong.source}: '{model_uri}' reads {expected}s, not {wrong.modality}s. "
-                                f"Fix: pass {wanted}.")
+        raise TransferflowError(f"{wrong.source}: '{model_uri}' reads {INPUTS_NAMED[expected][0]}, not "
+                                f"{INPUTS_NAMED[wrong.modality][0]}. Fix: pass {INPUTS_NAMED[expected][1]}.")

@@ -227,7 +227,7 @@ def test_bad_batches_and_a_model_without_champion_answer_in_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     one_line_error(*run_transferflow(["drift", str(config), "--incoming", str(empty)], cwd=tmp_path),
-                   "empty: no image files in this folder", "Fix: pass a folder of images")
+                   "empty: no image files in this folder", "Fix: pass a folder of image files")
     batch = tmp_path / "batch"
     batch.mkdir()
     for i in range(12):

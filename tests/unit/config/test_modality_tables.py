@@ -27,9 +27,10 @@ def test_every_modality_has_an_entry_in_every_table(modality):
     from tasks.data.input_checks import INPUT_CHECKS
     from tasks.data.unlabeled import FILE_DECODERS
     from tasks.monitoring.drift import INPUT_STATISTICS
+    from tasks.registry.predict import INPUTS_NAMED
     from tasks.registry.serving import FILE_CHECKS, INPUT_DESCRIPTION
 
-    for name, table in [("GROUP_KEYS", GROUP_KEYS), ("INPUT_CHECKS", INPUT_CHECKS),
+    for name, table in [("GROUP_KEYS", GROUP_KEYS), ("INPUT_CHECKS", INPUT_CHECKS), ("INPUTS_NAMED", INPUTS_NAMED),
                         ("INPUT_STATISTICS", INPUT_STATISTICS), ("INPUT_DESCRIPTION", INPUT_DESCRIPTION)]:
         assert modality in table, f"{name} has no entry for {modality}"
     if reads_files(modality):
