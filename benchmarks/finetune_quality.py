@@ -4,8 +4,9 @@ the final test metric, and every decision taken.
 Cases (`--case`, repeatable; default all): the embedded demo (digits, as shipped), ants vs bees as
 shipped, ants vs bees with the target forced to 0.99 so fine-tuning must run its stages, SMS
 spam as shipped, and the spoken words (issue 20): as shipped, with the target forced to 0.99, and
-with one word ("stop") cut to 5% of the clips under a recall contract on it (the recipe's class
-weighting is what must carry it). Each case is one `transferflow run` in a fresh child process with its own
+with one word ("stop") cut to 5% of the clips under a recall contract on it, with the recipe's
+class-weighted loss from the baseline on (`finetune.class_weights: on`, what the docs advise for a
+rare class the contract is about) and off. Each case is one `transferflow run` in a fresh child process with its own
 workdir (a cold cache, a fresh registry), so cases do not see each other's champions. Prints a
 table; never asserts. Run by hand (see benchmarks/README.md).
 """
@@ -35,9 +36,12 @@ CASES: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "sms": ("sms-spam.yaml", {}),
     "words": ("spoken-words.yaml", {}),
     "words-forced": ("spoken-words.yaml", {"metric": {"target": 0.99}}),
-    "words-rare": ("spoken-words.yaml", {"metric": {"name": "recall", "class": "stop", "target": 0.8}}),
+    "words-rare": ("spoken-words.yaml", {"metric": {"name": "recall", "class": "stop", "target": 0.8},
+                                         "finetune": {"class_weights": "on"}}),
+    "words-rare-unweighted": ("spoken-words.yaml", {"metric": {"name": "recall", "class": "stop", "target": 0.8},
+                                                    "finetune": {"class_weights": "off"}}),
 }
-RARE_WORD, RARE_SHARE = "stop", 0.05
+RARE_WORD, RARE_SHARE, RARE_CLIPS_PER_WORD = "stop", 0.05, 200
 # Run inside the child: the flow, then the facts this table needs, as one JSON line.
 CHILD = """
 import json, sys
@@ -51,7 +55,8 @@ print("RESULT " + json.dumps({
     "final_val": summary.selected.val_value, "test": summary.test.value,
     "stages": [[s.name, s.val_value] for s in summary.stages],
     "decisions": [[d["stage"], d["action"]] for d in summary.decisions],
-    "operating_point": summary.selected.operating_point, "gate": summary.outcome.decision.verdict}))
+    "operating_point": summary.selected.operating_point, "gate": summary.outcome.decision.verdict,
+    "test_guard": [summary.test.guard.key, summary.test.guard_value] if summary.test.guard else None}))
 """
 
 
@@ -64,7 +69,7 @@ def case_config(name: str, folder: Path) -> Path:
         data["path"] = str((REPO / "configs" / data["path"]).resolve())
     else:
         data["path"] = str(folder / "data")
-    if name == "words-rare":
+    if name.startswith("words-rare"):
         data["path"] = str(rare_word_data(folder / "data"))
         del data["materialize_from"]
     for block, values in overrides.items():
@@ -76,11 +81,12 @@ def case_config(name: str, folder: Path) -> Path:
 
 
 def rare_word_data(folder: Path) -> Path:
-    """The spoken words with RARE_WORD's clips cut to RARE_SHARE of all clips (the first ones kept)."""
-    from tasks.data.spoken_words import CLIPS_PER_WORD, WORDS, write_spoken_words
+    """The spoken words, RARE_CLIPS_PER_WORD of each, with RARE_WORD's cut to RARE_SHARE of all clips
+    (the first ones kept): about 74 of 1,474, so 11 in validation and in test."""
+    from tasks.data.spoken_words import WORDS, write_spoken_words
 
-    write_spoken_words(folder)
-    others = CLIPS_PER_WORD * (len(WORDS) - 1)
+    write_spoken_words(folder, clips_per_word=RARE_CLIPS_PER_WORD)
+    others = RARE_CLIPS_PER_WORD * (len(WORDS) - 1)
     keep = round(RARE_SHARE * others / (1 - RARE_SHARE))
     for clip in sorted((folder / RARE_WORD).iterdir())[keep:]:
         clip.unlink()
@@ -130,6 +136,8 @@ def main() -> None:
                   f"{result['gate']} | {decisions} | {wall:.0f} |", flush=True)
             if result["operating_line"]:
                 print(f"  ({name}) operating point: {result['operating_line']}", flush=True)
+            if result["test_guard"]:
+                print(f"  ({name}) test {result['test_guard'][0]}: {result['test_guard'][1]:.4f}", flush=True)
 
 
 if __name__ == "__main__":
