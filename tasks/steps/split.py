@@ -89,9 +89,9 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     found = issues.table.assign(source=issues.table["example_id"].map(table["source"]))
     shown = "; ".join(f"{r.source} ({r.given_label} -> {r.suggested_label}, {r.score:.3f})"
                       for r in found.head(5).itertuples())
-    print(f"Label audit ({spec.candidates[0].describe()} embeddings, cleanlab on out-of-fold probe probabilities, "
-          f"{issues.audited} train/validation examples): {len(found)} disputed label(s)"
-          + (f": {shown}" if shown else ""))
+    print(f"Label audit ({spec.candidates[0].describe()} embeddings, cleanlab on calibrated out-of-fold probe "
+          f"probabilities, {issues.audited} train/validation examples): {len(found)} disputed label(s)"
+          + (f": {shown}" if shown else "") + f". Trust: {issues.trust()}")
     outliers = find_outliers(examples, features, exact_search_max=spec.data.exact_search_max).assign(
         source=lambda frame: frame["example_id"].map(table["source"]))
     print("Most unusual inputs (cleanlab OutOfDistribution on the embeddings, reported only): "
@@ -109,14 +109,18 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     if tracking is not None:
         from tasks.registry.tracking import log_params
 
-        log_params(tracking.client, tracking.run_id, {"label_audit_embeddings_computed": computed,
-                                                               "label_issues_found": len(found)})
+        log_params(tracking.client, tracking.run_id, {
+            "label_audit_embeddings_computed": computed, "label_issues_found": len(found),
+            "label_audit_probe_accuracy": round(issues.probe_accuracy, 4),
+            "label_audit_temperature": round(issues.temperature, 4),
+            "label_issues_expected_false_alarms": round(issues.expected_false_alarms(), 2)})
     rows = found.drop(columns=["input", "example_id"]).to_dict("records")
     body = markdown_table(rows) + "\n\nMost unusual inputs (reported, never dropped): " + "; ".join(
         f"{r.source} ({r.score:.3f})" for r in outliers.head(5).itertuples())
     policy = f"label_issues: {spec.data.label_issues}"
     if found.empty or spec.data.label_issues == "report":
-        summary = f"{len(found)} of {issues.audited} train/validation label(s) disputed by the data ({policy})."
+        summary = (f"{len(found)} of {issues.audited} train/validation label(s) disputed by the data ({policy}); "
+                   f"{issues.trust()}.")
         return split, Section("Disputed labels (label audit)", "warn" if len(found) else "ok", summary, body,
                               tuple(files))
     if spec.data.label_issues == "fail":
@@ -127,7 +131,7 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
     capped = f" (capped at max_drop_fraction {spec.data.max_drop_fraction:g})" if len(dropped) < len(found) else ""
     print(f"Dropping {len(dropped)} of {len(found)} disputed example(s) from train/validation{capped}")
     summary = (f"{len(found)} of {issues.audited} train/validation label(s) disputed; {len(dropped)} dropped, "
-               f"most doubtful first{capped} ({policy}; the manifest lists them).")
+               f"most doubtful first{capped} ({policy}; the manifest lists them); {issues.trust()}.")
     return (without_examples(split, dropped, f"labels disputed by the label audit (data.label_issues: drop){capped}",
                              table["label"]),
             Section("Disputed labels (label audit)", "warn", summary, body, tuple(files)))

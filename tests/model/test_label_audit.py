@@ -32,7 +32,9 @@ def test_the_probe_minimizes_scikit_learns_logistic_regression_objective():
     rng = np.random.default_rng(1)
     features = rng.normal(size=(300, 12)) + np.repeat(rng.normal(size=(3, 12)), 100, axis=0)
     labels = np.repeat([0, 1, 2], 100)
-    ours = _fit_probe(features, labels, 4, max_iter=500)(features)   # class 3 never seen: probability 0
+    from tasks.audit.label_audit import softmax
+
+    ours = softmax(_fit_probe(features, labels, 4, max_iter=500)(features))  # class 3 never seen: probability 0
     scaler = StandardScaler().fit(features)
     theirs = LogisticRegression(C=PROBE_C, max_iter=5000, tol=1e-8).fit(scaler.transform(features), labels)
     assert np.allclose(ours[:, :3], theirs.predict_proba(scaler.transform(features)), atol=2e-3)
@@ -76,12 +78,40 @@ def test_flipped_labels_rise_to_the_top_of_the_suspects(banking_slice):
     print(f"precision@{k} of the label audit on {len(table)} banking77 texts with 5% flipped: {precision:.3f}")
     assert precision >= 0.6
     top = issues.top(k)
-    assert set(top.columns) == {"example_id", "input", "given_label", "suggested_label", "score"}
+    assert set(top.columns) == {"example_id", "input", "given_label", "suggested_label", "score", "p_suggested"}
+    assert (top["p_suggested"] >= 0.5).all()
     assert (top["given_label"] != top["suggested_label"]).mean() > 0.9 and top["score"].is_monotonic_increasing
     truth = dict(zip(table["example_id"], table["label"], strict=True))
     right = [truth[i] == s for i, s in zip(top["example_id"], top["suggested_label"], strict=True)
              if i in set(table.iloc[flipped]["example_id"])]
     assert np.mean(right) > 0.8  # for a flipped example, the suggestion is mostly its original label
+
+
+def test_the_temperature_minimizes_the_negative_log_likelihood():
+    """An overconfident probe's logits (the true ones x 4): the fitted temperature undoes the x4, and
+    no temperature on a grid does better."""
+    from tasks.audit.label_audit import fit_temperature, softmax
+
+    rng = np.random.default_rng(3)
+    true_logits = rng.normal(0, 1.5, (2000, 4))
+    labels = np.array([rng.choice(4, p=p) for p in softmax(true_logits)])
+    temperature = fit_temperature(4 * true_logits, labels)
+    assert temperature == pytest.approx(4, rel=0.15)
+
+    def nll(t):
+        return -np.log(softmax(4 * true_logits, t)[np.arange(2000), labels]).mean()
+
+    assert all(nll(temperature) <= nll(t) + 1e-9 for t in np.linspace(0.5, 8, 40))
+
+
+def test_the_expected_false_alarms_are_the_suspects_calibrated_probabilities_of_their_given_label(banking_slice):
+    table, features = banking_slice
+    issues = find_label_issues(table, features, INTENTS, seed=0)
+    assert issues.expected_false_alarms() == pytest.approx(
+        sum(issues.scores[i] for i in issues.table["example_id"]))
+    assert issues.expected_false_alarms(3) == pytest.approx(issues.table["score"].head(3).sum())
+    assert 0.5 < issues.probe_accuracy <= 1 and issues.temperature > 0
+    assert f"probe accuracy {issues.probe_accuracy:.2f}" in issues.trust()
 
 
 def test_clean_labels_give_few_suspects(banking_slice):
