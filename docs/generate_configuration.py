@@ -79,8 +79,9 @@ class Page:
         if shared:
             self.lines += [f"### Fields of every `{path}` block", ""]
             first = variants[0][1]
-            self._table({name: first["properties"][name] for name in shared}, set(first.get("required", [])),
-                        prefix=f"{path}.")
+            fields = {name: first["properties"][name] for name in shared}
+            self._table(fields, set(first.get("required", [])), prefix=f"{path}.")
+            self._nested(path, fields, level=4)
         for label, model in variants:
             self.lines += [f"### `{path}`: {label}", ""]
             own = {name: value for name, value in model["properties"].items() if name not in shared}
@@ -91,7 +92,11 @@ class Page:
         if model.get("description"):
             self.lines += [_sentence(model["description"]), ""]
         self._table(model["properties"], set(model.get("required", [])), prefix=f"{path}.")
-        for name, field in model["properties"].items():
+        self._nested(path, model["properties"], level)
+
+    def _nested(self, path: str, properties: dict[str, Schema], level: int) -> None:
+        """The blocks among `properties`, each a table of its own under a heading."""
+        for name, field in properties.items():
             if _is_block(field):
                 nested = self._resolve(field)
                 self.lines += [f"{'#' * level} `{path}.{name}`", ""]
@@ -108,7 +113,7 @@ class Page:
     def _variants(self, field: Schema) -> list[tuple[str, Schema]]:
         """The blocks a field may hold, each with its label: `kind: csv_text`, or its first field."""
         options = field.get("oneOf") or field.get("anyOf")
-        if not options:
+        if not options or _optional_block(field):
             return [("", self._resolve(field))]
         variants: list[tuple[str, Schema]] = []
         for option in options:
@@ -129,12 +134,12 @@ class Page:
         return "One of: " + ", ".join(label for label, _ in variants) + "."
 
     def _resolve(self, field: Schema) -> Schema:
-        ref = field.get("$ref")
+        ref = field.get("$ref") or (_optional_block(field) or {}).get("$ref")
         return self.defs[ref.rsplit("/", 1)[-1]] if ref else field
 
     def _type(self, field: Schema) -> str:
         if _is_block(field):
-            return "block (below)" if "$ref" in field else "one of the blocks below"
+            return "block (below)" if "$ref" in field or _optional_block(field) else "one of the blocks below"
         options = field.get("anyOf") or field.get("oneOf")
         if options:
             shown = [self._type(option) for option in options if option.get("type") != "null"]
@@ -162,10 +167,16 @@ class Page:
 
 def _is_block(field: Schema) -> bool:
     """A field holding one or more nested models (not a scalar, list or plain mapping)."""
-    if "$ref" in field or "discriminator" in field:
+    if "$ref" in field or "discriminator" in field or _optional_block(field):
         return True
     options = field.get("oneOf") or []
     return any(_is_block(option) for option in options)
+
+
+def _optional_block(field: Schema) -> Schema | None:
+    """The block of an optional block field (`Block | None`, unset by default): its `$ref` option."""
+    options = [option for option in field.get("anyOf", []) if option.get("type") != "null"]
+    return options[0] if len(options) == 1 and "$ref" in options[0] else None
 
 
 def _shared_fields(models: list[Schema]) -> list[str]:

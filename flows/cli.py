@@ -50,9 +50,11 @@ def init(data: Path = typer.Argument(..., help="Your labeled data: a folder of c
          name: str | None = typer.Option(None, "--name", help="registry.model_name (default: the data's name)"),
          text_column: str | None = typer.Option(None, help="A CSV's text column (default: text)"),
          label_column: str | None = typer.Option(None, help="A CSV's label column (default: label)"),
-         force: bool = typer.Option(False, "--force", help="Replace --out if it exists")) -> None:
+         force: bool = typer.Option(False, "--force", help="Replace --out, and labeling.md beside it, if they "
+                                                           "exist")) -> None:
     """Write a first config from your data: its kind, classes and a base model whose weights are on
-    this machine, with your task and metric. Then `validate` it, then `run` it."""
+    this machine, with your task and metric, and a starter labelling guideline (labeling.md) beside
+    it. Then `validate` it, then `run` it."""
     with _user_errors():
         from tasks.data.starter_config import write_starter_config
 
@@ -60,6 +62,10 @@ def init(data: Path = typer.Argument(..., help="Your labeled data: a folder of c
     counts = written.survey.counts
     console.print(f"[green]Wrote {written.path}[/green]: {written.survey.kind}, {len(counts)} classes, "
                   f"{sum(counts.values())} examples", highlight=False, soft_wrap=True)
+    guideline = (f"Wrote {written.guideline}: a starter labelling guideline, one section per class; replace its "
+                 "TODOs before labelling more" if written.guideline_written else
+                 f"Kept the existing {written.guideline} as the labelling guideline (--force replaces it)")
+    console.print(guideline, highlight=False, soft_wrap=True)
     for warning in written.warnings:
         console.print(f"[yellow]warning[/yellow] {warning}", highlight=False, soft_wrap=True)
     console.print(f"Next: transferflow validate {written.path}", highlight=False, soft_wrap=True)

@@ -6,7 +6,13 @@ from __future__ import annotations
 from tasks.config.spec import Spec
 from tasks.core.errors import DataError, DataQualityError
 from tasks.steps.base_model import choose_base_model, eligible, load_base_model, measure_candidates
-from tasks.steps.data import check_label_quality, finish_data_report, load_data, odd_inputs_section
+from tasks.steps.data import (
+    check_label_quality,
+    cross_check_section,
+    finish_data_report,
+    load_data,
+    odd_inputs_section,
+)
 from tasks.steps.embed import embed_examples
 from tasks.steps.refs import DatasetRef, Prepared, QualitySummary, TrackingRef
 from tasks.steps.resume import cached
@@ -23,11 +29,14 @@ def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None
 
     dataset = dataset or load_data(spec)                        # 2. data + label quality
     folder = report_folder(spec.workdir, spec.registry.model_name, dataset.fingerprint)
-    sections = [odd_inputs_section(spec, dataset, folder)]
+    cross_check = cross_check_section(spec, dataset, folder, tracking)  # labelled twice: the agreement
+    sections = [odd_inputs_section(spec, dataset, folder), *([cross_check] if cross_check else [])]
     quality: QualitySummary | None = None
     try:
         quality = cached(check_label_quality)(spec, dataset, folder)
         sections.append(quality.section)
+        if cross_check and cross_check.outcome == "fail":   # cross_check_policy: fail; first, as the likelier cause
+            raise DataError(f"{cross_check.summary} Nothing was trained.")
         if not quality.passed:
             raise DataQualityError(f"{spec.data.path}: the label-quality check failed; nothing was trained.\n"
                                    f"{quality.failure}")

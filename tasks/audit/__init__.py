@@ -1,2 +1,3 @@
-"""Data checks before any training: odd inputs, the Great Expectations quality suite, the label
-audit (cleanlab) and leakage across splits. Imports tasks.core, tasks.config, tasks.data and tasks.models."""
+"""Data checks before any training: odd inputs, the cross-check of two labellers, the Great
+Expectations quality suite, the label audit (cleanlab) and leakage across splits. Imports
+tasks.core, tasks.config, tasks.data and tasks.models."""

@@ -40,6 +40,7 @@ def load_spec(config_path: str | Path, data_path: str | Path | None = None) -> S
     except ValidationError as exc:
         raise SpecError(_format_validation_error(config_path, exc)) from None
     _check_data_path(config_path, spec)
+    _check_label_files(config_path, spec)
     return spec
 
 
@@ -76,9 +77,12 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Make data.path and workdir absolute (`~` is the home folder), relative to the config's folder."""
     data = raw.get("data")
     if isinstance(data, dict):
-        for field in ("path", "val_path", "test_path"):  # the data, and given held-out files
+        for field in ("path", "val_path", "test_path", "guideline"):  # the data, given held-out files, the guideline
             if isinstance(data.get(field), str):
                 data[field] = _absolute(data[field], base)
+        cross_check = data.get("cross_check")
+        if isinstance(cross_check, dict) and isinstance(cross_check.get("labels"), str):
+            cross_check["labels"] = _absolute(cross_check["labels"], base)
     raw.setdefault("workdir", DEFAULT_WORKDIR)  # unset: beside the config, wherever the command runs from
     if isinstance(raw.get("workdir"), str):
         raw["workdir"] = _absolute(raw["workdir"], base)
@@ -111,6 +115,19 @@ def _check_data_path(config_path: Path, spec: Spec) -> None:
                         "needs. Fix: point data.path at one, or set data.kind to the kind of data it holds.")
     if problem := data.problem_before_loading():
         raise SpecError(f"{config_path}: {problem}")
+
+
+def _check_label_files(config_path: Path, spec: Spec) -> None:
+    """The guideline and the second labels a config names are files: a missing one fails at step 1,
+    not after the data has been read."""
+    data = spec.data
+    named = [("data.guideline", data.guideline, "write the labelling guideline there (`transferflow init` writes a "
+                                                 "starter one), point the field at yours, or remove the field"),
+             ("data.cross_check.labels", data.cross_check.labels if data.cross_check else None,
+              "point it at the CSV of the second labels, or remove data.cross_check")]
+    for field, path, fix in named:
+        if path is not None and not path.is_file():
+            raise SpecError(f"{config_path}: {field} '{path}' is not a file. Fix: {fix}.")
 
 
 def _format_validation_error(config_path: Path, exc: ValidationError) -> str:

@@ -8,7 +8,8 @@ machine (MobileNetV2 for images, MobileNetV2 on log-mel spectrograms for sound, 
 The user states the two things only they know: the task in one sentence and the one metric with
 its target (`--metric "recall:damaged>=0.9"`).
 The file is checked by the same loader `run` uses before `init` reports success, and an existing
-file is never overwritten unless asked.
+file is never overwritten unless asked. Beside it goes a starter labelling guideline, `labeling.md`
+(`tasks/data/starter_guideline.py`), which the config names in `data.guideline`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class StarterConfig:
     path: Path
     survey: DataSurvey
     warnings: tuple[str, ...]
+    guideline: Path               # the labelling guideline the config names, beside it
+    guideline_written: bool       # False: one was there already, and kept
 
 
 def survey_data(path: Path, text_column: str | None = None, label_column: str | None = None) -> DataSurvey:
@@ -146,9 +149,12 @@ def write_starter_config(out: Path, data: Path, task: str, metric: str, model_na
                          text_column: str | None = None, label_column: str | None = None,
                          force: bool = False) -> StarterConfig:
     """Survey the data, check the config loads as `run` would load it, then write it to `out`
-    (atomically; over an existing file only with `force`); return it with warnings about the data."""
+    (atomically; over an existing file only with `force`); return it with warnings about the data.
+    The config names a labelling guideline beside it: a starter one is written unless the file is
+    there already (then it is kept, or with `force` replaced)."""
     from tasks.config.loading import load_spec
     from tasks.core.atomic import write_text_atomic
+    from tasks.data.starter_guideline import GUIDELINE_FILE, starter_guideline
 
     out, data = out.expanduser().resolve(), data.expanduser().resolve()
     if out.exists() and not force:
@@ -160,21 +166,30 @@ def write_starter_config(out: Path, data: Path, task: str, metric: str, model_na
     spec: dict[str, Any] = {
         "task": task.strip(),
         "metric": parse_metric(metric, list(survey.counts)),
-        "data": {"kind": survey.kind, "path": _relative(data, out.parent), **_non_default_columns(survey)},
+        "data": {"kind": survey.kind, "path": _relative(data, out.parent), **_non_default_columns(survey),
+                 "guideline": GUIDELINE_FILE},
         "model": DEFAULT_MODELS[survey.modality],
         "registry": {"model_name": model_name or _slug(data.stem if data.is_file() else data.name)},
     }
     text = _yaml(spec, survey)
+    guideline, guideline_text = out.parent / GUIDELINE_FILE, starter_guideline(task, list(survey.counts))
+    existed = guideline.exists()
+    if not existed:                # the trial config names it: it must be there to load
+        write_text_atomic(guideline, guideline_text)
     trial = out.with_name(f".{out.name}.init-check")  # beside `out`: its relative paths resolve the same
     write_text_atomic(trial, text)
     try:
         load_spec(trial)           # as `run` will load it; a file that fails never replaces `out`
     except SpecError as error:
+        if not existed:
+            guideline.unlink(missing_ok=True)
         raise SpecError(str(error).replace(str(trial), str(out))) from None
     finally:
         trial.unlink(missing_ok=True)
     write_text_atomic(out, text)
-    return StarterConfig(out, survey, _data_warnings(survey))
+    if existed and force:
+        write_text_atomic(guideline, guideline_text)
+    return StarterConfig(out, survey, _data_warnings(survey), guideline, not existed or force)
 
 
 def _data_warnings(survey: DataSurvey) -> tuple[str, ...]:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from tasks.training.fit import EpochRecord
 
 PARENT_TAG = "mlflow.parentRunId"
+GUIDELINE_PARAM = "data.guideline_sha256"   # the labelling guideline a run's labels follow
+GUIDELINE_ARTIFACTS = "guideline"           # where the run keeps the guideline file itself
 
 
 def tracking_uri(workdir: Path) -> str:
@@ -79,6 +81,22 @@ def start_run(client: MlflowClient, experiment: str, name: str, parent_run_id: s
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
     flat = flatten(params)
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
+
+
+def log_guideline(client: MlflowClient, run_id: str, path: Path) -> str:
+    """The labelling guideline with the run: its sha256 as a param (what the model card and a later
+    run compare) and the file as an artifact. Returns the sha256."""
+    from tasks.core.hashing import sha256_file
+
+    digest = sha256_file(path)
+    client.log_param(run_id, GUIDELINE_PARAM, digest)
+    log_file(client, run_id, path, GUIDELINE_ARTIFACTS)
+    return digest
+
+
+def run_param(client: MlflowClient, run_id: str, key: str) -> str | None:
+    """A param of a run, or None when the run never logged it."""
+    return client.get_run(run_id).data.params.get(key)
 
 
 def log_scores(client: MlflowClient, run_id: str, scores: dict[str, float], prefix: str = "",

@@ -4,6 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tasks.registry.tracking import GUIDELINE_ARTIFACTS  # beside model_card.md in the run's artifacts
+
+
+@dataclass(frozen=True)
+class GuidelineFacts:
+    """The labelling guideline this run's labels follow, and the one the champion's followed."""
+
+    file: str | None              # its file name; None when the config names none
+    sha256: str | None            # as logged at step 1
+    champion_version: str | None  # the champion the challenger was compared with; None: no champion
+    champion_sha256: str | None   # the guideline sha256 the champion's run logged; None: none logged
+
+    def lines(self) -> list[str]:
+        here = (f"- Labelling guideline: [{self.file}]({GUIDELINE_ARTIFACTS}/{self.file}) (sha256 `{self.sha256}`, "
+                "logged with the run)" if self.sha256 else "- Labelling guideline: none (data.guideline is not set)")
+        if self.champion_version is None or self.champion_sha256 == self.sha256:
+            return [here]
+        champion = (f"champion version {self.champion_version} was trained under sha256 `{self.champion_sha256}`"
+                    if self.champion_sha256 else f"champion version {self.champion_version} logged no guideline")
+        return [here, f"- **The labelling guideline differs from the champion's**: {champion}. Labels made under the "
+                      "two may follow different rules; compare the two files before comparing the models."]
+
 
 @dataclass(frozen=True)
 class CardFacts:
@@ -31,6 +53,7 @@ class CardFacts:
     decision_reason: str
     registered_version: str
     mlflow_run_id: str
+    guideline: GuidelineFacts | None = None  # None: neither this run nor the champion named one
 
 
 def render_model_card(facts: CardFacts) -> str:
@@ -55,6 +78,7 @@ def render_model_card(facts: CardFacts) -> str:
         f"- Split manifest sha256: `{facts.manifest_sha256}`",
         "- Split sizes: " + ", ".join(f"{k} {v}" for k, v in facts.split_sizes.items()),
         "- Class counts: " + ", ".join(f"{k} {v}" for k, v in facts.class_counts.items()),
+        *(facts.guideline.lines() if facts.guideline else []),
     ]
     if facts.quality_warnings:
         lines.append("- Data warnings (label audit and split): " + "; ".join(facts.quality_warnings))

@@ -1,11 +1,13 @@
 """Recipe step 2 as Prefect tasks: load the data (odd inputs and conflicting labels taken out with
-their reason), the Great Expectations label-quality suite, and the data report."""
+their reason; the cross-check's disagreements held out), the Great Expectations label-quality suite,
+and the data report."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.config.spec import Spec
 from tasks.core.errors import DataError
@@ -13,11 +15,17 @@ from tasks.reports.data_report import Outcome, Section
 from tasks.steps.refs import DatasetRef, QualitySummary, ReportRef, TrackingRef
 from tasks.steps.step import artifact_key, publish_markdown, step
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tasks.audit.cross_check import CrossCheck
+
 
 @step("2a load data")
 def load_data(spec: Spec) -> DatasetRef:
     """The example table, without the odd inputs (`data.odd_inputs: drop`) and the examples under
     two labels (`data.conflicting_labels: drop`): both listed with their reason, never silent."""
+    from tasks.audit.cross_check import cross_check
     from tasks.audit.odd_inputs import take_out
     from tasks.core.hashing import fingerprint
     from tasks.data.readers import load_examples
@@ -26,6 +34,9 @@ def load_data(spec: Spec) -> DatasetRef:
     loaded = load_examples(spec.data)
     kept = take_out(loaded, spec.data)
     table, odd, conflicts = kept.table, kept.odd, kept.conflicts
+    found_classes = loaded.declared_classes or tuple(sorted(loaded.table["label"].dropna().unique()))
+    check = cross_check(loaded.table, table, spec.data, found_classes)  # on what 2a kept, before the checks
+    table = without_disagreements(table, check, spec)
     if table.empty:
         raise DataError(f"{spec.data.path}: no examples left after quarantining {len(odd)} odd input(s) and "
                         f"{len(conflicts)} conflicting one(s). Fix: check the data (see data.odd_inputs).")
@@ -36,7 +47,45 @@ def load_data(spec: Spec) -> DatasetRef:
                  f"{f', {len(conflicts)} under two labels dropped' if conflicts else ''})" if odd or conflicts else "")
     print(f"Loaded {len(table)} examples in {len(classes)} classes from {spec.data.path}{taken_out}")
     return DatasetRef(path, dataset_fingerprint, tuple(classes), loaded.declared_classes, loaded.skipped_files,
-                      tuple(q.describe() for q in odd), tuple(q.describe() for q in conflicts))
+                      tuple(q.describe() for q in odd), tuple(q.describe() for q in conflicts), check)
+
+
+def without_disagreements(table: pd.DataFrame, check: CrossCheck | None, spec: Spec) -> pd.DataFrame:
+    """The table less the examples the two labellers disagree on (`cross_check_disagreements: drop`),
+    each named in the log here and in the report's cross-check section and disagreements.csv."""
+    from tasks.audit.cross_check import hold_out_disagreements
+
+    if check is None:
+        return table
+    print(f"Cross-check: Cohen's kappa {check.kappa:.3f} on {check.overlap} examples labelled twice "
+          f"(min {check.min_kappa:g}), {len(check.disagreements)} disagreement(s)")
+    if spec.data.cross_check_disagreements != "drop":
+        return table
+    kept, held_out = hold_out_disagreements(table, check)
+    for example in held_out:
+        print(f"Held out until the labellers agree: {example.describe()}")
+    return kept
+
+
+def cross_check_section(spec: Spec, dataset: DatasetRef, folder: Path, tracking: TrackingRef | None) -> Section | None:
+    """Step 2a's cross-check in the report (disagreements.csv, the annotators' confusion matrix) and,
+    in a training run, its numbers in the MLflow run: `cross_check_kappa`, `cross_check_overlap`,
+    `cross_check_disagreements` and each class's `cross_check_agreement_<class>`."""
+    from tasks.reports.cross_check_report import cross_check_report
+
+    check = dataset.cross_check
+    if check is None:
+        return None
+    section = cross_check_report(check, spec.data, folder)
+    if tracking is not None:
+        from tasks.config.spec import class_metric_key
+        from tasks.registry.tracking import log_scores
+
+        log_scores(tracking.client, tracking.run_id, {
+            "cross_check_kappa": check.kappa, "cross_check_overlap": check.overlap,
+            "cross_check_disagreements": len(check.disagreements),
+            **{class_metric_key("cross_check_agreement", label): value for label, value in check.agreement().items()}})
+    return section
 
 
 def odd_inputs_section(spec: Spec, dataset: DatasetRef, folder: Path) -> Section:

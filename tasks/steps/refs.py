@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.audit.cross_check import CrossCheck
 from tasks.config.spec import Spec
 from tasks.data.split import SplitRef
 from tasks.decisions.gate import ChampionComparison, Exposure, GateDecision
@@ -52,6 +53,9 @@ class DatasetRef:
     # check to stop on) and of each copy of an example under two labels dropped by `conflicting_labels`.
     odd_inputs: tuple[str, ...] = ()
     conflicts_dropped: tuple[str, ...] = ()
+    # The second labels of `data.cross_check` against the data's (its disagreements held out of the
+    # table under `data.cross_check_disagreements: drop`); None without a cross-check.
+    cross_check: CrossCheck | None = None
 
     def train_val_examples(self, split: SplitRef) -> dict[str, pd.DataFrame]:
         """{"train": ..., "val": ...}: the examples (indexed by id, with input, label and source) the

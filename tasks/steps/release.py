@@ -21,6 +21,8 @@ from tasks.training.metrics import Contract
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from tasks.reports.model_card import GuidelineFacts
+
 
 @contextmanager
 def promotion_lock(spec: OneModelSpec) -> Iterator[None]:
@@ -335,13 +337,32 @@ def write_model_card(spec: OneModelSpec, prepared: Prepared, stages: list[StageR
                          else "argmax (the likeliest class)"),
         test_value=test.value, target=spec.metric.target, decision=outcome.decision.verdict,
         decision_reason=outcome.decision.reason, registered_version=outcome.registration.version,
-        mlflow_run_id=tracking.run_id))
+        mlflow_run_id=tracking.run_id,
+        guideline=guideline_facts(spec, tracking.client, tracking.run_id, test.champion.version)))
     client = tracking.client
     log_text(client, tracking.run_id, card, "model_card.md")
     # The registry page renders a version's description as markdown: the card is what a reviewer sees.
     client.update_model_version(outcome.registration.model_name, outcome.registration.version,
                                 description=f"{card}\n## Calling it\n\nSend {INPUT_DESCRIPTION[modality]}.\n")
     return card
+
+
+def guideline_facts(spec: OneModelSpec, client: MlflowClient, run_id: str,
+                    champion_version: str | None) -> GuidelineFacts | None:
+    """The guideline sha256 this run logged at step 1 beside the one the champion's run logged, so
+    the card says when the rules the labels follow changed between the two versions."""
+    from tasks.registry.tracking import GUIDELINE_PARAM, run_param
+    from tasks.reports.model_card import GuidelineFacts
+
+    sha256 = run_param(client, run_id, GUIDELINE_PARAM)
+    champion_sha256 = None
+    if champion_version is not None:
+        champion_run = client.get_model_version(spec.registry.model_name, champion_version).run_id
+        champion_sha256 = run_param(client, str(champion_run), GUIDELINE_PARAM) if champion_run else None
+    if sha256 is None and champion_sha256 is None:
+        return None
+    name = spec.data.guideline.name if spec.data.guideline is not None and sha256 else None
+    return GuidelineFacts(name, sha256, champion_version, champion_sha256)
 
 
 def _confidence_note(spec: OneModelSpec) -> str:

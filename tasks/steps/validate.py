@@ -30,6 +30,10 @@ def validate_config(config_path: str, data_path: str | None = None) -> Spec:
         described.append(f"{model.describe()}, {weights.description}")
     what = "base model" if len(described) == 1 else f"{len(described)} candidate base models"
     print(f"Task: {spec.task}  |  contract: {spec.metric.describe()}  |  {what}: " + "; ".join(described))
+    if spec.data.guideline is not None:  # part of the contract: the rules the labels follow
+        from tasks.core.hashing import sha256_file
+
+        print(f"Labelling guideline: {spec.data.guideline} (sha256 {sha256_file(spec.data.guideline)[:16]})")
     return spec
 
 
@@ -54,7 +58,15 @@ def start_tracking(spec: Spec, config_path: str, chain: ResumeChain | None = Non
     from prefect.runtime import flow_run
 
     from tasks.registry.resume_chain import CHAIN_TAG, RESUMED_FROM_TAG, process_tags
-    from tasks.registry.tracking import client_for, experiment_id, log_file, log_params, start_run, tracking_uri
+    from tasks.registry.tracking import (
+        client_for,
+        experiment_id,
+        log_file,
+        log_guideline,
+        log_params,
+        start_run,
+        tracking_uri,
+    )
 
     client = client_for(spec.workdir)
     experiment = experiment_id(client, spec.registry.model_name, spec.workdir)
@@ -65,4 +77,6 @@ def start_tracking(spec: Spec, config_path: str, chain: ResumeChain | None = Non
     })
     log_params(client, run_id, spec.model_dump(mode="json", by_alias=True))
     log_file(client, run_id, Path(config_path), "config")
+    if spec.data.guideline is not None:
+        log_guideline(client, run_id, spec.data.guideline)
     return TrackingRef(run_id, experiment, tracking_uri(spec.workdir))

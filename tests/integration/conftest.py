@@ -36,6 +36,16 @@ def tracking_server(tmp_path_factory):
         yield server
 
 
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio server for the session (per test worker, started only where a test asks):
+    `.url`, `.api_key` (a personal access token) and `.legacy_token`; stopped by PID whatever happens."""
+    from tests.labelstudio_server import label_studio_server
+
+    with label_studio_server(tmp_path_factory.mktemp("label-studio")) as server:
+        yield server
+
+
 @pytest.fixture(autouse=True)
 def default_mlflow_store(monkeypatch):
     """Each test's MLflow store is the SQLite file in its own workdir."""

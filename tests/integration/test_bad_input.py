@@ -84,6 +84,34 @@ def test_corrupt_image_stops_the_run_under_odd_inputs_fail(tmp_path):
     assert_nothing_registered(tmp_path, store_created=True)
 
 
+def test_labellers_who_disagree_too_much_stop_the_run_naming_the_two_classes(tmp_path):
+    """A second labeller calls 3 ants bees and 2 bees ants: kappa 0.167, below 0.8. The run stops
+    before the split with the pair named; the guideline and the kappa are in its (failed) MLflow run."""
+    import hashlib
+
+    from mlflow import MlflowClient
+
+    config = image_config(tmp_path, {"ants": 6, "bees": 6})
+    config.write_text(config.read_text().replace("min_examples_per_class: 3", "min_examples_per_class: 3, "
+                                                 "guideline: labeling.md, cross_check: {labels: second.csv}"))
+    (tmp_path / "labeling.md").write_text("# ants have six legs and no wings\n")
+    other = {"ants": "bees", "bees": "ants"}
+    swapped = {("ants", 0), ("ants", 1), ("ants", 2), ("bees", 0), ("bees", 1)}
+    rows = [f"{label}/{i}.png,{other[label] if (label, i) in swapped else label}"
+            for label in ("ants", "bees") for i in range(6)]
+    (tmp_path / "second.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    code, output = run_cli(tmp_path, config)
+    flat = " ".join(output.split())
+    assert code == 2 and "Cohen's kappa 0.167" in flat and "they disagree most on 'ants' vs 'bees' (5 examples)" in flat
+    assert "Traceback" not in output and not (tmp_path / "work" / "splits").exists()
+    assert_nothing_registered(tmp_path, store_created=True)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    guideline_sha256 = hashlib.sha256((tmp_path / "labeling.md").read_bytes()).hexdigest()
+    assert run.data.params["data.guideline_sha256"] == guideline_sha256
+    assert round(run.data.metrics["cross_check_kappa"], 3) == 0.167 and run.data.metrics["cross_check_overlap"] == 12
+
+
 def test_empty_class(tmp_path):
     config = image_config(tmp_path, {"ants": 4, "bees": 4})
     (tmp_path / "data" / "wasps").mkdir()
@@ -135,8 +163,10 @@ def test_init_writes_a_config_from_the_data_that_validate_accepts(tmp_path):
     code, output = run_transferflow(["init", "data", "--task", "Tell ants from bees.", "--metric", "recall:bees>=0.8",
                                      "--out", "ants.yaml"], cwd=tmp_path)
     assert code == 0 and "image_folder, 2 classes, 20 examples" in output
+    assert (tmp_path / "labeling.md").read_text().count("### What counts") == 2  # a starter guideline, named
     code, output = run_transferflow(["validate", "ants.yaml"], cwd=tmp_path)
     assert code == 0 and "Ready to run." in output and "contract: recall of class 'bees' >= 0.8" in output
+    assert "Labelling guideline:" in output and "labeling.md (sha256" in " ".join(output.split())
     assert (tmp_path / ".transferflow" / "reports").is_dir()  # the default workdir, beside the config
 
 

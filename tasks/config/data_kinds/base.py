@@ -23,6 +23,19 @@ class CsvColumns(NamedTuple):
     label: str = "label"
 
 
+class CrossCheckOptions(BaseModel):
+    """A second person's labels for a sample of the data, and the agreement it must reach."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labels: Path = Field(description="A UTF-8 CSV of the second labels: a `label` column and one key column, `path` "
+                                     "(relative to the data folder, for kinds of files), `text` (for kinds of texts) "
+                                     "or `id` (the example id). Relative to the config's folder.")
+    min_kappa: float = Field(0.8, ge=-1.0, le=1.0, description="The lowest Cohen's kappa between the data's labels "
+                                                              "and the second labels, on the examples both labelled, "
+                                                              "that data.cross_check_policy accepts.")
+
+
 class DataKindOptions(BaseModel):
     """The fields every kind shares: where the data is and what the label-quality check demands."""
 
@@ -71,6 +84,21 @@ class DataKindOptions(BaseModel):
     max_imbalance_ratio: float = Field(
         10.0, gt=1.0, description="Largest/smallest class above this is reported as a warning."
     )
+    guideline: Path | None = Field(
+        None, description="The labelling guideline (markdown: what counts as each class, its edge cases, what does "
+                          "not count), relative to the config's folder. Read at step 1: its sha256 is logged with "
+                          "the run and named on the model card, which says when it differs from the champion's.")
+    cross_check: CrossCheckOptions | None = Field(
+        None, description="A sample labelled twice: step 2 measures the agreement (Cohen's kappa, per-class "
+                          "agreement, the annotators' confusion matrix) on the examples both labelled.")
+    cross_check_policy: Literal["fail", "report"] = Field(
+        "fail", description="A kappa below cross_check.min_kappa: stop the run before training, naming the two "
+                            "classes the labellers confuse most (fail), or warn (report).")
+    cross_check_disagreements: Literal["drop", "keep_first"] = Field(
+        "drop", description="Examples the two labellers label differently: hold them out of the data until the "
+                            "labels agree (drop: a label two people dispute is no label to learn or to score on), "
+                            "or keep the data's own label (keep_first). Listed in quality/disagreements.csv either "
+                            "way.")
 
     MODALITY: ClassVar[str]          # "image" | "text" | "audio": what the data holds, so what a model must read
     PATH_IS_FOLDER: ClassVar[bool]   # `path` names a folder (else a file): checked when the config loads

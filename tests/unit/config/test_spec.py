@@ -13,17 +13,17 @@ from tests.conftest import write_config
 VALID = """
 task: Tell ants from bees.
 metric: {{name: {metric}, target: 0.9{extra_metric}}}
-data: {{kind: {kind}, path: {path}}}
+data: {{kind: {kind}, path: {path}{extra_data}}}
 model: {{family: {family}, name: {model}}}
 registry: {{model_name: ants}}
 """
 
 
 def config(tmp_path: Path, metric="accuracy", extra_metric="", kind="image_folder", path="data",
-           family="torchvision", model="mobilenet_v2", tail="") -> Path:
+           family="torchvision", model="mobilenet_v2", tail="", extra_data="") -> Path:
     (tmp_path / "data").mkdir(exist_ok=True)
     return write_config(tmp_path, VALID.format(metric=metric, extra_metric=extra_metric, kind=kind, path=path,
-                                               family=family, model=model) + tail)
+                                               family=family, model=model, extra_data=extra_data) + tail)
 
 
 def error_of(path: Path) -> str:
@@ -126,7 +126,7 @@ def test_home_folder_is_expanded_in_config_paths_and_the_data_override(tmp_path,
 SHARED_DATA_FIELDS = ("kind, path, classes, select_classes, duplicates, conflicting_labels, odd_inputs, "
                       "label_issues, leakage, leakage_similarity, exact_search_max, max_drop_fraction, "
                       "min_examples_per_class, "
-                      "max_imbalance_ratio")
+                      "max_imbalance_ratio, guideline, cross_check, cross_check_policy, cross_check_disagreements")
 
 
 @pytest.mark.parametrize("kind, family, model, field, own_fields", [
@@ -286,3 +286,37 @@ registry: {model_name: insects}
     monkeypatch.chdir(tmp_path)  # the command runs elsewhere: the path is the config's, not the cwd's
     spec = load_spec(config)
     assert spec.candidates[0].weights == str((folder / "weights" / "mine.pth").resolve())
+
+
+def test_the_guideline_and_second_labels_resolve_beside_the_config(tmp_path, monkeypatch):
+    (tmp_path / "labeling.md").write_text("# guideline\n")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "second.csv").write_text("path,label\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    spec = load_spec(config(tmp_path, extra_data=", guideline: labeling.md, cross_check: {labels: labels/second.csv}"))
+    assert spec.data.guideline == (tmp_path / "labeling.md").resolve()
+    cross_check = spec.data.cross_check
+    assert cross_check is not None and cross_check.labels == (tmp_path / "labels" / "second.csv").resolve()
+    assert spec.data.cross_check.min_kappa == 0.8 and spec.data.cross_check_policy == "fail"
+    assert spec.data.cross_check_disagreements == "drop"
+
+
+@pytest.mark.parametrize(("extra", "field", "fix"), [
+    (", guideline: labeling.md", "data.guideline", "write the labelling guideline there (`transferflow init` writes "
+                                                   "a starter one)"),
+    (", cross_check: {labels: second.csv}", "data.cross_check.labels", "point it at the CSV of the second labels"),
+])
+def test_a_missing_guideline_or_second_labels_file_names_the_config_the_field_and_the_fix(tmp_path, extra, field,
+                                                                                          fix):
+    message = error_of(config(tmp_path, extra_data=extra))
+    assert message.startswith(f"{tmp_path / 'config.yaml'}: {field} '{tmp_path}/") and "is not a file" in message
+    assert f"Fix: {fix}" in message
+
+
+def test_cross_check_policies_are_checked(tmp_path):
+    (tmp_path / "second.csv").write_text("path,label\n")
+    message = error_of(config(tmp_path, extra_data=", cross_check: {labels: second.csv, min_kappa: 1.5}, "
+                                                   "cross_check_policy: warn"))
+    assert "data.cross_check.min_kappa: Input should be less than or equal to 1" in message
+    assert "data.cross_check_policy: Input should be 'fail' or 'report'" in message

@@ -107,7 +107,7 @@ def test_an_out_of_range_target_fails_in_the_loaders_words_and_leaves_no_file(tm
     data = image_folder(tmp_path / "d", {"a": 2, "b": 2})
     with pytest.raises(SpecError, match=r"metric.target"):
         write_starter_config(tmp_path / "c.yaml", data, "Tell a from b.", "accuracy>=1.5")
-    assert not (tmp_path / "c.yaml").exists()
+    assert not (tmp_path / "c.yaml").exists() and not (tmp_path / "labeling.md").exists()
 
 
 def test_an_existing_file_is_kept_unless_forced(tmp_path):
@@ -122,6 +122,35 @@ def test_an_existing_file_is_kept_unless_forced(tmp_path):
     assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "d"]
     write_starter_config(out, data, "Tell a from b.", "accuracy>=0.9", force=True)
     assert load_spec(out).metric.name == "accuracy"
+
+
+def test_a_starter_guideline_with_a_section_per_class_is_written_beside_the_config_and_named(tmp_path):
+    data = image_folder(tmp_path / "d", {"damaged": 2, "intact": 2})
+    (tmp_path / "configs").mkdir()
+    written = write_starter_config(tmp_path / "configs" / "c.yaml", data, "Flag damaged parcels.", "accuracy>=0.9")
+    assert written.guideline == tmp_path / "configs" / "labeling.md" and written.guideline_written
+    assert "  guideline: labeling.md\n" in written.path.read_text()
+    assert load_spec(written.path).data.guideline == written.guideline
+    text = written.guideline.read_text()
+    assert text.startswith("# Labelling guideline: Flag damaged parcels.")
+    for label in ("damaged", "intact"):
+        section = text.split(f"## {label}\n", 1)[1].split("\n## ", 1)[0]
+        assert [line for line in section.splitlines() if line.startswith("### ")] == [
+            "### What counts", "### Edge cases", "### What does not count"]
+        assert section.count("- TODO:") == 3 and f"`{label}`" in section
+
+
+def test_an_existing_guideline_is_kept_unless_forced(tmp_path):
+    data = image_folder(tmp_path / "d", {"a": 2, "b": 2})
+    guideline = tmp_path / "labeling.md"
+    guideline.write_text("# Ours: a is round, b is square\n")
+    kept = write_starter_config(tmp_path / "c.yaml", data, "Tell a from b.", "accuracy>=0.9")
+    assert not kept.guideline_written and guideline.read_text() == "# Ours: a is round, b is square\n"
+    assert load_spec(kept.path).data.guideline == guideline
+    result = CliRunner().invoke(app, ["init", str(data), "--task", "Tell a from b.", "--metric", "accuracy>=0.9",
+                                      "--out", str(tmp_path / "c.yaml"), "--force"])
+    assert result.exit_code == 0 and f"Wrote {guideline}: a starter labelling guideline" in result.output
+    assert guideline.read_text().startswith("# Labelling guideline: Tell a from b.")
 
 
 @pytest.mark.parametrize("make, problem", [
@@ -143,6 +172,11 @@ def test_the_command_prints_what_it_wrote_and_what_to_run_next(tmp_path):
     assert result.exit_code == 0, result.output
     assert "image_folder, 2 classes, 13 examples" in result.output and "class 'cats' has 2" in result.output
     assert f"transferflow validate {out}" in result.output and load_spec(out).registry.model_name == "pets"
+    assert f"Wrote {tmp_path / 'labeling.md'}: a starter labelling guideline, one section per class" in result.output
     again = CliRunner().invoke(app, ["init", str(data), "--task", "x y z", "--metric", "f1:cats>=0.8",
                                      "--out", str(out)])
     assert again.exit_code == 2 and "exists" in again.output and "Traceback" not in again.output
+    out.unlink()
+    kept = CliRunner().invoke(app, ["init", str(data), "--task", "x y z", "--metric", "f1:cats>=0.8",
+                                    "--out", str(out)])
+    assert kept.exit_code == 0 and f"Kept the existing {tmp_path / 'labeling.md'}" in kept.output
