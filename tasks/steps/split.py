@@ -113,7 +113,7 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
             "label_audit_embeddings_computed": computed, "label_issues_found": len(found),
             "label_audit_probe_accuracy": round(issues.probe_accuracy, 4),
             "label_audit_temperature": round(issues.temperature, 4),
-            "label_issues_expected_false_alarms": round(issues.expected_false_alarms(), 2)})
+            "label_issues_false_alarms_at_least": round(issues.expected_false_alarms(), 2)})
     rows = found.drop(columns=["input", "example_id"]).to_dict("records")
     body = markdown_table(rows) + "\n\nMost unusual inputs (reported, never dropped): " + "; ".join(
         f"{r.source} ({r.score:.3f})" for r in outliers.head(5).itertuples())

@@ -87,6 +87,44 @@ def test_flipped_labels_rise_to_the_top_of_the_suspects(banking_slice):
     assert np.mean(right) > 0.8  # for a flipped example, the suggestion is mostly its original label
 
 
+def test_the_neighbour_share_counts_the_nearest_others_carrying_the_suggested_label():
+    """Recomputed with numpy: cosine similarity, the 3 most similar other rows, the share of them
+    labelled as suggested."""
+    from tasks.audit.label_audit import neighbour_share
+
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(60, 8))
+    labels = rng.integers(0, 3, 60)
+    rows, suggested = np.array([4, 17, 42]), np.array([0, 1, 2])
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    expected = [(labels[np.argsort(-similarity[row])[:3]] == s).mean() for row, s in zip(rows, suggested, strict=True)]
+    assert neighbour_share(features, labels, rows, suggested, k=3) == pytest.approx(expected)
+
+
+def test_a_suspect_needs_most_of_its_neighbours_to_carry_the_suggested_label(banking_slice):
+    """With 5% flipped: the suspects are exactly the calibrated, confident flags whose 10 nearest
+    neighbours (recomputed with numpy, cosine) mostly carry the suggested label."""
+    table, features = banking_slice
+    rng = np.random.default_rng(11)
+    noisy = table.copy()
+    for row in rng.choice(len(table), size=30, replace=False):
+        noisy.iloc[row, noisy.columns.get_loc("label")] = INTENTS[(INTENTS.index(table.iloc[row]["label"]) + 1) % 5]
+    unfiltered = find_label_issues(noisy, features, INTENTS, seed=0, min_neighbour_share=0.0).table
+    kept = set(find_label_issues(noisy, features, INTENTS, seed=0).table["example_id"])
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    row_of = {example_id: row for row, example_id in enumerate(noisy["example_id"])}
+    labels = noisy["label"].to_numpy()
+    expected = set()
+    for suspect in unfiltered.itertuples():
+        similarity = unit @ unit[row_of[suspect.example_id]]
+        similarity[row_of[suspect.example_id]] = -np.inf
+        if (labels[np.argsort(-similarity)[:10]] == suspect.suggested_label).mean() >= 0.5:
+            expected.add(suspect.example_id)
+    assert kept == expected and 0 < len(kept) < len(unfiltered)
+
+
 def test_the_temperature_minimizes_the_negative_log_likelihood():
     """An overconfident probe's logits (the true ones x 4): the fitted temperature undoes the x4, and
     no temperature on a grid does better."""
