@@ -253,6 +253,66 @@ def split_reset(model: str = typer.Argument(..., help="Registry model name (regi
                   f"ledger's exposure counts start again. The old assignments are kept in {retired}.")
 
 
+label_app = typer.Typer(no_args_is_help=True, help="Reviewed labels: pull answers into the labels store, revert "
+                                                    "a pull.")
+app.add_typer(label_app, name="label")
+
+
+@label_app.command("pull")
+def label_pull(config: Path = typer.Argument(..., help="YAML config"),
+               answers: Path = typer.Option(..., "--from", help="The filled-in CSV: id, label (and input or path "
+                                                                "for new examples)"),
+               data: Path | None = DataOption) -> None:
+    """Bring reviewed labels into the labels store (data.labels_store): every row is checked first, and
+    one bad row applies nothing. The next run loads the data with them."""
+    with _user_errors():
+        spec = _check_config(config, data)
+        from tasks.data.labels_store import pull_from_file
+        from tasks.data.readers import load_examples
+
+        result = pull_from_file(load_examples(spec.data), spec.data, answers.expanduser().resolve())
+    where = f"pull {result.pull} in {spec.data.labels_folder}" if result.pull else "nothing to record"
+    console.print(f"{result.corrected} corrected, {result.confirmed} confirmed unchanged, {result.new} new, "
+                  f"{result.skipped} skipped (no label yet): {where}", highlight=False, soft_wrap=True)
+
+
+@label_app.command("export")
+def label_export(config: Path = typer.Argument(..., help="YAML config"),
+                 what: str = typer.Option("suspects", "--what", help="suspects: the last data report's disputed "
+                                                                     "labels (incoming: not yet)"),
+                 out: Path = typer.Option(..., "--out", help="The CSV to write for reviewers"),
+                 data: Path | None = DataOption) -> None:
+    """Write a review queue as a CSV (id, input, current label, suggestion, an empty `label` column) that
+    `label pull --from` reads back once filled in."""
+    with _user_errors():
+        if what != "suspects":
+            raise TransferflowError(f"--what {what}: only `suspects` is exported so far. Fix: pass --what suspects.")
+        spec = _check_config(config, data)
+        from tasks.data.labels_store import export_suspects
+        from tasks.data.readers import load_examples
+        from tasks.reports.data_report import report_folder
+
+        reports = report_folder(spec.workdir, spec.registry.model_name, "any").parent  # one folder per data
+        rows = export_suspects(load_examples(spec.data), spec.data, reports, out)
+    console.print(f"Wrote {rows} suspect(s) to {out}: fill in the `label` column, then "
+                  f"transferflow label pull {config} --from {out}", highlight=False, soft_wrap=True)
+
+
+@label_app.command("revert")
+def label_revert(config: Path = typer.Argument(..., help="YAML config"),
+                 pull: str = typer.Option(..., "--pull", help="The pull to undo (pull-..., as `label pull` named it)"),
+                 data: Path | None = DataOption) -> None:
+    """Undo a pull by a revert record (the store is never edited): the next run loads the labels it
+    replaced."""
+    with _user_errors():
+        spec = _check_config(config, data)
+        from tasks.data.labels_store import revert_pull
+
+        undone = revert_pull(spec.data, pull)
+    console.print(f"Reverted {pull}: {undone} record(s) undone in {spec.data.labels_folder}", highlight=False,
+                  soft_wrap=True)
+
+
 @app.command()
 def schema() -> None:
     """Print the config's JSON schema (fields, defaults, allowed values)."""

@@ -10,6 +10,7 @@ from tasks.steps.data import (
     check_label_quality,
     cross_check_section,
     finish_data_report,
+    labels_store_section,
     load_data,
     odd_inputs_section,
 )
@@ -30,7 +31,9 @@ def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None
     dataset = dataset or load_data(spec)                        # 2. data + label quality
     folder = report_folder(spec.workdir, spec.registry.model_name, dataset.fingerprint)
     cross_check = cross_check_section(spec, dataset, folder, tracking)  # labelled twice: the agreement
-    sections = [odd_inputs_section(spec, dataset, folder), *([cross_check] if cross_check else [])]
+    store = labels_store_section(spec, dataset)  # reviewed labels the store applied at 2a
+    sections = [*([store] if store else []), odd_inputs_section(spec, dataset, folder),
+                *([cross_check] if cross_check else [])]
     quality: QualitySummary | None = None
     try:
         quality = cached(check_label_quality)(spec, dataset, folder)

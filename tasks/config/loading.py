@@ -77,7 +77,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Make data.path and workdir absolute (`~` is the home folder), relative to the config's folder."""
     data = raw.get("data")
     if isinstance(data, dict):
-        for field in ("path", "val_path", "test_path", "guideline"):  # the data, given held-out files, the guideline
+        # the data, given held-out files, the guideline, the labels store
+        for field in ("path", "val_path", "test_path", "guideline", "labels_store"):
             if isinstance(data.get(field), str):
                 data[field] = _absolute(data[field], base)
         cross_check = data.get("cross_check")

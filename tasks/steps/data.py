@@ -28,10 +28,14 @@ def load_data(spec: Spec) -> DatasetRef:
     from tasks.audit.cross_check import cross_check
     from tasks.audit.odd_inputs import take_out
     from tasks.core.hashing import fingerprint
+    from tasks.data.labels_store import apply_store
     from tasks.data.readers import load_examples
     from tasks.data.table import save_table
 
-    loaded = load_examples(spec.data)
+    loaded, store = apply_store(load_examples(spec.data), spec.data)  # reviewed labels, before any check
+    if store.corrected or store.added:
+        print(f"Labels store {spec.data.labels_folder}: {store.corrected} label(s) corrected, "
+              f"{store.added} example(s) added ({store.pulls} pull(s), {store.reverted_pulls} reverted)")
     kept = take_out(loaded, spec.data)
     table, odd, conflicts = kept.table, kept.odd, kept.conflicts
     found_classes = loaded.declared_classes or tuple(sorted(loaded.table["label"].dropna().unique()))
@@ -47,7 +51,19 @@ def load_data(spec: Spec) -> DatasetRef:
                  f"{f', {len(conflicts)} under two labels dropped' if conflicts else ''})" if odd or conflicts else "")
     print(f"Loaded {len(table)} examples in {len(classes)} classes from {spec.data.path}{taken_out}")
     return DatasetRef(path, dataset_fingerprint, tuple(classes), loaded.declared_classes, loaded.skipped_files,
-                      tuple(q.describe() for q in odd), tuple(q.describe() for q in conflicts), check)
+                      tuple(q.describe() for q in odd), tuple(q.describe() for q in conflicts), check,
+                      store.corrected, store.added)
+
+
+def labels_store_section(spec: Spec, dataset: DatasetRef) -> Section | None:
+    """Step 2a's reviewed labels in the report: how many the labels store corrected and added (None
+    when it changed nothing), so a changed fingerprint has its reason beside it."""
+    if not dataset.labels_corrected and not dataset.labels_added:
+        return None
+    return Section("Labels store", "ok",
+                   f"{dataset.labels_corrected} label(s) corrected and {dataset.labels_added} example(s) added "
+                   f"from {spec.data.labels_folder} (`transferflow label pull`); corrected test examples stay "
+                   "in test, new examples go where the split places them (to training under given splits).")
 
 
 def without_disagreements(table: pd.DataFrame, check: CrossCheck | None, spec: Spec) -> pd.DataFrame:

@@ -56,6 +56,9 @@ class DatasetRef:
     # The second labels of `data.cross_check` against the data's (its disagreements held out of the
     # table under `data.cross_check_disagreements: drop`); None without a cross-check.
     cross_check: CrossCheck | None = None
+    # What the labels store (`label pull`) changed: labels corrected, examples added.
+    labels_corrected: int = 0
+    labels_added: int = 0
 
     def train_val_examples(self, split: SplitRef) -> dict[str, pd.DataFrame]:
         """{"train": ..., "val": ...}: the examples (indexed by id, with input, label and source) the

@@ -100,6 +100,13 @@ class DataKindOptions(BaseModel):
                             "or keep the data's own label (keep_first). Listed in quality/disagreements.csv either "
                             "way.")
 
+    labels_store: Path | None = Field(
+        None, description="The folder of reviewed labels (`transferflow label pull`): append-only records, one file "
+                          "per pull, applied when the data loads (corrections by example id, new examples added). "
+                          "Unset: `<data.path>.labels/` beside a data folder, `<csv folder>/<csv stem>.labels/` "
+                          "beside a CSV; never inside the data, whose files may be read-only. Relative to the "
+                          "config's folder.")
+
     MODALITY: ClassVar[str]          # "image" | "text" | "audio": what the data holds, so what a model must read
     PATH_IS_FOLDER: ClassVar[bool]   # `path` names a folder (else a file): checked when the config loads
     PATH_SHAPE: ClassVar[str]        # what `path` must be, in words, for that check's message
@@ -115,6 +122,15 @@ class DataKindOptions(BaseModel):
     def written_on_first_run(self) -> bool:
         """True when `path` is written by the first run (packaged demo data), so it need not exist yet."""
         return False
+
+    @property
+    def labels_folder(self) -> Path:
+        """Where the labels store is: `labels_store`, or beside the data (never inside it)."""
+        if self.labels_store is not None:
+            return self.labels_store
+        if self.PATH_IS_FOLDER:
+            return self.path.with_name(f"{self.path.name}.labels")
+        return self.path.with_name(f"{self.path.stem}.labels")
 
     @property
     def csv_columns(self) -> CsvColumns:

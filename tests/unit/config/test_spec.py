@@ -126,7 +126,8 @@ def test_home_folder_is_expanded_in_config_paths_and_the_data_override(tmp_path,
 SHARED_DATA_FIELDS = ("kind, path, classes, select_classes, duplicates, conflicting_labels, odd_inputs, "
                       "label_issues, leakage, leakage_similarity, exact_search_max, max_drop_fraction, "
                       "min_examples_per_class, "
-                      "max_imbalance_ratio, guideline, cross_check, cross_check_policy, cross_check_disagreements")
+                      "max_imbalance_ratio, guideline, cross_check, cross_check_policy, cross_check_disagreements, "
+                      "labels_store")
 
 
 @pytest.mark.parametrize("kind, family, model, field, own_fields", [

@@ -1,0 +1,296 @@
+"""The labels store: reviewed labels kept as append-only records beside the data, and applied when
+the data loads (step 2a).
+
+People review suspects and label kept batches outside the tool; their answers come back through
+`transferflow label pull`. The user's data files are never rewritten (they may be read-only, or
+shared): each pull writes one new JSON-lines file of records in the store folder
+(`data.labels_folder`), atomically, and nothing in the store is ever edited. A bad pull is undone by
+a revert file whose records name the pull; the loader then skips that pull's records.
+
+A record says: the example id, the old and the new label, who, when (UTC ISO), its source (project
+or file) and task (id or row), and its kind: `correction` (a known example's label changed), `new`
+(an example the data lacks: its text, or a file the pull copied into the store's `files/` folder)
+or `revert`. The loader applies them in pull order, the last one per example winning. Ids never
+change with a correction, so the sticky split keeps a corrected test example in test; new
+examples under given splits go to training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from tasks.config.data_kinds import DataKindOptions, reads_files
+from tasks.core.atomic import write_text_atomic
+from tasks.core.errors import DataError
+from tasks.core.hashing import sha256_file, sha256_text
+from tasks.data.readers.csv_files import row_number
+from tasks.data.table import LoadedData, read_csv
+
+RecordKind = Literal["correction", "new", "revert"]
+PULL_SUFFIX = ".jsonl"
+FILES_FOLDER = "files"
+SHOWN_ROWS = 5
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """One answer (or one revert), as the store keeps it."""
+
+    example_id: str
+    old_label: str | None
+    new_label: str | None
+    who: str
+    when: str
+    source: str
+    task: str
+    kind: RecordKind
+    pull: str
+    input: str | None = None   # a new example: its text, or its file relative to the store folder
+    reverts: str | None = None  # a revert: the pull it undoes
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """What the store changed in the loaded data, for the log and the data report."""
+
+    corrected: int = 0
+    added: int = 0
+    pulls: int = 0
+    reverted_pulls: int = 0
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What `label pull` did: its id (None when nothing needed recording) and its counts."""
+
+    pull: str | None
+    corrected: int
+    confirmed: int
+    new: int
+    skipped: int
+
+
+def read_records(folder: Path) -> list[LabelRecord]:
+    """Every record in the store, pull by pull in the order they were written (names sort by time)."""
+    if not folder.is_dir():
+        return []
+    records: list[LabelRecord] = []
+    for path in sorted(folder.glob(f"pull-*{PULL_SUFFIX}")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(LabelRecord(**json.loads(line)))
+            except (ValueError, TypeError) as error:
+                raise DataError(f"{path}: line {number} is not a labels-store record ({error}). Fix: restore the "
+                                "file as `label pull` wrote it; the store is append-only.") from None
+    return records
+
+
+def pull_ids(folder: Path) -> list[str]:
+    """The pulls in the store, oldest first."""
+    return [path.name.removesuffix(PULL_SUFFIX) for path in sorted(folder.glob(f"pull-*{PULL_SUFFIX}"))] \
+        if folder.is_dir() else []
+
+
+def apply_store(loaded: LoadedData, data: DataKindOptions) -> tuple[LoadedData, StoreCounts]:
+    """The loaded data with the store's corrections and new examples applied (the records of
+    reverted pulls skipped), and the counts. The table's ids are kept, so nothing re-splits."""
+    folder = data.labels_folder
+    records = read_records(folder)
+    if not records:
+        return loaded, StoreCounts()
+    reverted = {r.reverts for r in records if r.kind == "revert" and r.reverts}
+    latest: dict[str, LabelRecord] = {}
+    for record in records:
+        if record.kind != "revert" and record.pull not in reverted:
+            latest[record.example_id] = record
+    table = loaded.table.copy()
+    position = {example_id: i for i, example_id in enumerate(table["example_id"])}
+    corrected = 0
+    new_rows = []
+    given = table["given_split"].fillna("").astype(bool).any()
+    for example_id, record in latest.items():
+        if example_id in position:
+            row = table.index[position[example_id]]
+            if table.at[row, "label"] != record.new_label:
+                table.at[row, "label"] = record.new_label
+                corrected += 1
+        elif record.kind == "new" and record.input is not None:
+            source = f"{folder.name}/{record.pull} ({record.task})"
+            new_input = str(folder / record.input) if reads_files(data.MODALITY) else record.input
+            new_rows.append({"example_id": example_id, "input": new_input, "label": record.new_label,
+                             "given_split": "train" if given else "", "source": source})
+    if new_rows:
+        table = pd.concat([table, pd.DataFrame(new_rows, columns=table.columns)], ignore_index=True)
+    pulls = {r.pull for r in records if r.kind != "revert"}
+    counts = StoreCounts(corrected, len(new_rows), len(pulls), len(reverted & pulls))
+    return LoadedData(table, loaded.declared_classes, loaded.skipped_files, loaded.quarantined), counts
+
+
+def pull_from_file(loaded: LoadedData, data: DataKindOptions, answers: Path, who: str | None = None,
+                   now: datetime | None = None) -> PullResult:
+    """Check every row of a filled-in CSV (columns `id`, `label`, and `input` or `path` for new
+    examples) against the data as it loads now (the store applied), then write one pull file.
+    Any bad row refuses the whole file, so nothing is half-applied. Rows with an empty label are
+    not answered yet: skipped and counted."""
+    frame = _read_answers(answers)
+    current, _ = apply_store(loaded, data)
+    labels = dict(zip(current.table["example_id"].astype(str), current.table["label"], strict=True))
+    classes = list(loaded.declared_classes or sorted(current.table["label"].dropna().unique()))
+    new_column = next((c for c in ("path", "input") if c in frame.columns), None)
+    folder = data.labels_folder
+    pull = f"pull-{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:6]}"
+    when = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    who = who or os.environ.get("USER") or "unknown"
+    problems: list[str] = []
+    records: list[LabelRecord] = []
+    copies: list[tuple[Path, Path]] = []
+    confirmed = skipped = 0
+    for index in frame.index:
+        row = row_number(index)
+        label = _cell(frame, index, "label")
+        if label is None:
+            skipped += 1
+            continue
+        if label not in classes:
+            problems.append(f"row {row}: label '{label}' is not a class (write one of {', '.join(classes[:12])})")
+            continue
+        example_id = _cell(frame, index, "id")
+        new_value = _cell(frame, index, new_column) if new_column else None
+        if example_id is None and new_value is not None:
+            example_id, new_input, copy = _new_example(new_value, data, folder, answers)
+            if example_id is None:
+                problems.append(f"row {row}: {new_column} '{new_value}' is not a file (give a path relative to "
+                                f"{answers.parent})")
+                continue
+            if copy:
+                copies.append(copy)
+        else:
+            new_input = None
+        if example_id is None:
+            problems.append(f"row {row}: no id (give the example id, or the {new_column or 'input'} of a new one)")
+            continue
+        if example_id not in labels and new_input is None:
+            problems.append(f"row {row}: id '{example_id}' names no example of the data ({data.path}); "
+                            "export the queue again")
+            continue
+        old = labels.get(example_id)
+        if old == label:
+            confirmed += 1
+            continue
+        kind: RecordKind = "correction" if example_id in labels else "new"
+        records.append(LabelRecord(example_id, old, label, who, when, str(answers), f"row {row}", kind, pull,
+                                   new_input if kind == "new" else None))
+        labels[example_id] = label  # a later row for the same example sees this one
+    if problems:
+        more = f" (+{len(problems) - SHOWN_ROWS} more)" if len(problems) > SHOWN_ROWS else ""
+        raise DataError(f"{answers}: {len(problems)} bad row(s), nothing applied: "
+                        f"{'; '.join(problems[:SHOWN_ROWS])}{more}. Fix: correct the rows and pull again.")
+    corrected = sum(r.kind == "correction" for r in records)
+    if not records:
+        return PullResult(None, 0, confirmed, 0, skipped)
+    for source, target in copies:  # the new files first: a record never names a missing file
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    _write_pull(folder, pull, records)
+    return PullResult(pull, corrected, confirmed, len(records) - corrected, skipped)
+
+
+def revert_pull(data: DataKindOptions, pull: str, who: str | None = None, now: datetime | None = None) -> int:
+    """Undo a pull by a new revert file (never an edit); returns how many records it undoes."""
+    folder = data.labels_folder
+    if pull not in pull_ids(folder):
+        raise DataError(f"{folder}: no pull '{pull}' in the labels store. Fix: name one of "
+                        f"{', '.join(pull_ids(folder)) or '(none yet)'}.")
+    records = read_records(folder)
+    if any(r.kind == "revert" and r.reverts == pull for r in records):
+        raise DataError(f"{folder}: pull '{pull}' is already reverted. Fix: nothing to do.")
+    undone = [r for r in records if r.pull == pull]
+    stamp = now or datetime.now(UTC)
+    revert_id = f"pull-{stamp.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:6]}"
+    when, who = stamp.isoformat(timespec="seconds"), who or os.environ.get("USER") or "unknown"
+    _write_pull(folder, revert_id, [LabelRecord(r.example_id, r.new_label, r.old_label, who, when, "revert",
+                                                r.task, "revert", revert_id, None, pull) for r in undone])
+    return len(undone)
+
+
+def _write_pull(folder: Path, pull: str, records: Sequence[LabelRecord]) -> Path:
+    lines = "".join(json.dumps(record.__dict__, ensure_ascii=False) + "\n" for record in records)
+    return write_text_atomic(folder / f"{pull}{PULL_SUFFIX}", lines)
+
+
+def _read_answers(path: Path) -> pd.DataFrame:
+    """The filled-in CSV, refused when it is empty or lacks the columns a pull needs."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file. Fix: pass the filled-in CSV with --from.")
+    try:
+        frame = read_csv(path)
+    except DataError:
+        raise
+    except Exception as error:  # an empty or unparsable file
+        raise DataError(f"{path}: not a CSV of answers ({error}). Fix: fill in the exported CSV "
+                        "(columns id, label).") from None
+    columns = [str(c) for c in frame.columns]
+    if "label" not in columns or not ({"id", "input", "path"} & set(columns)):
+        raise DataError(f"{path}: needs a `label` column and an `id` column (or `input`/`path` for new examples); "
+                        f"it has {columns}. Fix: fill in the CSV that `label export` writes.")
+    if frame.empty:
+        raise DataError(f"{path}: no rows. Fix: fill in the exported CSV's `label` column.")
+    return frame
+
+
+def _cell(frame: pd.DataFrame, index: object, column: str) -> str | None:
+    """A cell as text, None when empty or absent."""
+    if column not in frame.columns:
+        return None
+    value = frame.at[index, column]
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip() if column != "input" else value
+
+
+def _new_example(value: str, data: DataKindOptions, folder: Path,
+                 answers: Path) -> tuple[str | None, str | None, tuple[Path, Path] | None]:
+    """A new example's id, its input as the record keeps it, and (for files) the copy into the store."""
+    if not reads_files(data.MODALITY):
+        return sha256_text(value), value, None
+    source = Path(value).expanduser()
+    source = source if source.is_absolute() else answers.parent / source
+    if not source.is_file():
+        return None, None, None
+    example_id = sha256_file(source)
+    relative = f"{FILES_FOLDER}/{example_id[:16]}{source.suffix.lower()}"
+    return example_id, relative, (source, folder / relative)
+
+
+def export_suspects(loaded: LoadedData, data: DataKindOptions, reports: Path, out: Path) -> int:
+    """Write the review queue of the last data report's disputed labels (`label_issues.csv`, the
+    newest under `reports`) as the CSV `label pull --from` reads back: id, input, current_label (with
+    the store applied, so an answered suspect shows its answer), suggestion, score and an empty
+    `label` column for the reviewer. Returns the number of rows."""
+    found = sorted(reports.glob("*/label_issues.csv"), key=lambda path: path.stat().st_mtime) \
+        if reports.is_dir() else []
+    if not found:
+        raise DataError(f"{reports}: no data report with label_issues.csv yet. Fix: run `transferflow validate` "
+                        "(or `run`) on this config first.")
+    issues = read_csv(found[-1])
+    current, _ = apply_store(loaded, data)
+    table = current.table.drop_duplicates("example_id").set_index("example_id")
+    issues = issues[issues["example_id"].isin(table.index)]
+    queue = pd.DataFrame({"id": issues["example_id"], "input": issues["example_id"].map(table["input"]),
+                          "current_label": issues["example_id"].map(table["label"]),
+                          "suggestion": issues.get("suggested_label"), "score": issues.get("score"), "label": ""})
+    write_text_atomic(out, queue.to_csv(index=False))
+    return len(queue)
