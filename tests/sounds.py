@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+SOUND_FORMATS = ".wav, .flac, .ogg, .mp3"  # as the sound kinds' messages list them
+
 
 def tone(hz: float, seconds: float = 0.5, rate: int = 16_000, amplitude: float = 0.5) -> np.ndarray:
     t = np.arange(round(seconds * rate)) / rate
@@ -43,3 +45,9 @@ def pcm16(samples: np.ndarray) -> np.ndarray:
     """`samples` in [-1, 1] as 16-bit integers on the decoder's scale (int / 32768 decodes back),
     clipped at full scale: written as int16, wav and flac hold exactly these numbers."""
     return np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32768), -32768, 32767).astype(np.int16)
+
+
+def clip(seed: int, seconds: float = 0.4) -> np.ndarray:
+    """A distinct, well-behaved clip per seed: a tone over a little noise."""
+    return (tone(200 + 37 * seed, seconds, amplitude=0.4) + noise_burst(seconds, seed=seed, amplitude=0.05)).clip(
+        -1, 1).astype(np.float32)

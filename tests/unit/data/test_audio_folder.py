@@ -21,15 +21,7 @@ from tasks.data.readers import load_examples
 from tasks.data.split import split_examples
 from tasks.data.starter_config import write_starter_config
 from tests.conftest import small_image
-from tests.sounds import noise_burst, pcm16, silence, tone, write
-
-SOUND_FORMATS = ".wav, .flac, .ogg, .mp3"
-
-
-def clip(seed: int, seconds: float = 0.4) -> np.ndarray:
-    """A distinct, well-behaved clip per seed: a tone over a little noise."""
-    return (tone(200 + 37 * seed, seconds, amplitude=0.4) + noise_burst(seconds, seed=seed, amplitude=0.05)).clip(
-        -1, 1).astype(np.float32)
+from tests.sounds import SOUND_FORMATS, clip, pcm16, silence, tone, write
 
 
 def sha256(path: Path) -> str:
