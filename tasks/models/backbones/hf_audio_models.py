@@ -40,7 +40,6 @@ from tasks.models.backbones.hf_models import (
     preprocessor_folder,
     transformer_groups,
 )
-from tasks.models.backbones.spectrogram_models import _shifted_and_noisy
 from tasks.models.backbones.weights import WeightsSource
 
 TRACE_SECONDS = 1.0  # the clip `trace` runs (seeded noise): long enough for every encoder's front end
@@ -78,12 +77,13 @@ def extract_clips(inputs: list[Any], front_end: AudioFrontEnd, augment: str = "n
     spectrogram family's waveform augmentation (its SpecAugment masks act on a log-mel these models
     compute inside their extractor or network). Draws from torch's global RNG."""
     from tasks.core.audio import decode, fixed_length
+    from tasks.models.backbones.waveform import shifted_and_noisy
 
     clips = []
     for source in inputs:
         samples = fixed_length(decode(source, front_end.sample_rate), front_end.length)
         if augment != "none":
-            samples = _shifted_and_noisy(samples, noisy=augment == "standard")
+            samples = shifted_and_noisy(samples, noisy=augment == "standard")
         clips.append(samples)
     return features_of(clips, front_end)
 

@@ -95,28 +95,18 @@ def decode_clips(inputs: list[Any], front_end: LogMel, augment: str = "none") ->
     (one band of up to n_mels/8 mels, one span of up to 10% of the frames); standard adds noise at
     20-40 dB SNR. Draws from torch's global RNG, so a seeded stage is reproducible."""
     from tasks.core.audio import decode, fixed_length
+    from tasks.models.backbones.waveform import shifted_and_noisy
 
     images = []
     for source in inputs:
         samples = fixed_length(decode(source, front_end.sample_rate), front_end.length)
         if augment != "none":
-            samples = _shifted_and_noisy(samples, noisy=augment == "standard")
+            samples = shifted_and_noisy(samples, noisy=augment == "standard")
         scaled = front_end.scaled(samples)
         if augment != "none":
             scaled = _masked(scaled)
         images.append(front_end.image(scaled))
     return torch.stack(images)
-
-
-def _shifted_and_noisy(samples: np.ndarray, noisy: bool) -> np.ndarray:
-    limit = max(1, len(samples) // 10)
-    shifted = np.roll(samples, int(torch.randint(-limit, limit + 1, ()).item()))
-    if not noisy:
-        return shifted
-    signal = float(np.sqrt(np.mean(np.square(shifted)))) or 1e-4
-    snr_db = 20.0 + 20.0 * float(torch.rand(()).item())
-    noise = torch.randn(len(shifted)).numpy() * signal / (10.0 ** (snr_db / 20.0))
-    return (shifted + noise).astype(np.float32)
 
 
 def _masked(scaled: torch.Tensor) -> torch.Tensor:
