@@ -29,6 +29,7 @@ from tasks.core.errors import TransferflowError
 if TYPE_CHECKING:
     from flows.transfer_learning import RunSummary
     from tasks.config.spec import Spec
+    from tasks.labeling.queues import QueueName
     from tasks.steps.refs import Prepared
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -253,49 +254,99 @@ def split_reset(model: str = typer.Argument(..., help="Registry model name (regi
                   f"ledger's exposure counts start again. The old assignments are kept in {retired}.")
 
 
-label_app = typer.Typer(no_args_is_help=True, help="Reviewed labels: pull answers into the labels store, revert "
-                                                    "a pull.")
+label_app = typer.Typer(no_args_is_help=True, help="The review loop: send a queue to Label Studio (push) or a CSV "
+                                                    "(export), bring the answers back (pull), see progress (status), "
+                                                    "undo a pull (revert).")
 app.add_typer(label_app, name="label")
+WhatOption = typer.Option("suspects", "--what", help="suspects: the last data report's disputed labels; incoming: "
+                                                     "a batch `transferflow drift` kept")
+BatchOption = typer.Option(None, "--batch", help="The kept batch (--what incoming; default: the newest one)")
+
+
+@label_app.command("push")
+def label_push(config: Path = typer.Argument(..., help="YAML config"), what: str = WhatOption,
+               batch: Path | None = BatchOption, data: Path | None = DataOption) -> None:
+    """Send a queue to the Label Studio at LABEL_STUDIO_URL (key: LABEL_STUDIO_API_KEY), one project per
+    model and queue: the guideline as its instructions, files uploaded, the champion's prediction as a
+    pre-annotation except on test and not-yet-split examples (labelled blind). A second push adds only
+    what the project lacks."""
+    with _user_errors():
+        spec = _check_config(config, data)
+        from tasks.labeling.loop import push
+
+        result = push(spec, _queue_name(what), batch)
+    console.print(f"{result.added} task(s) added ({result.pre_annotated} with the champion's pre-annotation, "
+                  f"{result.blind} blind), {result.already} already there: {result.url}", highlight=False,
+                  soft_wrap=True)
 
 
 @label_app.command("pull")
 def label_pull(config: Path = typer.Argument(..., help="YAML config"),
-               answers: Path = typer.Option(..., "--from", help="The filled-in CSV: id, label (and input or path "
-                                                                "for new examples)"),
+               answers: Path | None = typer.Option(None, "--from", help="A filled-in CSV (id, label, and input or "
+                                                                       "path for new examples); without it, the "
+                                                                       "answers on the Label Studio server"),
                data: Path | None = DataOption) -> None:
-    """Bring reviewed labels into the labels store (data.labels_store): every row is checked first, and
-    one bad row applies nothing. The next run loads the data with them."""
+    """Bring reviewed labels into the labels store (data.labels_store): every answer is checked first, and
+    one bad answer applies nothing. A pull that changed anything emits transferflow.labels.added, which
+    the retrain deployments listen for."""
     with _user_errors():
         spec = _check_config(config, data)
-        from tasks.data.labels_store import pull_from_file
-        from tasks.data.readers import load_examples
+        from tasks.labeling.loop import pull
 
-        result = pull_from_file(load_examples(spec.data), spec.data, answers.expanduser().resolve())
+        summary = pull(spec, config, answers.expanduser().resolve() if answers else None)
+    result = summary.result
     where = f"pull {result.pull} in {spec.data.labels_folder}" if result.pull else "nothing to record"
-    console.print(f"{result.corrected} corrected, {result.confirmed} confirmed unchanged, {result.new} new, "
+    in_test = f" ({summary.test_corrections} in test: they stay in test)" if summary.test_corrections else ""
+    console.print(f"{result.corrected} corrected{in_test}, {result.confirmed} confirmed unchanged, {result.new} new, "
                   f"{result.skipped} skipped (no label yet): {where}", highlight=False, soft_wrap=True)
+    if summary.event_sent:
+        console.print(f"Emitted transferflow.labels.added for '{spec.registry.model_name}': its retrain deployment "
+                      "starts a gated retrain.", highlight=False, soft_wrap=True)
 
 
 @label_app.command("export")
-def label_export(config: Path = typer.Argument(..., help="YAML config"),
-                 what: str = typer.Option("suspects", "--what", help="suspects: the last data report's disputed "
-                                                                     "labels (incoming: not yet)"),
-                 out: Path = typer.Option(..., "--out", help="The CSV to write for reviewers"),
-                 data: Path | None = DataOption) -> None:
-    """Write a review queue as a CSV (id, input, current label, suggestion, an empty `label` column) that
-    `label pull --from` reads back once filled in."""
+def label_export(config: Path = typer.Argument(..., help="YAML config"), what: str = WhatOption,
+                 out: Path = typer.Option(..., "--out", help="The CSV to write; for images and sounds, a folder "
+                                                             "(the files are copied into it beside queue.csv)"),
+                 batch: Path | None = BatchOption, data: Path | None = DataOption) -> None:
+    """Write a review queue as a CSV (id, input, current label, suggestion, score, the champion's
+    prediction where it may be shown, an empty `label` column) that `label pull --from` reads back."""
     with _user_errors():
-        if what != "suspects":
-            raise TransferflowError(f"--what {what}: only `suspects` is exported so far. Fix: pass --what suspects.")
         spec = _check_config(config, data)
-        from tasks.data.labels_store import export_suspects
-        from tasks.data.readers import load_examples
-        from tasks.reports.data_report import report_folder
+        from tasks.labeling.loop import build_queue
+        from tasks.labeling.queues import write_queue
 
-        reports = report_folder(spec.workdir, spec.registry.model_name, "any").parent  # one folder per data
-        rows = export_suspects(load_examples(spec.data), spec.data, reports, out)
-    console.print(f"Wrote {rows} suspect(s) to {out}: fill in the `label` column, then "
-                  f"transferflow label pull {config} --from {out}", highlight=False, soft_wrap=True)
+        queue = build_queue(spec, _queue_name(what), batch)
+        written = write_queue(queue, out)
+    console.print(f"Wrote {len(queue.items)} {what} item(s) to {written}: fill in the `label` column, then "
+                  f"transferflow label pull {config} --from {written}", highlight=False, soft_wrap=True)
+
+
+@label_app.command("status")
+def label_status(config: Path = typer.Argument(..., help="YAML config"), data: Path | None = DataOption) -> None:
+    """Each queue's progress on the Label Studio server, and what the labels store holds."""
+    with _user_errors():
+        spec = _check_config(config, data)
+        from tasks.data.labels_store import applied_records, pull_ids
+        from tasks.labeling.label_studio import Studio, status
+
+        rows = status(Studio(), spec.registry.model_name)
+        folder = spec.data.labels_folder
+        pulls, applied = pull_ids(folder), applied_records(folder)
+    table = Table("queue", "tasks", "answered", "skipped", "left", "project")
+    for row in rows:
+        table.add_row(row.queue, str(row.tasks), str(row.answered), str(row.skipped),
+                      str(max(row.tasks - row.answered, 0)), row.url)
+    console.print(table if rows else f"No queue of '{spec.registry.model_name}' on the server yet: "
+                  f"transferflow label push {config}")
+    console.print(f"Labels store {folder}: {len(pulls)} pull file(s), {len(applied)} reviewed label(s) in force.",
+                  highlight=False, soft_wrap=True)
+
+
+def _queue_name(what: str) -> QueueName:
+    if what not in ("suspects", "incoming"):
+        raise TransferflowError(f"--what {what}: not a queue. Fix: pass --what suspects or --what incoming.")
+    return "incoming" if what == "incoming" else "suspects"
 
 
 @label_app.command("revert")

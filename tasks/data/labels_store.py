@@ -10,7 +10,8 @@ a revert file whose records name the pull; the loader then skips that pull's rec
 A record says: the example id, the old and the new label, who, when (UTC ISO), its source (project
 or file) and task (id or row), and its kind: `correction` (a known example's label changed), `new`
 (an example the data lacks: its text, or a file the pull copied into the store's `files/` folder)
-or `revert`. The loader applies them in pull order, the last one per example winning. Ids never
+or `revert`. The loader applies them in pull order, the last one per example winning; a pull that
+contradicts an earlier reviewer's applied label is refused (`record_answers` says why). Ids never
 change with a correction, so the sticky split keeps a corrected test example in test; new
 examples under given splits go to training.
 """
@@ -33,8 +34,7 @@ from tasks.config.data_kinds import DataKindOptions, reads_files
 from tasks.core.atomic import write_text_atomic
 from tasks.core.errors import DataError
 from tasks.core.hashing import sha256_file, sha256_text
-from tasks.data.readers.csv_files import row_number
-from tasks.data.table import LoadedData, read_csv
+from tasks.data.table import LoadedData
 
 RecordKind = Literal["correction", "new", "revert"]
 PULL_SUFFIX = ".jsonl"
@@ -78,6 +78,7 @@ class PullResult:
     confirmed: int
     new: int
     skipped: int
+    corrected_ids: tuple[str, ...] = ()
 
 
 def read_records(folder: Path) -> list[LabelRecord]:
@@ -111,10 +112,7 @@ def apply_store(loaded: LoadedData, data: DataKindOptions) -> tuple[LoadedData, 
     if not records:
         return loaded, StoreCounts()
     reverted = {r.reverts for r in records if r.kind == "revert" and r.reverts}
-    latest: dict[str, LabelRecord] = {}
-    for record in records:
-        if record.kind != "revert" and record.pull not in reverted:
-            latest[record.example_id] = record
+    latest = applied_records(folder)
     table = loaded.table.copy()
     position = {example_id: i for i, example_id in enumerate(table["example_id"])}
     corrected = 0
@@ -138,74 +136,108 @@ def apply_store(loaded: LoadedData, data: DataKindOptions) -> tuple[LoadedData, 
     return LoadedData(table, loaded.declared_classes, loaded.skipped_files, loaded.quarantined), counts
 
 
-def pull_from_file(loaded: LoadedData, data: DataKindOptions, answers: Path, who: str | None = None,
-                   now: datetime | None = None) -> PullResult:
-    """Check every row of a filled-in CSV (columns `id`, `label`, and `input` or `path` for new
-    examples) against the data as it loads now (the store applied), then write one pull file.
-    Any bad row refuses the whole file, so nothing is half-applied. Rows with an empty label are
-    not answered yet: skipped and counted."""
-    frame = _read_answers(answers)
+@dataclass(frozen=True)
+class Answer:
+    """One person's answer to one queue item, from a filled-in CSV row or a Label Studio annotation.
+    `example_id` names a known example; a new one comes with `new_input` instead (its text, or its
+    file: a path, relative paths resolved against the `base` given to `record_answers`)."""
+
+    where: str                  # for messages and the record's `task`: "row 7", "task 12"
+    label: str | None           # None: not answered yet (skipped, counted)
+    example_id: str | None = None
+    new_input: str | None = None
+    who: str | None = None
+    source: str | None = None   # where it came from, when not the pull's own source (a server's project)
+
+
+def record_answers(loaded: LoadedData, data: DataKindOptions, answers: Sequence[Answer], source: str,
+                   base: Path, who: str | None = None, now: datetime | None = None) -> PullResult:
+    """Check every answer against the data as it loads now (the store applied), then write one pull
+    file. Any bad answer refuses them all, so nothing is half-applied. An answer that agrees with
+    the current label is a confirmation: counted, not recorded.
+
+    A conflict is an answer that contradicts a reviewed label already applied from another task or
+    row (two people disagreeing). The applied label wins and the pull is refused: a reviewed label
+    is changed by a deliberate revert, never by whichever pull happens to come last. The same task
+    or row answered again (a person editing their own answer) is not a conflict: the edit wins."""
     current, _ = apply_store(loaded, data)
     labels = dict(zip(current.table["example_id"].astype(str), current.table["label"], strict=True))
     classes = list(loaded.declared_classes or sorted(current.table["label"].dropna().unique()))
-    new_column = next((c for c in ("path", "input") if c in frame.columns), None)
+    applied = applied_records(data.labels_folder)
     folder = data.labels_folder
-    pull = f"pull-{(now or datetime.now(UTC)).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:6]}"
-    when = (now or datetime.now(UTC)).isoformat(timespec="seconds")
-    who = who or os.environ.get("USER") or "unknown"
+    stamp = now or datetime.now(UTC)
+    pull = f"pull-{stamp.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:6]}"
+    when = stamp.isoformat(timespec="seconds")
+    default_who = who or os.environ.get("USER") or "unknown"
     problems: list[str] = []
     records: list[LabelRecord] = []
     copies: list[tuple[Path, Path]] = []
     confirmed = skipped = 0
-    for index in frame.index:
-        row = row_number(index)
-        label = _cell(frame, index, "label")
+    for answer in answers:
+        label = answer.label
         if label is None:
             skipped += 1
             continue
         if label not in classes:
-            problems.append(f"row {row}: label '{label}' is not a class (write one of {', '.join(classes[:12])})")
+            problems.append(f"{answer.where}: label '{label}' is not a class (write one of {', '.join(classes[:12])})")
             continue
-        example_id = _cell(frame, index, "id")
-        new_value = _cell(frame, index, new_column) if new_column else None
-        if example_id is None and new_value is not None:
-            example_id, new_input, copy = _new_example(new_value, data, folder, answers)
-            if example_id is None:
-                problems.append(f"row {row}: {new_column} '{new_value}' is not a file (give a path relative to "
-                                f"{answers.parent})")
+        example_id, new_input = answer.example_id, None
+        if (example_id is None or example_id not in labels) and answer.new_input is not None:
+            found_id, new_input, copy = _new_example(answer.new_input, data, folder, base)
+            if found_id is None:
+                problems.append(f"{answer.where}: '{answer.new_input}' is not a file (give a path relative to {base})")
                 continue
+            if example_id is not None and example_id != found_id:
+                problems.append(f"{answer.where}: id '{example_id}' is not the id of its input (the input changed "
+                                "since the queue was written); export the queue again")
+                continue
+            example_id = found_id
             if copy:
                 copies.append(copy)
-        else:
-            new_input = None
         if example_id is None:
-            problems.append(f"row {row}: no id (give the example id, or the {new_column or 'input'} of a new one)")
+            problems.append(f"{answer.where}: no id (give the example id, or the input of a new one)")
             continue
         if example_id not in labels and new_input is None:
-            problems.append(f"row {row}: id '{example_id}' names no example of the data ({data.path}); "
+            problems.append(f"{answer.where}: id '{example_id}' names no example of the data ({data.path}); "
                             "export the queue again")
             continue
         old = labels.get(example_id)
         if old == label:
             confirmed += 1
             continue
+        earlier, origin = applied.get(example_id), answer.source or source
+        same_task = earlier is not None and (earlier.source, earlier.task) == (origin, answer.where)
+        if earlier is not None and earlier.new_label == old and not same_task:
+            problems.append(f"{answer.where}: says '{label}', but {earlier.who} set '{old}' in {earlier.pull} "
+                            f"({earlier.source}, {earlier.task}); the applied label stands, since a reviewed label "
+                            f"changes only by a deliberate revert. If '{label}' is right: transferflow label revert "
+                            f"--pull {earlier.pull}, then pull again")
+            continue
         kind: RecordKind = "correction" if example_id in labels else "new"
-        records.append(LabelRecord(example_id, old, label, who, when, str(answers), f"row {row}", kind, pull,
-                                   new_input if kind == "new" else None))
-        labels[example_id] = label  # a later row for the same example sees this one
+        records.append(LabelRecord(example_id, old, label, answer.who or default_who, when, origin, answer.where,
+                                   kind, pull, new_input if kind == "new" else None))
+        labels[example_id] = label  # a later answer for the same example sees this one
     if problems:
         more = f" (+{len(problems) - SHOWN_ROWS} more)" if len(problems) > SHOWN_ROWS else ""
-        raise DataError(f"{answers}: {len(problems)} bad row(s), nothing applied: "
-                        f"{'; '.join(problems[:SHOWN_ROWS])}{more}. Fix: correct the rows and pull again.")
+        raise DataError(f"{source}: {len(problems)} bad answer(s), nothing applied: "
+                        f"{'; '.join(problems[:SHOWN_ROWS])}{more}. Fix: correct them and pull again.")
     corrected = sum(r.kind == "correction" for r in records)
     if not records:
         return PullResult(None, 0, confirmed, 0, skipped)
-    for source, target in copies:  # the new files first: a record never names a missing file
+    for file_source, target in copies:  # the new files first: a record never names a missing file
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            shutil.copyfile(file_source, target)
     _write_pull(folder, pull, records)
-    return PullResult(pull, corrected, confirmed, len(records) - corrected, skipped)
+    return PullResult(pull, corrected, confirmed, len(records) - corrected, skipped,
+                      tuple(r.example_id for r in records if r.kind == "correction"))
+
+
+def applied_records(folder: Path) -> dict[str, LabelRecord]:
+    """The record in force per example: the last one of a pull that is not reverted."""
+    records = read_records(folder)
+    reverted = {r.reverts for r in records if r.kind == "revert" and r.reverts}
+    return {r.example_id: r for r in records if r.kind != "revert" and r.pull not in reverted}
 
 
 def revert_pull(data: DataKindOptions, pull: str, who: str | None = None, now: datetime | None = None) -> int:
@@ -231,66 +263,15 @@ def _write_pull(folder: Path, pull: str, records: Sequence[LabelRecord]) -> Path
     return write_text_atomic(folder / f"{pull}{PULL_SUFFIX}", lines)
 
 
-def _read_answers(path: Path) -> pd.DataFrame:
-    """The filled-in CSV, refused when it is empty or lacks the columns a pull needs."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file. Fix: pass the filled-in CSV with --from.")
-    try:
-        frame = read_csv(path)
-    except DataError:
-        raise
-    except Exception as error:  # an empty or unparsable file
-        raise DataError(f"{path}: not a CSV of answers ({error}). Fix: fill in the exported CSV "
-                        "(columns id, label).") from None
-    columns = [str(c) for c in frame.columns]
-    if "label" not in columns or not ({"id", "input", "path"} & set(columns)):
-        raise DataError(f"{path}: needs a `label` column and an `id` column (or `input`/`path` for new examples); "
-                        f"it has {columns}. Fix: fill in the CSV that `label export` writes.")
-    if frame.empty:
-        raise DataError(f"{path}: no rows. Fix: fill in the exported CSV's `label` column.")
-    return frame
-
-
-def _cell(frame: pd.DataFrame, index: object, column: str) -> str | None:
-    """A cell as text, None when empty or absent."""
-    if column not in frame.columns:
-        return None
-    value = frame.at[index, column]
-    if not isinstance(value, str) or not value.strip():
-        return None
-    return value.strip() if column != "input" else value
-
-
 def _new_example(value: str, data: DataKindOptions, folder: Path,
-                 answers: Path) -> tuple[str | None, str | None, tuple[Path, Path] | None]:
+                 base: Path) -> tuple[str | None, str | None, tuple[Path, Path] | None]:
     """A new example's id, its input as the record keeps it, and (for files) the copy into the store."""
     if not reads_files(data.MODALITY):
         return sha256_text(value), value, None
     source = Path(value).expanduser()
-    source = source if source.is_absolute() else answers.parent / source
+    source = source if source.is_absolute() else base / source
     if not source.is_file():
         return None, None, None
     example_id = sha256_file(source)
     relative = f"{FILES_FOLDER}/{example_id[:16]}{source.suffix.lower()}"
     return example_id, relative, (source, folder / relative)
-
-
-def export_suspects(loaded: LoadedData, data: DataKindOptions, reports: Path, out: Path) -> int:
-    """Write the review queue of the last data report's disputed labels (`label_issues.csv`, the
-    newest under `reports`) as the CSV `label pull --from` reads back: id, input, current_label (with
-    the store applied, so an answered suspect shows its answer), suggestion, score and an empty
-    `label` column for the reviewer. Returns the number of rows."""
-    found = sorted(reports.glob("*/label_issues.csv"), key=lambda path: path.stat().st_mtime) \
-        if reports.is_dir() else []
-    if not found:
-        raise DataError(f"{reports}: no data report with label_issues.csv yet. Fix: run `transferflow validate` "
-                        "(or `run`) on this config first.")
-    issues = read_csv(found[-1])
-    current, _ = apply_store(loaded, data)
-    table = current.table.drop_duplicates("example_id").set_index("example_id")
-    issues = issues[issues["example_id"].isin(table.index)]
-    queue = pd.DataFrame({"id": issues["example_id"], "input": issues["example_id"].map(table["input"]),
-                          "current_label": issues["example_id"].map(table["label"]),
-                          "suggestion": issues.get("suggested_label"), "score": issues.get("score"), "label": ""})
-    write_text_atomic(out, queue.to_csv(index=False))
-    return len(queue)

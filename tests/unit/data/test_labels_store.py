@@ -15,7 +15,8 @@ from tasks.config.loading import load_spec
 from tasks.config.spec import Spec
 from tasks.core.errors import DataError
 from tasks.core.hashing import sha256_text
-from tasks.data.labels_store import pull_from_file, read_records, revert_pull
+from tasks.data.labels_store import read_records, revert_pull
+from tasks.labeling.answers_file import pull_from_file
 from tasks.data.readers import load_examples
 from tasks.steps.data import labels_store_section, load_data
 from tasks.steps.split import split_before_training
@@ -95,11 +96,27 @@ def test_a_correction_changes_the_loaded_label_and_the_fingerprint_and_a_revert_
     assert len(list(spec.data.labels_folder.glob("*.jsonl"))) == 2  # the revert is a new file, not an edit
 
 
-def test_the_last_pull_wins_per_example(tmp_path):
+def test_a_pull_that_contradicts_another_reviewers_applied_label_is_refused_and_the_applied_one_stands(tmp_path):
+    spec = make_spec(tmp_path)
+    text = "a billing question, number 3"
+    first = pull(spec, answers(tmp_path, [{"id": sha256_text(text), "label": "refund"}]))
+    before = store_bytes(spec.data.labels_folder)
+    with pytest.raises(DataError, match=f"the applied label stands.*label revert --pull {first.pull}") as error:
+        pull(spec, answers(tmp_path, [{"id": sha256_text(text), "label": "card"}], "second.csv"))
+    assert "row 2: says 'card', but tester set 'refund'" in str(error.value)
+    assert store_bytes(spec.data.labels_folder) == before and label_of(spec, text) == "refund"
+    # Confirming the applied label is no conflict; after the revert, the other answer applies.
+    assert pull(spec, answers(tmp_path, [{"id": sha256_text(text), "label": "refund"}], "third.csv")).confirmed == 1
+    revert_pull(spec.data, first.pull, who="tester")
+    assert pull(spec, answers(tmp_path, [{"id": sha256_text(text), "label": "card"}], "second.csv")).corrected == 1
+    assert label_of(spec, text) == "card"
+
+
+def test_the_same_row_answered_again_is_an_edit_and_the_edit_wins(tmp_path):
     spec = make_spec(tmp_path)
     text = "a billing question, number 3"
     pull(spec, answers(tmp_path, [{"id": sha256_text(text), "label": "refund"}]))
-    pull(spec, answers(tmp_path, [{"id": sha256_text(text), "label": "card"}], "second.csv"))
+    pull(spec, answers(tmp_path, [{"id": sha256_text(text), "label": "card"}]))  # same file, same row, edited
     assert label_of(spec, text) == "card"
 
 
@@ -214,7 +231,7 @@ def test_export_writes_the_suspects_queue_that_pull_reads_back(tmp_path):
     result = CliRunner().invoke(app, ["label", "export", str(config), "--out", str(queue)])
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(queue, dtype=str, keep_default_na=False)
-    assert list(rows.columns) == ["id", "input", "current_label", "suggestion", "score", "label"]
+    assert list(rows.columns) == ["id", "input", "current_label", "suggestion", "score", "prediction", "label"]
     assert rows.loc[0, ["id", "input", "current_label", "suggestion", "label"]].tolist() == [
         disputed, "a billing question, number 3", "billing", "refund", ""]
     rows.loc[0, "label"] = "refund"
