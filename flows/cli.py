@@ -92,7 +92,7 @@ def run(config: Path = typer.Argument(..., help="YAML config"), data: Path | Non
             import_flow_libraries()
             wait_for_engine()
             summary = transfer_learning(str(config), str(data) if data else None, resume=resume)
-    if isinstance(summary, UnchangedData):  # only a scheduled or drift-triggered run can stop here
+    if isinstance(summary, UnchangedData):  # only a scheduled, drift- or labels-triggered run stops here
         console.print(summary.reason, highlight=False, soft_wrap=True)
         return
     _print_summary(summary)
@@ -328,9 +328,11 @@ def label_status(config: Path = typer.Argument(..., help="YAML config"), data: P
     with _user_errors():
         spec = _check_config(config, data)
         from tasks.data.labels_store import applied_records, pull_ids
-        from tasks.labeling.label_studio import Studio, status
+        from tasks.labeling.label_studio import Studio, server_errors, status
 
-        rows = status(Studio(), spec.registry.model_name)
+        studio = Studio()
+        with server_errors(studio):
+            rows = status(studio, spec.registry.model_name)
         folder = spec.data.labels_folder
         pulls, applied = pull_ids(folder), applied_records(folder)
     table = Table("queue", "tasks", "answered", "skipped", "left", "project")

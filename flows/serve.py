@@ -2,7 +2,8 @@
 process (`prefect.serve`) for users without a work pool.
 
 - `retrain-<model>`: the training flow for one config on a cron schedule, and again whenever a
-  `transferflow.drift.detected` event names this model (resource `transferflow.model.<name>`).
+  `transferflow.drift.detected` or `transferflow.labels.added` event names this model (resource
+  `transferflow.model.<name>`).
 - `drift-check-<model>`: the drift flow on an interval, reading the incoming batch at `--incoming`.
 
 Schedules and triggers live on a server, so this uses the one at PREFECT_API_URL, or starts a
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.core.errors import TransferflowError
+from tasks.labeling.events import LABELS_EVENT
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -71,11 +73,20 @@ def plan(config: Path, incoming: Path, cron: str, drift_every: str) -> ServePlan
 
 def drift_trigger(model_name: str, config_path: str) -> DeploymentEventTrigger:
     """Start `retrain` for this model's config when a drift event names this model."""
+    return _event_trigger(f"retrain {model_name} on drift", DRIFT_EVENT, model_name, config_path, "drift")
+
+
+def labels_trigger(model_name: str, config_path: str) -> DeploymentEventTrigger:
+    """Start `retrain` for this model's config when a labels pull changed its labels store."""
+    return _event_trigger(f"retrain {model_name} on new labels", LABELS_EVENT, model_name, config_path, "labels")
+
+
+def _event_trigger(name: str, event: str, model_name: str, config_path: str, trigger: str) -> DeploymentEventTrigger:
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-    return DeploymentEventTrigger(name=f"retrain {model_name} on drift", expect={DRIFT_EVENT},
+    return DeploymentEventTrigger(name=name, expect={event},
                                   match={"prefect.resource.id": f"transferflow.model.{model_name}"},
-                                  parameters={"config_path": config_path, "trigger": "drift"})
+                                  parameters={"config_path": config_path, "trigger": trigger})
 
 
 def build_deployments(serve_plan: ServePlan) -> list[RunnerDeployment]:
@@ -94,8 +105,9 @@ def build_deployments(serve_plan: ServePlan) -> list[RunnerDeployment]:
     retrain = RunnerDeployment.from_flow(  # what `flow.to_deployment` calls, typed as sync
         transfer_learning, f"retrain-{slug}", cron=serve_plan.cron,
         parameters={"config_path": config, "trigger": "schedule"},
-        triggers=[drift_trigger(serve_plan.model_name, config)], tags=tags, entrypoint_type=module,
-        description=f"Retrain {serve_plan.model_name} on a schedule and on drift: {config}")
+        triggers=[drift_trigger(serve_plan.model_name, config), labels_trigger(serve_plan.model_name, config)],
+        tags=tags, entrypoint_type=module,
+        description=f"Retrain {serve_plan.model_name} on a schedule, on drift and on new labels: {config}")
     drift = RunnerDeployment.from_flow(
         drift_check, f"drift-check-{slug}", interval=serve_plan.drift_every, tags=tags, entrypoint_type=module,
         parameters={"config_path": config, "incoming": str(serve_plan.incoming), "trigger": "schedule"},

@@ -42,7 +42,7 @@ from tasks.steps.step import label_flow_run
 from tasks.steps.validate import tracked_flow_run, validate_config
 from tasks.training.metrics import Contract
 
-Trigger = Literal["manual", "schedule", "drift"]  # what started a run: its name and tags say so
+Trigger = Literal["manual", "schedule", "drift", "labels"]  # what started a run: its name and tags say so
 
 
 @dataclass(frozen=True)

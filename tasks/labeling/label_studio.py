@@ -104,6 +104,23 @@ class Studio:
         return f"{self.url}/projects/{project_id}/data"
 
 
+@contextmanager
+def server_errors(studio: Studio) -> Iterator[None]:
+    """An error answer or a dropped connection as one line naming the server, not a traceback."""
+    import httpx
+    from label_studio_sdk.core.api_error import ApiError
+
+    try:
+        yield
+    except ApiError as error:
+        raise LabelStudioError(f"{studio.url}: Label Studio answered {error.status_code}: {str(error.body)[:300]}. "
+                               "Fix: check the server's log, then run the command again (a pull applies all or "
+                               "nothing).") from None
+    except httpx.HTTPError as error:
+        raise LabelStudioError(f"{studio.url}: Label Studio stopped answering ({_short(error)}). Fix: check the "
+                               "server and run the command again (a push adds only what is missing).") from None
+
+
 def project_title(model_name: str, queue: QueueName) -> str:
     return f"{model_name[:TITLE_LIMIT - len(queue) - 1]} {queue}"
 
@@ -140,14 +157,16 @@ def push(studio: Studio, model_name: str, queue: Queue, classes: Sequence[str], 
         studio.client.projects.update(project.id, label_config=config, expert_instruction=instructions,
                                       show_instruction=True, description=description)
     model_version = f"champion-v{champion_version}" if champion_version else None
-    if model_version:  # labellers see only the predictions of the project's model_version
-        studio.client.projects.update(project.id, model_version=model_version)
     present = {task.data.get("example_id") for task in studio.client.tasks.list(project=project.id, fields="all")}
     new = [item for item in queue.items if item.example_id not in present]
     media = _upload(studio, project.id, new) if queue.modality != "text" else {}
     tasks = [_task(item, queue, media, model_version) for item in new]
     for start in range(0, len(tasks), IMPORT_CHUNK):
         studio.client.projects.import_tasks(project.id, request=tasks[start:start + IMPORT_CHUNK])
+    if any("predictions" in task for task in tasks):
+        # Labellers see only the predictions of the project's model_version, which can name only a
+        # version some predictions carry: so it is set after the import.
+        studio.client.projects.update(project.id, model_version=model_version)
     return PushResult(project.id, studio.project_url(project.id), len(new), len(queue.items) - len(new),
                       sum("predictions" in task for task in tasks), sum(item.blind for item in new))
 
@@ -244,8 +263,9 @@ def _upload(studio: Studio, project_id: int, items: Sequence[QueueItem]) -> dict
     urls: dict[str, str] = {}
     for start in range(0, len(items), UPLOAD_CHUNK):
         chunk = items[start:start + UPLOAD_CHUNK]
-        files = [("file", (f"{item.example_id[:16]}{Path(item.input).suffix.lower()}",
-                           Path(item.input).read_bytes())) for item in chunk]
+        # One form field per file: the server keeps one file per field name.
+        files = [(f"file{index}", (f"{item.example_id[:16]}{Path(item.input).suffix.lower()}",
+                                   Path(item.input).read_bytes())) for index, item in enumerate(chunk)]
         response = httpx.post(f"{studio.url}/api/projects/{project_id}/import", params={"commit_to_project": "false"},
                               files=files, headers=studio.headers(), timeout=300)
         if response.status_code != 201:

@@ -84,8 +84,9 @@ def push(spec: Spec, what: QueueName, batch: Path | None = None) -> label_studio
     queue = build_queue(spec, what, batch, loaded)
     if not queue.items:
         raise DataError(f"{queue.source}: the {what} queue is empty. Fix: nothing to push.")
-    return label_studio.push(studio, spec.registry.model_name, queue, class_names(loaded), spec.data.guideline,
-                             champion_version(spec))
+    with label_studio.server_errors(studio):
+        return label_studio.push(studio, spec.registry.model_name, queue, class_names(loaded), spec.data.guideline,
+                                 champion_version(spec))
 
 
 def pull(spec: Spec, config_path: Path, answers_file: Path | None = None) -> PullSummary:
@@ -107,10 +108,11 @@ def pull(spec: Spec, config_path: Path, answers_file: Path | None = None) -> Pul
 
 def _pull_from_server(spec: Spec, loaded: LoadedData) -> PullResult:
     studio = label_studio.Studio()
-    found = label_studio.answers(studio, spec.registry.model_name)
+    with label_studio.server_errors(studio):
+        found = label_studio.answers(studio, spec.registry.model_name)
     known = set(loaded.table["example_id"].astype(str))
     fresh = [answer for answer in found if answer.example_id not in known]
-    with label_studio.fetched_files(studio, fresh) as files:
+    with label_studio.server_errors(studio), label_studio.fetched_files(studio, fresh) as files:
         answers = [Answer(f"task {a.task_id}", a.label, a.example_id,
                           None if a.example_id in known else (a.text if a.text is not None
                                                               else str(files.get(a.example_id, ""))),

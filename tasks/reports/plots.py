@@ -35,20 +35,27 @@ STAGE_WIDTH_CAP = 12
 SERIES_COLORS = {"precision": "tab:blue", "recall": "tab:orange", "f1": "tab:green"}
 
 
-def confusion_matrix_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], title: str) -> Any:
+def confusion_matrix_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], title: str) -> Figure:
+    """The predictions' confusion matrix (`y_true`, `y_pred`: class indices into `classes`)."""
     matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(classes))))
+    return counts_matrix_figure(matrix, classes, title, rows="true", columns="predicted")
+
+
+def counts_matrix_figure(matrix: np.ndarray, classes: list[str], title: str, rows: str, columns: str) -> Figure:
+    """A class-by-class matrix of counts (`rows` and `columns` name the two axes), shaded, each
+    cell's count written on it (gid "count")."""
     size = max(4.0, 0.5 * len(classes) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
     axes.imshow(matrix, cmap="Blues")
     axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     axes.set_yticks(range(len(classes)), classes)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
+    axes.set_xlabel(columns)
+    axes.set_ylabel(rows)
     axes.set_title(title)
     threshold = matrix.max() / 2 if matrix.size else 0
     for (row, col), count in np.ndenumerate(matrix):
         axes.text(col, row, str(count), ha="center", va="center",
-                  color="white" if count > threshold else "black", fontsize=8)
+                  color="white" if count > threshold else "black", fontsize=8, gid="count")
     return figure
 
 

@@ -24,8 +24,8 @@ from tasks.steps.step import artifact_key, publish_markdown, step, tag_flow_run
 @step("retrain: anything new to learn from?")
 def unchanged_since_champion(spec: Spec, dataset: DatasetRef, tracking: TrackingRef,
                              trigger: str) -> UnchangedData | None:
-    """A retrain that a schedule or a drift alarm started is worth training only on data the
-    champion has not seen; by hand, a run always trains (the user asked for it)."""
+    """A retrain that a schedule, a drift alarm or a labels pull started is worth training only on
+    data the champion has not seen; by hand, a run always trains (the user asked for it)."""
     from tasks.registry.champion import current_champion
     from tasks.registry.tracking import log_text
 

@@ -1,6 +1,8 @@
 """`transferflow serve` against the session's real Prefect server: both deployments registered
 with their schedules, a `transferflow.drift.detected` event for the served model starts a
-`retrain` run of that config, which completes under the per-model concurrency limits."""
+`retrain` run of that config, which completes under the per-model concurrency limits; then a
+`transferflow.labels.added` event, sent by `emit_labels_added` as `label pull` sends it, starts
+another (on unchanged data it trains nothing, so it costs seconds)."""
 
 import contextlib
 import hashlib
@@ -56,11 +58,13 @@ def served(tmp_path, sms_spam, prefect_api):
             process.wait()
 
 
-def test_a_drift_event_starts_a_retrain_of_the_served_config(served):
+def test_a_drift_event_then_a_labels_event_start_retrains_of_the_served_config(served):
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
     from prefect.events import emit_event
     from prefect.events.worker import EventsWorker
+
+    from tasks.labeling.events import emit_labels_added
 
     config, log = served
     with get_client(sync_client=True) as client:
@@ -68,9 +72,10 @@ def test_a_drift_event_starts_a_retrain_of_the_served_config(served):
             slug = f"spam-filter-v1-{hashlib.sha256(MODEL.encode()).hexdigest()[:8]}"
             names = (f"transfer-learning/retrain-{slug}", f"drift-check/drift-check-{slug}")
             found = [_deployment(client, name) for name in names]
-            return all(found) and client.read_automations_by_name(f"retrain {MODEL} on drift") and found
+            automations = (f"retrain {MODEL} on drift", f"retrain {MODEL} on new labels")
+            return all(found) and all(client.read_automations_by_name(name) for name in automations) and found
 
-        retrain, drift = wait_for("both deployments and the trigger", registered, 120, log)
+        retrain, drift = wait_for("both deployments and the triggers", registered, 120, log)
         assert retrain.parameters == {"config_path": str(config), "trigger": "schedule"}
         assert [s.schedule.cron for s in retrain.schedules] == ["0 3 * * 1"]
         assert drift.parameters["config_path"] == str(config)
@@ -78,6 +83,8 @@ def test_a_drift_event_starts_a_retrain_of_the_served_config(served):
 
         [automation] = client.read_automations_by_name(f"retrain {MODEL} on drift")
         assert automation.trigger.expect == {"transferflow.drift.detected"}
+        [automation] = client.read_automations_by_name(f"retrain {MODEL} on new labels")
+        assert automation.trigger.expect == {"transferflow.labels.added"}
         time.sleep(3)  # the server's trigger service picks up new automations within a few seconds
         emit_event(event="transferflow.drift.detected", payload={"config_path": str(config)},
                    resource={"prefect.resource.id": f"transferflow.model.{MODEL}", "prefect.resource.name": MODEL})
@@ -85,11 +92,12 @@ def test_a_drift_event_starts_a_retrain_of_the_served_config(served):
 
         runs_of_retrain = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[retrain.id]))
 
-        def finished_run():
+        def finished_run(trigger: str):
             runs = client.read_flow_runs(flow_run_filter=runs_of_retrain)
-            return next((r for r in runs if r.state and r.state.is_final()), None)
+            return next((r for r in runs if r.state and r.state.is_final() and r.parameters["trigger"] == trigger),
+                        None)
 
-        run = wait_for("finished `retrain` run", finished_run, RUN_TIMEOUT_S, log)
+        run = wait_for("finished drift-triggered `retrain` run", lambda: finished_run("drift"), RUN_TIMEOUT_S, log)
         assert run.state.is_completed(), f"{run.state}\n{log.read_text()[-3000:]}"
         assert run.parameters == {"config_path": str(config), "trigger": "drift"}
         assert run.name.startswith(f"{MODEL}-drift-") and {f"model:{MODEL}", "trigger:drift"} <= set(run.tags)
@@ -97,6 +105,13 @@ def test_a_drift_event_starts_a_retrain_of_the_served_config(served):
         for name in (f"transferflow-retrain-spam-filter-v1-{digest}", f"transferflow-promote-spam-filter-v1-{digest}"):
             limit = client.read_global_concurrency_limit_by_name(name)
             assert limit.limit == 1 and limit.active_slots == 0  # created, and released after the run
+
+        assert emit_labels_added(MODEL, str(config), "pull-0001", corrected=1, added=0, source="test") is True
+        EventsWorker.drain_all(timeout=30)
+        run = wait_for("finished labels-triggered `retrain` run", lambda: finished_run("labels"), RUN_TIMEOUT_S, log)
+        assert run.state.is_completed(), f"{run.state}\n{log.read_text()[-3000:]}"
+        assert run.parameters == {"config_path": str(config), "trigger": "labels"}
+        assert run.name.startswith(f"{MODEL}-labels-") and {"trigger:labels", "decision:nothing-new"} <= set(run.tags)
 
 
 def _deployment(client, name: str):

@@ -22,7 +22,7 @@ from tasks.config.spec import Spec, data_spec
 from tasks.core.errors import DataError
 from tasks.core.hashing import sha256_text
 from tasks.data.readers import load_examples
-from tasks.reports.cross_check_report import cross_check_report
+from tasks.reports.cross_check_report import confusion_figure, cross_check_report
 from tasks.reports.data_report import DataReport, report_folder
 from tasks.steps.data import cross_check_section, load_data
 from tasks.steps.split import split_before_training
@@ -126,6 +126,47 @@ def test_disagreements_csv_lists_exactly_the_planted_disagreements(tmp_path):
     matrix = pd.read_csv(folder / "cross_check_confusion.csv", index_col=0)
     assert matrix.loc["billing", "refund"] == 8 and matrix.loc["refund", "billing"] == 7
     assert matrix.to_numpy().sum() == 80 and matrix.to_numpy().trace() == 80 - 15
+
+
+def test_the_confusion_png_beside_the_csv_draws_the_planted_counts_and_is_logged_with_it(tmp_path, monkeypatch):
+    """The annotators' matrix drawn in the report folder and logged to the MLflow run under quality/
+    with the CSV; the figure's cells (and the CSV's) are scikit-learn's confusion matrix of the
+    planted labels, recomputed here from the two label columns."""
+    from PIL import Image
+    from sklearn.metrics import confusion_matrix
+
+    from tasks.registry.tracking import client_for, experiment_id, start_run, tracking_uri
+    from tasks.steps import data
+    from tasks.steps.refs import TrackingRef
+
+    frame, second = texts(), swapped_two_classes(texts())
+    planted = confusion_matrix(frame["label"], second["label"], labels=CLASSES)  # rows: the data's label
+    spec = texts_spec(tmp_path, second)
+    dataset = load_data.fn(spec)
+    assert dataset.cross_check is not None
+    folder = report_folder(spec.workdir, "bank", dataset.fingerprint)
+    section = cross_check_section(spec, dataset, folder, None)
+    assert section is not None and {"cross_check_confusion.csv", "cross_check_confusion.png"} <= set(section.files)
+    with Image.open(folder / "cross_check_confusion.png") as image:
+        assert image.format == "PNG" and min(image.size) >= 400
+        image.verify()
+    assert pd.read_csv(folder / "cross_check_confusion.csv", index_col=0).to_numpy().tolist() == planted.tolist()
+
+    [axes] = confusion_figure(dataset.cross_check).axes
+    assert axes.images[0].get_array().tolist() == planted.tolist()
+    drawn = {(round(text.get_position()[1]), round(text.get_position()[0])): int(text.get_text())
+             for text in axes.texts if text.get_gid() == "count"}  # (row, column): the count written there
+    assert drawn == {cell: int(count) for cell, count in np.ndenumerate(planted)}
+    assert [label.get_text() for label in axes.get_xticklabels()] == CLASSES
+    assert (axes.get_ylabel(), axes.get_xlabel()) == ("data label", "second label")
+
+    client = client_for(spec.workdir)
+    experiment = experiment_id(client, "tests", spec.workdir)
+    tracking = TrackingRef(start_run(client, experiment, "parent"), experiment, tracking_uri(spec.workdir))
+    monkeypatch.setattr(data, "publish_markdown", lambda *args: None)  # the Prefect UI's copy: not this test's
+    data.finish_data_report(spec, dataset, {c: PER_CLASS for c in CLASSES}, [section], tracking, folder)
+    logged = {artifact.path for artifact in client.list_artifacts(tracking.run_id, "quality")}
+    assert {"quality/cross_check_confusion.csv", "quality/cross_check_confusion.png"} <= logged
 
 
 def test_the_disagreements_are_held_out_and_never_reach_the_split(tmp_path):

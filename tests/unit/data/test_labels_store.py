@@ -16,8 +16,8 @@ from tasks.config.spec import Spec
 from tasks.core.errors import DataError
 from tasks.core.hashing import sha256_text
 from tasks.data.labels_store import read_records, revert_pull
-from tasks.labeling.answers_file import pull_from_file
 from tasks.data.readers import load_examples
+from tasks.labeling.answers_file import pull_from_file
 from tasks.steps.data import labels_store_section, load_data
 from tasks.steps.split import split_before_training
 from tests.conftest import write_config

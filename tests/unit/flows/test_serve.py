@@ -1,15 +1,16 @@
-"""`transferflow serve` without a server: what the two deployments carry, and bad options
-answered in one line before anything starts."""
+"""`transferflow serve` without a server: what the two deployments carry, the same triggers as
+deployments/prefect.yaml's, and bad options answered in one line before anything starts."""
 
 import hashlib
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.serve import build_deployments, parse_every, plan
+from flows.serve import build_deployments, drift_trigger, labels_trigger, parse_every, plan
 from tasks.core.errors import TransferflowError
 from tests.conftest import write_config
 
@@ -47,10 +48,14 @@ def test_the_deployments_carry_the_absolute_config_schedules_and_the_drift_trigg
     assert (retrain.name, drift.name) == (f"retrain-{slug}", f"drift-check-{slug}")
     assert retrain.parameters == {"config_path": str(config), "trigger": "schedule"}
     assert [s.schedule.cron for s in retrain.schedules] == ["15 4 * * *"]
-    [trigger] = retrain.triggers
-    assert trigger.expect == {"transferflow.drift.detected"}
-    assert trigger.match.model_dump() == {"prefect.resource.id": "transferflow.model.SMS_spam"}
-    assert trigger.parameters == {"config_path": str(config), "trigger": "drift"}
+    on_drift, on_labels = retrain.triggers
+    assert on_drift.expect == {"transferflow.drift.detected"}
+    assert on_drift.match.model_dump() == {"prefect.resource.id": "transferflow.model.SMS_spam"}
+    assert on_drift.parameters == {"config_path": str(config), "trigger": "drift"}
+    assert on_labels.name == "retrain SMS_spam on new labels"
+    assert on_labels.expect == {"transferflow.labels.added"}  # what `label pull` emits
+    assert on_labels.match.model_dump() == {"prefect.resource.id": "transferflow.model.SMS_spam"}
+    assert on_labels.parameters == {"config_path": str(config), "trigger": "labels"}
     assert drift.parameters == {"config_path": str(config), "incoming": str(config.parent / "incoming"),
                                 "trigger": "schedule"}
     assert [s.schedule.interval for s in drift.schedules] == [timedelta(hours=6)]
@@ -77,3 +82,18 @@ def test_two_models_served_on_one_server_get_their_own_deployments(tmp_path):
         names |= {d.name for d in build_deployments(plan(config, folder / "incoming", "0 3 * * 1", "1d"))}
     assert names == {"retrain-sms-spam", "drift-check-sms-spam", "retrain-support-tickets",
                      "drift-check-support-tickets"}
+
+
+def test_prefect_yaml_retrains_on_the_same_drift_and_labels_triggers_as_serve():
+    """deployments/prefect.yaml's triggers, read as `prefect deploy` reads them, equal the ones
+    `serve` registers for its model (digits) and config: a missing or mis-matched one fails here."""
+    from prefect.events import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[3] / "deployments" / "prefect.yaml").read_text())
+    retrain = next(d for d in shipped["deployments"] if d["name"] == "retrain-digits")
+    config = retrain["parameters"]["config_path"]
+    assert config == "{{ $PWD }}/configs/digits-demo.yaml"
+    as_deployed = TypeAdapter(DeploymentTriggerTypes)  # what `prefect deploy` validates each trigger with
+    read = [as_deployed.validate_python(trigger).model_dump() for trigger in retrain["triggers"]]
+    assert read == [drift_trigger("digits", config).model_dump(), labels_trigger("digits", config).model_dump()]

@@ -110,7 +110,8 @@ def test_an_image_queue_exports_as_a_folder_a_reviewer_can_browse_and_pulls_back
     assert result.exit_code == 0 and "1 new" in result.output, result.output
     table = pd.read_parquet(load_data.fn(spec).table_path)
     added = table[table["example_id"] == rows.loc[0, "id"]]
-    assert added["label"].tolist() == ["bees"] and Path(added["input"].item()).parent == spec.data.labels_folder / "files"
+    assert added["label"].tolist() == ["bees"]
+    assert Path(added["input"].item()).parent == spec.data.labels_folder / "files"
 
 
 def test_push_without_a_server_configured_says_which_variables_to_set(tmp_path, monkeypatch):
