@@ -261,11 +261,13 @@ app.add_typer(label_app, name="label")
 WhatOption = typer.Option("suspects", "--what", help="suspects: the last data report's disputed labels; incoming: "
                                                      "a batch `transferflow drift` kept")
 BatchOption = typer.Option(None, "--batch", help="The kept batch (--what incoming; default: the newest one)")
+LimitOption = typer.Option(None, "--limit", min=1, help="Only the first N items (suspects: the most suspect first)")
 
 
 @label_app.command("push")
 def label_push(config: Path = typer.Argument(..., help="YAML config"), what: str = WhatOption,
-               batch: Path | None = BatchOption, data: Path | None = DataOption) -> None:
+               batch: Path | None = BatchOption, limit: int | None = LimitOption,
+               data: Path | None = DataOption) -> None:
     """Send a queue to the Label Studio at LABEL_STUDIO_URL (key: LABEL_STUDIO_API_KEY), one project per
     model and queue: the guideline as its instructions, files uploaded, the champion's prediction as a
     pre-annotation except on test and not-yet-split examples (labelled blind). A second push adds only
@@ -274,7 +276,7 @@ def label_push(config: Path = typer.Argument(..., help="YAML config"), what: str
         spec = _check_config(config, data)
         from tasks.labeling.loop import push
 
-        result = push(spec, _queue_name(what), batch)
+        result = push(spec, _queue_name(what), batch, limit)
     console.print(f"{result.added} task(s) added ({result.pre_annotated} with the champion's pre-annotation, "
                   f"{result.blind} blind), {result.already} already there: {result.url}", highlight=False,
                   soft_wrap=True)
@@ -308,7 +310,8 @@ def label_pull(config: Path = typer.Argument(..., help="YAML config"),
 def label_export(config: Path = typer.Argument(..., help="YAML config"), what: str = WhatOption,
                  out: Path = typer.Option(..., "--out", help="The CSV to write; for images and sounds, a folder "
                                                              "(the files are copied into it beside queue.csv)"),
-                 batch: Path | None = BatchOption, data: Path | None = DataOption) -> None:
+                 batch: Path | None = BatchOption, limit: int | None = LimitOption,
+                 data: Path | None = DataOption) -> None:
     """Write a review queue as a CSV (id, input, current label, suggestion, score, the champion's
     prediction where it may be shown, an empty `label` column) that `label pull --from` reads back."""
     with _user_errors():
@@ -316,7 +319,7 @@ def label_export(config: Path = typer.Argument(..., help="YAML config"), what: s
         from tasks.labeling.loop import build_queue
         from tasks.labeling.queues import write_queue
 
-        queue = build_queue(spec, _queue_name(what), batch)
+        queue = build_queue(spec, _queue_name(what), batch, limit=limit)
         written = write_queue(queue, out)
     console.print(f"Wrote {len(queue.items)} {what} item(s) to {written}: fill in the `label` column, then "
                   f"transferflow label pull {config} --from {written}", highlight=False, soft_wrap=True)

@@ -238,9 +238,10 @@ def status(studio: Studio, model_name: str) -> list[QueueStatus]:
 
 def _task(item: QueueItem, queue: Queue, media: dict[str, str], model_version: str | None) -> dict[str, Any]:
     _, variable = MEDIA[queue.modality]
+    suggestion, score = item.shown_suggestion
     data = {variable: media.get(item.example_id, item.input), "example_id": item.example_id,
-            "current_label": item.current_label, "suggestion": item.suggestion,
-            "score": "" if item.score is None else f"{item.score:.3g}", "hint": _hint(item)}
+            "current_label": item.current_label, "suggestion": suggestion,
+            "score": "" if score is None else f"{score:.3g}", "hint": _hint(item)}
     task: dict[str, Any] = {"data": data}
     if model_version and item.prediction and not item.blind:
         task["predictions"] = [{"model_version": model_version, "score": item.confidence,
@@ -252,7 +253,8 @@ def _task(item: QueueItem, queue: Queue, media: dict[str, str], model_version: s
 def _hint(item: QueueItem) -> str:
     if not item.current_label:
         return "A new example: choose its class."
-    suggestion = f"; the label audit suggests '{item.suggestion}'" if item.suggestion else ""
+    shown = item.shown_suggestion[0]
+    suggestion = f"; the label audit suggests '{shown}'" if shown else ""
     return f"Labelled '{item.current_label}'{suggestion}. Confirm or correct."
 
 

@@ -9,7 +9,7 @@ gated retrain with no hand edits.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tasks.config.spec import Spec
@@ -30,8 +30,10 @@ class PullSummary:
     event_sent: bool
 
 
-def build_queue(spec: Spec, what: QueueName, batch: Path | None = None, loaded: LoadedData | None = None) -> Queue:
-    """The queue, with the champion's predictions on its sighted items when there is a champion."""
+def build_queue(spec: Spec, what: QueueName, batch: Path | None = None, loaded: LoadedData | None = None,
+                limit: int | None = None) -> Queue:
+    """The queue (its first `limit` items: suspects come most suspect first), with the champion's
+    predictions on its sighted items when there is a champion."""
     loaded = loaded or load_examples(spec.data)
     if what == "suspects":
         # The model's data reports, one folder per data under it (tasks.reports.data_report.report_folder).
@@ -39,6 +41,7 @@ def build_queue(spec: Spec, what: QueueName, batch: Path | None = None, loaded: 
         queue = suspects_queue(loaded, spec.data, reports, recorded_splits(spec))
     else:
         queue = incoming_queue((batch or latest_batch(spec.workdir, spec.registry.model_name)).resolve(), spec.data)
+    queue = replace(queue, items=queue.items[:limit])
     version, predictions = champion_predictions(spec, queue)
     return with_predictions(queue, predictions) if version else queue
 
@@ -78,10 +81,10 @@ def champion_predictions(spec: Spec, queue: Queue) -> tuple[str | None, dict[str
                      in zip(sighted, answers["label"], answers["probability"], strict=True)}
 
 
-def push(spec: Spec, what: QueueName, batch: Path | None = None) -> label_studio.PushResult:
+def push(spec: Spec, what: QueueName, batch: Path | None = None, limit: int | None = None) -> label_studio.PushResult:
     studio = label_studio.Studio()  # checked before the data is read
     loaded = load_examples(spec.data)
-    queue = build_queue(spec, what, batch, loaded)
+    queue = build_queue(spec, what, batch, loaded, limit)
     if not queue.items:
         raise DataError(f"{queue.source}: the {what} queue is empty. Fix: nothing to push.")
     with label_studio.server_errors(studio):

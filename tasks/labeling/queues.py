@@ -5,8 +5,9 @@ Two queues come from the pipeline itself:
   with the current label (the labels store applied) and cleanlab's suggestion and score;
 - `incoming`: a batch `transferflow drift` kept for labelling, unlabelled.
 
-Each item says whether it is labelled blind. Test examples are: their labels decide the gate, so
-they must not lean toward the champion it compares against. So is every example the split history
+Each item says whether it is labelled blind, shown no model's opinion (neither the champion's
+prediction nor the audit's suggestion). Test examples are: their labels decide the gate, so they
+must not lean toward the champion it compares against. So is every example the split history
 does not hold yet (a kept batch's inputs): the next run may put any of them in test. Only examples
 recorded in train or validation get the champion's prediction as a pre-annotation.
 """
@@ -51,6 +52,12 @@ class QueueItem:
     def blind(self) -> bool:
         """Labelled without the champion's prediction: a test example, or one not yet split."""
         return self.split not in SIGHTED_SPLITS
+
+    @property
+    def shown_suggestion(self) -> tuple[str, float | None]:
+        """The audit's suggestion and score as a reviewer may see them: none on a blind item, since
+        the audit's probe reads the champion's base-model features, so it is a model's opinion too."""
+        return ("", None) if self.blind else (self.suggestion, self.score)
 
 
 @dataclass(frozen=True)
@@ -129,8 +136,8 @@ def write_queue(queue: Queue, out: Path) -> Path:
     reviewer can browse them. Returns the CSV written."""
     rows = pd.DataFrame({"id": [i.example_id for i in queue.items], "input": [i.input for i in queue.items],
                          "current_label": [i.current_label for i in queue.items],
-                         "suggestion": [i.suggestion for i in queue.items],
-                         "score": [i.score for i in queue.items],
+                         "suggestion": [i.shown_suggestion[0] for i in queue.items],
+                         "score": [i.shown_suggestion[1] for i in queue.items],
                          "prediction": [i.prediction for i in queue.items], "label": ""})
     csv = out
     if reads_files(queue.modality) and out.suffix.lower() != ".csv":

@@ -139,7 +139,8 @@ def test_only_suspects_in_train_or_validation_carry_the_champions_pre_annotation
     assert incoming and not any(task.predictions for task in incoming)  # not yet split: blind
     # (A test example among the suspects is blind by the same rule: tests/unit/labeling/test_queues.py.)
     # The flipped ants are among the disputed, with the audit's suggestion beside the current label.
-    flipped = [t for t in tasks if loop["truth"][t.data["example_id"]] == "ants" and t.data["current_label"] == "bees"]
+    flipped = [t for t in tasks if loop["truth"][t.data["example_id"]] == "ants" and t.data["current_label"] == "bees"
+               and splits[t.data["example_id"]] == "train"]
     assert flipped and all(t.data["suggestion"] == "ants" for t in flipped)
 
 

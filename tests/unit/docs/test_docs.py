@@ -56,6 +56,18 @@ NOT_RUN = {
         "trains a model against an MLflow server (minutes)",
     "transferflow predict models:/sms-spam@champion ../shared/datasets/sms_spam/sms_spam.csv --out predictions.csv":
         "needs the champion the `run` line above registers on that server",
+    "transferflow label push configs/my-model.yaml --what suspects --limit 100":
+        "needs a Label Studio server; tests/integration/test_label_loop.py pushes to a real one",
+    "transferflow label push configs/my-model.yaml --what incoming":
+        "needs a Label Studio server and a kept batch; tests/integration/test_label_loop.py pushes one",
+    "transferflow label status configs/my-model.yaml":
+        "needs a Label Studio server; tests/integration/test_label_loop.py asks a real one",
+    "transferflow label pull configs/my-model.yaml":
+        "needs a Label Studio server with answers; tests/integration/test_label_loop.py pulls them",
+    "transferflow label export configs/my-model.yaml --what suspects --out suspects.csv":
+        "needs a data report of that config; tests/unit/data/test_labels_store.py exports one",
+    "transferflow label pull configs/my-model.yaml --from suspects.csv":
+        "needs the filled-in export above; tests/unit/labeling/test_queues.py pulls one back",
 }
 
 

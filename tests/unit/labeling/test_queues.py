@@ -32,7 +32,7 @@ def test_only_train_and_validation_items_ever_carry_the_champions_prediction():
     assert [item.blind for item in shown.items] == [False, False, True, True]
 
 
-def test_suspects_take_their_split_from_the_history_so_a_test_suspect_is_blind(tmp_path):
+def test_suspects_take_their_split_from_the_history_so_a_test_suspect_is_blind_to_the_audits_suggestion(tmp_path):
     spec = make_spec(tmp_path)
     in_test, in_train = sha256_text("a card question, number 1"), sha256_text("a card question, number 2")
     store = FolderHistoryStore(split_history_folder(spec.workdir, "bank"))
@@ -46,7 +46,8 @@ def test_suspects_take_their_split_from_the_history_so_a_test_suspect_is_blind(t
     queue = suspects_queue(load_examples(spec.data), spec.data, spec.workdir / "reports" / "bank",
                            recorded_splits(spec))
     assert [(item.example_id, item.blind) for item in queue.items] == [(in_test, True), (in_train, False)]
-    assert queue.items[0].current_label == "card" and queue.items[0].suggestion == "refund"
+    assert [(item.current_label, item.shown_suggestion) for item in queue.items] == [("card", ("", None)),
+                                                                                      ("card", ("refund", 0.01))]
 
 
 def kept_text_batch(spec, texts: list[str]) -> Path:
