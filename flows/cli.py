@@ -259,9 +259,11 @@ label_app = typer.Typer(no_args_is_help=True, help="The review loop: send a queu
                                                     "undo a pull (revert).")
 app.add_typer(label_app, name="label")
 WhatOption = typer.Option("suspects", "--what", help="suspects: the last data report's disputed labels; incoming: "
-                                                     "a batch `transferflow drift` kept")
+                                                     "a batch `transferflow drift` kept; cross-check: a sample for a "
+                                                     "second labeller, shown no label")
 BatchOption = typer.Option(None, "--batch", help="The kept batch (--what incoming; default: the newest one)")
-LimitOption = typer.Option(None, "--limit", min=1, help="Only the first N items (suspects: the most suspect first)")
+LimitOption = typer.Option(None, "--limit", min=1, help="Only the first N items (suspects: the most suspect first; "
+                                                         "cross-check: the sample's size, 100 by default)")
 
 
 @label_app.command("push")
@@ -299,8 +301,9 @@ def label_pull(config: Path = typer.Argument(..., help="YAML config"),
     result = summary.result
     where = f"pull {result.pull} in {spec.data.labels_folder}" if result.pull else "nothing to record"
     in_test = f" ({summary.test_corrections} in test: they stay in test)" if summary.test_corrections else ""
-    console.print(f"{result.corrected} corrected{in_test}, {result.confirmed} confirmed unchanged, {result.new} new, "
-                  f"{result.skipped} skipped (no label yet): {where}", highlight=False, soft_wrap=True)
+    second = f", {result.second} second opinion(s) for the cross-check" if result.second else ""
+    console.print(f"{result.corrected} corrected{in_test}, {result.confirmed} confirmed unchanged, {result.new} new"
+                  f"{second}, {result.skipped} skipped (no label yet): {where}", highlight=False, soft_wrap=True)
     if summary.event_sent:
         console.print(f"Emitted transferflow.labels.added for '{spec.registry.model_name}': its retrain deployment "
                       "starts a gated retrain.", highlight=False, soft_wrap=True)
@@ -349,9 +352,10 @@ def label_status(config: Path = typer.Argument(..., help="YAML config"), data: P
 
 
 def _queue_name(what: str) -> QueueName:
-    if what not in ("suspects", "incoming"):
-        raise TransferflowError(f"--what {what}: not a queue. Fix: pass --what suspects or --what incoming.")
-    return "incoming" if what == "incoming" else "suspects"
+    queues: dict[str, QueueName] = {"suspects": "suspects", "incoming": "incoming", "cross-check": "cross-check"}
+    if what not in queues:
+        raise TransferflowError(f"--what {what}: not a queue. Fix: pass --what suspects, incoming or cross-check.")
+    return queues[what]
 
 
 @label_app.command("revert")

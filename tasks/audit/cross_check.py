@@ -29,7 +29,7 @@ class Disagreement:
     source: str
     label: str          # the data's
     second_label: str
-    row: int            # its row in the second labels' CSV
+    row: str            # where the second label is: its CSV row, or the store's pull and task
 
     def describe(self) -> str:
         return f"{self.source} ({self.label}; second labeller: {self.second_label})"
@@ -87,12 +87,16 @@ def cross_check(loaded: pd.DataFrame, kept: pd.DataFrame, data: DataKindOptions,
     from sklearn.exceptions import UndefinedMetricWarning
     from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
-    from tasks.data.second_labels import read_second_labels
+    from tasks.data.second_labels import read_second_labels, second_labels_source
 
     second = read_second_labels(data, loaded, classes)
+    path = second_labels_source(data)
+    if data.cross_check.labels is None and second.frame.empty:
+        print(f"data.cross_check: no second labels in the labels store {path} yet, so no agreement to measure. "
+              "Push the cross-check queue (transferflow label push CONFIG --what cross-check) and pull the answers.")
+        return None
     first = kept.dropna(subset=["label"]).drop_duplicates("example_id").set_index("example_id")
     both = second.frame[second.frame["example_id"].isin(first.index)]
-    path = data.cross_check.labels
     if both.empty:
         raise DataError(f"{path}: none of its {len(second.frame)} matched row(s) names an example kept at step 2a "
                         "with a label, so there is no agreement to measure. Fix: cross-check a sample of the "
@@ -104,7 +108,7 @@ def cross_check(loaded: pd.DataFrame, kept: pd.DataFrame, data: DataKindOptions,
         kappa = float(cohen_kappa_score(y_first, y_second, labels=labels, replace_undefined_by=1.0))
     matrix = confusion_matrix(y_first, y_second, labels=labels)
     disagreements = tuple(Disagreement(str(example_id), str(first.at[example_id, "source"]), str(mine), str(theirs),
-                                       int(row))
+                                       str(row))
                           for example_id, mine, theirs, row in zip(both["example_id"], y_first, y_second, both["row"],
                                                                    strict=True) if mine != theirs)
     return CrossCheck(str(path), tuple(labels), tuple(tuple(int(n) for n in row) for row in matrix), kappa,

@@ -9,11 +9,12 @@ a revert file whose records name the pull; the loader then skips that pull's rec
 
 A record says: the example id, the old and the new label, who, when (UTC ISO), its source (project
 or file) and task (id or row), and its kind: `correction` (a known example's label changed), `new`
-(an example the data lacks: its text, or a file the pull copied into the store's `files/` folder)
-or `revert`. The loader applies them in pull order, the last one per example winning; a pull that
-contradicts an earlier reviewer's applied label is refused (`record_answers` says why). Ids never
-change with a correction, so the sticky split keeps a corrected test example in test; new
-examples under given splits go to training.
+(an example the data lacks: its text, or a file the pull copied into the store's `files/` folder),
+`revert`, or `second` (a second labeller's blind answer from the cross-check queue: it never changes
+a label, it is what `data.cross_check` measures agreement with). The loader applies them in pull
+order, the last one per example winning; a pull that contradicts an earlier reviewer's applied
+label is refused (`record_answers` says why). Ids never change with a correction, so the sticky
+split keeps a corrected test example in test; new examples under given splits go to training.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tasks.core.errors import DataError
 from tasks.core.hashing import sha256_file, sha256_text
 from tasks.data.table import LoadedData
 
-RecordKind = Literal["correction", "new", "revert"]
+RecordKind = Literal["correction", "new", "revert", "second"]
 PULL_SUFFIX = ".jsonl"
 FILES_FOLDER = "files"
 SHOWN_ROWS = 5
@@ -79,6 +80,7 @@ class PullResult:
     new: int
     skipped: int
     corrected_ids: tuple[str, ...] = ()
+    second: int = 0  # second opinions recorded (cross-check)
 
 
 def read_records(folder: Path) -> list[LabelRecord]:
@@ -131,7 +133,7 @@ def apply_store(loaded: LoadedData, data: DataKindOptions) -> tuple[LoadedData, 
                              "given_split": "train" if given else "", "source": source})
     if new_rows:
         table = pd.concat([table, pd.DataFrame(new_rows, columns=table.columns)], ignore_index=True)
-    pulls = {r.pull for r in records if r.kind != "revert"}
+    pulls = {r.pull for r in records if r.kind in ("correction", "new")}
     counts = StoreCounts(corrected, len(new_rows), len(pulls), len(reverted & pulls))
     return LoadedData(table, loaded.declared_classes, loaded.skipped_files, loaded.quarantined), counts
 
@@ -148,6 +150,7 @@ class Answer:
     new_input: str | None = None
     who: str | None = None
     source: str | None = None   # where it came from, when not the pull's own source (a server's project)
+    second: bool = False        # a cross-check answer: a second opinion, recorded, never applied
 
 
 def record_answers(loaded: LoadedData, data: DataKindOptions, answers: Sequence[Answer], source: str,
@@ -163,7 +166,7 @@ def record_answers(loaded: LoadedData, data: DataKindOptions, answers: Sequence[
     current, _ = apply_store(loaded, data)
     labels = dict(zip(current.table["example_id"].astype(str), current.table["label"], strict=True))
     classes = list(loaded.declared_classes or sorted(current.table["label"].dropna().unique()))
-    applied = applied_records(data.labels_folder)
+    applied, opinions = applied_records(data.labels_folder), second_opinions(data.labels_folder)
     folder = data.labels_folder
     stamp = now or datetime.now(UTC)
     pull = f"pull-{stamp.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:6]}"
@@ -202,6 +205,15 @@ def record_answers(loaded: LoadedData, data: DataKindOptions, answers: Sequence[
                             "export the queue again")
             continue
         old = labels.get(example_id)
+        if answer.second:
+            if new_input is not None:
+                problems.append(f"{answer.where}: a cross-check answer for an example the data lacks (id '{example_id}'"
+                                "); export the cross-check queue again")
+            elif opinions.get(example_id, None) is None or opinions[example_id].new_label != label:
+                records.append(LabelRecord(example_id, old, label, answer.who or default_who, when,
+                                           answer.source or source, answer.where, "second", pull))
+                opinions[example_id] = records[-1]
+            continue
         if old == label:
             confirmed += 1
             continue
@@ -221,7 +233,7 @@ def record_answers(loaded: LoadedData, data: DataKindOptions, answers: Sequence[
         more = f" (+{len(problems) - SHOWN_ROWS} more)" if len(problems) > SHOWN_ROWS else ""
         raise DataError(f"{source}: {len(problems)} bad answer(s), nothing applied: "
                         f"{'; '.join(problems[:SHOWN_ROWS])}{more}. Fix: correct them and pull again.")
-    corrected = sum(r.kind == "correction" for r in records)
+    corrected, second = (sum(r.kind == kind for r in records) for kind in ("correction", "second"))
     if not records:
         return PullResult(None, 0, confirmed, 0, skipped)
     for file_source, target in copies:  # the new files first: a record never names a missing file
@@ -229,15 +241,24 @@ def record_answers(loaded: LoadedData, data: DataKindOptions, answers: Sequence[
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file_source, target)
     _write_pull(folder, pull, records)
-    return PullResult(pull, corrected, confirmed, len(records) - corrected, skipped,
-                      tuple(r.example_id for r in records if r.kind == "correction"))
+    return PullResult(pull, corrected, confirmed, len(records) - corrected - second, skipped,
+                      tuple(r.example_id for r in records if r.kind == "correction"), second)
 
 
 def applied_records(folder: Path) -> dict[str, LabelRecord]:
-    """The record in force per example: the last one of a pull that is not reverted."""
+    """The record in force per example: the last correction or new example of a pull not reverted."""
+    return _in_force(folder, ("correction", "new"))
+
+
+def second_opinions(folder: Path) -> dict[str, LabelRecord]:
+    """The second labeller's answer in force per example (cross-check), the last of a pull not reverted."""
+    return _in_force(folder, ("second",))
+
+
+def _in_force(folder: Path, kinds: tuple[RecordKind, ...]) -> dict[str, LabelRecord]:
     records = read_records(folder)
     reverted = {r.reverts for r in records if r.kind == "revert" and r.reverts}
-    return {r.example_id: r for r in records if r.kind != "revert" and r.pull not in reverted}
+    return {r.example_id: r for r in records if r.kind in kinds and r.pull not in reverted}
 
 
 def revert_pull(data: DataKindOptions, pull: str, who: str | None = None, now: datetime | None = None) -> int:

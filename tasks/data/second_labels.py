@@ -20,6 +20,7 @@ import pandas as pd
 
 from tasks.config.data_kinds import DataKindOptions, reads_files
 from tasks.core.errors import DataError
+from tasks.data.labels_store import second_opinions
 from tasks.data.readers.csv_files import row_number
 from tasks.data.table import read_csv
 
@@ -42,6 +43,8 @@ def read_second_labels(data: DataKindOptions, table: pd.DataFrame, classes: Sequ
     is taken out, so a row naming a quarantined example is still a known one)."""
     assert data.cross_check is not None
     path = data.cross_check.labels
+    if path is None:
+        return _from_store(data, table, classes)
     frame = read_csv(path)
     key = _key_column(path, [str(c) for c in frame.columns], data)
     rows = pd.Series([row_number(i) for i in frame.index], index=frame.index)
@@ -54,6 +57,24 @@ def read_second_labels(data: DataKindOptions, table: pd.DataFrame, classes: Sequ
     matched = pd.DataFrame({"example_id": ids, "second_label": frame[LABEL_COLUMN], "row": rows})[~unknown]
     _check_labels(path, matched, classes)
     return SecondLabels(_one_label_per_example(path, matched), int(unknown.sum()))
+
+
+def second_labels_source(data: DataKindOptions) -> Path:
+    """Where the second labels come from: the CSV `data.cross_check.labels`, or the labels store."""
+    assert data.cross_check is not None
+    return data.cross_check.labels or data.labels_folder
+
+
+def _from_store(data: DataKindOptions, table: pd.DataFrame, classes: Sequence[str]) -> SecondLabels:
+    """The second opinions `label pull` recorded from the cross-check queue (one per example: the
+    last). Their ids and classes were checked when pulled; the data may have changed since."""
+    opinions = second_opinions(data.labels_folder)
+    known = set(table["example_id"].astype(str))
+    rows = [(example_id, record.new_label, f"{record.pull} {record.task}") for example_id, record in opinions.items()
+            if example_id in known]
+    matched = pd.DataFrame(rows, columns=["example_id", "second_label", "row"])
+    _check_labels(data.labels_folder, matched, classes)
+    return SecondLabels(matched, len(opinions) - len(rows))
 
 
 def _key_column(path: Path, columns: list[str], data: DataKindOptions) -> str:

@@ -19,12 +19,14 @@ from tasks.data.table import LoadedData, read_csv
 
 
 def pull_from_file(loaded: LoadedData, data: DataKindOptions, answers: Path, who: str | None = None) -> PullResult:
-    """Record a filled-in CSV (columns `id`, `label`, and `input` or `path` for new examples); any bad
-    row refuses the whole file. Rows with an empty label are not answered yet: skipped and counted."""
+    """Record a filled-in CSV (columns `id`, `label`, and `input` or `path` for new examples; rows of
+    the `cross-check` queue are second opinions); any bad row refuses the whole file. Rows with an
+    empty label are not answered yet: skipped and counted."""
     frame = read_answers(answers)
     new_column = next((c for c in ("path", "input") if c in frame.columns), None)
     rows = [Answer(f"row {row_number(index)}", _cell(frame, index, "label"), _cell(frame, index, "id"),
-                   _cell(frame, index, new_column) if new_column else None) for index in frame.index]
+                   _cell(frame, index, new_column) if new_column else None,
+                   second=_cell(frame, index, "queue") == "cross-check") for index in frame.index]
     return record_answers(loaded, data, rows, str(answers), answers.parent, who)
 
 

@@ -62,6 +62,7 @@ class QueueStatus:
 class ServerAnswer:
     """A person's latest answer to one task, as read from the server."""
 
+    queue: QueueName
     project_id: int
     task_id: int
     example_id: str
@@ -193,7 +194,7 @@ def answers(studio: Studio, model_name: str) -> list[ServerAnswer]:
             if user not in emails:
                 emails[user] = str(studio.client.users.get(user).email) if user else "unknown"
             value = task.data.get(variable)
-            found.append(ServerAnswer(project.id, int(task.id), str(task.data["example_id"]), str(label),
+            found.append(ServerAnswer(queue, project.id, int(task.id), str(task.data["example_id"]), str(label),
                                       emails[user], value if variable != "text" else None,
                                       value if variable == "text" else None))
     return found
@@ -241,7 +242,7 @@ def _task(item: QueueItem, queue: Queue, media: dict[str, str], model_version: s
     suggestion, score = item.shown_suggestion
     data = {variable: media.get(item.example_id, item.input), "example_id": item.example_id,
             "current_label": item.current_label, "suggestion": suggestion,
-            "score": "" if score is None else f"{score:.3g}", "hint": _hint(item)}
+            "score": "" if score is None else f"{score:.3g}", "hint": _hint(item, queue.name)}
     task: dict[str, Any] = {"data": data}
     if model_version and item.prediction and not item.blind:
         task["predictions"] = [{"model_version": model_version, "score": item.confidence,
@@ -250,7 +251,9 @@ def _task(item: QueueItem, queue: Queue, media: dict[str, str], model_version: s
     return task
 
 
-def _hint(item: QueueItem) -> str:
+def _hint(item: QueueItem, queue: QueueName) -> str:
+    if queue == "cross-check":
+        return "A second opinion: choose the class by the guideline (the first label is not shown)."
     if not item.current_label:
         return "A new example: choose its class."
     shown = item.shown_suggestion[0]

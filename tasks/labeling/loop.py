@@ -14,13 +14,22 @@ from pathlib import Path
 
 from tasks.config.spec import Spec
 from tasks.core.errors import DataError
-from tasks.data.labels_store import Answer, PullResult, record_answers
+from tasks.data.labels_store import Answer, PullResult, record_answers, second_opinions
 from tasks.data.readers import load_examples
 from tasks.data.table import LoadedData
 from tasks.labeling import label_studio
 from tasks.labeling.answers_file import pull_from_file
 from tasks.labeling.events import emit_labels_added
-from tasks.labeling.queues import Queue, QueueName, incoming_queue, latest_batch, suspects_queue, with_predictions
+from tasks.labeling.queues import (
+    CROSS_CHECK_SAMPLE,
+    Queue,
+    QueueName,
+    cross_check_queue,
+    incoming_queue,
+    latest_batch,
+    suspects_queue,
+    with_predictions,
+)
 
 
 @dataclass(frozen=True)
@@ -39,8 +48,11 @@ def build_queue(spec: Spec, what: QueueName, batch: Path | None = None, loaded: 
         # The model's data reports, one folder per data under it (tasks.reports.data_report.report_folder).
         reports = spec.workdir / "reports" / spec.registry.model_name
         queue = suspects_queue(loaded, spec.data, reports, recorded_splits(spec))
-    else:
+    elif what == "incoming":
         queue = incoming_queue((batch or latest_batch(spec.workdir, spec.registry.model_name)).resolve(), spec.data)
+    else:  # a sample no second labeller answered yet, blind: no champion's prediction either
+        done = set(second_opinions(spec.data.labels_folder))
+        return cross_check_queue(loaded, spec.data, limit or CROSS_CHECK_SAMPLE, spec.split.seed, done)
     queue = replace(queue, items=queue.items[:limit])
     version, predictions = champion_predictions(spec, queue)
     return with_predictions(queue, predictions) if version else queue
@@ -119,7 +131,8 @@ def _pull_from_server(spec: Spec, loaded: LoadedData) -> PullResult:
         answers = [Answer(f"task {a.task_id}", a.label, a.example_id,
                           None if a.example_id in known else (a.text if a.text is not None
                                                               else str(files.get(a.example_id, ""))),
-                          a.who, f"{studio.url}/projects/{a.project_id}") for a in found]
+                          a.who, f"{studio.url}/projects/{a.project_id}", second=a.queue == "cross-check")
+                   for a in found]
         return record_answers(loaded, spec.data, answers, f"label-studio {studio.url}", Path.cwd())
 
 

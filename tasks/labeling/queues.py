@@ -1,9 +1,10 @@
 """Review queues: the examples a person should look at, with what the tool knows about each.
 
-Two queues come from the pipeline itself:
 - `suspects`: the label audit's disputed labels from the newest data report (`label_issues.csv`),
   with the current label (the labels store applied) and cleanlab's suggestion and score;
-- `incoming`: a batch `transferflow drift` kept for labelling, unlabelled.
+- `incoming`: a batch `transferflow drift` kept for labelling, unlabelled;
+- `cross-check`: a seeded, stratified sample for a second labeller, who sees no label at all: their
+  answers are second opinions (`data.cross_check`), never corrections.
 
 Each item says whether it is labelled blind, shown no model's opinion (neither the champion's
 prediction nor the audit's suggestion). Test examples are: their labels decide the gate, so they
@@ -30,8 +31,9 @@ from tasks.core.hashing import sha256_file, sha256_text
 from tasks.data.labels_store import apply_store
 from tasks.data.table import LoadedData, read_csv
 
-QueueName = Literal["suspects", "incoming"]
-QUEUES: tuple[QueueName, ...] = ("suspects", "incoming")
+QueueName = Literal["suspects", "incoming", "cross-check"]
+QUEUES: tuple[QueueName, ...] = ("suspects", "incoming", "cross-check")
+CROSS_CHECK_SAMPLE = 100  # the default size of a cross-check sample (`--limit` changes it)
 SIGHTED_SPLITS = ("train", "val")  # the only splits whose examples may carry a pre-annotation
 
 
@@ -121,6 +123,23 @@ def incoming_queue(batch: Path, data: DataKindOptions) -> Queue:
     return Queue("incoming", data.MODALITY, str(batch), items)
 
 
+def cross_check_queue(loaded: LoadedData, data: DataKindOptions, size: int, seed: int,
+                      done: set[str]) -> Queue:
+    """A sample of `size` examples no second labeller has answered yet (`done`), stratified by label
+    where every class can give two, shown without their label or any model's opinion."""
+    from sklearn.model_selection import train_test_split
+
+    current, _ = apply_store(loaded, data)
+    table = current.table.dropna(subset=["label"]).drop_duplicates("example_id")
+    table = table[~table["example_id"].astype(str).isin(done)]
+    if len(table) > size:
+        counts = table["label"].value_counts()
+        stratify = table["label"] if counts.min() >= 2 and size >= len(counts) else None
+        table, _ = train_test_split(table, train_size=size, random_state=seed, stratify=stratify)
+    items = tuple(QueueItem(str(row.example_id), str(row.input)) for row in table.itertuples(index=False))
+    return Queue("cross-check", data.MODALITY, str(data.path), items)
+
+
 def with_predictions(queue: Queue, predictions: Mapping[str, tuple[str, float]]) -> Queue:
     """The queue with the champion's (label, probability) on its sighted items; blind ones never get one."""
     items = tuple(replace(item, prediction=predictions[item.example_id][0],
@@ -130,11 +149,13 @@ def with_predictions(queue: Queue, predictions: Mapping[str, tuple[str, float]])
 
 
 def write_queue(queue: Queue, out: Path) -> Path:
-    """The queue as the CSV `label pull --from` reads back: id, input, current_label, suggestion,
-    score, prediction and an empty `label` column. For images and sounds, an `out` that is not a
+    """The queue as the CSV `label pull --from` reads back: queue, id, input, current_label,
+    suggestion, score, prediction and an empty `label` column (a cross-check item's current label
+    stays empty: the second labeller labels blind). For images and sounds, an `out` that is not a
     .csv is a folder: the files are copied under `files/` and its `queue.csv` points at them, so a
     reviewer can browse them. Returns the CSV written."""
-    rows = pd.DataFrame({"id": [i.example_id for i in queue.items], "input": [i.input for i in queue.items],
+    rows = pd.DataFrame({"queue": queue.name, "id": [i.example_id for i in queue.items],
+                         "input": [i.input for i in queue.items],
                          "current_label": [i.current_label for i in queue.items],
                          "suggestion": [i.shown_suggestion[0] for i in queue.items],
                          "score": [i.shown_suggestion[1] for i in queue.items],

@@ -32,7 +32,8 @@ MODEL = "ants-vs-bees"
 CONFIG = """
 task: Tell whether a photo shows ants or bees.
 metric: {{name: accuracy, target: 0.6}}
-data: {{kind: image_folder, path: {data}, guideline: labeling.md}}
+data: {{kind: image_folder, path: {data}, guideline: labeling.md, cross_check: {{min_kappa: 0.5}},
+        cross_check_policy: report}}
 model: {{family: torchvision, name: mobilenet_v2, image_size: 64}}
 train: {{batch_size: 16, head_epochs: 60, head_learning_rate: 0.003}}
 finetune: {{max_stages: 0}}
@@ -43,18 +44,18 @@ GUIDELINE = "# ants\nAny ant, winged or not.\n\n# bees\nBees only; a hoverfly is
 PER_CLASS, FLIPPED = 20, 3  # per class and split; ants given the bees label, in train and in val
 
 
-def planted_slice(source: Path, data: Path) -> dict[str, str]:
+def planted_slice(source: Path, data: Path) -> tuple[dict[str, str], dict[str, str]]:
     """Links to hymenoptera photos in train/ and val/ class folders, the first FLIPPED ants of each
-    split filed under bees. Returns the true class of every linked photo by example id."""
-    truth = {}
+    split filed under bees. Returns the true and the given class of every linked photo by example id."""
+    truth, given_labels = {}, {}
     for split in ("train", "val"):
         for label in ("ants", "bees"):
             for i, image in enumerate(sorted((source / split / label).glob("*.jpg"))[:PER_CLASS]):
                 given = "bees" if label == "ants" and i < FLIPPED else label
                 (data / split / given).mkdir(parents=True, exist_ok=True)
                 (data / split / given / image.name).symlink_to(image)
-                truth[sha256_file(image)] = label
-    return truth
+                truth[sha256_file(image)], given_labels[sha256_file(image)] = label, given
+    return truth, given_labels
 
 
 def kept_batch(source: Path, workdir: Path) -> dict[str, str]:
@@ -78,7 +79,7 @@ def loop(tmp_path_factory, label_studio):
     from tests.conftest import shared_dataset
 
     folder = tmp_path_factory.mktemp("label-loop")
-    truth = planted_slice(shared_dataset("hymenoptera"), folder / "data")
+    truth, given = planted_slice(shared_dataset("hymenoptera"), folder / "data")
     incoming = kept_batch(shared_dataset("hymenoptera"), folder / "work")
     (folder / "labeling.md").write_text(GUIDELINE)
     config = write_config(folder, CONFIG.format(data=folder / "data", workdir=folder / "work", model=MODEL))
@@ -87,9 +88,10 @@ def loop(tmp_path_factory, label_studio):
         patch.setenv("LABEL_STUDIO_URL", label_studio.url)
         patch.setenv("LABEL_STUDIO_API_KEY", label_studio.api_key)
         first = transfer_learning(str(config))
-        pushes = {what: CliRunner().invoke(app, ["label", "push", str(config), "--what", what])
-                  for what in ("suspects", "incoming")}
-        yield {"config": config, "spec": load_spec(config), "truth": truth, "incoming": incoming, "first": first,
+        pushes = {what: CliRunner().invoke(app, ["label", "push", str(config), "--what", what, "--limit", "6"])
+                  for what in ("suspects", "incoming", "cross-check")}
+        yield {"config": config, "spec": load_spec(config), "truth": truth, "given": given, "incoming": incoming,
+               "first": first,
                "pushes": pushes, "ls": LabelStudio(base_url=label_studio.url, api_key=label_studio.api_key),
                "server": label_studio, "patch": patch}
 
@@ -163,35 +165,44 @@ def answer(loop, task_id: int, label: str, skipped: bool = False) -> None:
 @pytest.fixture(scope="module")
 def pulled(loop):
     """A person answers every suspect with its true class (confirming some, correcting others) and
-    every incoming photo but one, which they skip; then `label pull`."""
+    every incoming photo but one, which they skip; a second labeller answers the cross-check sample
+    with the true class but for one photo, which they get wrong; then `label pull`."""
     truth = {**loop["truth"], **loop["incoming"]}
     _, suspects = project_tasks(loop, "suspects")
     _, incoming = project_tasks(loop, "incoming")
+    _, cross_check = project_tasks(loop, "cross-check")
     for task in suspects + incoming[:-1]:
         answer(loop, task.id, truth[task.data["example_id"]])
     answer(loop, incoming[-1].id, "", skipped=True)
+    second = {t.data["example_id"]: truth[t.data["example_id"]] for t in cross_check}
+    wrong = cross_check[0].data["example_id"]
+    second[wrong] = {"ants": "bees", "bees": "ants"}[second[wrong]]
+    for task in cross_check:
+        answer(loop, task.id, second[task.data["example_id"]])
     corrections = {t.data["example_id"] for t in suspects if truth[t.data["example_id"]] != t.data["current_label"]}
     started = time.time()
     result = CliRunner().invoke(app, ["label", "pull", str(loop["config"])])
     again = CliRunner().invoke(app, ["label", "pull", str(loop["config"])])
     return {"result": result, "again": again, "corrections": corrections, "suspects": suspects,
-            "incoming": incoming, "started": started, "truth": truth}
+            "incoming": incoming, "started": started, "truth": truth, "second": second}
 
 
 def test_a_pull_records_every_changed_answer_with_who_and_where(pulled, loop):
     assert pulled["result"].exit_code == 0, pulled["result"].output
     records = read_records(loop["spec"].data.labels_folder)
-    by_kind = {kind: {r.example_id: r for r in records if r.kind == kind} for kind in ("correction", "new")}
+    by_kind = {kind: {r.example_id: r for r in records if r.kind == kind} for kind in ("correction", "new", "second")}
     assert set(by_kind["correction"]) == pulled["corrections"] and pulled["corrections"]
     assert set(by_kind["new"]) == {t.data["example_id"] for t in pulled["incoming"][:-1]}
+    assert {i: r.new_label for i, r in by_kind["second"].items()} == pulled["second"]
     for record in records:
-        assert record.new_label == pulled["truth"][record.example_id]
+        assert record.new_label == (pulled["second"] if record.kind == "second" else pulled["truth"])[record.example_id]
         assert record.who == loop["server"].username and record.task.startswith("task ")
         assert record.source.startswith(f"{loop['server'].url}/projects/")
     for record in by_kind["new"].values():  # the photo fetched back from Label Studio, kept in the store
         assert sha256_file(loop["spec"].data.labels_folder / record.input) == record.example_id
     output = pulled["result"].output
     assert f"{len(pulled['corrections'])} corrected" in output and f"{len(by_kind['new'])} new" in output
+    assert f"{len(pulled['second'])} second opinion(s)" in output
     assert "nothing to record" in pulled["again"].output  # a second pull of the same answers changes nothing
 
 
@@ -231,6 +242,12 @@ def test_the_retrain_on_pulled_labels_goes_through_the_gate_with_test_examples_k
     assert decision.champion.version == first_version and decision.champion.value is not None
     champion = str(client_for(loop["spec"].workdir).get_model_version_by_alias(MODEL, "champion").version)
     assert champion == (second.outcome.registration.version if decision.passed else first_version)
+    # The cross-check measured the second labeller against the labels as corrected.
+    first_labels = {i: pulled["truth"][i] if i in pulled["corrections"] else loop["given"][i] for i in pulled["second"]}
+    check = second.prepared.dataset.cross_check
+    assert check.overlap == len(pulled["second"])
+    assert {d.example_id for d in check.disagreements} == {i for i, label in pulled["second"].items()
+                                                            if first_labels[i] != label}
     report = second.prepared.report.path.read_text()
     assert f"{len(pulled['corrections'])} label(s) corrected and {len(pulled['incoming']) - 1} example(s) added" \
         in report

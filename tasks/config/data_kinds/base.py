@@ -28,9 +28,12 @@ class CrossCheckOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    labels: Path = Field(description="A UTF-8 CSV of the second labels: a `label` column and one key column, `path` "
-                                     "(relative to the data folder, for kinds of files), `text` (for kinds of texts) "
-                                     "or `id` (the example id). Relative to the config's folder.")
+    labels: Path | None = Field(None, description="A UTF-8 CSV of the second labels: a `label` column and one key "
+                                                  "column, `path` (relative to the data folder, for kinds of files), "
+                                                  "`text` (for kinds of texts) or `id` (the example id). Relative to "
+                                                  "the config's folder. Without it, the second labels `transferflow "
+                                                  "label pull` brought back from the cross-check queue (the labels "
+                                                  "store).")
     min_kappa: float = Field(0.8, ge=-1.0, le=1.0, description="The lowest Cohen's kappa between the data's labels "
                                                               "and the second labels, on the examples both labelled, "
                                                               "that data.cross_check_policy accepts.")

@@ -132,3 +132,41 @@ def test_push_to_a_server_that_does_not_answer_exits_2_naming_it(tmp_path, monke
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "not-a-key")
     result = CliRunner().invoke(app, ["label", "status", str(tmp_path / "config.yaml")])
     assert result.exit_code == 2 and f"LABEL_STUDIO_URL={url}: Label Studio does not answer" in result.output
+
+
+def test_a_cross_check_sample_comes_back_as_second_opinions_that_the_cross_check_measures(tmp_path):
+    from sklearn.metrics import cohen_kappa_score
+
+    from tasks.data.labels_store import second_opinions
+    from tests.unit.data.test_labels_store import texts
+
+    texts().to_csv(tmp_path / "data.csv", index=False)
+    config = write_config(tmp_path, CONFIG.format(extra=", cross_check: {min_kappa: 0.95}, "
+                                                        "cross_check_policy: report"))
+    spec = load_spec(config)
+    assert load_data.fn(spec).cross_check is None  # no second labels yet: nothing to measure, no failure
+    queue_csv = tmp_path / "cross-check.csv"
+    result = CliRunner().invoke(app, ["label", "export", str(config), "--what", "cross-check", "--limit", "12",
+                                      "--out", str(queue_csv)])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(queue_csv, dtype=str, keep_default_na=False)
+    assert len(rows) == 12 and set(rows["queue"]) == {"cross-check"} and set(rows["current_label"]) == {""}
+    first = dict(zip(*(texts()[c] for c in ("text", "label")), strict=True))
+    # The second labeller agrees except on three billing/refund questions, which they swap.
+    rows["label"] = [{"billing": "refund", "refund": "billing"}.get(first[text], first[text]) if i < 3 else first[text]
+                     for i, text in enumerate(rows["input"])]
+    rows.to_csv(queue_csv, index=False)
+    result = CliRunner().invoke(app, ["label", "pull", str(config), "--from", str(queue_csv)])
+    assert result.exit_code == 0 and "12 second opinion(s)" in result.output, result.output
+    assert len(second_opinions(spec.data.labels_folder)) == 12
+    dataset = load_data.fn(spec)
+    table = pd.read_parquet(dataset.table_path)
+    assert all(first[text] == label for text, label in zip(table["input"], table["label"], strict=True))
+    swapped = [text for text, label in zip(rows["input"], rows["label"], strict=True) if first[text] != label]
+    assert swapped and len(table) == len(first) - len(swapped)  # opinions change no label; disagreements held out
+    expected = cohen_kappa_score([first[t] for t in rows["input"]], rows["label"], labels=sorted(set(first.values())))
+    assert dataset.cross_check.overlap == 12 and abs(dataset.cross_check.kappa - expected) < 1e-9
+    # The next sample leaves out what the second labeller answered.
+    again = tmp_path / "again.csv"
+    CliRunner().invoke(app, ["label", "export", str(config), "--what", "cross-check", "--out", str(again)])
+    assert not set(pd.read_csv(again)["id"]) & set(rows["id"])
