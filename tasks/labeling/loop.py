@@ -114,7 +114,7 @@ def pull(spec: Spec, config_path: Path, answers_file: Path | None = None) -> Pul
     splits = recorded_splits(spec)
     in_test = sum(splits.get(example_id) == "test" for example_id in result.corrected_ids)
     sent = False
-    if result.corrected or result.new:  # second opinions alone change no label: nothing to retrain on
+    if result.pull is not None and (result.corrected or result.new):  # second opinions alone: nothing to retrain on
         source = str(answers_file) if answers_file else os.environ.get(label_studio.URL_VARIABLE, "label-studio")
         sent = emit_labels_added(spec.registry.model_name, str(config_path.resolve()), result.pull, result.corrected,
                                  result.new, source)
