@@ -172,4 +172,3 @@ class TestResult:
 class GateOutcome:
     decision: GateDecision
     registration: Registration
-    selected_stage: str = ""  # the stage the registered model comes from
