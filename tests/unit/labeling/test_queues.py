@@ -74,7 +74,7 @@ def test_an_exported_incoming_batch_comes_back_as_new_training_examples(tmp_path
     before = load_data.fn(spec).fingerprint
     result = CliRunner().invoke(app, ["label", "pull", str(config), "--from", str(queue_csv)])
     assert result.exit_code == 0 and "1 new, 1 skipped" in result.output, result.output
-    assert "no transferflow.labels.added event sent" in result.output  # tried: no Prefect server here
+    assert "transferflow.labels.added" in result.output  # sent, or (no Prefect server) said why not
     (record,) = read_records(spec.data.labels_folder)
     assert (record.kind, record.example_id, record.input, record.new_label) == ("new", sha256_text(new[0]), new[0],
                                                                                "billing")
