@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 export MALLOC_MMAP_THRESHOLD_ := 4294967296
 export MALLOC_TRIM_THRESHOLD_ := 68719476736
 
-.PHONY: install demo test lint postgresql audio-tools label-studio
+.PHONY: install demo test lint system-packages postgresql audio-tools label-studio
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -33,17 +33,17 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The team-server tests start a real PostgreSQL from Debian's package (they find its version under
-# /usr/lib/postgresql): installed here when absent, which needs root and the Debian registry.
-postgresql:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
-
-# The audio example and tests speak their words with Debian's espeak-ng (tasks/data/spoken_words.py):
-# installed here when absent, as PostgreSQL is.
-audio-tools:
-	@command -v espeak-ng >/dev/null 2>&1 || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
+# Debian packages the tests need, installed when absent in ONE apt call (two at once would fight
+# over dpkg's lock; this needs root and the Debian registry): PostgreSQL, which the team-server tests
+# start for real (they find its version under /usr/lib/postgresql), and espeak-ng, which speaks the
+# audio example's and tests' words (tasks/data/spoken_words.py).
+system-packages:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
+	[ -z "$$missing" ] || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
+postgresql audio-tools: system-packages
 
 # The labelling tests start a real Label Studio server (tests/labelstudio_server.py). It is a Django
 # application with its own pins, so it gets its own virtual environment, made once per pinned
@@ -59,8 +59,11 @@ $(LABEL_STUDIO_VENV)/.installed-$(LABEL_STUDIO_VERSION):
 	$(LABEL_STUDIO_VENV)/bin/pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
 	touch $@
 
-# Two workers, a test file each at a time (module fixtures stay shared): the integration tests wait
-# on subprocesses and servers much of their time, so two files in parallel took the suite here from
-# 15 to 11 minutes. Each worker starts its own session Prefect server.
-test: lint postgresql audio-tools label-studio
+# The preparation runs in parallel: the venv (then the linters), the Debian packages and Label
+# Studio's own venv are independent, and each mostly waits on downloads (output kept per target).
+# Then two workers, a test file each at a time (module fixtures stay shared): the integration tests
+# wait on subprocesses and servers much of their time, so two files in parallel took the suite here
+# from 15 to 11 minutes. Each worker starts its own session Prefect server.
+test:
+	$(MAKE) --no-print-directory -j3 --output-sync=target lint system-packages label-studio
 	$(BIN)/python -m pytest -n 2 --dist loadfile

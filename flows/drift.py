@@ -18,11 +18,11 @@ from tasks.steps.monitor import (
     publish_drift_report,
     read_incoming_batch,
 )
-from tasks.steps.step import label_flow_run, tag_flow_run
+from tasks.steps.step import flow_run_name, label_flow_run, tag_flow_run
 from tasks.steps.validate import validate_config
 
 
-@flow(name="drift-check", log_prints=True)
+@flow(name="drift-check", flow_run_name=flow_run_name("drift-check"), log_prints=True)
 def drift_check(config_path: str, incoming: str, trigger: str = "manual",
                 text_column: str | None = None) -> DriftReport:
     """`text_column` defaults to the config's data.text_column (CSV batches only)."""

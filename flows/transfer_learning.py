@@ -38,7 +38,7 @@ from tasks.steps.release import (
     write_model_card,
 )
 from tasks.steps.resume import cached, fill_resumed_run, resuming, start_chain
-from tasks.steps.step import label_flow_run
+from tasks.steps.step import flow_run_name, label_flow_run
 from tasks.steps.validate import tracked_flow_run, validate_config
 from tasks.training.metrics import Contract
 
@@ -65,7 +65,7 @@ class RunSummary:
         return self.prepared.split
 
 
-@flow(name="transfer-learning", log_prints=True)
+@flow(name="transfer-learning", flow_run_name=flow_run_name(), log_prints=True)  # <model>-<trigger>-<UTC stamp>
 def transfer_learning(config_path: str, data_path: str | None = None, trigger: Trigger = "manual",
                       resume: bool = False) -> RunSummary | UnchangedData:
     """`resume`: continue the last killed run of this model (`tasks.steps.resume`): a new flow run
@@ -138,7 +138,7 @@ def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, cont
     return stages, decisions, trained
 
 
-@flow(name="validate-config-and-data", log_prints=True)
+@flow(name="validate-config-and-data", flow_run_name=flow_run_name("validate"), log_prints=True)
 def validate_only(config_path: str, data_path: str | None = None) -> tuple[Spec, Prepared]:
     """Steps 1-4 without training or tracking: is this config and this data ready to run?"""
     spec = validate_config(config_path, data_path)

@@ -15,22 +15,44 @@ import pytest
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="transferflow-prefect-"))
+# Under pytest-xdist each worker (and each command it starts) gets its share of the cores for torch's
+# and BLAS's threads. By default every process runs one thread per core, so two workers on two cores
+# oversubscribe them and the threads spin waiting for each other: with other processes busy, a label
+# audit of 255 digits took 53-71 s instead of 8-12 s, and test_text_flow.py used 110 s of CPU instead
+# of 59 s.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _cores = len(os.sched_getaffinity(0))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 from flows.runtime import apply_defaults  # noqa: E402  (settings must precede Prefect's import)
 
 apply_defaults()
 
 
-# The longest test files (module fixtures that run several flows), started first: with
-# `--dist loadfile` each worker takes the next file in collection order, so a long file left for
-# last would run alone while the other worker idles.
-LONGEST_FIRST = ("test_dask_runner.py", "test_shared_split_history.py", "test_concurrent_retrains.py",
-                 "test_all_or_nothing.py", "test_drift_flow.py", "test_team_servers.py", "test_image_flow.py",
-                 "test_work_pool_worker.py")
+# The longest test files (module fixtures that run several flows or commands; measured), started
+# first, then the other integration files, then the model and unit tests, whose many short files
+# fill the end: with `--dist loadfile` each worker takes the next file in this order, so a long
+# file left for last would run alone while the other worker idles.
+LONGEST_FIRST = ("test_dask_runner.py", "test_resume_after_kill.py", "test_concurrent_retrains.py",
+                 "test_bad_input.py", "test_audio_flow.py", "test_text_flow.py", "test_team_servers.py",
+                 "test_sticky_split.py", "test_shared_split_history.py", "test_deployments.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """xdist's loadfile scheduler re-sorts the files by their number of tests (most first), which
+    put the long integration files, a few tests each, after the unit tests: keep the order above."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        if item.path.name in rank:
+            return 0, rank[item.path.name]
+        return (1 if "integration" in item.path.parts else 2), 0
+
+    items.sort(key=order)  # stable: files keep their collection order within a group
 
 
 def shared_dataset(name: str) -> Path:

@@ -74,8 +74,8 @@ def register(store: Store, checkpoint: Path, model: ModelSpec, classes: list[str
     its run's split manifest saying it trained on `trained_on` (ids)."""
     log_split_manifest(store, trained_on or [])
     return log_and_register(store.client, store.run_id, read_checkpoint(checkpoint, legacy_config(model, classes)),
-                            batch_size=4, model_name=model_name, alias=alias, evidence={"test_metric": "0.91"},
-                            promote=True)
+                            batch_size=4, model_name=model_name, alias=alias, tags={"test_metric": "0.91"},
+                            promote=True, model_description=f"Tell {' from '.join(classes)}.")
 
 
 def register_legacy(store: Store, weights_path: Path, model: ModelSpec, classes: list[str], model_name: str,

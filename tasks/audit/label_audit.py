@@ -12,18 +12,22 @@ validation examples take part: the test split is never read here.
 Reviewers stop reading a queue that is mostly wrong, so the suspects are made trustworthy:
 - the probe's out-of-fold logits are calibrated with one temperature (fit by NLL on those logits),
   since an overconfident probe puts p(given) 0.00 on correctly labelled but unusual examples;
-- cleanlab's `find_label_issues` (pruned by the estimated noise rate) flags examples on the
-  calibrated probabilities, and only those whose suggested label is itself likely
-  (p >= MIN_SUGGESTION) are kept: "the data points elsewhere", not "the probe is unsure";
+- cleanlab's `find_label_issues` flags examples on the calibrated probabilities with FILTER_BY
+  "both": an example must be among its class's least self-confident (prune by class) and among
+  the most off-diagonal in the confident joint (prune by noise rate), and only those whose
+  suggested label is itself likely (p >= MIN_SUGGESTION) are kept: "the data points elsewhere",
+  not "the probe is unsure";
 - a second, non-parametric opinion must agree: at least MIN_NEIGHBOUR_SHARE of the suspect's
-  NEIGHBOURS nearest examples (cosine, on the same embeddings) carry the suggested label. A
-  mislabelled example sits among its true class; an odd but rightly labelled one, which a linear
-  probe misreads, mostly does not (deep k-NN, Bahri et al. 2020);
+  NEIGHBOURS nearest examples (cosine, on the same embeddings) carry the suggested label (deep
+  k-NN, Bahri et al. 2020), and at most MAX_GIVEN_SHARE of them carry its given label without
+  being disputed themselves. A mislabelled example sits among its true class, where its given
+  label is (nearly) absent; an odd but rightly labelled one, which a linear probe misreads,
+  usually has a few siblings of its own class close by (the same odd hand, the same phrasing);
 - the self-confidence score (calibrated p(given)) ranks them, most doubtful first. The report
   gives the probe's out-of-fold accuracy (how often it misreads an example at all) and the sum of
   the suspects' calibrated p(given): the false alarms to expect if the probe were calibrated on
-  them, which is a lower bound. On the demo's clean MNIST sample that sum was ~2 of 32 suspects,
-  while by eye about half of the first 16 were digits labelled right (benchmarks/label_audit_trust.py).
+  them, which is a lower bound. On the demo's clean MNIST sample (benchmarks/label_audit_trust.py)
+  the queue went from 32 suspects, 11 of them ambiguous or mislabelled digits by eye, to 13 with 8.
 """
 
 from __future__ import annotations
@@ -39,6 +43,21 @@ PROBE_C = 0.5              # inverse L2 strength, as scikit-learn's C
 PROBE_ITERATIONS = 100     # L-BFGS iterations per fit (the suspects no longer change beyond ~50)
 MIN_SUGGESTION = 0.5       # calibrated p(suggested label) a suspect needs
 MIN_NEIGHBOUR_SHARE = 0.5  # of its nearest neighbours, the share labelled as the suggestion a suspect needs
+# Of its nearest neighbours, the share that may carry its given label without being disputed
+# themselves (flagged by cleanlab): 1 of 10. A flipped label is (nearly) absent around the example;
+# an odd but rightly labelled one usually has siblings of its class close by (the same odd hand, the
+# same phrasing). Disputed neighbours do not vouch: with two classes, 5% flips put two or more
+# flipped neighbours, carrying the same wrong label, around one flip in ten (SMS spam: recall 0.71 if
+# they vouched, 0.80 as is). With FILTER_BY, on the benchmark sets (benchmarks/label_audit_trust.py):
+# clean-data suspects MNIST 32 -> 13, banking77 76 -> 50; on 5% flips precision 0.77 -> 0.90 and
+# 0.71 -> 0.79, recall at most 0.03 lower.
+MAX_GIVEN_SHARE = 0.1
+# cleanlab's filter: "both" needs its two rankings to agree (the class's least self-confident, and
+# the largest margins in each off-diagonal cell of the confident joint), where its default
+# "prune_by_noise_rate" takes the second alone. With the other filters as they are, on the four
+# benchmark sets it cut the clean-data suspects (MNIST 32 -> 18, banking77 76 -> 63) and lost at
+# most 1 of 200 planted flips.
+FILTER_BY = "both"
 NEIGHBOURS = 10
 OUTLIER_NEIGHBOURS = 10
 OUTLIERS_SHOWN = 20
@@ -118,10 +137,9 @@ def to_drop(issues: LabelIssues, max_drop_fraction: float) -> list[str]:
     return list(issues.table["example_id"].head(cap))
 
 
-def neighbour_share(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, suggested: np.ndarray,
-                    k: int = NEIGHBOURS) -> np.ndarray:
-    """For each of `rows`: the share of its k nearest other examples (cosine) whose given label is
-    its `suggested` one. One brute-force pass of the suspects against all examples."""
+def nearest_others(features: np.ndarray, rows: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """[len(rows), k] indices of each row's k nearest other examples (cosine), nearest first. One
+    brute-force pass of `rows` against all examples."""
     from sklearn.neighbors import NearestNeighbors
 
     from tasks.audit.leakage import normalized
@@ -130,8 +148,14 @@ def neighbour_share(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, 
     k = min(k, len(vectors) - 1)
     index = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(vectors)
     _, found = index.kneighbors(vectors[rows])
-    others = np.array([[n for n in row if n != self][:k] for row, self in zip(found, rows, strict=True)])
-    return (labels[others] == suggested[:, None]).mean(axis=1)
+    return np.array([[n for n in row if n != self][:k] for row, self in zip(found, rows, strict=True)])
+
+
+def neighbour_share(features: np.ndarray, labels: np.ndarray, rows: np.ndarray, suggested: np.ndarray,
+                    k: int = NEIGHBOURS) -> np.ndarray:
+    """For each of `rows`: the share of its k nearest other examples (cosine) whose given label is
+    its `suggested` one."""
+    return (labels[nearest_others(features, rows, k)] == suggested[:, None]).mean(axis=1)
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
@@ -209,12 +233,15 @@ def _fit_probe(features: np.ndarray, labels: np.ndarray, n_classes: int, c: floa
 
 def find_label_issues(examples: pd.DataFrame, features: np.ndarray, classes: list[str], seed: int = 0,
                       calibrate: bool = True, min_suggestion: float = MIN_SUGGESTION,
-                      min_neighbour_share: float = MIN_NEIGHBOUR_SHARE) -> LabelIssues:
+                      min_neighbour_share: float = MIN_NEIGHBOUR_SHARE, max_given_share: float = MAX_GIVEN_SHARE,
+                      filter_by: str = FILTER_BY) -> LabelIssues:
     """`examples` (example_id, input, label) in the order of `features`' rows: the examples
-    cleanlab flags on calibrated out-of-fold probabilities whose suggested label reaches
-    `min_suggestion`, ranked by their calibrated probability of the given label. `calibrate=False,
-    min_suggestion=0, min_neighbour_share=0` is the uncalibrated, unfiltered audit (benchmarks
-    compare them)."""
+    cleanlab flags (`filter_by`) on calibrated out-of-fold probabilities whose suggested label
+    reaches `min_suggestion`, carried by at least `min_neighbour_share` of their nearest neighbours,
+    whose given label at most `max_given_share` of them carry undisputed; ranked by their calibrated
+    probability of the given label. `calibrate=False, min_suggestion=0, min_neighbour_share=0,
+    max_given_share=1, filter_by="prune_by_noise_rate"` is the uncalibrated, unfiltered audit
+    (benchmarks compare them)."""
     from cleanlab.filter import find_label_issues as cleanlab_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -224,11 +251,16 @@ def find_label_issues(examples: pd.DataFrame, features: np.ndarray, classes: lis
     probabilities = softmax(logits, temperature)
     # n_jobs=1: cleanlab would fork a process pool, and a fork of a process running torch threads can
     # deadlock in the child (it did, in CI).
-    flagged = cleanlab_issues(labels, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1)
+    flagged = cleanlab_issues(labels, probabilities, filter_by=filter_by, return_indices_ranked_by="self_confidence",
+                              n_jobs=1)
+    disputed = np.isin(np.arange(len(labels)), flagged)
     flagged = flagged[probabilities[flagged].max(axis=1) >= min_suggestion]
-    if min_neighbour_share > 0 and len(flagged):
-        share = neighbour_share(features, labels, flagged, probabilities[flagged].argmax(axis=1))
-        flagged = flagged[share >= min_neighbour_share]
+    if (min_neighbour_share > 0 or max_given_share < 1) and len(flagged):
+        neighbours = nearest_others(features, flagged)
+        around = labels[neighbours]
+        share = (around == probabilities[flagged].argmax(axis=1)[:, None]).mean(axis=1)
+        vouching = ((around == labels[flagged][:, None]) & ~disputed[neighbours]).mean(axis=1)
+        flagged = flagged[(share >= min_neighbour_share) & (vouching <= max_given_share)]
     scores = get_label_quality_scores(labels, probabilities, method="self_confidence")
     rows = examples.iloc[flagged]
     table = pd.DataFrame({

@@ -21,8 +21,10 @@ LAGGING_CLASS_GAP = 0.15  # a class's recall this far below the mean recall is c
 # `stop_no_gain` is only the first stage failing to beat the frozen baseline (the base model is
 # likely unfit, so a tournament tries its next candidate); a later stage that stops improving below
 # the target is `stop_stalled` (fine-tuning this base model has given what it can).
+# `stop_max_stages` is never the curves' own answer: it replaces one that asks for another stage
+# when `finetune.max_stages` stages have run (`capped_by_max_stages`), so the log says what was done.
 Action = Literal["unfreeze_next", "retry_regularized", "stop_overfit", "stop_no_gain", "stop_stalled",
-                 "class_weights_on", "lock_in"]
+                 "class_weights_on", "lock_in", "stop_max_stages"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,17 @@ def _progress(stage: FitResult, context: StageContext, metric: MetricSpec, guard
             else f"train and validation improve together (validation {metric.key} {context.best_before:.4f} -> "
                  f"{stage.best_val_metric:.4f}) below the target {metric.target:g}")
     return StageDecision("unfreeze_next", f"{what}: unfreeze the next layer group(s)", numbers)
+
+
+def capped_by_max_stages(decision: StageDecision, max_stages: int) -> StageDecision:
+    """The decision carried out when `decision` asks for another stage but `finetune.max_stages`
+    stages have run: stop, with what the curves alone said kept in the reason (a class-weighted
+    loss they switched on still re-fits the baseline head: that costs no stage)."""
+    refit = ("; the baseline head is still re-fit with the class-weighted loss"
+             if decision.action == "class_weights_on" else "")
+    return StageDecision("stop_max_stages", f"finetune.max_stages ({max_stages}) is reached, so fine-tuning stops "
+                         f"here; the curves alone said `{decision.action}`: {decision.reason}{refit}",
+                         decision.numbers | {"max_stages": float(max_stages)})
 
 
 def lagging_classes(val_scores: dict[str, float], metric: MetricSpec, classes: list[str]) -> str:

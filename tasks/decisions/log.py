@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.core.numbers import significant
+
 
 @dataclass
 class Decisions:
@@ -21,16 +23,23 @@ class Decisions:
         return next((e["action"] for e in reversed(self.entries) if e["stage"] == stage), None)
 
 
-DRIVING_NUMBERS = ("best_val_metric", "best_before", "baseline_val_metric", "best_epoch", "epochs", "guard_value")
+DRIVING_NUMBERS = ("best_val_metric", "best_before", "baseline_val_metric", "best_epoch", "epochs", "guard_value",
+                   "max_stages", "candidate_rank")
 
 
 def decisions_markdown(entries: list[dict[str, Any]], metric_key: str, selected: str | None = None) -> str:
-    lines = [f"# Decisions ({metric_key} on validation)", "", "| stage | action | reason | numbers |",
-             "| --- | --- | --- | --- |"]
-    for entry in entries:
-        numbers = ", ".join(f"{key} {value:.4g}" for key, value in entry["numbers"].items() if key in DRIVING_NUMBERS)
-        reason = entry["reason"].replace("|", "\\|")
-        lines.append(f"| {entry['stage']} | `{entry['action']}` | {reason} | {numbers} |")
+    """A short table (stage, action, the stage's validation metric), then each decision's reason
+    and the numbers that drove it, one per line at 3 significant digits: a table cell of reasons
+    and numbers runs off a narrow page (the Prefect UI's)."""
+    lines = [f"# Decisions ({metric_key} on validation)", "", f"| stage | action | validation {metric_key} |",
+             "| --- | --- | ---: |"]
+    lines += [f"| {e['stage']} | `{e['action']}` | {significant(e['numbers'].get('best_val_metric'))} |"
+              for e in entries]
     if selected:
         lines += ["", f"Selected on validation: **{selected}** (never chosen with the test split)."]
+    for entry in entries:
+        lines += ["", f"## {entry['stage']}: `{entry['action']}`", "", entry["reason"]]
+        numbers = [(key, value) for key, value in entry["numbers"].items() if key in DRIVING_NUMBERS]
+        if numbers:
+            lines += [""] + [f"- {key}: {significant(value)}" for key, value in numbers]
     return "\n".join(lines) + "\n"

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core.numbers import significant
+
 
 @dataclass(frozen=True)
 class StatisticShift:
@@ -90,8 +92,9 @@ def render_markdown(report: DriftReport) -> str:
              "| | value |", "| --- | ---: |",
              f"| incoming inputs | {report.n} ({report.n_tested} tested) |",
              f"| reference (examples it never trained on) | {report.reference_n} |",
-             f"| MMD^2 (unbiased, Gaussian kernel, sigma {report.bandwidth:.4g}) | {report.score:.4g} |",
-             f"| p-value ({report.permutations} permutations) | {report.p_value:.4f} |",
+             f"| MMD^2 (unbiased, Gaussian kernel, sigma {significant(report.bandwidth)}) | "
+             f"{significant(report.score)} |",
+             f"| p-value ({report.permutations} permutations) | {significant(report.p_value)} |",
              f"| alpha (drift.alpha) | {report.alpha:g} |", "",
              "## Predicted class mix", "", "| class | reference | incoming |", "| --- | ---: | ---: |"]
     for label, share in report.class_mix_reference.items():
@@ -101,7 +104,8 @@ def render_markdown(report: DriftReport) -> str:
               "| --- | ---: | ---: | ---: |"]
     for name, s in report.statistics.items():
         shift = f"{s.shift_in_sd:+.2f}" if s.shift_in_sd is not None else "n/a"
-        lines.append(f"| {name} | {s.reference_mean:.4g} ({s.reference_sd:.3g}) | {s.incoming_mean:.4g} | {shift} |")
+        lines.append(f"| {name} | {significant(s.reference_mean)} ({significant(s.reference_sd)}) | "
+                     f"{significant(s.incoming_mean)} | {shift} |")
     if report.stored_batch:
         lines += ["", f"The incoming batch is stored at `{report.stored_batch}` with a manifest: label it and add "
                       "it to the data, then retrain."]

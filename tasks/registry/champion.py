@@ -103,9 +103,10 @@ def registered_checkpoint(client: MlflowClient, run_id: str) -> Checkpoint:
     version's own artifacts. A version registered before checkpoints described themselves holds a
     bare state dict beside model_config.json, which says the model and classes."""
     from tasks.models.checkpoints import read_checkpoint
+    from tasks.registry.serving import download_model_files
 
     with tempfile.TemporaryDirectory() as folder:
-        artifacts = Path(client.download_artifacts(run_id, "model/artifacts", folder))
+        artifacts = download_model_files(client, run_id, "artifacts", folder)
         config = artifacts / LEGACY_CONFIG
         [weights] = [p for p in artifacts.iterdir() if p != config]
         return read_checkpoint(weights, json.loads(config.read_text()) if config.exists() else None)

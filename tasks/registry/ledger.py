@@ -20,10 +20,21 @@ from mlflow.exceptions import MlflowException
 from tasks.core.atomic import exclusive_lock
 from tasks.decisions.gate import Exposure
 from tasks.registry.lineage import SPLIT_FOLDER
-from tasks.registry.tracking import end_run, experiment_id, log_scores, log_text, read_json_artifact, start_run
+from tasks.registry.tracking import (
+    end_run,
+    experiment_id,
+    internal_experiment_note,
+    log_scores,
+    log_text,
+    read_json_artifact,
+    start_run,
+)
 
 LEDGER_EXPERIMENT = "transferflow-test-ledger"
 READ_IDS_ARTIFACT = "test_ids.json"
+LEDGER_DESCRIPTION = internal_experiment_note(
+    "the test ledger. One run per evaluation on a test split, with the test ids it read "
+    f"(`{READ_IDS_ARTIFACT}`), so the gate knows how often each test example has already informed a choice.")
 
 
 def record_test_evaluation(client: MlflowClient, workdir: Path, model_name: str, split_history: str,
@@ -40,7 +51,7 @@ def record_test_evaluation(client: MlflowClient, workdir: Path, model_name: str,
     Counting and recording happen under one exclusive file lock in the workdir, so concurrent
     runs on this machine cannot both count the same prior evaluations. (Run ids and client-side
     start times give no commit order, so record-then-count alone is not exact.)"""
-    ledger = experiment_id(client, LEDGER_EXPERIMENT, workdir)
+    ledger = experiment_id(client, LEDGER_EXPERIMENT, workdir, LEDGER_DESCRIPTION)
     wanted = set(test_ids)
     with exclusive_lock(workdir / "locks" / "test-ledger.lock"):
         uses: Counter[str] = Counter()

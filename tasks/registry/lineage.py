@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from tasks.registry.evidence import version_evidence
 from tasks.registry.tracking import read_json_artifact
 
 SPLIT_FOLDER = "split"  # where a flow run logs the split manifest it trained and tested on
@@ -53,7 +54,7 @@ def learned_from(client: MlflowClient, model_name: str, version: ModelVersion) -
             return LearnedFrom(frozenset(ids), tuple(versions),
                                f"version {current.version}'s run {current.run_id} has no readable split manifest")
         ids |= own
-        tags = current.tags or {}
+        tags = version_evidence(client, current)
         parent = tags.get(WARM_START_TAG) or warm_start_version(tags.get("started_from", "")) or "none"
         current = None if parent == "none" else _version(client, model_name, parent)
         if parent != "none" and current is None:

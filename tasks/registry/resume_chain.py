@@ -58,10 +58,15 @@ def last_resumable_run(client: MlflowClient, experiment: str, chains: set[str], 
                      tags.get("prefect_flow_run_id", ""))
 
 
-def mark_killed(client: MlflowClient, killed: KilledRun) -> None:
-    """A run nothing ended (its process was killed) is KILLED; one that failed stays FAILED."""
-    if killed.status == "RUNNING":
-        client.set_terminated(killed.run_id, "KILLED")
+def mark_killed(client: MlflowClient, killed: KilledRun, experiment: str) -> None:
+    """A run nothing ended (its process was killed) is KILLED; one that failed stays FAILED. So is
+    the stage run the kill left open (a stage run lives from its stage's start to its end)."""
+    from tasks.registry.tracking import PARENT_TAG
+
+    open_stages = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{killed.run_id}' and "
+                                                                 "attributes.status = 'RUNNING'")
+    for run in [*open_stages, *([client.get_run(killed.run_id)] if killed.status == "RUNNING" else [])]:
+        client.set_terminated(run.info.run_id, "KILLED")
 
 
 def half_registered_versions(client: MlflowClient, model_name: str, alias: str,
@@ -72,7 +77,7 @@ def half_registered_versions(client: MlflowClient, model_name: str, alias: str,
     half, released = [], None
     for run_id in runs:
         decision = client.get_run(run_id).data.tags.get("decision")
-        for version in client.search_model_versions(f"name = '{model_name}' and tags.run_id = '{run_id}'"):
+        for version in client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'"):
             done = decision == "rejected" or (decision == "promoted" and holder == str(version.version))
             if done:
                 released = str(version.version)

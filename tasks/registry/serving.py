@@ -6,8 +6,9 @@ the texts. Label and probabilities come back. The model never opens a path: a se
 not read files on the server's disk because a client named them.
 
 Registration goes through an explicit MlflowClient (never MLflow's fluent API or process-wide
-URIs, so the flow's parent run stays open) and is all-or-nothing: the evidence tags are written
-with the version, and a version whose alias could not be set is deleted again.
+URIs, so the flow's parent run stays open) and is all-or-nothing: the tags are written with the
+version, and a version whose alias could not be set is deleted again. The pyfunc is the run's
+MLflow 3 logged model; the version is registered from it.
 """
 
 from __future__ import annotations
@@ -145,17 +146,21 @@ class Registration:
 
 
 def log_and_register(client: MlflowClient, run_id: str, checkpoint: Checkpoint, batch_size: int, model_name: str,
-                     alias: str, evidence: dict[str, str], promote: bool) -> Registration:
-    """Log the pyfunc in `run_id`, register a version with evidence tags, alias it if promoted."""
-    with tempfile.TemporaryDirectory() as folder:
-        model_dir = save_pyfunc(Path(folder), checkpoint, batch_size)
-        client.log_artifacts(run_id, str(model_dir), "model")
+                     alias: str, tags: dict[str, str], promote: bool, model_description: str | None = None
+                     ) -> Registration:
+    """Log the pyfunc as `run_id`'s logged model (the run's "Logged models" in the MLflow UI),
+    register a version of it with `tags`, alias it if promoted. `model_description` (what the model
+    is for) becomes the registered model's description."""
+    model_id = log_pyfunc(client, run_id, checkpoint, batch_size, model_name, tags)
     _create_registered_model_if_absent(client, model_name)
+    if model_description is not None:
+        client.update_registered_model(model_name, description=model_description)
     version = client.create_model_version(
-        model_name, f"{client.get_run(run_id).info.artifact_uri}/model", run_id=run_id, tags=evidence,
-        description=f"Send {INPUT_DESCRIPTION[checkpoint.model.MODALITY]}.",
+        model_name, client.get_logged_model(model_id).artifact_location, run_id=run_id, tags=tags,
+        description=f"Send {INPUT_DESCRIPTION[checkpoint.model.MODALITY]}.", model_id=model_id,
     ).version
     try:
+        link_version(client, model_id, model_name, version)
         if promote:
             client.set_registered_model_alias(model_name, alias, version)
     except Exception:
@@ -164,8 +169,59 @@ def log_and_register(client: MlflowClient, run_id: str, checkpoint: Checkpoint, 
     return Registration(model_name, str(version), f"models:/{model_name}/{version}")
 
 
+def log_pyfunc(client: MlflowClient, run_id: str, checkpoint: Checkpoint, batch_size: int, name: str,
+               tags: dict[str, str]) -> str:
+    """The pyfunc as an MLflow 3 logged model of `run_id` (READY once its files are stored). Returns its id."""
+    from mlflow.entities import LoggedModelOutput
+
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id, tags=tags,
+                                        model_type="transferflow-pyfunc")
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            client.log_model_artifacts(logged.model_id, str(save_pyfunc(Path(folder), checkpoint, batch_size)))
+    except Exception:
+        client.finalize_logged_model(logged.model_id, "FAILED")
+        raise
+    client.finalize_logged_model(logged.model_id, "READY")
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])
+    return logged.model_id
+
+
+def link_version(client: MlflowClient, model_id: str, model_name: str, version: int | str) -> None:
+    """The logged model's page lists the versions registered from it: the tag MLflow's own
+    `register_model` writes (an open-source store keeps no `model_id` on the version itself; the
+    version's source is the logged model's artifact location). The version is written as the store
+    returned it, as `register_model` writes it."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    known = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
+        [*known, {"name": model_name, "version": version}])})
+
+
+def run_model_id(client: MlflowClient, run_id: str) -> str | None:
+    """The logged model a run registered, or None for a run from before logged models (its pyfunc
+    is the run's `model/` artifacts)."""
+    outputs = client.get_run(run_id).outputs
+    found = [output.model_id for output in (outputs.model_outputs if outputs else [])]
+    return found[-1] if found else None
+
+
+def download_model_files(client: MlflowClient, run_id: str, path: str, folder: str) -> Path:
+    """`path` inside the pyfunc a run registered (e.g. `artifacts`, `MLmodel`), downloaded into
+    `folder`: from the run's logged model, or from its `model/` artifacts for older versions."""
+    model_id = run_model_id(client, run_id)
+    if model_id is None:
+        return Path(client.download_artifacts(run_id, f"model/{path}", folder))
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    location = client.get_logged_model(model_id).artifact_location
+    return Path(get_artifact_repository(location, tracking_uri=client.tracking_uri).download_artifacts(path, folder))
+
+
 def save_pyfunc(folder: Path, checkpoint: Checkpoint, batch_size: int) -> Path:
-    """The pyfunc model written to `folder/model`, ready to be logged as a run's artifacts. Its one
+    """The pyfunc model written to `folder/model`, ready to be logged as a logged model's files. Its one
     artifact, `weights`, is the self-describing checkpoint (without the training state); the
     batch size is an inference setting, so it goes in the pyfunc's model config."""
     from mlflow.models import ModelSignature

@@ -26,7 +26,16 @@ from mlflow.exceptions import MlflowException
 
 from tasks.data.split import split_history_folder
 from tasks.data.split_history import FolderHistoryStore, History, HistoryStore
-from tasks.registry.tracking import client_for, end_run, experiment_id, start_run
+from tasks.registry.tracking import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING,
+    NOTE_TAG,
+    client_for,
+    end_run,
+    experiment_id,
+    internal_experiment_note,
+    start_run,
+)
 
 HISTORIES_EXPERIMENT = "transferflow-split-histories"
 POINTER_PREFIX = "transferflow-split-history/"
@@ -141,12 +150,17 @@ class MlflowHistoryStore:
             return existing.tags[ANCHOR_TAG]
         if not create:
             return None
-        histories = experiment_id(self.client, HISTORIES_EXPERIMENT, self.workdir)
+        histories = experiment_id(self.client, HISTORIES_EXPERIMENT, self.workdir, internal_experiment_note(
+            "the split histories shared through this tracking server: one run per model, whose artifacts are the "
+            "generations of its sticky train / validation / test assignment."))
         run_id = start_run(self.client, histories, f"{self.model_name} split history",
                            tags={"registered_model": self.model_name})
         end_run(self.client, run_id, succeeded=True)  # params and artifacts can still be added
         try:
-            self.client.create_experiment(pointer, tags={ANCHOR_TAG: run_id, "registered_model": self.model_name})
+            self.client.create_experiment(pointer, tags={
+                ANCHOR_TAG: run_id, "registered_model": self.model_name, NOTE_TAG: internal_experiment_note(
+                    f"a pointer to {self.model_name}'s split history (run {run_id} in '{HISTORIES_EXPERIMENT}'); "
+                    "it holds no runs."), EXPERIMENT_KIND_TAG: MODEL_TRAINING})
         except MlflowException:
             self.client.delete_run(run_id)  # made here and never used: another writer's anchor won
             won = self.client.get_experiment_by_name(pointer)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
     from tasks.training.fit import EpochRecord
 
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"            # the description the MLflow UI shows (runs and experiments)
+# The MLflow 3 UI opens an experiment in GenAI mode (traces) unless this tag says it trains models.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+PREFECT_URL_TAG = "prefect_flow_run_url"    # the parent run's link to its Prefect flow run (with a UI)
 GUIDELINE_PARAM = "data.guideline_sha256"   # the labelling guideline a run's labels follow
 GUIDELINE_ARTIFACTS = "guideline"           # where the run keeps the guideline file itself
 
@@ -53,21 +59,47 @@ def client_of(uri: str) -> MlflowClient:
     return client
 
 
-def experiment_id(client: MlflowClient, name: str, workdir: Path) -> str:
-    """The experiment's id, creating it with artifacts under the workdir (not the current dir)."""
+def experiment_id(client: MlflowClient, name: str, workdir: Path, description: str | None = None) -> str:
+    """The experiment's id, creating it with artifacts under the workdir (not the current dir).
+    With `description`, the experiment's page shows it, in the UI's model-training view."""
     from mlflow.exceptions import MlflowException
 
     existing = client.get_experiment_by_name(name)
     if existing:
-        return existing.experiment_id
-    artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else (workdir / "mlartifacts" / name).resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=artifacts)
-    except MlflowException:  # another process created it between the two calls
-        created = client.get_experiment_by_name(name)
-        if created is None:
-            raise
-        return created.experiment_id
+        found = existing.experiment_id
+    else:
+        artifacts = (None if os.environ.get("MLFLOW_TRACKING_URI")
+                     else (workdir / "mlartifacts" / name).resolve().as_uri())
+        try:
+            found = client.create_experiment(name, artifact_location=artifacts)
+        except MlflowException:  # another process created it between the two calls
+            created = client.get_experiment_by_name(name)
+            if created is None:
+                raise
+            found = created.experiment_id
+    if description is not None and (existing is None or existing.tags.get(NOTE_TAG) != description):
+        client.set_experiment_tag(found, NOTE_TAG, description)
+        client.set_experiment_tag(found, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return found
+
+
+def internal_experiment_note(what: str) -> str:
+    """The description of an experiment transferflow keeps for itself, beside the users' models."""
+    return (f"**Internal to transferflow**: {what} Nothing here is a model to look at: each model's runs are in "
+            "the experiment named after it. The open-source MLflow UI cannot hide an experiment without "
+            "deleting it (which would stop runs being added), so it is listed; leave it, and do not delete it.")
+
+
+def describe_run(client: MlflowClient, run_id: str, description: str) -> None:
+    """The run's description: the first thing its page in the MLflow UI shows."""
+    client.set_tag(run_id, NOTE_TAG, description)
+
+
+def run_page_url(store: str, experiment: str, run_id: str) -> str | None:
+    """The run's page in the MLflow UI, when the store is a tracking server (a SQLite file has no UI URL)."""
+    if not store.startswith(("http://", "https://")):
+        return None
+    return f"{store.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
 
 
 def start_run(client: MlflowClient, experiment: str, name: str, parent_run_id: str | None = None,
@@ -76,6 +108,20 @@ def start_run(client: MlflowClient, experiment: str, name: str, parent_run_id: s
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
     return client.create_run(experiment, run_name=name, tags=all_tags).info.run_id
+
+
+@contextmanager
+def child_run(client: MlflowClient, experiment: str, name: str, parent_run_id: str,
+              tags: dict[str, str] | None = None) -> Iterator[str]:
+    """A nested run open for as long as the block's work: created when it starts (so its duration
+    in the UI is the work's), FINISHED when it ends, FAILED when an error (or an interrupt) stops it."""
+    run_id = start_run(client, experiment, name, parent_run_id=parent_run_id, tags=tags)
+    try:
+        yield run_id
+    except BaseException:
+        end_run(client, run_id, succeeded=False)
+        raise
+    end_run(client, run_id, succeeded=True)
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from tasks.core.atomic import write_text_atomic
+from tasks.core.numbers import significant
 
 Outcome = Literal["ok", "warn", "fail"]
 REPORT_FILE = "report.md"
@@ -59,7 +60,9 @@ class DataReport:
         warned = [s.title.split(" (")[0].lower() for s in self.sections if s.outcome == "warn"]
         return "PASS" + (f" with warnings ({', '.join(warned)})" if warned else "") + ": ready to train"
 
-    def markdown(self) -> str:
+    def markdown(self, folder: Path | None = None) -> str:
+        """The report. Its files are links, which work where report.md lies; with `folder` (the
+        Prefect UI's copy, where a relative link opens a blank page) they are named in full instead."""
         lines = [f"# Data report: {self.verdict()}", "",
                  f"Data `{self.data_path}`, fingerprint `{self.fingerprint[:16]}`.", ""]
         lines += class_balance(self.class_counts, self.metric_class)
@@ -70,7 +73,8 @@ class DataReport:
             if section.body:
                 lines += ["", section.body]
             if section.files:
-                lines += ["", "Files: " + ", ".join(f"[{name}]({name})" for name in section.files)]
+                lines += ["", (f"Files in `{folder}`: " + ", ".join(f"`{name}`" for name in section.files)
+                               if folder else "Files: " + ", ".join(f"[{name}]({name})" for name in section.files))]
         return "\n".join(lines) + "\n"
 
 
@@ -105,7 +109,7 @@ def rare_class_hint(counts: dict[str, int], metric_class: str | None) -> str | N
 
 def markdown_table(rows: list[dict[str, object]], limit: int = SHOWN_ROWS) -> str:
     """The first `limit` rows as a markdown table (cells with | and newlines made safe, cut at
-    CELL_WIDTH characters)."""
+    CELL_WIDTH characters, floats at 3 significant digits)."""
     if not rows:
         return ""
     columns = list(rows[0])
@@ -113,12 +117,12 @@ def markdown_table(rows: list[dict[str, object]], limit: int = SHOWN_ROWS) -> st
     for row in rows[:limit]:
         cells = [_cell(row[column]) for column in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    more = f"\n\n({len(rows) - limit} more in the CSV)" if len(rows) > limit else ""
+    more = f"\n\n(top {limit} of {len(rows)}; all {len(rows)} in the CSV)" if len(rows) > limit else ""
     return "\n".join(lines) + more
 
 
 def _cell(value: object, width: int = CELL_WIDTH) -> str:
-    text = f"{value:.4f}" if isinstance(value, float) else str(value)
+    text = significant(value) if isinstance(value, float) else str(value)
     text = text.replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= width else text[:width - 3] + "..."
 

@@ -218,7 +218,7 @@ def per_class_figure(val_scores: dict[str, float], classes: list[str], metric_ke
                 bar.set_edgecolor("black")
                 bar.set_linewidth(2.0)
                 bar.set_hatch("//")
-                bar.set_label(f"contract: {metric_key}")
+                bar.set_label(f"{metric_key} achieved (the contract's score)")
     axes.set_yticks(np.arange(n), classes, fontsize=8 if n <= 30 else 7)
     if contract is None:
         _aggregate_reference(axes, val_scores, metric_key, target)
@@ -227,7 +227,8 @@ def per_class_figure(val_scores: dict[str, float], classes: list[str], metric_ke
         # A band behind the contract's class: among 80 classes an outline alone is hard to find.
         axes.axhspan(contract[1] - 0.5, contract[1] + 0.5, color="gold", alpha=0.2, zorder=0, gid="contract-row")
         if target is not None:  # a per-class contract: every bar of that kind can be read against it
-            axes.axvline(target, color="black", linestyle="--", linewidth=1, gid="target", label=f"target {target:g}")
+            axes.axvline(target, color="black", linestyle="--", linewidth=1, gid="target",
+                         label=f"contract: {metric_key} >= {target:g}")
     axes.set_ylim(n - 0.5, -0.5)  # first class on top, as in the class list
     axes.set_xlim(0.0, 1.0)
     axes.set_xlabel("validation score")
@@ -238,15 +239,16 @@ def per_class_figure(val_scores: dict[str, float], classes: list[str], metric_ke
 
 
 def _aggregate_reference(axes: Axes, val_scores: dict[str, float], metric_key: str, target: float | None) -> None:
-    """An all-class contract has no bar of its own: draw its value as a line instead. The target is
-    kept out of the drawing on purpose: it bounds the average, and a line across every class would
-    read as a bar each class must clear."""
+    """An all-class contract has no bar of its own: its achieved value on validation is a solid
+    line, and the contract (its target) a dashed one, each labelled as what it is. The legend says
+    the target bounds the score over all classes, not each class's bar."""
     value = val_scores.get(metric_key)
-    if value is None:
-        return
-    wanted = f" (target {target:g})" if target is not None else ""
-    axes.axvline(value, color="black", linestyle="-", linewidth=1.2, gid="contract",
-                 label=f"contract: {metric_key} {value:.3f}{wanted}")
+    if value is not None:
+        axes.axvline(value, color="black", linestyle="-", linewidth=1.2, gid="achieved",
+                     label=f"achieved: {metric_key} {value:.3f} (all classes)")
+    if target is not None:
+        axes.axvline(target, color="tab:red", linestyle="--", linewidth=1.2, gid="contract",
+                     label=f"contract: {metric_key} >= {target:g} (all classes, not each)")
 
 
 def tournament_figure(results: list[Any], metric_key: str, target: float) -> Any:

@@ -24,7 +24,7 @@ THROUGHPUT_SAMPLE = 64  # training inputs timed per candidate (after one warm-up
 ELIGIBLE = "eligible"   # measured within the constraints: probed next
 
 
-@step("4 load base model")
+@step("4 load base model", run_name="4 load base model {spec.model.name}")  # once per tournament candidate
 def load_base_model(spec: OneModelSpec) -> BaseModelRef:
     from tasks.models.backbones import load_backbone
 
@@ -95,7 +95,7 @@ def measure_candidates(spec: Spec, dataset: DatasetRef, split: SplitRef) -> list
     return results
 
 
-@step("4 probe candidate")
+@step("4 probe candidate", run_name="4 probe candidate {spec.model.name}")
 def probe_candidate(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, contract: Contract,
                     measured: CandidateResult) -> CandidateResult:
     """The probe head on the candidate's frozen embeddings (cached), its best epoch on validation."""

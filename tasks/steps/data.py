@@ -194,7 +194,7 @@ def finish_data_report(spec: Spec, dataset: DatasetRef, class_counts: dict[str, 
     report = DataReport(str(spec.data.path), dataset.fingerprint, class_counts, spec.metric.class_name,
                         tuple(sections), stopped)
     path = write_report(report, folder)
-    publish_markdown(artifact_key(spec.registry.model_name, "data-report"), report.markdown(),
+    publish_markdown(artifact_key(spec.registry.model_name, "data-report"), report.markdown(folder),
                      f"Data report for {spec.data.path}: {report.verdict()}")
     print(f"Data report: {report.verdict()} ({path})")
     if tracking is not None:

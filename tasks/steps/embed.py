@@ -51,7 +51,8 @@ def fixed_shards(ids: list[str], shard_size: int) -> list[list[str]]:
     return [ordered[start:start + shard_size] for start in range(0, len(ordered), shard_size)]
 
 
-@step("3a embed shard")
+@step("3a embed shard", run_name=lambda parameters: (f"3a embed shard from {parameters['ids'][0][:8]} "
+                                                    f"({len(parameters['ids'])} examples, {parameters['model'].name})"))
 def embed_shard(model: ModelSpec, runtime: RuntimeSpec, workdir: Path, ids: list[str], inputs: list[str],
                 batch_size: int) -> ShardDone:
     """Embed the shard's examples that were missing from the cache and write them as one cache

@@ -11,6 +11,8 @@ registration treat all stages alike.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,7 @@ from tasks.decisions.log import Decisions, decisions_markdown
 from tasks.models.devices import on_runtime_device
 from tasks.steps.refs import DatasetRef, StageResult, TrackingRef
 from tasks.steps.resume import cached, epochs_folder
-from tasks.steps.step import artifact_key, publish_markdown, step
+from tasks.steps.step import artifact_key, figure_markdown, publish_markdown, step
 from tasks.training.fit import FitResult
 from tasks.training.metrics import Contract
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 
 AUGMENT_LEVELS = ("none", "light", "standard")
+SELECTED_TAG = "selected"  # on the stage run selection chose
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,13 @@ class StagePlan:
     class_weights: bool = False
 
 
-@step("5a starting point")
+def baseline_name(prefix: str, class_weights: bool) -> str:
+    """The baseline stage's name: `baseline`, `baseline-weighted` (re-fit with a class-weighted
+    loss), each after a tournament's later candidate's prefix (`efficientnet-baseline`)."""
+    return prefix + ("baseline-weighted" if class_weights else "baseline")
+
+
+@step("5a starting point", run_name="5a starting point {spec.model.name}")
 def starting_point(spec: OneModelSpec, split: SplitRef, tracking: TrackingRef,
                    tournament: bool = False) -> StartingPoint | None:
     """`retrain.start_from: champion`: the champion's fine-tuned backbone, when there is a champion
@@ -79,7 +88,8 @@ def starting_point(spec: OneModelSpec, split: SplitRef, tracking: TrackingRef,
     return start
 
 
-@step("5 feature-extraction baseline")
+@step("5 feature-extraction baseline", run_name=lambda parameters: "5 feature-extraction " + baseline_name(
+    parameters["prefix"], parameters["class_weights"]))
 def train_baseline(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
                    start: StartingPoint | None, contract: Contract,
                    class_weights: bool = False, prefix: str = "") -> StageResult:
@@ -93,35 +103,36 @@ def train_baseline(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, tra
     from tasks.training.fit import class_weights_for
     from tasks.training.probe import probe_head
 
-    examples, classes = dataset.train_val_examples(split), list(dataset.classes)  # read once, used twice
-    backbone = load_backbone(spec.model)
-    if start:
-        backbone.load_starting_point(start.weights, start.sha256, start.describe())
-    device = on_runtime_device(spec.runtime.device, backbone)
-    result, head, computed, reused = probe_head(
-        backbone, examples, classes, spec.train, contract, device, spec.workdir,
-        resolve_num_workers(spec.runtime.num_workers), class_weights)
-    weights = (class_weights_for(class_indices(examples["train"]["label"], classes), len(classes))
-               if class_weights else None)
-    backbone.module.to("cpu")
-    head.to("cpu")
-    meets = contract.meets(result.best.val_scores)
-    origin = start.describe() if start else "pretrained"
-    notes = (f"frozen {spec.model.name} ({origin}), linear head"
-             + (", class-weighted loss" if class_weights else "")
-             + f"; {computed} embeddings computed, {reused} reused; "
-             + ("meets the target on validation" if meets else "below target on validation"))
-    name = prefix + ("baseline-weighted" if class_weights else "baseline")
-    params: dict[str, object] = {"embeddings_computed": computed, "embeddings_reused": reused,
-                                 "lr": spec.train.head_learning_rate, "started_from": origin,
-                                 "class_weights": class_weights, "unfrozen_groups": 0}
-    if weights is not None:
-        params["class_weight_values"] = ",".join(f"{w:.3f}" for w in weights.tolist())
-    return _record_stage(spec, tracking, name, Classifier(backbone, head), result, notes, params, origin,
-                         contract, unfrozen_groups=0, classes=classes)
+    name = baseline_name(prefix, class_weights)
+    with _stage_run(tracking, name) as run_id:
+        examples, classes = dataset.train_val_examples(split), list(dataset.classes)  # read once, used twice
+        backbone = load_backbone(spec.model)
+        if start:
+            backbone.load_starting_point(start.weights, start.sha256, start.describe())
+        device = on_runtime_device(spec.runtime.device, backbone)
+        result, head, computed, reused = probe_head(
+            backbone, examples, classes, spec.train, contract, device, spec.workdir,
+            resolve_num_workers(spec.runtime.num_workers), class_weights)
+        weights = (class_weights_for(class_indices(examples["train"]["label"], classes), len(classes))
+                   if class_weights else None)
+        backbone.module.to("cpu")
+        head.to("cpu")
+        meets = contract.meets(result.best.val_scores)
+        origin = start.describe() if start else "pretrained"
+        notes = (f"frozen {spec.model.name} ({origin}), linear head"
+                 + (", class-weighted loss" if class_weights else "")
+                 + f"; {computed} embeddings computed, {reused} reused; "
+                 + ("meets the target on validation" if meets else "below target on validation"))
+        params: dict[str, object] = {"embeddings_computed": computed, "embeddings_reused": reused,
+                                     "lr": spec.train.head_learning_rate, "started_from": origin,
+                                     "class_weights": class_weights, "unfrozen_groups": 0}
+        if weights is not None:
+            params["class_weight_values"] = ",".join(f"{w:.3f}" for w in weights.tolist())
+        return _record_stage(spec, tracking, run_id, name, Classifier(backbone, head), result, notes, params,
+                             origin, contract, unfrozen_groups=0, classes=classes)
 
 
-@step("6 fine-tuning stage")
+@step("6 fine-tuning stage", run_name="6 fine-tuning {plan.name}")  # one run per stage: finetune-2, ...
 def fine_tune_stage(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, start: StageResult, plan: StagePlan,
                     tracking: TrackingRef, contract: Contract) -> StageResult:
     """Unfreeze the last `plan.groups` layer groups of the best model so far and train them with
@@ -133,49 +144,51 @@ def fine_tune_stage(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, st
     from tasks.models.devices import resolve_device, resolve_num_workers
     from tasks.training.fit import class_weights_for, fit
 
-    settings = spec.finetune
-    device = resolve_device(spec.runtime.device)
-    examples, classes = dataset.train_val_examples(split), list(dataset.classes)
-    classifier, _ = restore_classifier_from(start.checkpoint, legacy_config(spec.model, classes))
-    backbone = classifier.backbone
-    groups = backbone.layer_groups()
-    depth = min(plan.groups, len(groups))
-    unfrozen = groups[-depth:]
-    augment: str = settings.augment
-    weight_decay, smoothing = settings.weight_decay, settings.label_smoothing
-    if plan.regularized:
-        augment = AUGMENT_LEVELS[min(AUGMENT_LEVELS.index(augment) + 1, len(AUGMENT_LEVELS) - 1)]
-        weight_decay, smoothing = weight_decay * 10, smoothing or 0.1
-    lr = spec.train.head_learning_rate * settings.lr_ratio
-    # The group next to the head gets lr x decay, the one below it lr x decay^2, ...
-    scales = [settings.group_lr_decay ** (depth - index) for index in range(depth)] + [1.0]
-    train_targets = class_indices(examples["train"]["label"], classes)
-    val_targets = class_indices(examples["val"]["label"], classes)
-    weights = class_weights_for(train_targets, len(classes)) if plan.class_weights else None
-    model, train, val, prefix_note = _stage_inputs(spec, classifier, depth, augment, examples,
-                                                   {"train": train_targets, "val": val_targets}, device)
-    result = fit(model, [*unfrozen, classifier.head], train, val,
-                 lr=lr, lr_scales=scales, weight_decay=weight_decay, epochs=settings.epochs_per_stage,
-                 patience=settings.early_stopping.patience, min_delta=settings.early_stopping.min_delta,
-                 warmup=settings.warmup, label_smoothing=smoothing, metric=spec.metric, guard=contract.guard,
-                 classes=classes, seed=spec.train.seed + plan.number, description=plan.name,
-                 show_batches=True, class_weights=weights, device=device,
-                 epochs_folder=epochs_folder("6 fine-tuning stage", spec=spec, dataset=dataset, split=split,
-                                             start=start, plan=plan, contract=contract))
-    classifier.to("cpu")  # checkpoints and later steps read CPU tensors
-    notes = (f"last {depth} of {len(groups)} layer group(s) unfrozen from {start.name}; lr {lr:g} (head) down to "
-             f"{lr * scales[0]:g}; augment {augment}, weight decay {weight_decay:g}, label smoothing {smoothing:g}"
-             + (", class-weighted loss" if plan.class_weights else "") + (" (regularized retry)" if plan.regularized
-                                                                           else "") + f"; {prefix_note}")
-    params: dict[str, object] = {
-        "unfrozen_groups": depth, "layer_groups_total": len(groups), "lr": lr,
-        "group_lrs": ",".join(f"{lr * scale:.3g}" for scale in scales), "weight_decay": weight_decay,
-        "augment": augment, "label_smoothing": smoothing, "warmup": settings.warmup,
-        "class_weights": plan.class_weights, "regularized_retry": plan.regularized, "started_from_stage": start.name,
-        "device": str(device), "num_workers": resolve_num_workers(spec.runtime.num_workers),
-        "prefix_cache": prefix_note.startswith("frozen prefix cached")}
-    return _record_stage(spec, tracking, plan.name, classifier, result, notes, params, start.started_from, contract,
-                         unfrozen_groups=depth, classes=classes)
+    with _stage_run(tracking, plan.name) as run_id:
+        settings = spec.finetune
+        device = resolve_device(spec.runtime.device)
+        examples, classes = dataset.train_val_examples(split), list(dataset.classes)
+        classifier, _ = restore_classifier_from(start.checkpoint, legacy_config(spec.model, classes))
+        backbone = classifier.backbone
+        groups = backbone.layer_groups()
+        depth = min(plan.groups, len(groups))
+        unfrozen = groups[-depth:]
+        augment: str = settings.augment
+        weight_decay, smoothing = settings.weight_decay, settings.label_smoothing
+        if plan.regularized:
+            augment = AUGMENT_LEVELS[min(AUGMENT_LEVELS.index(augment) + 1, len(AUGMENT_LEVELS) - 1)]
+            weight_decay, smoothing = weight_decay * 10, smoothing or 0.1
+        lr = spec.train.head_learning_rate * settings.lr_ratio
+        # The group next to the head gets lr x decay, the one below it lr x decay^2, ...
+        scales = [settings.group_lr_decay ** (depth - index) for index in range(depth)] + [1.0]
+        train_targets = class_indices(examples["train"]["label"], classes)
+        val_targets = class_indices(examples["val"]["label"], classes)
+        weights = class_weights_for(train_targets, len(classes)) if plan.class_weights else None
+        model, train, val, prefix_note = _stage_inputs(spec, classifier, depth, augment, examples,
+                                                       {"train": train_targets, "val": val_targets}, device)
+        result = fit(model, [*unfrozen, classifier.head], train, val,
+                     lr=lr, lr_scales=scales, weight_decay=weight_decay, epochs=settings.epochs_per_stage,
+                     patience=settings.early_stopping.patience, min_delta=settings.early_stopping.min_delta,
+                     warmup=settings.warmup, label_smoothing=smoothing, metric=spec.metric, guard=contract.guard,
+                     classes=classes, seed=spec.train.seed + plan.number, description=plan.name,
+                     show_batches=True, class_weights=weights, device=device,
+                     epochs_folder=epochs_folder("6 fine-tuning stage", spec=spec, dataset=dataset, split=split,
+                                                 start=start, plan=plan, contract=contract))
+        classifier.to("cpu")  # checkpoints and later steps read CPU tensors
+        notes = (f"last {depth} of {len(groups)} layer group(s) unfrozen from {start.name}; lr {lr:g} (head) down to "
+                 f"{lr * scales[0]:g}; augment {augment}, weight decay {weight_decay:g}, label smoothing {smoothing:g}"
+                 + (", class-weighted loss" if plan.class_weights else "") + (" (regularized retry)" if plan.regularized
+                                                                               else "") + f"; {prefix_note}")
+        params: dict[str, object] = {
+            "unfrozen_groups": depth, "layer_groups_total": len(groups), "lr": lr,
+            "group_lrs": ",".join(f"{lr * scale:.3g}" for scale in scales), "weight_decay": weight_decay,
+            "augment": augment, "label_smoothing": smoothing, "warmup": settings.warmup,
+            "class_weights": plan.class_weights, "regularized_retry": plan.regularized,
+            "started_from_stage": start.name,
+            "device": str(device), "num_workers": resolve_num_workers(spec.runtime.num_workers),
+            "prefix_cache": prefix_note.startswith("frozen prefix cached")}
+        return _record_stage(spec, tracking, run_id, plan.name, classifier, result, notes, params, start.started_from,
+                             contract, unfrozen_groups=depth, classes=classes)
 
 
 def _stage_inputs(spec: OneModelSpec, classifier: Any, depth: int, augment: str, examples: dict[str, pd.DataFrame],
@@ -210,7 +223,7 @@ def gradual_unfreezing(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef,
                        contract: Contract, prefix: str = "") -> tuple[list[StageResult], Decisions]:
     """Fine-tune a little, read the validation curves, act: until a decision says stop or
     `finetune.max_stages` is reached. Each stage starts from the best weights so far."""
-    from tasks.decisions.diagnose import StageContext, decide_next_step
+    from tasks.decisions.diagnose import StageContext, capped_by_max_stages, decide_next_step
 
     settings, decisions, stages = spec.finetune, Decisions(), [baseline]
     if baseline.meets_target:
@@ -240,11 +253,10 @@ def gradual_unfreezing(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef,
         if contract.better(stage.val_scores, best.val_scores):
             best = stage
         next_plan = _next_plan(decision, plan, settings.groups_per_stage, total_groups, class_weights, prefix)
-        reason = decision.reason
-        if next_plan and next_plan.number > settings.max_stages:
-            reason += f"; finetune.max_stages ({settings.max_stages}) is reached, so fine-tuning stops here"
-            next_plan = None
-        decisions.add(stage.name, decision.action, reason, decision.numbers)
+        done = decision
+        if next_plan and next_plan.number > settings.max_stages:  # the log says what was done: stop
+            done, next_plan = capped_by_max_stages(decision, settings.max_stages), None
+        decisions.add(stage.name, done.action, done.reason, done.numbers)
         if decision.action == "class_weights_on":
             class_weights = True
             refit = cached(train_baseline)(spec, dataset, split, tracking, start, contract, class_weights=True,
@@ -288,14 +300,15 @@ def select_on_validation(spec: Spec, stages: list[StageResult], decisions: Decis
 
     selected = choose_stage(stages, contract)
     client = tracking.client
+    client.set_tag(selected.run_id, SELECTED_TAG, "true")  # the stage run the registered model comes from
     actions = {entry["stage"]: entry["action"] for entry in decisions.entries}
     target = spec.metric.target
     log_figure(client, tracking.run_id, learning_curves_figure(
         [(s.name, s.history) for s in stages], actions, spec.metric.key, stages[0].val_value, target,
         {s.name: s.best_epoch for s in stages}), "plots/learning_curves.png")
     log_figure(client, tracking.run_id, per_class_figure(
-        selected.val_scores, classes, spec.metric.key, target if spec.metric.class_name else None,
-        f"validation scores per class ({selected.name})"), "plots/per_class_validation.png")
+        selected.val_scores, classes, spec.metric.key, target, f"validation scores per class ({selected.name})"),
+        "plots/per_class_validation.png")
     print(f"Selected {selected.name} (validation {spec.metric.key} {selected.val_value:.4f})")
     return selected
 
@@ -310,17 +323,28 @@ def choose_stage(stages: list[StageResult], contract: Contract) -> StageResult:
     return selected
 
 
-def _record_stage(spec: OneModelSpec, tracking: TrackingRef, name: str, classifier: torch.nn.Module, result: FitResult,
-                  notes: str, params: dict[str, object], started_from: str, contract: Contract,
+@contextmanager
+def _stage_run(tracking: TrackingRef, name: str) -> Iterator[str]:
+    """The stage's nested MLflow run, open from the stage's start to its end (so the UI shows how
+    long it trained), FAILED if the stage fails. A stage a resumed run takes from the cache runs
+    nothing here, so it opens no run: its result names the run that trained it."""
+    from tasks.registry.tracking import child_run
+
+    with child_run(tracking.client, tracking.experiment_id, name, tracking.run_id, tags={"stage": name}) as run_id:
+        yield run_id
+
+
+def _record_stage(spec: OneModelSpec, tracking: TrackingRef, run_id: str, name: str, classifier: torch.nn.Module,
+                  result: FitResult, notes: str, params: dict[str, object], started_from: str, contract: Contract,
                   unfrozen_groups: int, classes: list[str]) -> StageResult:
     """Checkpoint the stage (its best epoch, and its last epoch beside it with the optimizer,
-    scheduler and random states, so a later version can resume a killed run) and log it as a
-    nested MLflow run under the flow's parent run."""
+    scheduler and random states, so a later version can resume a killed run) and log it in its
+    nested MLflow run `run_id` (`_stage_run`) under the flow's parent run."""
     from dataclasses import replace
 
     from tasks.core.hashing import sha256_file
     from tasks.models.checkpoints import Checkpoint, save_checkpoint
-    from tasks.registry.tracking import end_run, log_history, log_params, log_scores, log_text, start_run
+    from tasks.registry.tracking import log_history, log_params, log_scores, log_text
 
     folder = spec.workdir / "checkpoints" / tracking.run_id
     best = Checkpoint(model=spec.model, classes=classes, weights=_own_weights(classifier), stage=name,
@@ -333,13 +357,11 @@ def _record_stage(spec: OneModelSpec, tracking: TrackingRef, name: str, classifi
             scheduler=last["scheduler"], rng=last["rng"]))
     best_scores = result.best.val_scores
     client = tracking.client
-    run_id = start_run(client, tracking.experiment_id, name, parent_run_id=tracking.run_id, tags={"stage": name})
     log_params(client, run_id, {**params, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
                                 "stopped_early": result.stopped_early, "batch_size": spec.train.batch_size})
     log_history(client, run_id, result.history, spec.metric.key)
     log_scores(client, run_id, best_scores, prefix="best_val_")
     log_text(client, run_id, notes, "notes.txt")
-    end_run(client, run_id, succeeded=True)
     guard = "" if contract.guard_holds(best_scores) else f" (breaks the guard {contract.guard.describe()})"  # type: ignore[union-attr]
     print(f"{name}: validation {spec.metric.key} {result.best_val_metric:.4f} (epoch {result.best_epoch}){guard}")
     return StageResult(name, run_id, result.best_val_metric, best_scores, checkpoint, sha256_file(checkpoint),
@@ -369,10 +391,9 @@ def write_decision_log(spec: OneModelSpec, entries: list[dict[str, Any]], select
     markdown = decisions_markdown(entries, spec.metric.key, selected)
     log_text(client, tracking.run_id, json.dumps(entries, indent=2), "decisions.json")
     log_text(client, tracking.run_id, markdown, "decisions.md")
-    artifact_uri = client.get_run(tracking.run_id).info.artifact_uri
+    figures = [figure_markdown(tracking, "plots/learning_curves.png", "Learning curves of every stage"),
+               figure_markdown(tracking, "plots/per_class_validation.png", "Per-class validation scores")]
     publish_markdown(artifact_key(spec.registry.model_name, "decisions"),
-                     markdown + f"\nCurves: `{artifact_uri}/plots/learning_curves.png`, per-class validation "
-                                f"scores: `{artifact_uri}/plots/per_class_validation.png` (MLflow run "
-                                f"`{tracking.run_id}`).\n",
+                     markdown + "\n## Plots (MLflow run `" + tracking.run_id + "`)\n\n" + "\n\n".join(figures) + "\n",
                      "What the validation curves said after each stage, and what was done")
     return markdown

@@ -18,7 +18,7 @@ from tasks.monitoring.drift import ChampionRef, IncomingBatch
 from tasks.monitoring.drift_report import DriftReport
 from tasks.monitoring.kept_batches import MANIFEST, prune_kept_batches, written_files
 from tasks.steps.refs import DatasetRef, GateOutcome, StageResult, TrackingRef, UnchangedData
-from tasks.steps.step import artifact_key, publish_markdown, step, tag_flow_run
+from tasks.steps.step import artifact_key, figure_markdown, publish_markdown, step, tag_flow_run
 
 
 @step("retrain: anything new to learn from?")
@@ -269,8 +269,10 @@ def publish_drift_report(spec: Spec, config_path: str, report: DriftReport, trig
     `transferflow.drift.detected` that a retrain deployment can be triggered by."""
     from tasks.monitoring.drift_report import render_markdown
 
-    report = replace(report, mlflow_run_id=_log_drift_run(spec, report, trigger))
-    publish_markdown(artifact_key(report.model_name, "drift"), render_markdown(report),
+    run = _log_drift_run(spec, report, trigger)
+    report = replace(report, mlflow_run_id=run.run_id)
+    figure = figure_markdown(run, "drift_report.png", "The test's null distribution and the class mix")
+    publish_markdown(artifact_key(report.model_name, "drift"), f"{render_markdown(report)}\n{figure}\n",
                      f"Drift checks of {report.model_name}'s champion")
     tag_flow_run("drift:detected" if report.drift else "drift:none")
     if report.drift:
@@ -279,7 +281,7 @@ def publish_drift_report(spec: Spec, config_path: str, report: DriftReport, trig
     return report
 
 
-def _log_drift_run(spec: Spec, report: DriftReport, trigger: str) -> str:
+def _log_drift_run(spec: Spec, report: DriftReport, trigger: str) -> TrackingRef:
     """One finished MLflow run per check: numbers, the markdown report, its JSON and the plot."""
     from tasks.monitoring.drift_report import drift_figure, render_markdown
     from tasks.registry import tracking
@@ -302,7 +304,7 @@ def _log_drift_run(spec: Spec, report: DriftReport, trigger: str) -> str:
     tracking.log_text(client, run_id, json.dumps(report.as_json(), indent=1), "drift_report.json")
     tracking.log_figure(client, run_id, drift_figure(report), "drift_report.png")
     tracking.end_run(client, run_id, succeeded=True)
-    return run_id
+    return TrackingRef(run_id, experiment, tracking.tracking_uri(spec.workdir))
 
 
 def _emit_drift_event(report: DriftReport, config_path: str) -> None:

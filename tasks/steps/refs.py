@@ -172,3 +172,4 @@ class TestResult:
 class GateOutcome:
     decision: GateDecision
     registration: Registration
+    selected_stage: str = ""  # the stage the registered model comes from

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
     from tasks.reports.model_card import GuidelineFacts
 
+PREVIOUS_CHAMPION = "previous_champion"  # the champion version a run was compared with ("none": the first)
+
 
 @contextmanager
 def promotion_lock(spec: OneModelSpec) -> Iterator[None]:
@@ -54,10 +56,11 @@ def emit_gate_event(model_name: str, decision: GateDecision, registration: Regis
 
 
 def version_history(client: MlflowClient, model_name: str, alias: str) -> str:
-    """A markdown table of the model's versions, newest first, from their evidence tags."""
+    """A markdown table of the model's versions, newest first, from their evidence."""
     from datetime import UTC, datetime
 
     from tasks.registry.champion import current_champion
+    from tasks.registry.evidence import version_evidence
 
     holder_version = current_champion(client, model_name, alias)  # search results may carry no aliases
     holder = str(holder_version.version) if holder_version else None
@@ -66,11 +69,12 @@ def version_history(client: MlflowClient, model_name: str, alias: str) -> str:
              "| ---: | --- | --- | ---: | --- | --- |"]
     versions = sorted(client.search_model_versions(f"name = '{model_name}'"), key=lambda v: -int(v.version))
     for v in versions:
-        tags = v.tags
+        tags = version_evidence(client, v)
         when = datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M")
         sizes = " / ".join(tags.get(f"n_{name}", "?") for name in ("train", "val", "test"))
-        champion_then = (f"v{tags['champion_version']}: {float(tags['champion_test_metric']):.4f}"
-                         if "champion_test_metric" in tags else tags.get("champion_version", "?"))
+        previous = tags.get(PREVIOUS_CHAMPION, tags.get("champion_version", "?"))  # the key before it was renamed
+        champion_then = (f"v{previous}: {float(tags['champion_test_metric']):.4f}"
+                         if "champion_test_metric" in tags else previous)
         marker = f" (**{alias}**)" if str(v.version) == holder else ""
         lines.append(f"| {v.version}{marker} | {when} | {sizes} | {tags.get('metric', '?')} "
                      f"{float(tags.get('test_metric', 'nan')):.4f} | {champion_then} | {tags.get('decision', '?')} |")
@@ -78,10 +82,11 @@ def version_history(client: MlflowClient, model_name: str, alias: str) -> str:
 
 
 def champion_tags(champion: ChampionComparison) -> dict[str, str]:
-    """Evidence about the champion, for the new version and the parent run."""
+    """Evidence about the champion this run was compared with (the one before it), for the new
+    version's evidence and the parent run."""
     if champion.version is None:
-        return {"champion_version": "none"}
-    tags = {"champion_version": champion.version}
+        return {PREVIOUS_CHAMPION: "none"}
+    tags = {PREVIOUS_CHAMPION: champion.version}
     if champion.left_out:
         tags["champion_test_examples_left_out"] = str(champion.left_out)
     if champion.value is None:
@@ -210,6 +215,7 @@ def gate_and_register(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, 
                       test: TestResult, tracking: TrackingRef) -> GateOutcome:
     from tasks.decisions.gate import decide
     from tasks.models.checkpoints import legacy_config, read_checkpoint
+    from tasks.registry.evidence import log_evidence, version_tags
     from tasks.registry.lineage import MANIFEST_TAG, SPLIT_FOLDER, SPLIT_HISTORY_TAG, WARM_START_TAG, warm_start_version
     from tasks.registry.serving import log_and_register
 
@@ -232,12 +238,37 @@ def gate_and_register(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, 
         "checkpoint_sha256": selected.checkpoint_sha256,
         "run_id": tracking.run_id, **{f"n_{name}": str(size) for name, size in split.sizes.items()},
     }
+    log_evidence(client, tracking.run_id, evidence)  # all of it; the version shows a handful
     checkpoint = read_checkpoint(selected.checkpoint, legacy_config(spec.model, list(dataset.classes)))
     registration = log_and_register(client, tracking.run_id, checkpoint, spec.train.batch_size,
-                                    spec.registry.model_name, spec.registry.alias, evidence, promote=False)
+                                    spec.registry.model_name, spec.registry.alias,
+                                    version_tags(evidence, spec.metric.describe(), spec.model.describe()),
+                                    promote=False, model_description=model_description(spec))
     print(f"Gate {decision.verdict.upper()}: {decision.reason}; registered version {registration.version} "
           "(the alias moves, if promoted, once its card and drift reference are stored)")
-    return GateOutcome(decision, registration)
+    return GateOutcome(decision, registration, selected.name)
+
+
+def model_description(spec: OneModelSpec) -> str:
+    """The registered model's page: what the model is for and the contract every version is held to."""
+    return (f"{spec.task}\n\nContract: {spec.metric.describe()} on an untouched test split; a version holds the "
+            f"alias `{spec.registry.alias}` only if it meets it and does not fall behind the version before "
+            f"(gate.max_regression {spec.gate.max_regression:g}). Each version's description is its model card; "
+            "the `evidence.json` of the run that registered it holds the whole evidence.")
+
+
+def run_summary(outcome: GateOutcome, alias: str, verdict: str | None = None) -> str:
+    """The parent run's description, three lines: what was decided, the test metric against the
+    target, the selected stage. `verdict` overrides the gate's (`incomplete`: the release stopped)."""
+    decision, registration = outcome.decision, outcome.registration
+    what = verdict or decision.verdict
+    where = {"promoted": f"version {registration.version} of `{registration.model_name}` holds `{alias}`",
+             "rejected": f"version {registration.version} registered, `{alias}` unchanged"}.get(
+        what, f"the release stopped before `{alias}` moved; version {registration.version} was removed")
+    return (f"**Decision: {what}**: {where}.\n\n"
+            f"Test {decision.metric} {decision.test_value:.4f} vs target {decision.target:g} "
+            f"({'met' if decision.test_value >= decision.target else 'missed'}).\n\n"
+            f"Selected stage: {outcome.selected_stage or '?'} (chosen on validation).")
 
 
 @contextmanager
@@ -246,6 +277,7 @@ def all_or_nothing(spec: OneModelSpec, outcome: GateOutcome, tracking: TrackingR
     fails, the new version is removed (a half-released model never stays in the registry), the
     alias stays where it was, and the parent run is tagged `decision: incomplete` with the reason."""
     from tasks.core.errors import ReleaseError
+    from tasks.registry.tracking import describe_run
 
     try:
         yield
@@ -256,6 +288,7 @@ def all_or_nothing(spec: OneModelSpec, outcome: GateOutcome, tracking: TrackingR
         for key, value in {"decision": "incomplete", "decision_reason": reason,
                            "gate_verdict": outcome.decision.verdict}.items():
             client.set_tag(tracking.run_id, key, value)
+        describe_run(client, tracking.run_id, run_summary(outcome, spec.registry.alias, "incomplete"))
         tag_flow_run("decision:incomplete")
         if not isinstance(error, Exception):
             raise
@@ -271,9 +304,12 @@ def move_alias(spec: OneModelSpec, outcome: GateOutcome, tracking: TrackingRef) 
     reference stored, the run's decision is tagged and then, if the gate passed, the alias moves.
     Nothing follows the move inside `all_or_nothing`, so a failure there can never remove a
     version that already holds the alias."""
+    from tasks.registry.tracking import describe_run
+
     decision, registration, client = outcome.decision, outcome.registration, tracking.client
     for key, value in {"decision": decision.verdict, **champion_tags(decision.champion)}.items():
         client.set_tag(tracking.run_id, key, value)
+    describe_run(client, tracking.run_id, run_summary(outcome, spec.registry.alias))
     if decision.passed:
         client.set_registered_model_alias(registration.model_name, spec.registry.alias, registration.version)
     return outcome

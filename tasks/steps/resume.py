@@ -154,7 +154,7 @@ def start_chain(spec: Spec, config_path: str, resume: bool) -> ResumeChain:
         raise TransferflowError(f"{config_path}: --resume: run {killed.run_id} had already released version "
                                 f"{released} of {spec.registry.model_name} before it stopped: nothing is left to "
                                 "resume. Fix: run without --resume.")
-    mark_killed(client, killed)
+    mark_killed(client, killed, experiment)
     _mark_crashed(killed.flow_run_id, killed.run_id)
     for version in half:
         client.delete_model_version(spec.registry.model_name, version)

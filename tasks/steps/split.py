@@ -114,7 +114,7 @@ def audit_label_errors(spec: Spec, dataset: DatasetRef, split: SplitRef, trackin
             "label_audit_probe_accuracy": round(issues.probe_accuracy, 4),
             "label_audit_temperature": round(issues.temperature, 4),
             "label_issues_false_alarms_at_least": round(issues.expected_false_alarms(), 2)})
-    rows = found.drop(columns=["input", "example_id"]).to_dict("records")
+    rows = label_issue_rows(found, spec.modality == "text")
     body = markdown_table(rows) + "\n\nMost unusual inputs (reported, never dropped): " + "; ".join(
         f"{r.source} ({r.score:.3f})" for r in outliers.head(5).itertuples())
     policy = f"label_issues: {spec.data.label_issues}"
@@ -150,12 +150,26 @@ def _first_model_embeddings(spec: Spec, ids: list[str], inputs: list[str]) -> tu
                              resolve_num_workers(spec.runtime.num_workers))
 
 
+SHOWN_ISSUES = 50  # rows of the Prefect table; label_issues.csv has them all
+TEXT_SHOWN = 80    # characters of a text example shown in a row
+
+
 def _publish_label_issues(spec: Spec, tracking: TrackingRef | None, found: Any) -> None:
-    """A Prefect table of the 50 most doubtful labels (the whole list is label_issues.csv)."""
+    """A Prefect table of the most doubtful labels (the whole list is label_issues.csv)."""
     where = f"MLflow run {tracking.run_id}" if tracking else "the data report folder"
+    shown = f"top {SHOWN_ISSUES} of {len(found)}" if len(found) > SHOWN_ISSUES else f"all {len(found)}"
     publish_table(artifact_key(spec.registry.model_name, "label-issues"),
-                  found.head(50).drop(columns=["input"]).to_dict("records") or [{"disputed labels": 0}],
-                  f"Labels the data disputes ({len(found)}), most doubtful first; all in label_issues.csv of {where}")
+                  label_issue_rows(found.head(SHOWN_ISSUES), spec.modality == "text") or [{"disputed labels": 0}],
+                  f"Labels the data disputes: {shown}, most doubtful first; all in label_issues.csv of {where}")
+
+
+def label_issue_rows(found: Any, text: bool) -> list[dict[str, Any]]:
+    """The label audit's table as a person reads it: where the example is first (and, for texts,
+    the text), then the given and suggested labels and the scores; the example id, cut to 8
+    characters, last (the CSV has it whole)."""
+    return [{"source": row.source, **({"text": str(row.input)[:TEXT_SHOWN]} if text else {}),
+             "given label": row.given_label, "suggested label": row.suggested_label, "score": row.score,
+             "p(suggested)": row.p_suggested, "id": row.example_id[:8]} for row in found.itertuples()]
 
 
 @step("3c check leakage across splits")

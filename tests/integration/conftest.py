@@ -16,7 +16,10 @@ import pytest
 @pytest.fixture(scope="session", autouse=True)
 def prefect_api(tmp_path_factory):
     """The server `transferflow serve` would start, used by in-process flows (settings) and by
-    the commands the tests run (environment). Schedules, triggers and concurrency limits need it."""
+    the commands the tests run (environment). Schedules, triggers and concurrency limits need it.
+    The runners (`transferflow serve`) and workers the tests start ask it for runs every second
+    rather than every 10 s (Prefect's defaults), so a run started by an event or freed by a
+    concurrency slot does not sit waiting for the next poll."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.local_server import local_prefect_server
@@ -24,6 +27,8 @@ def prefect_api(tmp_path_factory):
     with (local_prefect_server(tmp_path_factory.mktemp("prefect-server-home")) as server,
           temporary_settings({PREFECT_API_URL: server.api_url}), pytest.MonkeyPatch.context() as patch):
         patch.setenv("PREFECT_API_URL", server.api_url)
+        patch.setenv("PREFECT_RUNNER_POLL_FREQUENCY", "1")
+        patch.setenv("PREFECT_WORKER_QUERY_SECONDS", "1")
         yield server
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 
 
 def file_labels(root: Path, suffixes: tuple[str, ...]) -> dict[str, tuple[Path, str]]:
@@ -54,3 +55,23 @@ def predict_registered(client: MlflowClient, model_name: str, version: str, inpu
 
     source = client.get_model_version_download_uri(model_name, version)
     return mlflow.pyfunc.load_model(source).predict(pd.DataFrame({"input": inputs}))
+
+
+def version_evidence(client: MlflowClient, version: ModelVersion) -> dict[str, str]:
+    """A version's whole evidence, read straight from its run's `evidence.json` (the version itself
+    shows only a handful of tags), with the tags set on the version afterwards (`drift_reference`)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        logged = json.loads(Path(client.download_artifacts(version.run_id, "evidence.json", folder)).read_text())
+    return {**version.tags, **logged}
+
+
+def version_file(client: MlflowClient, model_name: str, version: str, path: str, folder: str) -> Path:
+    """A file (or folder) of a version's model, e.g. `MLmodel`, downloaded from where the version says
+    its model is (its run's logged model)."""
+    from mlflow.artifacts import download_artifacts
+
+    source = client.get_model_version_download_uri(model_name, version)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return Path(download_artifacts(artifact_uri=f"{source}/{path}", dst_path=folder, tracking_uri=client.tracking_uri))

@@ -25,7 +25,13 @@ from sklearn.metrics import accuracy_score
 from flows.drift import drift_check
 from flows.transfer_learning import transfer_learning
 from tests.conftest import write_config
-from tests.integration.evidence import image_payload, manifest_splits, predict_registered, sound_labels
+from tests.integration.evidence import (
+    image_payload,
+    manifest_splits,
+    predict_registered,
+    sound_labels,
+    version_file,
+)
 from tests.sounds import tone, write
 
 pytestmark = pytest.mark.integration
@@ -144,8 +150,8 @@ def test_the_registered_model_reproduces_its_test_metric_from_sound_bytes(audio_
     assert float(version.tags["test_metric"]) == pytest.approx(
         accuracy_score([word for _, word in files], predicted["label"]), abs=1e-6)
     assert summary.outcome.decision.passed
-    requirements = Path(client.download_artifacts(version.run_id, "model/requirements.txt",
-                                                  str(data.parent / "requirements"))).read_text()
+    requirements = version_file(client, MODEL, version.version, "requirements.txt",
+                                str(data.parent / "requirements")).read_text()
     assert "soundfile==" in requirements and "soxr==" in requirements
 
 
@@ -155,8 +161,7 @@ def test_the_front_end_is_stored_with_the_model(audio_run):
 
     summary, client, data, *_ = audio_run
     version = client.get_model_version(MODEL, summary.outcome.registration.version)
-    stored = Path(client.download_artifacts(version.run_id, "model/artifacts/checkpoint.pt",
-                                            str(data.parent / "artifacts")))
+    stored = version_file(client, MODEL, version.version, "artifacts/checkpoint.pt", str(data.parent / "artifacts"))
     model = torch.load(stored, map_location="cpu", weights_only=True)["model"]
     assert (model["family"], model["n_mels"], model["image_size"], model["max_seconds"]) == (
         "spectrogram", 32, 64, 1.0)

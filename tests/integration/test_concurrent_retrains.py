@@ -25,7 +25,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.integration.conftest import csv_slice, sms_config
-from tests.integration.evidence import predict_registered, text_labels
+from tests.integration.evidence import predict_registered, text_labels, version_evidence
 
 pytestmark = pytest.mark.integration
 MODEL = "sms-concurrent"
@@ -129,19 +129,20 @@ def test_tags_tell_the_story_in_promotion_order(retrains):
     outputs, client, _, mode = retrains
     assert all(code == 0 for code, _ in outputs.values()), outputs
     first, second = versions_in_promotion_order(client)
-    assert first.tags["champion_version"] == "none" and first.tags["decision"] == "promoted"
-    assert first.tags["test_fingerprint"] == second.tags["test_fingerprint"]
-    assert second.tags["champion_version"] == str(first.version)
-    assert float(second.tags["champion_test_metric"]) == pytest.approx(float(first.tags["test_metric"]), abs=1e-6)
+    before_first, before_second = version_evidence(client, first), version_evidence(client, second)
+    assert before_first["previous_champion"] == "none" and first.tags["decision"] == "promoted"
+    assert before_first["test_fingerprint"] == before_second["test_fingerprint"]
+    assert before_second["previous_champion"] == str(first.version)
+    assert float(before_second["champion_test_metric"]) == pytest.approx(float(first.tags["test_metric"]), abs=1e-6)
     not_worse = float(second.tags["test_metric"]) >= float(first.tags["test_metric"])
     assert second.tags["decision"] == ("promoted" if not_worse else "rejected")
     if mode == "prefect-server":  # ordered: the strong one first, so the weak one is rejected as worse
         assert head_of(client, first) == "strong" and second.tags["decision"] == "rejected"
-        assert "WORSE than allowed by gate.max_regression" in second.tags["decision_reason"]
+        assert "WORSE than allowed by gate.max_regression" in before_second["decision_reason"]
     for version in (first, second):
         run_tags = client.get_run(version.run_id).data.tags
         assert run_tags["decision"] == version.tags["decision"]
-        assert run_tags["champion_version"] == version.tags["champion_version"]
+        assert run_tags["previous_champion"] == version_evidence(client, version)["previous_champion"]
         _, output = outputs[head_of(client, version)]
         said = (f"promoted: {MODEL}@champion -> version {version.version}" if version.tags["decision"] == "promoted"
                 else f"not promoted (version {version.version} registered, alias unchanged)")

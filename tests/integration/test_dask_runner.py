@@ -28,6 +28,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.digits import digits_slice
+from tests.integration.evidence import version_evidence
 
 pytestmark = pytest.mark.integration
 MODEL = "digits-dask"
@@ -160,7 +161,7 @@ def test_the_same_decisions_selected_stage_and_test_metric(both_runs):
     for candidate in candidates:
         assert candidate["val_value"] == pytest.approx(local_candidates[candidate["model"]][1], abs=1e-6)
     assert [(d["stage"], d["action"]) for d in entries] == [(d["stage"], d["action"]) for d in local.decisions]
-    assert version.tags["selected_stage"] == local.selected.name
+    assert version_evidence(client, version)["selected_stage"] == local.selected.name
     assert float(version.tags["test_metric"]) == pytest.approx(local.test.value, abs=1e-6)
 
 

@@ -20,7 +20,13 @@ from flows.transfer_learning import transfer_learning
 from tasks.data.split import recorded_test_reads
 from tests.conftest import write_config
 from tests.integration.conftest import hymenoptera_slice, run_transferflow
-from tests.integration.evidence import image_labels, image_payload, manifest_splits, predict_registered
+from tests.integration.evidence import (
+    image_labels,
+    image_payload,
+    manifest_splits,
+    predict_registered,
+    version_evidence,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -96,12 +102,18 @@ def test_gate_moves_the_alias_only_on_a_pass(runs):
     summaries, client, _ = runs
     passed = client.get_model_version("ants-vs-bees", summaries["pass"].outcome.registration.version)
     assert passed.tags["decision"] == "promoted" and float(passed.tags["test_metric"]) >= 0.6
-    assert passed.tags["target"] == "0.6" and passed.tags["metric"] == "accuracy"
-    assert passed.tags["test_fingerprint"] == summaries["pass"].split.test_fingerprint
+    assert set(passed.tags) == {"decision", "test_metric", "target", "base_model", "data_fingerprint",
+                                "drift_reference"}  # a handful at a glance; the rest in evidence.json
+    assert passed.tags["target"] == "accuracy >= 0.6" and passed.tags["base_model"] == "torchvision:mobilenet_v2"
+    evidence = version_evidence(client, passed)
+    assert evidence["target"] == "0.6" and evidence["metric"] == "accuracy"
+    assert evidence["test_fingerprint"] == summaries["pass"].split.test_fingerprint
+    fingerprint = summaries["pass"].prepared.dataset.fingerprint
+    assert passed.tags["data_fingerprint"] == evidence["data_fingerprint"] == fingerprint
     for name in ("reject", "finetune"):
         rejected = client.get_model_version("ants-vs-bees", summaries[name].outcome.registration.version)
         assert rejected.tags["decision"] == "rejected" and float(rejected.tags["test_metric"]) < float(
-            rejected.tags["target"])
+            version_evidence(client, rejected)["target"])
     assert client.get_model_version_by_alias("ants-vs-bees", "champion").version == passed.version
 
 
@@ -110,12 +122,13 @@ def test_each_challenger_is_compared_with_the_champion_on_the_same_test_split(ru
     summaries, client, _ = runs
     first, *later = (client.get_model_version("ants-vs-bees", s.outcome.registration.version)
                      for s in summaries.values())
-    assert first.tags["champion_version"] == "none"
+    assert version_evidence(client, first)["previous_champion"] == "none"
     for version in later:
-        assert version.tags["champion_version"] == str(first.version)
-        assert float(version.tags["champion_test_metric"]) == pytest.approx(float(first.tags["test_metric"]))
+        evidence = version_evidence(client, version)
+        assert evidence["previous_champion"] == str(first.version)
+        assert float(evidence["champion_test_metric"]) == pytest.approx(float(first.tags["test_metric"]))
     parent = client.get_run(summaries["reject"].run_id)
-    assert parent.data.tags["champion_version"] == str(first.version)
+    assert parent.data.tags["previous_champion"] == str(first.version) and "champion_version" not in parent.data.tags
     assert first.description.startswith("# Model card:") and "Send column `input`" in first.description
 
 
@@ -123,7 +136,8 @@ def test_exposure_of_the_test_examples_grows_with_each_evaluation(runs):
     """Three evaluations of the same test split: counted per example from the manifest's test ids."""
     summaries, client, _ = runs
     n_test = len(manifest_splits(summaries["pass"].split.manifest_path)["test"])
-    tags = [client.get_model_version("ants-vs-bees", s.outcome.registration.version).tags for s in summaries.values()]
+    tags = [version_evidence(client, client.get_model_version("ants-vs-bees", s.outcome.registration.version))
+            for s in summaries.values()]
     assert [(t["test_examples_fresh"], t["test_examples_seen_before"], t["test_max_prior_uses"]) for t in tags] == [
         (str(n_test), "0", "0"), ("0", str(n_test), "1"), ("0", str(n_test), "2")]
     assert f"all {n_test} test examples are fresh" in summaries["pass"].outcome.decision.reason
@@ -132,7 +146,7 @@ def test_exposure_of_the_test_examples_grows_with_each_evaluation(runs):
 
 
 ACTIONS = {"unfreeze_next", "retry_regularized", "stop_overfit", "stop_no_gain", "stop_stalled", "class_weights_on",
-           "lock_in"}
+           "lock_in", "stop_max_stages"}
 
 
 def test_gradual_unfreezing_runs_stages_acts_on_decisions_and_logs_them(runs):
@@ -344,7 +358,8 @@ def test_the_version_history_artifact_lists_every_version_with_its_evidence(runs
     for row, version in zip(rows, reversed(versions), strict=True):  # newest first
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[0].split()[0] == str(version.version) and cells[-1] == version.tags["decision"]
-        assert cells[2] == f"{version.tags['n_train']} / {version.tags['n_val']} / {version.tags['n_test']}"
+        evidence = version_evidence(client, version)
+        assert cells[2] == f"{evidence['n_train']} / {evidence['n_val']} / {evidence['n_test']}"
         assert cells[3] == f"accuracy {float(version.tags['test_metric']):.4f}"
     assert "(**champion**)" in rows[-1] and "champion" not in rows[0].split("|")[1]
 

@@ -34,6 +34,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.digits import digits_slice
+from tests.integration.evidence import version_evidence
 
 pytestmark = pytest.mark.integration
 MODEL = "digits-resume"
@@ -161,7 +162,7 @@ def test_the_chain_completes_with_one_version_and_one_ledger_record(chain):
     versions = client.search_model_versions(f"name = '{MODEL}'")
     assert len(versions) == 1, [v.version for v in versions]
     _, half, resumed = parent_runs(client)
-    assert versions[0].tags["run_id"] == resumed.info.run_id
+    assert versions[0].run_id == resumed.info.run_id
     assert "Removed version 1 of digits-resume: the killed run registered it but never finished its release" in output
     ledger = client.get_experiment_by_name("transferflow-test-ledger")
     records = client.search_runs([ledger.experiment_id], f"tags.registered_model = '{MODEL}'")
@@ -208,8 +209,8 @@ def test_the_same_decisions_stage_and_metrics_as_an_uninterrupted_run(chain):
     a, b = client_of(folder / "a"), client_of(folder / "b")
     assert json.loads(artifact_text(b, resumed.info.run_id, "decisions.json")) == json.loads(
         artifact_text(a, uninterrupted.info.run_id, "decisions.json"))
-    assert b.get_model_version(MODEL, b.search_model_versions(f"name = '{MODEL}'")[0].version).tags[
-        "selected_stage"] == a.get_model_version(MODEL, "1").tags["selected_stage"]
+    assert version_evidence(b, b.search_model_versions(f"name = '{MODEL}'")[0])[
+        "selected_stage"] == version_evidence(a, a.get_model_version(MODEL, "1"))["selected_stage"]
     tested = {k: v for k, v in uninterrupted.data.metrics.items() if k.startswith("test_")}
     assert tested and {k: resumed.data.metrics[k] for k in tested} == pytest.approx(tested, abs=1e-6)
     for name in ("baseline", "finetune-1"):

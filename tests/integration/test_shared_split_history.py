@@ -27,6 +27,7 @@ from mlflow import MlflowClient
 from tasks.core.errors import SpecError
 from tasks.registry.warm_start import check_never_saw_test
 from tests.integration.conftest import csv_slice, run_transferflow, sms_config
+from tests.integration.evidence import version_evidence
 from tests.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.integration
@@ -79,7 +80,8 @@ def versions(client: MlflowClient) -> list:
 def test_a_workdir_history_is_imported_and_every_workdir_shares_it(story):
     b_notes, _, local_history, b_stores, client = story
     v1, v2 = versions(client)[:2]
-    assert v1.tags["split_history"] == v2.tags["split_history"] == local_history["history"]
+    evidence_1, evidence_2 = version_evidence(client, v1), version_evidence(client, v2)
+    assert evidence_1["split_history"] == evidence_2["split_history"] == local_history["history"]
     a_splits, b_splits = logged_splits(client, v1.run_id), logged_splits(client, v2.run_id)
     split_in_b = {i: name for name, ids in b_splits.items() for i in ids}
     assert all(split_in_b[i] == name for name, ids in a_splits.items() for i in ids)  # nothing moved
@@ -89,9 +91,9 @@ def test_a_workdir_history_is_imported_and_every_workdir_shares_it(story):
     kept = re.search(r"(\d+) example\(s\) kept their recorded split; (\d+) new", " ".join(b_notes))
     assert kept and int(kept[1]) >= sum(map(len, a_splits.values())) and int(kept[2]) > 0, b_notes
     # The ledger, shared: A's evaluation read A's test ids, which are all in B's test split.
-    assert int(v2.tags["test_examples_seen_before"]) == len(set(a_splits["test"]) & set(b_splits["test"])) > 0
-    assert v2.tags["champion_version"] == "1" and "champion_test_examples_left_out" not in v2.tags
-    assert "champion_test_metric" in v2.tags  # compared on the whole split: v1 never trained on any of it
+    assert int(evidence_2["test_examples_seen_before"]) == len(set(a_splits["test"]) & set(b_splits["test"])) > 0
+    assert evidence_2["previous_champion"] == "1" and "champion_test_examples_left_out" not in evidence_2
+    assert "champion_test_metric" in evidence_2  # compared on the whole split: v1 never trained on any of it
 
 
 def test_after_a_reset_the_champion_is_never_scored_or_reused_on_what_it_trained_on(story):
@@ -100,24 +102,25 @@ def test_after_a_reset_the_champion_is_never_scored_or_reused_on_what_it_trained
     assert "left out of its comparison with the next challenger" in said
     assert "retrain.start_from: champion is refused" in said
     newest = versions(client)[-1]
-    champion = client.get_model_version(MODEL, newest.tags["champion_version"])
+    evidence = version_evidence(client, newest)
+    champion = client.get_model_version(MODEL, evidence["previous_champion"])
     trained_on = {i for name in ("train", "val") for i in logged_splits(client, champion.run_id)[name]}
-    lineage_parent = champion.tags.get("warm_started_from", "none")
+    lineage_parent = version_evidence(client, champion).get("warm_started_from", "none")
     if lineage_parent != "none":  # the champion's warm-start lineage trained on these too
         parent = client.get_model_version(MODEL, lineage_parent)
         trained_on |= {i for name in ("train", "val") for i in logged_splits(client, parent.run_id)[name]}
     test_ids = logged_splits(client, newest.run_id)["test"]
     overlap = len(trained_on & set(test_ids))
     assert overlap > 0, "the reset on grown data should put some of the champion's examples in the test split"
-    assert newest.tags["split_history"] != champion.tags["split_history"]
+    assert evidence["split_history"] != version_evidence(client, champion)["split_history"]
     with pytest.raises(SpecError) as refused:  # what `retrain.start_from: champion` meets in this run
         check_never_saw_test(client, MODEL, champion, test_ids)
     assert f"trained on {overlap} of this run's {len(test_ids)} test examples" in str(refused.value)
     assert "Fix: set retrain.start_from: pretrained" in str(refused.value)
-    assert newest.tags["champion_test_examples_left_out"] == str(overlap)
+    assert evidence["champion_test_examples_left_out"] == str(overlap)
     if len(test_ids) - overlap >= ALLOW_SMALL_COMPARISONS["min_fresh_test"]:
-        assert "champion_test_metric" in newest.tags, newest.tags
-        assert f"({overlap} it trained on left out)" in newest.tags["decision_reason"]
+        assert "champion_test_metric" in evidence, evidence
+        assert f"({overlap} it trained on left out)" in evidence["decision_reason"]
     else:
-        assert "fewer than gate.min_fresh_test" in newest.tags["champion_comparison"]
-    assert newest.tags["test_examples_seen_before"] == "0"  # a new history: its ledger starts again
+        assert "fewer than gate.min_fresh_test" in evidence["champion_comparison"]
+    assert evidence["test_examples_seen_before"] == "0"  # a new history: its ledger starts again

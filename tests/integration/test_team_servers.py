@@ -24,7 +24,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.integration.conftest import csv_slice, run_transferflow, sms_config
-from tests.integration.evidence import predict_registered, text_labels
+from tests.integration.evidence import predict_registered, text_labels, version_evidence, version_file
 from tests.mlflow_server import MlflowServer, mlflow_server
 from tests.postgres_server import PostgresServer, postgres_server
 
@@ -99,12 +99,16 @@ def test_champion_alias_and_evidence_over_http(server_run, tracking_server):
     version = rest(tracking_server, "registered-models/alias", name=MODEL, alias="champion")["model_version"]
     tags = {tag["key"]: tag["value"] for tag in version["tags"]}
     assert version["version"] == "1" and "champion" in version["aliases"]
-    assert tags["decision"] == "promoted" and tags["champion_version"] == "none"
-    assert tags["metric"] == "accuracy" and tags["target"] == "0.6" and float(tags["test_metric"]) >= 0.6
-    assert all(len(tags[key]) == 64 for key in ("data_fingerprint", "test_fingerprint", "split_manifest_sha256"))
-    run = rest(tracking_server, "runs/get", run_id=tags["run_id"])["run"]
-    assert version["run_id"] == tags["run_id"] and run["info"]["status"] == "FINISHED"
-    assert {tag["key"]: tag["value"] for tag in run["data"]["tags"]}["decision"] == "promoted"
+    assert set(tags) - {"drift_reference"} == {"decision", "test_metric", "target", "base_model", "data_fingerprint"}
+    assert tags["decision"] == "promoted" and tags["target"] == "accuracy >= 0.6" and float(tags["test_metric"]) >= 0.6
+    client = MlflowClient(tracking_server.url)
+    evidence = version_evidence(client, client.get_model_version(MODEL, "1"))  # the run's evidence.json, over http
+    assert evidence["previous_champion"] == "none" and evidence["metric"] == "accuracy" and evidence["target"] == "0.6"
+    assert all(len(evidence[key]) == 64 for key in ("data_fingerprint", "test_fingerprint", "split_manifest_sha256"))
+    run = rest(tracking_server, "runs/get", run_id=version["run_id"])["run"]
+    assert evidence["run_id"] == version["run_id"] and run["info"]["status"] == "FINISHED"
+    run_tags = {tag["key"]: tag["value"] for tag in run["data"]["tags"]}
+    assert run_tags["decision"] == "promoted" and run_tags["previous_champion"] == "none"
     versions = rest(tracking_server, "model-versions/search", filter=f"name = '{MODEL}'")["model_versions"]
     assert [v["version"] for v in versions] == ["1"]
 
@@ -119,7 +123,7 @@ def test_artifacts_are_on_the_server_and_nothing_is_stored_locally(server_run, t
     assert client.get_run(version.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
     assert list(tracking_server.artifacts.rglob("MLmodel")), "no model files in the server's artifact store"
     with tempfile.TemporaryDirectory() as downloads:
-        mlmodel = Path(client.download_artifacts(version.run_id, "model/MLmodel", downloads)).read_text()
+        mlmodel = version_file(client, MODEL, version.version, "MLmodel", downloads).read_text()
     assert "python_function" in mlmodel and "input_modality: text" in mlmodel
     assert not [p for p in folder.rglob("*") if p.name in LOCAL_STORES], "a local MLflow store appeared"
 
@@ -136,7 +140,7 @@ def test_test_metric_recomputed_from_what_the_server_holds(server_run, tracking_
         [manifest] = [p for p in Path(client.download_artifacts(version.run_id, "split", downloads)).iterdir()
                       if p.is_file()]  # (split/before_drops/ holds the manifest before any policy drop)
         raw = manifest.read_bytes()
-    assert hashlib.sha256(raw).hexdigest() == version.tags["split_manifest_sha256"]
+    assert hashlib.sha256(raw).hexdigest() == version_evidence(client, version)["split_manifest_sha256"]
     test_ids = json.loads(raw)["splits"]["test"]
     truth = text_labels(data)
     predicted = predict_registered(client, MODEL, version.version, [truth[i][0] for i in test_ids])

@@ -11,7 +11,7 @@ from sklearn.metrics import f1_score
 
 from flows.transfer_learning import transfer_learning
 from tests.integration.conftest import csv_slice, sms_config
-from tests.integration.evidence import manifest_splits, predict_registered, text_labels
+from tests.integration.evidence import manifest_splits, predict_registered, text_labels, version_evidence
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def test_f1_of_spam_recomputed_from_the_registered_model(runs):
         version = client.get_model_version("sms-spam", summary.outcome.registration.version)
         predicted = predict_registered(client, "sms-spam", version.version, [truth[i][0] for i in test_ids])
         recomputed = f1_score([truth[i][1] for i in test_ids], predicted["label"], pos_label="spam")
-        assert version.tags["metric"] == "f1_spam"
+        assert version_evidence(client, version)["metric"] == "f1_spam"
         assert float(version.tags["test_metric"]) == pytest.approx(recomputed, abs=1e-6)
         assert client.get_run(summary.run_id).data.metrics["test_f1_spam"] == pytest.approx(recomputed)
 
@@ -96,12 +96,13 @@ def test_grown_data_keeps_the_old_test_examples_and_reports_the_fresh_ones(runs)
     assert old_test <= set(new_splits["test"])  # no old test example moved
     fresh = sorted(set(new_splits["test"]) - old_test)
     version = client.get_model_version("sms-spam", summaries["grown"].outcome.registration.version)
-    assert version.tags["test_examples_fresh"] == str(len(fresh)) and len(fresh) >= 3
-    assert version.tags["test_examples_seen_before"] == str(len(old_test))
-    assert version.tags["test_max_prior_uses"] == "2"
+    evidence = version_evidence(client, version)
+    assert evidence["test_examples_fresh"] == str(len(fresh)) and len(fresh) >= 3
+    assert evidence["test_examples_seen_before"] == str(len(old_test))
+    assert evidence["test_max_prior_uses"] == "2"
     predicted = predict_registered(client, "sms-spam", version.version, [truth[i][0] for i in fresh])
     recomputed = f1_score([truth[i][1] for i in fresh], predicted["label"], pos_label="spam", zero_division=0)
-    assert float(version.tags["test_fresh_metric"]) == pytest.approx(recomputed, abs=1e-6)
+    assert float(evidence["test_fresh_metric"]) == pytest.approx(recomputed, abs=1e-6)
 
 
 def test_the_grown_run_is_gated_against_the_champion_on_its_own_test_split(runs):
@@ -114,8 +115,8 @@ def test_the_grown_run_is_gated_against_the_champion_on_its_own_test_split(runs)
     predicted = predict_registered(client, "sms-spam", champion, [truth[i][0] for i in test_ids])
     champion_score = f1_score([truth[i][1] for i in test_ids], predicted["label"], pos_label="spam")
     grown = client.get_model_version("sms-spam", summaries["grown"].outcome.registration.version)
-    assert grown.tags["champion_version"] == champion
-    assert float(grown.tags["champion_test_metric"]) == pytest.approx(champion_score, abs=1e-6)
+    assert version_evidence(client, grown)["previous_champion"] == champion
+    assert float(version_evidence(client, grown)["champion_test_metric"]) == pytest.approx(champion_score, abs=1e-6)
     challenger = float(grown.tags["test_metric"])
     assert grown.tags["decision"] == ("promoted" if challenger >= 0.5 and challenger >= champion_score else "rejected")
 

@@ -16,7 +16,7 @@ from tasks.models.backbones import load_backbone
 from tasks.models.classifier import Classifier, new_head
 from tasks.models.features import embed_inputs, open_cache
 from tests.integration.conftest import csv_slice, run_transferflow, sms_config
-from tests.integration.evidence import text_labels
+from tests.integration.evidence import text_labels, version_evidence, version_file
 from tests.registered_models import SMALL_IMAGE_MODEL, open_store, register, save_checkpoint
 
 pytestmark = pytest.mark.integration
@@ -56,10 +56,10 @@ def test_a_retrain_starts_from_the_champions_backbone(tmp_path, sms_spam):
     client = client_for(workdir)
     assert client.get_run(summary.run_id).data.tags["started_from"] == "champion v1"
     version = client.get_model_version("sms-spam", summary.outcome.registration.version)
-    assert version.tags["started_from"] == "champion v1"
+    assert version_evidence(client, version)["started_from"] == "champion v1"
     # The new version's backbone is the champion's, not the pretrained one it would start from.
     with tempfile.TemporaryDirectory() as folder:
-        artifacts = Path(client.download_artifacts(version.run_id, "model/artifacts", folder))
+        artifacts = version_file(client, "sms-spam", version.version, "artifacts", folder)
         [weights] = [p for p in artifacts.iterdir() if p.suffix == ".pt"]
         stored = torch.load(weights, map_location="cpu", weights_only=True)
     registered = stored["weights"] if "format_version" in stored else stored  # self-describing or a bare state dict

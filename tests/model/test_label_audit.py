@@ -103,26 +103,34 @@ def test_the_neighbour_share_counts_the_nearest_others_carrying_the_suggested_la
     assert neighbour_share(features, labels, rows, suggested, k=3) == pytest.approx(expected)
 
 
-def test_a_suspect_needs_most_of_its_neighbours_to_carry_the_suggested_label(banking_slice):
-    """With 5% flipped: the suspects are exactly the calibrated, confident flags whose 10 nearest
-    neighbours (recomputed with numpy, cosine) mostly carry the suggested label."""
+def test_a_suspect_needs_its_neighbours_to_carry_the_suggested_label_not_the_given_one(banking_slice):
+    """With 5% flipped: the suspects are exactly cleanlab's calibrated, confident flags (filter_by
+    "both") whose 10 nearest neighbours (recomputed with numpy, cosine) mostly carry the suggested
+    label, and at most one of them the given label without being flagged itself."""
     table, features = banking_slice
     rng = np.random.default_rng(11)
     noisy = table.copy()
     for row in rng.choice(len(table), size=30, replace=False):
         noisy.iloc[row, noisy.columns.get_loc("label")] = INTENTS[(INTENTS.index(table.iloc[row]["label"]) + 1) % 5]
-    unfiltered = find_label_issues(noisy, features, INTENTS, seed=0, min_neighbour_share=0.0).table
+    flags = find_label_issues(noisy, features, INTENTS, seed=0, min_suggestion=0.0, min_neighbour_share=0.0,
+                              max_given_share=1.0).table
     kept = set(find_label_issues(noisy, features, INTENTS, seed=0).table["example_id"])
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
     row_of = {example_id: row for row, example_id in enumerate(noisy["example_id"])}
-    labels = noisy["label"].to_numpy()
-    expected = set()
-    for suspect in unfiltered.itertuples():
+    labels, disputed = noisy["label"].to_numpy(), np.isin(noisy["example_id"], flags["example_id"])
+    confident = flags[flags["p_suggested"] >= 0.5]
+    expected, without_given_rule = set(), set()
+    for suspect in confident.itertuples():
         similarity = unit @ unit[row_of[suspect.example_id]]
         similarity[row_of[suspect.example_id]] = -np.inf
-        if (labels[np.argsort(-similarity)[:10]] == suspect.suggested_label).mean() >= 0.5:
-            expected.add(suspect.example_id)
-    assert kept == expected and 0 < len(kept) < len(unfiltered)
+        nearest = np.argsort(-similarity)[:10]
+        if (labels[nearest] == suspect.suggested_label).mean() >= 0.5:
+            without_given_rule.add(suspect.example_id)
+            if ((labels[nearest] == suspect.given_label) & ~disputed[nearest]).mean() <= 0.1:
+                expected.add(suspect.example_id)
+    assert kept == expected and 0 < len(kept) < len(without_given_rule) < len(confident)
+    before = find_label_issues(noisy, features, INTENTS, seed=0, max_given_share=1.0, filter_by="prune_by_noise_rate")
+    assert without_given_rule < set(before.table["example_id"])  # cleanlab's "both" filter bites here too
 
 
 def test_the_temperature_minimizes_the_negative_log_likelihood():

@@ -4,6 +4,7 @@ all-or-nothing; a version holds one self-describing checkpoint, and versions reg
 code still load and answer. Real MLflow, SQLite store."""
 
 import base64
+import json
 from pathlib import Path
 
 import mlflow
@@ -11,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 
 from tasks.config.families import model_spec
 from tasks.registry.champion import registered_artifacts, registered_checkpoint, restore_registered
-from tasks.registry.serving import decode_file
+from tasks.registry.serving import decode_file, download_model_files, run_model_id
 from tests.registered_models import (
     SMALL_IMAGE_MODEL,
     open_store,
@@ -163,13 +165,33 @@ def test_registration_leaves_the_flow_run_open(registered):
     assert store.client.get_run(store.run_id).info.status == "RUNNING"
 
 
-def test_version_has_evidence_alias_and_says_what_to_send(registered):
+def test_version_has_its_tags_alias_and_says_what_to_send(registered):
     store, registration = registered
     version = store.client.get_model_version_by_alias("insects", "champion")
     assert str(version.version) == registration.version and version.run_id == store.run_id
-    assert version.tags["test_metric"] == "0.91"
+    assert version.tags == {"test_metric": "0.91"}  # exactly the tags it was given
     assert "base64-encoded" in version.description
-    assert version.source == f"{store.client.get_run(store.run_id).info.artifact_uri}/model"
+    assert store.client.get_registered_model("insects").description == "Tell ants from bees."
+
+
+def test_the_version_is_registered_from_the_runs_logged_model_and_linked_to_it(registered):
+    """MLflow 3's "Logged models": the run's model is one, READY, and the version comes from it.
+    An open-source store keeps no `model_id` on a version (`ModelVersion.model_id` stays None), so
+    the link is the version's source (the logged model's files) and the logged model's
+    `mlflow.modelVersions` tag, which its page lists as the versions registered from it."""
+    store, registration = registered
+    client = store.client
+    [output] = client.get_run(store.run_id).outputs.model_outputs
+    logged = client.get_logged_model(output.model_id)
+    assert logged.status == LoggedModelStatus.READY and logged.source_run_id == store.run_id
+    assert logged.name == "insects" and logged.tags["test_metric"] == "0.91"
+    assert [m.model_id for m in client.search_logged_models([logged.experiment_id])] == [logged.model_id]
+    version = client.get_model_version("insects", registration.version)
+    assert version.source == logged.artifact_location == client.get_model_version_download_uri("insects",
+                                                                                              version.version)
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "insects", "version": version.version}]
+    assert run_model_id(client, store.run_id) == logged.model_id
+    assert not client.list_artifacts(store.run_id, "model")  # stored once: in the logged model
 
 
 def test_a_version_registered_by_number_loads_with_mlflow_pyfunc(registered, users_store):
@@ -203,12 +225,13 @@ def test_a_new_version_holds_one_self_describing_checkpoint_and_its_batch_size(r
     from mlflow.models import Model
 
     store, _ = registered
-    folder = store.client.download_artifacts(store.run_id, "model", str(tmp_path))
-    assert [p.name for p in (tmp_path / "model" / "artifacts").iterdir()] == ["checkpoint.pt"]
-    stored = torch.load(tmp_path / "model" / "artifacts" / "checkpoint.pt", weights_only=True)
+    artifacts = download_model_files(store.client, store.run_id, "artifacts", str(tmp_path))
+    assert [p.name for p in artifacts.iterdir()] == ["checkpoint.pt"]
+    stored = torch.load(artifacts / "checkpoint.pt", weights_only=True)
     assert stored["classes"] == CLASSES and stored["model"] == SMALL_IMAGE_MODEL.model_dump(mode="json")
     assert stored["optimizer"] is None and stored["rng"] is None  # no training state in a served model
-    assert Model.load(folder).flavors["python_function"]["config"] == {"batch_size": 4}
+    mlmodel = download_model_files(store.client, store.run_id, "MLmodel", str(tmp_path))
+    assert Model.load(mlmodel).flavors["python_function"]["config"] == {"batch_size": 4}
 
 
 def test_a_version_registered_by_older_code_still_loads_and_answers_the_same(legacy, champion):

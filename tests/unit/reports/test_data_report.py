@@ -60,8 +60,21 @@ def test_two_models_on_one_data_keep_their_own_report_folder_and_one_model_keeps
 def test_markdown_tables_escape_cells_and_say_how_many_rows_are_left_out():
     rows = [{"text": f"a|b\nc {i}", "score": 0.123456} for i in range(12)]
     table = markdown_table(rows, limit=10)
-    assert "| a\\|b c 0 | 0.1235 |" in table and "(2 more in the CSV)" in table
+    assert "| a\\|b c 0 | 0.123 |" in table and "(top 10 of 12; all 12 in the CSV)" in table
     assert table.count("\n| a") == 10
+
+
+def test_table_cells_show_3_significant_digits_and_never_scientific_notation_or_false_zeros():
+    table = markdown_table([{"score": value} for value in (3.855e-16, 0.00004, 0.96523, 1234.5, 0.0)])
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["<0.001", "<0.001", "0.965", "1,234",
+                                                                               "0"]
+
+
+def test_the_prefect_copy_of_the_report_names_its_files_by_full_path_and_report_md_links_them(tmp_path):
+    report = DataReport("data", "f" * 64, {"a": 2}, None, (Section("Audit", "ok", "fine", "", ("label_issues.csv",)),))
+    assert "Files: [label_issues.csv](label_issues.csv)" in report.markdown()  # beside report.md the link works
+    shown = report.markdown(tmp_path)
+    assert f"Files in `{tmp_path}`: `label_issues.csv`" in shown and "](" not in shown
 
 
 def test_two_runs_swapping_in_their_data_docs_at_once_both_succeed(tmp_path):

@@ -191,16 +191,22 @@ def test_the_contracts_own_bar_is_highlighted_and_the_target_drawn():
     assert contract.get_linewidth() > max(b.get_linewidth() for b in bars(axes) if b is not contract)
     assert axes.get_yticklabels()[row].get_fontweight() == "bold"
     (target,) = lines(axes, "target")
-    assert list(target.get_xdata()) == [0.8, 0.8]
+    assert list(target.get_xdata()) == [0.8, 0.8] and target.get_label() == "contract: recall_spam >= 0.8"
 
 
-def test_an_all_class_contract_is_a_line_at_its_value_and_highlights_no_bar():
+def test_an_all_class_contract_draws_its_target_and_the_achieved_value_apart_and_highlights_no_bar():
     scores = scores_for(CLASSES)
     axes = per_class_figure(scores, CLASSES, "macro_f1", 0.8, "validation").axes[0]
     assert not [b for b in bars(axes) if b.get_gid() == "contract"]
-    (line,) = lines(axes, "contract")
-    assert list(line.get_xdata()) == [0.75, 0.75]
-    assert not lines(axes, "target")  # the target bounds the average, not each class
+    (contract,) = lines(axes, "contract")  # the contract is the target, not the score reached
+    assert list(contract.get_xdata()) == [0.8, 0.8] and contract.get_label() == (
+        "contract: macro_f1 >= 0.8 (all classes, not each)")
+    (achieved,) = lines(axes, "achieved")
+    assert list(achieved.get_xdata()) == [0.75, 0.75]
+    assert achieved.get_label() == "achieved: macro_f1 0.750 (all classes)"
+    assert not lines(axes, "target")  # no per-class target line: the target bounds the average
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert contract.get_label() in legend and achieved.get_label() in legend
 
 
 def test_eighty_classes_get_a_taller_figure_and_every_label():

@@ -86,6 +86,11 @@ class StandInStages:
 
 
 def run_loop(monkeypatch, curves, **finetune):
+    stand_in, _, log = run_loop_logged(monkeypatch, curves, **finetune)
+    return stand_in, _, [(d["stage"], d["action"]) for d in log.entries]
+
+
+def run_loop_logged(monkeypatch, curves, **finetune):
     stand_in = StandInStages(curves)
     monkeypatch.setattr(learn, "fine_tune_stage", stand_in.fine_tune_stage)
     monkeypatch.setattr(learn, "train_baseline", stand_in.train_baseline)
@@ -94,7 +99,7 @@ def run_loop(monkeypatch, curves, **finetune):
     baseline = result("baseline", 0.70, {"recall_a": 0.8, "recall_b": 0.8})
     stages, decisions = gradual_unfreezing(spec, SimpleNamespace(classes=("a", "b")), None, baseline, None, None,
                                            Contract(ACCURACY))
-    return stand_in, stages, [(d["stage"], d["action"]) for d in decisions.entries]
+    return stand_in, stages, decisions
 
 
 def test_improving_stages_unfreeze_deeper_from_the_best_so_far_until_max_stages(monkeypatch):
@@ -105,10 +110,22 @@ def test_improving_stages_unfreeze_deeper_from_the_best_so_far_until_max_stages(
     assert log == [("finetune-1", "unfreeze_next"), ("finetune-2", "unfreeze_next"), ("finetune-3", "lock_in")]
 
 
-def test_max_stages_stops_the_loop_and_the_log_says_so(monkeypatch):
+def test_max_stages_stops_the_loop_and_the_log_records_the_stop_with_what_the_curves_said(monkeypatch):
     curves = [([0.75, 0.80], [0.6, 0.5], {}), ([0.82, 0.85], [0.5, 0.4], {})]
-    stand_in, _, log = run_loop(monkeypatch, curves, max_stages=1)
-    assert len(stand_in.plans) == 1 and log == [("finetune-1", "unfreeze_next")]
+    stand_in, _, log = run_loop_logged(monkeypatch, curves, max_stages=1)
+    assert len(stand_in.plans) == 1 and [(d["stage"], d["action"]) for d in log.entries] == [
+        ("finetune-1", "stop_max_stages")]
+    entry = log.entries[0]
+    assert entry["reason"].startswith("finetune.max_stages (1) is reached, so fine-tuning stops here")
+    assert "the curves alone said `unfreeze_next`" in entry["reason"] and entry["numbers"]["max_stages"] == 1
+
+
+def test_a_lagging_class_at_max_stages_still_refits_the_weighted_baseline_and_stops(monkeypatch):
+    lagging = ([0.75, 0.80], [0.6, 0.5], {"recall_a": 0.95, "recall_b": 0.55})
+    stand_in, stages, log = run_loop_logged(monkeypatch, [lagging], max_stages=1)
+    assert [(d["stage"], d["action"]) for d in log.entries] == [("finetune-1", "stop_max_stages")]
+    assert "`class_weights_on`" in log.entries[0]["reason"] and "still re-fit" in log.entries[0]["reason"]
+    assert stand_in.refits == 1 and stages[-1].name == "baseline-weighted" and len(stand_in.plans) == 1
 
 
 def test_overfitting_retries_the_same_depth_regularized_once_then_stops(monkeypatch):
@@ -134,7 +151,7 @@ def test_class_weights_on_weights_every_stage_from_the_first_and_off_never_turns
     improving = ([0.82, 0.84], [0.5, 0.4], {})
     stand_in, _, log = run_loop(monkeypatch, [lagging, improving], max_stages=2, class_weights="on")
     assert [p.class_weights for p, _ in stand_in.plans] == [True, True] and stand_in.refits == 0
-    assert [action for _, action in log] == ["unfreeze_next", "unfreeze_next"]
+    assert [action for _, action in log] == ["unfreeze_next", "stop_max_stages"]
     stand_in, _, log = run_loop(monkeypatch, [lagging, improving], max_stages=2, class_weights="off")
     assert [p.class_weights for p, _ in stand_in.plans] == [False, False] and stand_in.refits == 0
     assert "class_weights_on" not in [action for _, action in log]
