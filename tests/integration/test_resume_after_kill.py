@@ -194,7 +194,7 @@ def test_the_resumed_runs_took_finished_steps_from_the_cache_and_the_stage_from_
     for step in ("2b check label quality", "3b audit labels", "3c check leakage", "4 load base model",
                  "5 feature-extraction baseline"):
         assert re.search(rf"Task run '{re.escape(step)}[^']*' - Finished in state Cached", second_output), step
-    for step in ("6 fine-tuning stage", "select on validation"):  # finished by the second run, cached in the third
+    for step in ("6 fine-tuning finetune-1", "select on validation"):  # finished by the second run, cached in the third
         assert re.search(rf"Task run '{re.escape(step)}[^']*' - Finished in state Cached", output), step
     assert not re.search(r"Task run '(3 split before training|7a evaluate once on the test set)[^']*' - Finished in "
                          "state Cached", output)  # never cached
