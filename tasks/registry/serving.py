@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,7 +176,8 @@ def log_pyfunc(client: MlflowClient, run_id: str, checkpoint: Checkpoint, batch_
     from mlflow.entities import LoggedModelOutput
 
     run = client.get_run(run_id)
-    logged = client.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id, tags=tags,
+    logged = client.create_logged_model(run.info.experiment_id, name=logged_model_name(name), source_run_id=run_id,
+                                        tags=tags,
                                         model_type="transferflow-pyfunc")
     try:
         with tempfile.TemporaryDirectory() as folder:
@@ -186,6 +188,12 @@ def log_pyfunc(client: MlflowClient, run_id: str, checkpoint: Checkpoint, batch_
     client.finalize_logged_model(logged.model_id, "READY")
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])
     return logged.model_id
+
+
+def logged_model_name(model_name: str) -> str:
+    """The registered model's name as a logged model may carry it: MLflow refuses / : . % " ' in a
+    logged model's name (not in a registered model's, so `Spam_Filter.v1` registers), each becomes -."""
+    return re.sub(r"[/:.%\"']", "-", model_name)
 
 
 def link_version(client: MlflowClient, model_id: str, model_name: str, version: int | str) -> None:

@@ -207,6 +207,14 @@ def test_registering_into_an_existing_registered_model_adds_a_version(tmp_path, 
     assert register(store, checkpoint, SMALL_IMAGE_MODEL, CLASSES, "insects").version == "1"
 
 
+def test_a_model_name_the_registry_takes_but_a_logged_model_refuses_registers(tmp_path, checkpoint):
+    """MLflow refuses a dot in a logged model's name, not in a registered model's."""
+    store = open_store(tmp_path)
+    assert register(store, checkpoint, SMALL_IMAGE_MODEL, CLASSES, "Spam_Filter.v1").version == "1"
+    [output] = store.client.get_run(store.run_id).outputs.model_outputs
+    assert store.client.get_logged_model(output.model_id).name == "Spam_Filter-v1"
+
+
 def test_a_failed_alias_deletes_the_new_version(tmp_path, checkpoint):
     store = open_store(tmp_path)
     with pytest.raises(MlflowException, match="reserved"):
