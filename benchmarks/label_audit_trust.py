@@ -1,8 +1,9 @@
 """How far a reviewer can trust the label audit's suspects: on data known to be (nearly) clean, and
 with 5% of the labels flipped, for the audit as it was (uncalibrated probe, every cleanlab flag),
 calibrated (flags whose suggested label reaches MIN_SUGGESTION), with the neighbours' agreement
-(MIN_NEIGHBOUR_SHARE), with cleanlab's "both" filter, and as it is (the given label nearly absent
-among the undisputed neighbours, MAX_GIVEN_SHARE), side by side.
+(MIN_NEIGHBOUR_SHARE), with cleanlab's "both" filter, and as it is (the given label no commoner
+among the undisputed neighbours than around the suggested class's own examples, and at most
+MAX_GIVEN_SHARE where classes lie apart), side by side.
 
 Datasets, each embedded once with the model its shipped config uses: the demo's 5,000 MNIST digits
 (MobileNetV2, 64 px), hymenoptera (MobileNetV2, 224 px), SMS spam and banking77's training texts
