@@ -96,10 +96,11 @@ def describe_run(client: MlflowClient, run_id: str, description: str) -> None:
 
 
 def run_page_url(store: str, experiment: str, run_id: str) -> str | None:
-    """The run's page in the MLflow UI, when the store is a tracking server (a SQLite file has no UI URL)."""
+    """The run's page in the MLflow UI, when the store is a tracking server (a SQLite file has no UI URL),
+    in the "Model training" view: without the query MLflow 3.17 shows the page in its GenAI layout."""
     if not store.startswith(("http://", "https://")):
         return None
-    return f"{store.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+    return f"{store.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
 
 
 def start_run(client: MlflowClient, experiment: str, name: str, parent_run_id: str | None = None,

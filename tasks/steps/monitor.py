@@ -97,8 +97,8 @@ def store_drift_reference(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
         "model_name": registration.model_name, "version": registration.version, "classes": classes,
         "modality": spec.model.MODALITY, "backbone": "pretrained" if frozen else "fine-tuned",
         "seed": spec.drift.seed, "example_ids": ids, "sources": sources})
-    client.set_model_version_tag(registration.model_name, registration.version, "drift_reference",
-                                 f"{REFERENCE_DIR}/ ({described} examples it never trained on)")
+    # On the run that holds it, not the version: the version row keeps its five tags (tasks/registry/evidence.py).
+    client.set_tag(tracking.run_id, "drift_reference", f"{REFERENCE_DIR}/ ({described} examples it never trained on)")
     print(f"Drift reference: {described} examples the promoted weights never trained on, embedded with its "
           f"backbone ({'pretrained' if frozen else 'fine-tuned'})")
     if len(ids) < SMALL_REFERENCE:

@@ -102,8 +102,8 @@ def test_gate_moves_the_alias_only_on_a_pass(runs):
     summaries, client, _ = runs
     passed = client.get_model_version("ants-vs-bees", summaries["pass"].outcome.registration.version)
     assert passed.tags["decision"] == "promoted" and float(passed.tags["test_metric"]) >= 0.6
-    assert set(passed.tags) == {"decision", "test_metric", "target", "base_model", "data_fingerprint",
-                                "drift_reference"}  # a handful at a glance; the rest in evidence.json
+    assert set(passed.tags) == {"decision", "test_metric", "target", "base_model",
+                                "data_fingerprint"}  # a handful at a glance; the rest in evidence.json
     assert passed.tags["target"] == "accuracy >= 0.6" and passed.tags["base_model"] == "torchvision:mobilenet_v2"
     evidence = version_evidence(client, passed)
     assert evidence["target"] == "0.6" and evidence["metric"] == "accuracy"

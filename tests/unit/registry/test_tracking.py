@@ -89,6 +89,7 @@ def test_a_killed_runs_open_stage_run_is_killed_with_it_and_finished_stages_stay
 
 
 def test_a_run_page_url_only_for_a_tracking_server():
-    assert run_page_url("http://mlflow.example:5000/", "3", "abc") == "http://mlflow.example:5000/#/experiments/3/runs/abc"
-    assert run_page_url("https://mlflow.example", "3", "abc") == "https://mlflow.example/#/experiments/3/runs/abc"
+    view = "?workflowType=machine_learning"
+    assert run_page_url("http://mlflow.example:5000/", "3", "abc") == f"http://mlflow.example:5000/#/experiments/3/runs/abc{view}"
+    assert run_page_url("https://mlflow.example", "3", "abc") == f"https://mlflow.example/#/experiments/3/runs/abc{view}"
     assert run_page_url("sqlite:////work/.transferflow/mlflow.db", "3", "abc") is None

@@ -242,7 +242,8 @@ def test_a_tracking_servers_run_page_is_linked_from_the_prefect_run(story):
     tracking = story[2]
     on_server = TrackingRef(tracking.run_id, tracking.experiment_id, "http://mlflow.example:5000")
     url = link_mlflow_run("insects", on_server)
-    assert url == f"http://mlflow.example:5000/#/experiments/{tracking.experiment_id}/runs/{tracking.run_id}"
+    assert url == (f"http://mlflow.example:5000/#/experiments/{tracking.experiment_id}/runs/{tracking.run_id}"
+                   "?workflowType=machine_learning")  # the "Model training" view
     with get_client(sync_client=True) as prefect:
         [artifact] = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
             "insects-mlflow-run"])), limit=1)
