@@ -31,8 +31,10 @@ def step(name: str, run_name: RunName | None = None) -> Callable[[Callable[P, R]
     """The Prefect task keeps the function's signature, so mypy checks every call a flow makes.
     `run_name` tells apart the runs of a step a flow calls more than once (each fine-tuning stage,
     each candidate's baseline): a template of the call's parameters (`"6 fine-tuning {plan.name}"`)
-    or a function of them. It changes no cache key (`tasks.steps.resume.ResumeKey` reads inputs only)."""
-    named: dict[str, Any] = {}
+    or a function of them. Without it a run bears the step's name as it is, not Prefect's
+    `<name>-<3 random hex digits>`. It changes no cache key (`tasks.steps.resume.ResumeKey` reads
+    inputs only)."""
+    named: dict[str, Any] = {"task_run_name": name}
     if isinstance(run_name, str):
         named["task_run_name"] = run_name
     elif run_name is not None:

@@ -1,6 +1,7 @@
 """On Prefect's real engine: a flow run bears its `<model>-<trigger>-<UTC stamp>` name from its
 first log line (no random name anywhere), and the runs of a step called several times are told
-apart by their stage (`6 fine-tuning finetune-2`), inside a resume chain too.
+apart by their stage (`6 fine-tuning finetune-2`), inside a resume chain too; a step called once
+bears its own name, without Prefect's random suffix.
 
 The stand-in tasks take the real steps' names and run-name settings, with bodies that train nothing."""
 
@@ -15,7 +16,7 @@ from prefect import Task, flow, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.runtime import flow_run
 
-from tasks.steps.learn import StagePlan, fine_tune_stage, train_baseline
+from tasks.steps.learn import StagePlan, fine_tune_stage, select_on_validation, train_baseline
 from tasks.steps.resume import ResumeChain, cached, resuming
 from tasks.steps.step import flow_run_name
 
@@ -34,6 +35,10 @@ def stage(spec, dataset, split, start, plan, tracking, contract) -> str:
 
 def baseline(spec, dataset, split, tracking, start, contract, class_weights=False, prefix="") -> str:
     return prefix
+
+
+def select(spec, stages, decisions, tracking, contract, classes) -> str:
+    return "selected"
 
 
 def like(real: Task, body) -> Task:
@@ -55,6 +60,7 @@ def tiny_training(config_path: str, data_path: str | None = None, trigger: str =
     print("first step")
     fine_tuning, baselines = like(fine_tune_stage, stage), like(train_baseline, baseline)
     cached(baselines)(None, None, None, None, None, None)
+    cached(like(select_on_validation, select))(None, None, None, None, None, None)
     for plan in (StagePlan(1, "finetune-1", 1), StagePlan(1, "finetune-1-retry", 1, regularized=True),
                  StagePlan(2, "finetune-2", 2)):
         cached(fine_tuning)(None, None, None, None, plan, None, None)
@@ -79,7 +85,7 @@ def test_flow_and_task_runs_are_named_from_the_start_and_per_stage(tmp_path: Pat
         while time.monotonic() < deadline:  # task runs reach the API through events
             runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
             task_names = sorted(run.name for run in runs)
-            if len(task_names) == 5 and not any(re.search(r"-[0-9a-f]{3}$", n) for n in task_names):
+            if len(task_names) == 6 and not any(re.search(r"-[0-9a-f]{3}$", n) for n in task_names):
                 break
             time.sleep(0.5)
     assert re.fullmatch(r"insects-schedule-\d{4}-\d\d-\d\d-\d{6}", name), name
@@ -87,7 +93,8 @@ def test_flow_and_task_runs_are_named_from_the_start_and_per_stage(tmp_path: Pat
     assert messages[0] == f"Beginning flow run {name!r} for flow 'tiny-training'", messages[:3]
     assert all(record.flow_run_name == name for record in lines.records if hasattr(record, "flow_run_name"))
     assert task_names == ["5 feature-extraction baseline", "5 feature-extraction efficientnet_lite0-baseline-weighted",
-                          "6 fine-tuning finetune-1", "6 fine-tuning finetune-1-retry", "6 fine-tuning finetune-2"]
+                          "6 fine-tuning finetune-1", "6 fine-tuning finetune-1-retry", "6 fine-tuning finetune-2",
+                          "select on validation"]  # a step called once: its own name, no random suffix
 
 
 def test_a_config_that_does_not_load_names_the_run_after_its_file(tmp_path: Path):
