@@ -1,5 +1,5 @@
 # Everything a fresh machine needs: `make demo` runs the embedded demo, `make test` the tests.
-# Both create the virtual environment on first use (about a minute with uv, ~7 GB: torch is a CUDA build).
+# Both create the virtual environment on first use (about 2 minutes with uv, ~7 GB: torch is a CUDA build).
 
 PYTHON ?= python3.11
 VENV ?= .venv
