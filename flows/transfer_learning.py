@@ -16,6 +16,7 @@ from tasks.config.spec import OneModelSpec, Spec
 from tasks.data.split import SplitRef
 from tasks.decisions.log import Decisions
 from tasks.steps.base_model import load_base_model
+from tasks.steps.card import write_model_card
 from tasks.steps.data import load_data
 from tasks.steps.learn import (
     gradual_unfreezing,
@@ -35,7 +36,6 @@ from tasks.steps.release import (
     move_alias,
     promotion_lock,
     set_operating_point,
-    write_model_card,
 )
 from tasks.steps.resume import cached, fill_resumed_run, resuming, start_chain
 from tasks.steps.step import flow_run_name, label_flow_run

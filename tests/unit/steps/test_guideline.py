@@ -10,8 +10,8 @@ from pathlib import Path
 from tasks.config.loading import load_spec
 from tasks.config.spec import OneModelSpec
 from tasks.reports.model_card import CardFacts, GuidelineFacts, render_model_card
+from tasks.steps.card import guideline_facts
 from tasks.steps.refs import TrackingRef
-from tasks.steps.release import guideline_facts
 from tasks.steps.validate import start_tracking
 from tests.conftest import write_config
 
