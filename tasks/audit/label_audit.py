@@ -267,10 +267,9 @@ def find_label_issues(examples: pd.DataFrame, features: np.ndarray, classes: lis
     cleanlab flags (`filter_by`) on calibrated out-of-fold probabilities whose suggested label
     reaches `min_suggestion`, carried by at least `min_neighbour_share` of their nearest neighbours,
     whose given label their undisputed neighbours carry no more often than typical_given_share allows
-    (at least `max_given_share`); ranked by their calibrated
-    probability of the given label. `calibrate=False, min_suggestion=0, min_neighbour_share=0,
-    max_given_share=1, filter_by="prune_by_noise_rate"` is the uncalibrated, unfiltered audit
-    (benchmarks compare them)."""
+    (at least `max_given_share`); ranked by their calibrated probability of the given label.
+    `calibrate=False, min_suggestion=0, min_neighbour_share=0, max_given_share=1,
+    filter_by="prune_by_noise_rate"` is the uncalibrated, unfiltered audit (benchmarks compare them)."""
     from cleanlab.filter import find_label_issues as cleanlab_issues
     from cleanlab.rank import get_label_quality_scores
 
