@@ -14,7 +14,9 @@ from prefect import flow
 from flows.prepare import prepare
 from tasks.config.spec import OneModelSpec, Spec
 from tasks.data.split import SplitRef
+from tasks.decisions.anchor import ClassicAnchor, ClassicCheck, check_against_anchor
 from tasks.decisions.log import Decisions
+from tasks.steps.anchor import ANCHOR_STAGE, classic_anchor
 from tasks.steps.base_model import load_base_model
 from tasks.steps.card import write_model_card
 from tasks.steps.data import load_data
@@ -42,6 +44,7 @@ from tasks.steps.step import flow_run_name, label_flow_run
 from tasks.steps.validate import tracked_flow_run, validate_config
 from tasks.training.metrics import Contract
 
+UNFIT = ("stop_no_gain", "no_layer_groups")  # a candidate's last action that sends a tournament to the next one
 Trigger = Literal["manual", "schedule", "drift", "labels"]  # what started a run: its name and tags say so
 
 
@@ -90,20 +93,36 @@ def run_recipe(spec: Spec, tracking: TrackingRef, trigger: Trigger) -> RunSummar
     prepared = prepare(spec, tracking, dataset)                               # 2-4. audit, split, model
     split = prepared.split
     contract = prepared.contract                                              # the metric and its guard
+    anchor = cached(classic_anchor)(spec, dataset, split, tracking, contract)  # 5. the classic score to beat
+    prepared = replace(prepared, anchor=anchor)
     stages, decisions, trained = train_candidates(spec, prepared, tracking, contract)  # 5-6.
     selected = cached(select_on_validation)(spec, stages, decisions, tracking, contract, list(dataset.classes))
     chosen, prepared = trained[selected.name]                                 # the selected stage's base model
+    classic = against_anchor(chosen, selected, anchor, contract, decisions)   # one plain line when not beaten
     write_decision_log(chosen, decisions.entries, selected.name, tracking)
     selected = set_operating_point(chosen, dataset, split, selected, tracking, contract)  # per-class
     with promotion_lock(chosen):                                              # 7. test once, gate
         test = evaluate_once_on_test(chosen, dataset, split, selected, tracking, contract)
-        outcome = gate_and_register(chosen, dataset, split, selected, test, tracking)  # a version, no alias
+        outcome = gate_and_register(chosen, dataset, split, selected, test, tracking, classic)  # a version, no alias
         with all_or_nothing(chosen, outcome, tracking):                       # else the version is removed
             write_model_card(chosen, prepared, stages, selected, test, outcome, tracking, decisions.entries)
             store_drift_reference(chosen, dataset, split, selected, outcome, tracking)  # 7d. drift reference
             move_alias(chosen, outcome, tracking)                             # 7e. the last act
         announce_decision(chosen, outcome, tracking)                          # 7f. artifacts, event
     return RunSummary(chosen, tracking.run_id, prepared, stages, decisions.entries, selected, test, outcome)
+
+
+def against_anchor(chosen: OneModelSpec, selected: StageResult, anchor: ClassicAnchor, contract: Contract,
+                   decisions: Decisions) -> ClassicCheck | None:
+    """The selected model against the classic anchor on validation (None under gate.beat_classic:
+    off), said in one plain line and kept in the decision log."""
+    if chosen.gate.beat_classic == "off":
+        return None
+    check = check_against_anchor(selected.name, selected.val_scores, chosen.model.CLASSIC, anchor, contract,
+                                 chosen.gate.beat_classic)
+    decisions.add(selected.name, "beats_classic" if check.beaten else "below_classic", check.line(chosen.metric.key),
+                  {"best_val_metric": check.chosen_value})
+    return check
 
 
 def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, contract: Contract
@@ -116,6 +135,9 @@ def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, cont
     ranking = prepared.ranking(spec)
     stages: list[StageResult] = []
     decisions, trained = Decisions(), dict[str, tuple[OneModelSpec, Prepared]]()
+    if prepared.anchor:
+        decisions.add(ANCHOR_STAGE, "classic_anchor", prepared.anchor.describe(spec.metric.key) + ": the chosen "
+                      "model is compared with it on validation", {"best_val_metric": prepared.anchor.val_value})
     for rank, model in enumerate(ranking):
         one = spec.with_model(model)
         here = prepared if rank == 0 else replace(prepared, base_model=cached(load_base_model)(one))
@@ -128,13 +150,14 @@ def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, cont
         stages += found
         decisions.entries += log.entries
         trained |= {stage.name: (one, here) for stage in found}
-        if log.entries[-1]["action"] != "stop_no_gain" or rank + 1 == len(ranking):
+        if log.entries[-1]["action"] not in UNFIT or rank + 1 == len(ranking):
             break
         following = ranking[rank + 1]
+        why = ("gains nothing over its frozen baseline" if log.entries[-1]["action"] == "stop_no_gain" else
+               "is a classic model below the target, with nothing to fine-tune")
         decisions.add(found[-1].name, "next_candidate",
-                      f"{model.describe()} gains nothing over its frozen baseline; the tournament's "
-                      f"next candidate ({rank + 2} of {len(ranking)}) is {following.describe()}: its baseline and "
-                      "stages run next", {"candidate_rank": rank + 2})
+                      f"{model.describe()} {why}; the tournament's next candidate ({rank + 2} of {len(ranking)}) is "
+                      f"{following.describe()}: its baseline and stages run next", {"candidate_rank": rank + 2})
     return stages, decisions, trained
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from tasks.config.data_kinds import DATA_KINDS, DataSpec
 from tasks.config.data_kinds import data_spec as data_spec  # re-exported: `tasks.spec` is where configs are built
-from tasks.config.families import FAMILIES, FamilyOptions, ModelSpec, families_of
+from tasks.config.families import FAMILIES, FamilyOptions, ModelSpec, classic_model, families_of
 from tasks.core.errors import DataError
 
 DEFAULT_WORKDIR = ".transferflow"
@@ -131,6 +131,9 @@ class CandidatesSpec(_Frozen):
     max_params: int | None = Field(None, ge=1, description="Drop candidates whose encoder has more parameters.")
     min_throughput: float | None = Field(None, gt=0.0, description="Drop candidates that embed fewer inputs per "
                                                                   "second on this machine (measured).")
+    classic: bool = Field(True, description="Add the modality's classic family (tfidf, pixels, mfcc: "
+                                            "tasks/config/families/classic.py) as the last candidate, unless one "
+                                            "is listed: a transferred model must beat it to be chosen.")
 
     @model_validator(mode="after")
     def _distinct(self) -> CandidatesSpec:
@@ -282,6 +285,10 @@ class GateSpec(_Frozen):
     max_regression: float = Field(
         0.0, ge=0.0, le=1.0, description="A challenger that meets the target is still not promoted if it scores "
                                          "more than this below the current champion on the same test split.")
+    beat_classic: Literal["warn", "require", "off"] = Field(
+        "warn", description="When the chosen model does not beat the classic anchor (tasks/decisions/anchor.py) on "
+                            "validation: warn says so in the run, the card and the decision log; require also "
+                            "blocks promotion; off does not compare.")
 
 
 class DriftSpec(_Frozen):
@@ -358,17 +365,42 @@ class Spec(_Frozen):
         fields = {name: getattr(self, name) for name in type(self).model_fields} | {"model": model}
         return OneModelSpec.model_construct(_fields_set=self.model_fields_set, **fields)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _classic_candidate(cls, raw: Any) -> Any:
+        """A tournament includes its modality's classic family (`model.classic`, default true)."""
+        if not isinstance(raw, dict):
+            return raw
+        model, data = raw.get("model"), raw.get("data")
+        if not (isinstance(model, dict) and isinstance(model.get("candidates"), list) and model.get("classic", True)
+                and isinstance(data, dict) and data.get("kind") in DATA_KINDS):
+            return raw
+        listed = [str(c.get("family")) for c in model["candidates"] if isinstance(c, dict)]
+        if any(family in FAMILIES and FAMILIES[family].CLASSIC for family in listed):
+            return raw
+        classic = classic_model(DATA_KINDS[data["kind"]].MODALITY)
+        return {**raw, "model": {**model, "candidates": [*model["candidates"], {"family": classic.family}]}}
+
     @model_validator(mode="after")
     def _modality_matches(self) -> Spec:
         data_modality = self.data.MODALITY
         for model in self.candidates:
             self._check_modality(model, data_modality)
+        first = self.candidates[0]
+        if first.CLASSIC:
+            where = "model.candidates[0]" if self.tournament else "model"
+            pretrained = ", ".join(f for f in families_of(data_modality) if not FAMILIES[f].CLASSIC)
+            raise ValueError(
+                f"{where}: the classic family '{first.family}' cannot come first: the first model's embeddings "
+                "run the label audit and the leakage check, and every run scores the classic anchor anyway. Fix: "
+                f"name a pretrained model ({pretrained}) "
+                f"first, and list {first.family} after it in model.candidates")
         return self
 
     def _check_modality(self, model: FamilyOptions, data_modality: str) -> None:
         model_modality = model.MODALITY
         if data_modality != model_modality:
-            families = families_of(data_modality)
+            families = [f for f in families_of(data_modality) if not FAMILIES[f].CLASSIC]  # a classic one: never first
             raise ValueError(
                 f"model.family '{model.family}' reads {model_modality}s but data.kind "
                 f"'{self.data.kind}' holds {data_modality}s. Fix: use a family that reads {data_modality}s: "

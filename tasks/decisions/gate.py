@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tasks.config.spec import MetricSpec
+from tasks.decisions.anchor import ClassicCheck
 from tasks.training.metrics import Guard, classification_metrics, contract_value, meets_target
 
 
@@ -91,6 +92,7 @@ class GateDecision:
     max_regression: float
     guard: Guard | None = None      # the floor on the complementary score of a recall/precision contract
     guard_value: float | None = None  # that score on the test split
+    classic: ClassicCheck | None = None  # the chosen model against the classic anchor, on validation
 
     @property
     def verdict(self) -> str:
@@ -112,6 +114,10 @@ class GateDecision:
             text += f"; on the {self.exposure.fresh} fresh examples alone: {self.fresh_value:.4f}"
         elif self.exposure.seen_before and self.exposure.fresh:
             text += f" (too few for a fresh-only metric: gate.min_fresh_test is {self.min_fresh})"
+        if self.classic is not None and self.classic.policy != "off":
+            text += f"; classic anchor (gate.beat_classic: {self.classic.policy}): " + (
+                "beaten on validation" if self.classic.beaten else
+                f"NOT beaten on validation ({self.classic.chosen_value:.4f} against {self.classic.anchor_value:.4f})")
         if self.exposure.seen_before == self.exposure.n_test:
             text += ("; WARNING: every test example has informed earlier choices: treat this test split as a "
                      "validation set and add fresh labeled data")
@@ -130,13 +136,15 @@ def fresh_part_metric(y_true: np.ndarray, y_pred: np.ndarray, prior_uses: list[i
 
 def decide(test_value: float, metric: MetricSpec, exposure: Exposure, fresh_value: float | None, min_fresh: int,
            champion: ChampionComparison, max_regression: float, guard: Guard | None = None,
-           guard_value: float | None = None) -> GateDecision:
+           guard_value: float | None = None, classic: ClassicCheck | None = None) -> GateDecision:
     """Pass when the whole test split meets the target, keeps the guard (`guard_value`, the guarded
-    score on test, >= its floor) and the challenger does not trail the champion by more than
-    `max_regression` there; exposure and the fresh-only metric are evidence beside it."""
+    score on test, >= its floor), the challenger does not trail the champion by more than
+    `max_regression` there, and (under `gate.beat_classic: require`) it beat the classic anchor on
+    validation; exposure and the fresh-only metric are evidence beside it."""
     if guard is not None and guard_value is None:
         raise ValueError(f"guard {guard.key} given without its test value")
     decision = GateDecision(False, metric.key, test_value, metric.target, exposure, fresh_value, min_fresh,
-                            champion, max_regression, guard, guard_value)
-    passed = meets_target(test_value, metric) and decision.guard_holds and champion.allows(test_value, max_regression)
+                            champion, max_regression, guard, guard_value, classic)
+    passed = (meets_target(test_value, metric) and decision.guard_holds and champion.allows(test_value, max_regression)
+              and (classic is None or classic.allows()))
     return replace(decision, passed=passed)

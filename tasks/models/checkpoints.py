@@ -105,6 +105,7 @@ def build_classifier(checkpoint: Checkpoint) -> Classifier:
     from tasks.models.classifier import Classifier
 
     backbone = load_backbone(checkpoint.model)
+    backbone.restore_fit(checkpoint.weights)  # a classic family's fitted state sizes its features
     classifier = Classifier(backbone, nn.Linear(backbone.dim, len(checkpoint.classes)))
     classifier.load_state_dict(checkpoint.weights)  # strict: a checkpoint of another model fails here
     classifier.requires_grad_(False)

@@ -83,7 +83,8 @@ def embed_inputs(backbone: Backbone, inputs: list[str], batch_size: int, num_wor
     from tasks.models.devices import autocast, to_device
     from tasks.models.loader import Batches
 
-    device = next(backbone.module.parameters()).device if hasattr(backbone, "module") else torch.device("cpu")
+    weight = next(backbone.module.parameters(), None) if hasattr(backbone, "module") else None
+    device = weight.device if weight is not None else torch.device("cpu")  # a classic family has no weights
     batches = Batches(inputs, torch.zeros(len(inputs), dtype=torch.long), batch_size, backbone.preprocess,
                       num_workers=num_workers if len(inputs) > batch_size else 0, pin_memory=device.type == "cuda")
     outputs = []

@@ -54,6 +54,7 @@ class CardFacts:
     registered_version: str
     mlflow_run_id: str
     guideline: GuidelineFacts | None = None  # None: neither this run nor the champion named one
+    classic_anchor: str | None = None  # the classic anchor's validation score and the chosen model against it
 
 
 def render_model_card(facts: CardFacts) -> str:
@@ -64,7 +65,8 @@ def render_model_card(facts: CardFacts) -> str:
         f"- Success metric: {facts.metric}",
         f"- Test result: {facts.test_value:.4f} (target {facts.target:g})",
         *([f"- Guard: {facts.guard}"] if facts.guard else []),
-        f"- Operating point: {facts.operating_point}", "",
+        f"- Operating point: {facts.operating_point}",
+        *([f"- Classic anchor: {facts.classic_anchor}"] if facts.classic_anchor else []), "",
         "## Base model",
         f"- {facts.base_model}",
         f"- Source: {facts.base_model_source}",

@@ -30,8 +30,12 @@ def load_base_model(spec: OneModelSpec) -> BaseModelRef:
 
     backbone = load_backbone(spec.model)
     groups = len(backbone.layer_groups())
-    print(f"Base model {backbone.source}: {backbone.dim}-d embeddings, {groups} layer groups, "
-          f"{backbone.parameter_count:,} parameters")
+    if backbone.LEARNS_FEATURES:
+        print(f"Base model {spec.model.describe()}: classic features fitted on the training split at step 5, "
+              "no layer groups")
+    else:
+        print(f"Base model {backbone.source}: {backbone.dim}-d embeddings, {groups} layer groups, "
+              f"{backbone.parameter_count:,} parameters")
     return BaseModelRef(backbone.source, backbone.dim, groups, spec.model.family, spec.model.name,
                         backbone.weights.description, backbone.weights_sha256, backbone.parameter_count)
 
@@ -83,9 +87,11 @@ def measure_candidates(spec: Spec, dataset: DatasetRef, split: SplitRef) -> list
         throughput, peak = None, None
         dropped = constraint_failure(parameters, None, constraints)
         if not dropped:
+            backbone.fit_to(sample)  # a classic family's fit is part of its cost (a pretrained one: nothing)
             device = on_runtime_device(one.runtime.device, backbone)
             throughput, peak = measure_embedding(backbone, sample, one.train.batch_size, device,
                                                  resolve_num_workers(one.runtime.num_workers))
+            dim = backbone.dim  # a classic family's width is known once fitted
             dropped = constraint_failure(parameters, throughput, constraints)
         if dropped:
             print(f"{model.describe()}: {dropped}")

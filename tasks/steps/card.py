@@ -28,8 +28,11 @@ def write_model_card(spec: OneModelSpec, prepared: Prepared, stages: list[StageR
     input_size = spec.model.input_size
     card = render_model_card(CardFacts(
         task=spec.task, metric=spec.metric.describe(),
-        base_model=f"{spec.model.family} {spec.model.name}: {base_model.dim}-d embeddings, "
-                   f"{base_model.layer_groups} layer groups",
+        base_model=(f"{spec.model.describe()}: classic features fitted on the training split, a logistic regression "
+                    "head; no pretrained weights, no layer groups" if spec.model.CLASSIC else
+                    f"{spec.model.family} {spec.model.name}: {base_model.dim}-d embeddings, "
+                    f"{base_model.layer_groups} layer groups"),
+        classic_anchor=_anchor_line(spec, prepared, outcome),
         base_model_source=base_model.source,
         base_model_provenance={"family": base_model.family, "name": base_model.name,
                                "weights": base_model.weights, "weights sha256": base_model.weights_sha256,
@@ -61,6 +64,15 @@ def write_model_card(spec: OneModelSpec, prepared: Prepared, stages: list[StageR
     client.update_model_version(outcome.registration.model_name, outcome.registration.version,
                                 description=f"{card}\n## Calling it\n\nSend {INPUT_DESCRIPTION[modality]}.\n")
     return card
+
+
+def _anchor_line(spec: OneModelSpec, prepared: Prepared, outcome: GateOutcome) -> str | None:
+    """The anchor's score and how the chosen model compares (the one plain line), for the card."""
+    anchor, check = prepared.anchor, outcome.decision.classic
+    if anchor is None:
+        return None
+    line = anchor.describe(spec.metric.key) + " (trained on train, scored on validation, never on test)"
+    return line + (f". {check.line(spec.metric.key)}" if check else ". gate.beat_classic: off (not compared)")
 
 
 def guideline_facts(spec: OneModelSpec, client: MlflowClient, run_id: str,

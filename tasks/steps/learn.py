@@ -237,6 +237,12 @@ def gradual_unfreezing(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef,
                       "kept although it is below the target on validation", {"best_val_metric": baseline.val_value})
         return stages, decisions
     total_groups = len(_layer_groups_of(spec))
+    if total_groups == 0:  # a classic family: its features were fitted, there is nothing pretrained to unfreeze
+        decisions.add(baseline.name, "no_layer_groups", f"{spec.model.describe()} has no layer groups to unfreeze: "
+                      f"its validation {spec.metric.key} {baseline.val_value:.4f} is below the target "
+                      f"{spec.metric.target:g}, and no fine-tuning stage can change that",
+                      {"best_val_metric": baseline.val_value, "target": spec.metric.target})
+        return stages, decisions
     plan = StagePlan(1, f"{prefix}finetune-1", min(settings.groups_per_stage, total_groups),
                      class_weights=settings.class_weights == "on")
     best, class_weights = baseline, settings.class_weights == "on"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.audit.cross_check import CrossCheck
 from tasks.config.spec import Spec
 from tasks.data.split import SplitRef
+from tasks.decisions.anchor import ClassicAnchor
 from tasks.decisions.gate import ChampionComparison, Exposure, GateDecision
 from tasks.models.classifier import OperatingPoint
 from tasks.registry.serving import Registration
@@ -115,6 +116,7 @@ class Prepared:
     contract: Contract  # the declared metric and its guard, computed once from the training split
     tournament: Tournament | None = None
     report: ReportRef | None = None
+    anchor: ClassicAnchor | None = None  # step 5's classic anchor, once scored (training runs only)
 
     def ranking(self, spec: Spec) -> list[FamilyOptions]:
         """The base models to try, best first: the tournament's eligible ones, or the one model."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from tasks.config.spec import OneModelSpec
 from tasks.data.split import SplitRef
+from tasks.decisions.anchor import ClassicCheck
 from tasks.decisions.gate import ChampionComparison, GateDecision
 from tasks.registry.serving import Registration
 from tasks.steps.refs import DatasetRef, GateOutcome, StageResult, TestResult, TrackingRef
@@ -211,7 +212,7 @@ def evaluate_once_on_test(spec: OneModelSpec, dataset: DatasetRef, split: SplitR
 
 @step("7b gate and register")
 def gate_and_register(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, selected: StageResult,
-                      test: TestResult, tracking: TrackingRef) -> GateOutcome:
+                      test: TestResult, tracking: TrackingRef, classic: ClassicCheck | None = None) -> GateOutcome:
     from tasks.decisions.gate import decide
     from tasks.models.checkpoints import legacy_config, read_checkpoint
     from tasks.registry.evidence import log_evidence, version_tags
@@ -219,7 +220,7 @@ def gate_and_register(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, 
     from tasks.registry.serving import log_and_register
 
     decision = decide(test.value, spec.metric, test.exposure, test.fresh_value, spec.gate.min_fresh_test,
-                      test.champion, spec.gate.max_regression, test.guard, test.guard_value)
+                      test.champion, spec.gate.max_regression, test.guard, test.guard_value, classic)
     client = tracking.client
     champion_evidence = champion_tags(test.champion)
     evidence = {
@@ -236,6 +237,8 @@ def gate_and_register(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, 
         MANIFEST_TAG: f"{SPLIT_FOLDER}/{split.manifest_path.name}",
         "checkpoint_sha256": selected.checkpoint_sha256,
         "run_id": tracking.run_id, **{f"n_{name}": str(size) for name, size in split.sizes.items()},
+        **({"classic_anchor": classic.anchor, "classic_val_metric": f"{classic.anchor_value:.6f}",
+            "beats_classic": str(classic.beaten).lower()} if classic else {}),
     }
     log_evidence(client, tracking.run_id, evidence)  # all of it; the version shows a handful
     checkpoint = read_checkpoint(selected.checkpoint, legacy_config(spec.model, list(dataset.classes)))

@@ -1,5 +1,6 @@
 """The probe: a new linear head fit on a frozen backbone's cached embeddings, best epoch on
-validation. It is the feature-extraction baseline (step 5), and the score the base-model
+validation (for a classic family: a logistic regression on its fitted features, C chosen on
+validation). It is the feature-extraction baseline (step 5), and the score the base-model
 tournament (step 4) ranks every candidate by, with the same settings and seed."""
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ def probe_head(backbone: Any, examples: dict[str, pd.DataFrame], classes: list[s
     """Fit the head on `examples["train"]`, keep its best epoch on `examples["val"]` (input and
     label columns, indexed by example id). Embeddings come from the content-addressed cache under
     `workdir` (computed once per model, weights and preprocessing). Returns (fit, head, computed,
-    reused)."""
+    reused). A classic family (`LEARNS_FEATURES`) is fitted on the training inputs first and gets
+    a logistic regression with its C chosen on validation instead (`tasks.training.linear_head`)."""
+    if backbone.LEARNS_FEATURES:
+        from tasks.training.linear_head import probe_classic
+
+        linear, computed, reused = probe_classic(backbone, examples, classes, contract, workdir, train.seed,
+                                                 class_weights)
+        print(f"{backbone.spec.describe()}: {backbone.dim} features fitted on {len(examples['train'])} training "
+              f"examples; logistic regression C={linear.C:g} chosen on validation "
+              f"({', '.join(f'C={c:g}: {v:.4f}' for c, v in linear.sweep.items())})")
+        return linear.result, linear.head, computed, reused
     from tasks.models.classifier import class_indices, new_head
     from tasks.models.features import cached_embeddings, open_cache
     from tasks.models.loader import Batches

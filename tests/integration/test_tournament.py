@@ -6,6 +6,7 @@ winner's probe score against its separately trained baseline stage)."""
 import json
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -68,9 +69,10 @@ def test_the_table_holds_every_candidate_with_its_measurements(tournaments):
     summaries, client = tournaments
     rows = {row["model"]: row for row in logged_table(client, summaries["open"])}
     counts = independent_parameter_counts()
-    assert set(rows) == set(counts)
+    assert set(rows) == set(counts) | {"pixels"}  # the classic candidate, added last (model.classic)
+    assert rows["pixels"]["parameters"] == 0 and rows["pixels"]["dim"] == 32 * 32 * 3
     for model, row in rows.items():
-        assert row["parameters"] == counts[model] and row["dim"] == 1280
+        assert row["parameters"] == counts.get(model, 0) and row["dim"] == (1280 if model in counts else 3072)
         assert row["throughput"] > 0 and 0.0 <= row["val_value"] <= 1.0 and row["seconds"] > 0
     best = max(rows.values(), key=lambda r: (r["val_value"], r["throughput"]))
     assert best["status"] == "chosen" and sum(r["status"] == "chosen" for r in rows.values()) == 1
@@ -128,4 +130,38 @@ def test_the_other_candidate_is_embedded_in_shards_before_its_probe_which_only_r
     params = client.get_run(summary.run_id).data.params
     train_val = summary.split.sizes["train"] + summary.split.sizes["val"]
     assert params["embed_examples_candidate_2"] == params["embed_computed_candidate_2"] == str(train_val)
+    assert "embed_examples_candidate_3" not in params  # the classic candidate fits its features at its probe
     assert "embed_examples_candidate_2" not in client.get_run(summaries["small"].run_id).data.params
+
+
+def test_the_classic_anchor_scores_what_raw_pixels_and_a_logistic_regression_score_on_validation(tournaments):
+    """Recomputed with PIL, numpy and scikit-learn from the split manifest: trained on the training
+    ids only, each C of the grid scored on the validation ids, the best kept; the tournament's
+    classic candidate scored the same."""
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+
+    from tasks.training.linear_head import C_GRID
+    from tests.integration.evidence import image_labels, manifest_splits
+
+    summaries, client = tournaments
+    summary = summaries["open"]
+    truth = image_labels(summary.spec.data.path)
+    ids = manifest_splits(summary.split.manifest_path)
+
+    def pixels(part):
+        rows = [np.asarray(Image.open(truth[i][0]).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR),
+                           dtype=np.float64).ravel() / 255 for i in ids[part]]
+        return np.stack(rows), [truth[i][1] for i in ids[part]]
+
+    (train_x, train_y), (val_x, val_y) = pixels("train"), pixels("val")
+    mean, std = train_x.mean(0), train_x.std(0)
+    scale = lambda x: (x - mean) / np.where(std > 0, std, 1.0)  # noqa: E731
+    scores = [accuracy_score(val_y, LogisticRegression(C=C, max_iter=1000, random_state=0)
+                             .fit(scale(train_x), train_y).predict(scale(val_x))) for C in C_GRID]
+    logged = client.get_run(summary.run_id).data
+    assert logged.metrics["classic_val_metric"] == pytest.approx(max(scores), abs=1e-6)
+    assert logged.params["classic_anchor"] == "pixels"
+    rows = {row["model"]: row for row in logged_table(client, summary)}
+    assert rows["pixels"]["val_value"] == pytest.approx(max(scores), abs=1e-6)

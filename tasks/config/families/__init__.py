@@ -51,5 +51,14 @@ def families_of(modality: str) -> list[str]:
     return [name for name, options in FAMILIES.items() if modality == options.MODALITY]
 
 
-__all__ = ["FAMILIES", "NO_WEIGHTS", "FamilyOptions", "ModelSpec", "example_model", "families_of", "model_family",
+def classic_model(modality: str) -> FamilyOptions:
+    """The modality's classic family with its default options: the anchor every run scores."""
+    classic = [name for name in families_of(modality) if FAMILIES[name].CLASSIC]
+    if not classic:
+        raise ValueError(f"no classic family reads {modality}s: register one in tasks/config/families/classic.py")
+    return model_spec({"family": classic[0]})
+
+
+__all__ = ["FAMILIES", "NO_WEIGHTS", "FamilyOptions", "ModelSpec", "classic_model", "example_model", "families_of",
+           "model_family",
            "model_spec"]

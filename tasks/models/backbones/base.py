@@ -94,6 +94,7 @@ class Backbone(ABC):
     """A frozen-by-default pretrained encoder plus the preprocessing it was trained with."""
 
     SPLITS_EXACTLY: ClassVar[bool] = True  # False: `split_at` is unavailable, stages run the whole encoder
+    LEARNS_FEATURES: ClassVar[bool] = False  # True: a classic family, fitted on the training split (`fit_to`)
 
     def __init__(self, spec: FamilyOptions) -> None:
         self.spec = spec
@@ -123,6 +124,15 @@ class Backbone(ABC):
         self.module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))  # strict
         self.weights_sha256, self.started_from = sha256, origin
         self.freeze()
+
+    def fit_to(self, inputs: list[Any]) -> None:
+        """Learn the features from the training inputs: only classic families do (a pretrained
+        model learns nothing here)."""
+        return None
+
+    def restore_fit(self, weights: dict[str, torch.Tensor]) -> None:
+        """Take what `fit_to` learned from a classifier's state dict, before its head is built."""
+        return None
 
     @property
     @abstractmethod

@@ -79,7 +79,8 @@ def test_model_must_match_the_data_modality(tmp_path):
 
 def test_an_unknown_family_lists_the_registered_ones(tmp_path):
     message = error_of(config(tmp_path, family="keras"))
-    assert "model.family: write one of: hf_audio, hf_image, hf_text, spectrogram, timm, torchvision" in message
+    assert ("model.family: write one of: hf_audio, hf_image, hf_text, mfcc, pixels, spectrogram, tfidf, timm, "
+            "torchvision") in message
 
 
 def test_a_field_of_another_family_is_refused_with_the_familys_own_fields(tmp_path):
@@ -321,3 +322,43 @@ def test_cross_check_policies_are_checked(tmp_path):
                                                    "cross_check_policy: warn"))
     assert "data.cross_check.min_kappa: Input should be less than or equal to 1" in message
     assert "data.cross_check_policy: Input should be 'fail' or 'report'" in message
+
+
+TOURNAMENT = """
+task: Tell ants from bees.
+metric: {{name: accuracy, target: 0.9}}
+data: {{kind: image_folder, path: data}}
+model:
+  candidates: [{candidates}]
+  {classic}
+gate: {{beat_classic: {beat}}}
+registry: {{model_name: ants}}
+"""
+
+
+def tournament(tmp_path: Path, candidates="{family: torchvision, name: mobilenet_v2}", classic="", beat="warn"):
+    (tmp_path / "data").mkdir(exist_ok=True)
+    return write_config(tmp_path, TOURNAMENT.format(candidates=candidates, classic=classic, beat=beat))
+
+
+def test_a_tournament_includes_its_modalitys_classic_family_last_unless_told_not_to(tmp_path):
+    spec = load_spec(tournament(tmp_path))  # one pretrained candidate against the classic one
+    assert [m.describe() for m in spec.candidates] == ["torchvision:mobilenet_v2", "pixels"]
+    assert spec.candidates[-1].image_size == 32 and spec.gate.beat_classic == "warn"
+    listed = load_spec(tournament(tmp_path, "{family: torchvision, name: mobilenet_v2}, "
+                                            "{family: pixels, image_size: 16}"))
+    assert [m.describe() for m in listed.candidates] == ["torchvision:mobilenet_v2", "pixels"]
+    assert listed.candidates[-1].image_size == 16  # the listed one, not a second
+    off = tournament(tmp_path, "{family: torchvision, name: mobilenet_v2}, {family: timm, name: tf_efficientnet_lite0}",
+                     classic="classic: false")
+    assert [m.family for m in load_spec(off).candidates] == ["torchvision", "timm"]
+    assert "at least 2 items" in error_of(tournament(tmp_path, classic="classic: false"))
+
+
+def test_a_classic_family_cannot_come_first_and_the_error_says_what_to_do(tmp_path):
+    message = error_of(config(tmp_path, family="pixels", model="pixels"))
+    assert "model: the classic family 'pixels' cannot come first" in message
+    assert "Fix: name a pretrained model (hf_image, timm, torchvision) first" in message
+    message = error_of(tournament(tmp_path, "{family: pixels}, {family: torchvision, name: mobilenet_v2}"))
+    assert "model.candidates[0]: the classic family 'pixels' cannot come first" in message
+    assert "gate.beat_classic" in error_of(tournament(tmp_path, beat="always"))
