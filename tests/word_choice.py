@@ -1,7 +1,8 @@
 """A text task where word choice decides: support tickets routed to the team that owns the product
 line their reference code names. The questions are real banking77 texts, drawn independently of
-the label; only the code's letters (XK, KX, XQ, QX: the same letters in another order) tell the
-classes apart. A sentence embedding hears "a banking question with a reference" in all four; a
+the label; only the code's letters (XK, KX, XQ, QX, KQ, QK: two of three letters, in either
+order) tell the
+classes apart. A sentence embedding hears "a banking question with a reference" in all six; a
 bag of character n-grams reads the code."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import csv
 import random
 from pathlib import Path
 
-PRODUCT_LINES = ("XK", "KX", "XQ", "QX")
+PRODUCT_LINES = ("XK", "KX", "XQ", "QX", "KQ", "QK")
 
 
 def word_choice_csv(banking77_train: Path, destination: Path, per_line: int, seed: int = 0) -> Path:
