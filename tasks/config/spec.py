@@ -387,11 +387,12 @@ class Spec(_Frozen):
         for model in self.candidates:
             self._check_modality(model, data_modality)
         first = self.candidates[0]
-        if first.CLASSIC:
+        if first.FITS_ON_TRAIN:
             where = "model.candidates[0]" if self.tournament else "model"
-            pretrained = ", ".join(f for f in families_of(data_modality) if not FAMILIES[f].CLASSIC)
+            pretrained = ", ".join(f for f in families_of(data_modality) if not FAMILIES[f].FITS_ON_TRAIN)
             raise ValueError(
-                f"{where}: the classic family '{first.family}' cannot come first: the first model's embeddings "
+                f"{where}: the family '{first.family}' fits its features on the training split, so it cannot come "
+                "first: the first model's embeddings "
                 "run the label audit and the leakage check, and every run scores the classic anchor anyway. Fix: "
                 f"name a pretrained model ({pretrained}) "
                 f"first, and list {first.family} after it in model.candidates")
@@ -400,7 +401,7 @@ class Spec(_Frozen):
     def _check_modality(self, model: FamilyOptions, data_modality: str) -> None:
         model_modality = model.MODALITY
         if data_modality != model_modality:
-            families = [f for f in families_of(data_modality) if not FAMILIES[f].CLASSIC]  # a classic one: never first
+            families = [f for f in families_of(data_modality) if not FAMILIES[f].FITS_ON_TRAIN]  # never first
             raise ValueError(
                 f"model.family '{model.family}' reads {model_modality}s but data.kind "
                 f"'{self.data.kind}' holds {data_modality}s. Fix: use a family that reads {data_modality}s: "

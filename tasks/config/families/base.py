@@ -34,6 +34,7 @@ class FamilyOptions(BaseModel):
 
     MODALITY: ClassVar[str]          # "image" | "text" | "audio": what the model reads
     CLASSIC: ClassVar[bool] = False  # fitted on the training split, no pretrained weights (families/classic.py)
+    FITS_ON_TRAIN: ClassVar[bool] = False  # learns features from the training split: never the first model
     INPUT_SIZE: ClassVar[str]        # the field that sizes its inputs, for the model card
     ADAPTER: ClassVar[str]           # the module whose @adapter class loads it (imports torch)
     SERVING_REQUIREMENTS: ClassVar[tuple[str, ...]] = ()  # pip lines a served model needs beyond the core

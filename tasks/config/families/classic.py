@@ -21,6 +21,7 @@ class ClassicOptions(FamilyOptions):
     """What the classic families share: fitted on train, read by a regularized linear head."""
 
     CLASSIC: ClassVar[bool] = True
+    FITS_ON_TRAIN: ClassVar[bool] = True
     ADAPTER = "tasks.models.backbones.classic_models"
 
     def describe(self) -> str:

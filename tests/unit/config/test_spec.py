@@ -79,8 +79,8 @@ def test_model_must_match_the_data_modality(tmp_path):
 
 def test_an_unknown_family_lists_the_registered_ones(tmp_path):
     message = error_of(config(tmp_path, family="keras"))
-    assert ("model.family: write one of: hf_audio, hf_image, hf_text, mfcc, pixels, spectrogram, tfidf, timm, "
-            "torchvision") in message
+    assert ("model.family: write one of: hf_audio, hf_image, hf_text, hybrid, mfcc, pixels, spectrogram, tfidf, "
+            "timm, torchvision") in message
 
 
 def test_a_field_of_another_family_is_refused_with_the_familys_own_fields(tmp_path):
@@ -357,8 +357,8 @@ def test_a_tournament_includes_its_modalitys_classic_family_last_unless_told_not
 
 def test_a_classic_family_cannot_come_first_and_the_error_says_what_to_do(tmp_path):
     message = error_of(config(tmp_path, family="pixels", model="pixels"))
-    assert "model: the classic family 'pixels' cannot come first" in message
+    assert "model: the family 'pixels' fits its features on the training split, so it cannot come first" in message
     assert "Fix: name a pretrained model (hf_image, timm, torchvision) first" in message
     message = error_of(tournament(tmp_path, "{family: pixels}, {family: torchvision, name: mobilenet_v2}"))
-    assert "model.candidates[0]: the classic family 'pixels' cannot come first" in message
+    assert "model.candidates[0]: the family 'pixels' fits its features" in message
     assert "gate.beat_classic" in error_of(tournament(tmp_path, beat="always"))

