@@ -155,7 +155,8 @@ class Page:
             return f"list of {item}" + (f" (at least {field['minItems']})" if "minItems" in field else "")
         if kind == "object":
             keys = field.get("propertyNames", {}).get("enum")
-            values = self._type(field.get("additionalProperties", {}))
+            extra = field.get("additionalProperties", {})
+            values = self._type(extra) if isinstance(extra, dict) and extra else "any value"  # dict[str, Any]
             return (f"mapping of {' / '.join(f'`{key}`' for key in keys)} to {values}" if keys
                     else f"mapping to {values}")
         if kind == "string" and field.get("format") == "path":
