@@ -172,6 +172,13 @@ class TrainSpec(_Frozen):
     head_patience: int = Field(10, ge=1, description="Head epochs without validation gain before stopping.")
     weight_decay: float = Field(1e-4, ge=0.0)
     seed: int = 0
+    head: Literal["linear", "mlp", "auto"] = Field(
+        "linear", description="The head on the embeddings: linear; mlp, one hidden layer of mlp_hidden ReLU units "
+                              "with dropout mlp_dropout; auto fits both on the cached embeddings and keeps the better "
+                              "on validation (a tie keeps linear). The fine-tuning stages keep the chosen head. "
+                              "Classic and hybrid families always get a logistic regression.")
+    mlp_hidden: int = Field(256, ge=1, description="Hidden units of the mlp head.")
+    mlp_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout before the mlp head's output layer.")
 
     @model_validator(mode="before")
     @classmethod

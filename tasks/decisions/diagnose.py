@@ -23,8 +23,11 @@ LAGGING_CLASS_GAP = 0.15  # a class's recall this far below the mean recall is c
 # the target is `stop_stalled` (fine-tuning this base model has given what it can).
 # `stop_max_stages` is never the curves' own answer: it replaces one that asks for another stage
 # when `finetune.max_stages` stages have run (`capped_by_max_stages`), so the log says what was done.
+# `extend_stage` comes before `stop_no_gain` once: a first stage too short to tell (its best epoch
+# is its last, or its training loss still fell fast at the end) runs again from its own best weights.
 Action = Literal["unfreeze_next", "retry_regularized", "stop_overfit", "stop_no_gain", "stop_stalled",
-                 "class_weights_on", "lock_in", "stop_max_stages"]
+                 "class_weights_on", "lock_in", "stop_max_stages", "extend_stage"]
+STILL_FALLING = 0.10  # the last epoch cut the training loss by at least this share: the stage was still learning
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class StageContext:
     best_before_guard_ok: bool = True  # the best result so far keeps it
     min_delta: float = 0.0             # a smaller gain is no gain (finetune.early_stopping.min_delta)
     may_weight_classes: bool = True    # False under `finetune.class_weights: off`: a lagging class is only named
+    extended: bool = False             # this stage already ran again because it was too short to tell
 
 
 def decide_next_step(stage: FitResult, context: StageContext, metric: MetricSpec,
@@ -97,6 +101,13 @@ def _progress(stage: FitResult, context: StageContext, metric: MetricSpec, guard
     improved = beats(stage.best_val_metric, guard_ok, context.best_before, context.best_before_guard_ok)
     if context.stage_number == 1 and not beats(stage.best_val_metric, guard_ok, context.baseline_value,
                                                context.baseline_guard_ok):
+        still_learning = too_short_to_tell(stage)
+        if still_learning and not context.extended:
+            return StageDecision("extend_stage", f"no gain over the frozen baseline yet ({stage.best_val_metric:.4f} "
+                                 f"vs {context.baseline_value:.4f}), but the stage was too short to tell: "
+                                 f"{still_learning}; it runs once more, {len(stage.history)} more epoch(s) from its "
+                                 "own best weights, before the base model is called unfit",
+                                 numbers | {"extra_epochs": float(len(stage.history))})
         return StageDecision("stop_no_gain", f"no gain over the frozen baseline ({stage.best_val_metric:.4f} vs "
                              f"{context.baseline_value:.4f}): the base model is likely unfit for this data; the "
                              "baseline is kept", numbers)
@@ -116,6 +127,18 @@ def _progress(stage: FitResult, context: StageContext, metric: MetricSpec, guard
             else f"train and validation improve together (validation {metric.key} {context.best_before:.4f} -> "
                  f"{stage.best_val_metric:.4f}) below the target {metric.target:g}")
     return StageDecision("unfreeze_next", f"{what}: unfreeze the next layer group(s)", numbers)
+
+
+def too_short_to_tell(stage: FitResult) -> str:
+    """'' or why the stage's curves had not settled: the best epoch is the last one, or the last
+    epoch still cut the training loss by STILL_FALLING or more."""
+    history = stage.history
+    if stage.best_epoch == len(history):
+        return f"its best epoch is its last ({stage.best_epoch} of {len(history)})"
+    if len(history) >= 2 and history[-1].train_loss <= (1 - STILL_FALLING) * history[-2].train_loss:
+        return (f"its training loss still fell {1 - history[-1].train_loss / history[-2].train_loss:.0%} in the last "
+                "epoch")
+    return ""
 
 
 def capped_by_max_stages(decision: StageDecision, max_stages: int) -> StageDecision:

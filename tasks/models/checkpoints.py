@@ -42,6 +42,7 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None  # optimizer.state_dict(), for resuming
     scheduler: dict[str, Any] | None = None  # lr scheduler state_dict(), for resuming
     rng: dict[str, Any] | None = None        # capture_rng(), for resuming
+    head: dict[str, Any] | None = None       # HeadShape.as_dict(); None: linear (checkpoints from before)
     format_version: int = FORMAT_VERSION    # 0: read from a legacy bare state dict
 
     def for_serving(self) -> Checkpoint:
@@ -59,7 +60,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
         "unfrozen_groups": checkpoint.unfrozen_groups, "epoch": checkpoint.epoch,
         "operating_point": checkpoint.operating_point.as_dict() if checkpoint.operating_point else None,
         "weights": checkpoint.weights, "optimizer": checkpoint.optimizer, "scheduler": checkpoint.scheduler,
-        "rng": checkpoint.rng,
+        "rng": checkpoint.rng, "head": checkpoint.head,
     }
     return write_atomic(path, lambda handle: torch.save(stored, handle))
 
@@ -94,19 +95,19 @@ def _from_stored(path: Path, stored: dict[str, Any]) -> Checkpoint:
         model=model_spec(stored["model"], lenient=True), classes=list(stored["classes"]), weights=stored["weights"],
         stage=stored["stage"], unfrozen_groups=stored["unfrozen_groups"], epoch=stored["epoch"],
         operating_point=OperatingPoint.from_dict(point) if point else None, optimizer=stored["optimizer"],
-        scheduler=stored["scheduler"], rng=stored["rng"], format_version=stored["format_version"])
+        scheduler=stored["scheduler"], rng=stored["rng"], head=stored.get("head"),
+        format_version=stored["format_version"])
 
 
 def build_classifier(checkpoint: Checkpoint) -> Classifier:
     """The checkpoint's classifier on a freshly loaded backbone: frozen, in eval mode."""
-    from torch import nn
-
     from tasks.models.backbones import load_backbone
-    from tasks.models.classifier import Classifier
+    from tasks.models.classifier import Classifier, HeadShape, new_head
 
     backbone = load_backbone(checkpoint.model)
     backbone.restore_fit(checkpoint.weights)  # a classic family's fitted state sizes its features
-    classifier = Classifier(backbone, nn.Linear(backbone.dim, len(checkpoint.classes)))
+    classifier = Classifier(backbone, new_head(backbone.dim, len(checkpoint.classes), 0,
+                                               HeadShape.from_dict(checkpoint.head)))
     classifier.load_state_dict(checkpoint.weights)  # strict: a checkpoint of another model fails here
     classifier.requires_grad_(False)
     classifier.eval()

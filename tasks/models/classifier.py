@@ -18,9 +18,9 @@ from tasks.models.loader import Batches
 
 
 class Classifier(nn.Module):
-    """Backbone encoder + linear head: raw inputs (preprocessed) -> class logits."""
+    """Backbone encoder + head (linear, or a small MLP): raw inputs (preprocessed) -> class logits."""
 
-    def __init__(self, backbone: Backbone, head: nn.Linear) -> None:
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.encoder = backbone.module  # registered so parameters and state_dict include it
@@ -40,8 +40,35 @@ def predict_proba(model: nn.Module, batches: Batches) -> np.ndarray:
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
 
 
-def new_head(dim: int, n_classes: int, seed: int) -> nn.Linear:
+@dataclass(frozen=True)
+class HeadShape:
+    """What the head on the embeddings is: `linear`, or `mlp` (one hidden ReLU layer, dropout)."""
+
+    kind: str = "linear"
+    hidden: int = 0
+    dropout: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The form a checkpoint stores (plain values)."""
+        return {"kind": self.kind, "hidden": self.hidden, "dropout": self.dropout}
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any] | None) -> HeadShape:
+        """None (a checkpoint from before heads had shapes): linear."""
+        return cls(str(stored["kind"]), int(stored["hidden"]), float(stored["dropout"])) if stored else cls()
+
+    def describe(self) -> str:
+        return "linear head" if self.kind == "linear" else f"MLP head ({self.hidden} hidden, dropout {self.dropout:g})"
+
+
+LINEAR = HeadShape()
+
+
+def new_head(dim: int, n_classes: int, seed: int, shape: HeadShape = LINEAR) -> nn.Module:
     torch.manual_seed(seed)
+    if shape.kind == "mlp":
+        return nn.Sequential(nn.Linear(dim, shape.hidden), nn.ReLU(), nn.Dropout(shape.dropout),
+                             nn.Linear(shape.hidden, n_classes))
     return nn.Linear(dim, n_classes)
 
 

@@ -112,8 +112,8 @@ def probe_candidate(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, co
     started = time.perf_counter()
     backbone = load_backbone(spec.model)
     device = on_runtime_device(spec.runtime.device, backbone)
-    result, _, _, _ = probe_head(backbone, dataset.train_val_examples(split), list(dataset.classes), spec.train,
-                                 contract, device, spec.workdir, resolve_num_workers(spec.runtime.num_workers))
+    result = probe_head(backbone, dataset.train_val_examples(split), list(dataset.classes), spec.train,
+                        contract, device, spec.workdir, resolve_num_workers(spec.runtime.num_workers)).result
     scores = result.best.val_scores
     guard_value = scores[contract.guard.key] if contract.guard else None
     print(f"{spec.model.describe()}: validation {spec.metric.key} {result.best_val_metric:.4f}, "

@@ -47,6 +47,7 @@ class StagePlan:
     groups: int
     regularized: bool = False
     class_weights: bool = False
+    extended: bool = False  # the same stage again from its own best weights: the first run was too short to tell
 
 
 def baseline_name(prefix: str, class_weights: bool) -> str:
@@ -110,26 +111,28 @@ def train_baseline(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, tra
         if start:
             backbone.load_starting_point(start.weights, start.sha256, start.describe())
         device = on_runtime_device(spec.runtime.device, backbone)
-        result, head, computed, reused = probe_head(
-            backbone, examples, classes, spec.train, contract, device, spec.workdir,
-            resolve_num_workers(spec.runtime.num_workers), class_weights)
+        probe = probe_head(backbone, examples, classes, spec.train, contract, device, spec.workdir,
+                           resolve_num_workers(spec.runtime.num_workers), class_weights)
+        result, head, computed, reused = probe.result, probe.head, probe.computed, probe.reused
         weights = (class_weights_for(class_indices(examples["train"]["label"], classes), len(classes))
                    if class_weights else None)
         backbone.module.to("cpu")
         head.to("cpu")
         meets = contract.meets(result.best.val_scores)
         origin = start.describe() if start else "pretrained"
-        notes = (f"frozen {spec.model.name} ({origin}), linear head"
+        head_words = ("logistic regression, C chosen on validation" if backbone.LEARNS_FEATURES
+                      else probe.shape.describe())
+        notes = (f"frozen {spec.model.name} ({origin}), {head_words}" + (f" ({probe.choice})" if probe.choice else "")
                  + (", class-weighted loss" if class_weights else "")
                  + f"; {computed} embeddings computed, {reused} reused; "
                  + ("meets the target on validation" if meets else "below target on validation"))
         params: dict[str, object] = {"embeddings_computed": computed, "embeddings_reused": reused,
                                      "lr": spec.train.head_learning_rate, "started_from": origin,
-                                     "class_weights": class_weights, "unfrozen_groups": 0}
+                                     "class_weights": class_weights, "unfrozen_groups": 0, "head": probe.shape.kind}
         if weights is not None:
             params["class_weight_values"] = ",".join(f"{w:.3f}" for w in weights.tolist())
         return _record_stage(spec, tracking, run_id, name, Classifier(backbone, head), result, notes, params,
-                             origin, contract, unfrozen_groups=0, classes=classes)
+                             origin, contract, unfrozen_groups=0, classes=classes, head=probe.shape.as_dict())
 
 
 @step("6 fine-tuning stage", run_name="6 fine-tuning {plan.name}")  # one run per stage: finetune-2, ...
@@ -148,7 +151,7 @@ def fine_tune_stage(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, st
         settings = spec.finetune
         device = resolve_device(spec.runtime.device)
         examples, classes = dataset.train_val_examples(split), list(dataset.classes)
-        classifier, _ = restore_classifier_from(start.checkpoint, legacy_config(spec.model, classes))
+        classifier, restored = restore_classifier_from(start.checkpoint, legacy_config(spec.model, classes))
         backbone = classifier.backbone
         groups = backbone.layer_groups()
         depth = min(plan.groups, len(groups))
@@ -188,7 +191,7 @@ def fine_tune_stage(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef, st
             "device": str(device), "num_workers": resolve_num_workers(spec.runtime.num_workers),
             "prefix_cache": prefix_note.startswith("frozen prefix cached")}
         return _record_stage(spec, tracking, run_id, plan.name, classifier, result, notes, params, start.started_from,
-                             contract, unfrozen_groups=depth, classes=classes)
+                             contract, unfrozen_groups=depth, classes=classes, head=restored.head)  # the same head
 
 
 def _stage_inputs(spec: OneModelSpec, classifier: Any, depth: int, augment: str, examples: dict[str, pd.DataFrame],
@@ -246,15 +249,16 @@ def gradual_unfreezing(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef,
     plan = StagePlan(1, f"{prefix}finetune-1", min(settings.groups_per_stage, total_groups),
                      class_weights=settings.class_weights == "on")
     best, class_weights = baseline, settings.class_weights == "on"
+    start = best
     while True:
-        stage = cached(fine_tune_stage)(spec, dataset, split, best, plan, tracking, contract)
+        stage = cached(fine_tune_stage)(spec, dataset, split, start, plan, tracking, contract)
         stages.append(stage)
         context = StageContext(
             stage_number=plan.number, baseline_value=baseline.val_value, best_before=best.val_value,
             patience=settings.early_stopping.patience, retried=plan.regularized, class_weights=class_weights,
             groups_left=total_groups - plan.groups, baseline_guard_ok=contract.guard_holds(baseline.val_scores),
             best_before_guard_ok=contract.guard_holds(best.val_scores), min_delta=settings.early_stopping.min_delta,
-            may_weight_classes=settings.class_weights != "off")
+            may_weight_classes=settings.class_weights != "off", extended=plan.extended)
         decision = decide_next_step(stage.as_fit(), context, spec.metric, list(dataset.classes), contract.guard)
         if contract.better(stage.val_scores, best.val_scores):
             best = stage
@@ -272,6 +276,7 @@ def gradual_unfreezing(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef,
                 best = refit
         if next_plan is None:
             return stages, decisions
+        start = stage if next_plan.extended else best  # an extended stage goes on from where it stopped
         plan = next_plan
 
 
@@ -279,6 +284,9 @@ def _next_plan(decision: StageDecision, plan: StagePlan, per_stage: int, total_g
                class_weights: bool, prefix: str = "") -> StagePlan | None:
     """The stage a decision asks for, or None when it says stop."""
     deeper = min(plan.groups + per_stage, total_groups)
+    if decision.action == "extend_stage":
+        return StagePlan(plan.number, f"{plan.name}-extended", plan.groups, regularized=plan.regularized,
+                         class_weights=class_weights, extended=True)
     if decision.action == "retry_regularized":
         return StagePlan(plan.number, f"{plan.name}-retry", plan.groups, regularized=True,
                          class_weights=class_weights)
@@ -342,7 +350,7 @@ def _stage_run(tracking: TrackingRef, name: str) -> Iterator[str]:
 
 def _record_stage(spec: OneModelSpec, tracking: TrackingRef, run_id: str, name: str, classifier: torch.nn.Module,
                   result: FitResult, notes: str, params: dict[str, object], started_from: str, contract: Contract,
-                  unfrozen_groups: int, classes: list[str]) -> StageResult:
+                  unfrozen_groups: int, classes: list[str], head: dict[str, Any] | None = None) -> StageResult:
     """Checkpoint the stage (its best epoch, and its last epoch beside it with the optimizer,
     scheduler and random states, so a later version can resume a killed run) and log it in its
     nested MLflow run `run_id` (`_stage_run`) under the flow's parent run."""
@@ -354,7 +362,7 @@ def _record_stage(spec: OneModelSpec, tracking: TrackingRef, run_id: str, name: 
 
     folder = spec.workdir / "checkpoints" / tracking.run_id
     best = Checkpoint(model=spec.model, classes=classes, weights=_own_weights(classifier), stage=name,
-                      unfrozen_groups=unfrozen_groups, epoch=result.best_epoch)
+                      unfrozen_groups=unfrozen_groups, epoch=result.best_epoch, head=head)
     checkpoint = save_checkpoint(folder / f"{name}.pt", best)
     if result.last_state:
         last = result.last_state

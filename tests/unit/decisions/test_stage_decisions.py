@@ -48,7 +48,8 @@ def test_a_stall_shorter_than_patience_is_not_overfitting():
 
 
 def test_no_gain_over_the_baseline_after_the_first_stage_stops():
-    decision = decide_next_step(stage([0.68, 0.70], [0.5, 0.45]), context(), ACCURACY, CLASSES)
+    settled = stage([0.70, 0.69], [0.5, 0.47])  # best epoch not the last, training loss no longer falling fast
+    decision = decide_next_step(settled, context(), ACCURACY, CLASSES)
     assert decision.action == "stop_no_gain" and "base model is likely unfit" in decision.reason
     later = decide_next_step(stage([0.74, 0.75], [0.5, 0.45]), context(stage_number=2, best_before=0.80),
                              ACCURACY, CLASSES)
@@ -101,3 +102,16 @@ def test_the_contracts_own_class_lags_when_only_it_misses_the_target(spam, ham, 
     metric = MetricSpec(name="f1", **{"class": "spam"}, target=0.9)
     scores = {"recall_ham": 0.9, "recall_spam": 0.85, "f1_spam": spam, "f1_ham": ham}  # recalls close: no gap
     assert bool(lagging_classes(scores, metric, ["ham", "spam"])) is expected
+
+
+@pytest.mark.parametrize("curves,why", [
+    (([0.66, 0.70], [0.6, 0.55]), "its best epoch is its last (2 of 2)"),
+    (([0.70, 0.69], [0.6, 0.5]), "its training loss still fell 17% in the last epoch"),
+])
+def test_a_first_stage_too_short_to_tell_runs_once_more_before_no_gain_is_called(curves, why):
+    short = stage(*curves)
+    first = decide_next_step(short, context(), ACCURACY, CLASSES)
+    assert first.action == "extend_stage" and why in first.reason and first.numbers["extra_epochs"] == 2
+    assert "2 more epoch(s) from its own best weights" in first.reason
+    again = decide_next_step(short, context(extended=True), ACCURACY, CLASSES)
+    assert again.action == "stop_no_gain"  # extended once only

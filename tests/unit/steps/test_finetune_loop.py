@@ -158,9 +158,23 @@ def test_class_weights_on_weights_every_stage_from_the_first_and_off_never_turns
 
 
 def test_no_gain_after_the_first_stage_keeps_the_baseline_and_stops(monkeypatch):
-    stand_in, stages, log = run_loop(monkeypatch, [([0.66, 0.70], [0.6, 0.5], {})], max_stages=3)
+    stand_in, stages, log = run_loop(monkeypatch, [([0.70, 0.69], [0.6, 0.58], {})], max_stages=3)
     assert log == [("finetune-1", "stop_no_gain")] and len(stand_in.plans) == 1
     assert choose_stage(stages, Contract(ACCURACY)).name == "baseline"
+
+
+def test_a_first_stage_too_short_to_tell_goes_on_from_its_own_weights_once(monkeypatch):
+    """Its best epoch was its last: the same depth runs again from that stage (not from the better
+    baseline), and only then is no gain called; an extension that gains unfreezes on as usual."""
+    short = ([0.66, 0.69], [0.6, 0.55], {})
+    stand_in, _, log = run_loop(monkeypatch, [short, ([0.69, 0.68], [0.5, 0.49], {})], max_stages=3)
+    assert [(p.name, p.groups, p.extended, start) for p, start in stand_in.plans] == [
+        ("finetune-1", 1, False, "baseline"), ("finetune-1-extended", 1, True, "finetune-1")]
+    assert log == [("finetune-1", "extend_stage"), ("finetune-1-extended", "stop_no_gain")]
+    stand_in, _, log = run_loop(monkeypatch, [short, ([0.72, 0.76], [0.5, 0.45], {}), ([0.8, 0.8], [0.4, 0.4], {})],
+                                max_stages=2)
+    assert log[:2] == [("finetune-1", "extend_stage"), ("finetune-1-extended", "unfreeze_next")]
+    assert stand_in.plans[2][0].name == "finetune-2" and stand_in.plans[2][1] == "finetune-1-extended"
 
 
 def test_no_stage_runs_when_the_baseline_meets_the_target_or_fine_tuning_is_off(monkeypatch):
