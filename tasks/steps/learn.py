@@ -249,9 +249,9 @@ def gradual_unfreezing(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef,
     plan = StagePlan(1, f"{prefix}finetune-1", min(settings.groups_per_stage, total_groups),
                      class_weights=settings.class_weights == "on")
     best, class_weights = baseline, settings.class_weights == "on"
-    start = best
+    from_stage = best
     while True:
-        stage = cached(fine_tune_stage)(spec, dataset, split, start, plan, tracking, contract)
+        stage = cached(fine_tune_stage)(spec, dataset, split, from_stage, plan, tracking, contract)
         stages.append(stage)
         context = StageContext(
             stage_number=plan.number, baseline_value=baseline.val_value, best_before=best.val_value,
@@ -276,7 +276,7 @@ def gradual_unfreezing(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef,
                 best = refit
         if next_plan is None:
             return stages, decisions
-        start = stage if next_plan.extended else best  # an extended stage goes on from where it stopped
+        from_stage = stage if next_plan.extended else best  # an extended stage goes on from where it stopped
         plan = next_plan
 
 
