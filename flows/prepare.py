@@ -62,7 +62,8 @@ def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None
         return Prepared(dataset, quality, split, models[0], contract, report=report)
     measured = cached(measure_candidates)(spec, dataset, split)              # each alone on the machine
     for candidate in eligible(measured):
-        if candidate and not spec.candidates[candidate].CLASSIC:  # the first is embedded (3a); a classic one at 5
+        if candidate and not spec.candidates[candidate].FITS_ON_TRAIN:  # the first is embedded (3a); a classic or
+            # hybrid one fits its own features at its probe
             embed_examples(spec, dataset, split, tracking, candidate)         # train + val, in shards
     tournament = choose_base_model(spec, dataset, split, tracking, contract, measured)
     return Prepared(dataset, quality, split, cached(load_base_model)(spec.with_model(tournament.chosen)), contract,

@@ -154,7 +154,7 @@ def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, cont
             break
         following = ranking[rank + 1]
         why = ("gains nothing over its frozen baseline" if log.entries[-1]["action"] == "stop_no_gain" else
-               "is a classic model below the target, with nothing to fine-tune")
+               "is below the target with no layer groups to fine-tune")
         decisions.add(found[-1].name, "next_candidate",
                       f"{model.describe()} {why}; the tournament's next candidate ({rank + 2} of {len(ranking)}) is "
                       f"{following.describe()}: its baseline and stages run next", {"candidate_rank": rank + 2})

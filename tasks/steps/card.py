@@ -28,8 +28,8 @@ def write_model_card(spec: OneModelSpec, prepared: Prepared, stages: list[StageR
     input_size = spec.model.input_size
     card = render_model_card(CardFacts(
         task=spec.task, metric=spec.metric.describe(),
-        base_model=(f"{spec.model.describe()}: classic features fitted on the training split, a logistic regression "
-                    "head; no pretrained weights, no layer groups" if spec.model.CLASSIC else
+        base_model=(f"{spec.model.describe()}: features fitted on the training split, a logistic regression head; "
+                    "no layer groups to fine-tune" if spec.model.FITS_ON_TRAIN else
                     f"{spec.model.family} {spec.model.name}: {base_model.dim}-d embeddings, "
                     f"{base_model.layer_groups} layer groups"),
         classic_anchor=_anchor_line(spec, prepared, outcome),
