@@ -89,3 +89,54 @@ def choose_threshold(p_class: np.ndarray, is_class: np.ndarray, contract: Contra
 
     best = max(meeting or keeping, key=rank)
     return OperatingPoint(metric.class_name, float(table["threshold"][best]))
+
+
+
+def trials_to_reach(score: float, trials: int, test_to_val: float, confidence: float, target: float) -> int:
+    """The fewest validation trials at which `score`'s lower bound reaches `target` (score >= target)."""
+    def meets(n: int) -> bool:
+        return float(lower_bound(np.array(score), np.array(n), test_to_val, confidence)) >= target
+
+    high = max(trials, 1)
+    while not meets(high) and high < 10_000_000:
+        high *= 2
+    low = 0  # meets(0) is False: no trial, no evidence
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if meets(middle) else (middle, high)
+    return high
+
+
+def confidence_to_accept(score: float, trials: int, test_to_val: float, target: float, confidence: float) -> float:
+    """The highest confidence (at most `confidence`, at least 0.5, where the bound is the score)
+    at which `score` on `trials` validation trials already has its lower bound at `target`."""
+    def meets(level: float) -> bool:
+        return float(lower_bound(np.array(score), np.array(trials), test_to_val, level)) >= target
+
+    low, high = 0.5, confidence
+    for _ in range(30):
+        middle = (low + high) / 2
+        low, high = (middle, high) if meets(middle) else (low, middle)
+    return low
+
+
+def closing_the_gap(score: float, trials: int, test_to_val: float, confidence: float, target: float,
+                    class_name: str, metric: str, val_share: float) -> str:
+    """What would most likely close a per-class target missed on test, from the validation score
+    at the operating point and the bound it was chosen with: at that score, how many more
+    validation trials (positives of the class for recall, answers of it for precision) would lift
+    the bound to the target, or the `metric.confidence` at which today's trials already do. A
+    validation score below the target is a model's shortfall, not a sample's: more data of the
+    class to learn from, or a better model."""
+    if score < target:
+        return (f"validation {metric} at the operating point is {score:.4f}, itself below the target {target:g}: "
+                f"a larger sample would not close that; more {class_name} examples to learn from, or a better model "
+                "(a tournament, more fine-tuning), would")
+    extra = max(trials_to_reach(score, trials, test_to_val, confidence, target) - trials, 0)
+    level = confidence_to_accept(score, trials, test_to_val, target, confidence)
+    trial = f"validation examples of {class_name}" if metric == "recall" else f"validation answers of {class_name}"
+    in_all = (f" (about {extra / max(val_share, 1e-9):,.0f} more labelled {class_name} examples in all)"
+              if metric == "recall" else "")
+    return (f"at the same validation {metric} ({score:.4f} on {trials} {trial}), {extra:,} more{in_all} would lift "
+            f"its lower bound to the target {target:g} at metric.confidence {confidence:g}; or metric.confidence "
+            f"{level:.2f} would accept today's evidence (the test split then misses more often)")

@@ -55,6 +55,7 @@ class CardFacts:
     mlflow_run_id: str
     guideline: GuidelineFacts | None = None  # None: neither this run nor the champion named one
     classic_anchor: str | None = None  # the classic anchor's validation score and the chosen model against it
+    contract_gap: str | None = None    # a per-class contract missed on test: by how much, and what would close it
 
 
 def render_model_card(facts: CardFacts) -> str:
@@ -66,7 +67,8 @@ def render_model_card(facts: CardFacts) -> str:
         f"- Test result: {facts.test_value:.4f} (target {facts.target:g})",
         *([f"- Guard: {facts.guard}"] if facts.guard else []),
         f"- Operating point: {facts.operating_point}",
-        *([f"- Classic anchor: {facts.classic_anchor}"] if facts.classic_anchor else []), "",
+        *([f"- Classic anchor: {facts.classic_anchor}"] if facts.classic_anchor else []),
+        *([f"- Contract gap: {facts.contract_gap}"] if facts.contract_gap else []), "",
         "## Base model",
         f"- {facts.base_model}",
         f"- Source: {facts.base_model_source}",

@@ -57,13 +57,40 @@ def write_model_card(spec: OneModelSpec, prepared: Prepared, stages: list[StageR
         test_value=test.value, target=spec.metric.target, decision=outcome.decision.verdict,
         decision_reason=outcome.decision.reason, registered_version=outcome.registration.version,
         mlflow_run_id=tracking.run_id,
-        guideline=guideline_facts(spec, tracking.client, tracking.run_id, test.champion.version)))
+        guideline=guideline_facts(spec, tracking.client, tracking.run_id, test.champion.version),
+        contract_gap=contract_gap(spec, prepared, test, tracking)))
     client = tracking.client
     log_text(client, tracking.run_id, card, "model_card.md")
     # The registry page renders a version's description as markdown: the card is what a reviewer sees.
     client.update_model_version(outcome.registration.model_name, outcome.registration.version,
                                 description=f"{card}\n## Calling it\n\nSend {INPUT_DESCRIPTION[modality]}.\n")
     return card
+
+
+def contract_gap(spec: OneModelSpec, prepared: Prepared, test: TestResult, tracking: TrackingRef) -> str | None:
+    """A per-class recall or precision contract missed on test: how far the operating point was
+    from the target on validation, the guard score it kept, and what would most likely close the
+    gap (`tasks.decisions.operating_point.closing_the_gap`). None otherwise."""
+    from tasks.decisions.operating_point import closing_the_gap
+
+    metric = spec.metric
+    if metric.class_name is None or metric.name == "f1" or test.value >= metric.target:
+        return None
+    logged = tracking.client.get_run(tracking.run_id).data.metrics
+    key = f"val_at_threshold_{metric.key}"
+    if key not in logged or "val_at_threshold_trials" not in logged:  # argmax: no operating point was chosen
+        return None
+    sizes = prepared.split.sizes
+    guard = (f", keeping {test.guard.key} {logged[f'val_at_threshold_{test.guard.key}']:.4f} there"
+             if test.guard and f"val_at_threshold_{test.guard.key}" in logged else "")
+    advice = closing_the_gap(logged[key], int(logged["val_at_threshold_trials"]), sizes["test"] / max(sizes["val"], 1),
+                             metric.confidence, metric.target, metric.class_name, metric.name,
+                             sizes["val"] / max(sum(sizes.values()), 1))
+    missed = metric.target - test.value
+    return (f"test {metric.key} {test.value:.4f} missed the target {metric.target:g} by {missed:.4f}. On validation"
+            f" the operating point scored {logged[key]:.4f} (lower bound "
+            f"{logged.get('val_at_threshold_lower_bound', float('nan')):.4f}){guard}. What would most likely close "
+            f"the gap: {advice}.")
 
 
 def _anchor_line(spec: OneModelSpec, prepared: Prepared, outcome: GateOutcome) -> str | None:

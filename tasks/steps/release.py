@@ -147,7 +147,7 @@ def set_operating_point(spec: OneModelSpec, dataset: DatasetRef, split: SplitRef
     log_scores(client, tracking.run_id, {"operating_threshold": point.threshold})
     log_scores(client, tracking.run_id, scores, prefix="val_at_threshold_")
     if bound is not None:
-        log_scores(client, tracking.run_id, {"val_at_threshold_lower_bound": bound})
+        log_scores(client, tracking.run_id, {"val_at_threshold_lower_bound": bound, "val_at_threshold_trials": trials})
     client.set_tag(tracking.run_id, "operating_point", point.describe())
     guarded = f", {contract.guard.key} {scores[contract.guard.key]:.4f}" if contract.guard else ""
     bounded = f" (lower bound {bound:.4f} at confidence {spec.metric.confidence:g})" if bound is not None else ""

@@ -75,3 +75,13 @@ def version_file(client: MlflowClient, model_name: str, version: str, path: str,
     source = client.get_model_version_download_uri(model_name, version)
     Path(folder).mkdir(parents=True, exist_ok=True)
     return Path(download_artifacts(artifact_uri=f"{source}/{path}", dst_path=folder, tracking_uri=client.tracking_uri))
+
+
+ANCHOR_ACTIONS = ("classic_anchor", "beats_classic", "below_classic")  # the decision log's first and last entries
+
+
+def stage_decisions(entries: list[dict]) -> list[dict]:
+    """The decisions after the stages, without the classic anchor's entry (first) and the chosen
+    model's comparison with it (last), after checking that both are where they belong."""
+    assert entries[0]["action"] == "classic_anchor" and entries[-1]["action"] in ("beats_classic", "below_classic")
+    return [entry for entry in entries if entry["action"] not in ANCHOR_ACTIONS]

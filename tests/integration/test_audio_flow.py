@@ -30,6 +30,7 @@ from tests.integration.evidence import (
     manifest_splits,
     predict_registered,
     sound_labels,
+    stage_decisions,
     version_file,
 )
 from tests.sounds import tone, write
@@ -191,7 +192,8 @@ def test_a_stage_fine_tunes_on_augmented_clips_and_logs_its_decision(audio_run):
     *_, finetuned = audio_run
     names = [stage.name for stage in finetuned.stages]
     assert names[:2] == ["baseline", "finetune-1"], names
-    assert [d["stage"] for d in finetuned.decisions][:1] == ["finetune-1"] and finetuned.decisions[0]["reason"]
+    decisions = stage_decisions(finetuned.decisions)
+    assert [d["stage"] for d in decisions][:1] == ["finetune-1"] and decisions[0]["reason"]
     stage = finetuned.stages[1]
     stored = torch.load(stage.checkpoint, map_location="cpu", weights_only=True)
     assert stored["unfrozen_groups"] == 1 and stored["model"]["family"] == "spectrogram"
@@ -208,7 +210,7 @@ def test_a_tournament_ranks_a_spectrogram_model_and_an_audio_encoder_on_validati
     parent = client.get_run(summary.run_id)
     rows = {row["model"]: row for row in json.loads(mlflow.artifacts.load_text(
         f"{parent.info.artifact_uri}/tournament/candidates.json"))}
-    assert {model.split(":")[0] for model in rows} == {"spectrogram", "hf_audio"}
+    assert {model.split(":")[0] for model in rows} == {"spectrogram", "hf_audio", "mfcc"}  # the classic one joins
     assert all(0.0 <= row["val_value"] <= 1.0 and row["throughput"] > 0 for row in rows.values())
     best = max(rows.values(), key=lambda r: (r["val_value"], r["throughput"]))
     assert best["status"] == "chosen" and parent.data.tags["base_model"] == best["model"]

@@ -25,6 +25,7 @@ from tests.integration.evidence import (
     image_payload,
     manifest_splits,
     predict_registered,
+    stage_decisions,
     version_evidence,
 )
 
@@ -146,7 +147,7 @@ def test_exposure_of_the_test_examples_grows_with_each_evaluation(runs):
 
 
 ACTIONS = {"unfreeze_next", "retry_regularized", "stop_overfit", "stop_no_gain", "stop_stalled", "class_weights_on",
-           "lock_in", "stop_max_stages"}
+           "lock_in", "stop_max_stages", "extend_stage", "classic_anchor", "beats_classic", "below_classic"}
 
 
 def test_gradual_unfreezing_runs_stages_acts_on_decisions_and_logs_them(runs):
@@ -158,7 +159,8 @@ def test_gradual_unfreezing_runs_stages_acts_on_decisions_and_logs_them(runs):
     children = child_runs(client, summary)
     assert set(children) == set(names)
     # One decision per fine-tuning stage, in order, each with its reason and numbers.
-    assert [d["stage"] for d in summary.decisions] == tuned
+    decisions = stage_decisions(summary.decisions)
+    assert [d["stage"] for d in decisions] == tuned
     assert all(d["action"] in ACTIONS and d["reason"] and "best_val_metric" in d["numbers"] for d in summary.decisions)
     parent = client.get_run(summary.run_id)
     logged = json.loads(mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/decisions.json"))
@@ -166,7 +168,7 @@ def test_gradual_unfreezing_runs_stages_acts_on_decisions_and_logs_them(runs):
     table = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/decisions.md")
     assert all(f"| {d['stage']} | `{d['action']}` |" in table for d in summary.decisions)
     card = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/model_card.md")
-    assert all(f"**{d['action']}**" in card for d in summary.decisions) and "finetune.max_stages" in card
+    assert all(f"**{d['action']}**" in card for d in decisions) and "finetune.max_stages" in card
     # Each stage is a nested run with per-epoch curves; its best epoch's value is the stage's.
     for stage in summary.stages[1:]:
         run = children[stage.name]
@@ -214,9 +216,10 @@ def test_a_baseline_that_meets_the_target_runs_no_stage_and_says_why(runs):
     summaries, _, _ = runs
     summary = summaries["pass"]
     assert [s.name for s in summary.stages] == ["baseline"]
-    assert [(d["stage"], d["action"]) for d in summary.decisions] == [("baseline", "lock_in")]
-    assert "meets the target on validation" in summary.decisions[0]["reason"]
-    assert "no fine-tuning stage runs" in summary.decisions[0]["reason"]
+    decisions = stage_decisions(summary.decisions)
+    assert [(d["stage"], d["action"]) for d in decisions] == [("baseline", "lock_in")]
+    assert "meets the target on validation" in decisions[0]["reason"]
+    assert "no fine-tuning stage runs" in decisions[0]["reason"]
 
 
 def test_parent_runs_nested_runs_metrics_and_artifacts(runs):

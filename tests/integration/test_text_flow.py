@@ -11,7 +11,13 @@ from sklearn.metrics import f1_score
 
 from flows.transfer_learning import transfer_learning
 from tests.integration.conftest import csv_slice, sms_config
-from tests.integration.evidence import manifest_splits, predict_registered, text_labels, version_evidence
+from tests.integration.evidence import (
+    manifest_splits,
+    predict_registered,
+    stage_decisions,
+    text_labels,
+    version_evidence,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +145,7 @@ def test_text_model_fine_tunes_end_to_end(runs):
     assert logged[1] / logged[0] == pytest.approx((labels == "ham").sum() / (labels == "spam").sum(), rel=1e-2)
     assert tuned[0].data.params["class_weights"] == "True"
     assert [m.step for m in client.get_metric_history(tuned[0].info.run_id, "val_f1_spam")] == [1]
-    assert [d["stage"] for d in summary.decisions] == ["finetune-1"]
+    assert [d["stage"] for d in stage_decisions(summary.decisions)] == ["finetune-1"]
 
 
 def test_champion_answers_raw_texts(runs):
