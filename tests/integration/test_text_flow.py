@@ -131,8 +131,9 @@ def test_text_model_fine_tunes_end_to_end(runs):
     summaries, client, data, _ = runs
     truth = text_labels(data)
     summary = summaries["finetune"]
-    # max_stages 1: one stage; finetune.class_weights: on weights the baseline and the stage alike
-    assert [s.name for s in summary.stages] == ["baseline-weighted", "finetune-1"]
+    # max_stages 1: one stage, run again once because one epoch is too short to tell a gain from
+    # none (extend_stage); finetune.class_weights: on weights the baseline and the stages alike
+    assert [s.name for s in summary.stages] == ["baseline-weighted", "finetune-1", "finetune-1-extended"]
     experiment = client.get_experiment_by_name("sms-spam").experiment_id
     children = f"tags.`mlflow.parentRunId` = '{summary.run_id}'"
     baseline = client.search_runs([experiment], children + " and tags.stage = 'baseline-weighted'")
@@ -145,7 +146,11 @@ def test_text_model_fine_tunes_end_to_end(runs):
     assert logged[1] / logged[0] == pytest.approx((labels == "ham").sum() / (labels == "spam").sum(), rel=1e-2)
     assert tuned[0].data.params["class_weights"] == "True"
     assert [m.step for m in client.get_metric_history(tuned[0].info.run_id, "val_f1_spam")] == [1]
-    assert [d["stage"] for d in stage_decisions(summary.decisions)] == ["finetune-1"]
+    decisions = stage_decisions(summary.decisions)
+    assert [(d["stage"], d["action"]) for d in decisions][:1] == [("finetune-1", "extend_stage")]
+    assert "its best epoch is its last (1 of 1)" in decisions[0]["reason"]  # no gain yet after its one epoch
+    assert len(decisions) == 2 and decisions[1]["stage"] == "finetune-1-extended"
+    assert decisions[1]["action"] != "extend_stage"  # once only
 
 
 def test_champion_answers_raw_texts(runs):
