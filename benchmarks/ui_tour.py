@@ -108,7 +108,7 @@ def check_mlflow(check: Checks, client: Any, parent: Any, flow_run: dict[str, An
     from tasks.registry.evidence import EVIDENCE_ARTIFACT
     from tasks.registry.ledger import LEDGER_EXPERIMENT
     from tasks.registry.tracking import NOTE_TAG, PREFECT_URL_TAG
-    from tasks.steps.learn import SELECTED_TAG
+    from tasks.steps.select import SELECTED_TAG
 
     tags = parent.data.tags
     check("the MLflow parent run has the flow run's name", parent.info.run_name == flow_run["name"],

@@ -20,13 +20,7 @@ from tasks.steps.anchor import ANCHOR_STAGE, classic_anchor
 from tasks.steps.base_model import load_base_model
 from tasks.steps.card import write_model_card
 from tasks.steps.data import load_data
-from tasks.steps.learn import (
-    gradual_unfreezing,
-    select_on_validation,
-    starting_point,
-    train_baseline,
-    write_decision_log,
-)
+from tasks.steps.learn import gradual_unfreezing, starting_point, train_baseline
 from tasks.steps.limits import retrain_limit
 from tasks.steps.monitor import store_drift_reference, unchanged_since_champion
 from tasks.steps.refs import GateOutcome, Prepared, QualitySummary, StageResult, TestResult, TrackingRef, UnchangedData
@@ -40,6 +34,7 @@ from tasks.steps.release import (
     set_operating_point,
 )
 from tasks.steps.resume import cached, fill_resumed_run, resuming, start_chain
+from tasks.steps.select import select_on_validation, write_decision_log
 from tasks.steps.step import flow_run_name, label_flow_run
 from tasks.steps.validate import tracked_flow_run, validate_config
 from tasks.training.metrics import Contract

@@ -1,5 +1,5 @@
 """Recipe steps 5-6 as Prefect tasks: the frozen-backbone baseline on cached embeddings, then
-gradual unfreezing driven by the validation curves, and model selection on validation only.
+gradual unfreezing driven by the validation curves (selection and the decision log: `select.py`).
 
 After each fine-tuning stage `tasks.decisions.diagnose.decide_next_step` reads the curves and returns
 one action with its reason; `gradual_unfreezing` carries it out (unfreeze the next groups, retry
@@ -10,7 +10,6 @@ registration treat all stages alike.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from tasks.config.spec import OneModelSpec, Spec
+from tasks.config.spec import OneModelSpec
 from tasks.data.split import SplitRef
-from tasks.decisions.log import Decisions, decisions_markdown
+from tasks.decisions.log import Decisions
 from tasks.models.devices import on_runtime_device
 from tasks.steps.refs import DatasetRef, StageResult, TrackingRef
 from tasks.steps.resume import cached, epochs_folder
-from tasks.steps.step import artifact_key, figure_markdown, publish_markdown, step
+from tasks.steps.step import step
 from tasks.training.fit import FitResult
 from tasks.training.metrics import Contract
 
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
 
 
 AUGMENT_LEVELS = ("none", "light", "standard")
-SELECTED_TAG = "selected"  # on the stage run selection chose
 
 
 @dataclass(frozen=True)
@@ -303,40 +301,6 @@ def _layer_groups_of(spec: OneModelSpec) -> list[torch.nn.Module]:
     return load_backbone(spec.model).layer_groups()
 
 
-@step("select on validation")
-def select_on_validation(spec: Spec, stages: list[StageResult], decisions: Decisions, tracking: TrackingRef,
-                         contract: Contract, classes: list[str]) -> StageResult:
-    """The best stage on validation by the contract (guard first, then the metric; ties keep the
-    earlier, simpler model). The curves the choice rests on, and the selected model's per-class
-    scores, are logged with it."""
-    from tasks.registry.tracking import log_figure
-    from tasks.reports.plots import learning_curves_figure, per_class_figure
-
-    selected = choose_stage(stages, contract)
-    client = tracking.client
-    client.set_tag(selected.run_id, SELECTED_TAG, "true")  # the stage run the registered model comes from
-    actions = {entry["stage"]: entry["action"] for entry in decisions.entries}
-    target = spec.metric.target
-    log_figure(client, tracking.run_id, learning_curves_figure(
-        [(s.name, s.history) for s in stages], actions, spec.metric.key, stages[0].val_value, target,
-        {s.name: s.best_epoch for s in stages}), "plots/learning_curves.png")
-    log_figure(client, tracking.run_id, per_class_figure(
-        selected.val_scores, classes, spec.metric.key, target, f"validation scores per class ({selected.name})"),
-        "plots/per_class_validation.png")
-    print(f"Selected {selected.name} (validation {spec.metric.key} {selected.val_value:.4f})")
-    return selected
-
-
-def choose_stage(stages: list[StageResult], contract: Contract) -> StageResult:
-    """The baseline unless a later stage beats the best so far on validation (a result keeping the
-    guard beats one that breaks it; ties keep the earlier, simpler model). Never the test split."""
-    selected = stages[0]
-    for stage in stages[1:]:
-        if stage.keep and contract.better(stage.val_scores, selected.val_scores):
-            selected = stage
-    return selected
-
-
 @contextmanager
 def _stage_run(tracking: TrackingRef, name: str) -> Iterator[str]:
     """The stage's nested MLflow run, open from the stage's start to its end (so the UI shows how
@@ -395,19 +359,3 @@ def _own_weights(classifier: torch.nn.Module, state: dict[str, torch.Tensor] | N
         if set(mapped) <= set(weights):
             return weights | mapped
     raise ValueError(f"weights of another model: {sorted(state)[:3]}... are not the classifier's")
-
-
-@step("write decision log")
-def write_decision_log(spec: OneModelSpec, entries: list[dict[str, Any]], selected: str, tracking: TrackingRef) -> str:
-    from tasks.registry.tracking import log_text
-
-    client = tracking.client
-    markdown = decisions_markdown(entries, spec.metric.key, selected)
-    log_text(client, tracking.run_id, json.dumps(entries, indent=2), "decisions.json")
-    log_text(client, tracking.run_id, markdown, "decisions.md")
-    figures = [figure_markdown(tracking, "plots/learning_curves.png", "Learning curves of every stage"),
-               figure_markdown(tracking, "plots/per_class_validation.png", "Per-class validation scores")]
-    publish_markdown(artifact_key(spec.registry.model_name, "decisions"),
-                     markdown + "\n## Plots (MLflow run `" + tracking.run_id + "`)\n\n" + "\n\n".join(figures) + "\n",
-                     "What the validation curves said after each stage, and what was done")
-    return markdown

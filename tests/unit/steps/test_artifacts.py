@@ -11,7 +11,7 @@ import pandas as pd
 import prefect.artifacts
 import pytest
 
-from tasks.steps.learn import write_decision_log
+from tasks.steps.select import write_decision_log
 from tasks.steps.split import _publish_label_issues
 from tasks.steps.step import figure_markdown, for_prefect_ui, publish_markdown, publish_table
 

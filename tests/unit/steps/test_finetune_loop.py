@@ -11,8 +11,9 @@ from torch import nn
 
 import tasks.steps.learn as learn
 from tasks.config.spec import FinetuneSpec, MetricSpec
-from tasks.steps.learn import choose_stage, gradual_unfreezing
+from tasks.steps.learn import gradual_unfreezing
 from tasks.steps.refs import StageResult
+from tasks.steps.select import choose_stage
 from tasks.training.fit import EpochRecord, class_weights_for, parameter_groups, warmup_cosine
 from tasks.training.metrics import Contract, Guard
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from tasks.config.spec import MetricSpec
-from tasks.steps.learn import choose_stage
 from tasks.steps.refs import StageResult
+from tasks.steps.select import choose_stage
 from tasks.training.metrics import Contract
 
 MACRO_F1 = MetricSpec(name="macro_f1", target=0.95)

@@ -28,9 +28,10 @@ from tasks.decisions.gate import ChampionComparison, Exposure
 from tasks.decisions.log import Decisions
 from tasks.registry.evidence import EVIDENCE_ARTIFACT, VERSION_TAGS
 from tasks.registry.tracking import NOTE_TAG, PREFECT_URL_TAG, start_run
-from tasks.steps.learn import SELECTED_TAG, StagePlan, fine_tune_stage, select_on_validation, train_baseline
+from tasks.steps.learn import StagePlan, fine_tune_stage, train_baseline
 from tasks.steps.refs import DatasetRef, TestResult, TrackingRef
 from tasks.steps.release import gate_and_register, move_alias
+from tasks.steps.select import SELECTED_TAG, select_on_validation
 from tasks.steps.validate import link_mlflow_run, start_tracking
 from tasks.training.metrics import Contract
 from tests.conftest import write_config

@@ -22,9 +22,10 @@ from tasks.registry.warm_start import StartingPoint
 from tasks.reports.data_report import Section
 from tasks.steps.base_model import load_base_model, measure_candidates, probe_candidate
 from tasks.steps.data import check_label_quality
-from tasks.steps.learn import StagePlan, fine_tune_stage, select_on_validation, train_baseline
+from tasks.steps.learn import StagePlan, fine_tune_stage, train_baseline
 from tasks.steps.refs import BaseModelRef, DatasetRef, QualitySummary, StageResult, TrackingRef
 from tasks.steps.resume import ResumeChain, cached, resuming, step_key
+from tasks.steps.select import select_on_validation
 from tasks.steps.split import audit_label_errors, check_leakage
 from tasks.training.fit import EpochRecord
 from tasks.training.metrics import Contract, Guard

@@ -16,8 +16,9 @@ from prefect import Task, flow, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.runtime import flow_run
 
-from tasks.steps.learn import StagePlan, fine_tune_stage, select_on_validation, train_baseline
+from tasks.steps.learn import StagePlan, fine_tune_stage, train_baseline
 from tasks.steps.resume import ResumeChain, cached, resuming
+from tasks.steps.select import select_on_validation
 from tasks.steps.step import flow_run_name
 
 CONFIG = """
