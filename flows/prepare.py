@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from tasks.config.spec import Spec
 from tasks.core.errors import DataError, DataQualityError
+from tasks.data.split import SplitRef
+from tasks.decisions.tournament import Tournament
 from tasks.steps.base_model import choose_base_model, eligible, load_base_model, measure_candidates
 from tasks.steps.data import (
     check_label_quality,
@@ -18,7 +20,7 @@ from tasks.steps.embed import embed_examples
 from tasks.steps.refs import DatasetRef, Prepared, QualitySummary, TrackingRef
 from tasks.steps.resume import cached
 from tasks.steps.split import audit_label_errors, check_leakage, record_split, split_before_training, split_section
-from tasks.training.metrics import contract_for
+from tasks.training.metrics import Contract, contract_for
 
 
 def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None = None) -> Prepared:
@@ -60,11 +62,18 @@ def prepare(spec: Spec, tracking: TrackingRef | None, dataset: DatasetRef | None
     if spec.tournament is None or tracking is None:             # 4. pretrained, offline
         models = [cached(load_base_model)(spec.with_model(model)) for model in spec.candidates]
         return Prepared(dataset, quality, split, models[0], contract, report=report)
+    tournament = run_tournament(spec, dataset, split, tracking, contract)
+    return Prepared(dataset, quality, split, cached(load_base_model)(spec.with_model(tournament.chosen)), contract,
+                    tournament, report)
+
+
+def run_tournament(spec: Spec, dataset: DatasetRef, split: SplitRef, tracking: TrackingRef,
+                   contract: Contract) -> Tournament:
+    """Step 4 with several candidates (a tournament's, or `model.on_unfit`'s): each measured alone,
+    the eligible ones embedded (train and validation), probed and ranked on validation."""
     measured = cached(measure_candidates)(spec, dataset, split)              # each alone on the machine
     for candidate in eligible(measured):
         if candidate and not spec.candidates[candidate].FITS_ON_TRAIN:  # the first is embedded (3a); a classic or
             # hybrid one fits its own features at its probe
             embed_examples(spec, dataset, split, tracking, candidate)         # train + val, in shards
-    tournament = choose_base_model(spec, dataset, split, tracking, contract, measured)
-    return Prepared(dataset, quality, split, cached(load_base_model)(spec.with_model(tournament.chosen)), contract,
-                    tournament, report)
+    return choose_base_model(spec, dataset, split, tracking, contract, measured)

@@ -11,11 +11,14 @@ from typing import Any, Literal
 
 from prefect import flow
 
-from flows.prepare import prepare
+from flows.prepare import prepare, run_tournament
+from tasks.config.alternatives import offline_alternatives
+from tasks.config.families import FamilyOptions
 from tasks.config.spec import OneModelSpec, Spec
 from tasks.data.split import SplitRef
 from tasks.decisions.anchor import ClassicAnchor, ClassicCheck, check_against_anchor
 from tasks.decisions.log import Decisions
+from tasks.decisions.tournament import CandidateResult
 from tasks.steps.anchor import ANCHOR_STAGE, classic_anchor
 from tasks.steps.base_model import load_base_model
 from tasks.steps.card import write_model_card
@@ -122,10 +125,11 @@ def against_anchor(chosen: OneModelSpec, selected: StageResult, anchor: ClassicA
 
 def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, contract: Contract
                      ) -> tuple[list[StageResult], Decisions, dict[str, tuple[OneModelSpec, Prepared]]]:
-    """Steps 5-6 for the chosen base model; when fine-tuning finds it gains nothing over its
-    baseline (`stop_no_gain`: likely unfit for this data) and a tournament ranked others, the
-    next candidate gets its own baseline and stages (`next_candidate`). Returns every stage, the
-    decision log, and each stage's one-model config and preparation."""
+    """Steps 5-6 for the chosen base model; when it proves unfit (fine-tuning gains nothing over its
+    baseline, `stop_no_gain`, or a classic one is below the target) the next candidate gets its own
+    baseline and stages (`next_candidate`): a tournament's next-ranked one, or for a model configured
+    alone under `model.on_unfit: try_candidates`, the offline alternatives ranked like a tournament's.
+    Returns every stage, the decision log, and each stage's one-model config and preparation."""
     dataset, split = prepared.dataset, prepared.split
     ranking = prepared.ranking(spec)
     stages: list[StageResult] = []
@@ -133,27 +137,61 @@ def train_candidates(spec: Spec, prepared: Prepared, tracking: TrackingRef, cont
     if prepared.anchor:
         decisions.add(ANCHOR_STAGE, "classic_anchor", prepared.anchor.describe(spec.metric.key) + ": the chosen "
                       "model is compared with it on validation", {"best_val_metric": prepared.anchor.val_value})
-    for rank, model in enumerate(ranking):
+    rank = 0
+    while True:
+        model = ranking[rank]
         one = spec.with_model(model)
         here = prepared if rank == 0 else replace(prepared, base_model=cached(load_base_model)(one))
         prefix = "" if rank == 0 else f"{model.name.rsplit('/', 1)[-1]}-"
-        tournament = spec.tournament is not None
-        start = starting_point(one, split, tracking, tournament=tournament)  # pretrained, or the champion's
+        start = starting_point(one, split, tracking, tournament=rank > 0 or spec.tournament is not None)
         baseline = cached(train_baseline)(one, dataset, split, tracking, start, contract,  # 5. frozen, cached
                                   class_weights=one.finetune.class_weights == "on", prefix=prefix)
         found, log = gradual_unfreezing(one, dataset, split, baseline, tracking, start, contract, prefix)  # 6.
         stages += found
         decisions.entries += log.entries
         trained |= {stage.name: (one, here) for stage in found}
-        if log.entries[-1]["action"] not in UNFIT or rank + 1 == len(ranking):
+        verdict = log.entries[-1]["action"]
+        if verdict not in UNFIT:
+            break
+        if rank == 0 and spec.tournament is None and model.on_unfit == "try_candidates":
+            ranking = [model, *try_alternatives(one, prepared, tracking, contract, decisions, found[-1].name)]
+        if rank + 1 == len(ranking):
             break
         following = ranking[rank + 1]
-        why = ("gains nothing over its frozen baseline" if log.entries[-1]["action"] == "stop_no_gain" else
+        why = ("gains nothing over its frozen baseline" if verdict == "stop_no_gain" else
                "is below the target with no layer groups to fine-tune")
         decisions.add(found[-1].name, "next_candidate",
-                      f"{model.describe()} {why}; the tournament's next candidate ({rank + 2} of {len(ranking)}) is "
+                      f"{model.describe()} {why}; the next candidate ({rank + 2} of {len(ranking)}) is "
                       f"{following.describe()}: its baseline and stages run next", {"candidate_rank": rank + 2})
+        rank += 1
     return stages, decisions, trained
+
+
+def try_alternatives(spec: OneModelSpec, prepared: Prepared, tracking: TrackingRef, contract: Contract,
+                     decisions: Decisions, stage: str) -> list[FamilyOptions]:
+    """`model.on_unfit: try_candidates`: the configured model and its modality's offline
+    alternatives (`tasks.config.alternatives`) probed on validation like a tournament's candidates;
+    the alternatives best first. The decision log names each, why it is tried, and its probe score."""
+    alternatives = offline_alternatives(spec.model)
+    tournament = run_tournament(spec.with_candidates([spec.model, *(a.model for a in alternatives)]),
+                                prepared.dataset, prepared.split, tracking, contract)
+    ranked = [model for model in tournament.ranking if model != spec.model]
+    probed = tournament.results[1:]  # in the candidates' order, after the configured model's
+    tried = "; ".join(f"{a.model.describe()} ({a.why}): {_probe_line(result, spec.metric.key)}"
+                      for a, result in zip(alternatives, probed, strict=True))
+    decisions.add(stage, "try_candidates",
+                  f"{spec.model.describe()} was the only model configured and proved unfit; model.on_unfit: "
+                  f"try_candidates probed the offline alternatives on validation ({tried}); "
+                  + (f"the best, {ranked[0].describe()}, is trained next, the others in turn while each proves "
+                     "unfit" if ranked else "none is eligible, so the run goes on with the configured model's stages"),
+                  {"candidates": len(ranked)})
+    return ranked
+
+
+def _probe_line(result: CandidateResult, metric_key: str) -> str:
+    if result.val_value is None:
+        return result.status
+    return f"probe {metric_key} {result.val_value:.4f}"
 
 
 @flow(name="validate-config-and-data", flow_run_name=flow_run_name("validate"), log_prints=True)

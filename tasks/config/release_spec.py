@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from tasks.config.block import ConfigBlock
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)  # as tasks.config.spec._Frozen
-
-
-class GateSpec(_Frozen):
+class GateSpec(ConfigBlock):
     """The gate: promote when the test metric meets the target and does not fall behind the champion."""
 
     min_fresh_test: int = Field(
@@ -27,7 +25,7 @@ class GateSpec(_Frozen):
                             "blocks promotion; off does not compare.")
 
 
-class DriftSpec(_Frozen):
+class DriftSpec(ConfigBlock):
     """The drift check: incoming inputs vs a reference of examples the champion never trained on."""
 
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Significance level: drift when the MMD permutation "
@@ -42,7 +40,7 @@ class DriftSpec(_Frozen):
     seed: int = 0
 
 
-class RetrainSpec(_Frozen):
+class RetrainSpec(ConfigBlock):
     """Where a retraining run starts: the pretrained base model, or the champion's weights."""
 
     start_from: Literal["pretrained", "champion"] = Field(
@@ -51,7 +49,7 @@ class RetrainSpec(_Frozen):
                     "usual answer to drift); its base model must be this config's. pretrained when no champion exists.")
 
 
-class RegistrySpec(_Frozen):
+class RegistrySpec(ConfigBlock):
     """Where the gated model goes in the MLflow model registry."""
 
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")

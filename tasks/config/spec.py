@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
+from tasks.config.block import ConfigBlock
 from tasks.config.data_kinds import DATA_KINDS, DataSpec
 from tasks.config.data_kinds import data_spec as data_spec  # re-exported: `tasks.spec` is where configs are built
 from tasks.config.families import FAMILIES, FamilyOptions, ModelSpec, classic_model, families_of
@@ -58,11 +59,8 @@ def check_class_keys(classes: Iterable[str], source: Path | str) -> None:
         )
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-
-class MetricSpec(_Frozen):
+class MetricSpec(ConfigBlock):
     """The one success metric: every decision (best epoch, early stop, gate) uses it."""
 
     name: Literal["accuracy", "macro_f1", "balanced_accuracy", "precision", "recall", "f1"]
@@ -124,7 +122,7 @@ class MetricSpec(_Frozen):
         return f"{what} >= {self.target:g}"
 
 
-class CandidatesSpec(_Frozen):
+class CandidatesSpec(ConfigBlock):
     """Several base models: step 4 embeds train and validation once per candidate, fits the same
     probe head on each and keeps the best on validation that the constraints allow (the tournament)."""
 
@@ -142,6 +140,10 @@ class CandidatesSpec(_Frozen):
         repeated = sorted({f"{f}:{n}" for f, n, w in seen if seen.count((f, n, w)) > 1})
         if repeated:
             raise ValueError(f"candidates repeat {', '.join(repeated)}: remove the copies")
+        set_on = [index for index, c in enumerate(self.candidates) if "on_unfit" in c.model_fields_set]
+        if set_on:
+            raise ValueError(f"candidates[{set_on[0]}].on_unfit: a tournament moves on to its next candidate by "
+                             "itself; on_unfit is for a single `model:`. Fix: remove it")
         return self
 
 
@@ -156,7 +158,7 @@ OneOrCandidates = Annotated[Union[Annotated[ModelSpec, Tag("one")],  # noqa: UP0
                                   Annotated[CandidatesSpec, Tag("candidates")]], Discriminator(_model_kind)]
 
 
-class SplitSpec(_Frozen):
+class SplitSpec(ConfigBlock):
     """Stratified, seeded train / validation / test split made before any training."""
 
     validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
@@ -164,7 +166,7 @@ class SplitSpec(_Frozen):
     seed: int = 42
 
 
-class TrainSpec(_Frozen):
+class TrainSpec(ConfigBlock):
     """The head: a linear layer trained on cached embeddings (the baseline, and every stage's head)."""
 
     batch_size: int = Field(32, ge=1)
@@ -199,7 +201,7 @@ MOVED_TRAIN_FIELDS = {
 }
 
 
-class EarlyStoppingSpec(_Frozen):
+class EarlyStoppingSpec(ConfigBlock):
     """When a fine-tuning stage stops: `patience` epochs without a validation gain of `min_delta`."""
 
     patience: int = Field(2, ge=1, description="Epochs without validation gain before the stage stops; also "
@@ -207,7 +209,7 @@ class EarlyStoppingSpec(_Frozen):
     min_delta: float = Field(0.0, ge=0.0, description="A smaller gain in the declared metric is no gain.")
 
 
-class FinetuneSpec(_Frozen):
+class FinetuneSpec(ConfigBlock):
     """Gradual unfreezing: stages unfreeze layer groups from the output end, each decided by the
     previous stage's validation curves (see `transferflow schema` and the decision table in docs/training.md)."""
 
@@ -246,7 +248,7 @@ class FinetuneSpec(_Frozen):
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
-class DaskSpec(_Frozen):
+class DaskSpec(ConfigBlock):
     """The Dask cluster of `runtime.task_runner: dask`."""
 
     address: str | None = Field(None, description="A running Dask scheduler (tcp://HOST:8786); unset: a "
@@ -256,7 +258,7 @@ class DaskSpec(_Frozen):
                                                          "count in it.")
 
 
-class RuntimeSpec(_Frozen):
+class RuntimeSpec(ConfigBlock):
     """Where training and inference run."""
 
     task_runner: Literal["local", "dask"] = Field(
@@ -284,7 +286,7 @@ class RuntimeSpec(_Frozen):
         return self
 
 
-class Spec(_Frozen):
+class Spec(ConfigBlock):
     """A whole transfer-learning job."""
 
     task: str = Field(min_length=3, description="The task in one sentence.")
@@ -326,6 +328,13 @@ class Spec(_Frozen):
         config was validated whole already, so the copy is built without validating again."""
         fields = {name: getattr(self, name) for name in type(self).model_fields} | {"model": model}
         return OneModelSpec.model_construct(_fields_set=self.model_fields_set, **fields)
+
+    def with_candidates(self, models: list[FamilyOptions]) -> Spec:
+        """This config as a tournament of `models` (`model.on_unfit: try_candidates`), as they are:
+        no classic candidate is added, and the config is not validated again."""
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        return Spec.model_construct(_fields_set=self.model_fields_set,
+                                    **fields | {"model": CandidatesSpec(candidates=models, classic=False)})
 
     @model_validator(mode="before")
     @classmethod

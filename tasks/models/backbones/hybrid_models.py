@@ -79,11 +79,9 @@ class HybridBackbone(ClassicBackbone):
         self.module.get_submodule("scaling").scale = torch.from_numpy(
             np.where(spread > 0, spread, 1.0).astype(np.float32))
 
-    def features(self, inputs: list[Any]) -> Any:
+    def fitted_features(self, inputs: list[Any]) -> Any:
         import scipy.sparse
 
-        if not self.fitted:
-            raise RuntimeError(f"{self.spec.describe()}: fit_to(training inputs) comes before features")
         classic = self.classic.features(inputs)
         if not scipy.sparse.issparse(classic):  # standardized pixels or MFCCs: unit expected length
             classic = classic / np.sqrt(classic.shape[1])
@@ -95,16 +93,20 @@ class HybridBackbone(ClassicBackbone):
 
     def _embeddings(self, inputs: list[Any], remember: bool = False) -> np.ndarray:
         """The base model's frozen embeddings. The training inputs' are kept from the fit (`remember`)
-        for the features read next; nothing else is kept, so a served model's memory stays flat."""
+        for the one features read that follows it; nothing else is kept, so a served model's memory
+        stays flat."""
         from tasks.models.features import embed_inputs
 
         keys = [source if isinstance(source, str) else None for source in inputs]
         missing = [index for index, key in enumerate(keys) if key is None or key not in self._embedded]
         computed = dict(zip(missing, embed_inputs(self.base, [inputs[i] for i in missing], batch_size=32)
                             if missing else [], strict=True))
+        rows = np.stack([computed[i] if i in computed else self._embedded[str(keys[i])] for i in range(len(inputs))])
         if remember:
             self._embedded = {key: computed[i] for i, key in enumerate(keys) if key is not None and i in computed}
-        return np.stack([computed[i] if i in computed else self._embedded[str(keys[i])] for i in range(len(inputs))])
+        elif len(missing) < len(inputs):
+            self._embedded = {}  # used once: a throughput measured after the fit embeds its sample for real
+        return rows
 
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
         return batch  # the features are computed in `preprocess`

@@ -86,7 +86,7 @@ def test_an_unknown_family_lists_the_registered_ones(tmp_path):
 def test_a_field_of_another_family_is_refused_with_the_familys_own_fields(tmp_path):
     """max_tokens on an image model used to be silently ignored."""
     message = error_of(config(tmp_path, model="mobilenet_v2, max_tokens: 64"))
-    assert "model.max_tokens: unknown field; allowed here: family, name, weights, image_size" in message
+    assert "model.max_tokens: unknown field; allowed here: family, name, weights, on_unfit, image_size" in message
 
 
 def test_missing_data_path_names_the_field_and_the_fix(tmp_path):

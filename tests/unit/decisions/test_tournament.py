@@ -98,11 +98,68 @@ def test_without_a_tournament_stop_no_gain_ends_the_run(monkeypatch):
         return [base, FakeStage(name="finetune-1")], log
 
     monkeypatch.setattr(flow, "gradual_unfreezing", unfreezing)
-    spec = SimpleNamespace(tournament=None, candidates=[A],
+    monkeypatch.setattr(flow, "run_tournament", lambda *a: pytest.fail("on_unfit: stop tries no alternative"))
+    alone = model_spec({**A.model_dump(), "on_unfit": "stop"})
+    spec = SimpleNamespace(tournament=None, candidates=[alone],
                            with_model=lambda model: SimpleNamespace(model=model, finetune=FinetuneSpec()))
     prepared = Prepared(None, None, None, BaseModelRef("a", 8, 2), None)
     stages, decisions, _ = flow.train_candidates(spec, prepared, None, None)
     assert [e["action"] for e in decisions.entries] == ["stop_no_gain"] and len(stages) == 2
+
+
+def test_an_unfit_model_configured_alone_hands_over_to_its_offline_alternatives(monkeypatch):
+    """model.on_unfit: try_candidates (the default): the configured model and its alternatives are
+    probed as a tournament (stand-in ranking: pixels, the configured model, the hybrid; timm dropped);
+    the alternatives are trained in the ranking's order, each unfit one handing over to the next, and
+    the log names every alternative with why it is tried and its probe score or why it was dropped."""
+    import flows.transfer_learning as flow
+    from tasks.config.alternatives import offline_alternatives
+    from tasks.decisions.log import Decisions
+    from tasks.decisions.tournament import Tournament
+    from tasks.steps.refs import BaseModelRef, Prepared
+
+    alternatives = offline_alternatives(A)
+    timm, hybrid, pixels = (a.model for a in alternatives)
+    assert (timm.family, hybrid.family, pixels.family) == ("timm", "hybrid", "pixels")
+    probed: list = []
+    results = [result(0.70), result(None, status="dropped: 5.3M parameters > max_params"), result(0.72),
+               result(0.81)]
+    monkeypatch.setattr(flow, "run_tournament", lambda spec, *rest: probed.append(spec.candidates) or Tournament(
+        results, [pixels, A, hybrid]))
+    monkeypatch.setattr(flow, "starting_point", lambda spec, split, tracking, tournament=False: None)
+    monkeypatch.setattr(flow, "load_base_model", lambda spec: BaseModelRef(spec.model.name, 8, 0))
+    trained_models = []
+
+    def baseline(spec, dataset, split, tracking, start, contract, class_weights=False, prefix=""):
+        trained_models.append(spec.model)
+        return FakeStage(name=f"{prefix}baseline")
+
+    def unfreezing(spec, dataset, split, base, tracking, start, contract, prefix=""):
+        log = Decisions()
+        verdict = {A.family: "stop_no_gain", "pixels": "no_layer_groups"}.get(spec.model.family, "lock_in")
+        log.add(base.name, verdict, "stand-in")
+        return [base], log
+
+    monkeypatch.setattr(flow, "train_baseline", baseline)
+    monkeypatch.setattr(flow, "gradual_unfreezing", unfreezing)
+
+    def one_model(model):
+        return SimpleNamespace(model=model, finetune=FinetuneSpec(), metric=SimpleNamespace(key="accuracy"),
+                               with_candidates=lambda models: SimpleNamespace(candidates=models))
+
+    spec = SimpleNamespace(tournament=None, candidates=[A], with_model=one_model)
+    prepared = Prepared(None, None, None, BaseModelRef("a", 8, 2), None)
+    stages, decisions, trained = flow.train_candidates(spec, prepared, None, None)
+    assert probed == [[A, timm, hybrid, pixels]]
+    assert trained_models == [A, pixels, hybrid]
+    assert [s.name for s in stages] == ["baseline", "pixels-baseline", "hybrid-baseline"]
+    assert [e["action"] for e in decisions.entries] == ["stop_no_gain", "try_candidates", "next_candidate",
+                                                        "no_layer_groups", "next_candidate", "lock_in"]
+    tried = decisions.entries[1]["reason"]
+    assert "dropped: 5.3M parameters > max_params" in tried and "probe accuracy 0.8100" in tried
+    assert all(a.model.describe() in tried and a.why in tried for a in alternatives)
+    assert "pixels" in decisions.entries[2]["reason"] and "2 of 3" in decisions.entries[2]["reason"]
+    assert trained["hybrid-baseline"][0].model == hybrid
 
 
 def test_a_later_stall_keeps_the_tournaments_choice(monkeypatch):

@@ -49,3 +49,20 @@ def test_a_hybrid_offers_no_layer_groups_and_keeps_its_base_frozen():
 def test_a_hybrid_names_a_pretrained_base_and_a_classic_family_of_its_modality(parts, message):
     with pytest.raises(ValidationError, match=message):
         model_spec({"family": "hybrid", **parts})
+
+
+def test_the_fits_embeddings_serve_the_one_read_after_it_and_no_other(monkeypatch):
+    """The training inputs embedded by the fit are not embedded again by the features read next; a
+    second read (a throughput measured after the fit) embeds them for real, with the same rows."""
+    import tasks.models.features as features
+
+    hybrid = load_backbone(model_spec({"family": "hybrid", "base": MINILM, "classic": TFIDF}))
+    hybrid.fit_to(TRAIN)
+    embedded: list[int] = []
+    real = features.embed_inputs
+    monkeypatch.setattr(features, "embed_inputs", lambda backbone, inputs, *a, **k: (
+        embedded.append(len(inputs)), real(backbone, inputs, *a, **k))[1])
+    first = hybrid.features(TRAIN)
+    second = hybrid.features(TRAIN)
+    assert embedded == [len(TRAIN)]  # the first read embedded nothing (an empty call is not made)
+    assert np.allclose(first.toarray(), second.toarray(), atol=1e-5)
