@@ -44,7 +44,8 @@ def runs(tmp_path_factory):
             (folder / name).mkdir()
             # The forced fine-tuning run weights the rare spam class from its baseline on.
             weights = "on" if name == "finetune" else "auto"
-            config = sms_config(folder / name, csv, folder / "work",
+            # on_unfit: stop: these runs are about the stages (test_classic_anchor hands an unfit model over)
+            config = sms_config(folder / name, csv, folder / "work", model={"on_unfit": "stop"},
                                 metric={"name": "f1", "class": "spam", "target": target},
                                 train={"head_epochs": head_epochs, "head_learning_rate": lr},
                                 finetune={"max_stages": 1, "epochs_per_stage": 1, "class_weights": weights},

