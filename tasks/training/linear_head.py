@@ -43,6 +43,8 @@ def probe_classic(backbone: Any, examples: dict[str, pd.DataFrame], classes: lis
     on `examples["val"]`. Returns the fit, and how many feature rows were computed and reused."""
     from tasks.models.classifier import class_indices
 
+    backbone.reuse_embeddings(workdir, [i for frame in examples.values() for i in frame.index],  # a hybrid's base
+                              [x for frame in examples.values() for x in frame["input"]])
     backbone.fit_to(list(examples["train"]["input"]))
     rows, computed = {}, 0
     for name, frame in examples.items():

@@ -20,6 +20,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -132,6 +133,11 @@ class Backbone(ABC):
 
     def restore_fit(self, weights: dict[str, torch.Tensor]) -> None:
         """Take what `fit_to` learned from a classifier's state dict, before its head is built."""
+        return None
+
+    def reuse_embeddings(self, workdir: Path, ids: list[str], inputs: list[Any]) -> None:
+        """Before `fit_to`: read what the embedding cache already holds for these examples. Only a
+        hybrid does (its base model's embeddings, step 3a's); every other family embeds or fits itself."""
         return None
 
     @property

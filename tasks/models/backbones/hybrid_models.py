@@ -10,6 +10,7 @@ carries them). The base model stays frozen: its layer groups are not offered for
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ class HybridBackbone(ClassicBackbone):
         self.weights, self.extras = self.base.weights, self.base.extras
         self.weights_sha256, self.started_from = self.base.weights_sha256, ""
         self._embedded: dict[str, np.ndarray] = {}  # training input -> embedding, from the last fit
+        self._cached: dict[str, np.ndarray] = {}  # input -> embedding, read from the embedding cache
         self.freeze()
 
     @classmethod
@@ -71,6 +73,15 @@ class HybridBackbone(ClassicBackbone):
         scaling = "|".join(hashlib.sha256(self.state(name).numpy().tobytes()).hexdigest() for name in self.STATE)
         return f"{self.spec.model_dump_json()}|{self.base.preprocessing_id}|{self.classic.preprocessing_id}|{scaling}"
 
+    def reuse_embeddings(self, workdir: Path, ids: list[str], inputs: list[Any]) -> None:
+        """The base model's embeddings of these examples through its own embedding cache (the one
+        step 3a fills for the first model, keyed by example id): a hybrid of the configured model
+        embeds nothing again, and what it does embed is cached for the next run."""
+        from tasks.models.features import cached_embeddings, open_cache
+
+        embeddings, _ = cached_embeddings(open_cache(workdir, self.base), self.base, ids, inputs, batch_size=32)
+        self._cached = {source: row for source, row in zip(inputs, embeddings, strict=True) if isinstance(source, str)}
+
     def fit_to(self, inputs: list[Any]) -> None:
         self.classic.fit_to(inputs)
         embeddings = self._embeddings(inputs, remember=True)
@@ -98,10 +109,11 @@ class HybridBackbone(ClassicBackbone):
         from tasks.models.features import embed_inputs
 
         keys = [source if isinstance(source, str) else None for source in inputs]
-        missing = [index for index, key in enumerate(keys) if key is None or key not in self._embedded]
+        known = self._cached | self._embedded
+        missing = [index for index, key in enumerate(keys) if key is None or key not in known]
         computed = dict(zip(missing, embed_inputs(self.base, [inputs[i] for i in missing], batch_size=32)
                             if missing else [], strict=True))
-        rows = np.stack([computed[i] if i in computed else self._embedded[str(keys[i])] for i in range(len(inputs))])
+        rows = np.stack([computed[i] if i in computed else known[str(keys[i])] for i in range(len(inputs))])
         if remember:
             self._embedded = {key: computed[i] for i, key in enumerate(keys) if key is not None and i in computed}
         elif len(missing) < len(inputs):

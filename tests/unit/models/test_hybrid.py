@@ -66,3 +66,27 @@ def test_the_fits_embeddings_serve_the_one_read_after_it_and_no_other(monkeypatc
     second = hybrid.features(TRAIN)
     assert embedded == [len(TRAIN)]  # the first read embedded nothing (an empty call is not made)
     assert np.allclose(first.toarray(), second.toarray(), atol=1e-5)
+
+
+def test_a_hybrid_reads_its_base_models_embeddings_from_the_cache_step_3a_filled(tmp_path, monkeypatch):
+    """The configured model's embeddings, cached by example id (as step 3a caches them), are what
+    the hybrid of that model reads: it embeds nothing, and its features equal a fresh hybrid's."""
+    import tasks.models.features as features
+
+    ids = [f"example-{i}" for i in range(len(TRAIN))]
+    minilm = load_backbone(model_spec(MINILM))
+    features.cached_embeddings(features.open_cache(tmp_path, minilm), minilm, ids, TRAIN, batch_size=8)
+    fresh = load_backbone(model_spec({"family": "hybrid", "base": MINILM, "classic": TFIDF}))
+    fresh.fit_to(TRAIN)
+    expected = fresh.features(TRAIN).toarray()
+
+    embedded: list[int] = []
+    real = features.embed_inputs
+    monkeypatch.setattr(features, "embed_inputs", lambda backbone, inputs, *a, **k: (
+        embedded.append(len(inputs)), real(backbone, inputs, *a, **k))[1])
+    hybrid = load_backbone(model_spec({"family": "hybrid", "base": MINILM, "classic": TFIDF}))
+    hybrid.reuse_embeddings(tmp_path, ids, TRAIN)
+    hybrid.fit_to(TRAIN)
+    assert np.allclose(hybrid.features(TRAIN).toarray(), expected, atol=1e-5)
+    assert np.allclose(hybrid.features(TRAIN).toarray(), expected, atol=1e-5)  # a second read: still cached
+    assert embedded == []
