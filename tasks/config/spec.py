@@ -59,7 +59,6 @@ def check_class_keys(classes: Iterable[str], source: Path | str) -> None:
         )
 
 
-
 class MetricSpec(ConfigBlock):
     """The one success metric: every decision (best epoch, early stop, gate) uses it."""
 

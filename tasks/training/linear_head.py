@@ -4,7 +4,9 @@ head is, so checkpoints, the operating point, the test read and serving treat it
 
 scikit-learn's LogisticRegression (lbfgs, multinomial) fits sparse tf-idf rows directly, in seconds,
 where the torch probe would need them dense. The features are cached per fitted state and split
-part under `<workdir>/classic_features/` (sparse .npz or dense .npy, written atomically).
+part under `<workdir>/classic_features/` (sparse .npz or dense .npy, written atomically), and so is
+each fit (`fit-*.pt`: the head, C and the sweep, loaded with weights_only), keyed by everything it
+was fitted from.
 """
 
 from __future__ import annotations
@@ -52,9 +54,54 @@ def probe_classic(backbone: Any, examples: dict[str, pd.DataFrame], classes: lis
         computed += newly
     reused = sum(len(frame) for frame in examples.values()) - computed
     targets = {name: class_indices(frame["label"], classes).numpy() for name, frame in examples.items()}
-    fit = fit_linear_head(rows["train"], targets["train"], rows["val"], targets["val"], classes, contract, seed,
-                          class_weights)
+    memo = fit_memo(workdir, backbone, examples, classes, contract, seed, class_weights)
+    fit = read_fit(memo, len(classes))
+    if fit is None:
+        fit = fit_linear_head(rows["train"], targets["train"], rows["val"], targets["val"], classes, contract, seed,
+                              class_weights)
+        write_fit(memo, fit)
     return fit, computed, reused
+
+
+def fit_memo(workdir: Path, backbone: Any, examples: dict[str, pd.DataFrame], classes: list[str],
+             contract: Contract, seed: int, class_weights: bool) -> Path:
+    """Where the logistic regression of these exact inputs is kept: the anchor, a tournament's
+    classic candidate and its baseline fit the same one, so it runs once per run (and per resume)."""
+    import json
+
+    import sklearn
+
+    from tasks.models.backbones import backbone_cache_key
+
+    facts = {name: [list(map(str, frame.index)), list(map(str, frame["label"]))] for name, frame in examples.items()}
+    key = json.dumps([facts, classes, contract.metric.model_dump_json(), repr(contract.guard), seed, class_weights,
+                      C_GRID, MAX_ITER, sklearn.__version__])
+    return (workdir / "classic_features" / backbone_cache_key(backbone)
+            / f"fit-{hashlib.sha256(key.encode()).hexdigest()[:32]}.pt")
+
+
+def read_fit(memo: Path, n_classes: int) -> LinearFit | None:
+    if not memo.exists():
+        return None
+    saved = torch.load(memo, map_location="cpu", weights_only=True)
+    head = nn.Linear(saved["weight"].shape[1], n_classes)
+    head.load_state_dict({"weight": saved["weight"], "bias": saved["bias"]})
+    record = EpochRecord(1, saved["train_loss"], saved["val_loss"], saved["val_scores"], saved["val_metric"])
+    return LinearFit(FitResult([record], 1, record.val_metric, False, dict(head.state_dict())), head, saved["C"],
+                     {C: value for C, value in saved["sweep"]})
+
+
+def write_fit(memo: Path, fit: LinearFit) -> None:
+    from tasks.core.atomic import write_atomic
+
+    record = fit.result.history[0]
+    saved = {"weight": fit.head.weight.detach().clone(), "bias": fit.head.bias.detach().clone(), "C": float(fit.C),
+             "sweep": [[float(C), float(value)] for C, value in fit.sweep.items()],  # plain floats: weights_only
+             "train_loss": float(record.train_loss), "val_loss": float(record.val_loss),
+             "val_scores": {key: float(value) for key, value in record.val_scores.items()},
+             "val_metric": float(record.val_metric)}
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(memo, lambda handle: torch.save(saved, handle))
 
 
 def fit_linear_head(train_x: Any, train_y: np.ndarray, val_x: Any, val_y: np.ndarray, classes: list[str],

@@ -53,3 +53,39 @@ def test_c_is_the_one_best_on_validation_by_the_declared_metric():
     with torch.no_grad():
         answers = fit.head(torch.from_numpy(val_x).float()).argmax(1).numpy()
     assert f1_score(val_y, answers, average="macro") == pytest.approx(best)
+
+
+def test_the_same_fit_runs_once_and_any_change_of_its_inputs_runs_it_again(tmp_path, monkeypatch):
+    """The anchor, a tournament's classic candidate and its baseline fit the same logistic
+    regression: the second probe reads the first's head, C and sweep from the workdir (loaded with
+    weights_only); other labels, another seed or class weights fit anew."""
+    import pandas as pd
+
+    import tasks.training.linear_head as linear_head
+    from tasks.config.families import model_spec
+    from tasks.models.backbones import load_backbone
+    from tests.unit.models.test_classic_features import TRAIN
+
+    labels = ["spam", "ham", "ham", "spam", "ham", "spam"]
+    examples = {"train": pd.DataFrame({"input": TRAIN, "label": labels}, index=[f"t{i}" for i in range(6)]),
+                "val": pd.DataFrame({"input": TRAIN[:4], "label": labels[:4]}, index=[f"v{i}" for i in range(4)])}
+    contract = Contract(MetricSpec(name="accuracy", target=0.9))
+    fits = []
+    real = linear_head.fit_linear_head
+    monkeypatch.setattr(linear_head, "fit_linear_head", lambda *a, **k: fits.append(1) or real(*a, **k))
+
+    def probe(examples, seed=0, class_weights=False):
+        backbone = load_backbone(model_spec({"family": "tfidf", "min_df": 1}))
+        fit, _, _ = linear_head.probe_classic(backbone, examples, ["ham", "spam"], contract, tmp_path, seed,
+                                              class_weights)
+        return fit
+
+    first, again = probe(examples), probe(examples)
+    assert len(fits) == 1
+    assert torch.equal(first.head.weight, again.head.weight) and torch.equal(first.head.bias, again.head.bias)
+    assert (first.C, first.sweep, first.result.best.val_scores) == (again.C, again.sweep, again.result.best.val_scores)
+    relabelled = {**examples, "val": examples["val"].assign(label=["ham", "ham", "ham", "ham"])}
+    probe(relabelled)
+    probe(examples, seed=1)
+    probe(examples, class_weights=True)
+    assert len(fits) == 4
