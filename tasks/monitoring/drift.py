@@ -2,8 +2,9 @@
 
 The reference is a sample of examples the champion never trained on (validation, then test inputs)
 embedded by its own backbone (as fine-tuned) at promotion, stored as artifacts of the version's run
-under `drift_reference/`: `embeddings.npy` and `reference.json` (class mix the champion predicts on
-them, input statistics).
+under `drift_reference/`: `embeddings.npz` (compressed: a tf-idf or hybrid champion's rows are
+20,000 wide and mostly zeros) and `reference.json` (class mix the champion predicts on them, input
+statistics). Versions promoted before it hold `embeddings.npy`, still read.
 A drift check embeds the incoming inputs with the same backbone, so both samples are what the
 model sees, and compares them with the MMD permutation test (tasks/monitoring/mmd.py).
 """
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from tasks.models.classifier import Classifier, OperatingPoint
 
 REFERENCE_DIR = "drift_reference"
+REFERENCE_ROWS = "embeddings.npz"  # in REFERENCE_DIR; versions promoted before it hold embeddings.npy
 MIN_INCOMING = 10       # below this a two-sample test has almost no power: refuse rather than reassure
 MAX_TESTED = 2000       # incoming inputs beyond this are subsampled (seeded) for the kernel matrix's sake
 
@@ -203,9 +205,9 @@ def class_mix_shift(reference: dict[str, float], incoming: dict[str, float]) -> 
 
 
 def log_reference(client: MlflowClient, run_id: str, seen: Seen, facts: dict[str, Any]) -> None:
-    """The reference as artifacts of the version's run: embeddings.npy + reference.json."""
+    """The reference as artifacts of the version's run: embeddings.npz + reference.json."""
     with tempfile.TemporaryDirectory() as folder:
-        np.save(Path(folder) / "embeddings.npy", seen.embeddings.astype(np.float32))
+        np.savez_compressed(Path(folder) / REFERENCE_ROWS, embeddings=seen.embeddings.astype(np.float32))
         (Path(folder) / "reference.json").write_text(json.dumps(
             {**facts, "n": len(seen.embeddings), "class_mix": seen.class_mix, "statistics": seen.statistics}))
         client.log_artifacts(run_id, folder, REFERENCE_DIR)
@@ -218,10 +220,18 @@ def load_reference(client: MlflowClient, run_id: str, what: str) -> tuple[np.nda
     with tempfile.TemporaryDirectory() as folder:
         try:
             local = Path(client.download_artifacts(run_id, REFERENCE_DIR, folder))
-            embeddings = np.load(local / "embeddings.npy", allow_pickle=False)
+            embeddings = read_reference_rows(local)
             facts = json.loads((local / "reference.json").read_text())
         except (MlflowException, OSError):
             raise DataError(f"{what} has no drift reference (it was promoted before drift references were "
                             "stored). Fix: run `transferflow run CONFIG` so a newly promoted version stores "
                             "one.") from None
     return embeddings, facts
+
+
+def read_reference_rows(folder: Path) -> np.ndarray:
+    """The reference's rows from a downloaded `drift_reference/`, compressed or (older) plain."""
+    if (folder / REFERENCE_ROWS).exists():
+        with np.load(folder / REFERENCE_ROWS, allow_pickle=False) as saved:
+            return saved["embeddings"]
+    return np.load(folder / "embeddings.npy", allow_pickle=False)

@@ -100,7 +100,7 @@ def test_the_promoted_version_stores_a_reference_of_examples_it_never_trained_on
     version = client.get_model_version_by_alias(MODEL, "champion")
     local = Path(client.download_artifacts(version.run_id, "drift_reference", str(folder / "reference")))
     facts = json.loads((local / "reference.json").read_text())
-    embeddings = np.load(local / "embeddings.npy")
+    embeddings = np.load(local / "embeddings.npz")["embeddings"]
     splits = manifest_splits(summary.split.manifest_path)
     ids = set(facts["example_ids"])
     assert not ids & set(splits["train"]) and set(splits["val"]) <= ids <= set(splits["val"]) | set(splits["test"])
@@ -134,8 +134,8 @@ def test_a_batch_from_another_domain_is_flagged_with_a_recomputed_score(checked)
     report = reports["shifted"]
     assert report["drift"] is True and report["n"] == 100 and report["p_value"] == pytest.approx(1 / 200)
     version = client.get_model_version_by_alias(MODEL, "champion")
-    reference = np.load(Path(client.download_artifacts(version.run_id, "drift_reference/embeddings.npy",
-                                                       str(folder / "recompute"))))
+    reference = np.load(Path(client.download_artifacts(version.run_id, "drift_reference/embeddings.npz",
+                                                       str(folder / "recompute"))))["embeddings"]
     classifier, _ = restore_registered(client, version.run_id)
     texts = [r["text"] for r in csv.DictReader((folder / "banking.csv").open(encoding="utf-8"))]
     incoming = embed_inputs(classifier.backbone, texts, 32).astype(np.float64)
