@@ -41,7 +41,6 @@ class HybridBackbone(ClassicBackbone):
                                      "scaling": FittedState(self.STATE)})
         self.weights, self.extras = self.base.weights, self.base.extras
         self.weights_sha256, self.started_from = self.base.weights_sha256, ""
-        self._embedded: dict[str, np.ndarray] = {}  # training input -> embedding, from the last fit
         self._cached: dict[str, np.ndarray] = {}  # input -> embedding, read from the embedding cache
         self.freeze()
 
@@ -84,7 +83,7 @@ class HybridBackbone(ClassicBackbone):
 
     def fit_to(self, inputs: list[Any]) -> None:
         self.classic.fit_to(inputs)
-        embeddings = self._embeddings(inputs, remember=True)
+        embeddings = self._embeddings(inputs)
         mean, spread = embeddings.mean(0), embeddings.std(0)
         self.module.get_submodule("scaling").mean = torch.from_numpy(mean.astype(np.float32))
         self.module.get_submodule("scaling").scale = torch.from_numpy(
@@ -102,23 +101,16 @@ class HybridBackbone(ClassicBackbone):
             return scipy.sparse.hstack([classic, scipy.sparse.csr_matrix(embedded)], format="csr")
         return np.hstack([classic, embedded]).astype(np.float32)
 
-    def _embeddings(self, inputs: list[Any], remember: bool = False) -> np.ndarray:
-        """The base model's frozen embeddings. The training inputs' are kept from the fit (`remember`)
-        for the one features read that follows it; nothing else is kept, so a served model's memory
-        stays flat."""
+    def _embeddings(self, inputs: list[Any]) -> np.ndarray:
+        """The base model's frozen embeddings: those `reuse_embeddings` read from the cache, the
+        rest computed and not kept (a served model's memory stays flat, a measured throughput is real)."""
         from tasks.models.features import embed_inputs
 
         keys = [source if isinstance(source, str) else None for source in inputs]
-        known = self._cached | self._embedded
-        missing = [index for index, key in enumerate(keys) if key is None or key not in known]
+        missing = [index for index, key in enumerate(keys) if key is None or key not in self._cached]
         computed = dict(zip(missing, embed_inputs(self.base, [inputs[i] for i in missing], batch_size=32)
                             if missing else [], strict=True))
-        rows = np.stack([computed[i] if i in computed else known[str(keys[i])] for i in range(len(inputs))])
-        if remember:
-            self._embedded = {key: computed[i] for i, key in enumerate(keys) if key is not None and i in computed}
-        elif len(missing) < len(inputs):
-            self._embedded = {}  # used once: a throughput measured after the fit embeds its sample for real
-        return rows
+        return np.stack([computed[i] if i in computed else self._cached[str(keys[i])] for i in range(len(inputs))])
 
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
         return batch  # the features are computed in `preprocess`
